@@ -1,0 +1,180 @@
+//! What differs per CPU, behind one trait. Implementations are zero-sized
+//! types in `arch/x86_64`, `arch/aarch64` and `arch/armv7`; the rest of cryo
+//! only ever talks to [`Arch`].
+//!
+//! Registers travel as the raw bytes of ptrace register sets (the same bytes
+//! an ELF core note holds), so the image format and the core writer never need
+//! to know a CPU's register layout.
+#![no_std]
+
+/// A ptrace register set the architecture saves per thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegSetSpec {
+    /// `NT_*` note type passed to PTRACE_GETREGSET / SETREGSET and used in ELF cores.
+    pub note_type: u32,
+    /// Human name for messages and `cryo inspect`.
+    pub name: &'static str,
+    /// Largest size the kernel may return; the buffer handed to GETREGSET.
+    pub max_size: usize,
+    /// Name of the ELF core note owner ("CORE" or "LINUX").
+    pub core_note_owner: &'static str,
+}
+
+/// Syscalls cryo issues inside a target, by meaning; each arch maps them to its numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Sysno {
+    Read,
+    Write,
+    Openat,
+    Close,
+    CloseRange,
+    Lseek,
+    Mmap,
+    Munmap,
+    Mprotect,
+    Mremap,
+    Madvise,
+    Brk,
+    RtSigaction,
+    RtSigprocmask,
+    Sigaltstack,
+    Getitimer,
+    Setitimer,
+    Umask,
+    Prctl,
+    Fcntl,
+    Dup3,
+    Pipe2,
+    Vmsplice,
+    Preadv,
+    Pread64,
+    MemfdCreate,
+    Chdir,
+    Fchdir,
+    Rseq,
+    SetRobustList,
+    SetTidAddress,
+    Capset,
+    Getpid,
+    Gettid,
+    Kill,
+    Exit,
+    ExitGroup,
+    Clone3,
+    Setsid,
+    Setpgid,
+    ArchPrctl,
+    Personality,
+    Prlimit64,
+}
+
+/// What a syscall interrupted by the freeze needs so that the thread carries
+/// on correctly when it is resumed with no kernel restart logic (after a
+/// restore, where it leaves through a register load, not a syscall return).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartFixup {
+    /// Not inside a syscall, or the syscall completed: nothing to change.
+    None,
+    /// The registers were rewound to re-issue the syscall.
+    Reissued,
+    /// The syscall cannot be re-issued; it returns `-EINTR` to the program.
+    Interrupted,
+}
+
+pub const ERESTARTSYS: i64 = 512;
+pub const ERESTARTNOINTR: i64 = 513;
+pub const ERESTARTNOHAND: i64 = 514;
+pub const ERESTART_RESTARTBLOCK: i64 = 516;
+pub const EINTR: i64 = 4;
+
+/// Everything that differs per CPU. All functions are associated (no `self`):
+/// an implementation is a marker type.
+pub trait Arch {
+    /// Name as stored in images and matched on restore ("x86_64", "aarch64", "armv7").
+    const NAME: &'static str;
+    /// `e_machine` of ELF files and cores for this CPU.
+    const ELF_MACHINE: u16;
+    /// Does a process of this arch use 64-bit pointers (ELF64 cores, 64-bit auxv)?
+    const IS_64BIT: bool;
+    /// Register sets saved per thread. The first is always the general-purpose set
+    /// (`NT_PRSTATUS`), which every other function here takes as `gp`.
+    const REGSETS: &'static [RegSetSpec];
+    /// Machine code for "syscall; trap": the injector's remote-syscall gadget.
+    const SYSCALL_GADGET: &'static [u8];
+    /// Length of the syscall instruction (the pc rewind for a re-issued syscall).
+    const SYSCALL_INSN_LEN: u64;
+    /// ELF relocation type the parasite's static-pie uses for base-relative fixups.
+    const RELATIVE_RELOC: u32;
+    /// Size in bytes of the `NT_PRSTATUS` register set.
+    const GP_SIZE: usize;
+
+    /// Syscall number, or `None` where this arch does not have that call.
+    fn sysno(call: Sysno) -> Option<u64>;
+
+    fn pc(gp: &[u8]) -> u64;
+    fn set_pc(gp: &mut [u8], pc: u64);
+    fn sp(gp: &[u8]) -> u64;
+    fn set_sp(gp: &mut [u8], sp: u64);
+
+    /// Set registers so that continuing at `gadget` runs syscall `nr` with `args`,
+    /// and no kernel restart logic applies to whatever syscall was interrupted.
+    fn prepare_syscall(gp: &mut [u8], gadget: u64, nr: u64, args: &[u64; 6]);
+    /// The syscall's return value after the gadget trapped.
+    fn syscall_return(gp: &[u8]) -> i64;
+
+    /// Set registers to call a function at `entry` with `arg` as its first
+    /// argument on a stack whose (exclusive) top is `stack_top`. The function
+    /// does not return: it ends with a trap.
+    fn prepare_call(gp: &mut [u8], entry: u64, arg: u64, stack_top: u64);
+
+    /// If the thread stopped inside a syscall: (syscall number, current return register).
+    fn interrupted_syscall(gp: &[u8]) -> Option<(u64, i64)>;
+    /// Rewrite registers of a thread frozen inside a syscall so it behaves as the
+    /// kernel's own restart would, for a resume that bypasses that logic.
+    fn restart_fixup(gp: &mut [u8]) -> RestartFixup;
+    /// Mark the registers as "not in a syscall" so a register load does not
+    /// trigger the kernel's restart logic again.
+    fn clear_syscall(gp: &mut [u8]);
+
+    /// Thread pointer (fs_base, tpidr_el0, TPIDRURO), from the saved register sets.
+    fn tls(regsets: &[(u32, &[u8])]) -> Option<u64>;
+
+    /// The `mmap` offset argument for a byte offset (ARMv7's mmap2 counts pages).
+    fn mmap_offset_arg(byte_offset: u64) -> u64 {
+        byte_offset
+    }
+
+    /// CPU features the saved register state depends on (x86: XCR0 as the
+    /// kernel reports it in the XSAVE area), checked before a restore.
+    fn cpu_features(_regsets: &[(u32, &[u8])]) -> u64 {
+        0
+    }
+
+    /// Must the instruction cache be flushed after code was written into a
+    /// process from outside? (x86 keeps it coherent; ARM does not.)
+    fn needs_icache_flush() -> bool;
+}
+
+/// Read a little-endian u64 at byte offset `off` of a register set.
+pub fn get_u64(buf: &[u8], off: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[off..off + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// Write a little-endian u64 at byte offset `off` of a register set.
+pub fn put_u64(buf: &mut [u8], off: usize, v: u64) {
+    buf[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Read a little-endian u32 at byte offset `off` of a register set.
+pub fn get_u32(buf: &[u8], off: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[off..off + 4]);
+    u32::from_le_bytes(b)
+}
+
+/// Write a little-endian u32 at byte offset `off` of a register set.
+pub fn put_u32(buf: &mut [u8], off: usize, v: u32) {
+    buf[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}

@@ -1,0 +1,163 @@
+//! ARMv7 (EABI, 32-bit): `svc #0` ABI (r7 = number, r0-r5 = arguments),
+//! `struct pt_regs` with orig_r0, VFP registers, mmap2.
+#![no_std]
+
+#[cfg(target_arch = "arm")]
+pub mod raw;
+
+use cryo_arch::{get_u32, put_u32, Arch, RegSetSpec, RestartFixup, Sysno};
+use cryo_arch::{ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK};
+
+pub struct Armv7;
+
+pub const NT_PRSTATUS: u32 = 1;
+pub const NT_ARM_VFP: u32 = 0x400;
+
+/// Byte offsets in `struct pt_regs`: r0..r15, cpsr, orig_r0 (18 words).
+const R0: usize = 0;
+const R7: usize = 7 * 4;
+const SP: usize = 13 * 4;
+const PC: usize = 15 * 4;
+const CPSR: usize = 16 * 4;
+const ORIG_R0: usize = 17 * 4;
+/// CPSR T bit: the thread runs Thumb code (2-byte `svc`).
+const CPSR_T: u32 = 1 << 5;
+
+impl Arch for Armv7 {
+    const NAME: &'static str = "armv7";
+    const ELF_MACHINE: u16 = 40; // EM_ARM
+    const IS_64BIT: bool = false;
+    const REGSETS: &'static [RegSetSpec] = &[
+        RegSetSpec { note_type: NT_PRSTATUS, name: "general", max_size: 18 * 4, core_note_owner: "CORE" },
+        // d0-d31 and fpscr.
+        RegSetSpec { note_type: NT_ARM_VFP, name: "vfp", max_size: 32 * 8 + 4, core_note_owner: "LINUX" },
+    ];
+    const SYSCALL_GADGET: &'static [u8] = &[
+        0x00, 0x00, 0x00, 0xef, // svc #0 (ARM state)
+        0xf0, 0x01, 0xf0, 0xe7, // udf #16: the kernel's ARM breakpoint
+    ];
+    const SYSCALL_INSN_LEN: u64 = 4;
+    const RELATIVE_RELOC: u32 = 23; // R_ARM_RELATIVE
+    const GP_SIZE: usize = 18 * 4;
+
+    fn sysno(call: Sysno) -> Option<u64> {
+        use Sysno::*;
+        Some(match call {
+            Exit => 1,
+            Read => 3,
+            Write => 4,
+            Close => 6,
+            Chdir => 12,
+            Lseek => 19,
+            Getpid => 20,
+            Kill => 37,
+            Brk => 45,
+            Fcntl => 55,
+            Setpgid => 57,
+            Umask => 60,
+            Setsid => 66,
+            Munmap => 91,
+            Setitimer => 104,
+            Getitimer => 105,
+            Mprotect => 125,
+            Fchdir => 133,
+            Personality => 136,
+            Mremap => 163,
+            Prctl => 172,
+            RtSigaction => 174,
+            RtSigprocmask => 175,
+            Pread64 => 180,
+            Capset => 185,
+            Sigaltstack => 186,
+            Mmap => 192, // mmap2: offset in pages, see mmap_offset_arg
+            Madvise => 220,
+            Gettid => 224,
+            ExitGroup => 248,
+            SetTidAddress => 256,
+            Openat => 322,
+            SetRobustList => 338,
+            Vmsplice => 343,
+            Dup3 => 358,
+            Pipe2 => 359,
+            Preadv => 361,
+            Prlimit64 => 369,
+            MemfdCreate => 385,
+            Rseq => 398,
+            Clone3 => 435,
+            CloseRange => 436,
+            ArchPrctl => return None,
+        })
+    }
+
+    fn mmap_offset_arg(byte_offset: u64) -> u64 {
+        byte_offset / 4096
+    }
+
+    fn pc(gp: &[u8]) -> u64 {
+        get_u32(gp, PC) as u64
+    }
+    fn set_pc(gp: &mut [u8], pc: u64) {
+        put_u32(gp, PC, pc as u32)
+    }
+    fn sp(gp: &[u8]) -> u64 {
+        get_u32(gp, SP) as u64
+    }
+    fn set_sp(gp: &mut [u8], sp: u64) {
+        put_u32(gp, SP, sp as u32)
+    }
+
+    fn prepare_syscall(gp: &mut [u8], gadget: u64, nr: u64, args: &[u64; 6]) {
+        for (i, a) in args.iter().enumerate() {
+            put_u32(gp, R0 + i * 4, *a as u32);
+        }
+        put_u32(gp, R7, nr as u32);
+        put_u32(gp, PC, gadget as u32);
+        // The gadget is ARM code.
+        put_u32(gp, CPSR, get_u32(gp, CPSR) & !CPSR_T);
+        Self::clear_syscall(gp);
+    }
+
+    fn syscall_return(gp: &[u8]) -> i64 {
+        get_u32(gp, R0) as i32 as i64
+    }
+
+    fn prepare_call(gp: &mut [u8], entry: u64, arg: u64, stack_top: u64) {
+        put_u32(gp, R0, arg as u32);
+        put_u32(gp, PC, entry as u32);
+        put_u32(gp, SP, (stack_top & !7) as u32);
+        put_u32(gp, CPSR, get_u32(gp, CPSR) & !CPSR_T);
+        Self::clear_syscall(gp);
+    }
+
+    fn interrupted_syscall(gp: &[u8]) -> Option<(u64, i64)> {
+        let ret = get_u32(gp, R0) as i32 as i64;
+        matches!(-ret, ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK)
+            .then(|| (get_u32(gp, R7) as u64, ret))
+    }
+
+    fn restart_fixup(gp: &mut [u8]) -> RestartFixup {
+        if Self::interrupted_syscall(gp).is_none() {
+            return RestartFixup::None;
+        }
+        // orig_r0 keeps the first argument, r7 the number: re-issue the call.
+        put_u32(gp, R0, get_u32(gp, ORIG_R0));
+        let insn = if get_u32(gp, CPSR) & CPSR_T != 0 { 2 } else { 4 };
+        put_u32(gp, PC, get_u32(gp, PC) - insn);
+        Self::clear_syscall(gp);
+        RestartFixup::Reissued
+    }
+
+    fn clear_syscall(gp: &mut [u8]) {
+        put_u32(gp, ORIG_R0, u32::MAX);
+    }
+
+    /// ARMv7 has no TLS register set; the tracer reads TPIDRURO with
+    /// PTRACE_GET_THREAD_AREA and restores it with the set_tls syscall.
+    fn tls(_regsets: &[(u32, &[u8])]) -> Option<u64> {
+        None
+    }
+
+    fn needs_icache_flush() -> bool {
+        true
+    }
+}

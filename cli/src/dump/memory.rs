@@ -1,0 +1,124 @@
+//! Choosing the pages to store and streaming them into the image.
+//!
+//! Stored: every page of private anonymous memory that exists (present or
+//! swapped), and the pages of private file mappings that the process wrote
+//! (anonymous copies). Not stored: never-touched pages, unmodified file pages,
+//! shared file mappings (the file holds them), kernel-provided vDSO/vvar.
+
+use super::page_size;
+use anyhow::{bail, Result};
+use cryo_image::{PageOrigin, PageRun, Vma, VmaKind};
+use cryo_injector::{Parasite, Remote};
+use cryo_parasite::abi::IoVec;
+use cryo_tracer::proc::{pagemap, MemFile, Pagemap};
+use cryo_tracer::Seized;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+pub struct Pages {
+    pub runs: Vec<PageRun>,
+    pub bytes: u64,
+    pub stored: u64,
+}
+
+/// Pagemap entries are read this many pages at a time, so a huge sparse
+/// reservation does not need a huge buffer.
+const PAGEMAP_CHUNK: u64 = 1 << 16;
+/// iovecs handed to the parasite per command.
+const IOV_BATCH: usize = 4096;
+
+pub fn dump(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite, vmas: &[Vma], out: &File) -> Result<Pages> {
+    let pid = seized.pid;
+    let runs = select(pid, vmas, &remote.mem)?;
+    let ps = page_size();
+    let mut iovs: Vec<IoVec> = Vec::new();
+    let mut offset = 0u64;
+    for run in &runs {
+        let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
+        let len = run.npages * ps;
+        if vma.prot & libc::PROT_READ as u32 != 0 {
+            iovs.push(IoVec { base: run.vaddr, len });
+            if iovs.len() >= IOV_BATCH {
+                parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
+                iovs.clear();
+            }
+        } else {
+            // vmsplice needs read access; /proc/PID/mem does not.
+            parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
+            iovs.clear();
+            copy_unreadable(&remote.mem, run.vaddr, len, out, &mut offset)?;
+        }
+    }
+    parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
+    let stored = runs.iter().map(|r| r.npages).sum();
+    Ok(Pages { runs, bytes: offset, stored })
+}
+
+fn copy_unreadable(mem: &MemFile, addr: u64, len: u64, out: &File, offset: &mut u64) -> Result<()> {
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+    let mut done = 0;
+    while done < len {
+        let n = buf.len().min((len - done) as usize);
+        mem.read(addr + done, &mut buf[..n])?;
+        out.write_all_at(&buf[..n], *offset)?;
+        *offset += n as u64;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// The page runs to store, in address order, with their offsets in the pages file.
+pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile) -> Result<Vec<PageRun>> {
+    let ps = page_size();
+    let pm = Pagemap::open(pid)?;
+    let mut runs: Vec<PageRun> = Vec::new();
+    let mut file_offset = 0u64;
+    let mut ents = Vec::new();
+    for v in vmas {
+        if matches!(v.kind, VmaKind::Vvar | VmaKind::Vsyscall | VmaKind::Vdso) {
+            continue;
+        }
+        if v.has_flag("io") || v.has_flag("pf") {
+            bail!("process {pid} maps device memory at {:#x} ({}), which cannot be checkpointed", v.start, v.name);
+        }
+        let file_backed = v.kind == VmaKind::File;
+        if file_backed && v.shared {
+            continue;
+        }
+        let first_run = runs.len();
+        let mut addr = v.start;
+        while addr < v.end {
+            let end = v.end.min(addr + PAGEMAP_CHUNK * ps);
+            pm.entries(addr, end, ps, &mut ents)?;
+            for (i, e) in ents.iter().enumerate() {
+                let keep = if file_backed {
+                    (e & pagemap::PRESENT != 0 && e & pagemap::FILE_SHARED == 0) || e & pagemap::SWAPPED != 0
+                } else {
+                    e & (pagemap::PRESENT | pagemap::SWAPPED) != 0
+                };
+                if !keep {
+                    continue;
+                }
+                let page = addr + i as u64 * ps;
+                let in_this_vma = runs.len() > first_run;
+                match runs.last_mut() {
+                    Some(r) if in_this_vma && r.vaddr + r.npages * ps == page => r.npages += 1,
+                    _ => runs.push(PageRun { vaddr: page, npages: 1, file_offset: 0, origin: PageOrigin::Here }),
+                }
+            }
+            addr = end;
+        }
+        // Keep an ELF mapping's first page for build-ids (cores, inspect).
+        if file_backed && v.offset == 0 && v.prot & libc::PROT_READ as u32 != 0 && runs[first_run..].first().is_none_or(|r| r.vaddr != v.start) {
+            let mut magic = [0u8; 4];
+            if mem.read(v.start, &mut magic).is_ok() && &magic == b"\x7fELF" {
+                runs.insert(first_run, PageRun { vaddr: v.start, npages: 1, file_offset: 0, origin: PageOrigin::Reference });
+            }
+        }
+    }
+    for r in &mut runs {
+        r.file_offset = file_offset;
+        file_offset += r.npages * ps;
+    }
+    Ok(runs)
+}

@@ -1,0 +1,188 @@
+//! `cryo checkpoint`: freeze, collect, stream pages, cure, release or kill.
+//!
+//! The target comes first: every step that touches it is undone on any
+//! error (the parasite unmapped, the gadget bytes and registers put back,
+//! held signals re-sent, threads detached) and the image is written so that
+//! it only becomes complete after the target was cured.
+
+mod fds;
+mod memory;
+mod state;
+
+use anyhow::{Context, Result};
+use cryo_image::{DumpStats, ImageWriter, Inventory, ProcessEntry, ProcessImage, RegSet, ThreadImage};
+use cryo_injector::{Parasite, Remote};
+use cryo_tracer::arch::{Arch, Native};
+use cryo_tracer::{fault, proc, ptrace, Seized};
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub struct Options {
+    pub pid: i32,
+    pub out: PathBuf,
+    pub kill: bool,
+}
+
+pub struct Summary {
+    pub pid: i32,
+    pub frozen_us: u64,
+    pub total_us: u64,
+    pub pages: u64,
+    pub image: PathBuf,
+}
+
+pub fn checkpoint(opts: &Options) -> Result<Summary> {
+    let t0 = Instant::now();
+    let pid = opts.pid;
+    let mut seized = Seized::freeze(pid)?;
+    let frozen = Instant::now();
+    let mut writer = ImageWriter::create(&opts.out)?;
+    let dumped = dump_frozen(&mut seized, &mut writer);
+    let (process, pages) = match dumped {
+        Ok(v) => v,
+        Err(e) => {
+            // Dropping `seized` releases the target; dropping `writer` removes
+            // the partial image.
+            return Err(e);
+        }
+    };
+    let frozen_us = frozen.elapsed().as_micros() as u64;
+    let inventory = Inventory {
+        cryo_version: env!("CARGO_PKG_VERSION").to_string(),
+        arch: Native::NAME.to_string(),
+        kernel: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        created_unix_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
+            as u64,
+        page_size: page_size(),
+        root_pid: pid,
+        processes: vec![ProcessEntry { pid, ppid: process.ppid, comm: process.comm.clone() }],
+        parent: None,
+        cpu_features: process
+            .threads
+            .first()
+            .map(|t| {
+                let sets: Vec<(u32, &[u8])> = t.regsets.iter().map(|r| (r.note_type, r.data.as_slice())).collect();
+                Native::cpu_features(&sets)
+            })
+            .unwrap_or(0),
+        stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
+    };
+    fault::check("image-write")?;
+    writer.write_process(&process)?;
+    writer.finish(&inventory).context("completing the image")?;
+    if opts.kill {
+        seized.kill().context("killing the checkpointed process")?;
+    } else {
+        seized.release().context("resuming the checkpointed process")?;
+    }
+    Ok(Summary { pid, frozen_us, total_us: t0.elapsed().as_micros() as u64, pages, image: opts.out.clone() })
+}
+
+pub fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64
+}
+
+/// Everything done while the process is frozen. On error the parasite has
+/// been unloaded (as far as possible) before returning.
+fn dump_frozen(seized: &mut Seized, writer: &mut ImageWriter) -> Result<(ProcessImage, u64)> {
+    let pid = seized.pid;
+    let vmas = proc::vmas(pid)?;
+    let fds = fds::collect(pid)?;
+    let mut remote = Remote::bootstrap(seized, pid, &vmas)?;
+    let mut parasite = match Parasite::load(seized, &mut remote, None) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = remote.drop_bootstrap();
+            return Err(e.into());
+        }
+    };
+    let inside = (|| -> Result<_> {
+        let st = state::collect(seized, &mut remote, &mut parasite)?;
+        parasite.open_pipe(seized, &mut remote)?;
+        let pages_file = writer.create_pages(pid)?;
+        let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file)?;
+        Ok((st, pages))
+    })();
+    let cured = parasite.unload(seized, &mut remote);
+    let (st, pages) = inside?;
+    cured.context("removing the parasite from the target")?;
+
+    let status = proc::status(pid)?;
+    let stat = proc::stat(pid)?;
+    let mut threads = Vec::new();
+    for t in &seized.threads {
+        let (robust_list, robust_list_len) = ptrace::get_robust_list(t.tid)?;
+        let tstatus = proc::status(t.tid).unwrap_or_default();
+        let mut pending = tstatus.sig_pnd;
+        for s in &t.held_signals {
+            pending |= 1u64 << (s - 1);
+        }
+        threads.push(ThreadImage {
+            tid: t.tid,
+            comm: tstatus.name.clone(),
+            regsets: t.regsets.iter().map(|(nt, d)| RegSet { note_type: *nt, data: d.clone() }).collect(),
+            sigmask: t.sigmask,
+            pending,
+            sigaltstack: if t.tid == pid { st.sigaltstack } else { Default::default() },
+            clear_child_tid: if t.tid == pid { st.clear_child_tid } else { 0 },
+            robust_list,
+            robust_list_len,
+            rseq: ptrace::get_rseq(t.tid)?,
+        });
+    }
+    let mm = cryo_image::MmState {
+        start_code: stat.start_code,
+        end_code: stat.end_code,
+        start_data: stat.start_data,
+        end_data: stat.end_data,
+        start_brk: stat.start_brk,
+        brk: st.brk,
+        start_stack: stat.start_stack,
+        arg_start: stat.arg_start,
+        arg_end: stat.arg_end,
+        env_start: stat.env_start,
+        env_end: stat.env_end,
+        auxv: proc::read_bytes(&format!("/proc/{pid}/auxv"))?,
+        dumpable: 1,
+    };
+    let personality = std::fs::read_to_string(format!("/proc/{pid}/personality"))
+        .ok()
+        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+        .unwrap_or(0);
+    let process = ProcessImage {
+        pid,
+        ppid: status.ppid,
+        pgid: stat.pgid,
+        sid: stat.sid,
+        comm: status.name.clone(),
+        exe: proc::read_link(&format!("/proc/{pid}/exe"))?,
+        cwd: proc::read_link(&format!("/proc/{pid}/cwd"))?,
+        root: proc::read_link(&format!("/proc/{pid}/root"))?,
+        cmdline: proc::cmdline(pid).unwrap_or_default(),
+        creds: cryo_image::Creds {
+            uids: status.uids,
+            gids: status.gids,
+            groups: status.groups.clone(),
+            cap_inh: status.cap_inh,
+            cap_prm: status.cap_prm,
+            cap_eff: status.cap_eff,
+            cap_bnd: status.cap_bnd,
+            cap_amb: status.cap_amb,
+            no_new_privs: status.no_new_privs,
+        },
+        umask: st.umask,
+        personality,
+        rlimits: state::rlimits(pid),
+        mm,
+        vmas,
+        pages: pages.runs,
+        pages_bytes: pages.bytes,
+        threads,
+        sigactions: st.sigactions,
+        itimers: st.itimers,
+        fds,
+        shared_pending: status.shd_pnd,
+    };
+    Ok((process, pages.stored))
+}

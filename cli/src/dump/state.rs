@@ -1,0 +1,102 @@
+//! State only the target itself can report, collected by the parasite in one
+//! batch: signal actions, interval timers, umask, clear_child_tid, altstack, brk.
+
+use anyhow::Result;
+use cryo_image::{ITimer, Rlimit, SigAction, SigAltStack};
+use cryo_injector::{Arg, Batch, Parasite, Remote};
+use cryo_tracer::arch::{Arch, Native, Sysno};
+use cryo_tracer::Seized;
+
+pub struct State {
+    pub sigactions: Vec<SigAction>,
+    pub itimers: Vec<ITimer>,
+    pub umask: u32,
+    pub clear_child_tid: u64,
+    pub sigaltstack: SigAltStack,
+    pub brk: u64,
+}
+
+const PR_GET_TID_ADDRESS: u64 = 40;
+pub const NSIG: usize = 64;
+
+/// Size of a pointer-sized word in the target.
+pub fn word() -> usize {
+    if Native::IS_64BIT {
+        8
+    } else {
+        4
+    }
+}
+
+/// Kernel `struct sigaction`: handler, flags, restorer (words), then a 64-bit mask.
+pub fn sigaction_size() -> usize {
+    3 * word() + 8
+}
+
+pub fn collect(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite) -> Result<State> {
+    let w = word();
+    let mut b = Batch::new();
+    let mut sa = Vec::new();
+    for sig in 1..=NSIG as u64 {
+        let off = b.reserve(sigaction_size());
+        b.call_may_fail(Sysno::RtSigaction, &[sig.into(), 0.into(), Arg::Data(off), 8.into()]);
+        sa.push(off);
+    }
+    let mut it = Vec::new();
+    for which in 0..3u64 {
+        let off = b.reserve(4 * w);
+        b.call(Sysno::Getitimer, &[which.into(), Arg::Data(off)]);
+        it.push(off);
+    }
+    let um = b.call(Sysno::Umask, &[0.into()]);
+    b.call(Sysno::Umask, &[Arg::Result(um)]);
+    let tid_addr = b.reserve(w);
+    let tid_call = b.call_may_fail(Sysno::Prctl, &[PR_GET_TID_ADDRESS.into(), Arg::Data(tid_addr)]);
+    let ss = b.reserve(3 * w);
+    b.call(Sysno::Sigaltstack, &[0.into(), Arg::Data(ss)]);
+    let brk = b.call(Sysno::Brk, &[0.into()]);
+    let out = parasite.run(seized, remote, &b)?;
+
+    let is64 = Native::IS_64BIT;
+    let sigactions = sa
+        .iter()
+        .map(|&off| SigAction {
+            handler: out.word_at(off, is64),
+            flags: out.word_at(off + w, is64),
+            restorer: out.word_at(off + 2 * w, is64),
+            mask: out.u64_at(off + 3 * w),
+        })
+        .collect();
+    let itimers = it
+        .iter()
+        .map(|&off| {
+            let f = |i: usize| out.word_at(off + i * w, is64);
+            ITimer { interval_us: f(0) * 1_000_000 + f(1), value_us: f(2) * 1_000_000 + f(3) }
+        })
+        .collect();
+    let sigaltstack = SigAltStack {
+        sp: out.word_at(ss, is64),
+        flags: out.u32_at(ss + w) as i32,
+        size: out.word_at(ss + if is64 { 16 } else { 8 }, is64),
+    };
+    Ok(State {
+        sigactions,
+        itimers,
+        umask: out.results[um] as u32,
+        clear_child_tid: if out.results[tid_call] == 0 { out.word_at(tid_addr, is64) } else { 0 },
+        sigaltstack,
+        brk: out.results[brk] as u64,
+    })
+}
+
+/// Resource limits, read from outside with prlimit.
+pub fn rlimits(pid: i32) -> Vec<Rlimit> {
+    (0..16u32)
+        .filter_map(|res| {
+            let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: `old` is a valid out-pointer; no new limit is passed.
+            let r = unsafe { libc::prlimit64(pid, res as _, std::ptr::null(), &mut old) };
+            (r == 0).then_some(Rlimit { resource: res, cur: old.rlim_cur, max: old.rlim_max })
+        })
+        .collect()
+}

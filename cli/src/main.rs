@@ -1,0 +1,135 @@
+//! cryo: checkpoint and restart running Linux process trees, unprivileged.
+
+mod dump;
+mod inspect;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cryo", version, about = "Checkpoint and restart running Linux processes, without root and without a launcher")]
+struct Cli {
+    /// More log output (repeat for more); also CRYO_LOG=debug.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Freeze a process and write its whole state to an image directory.
+    #[command(visible_alias = "dump")]
+    Checkpoint {
+        /// The process to checkpoint (one of yours).
+        pid: i32,
+        /// Image directory to create (must not exist, or be empty).
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        output: PathBuf,
+        /// Kill the process after a successful checkpoint, while still frozen,
+        /// so nothing runs between the image and the kill.
+        #[arg(long, conflicts_with = "leave_running")]
+        kill: bool,
+        /// Let the process run on after the checkpoint (the default).
+        #[arg(long)]
+        leave_running: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring a checkpointed process back from its image.
+    #[command(visible_alias = "restore")]
+    Restart {
+        /// Image directory written by `cryo checkpoint`.
+        dir: PathBuf,
+        /// Return as soon as the process runs, instead of staying in the
+        /// foreground as its parent and passing on its exit status.
+        #[arg(long)]
+        detach: bool,
+        /// Write the restored process's pid (as seen from outside) to FILE.
+        #[arg(long, value_name = "FILE")]
+        pidfile: Option<PathBuf>,
+        /// Restore without a new user+pid namespace: the process gets a new pid
+        /// (for systems where unprivileged user namespaces are disabled).
+        #[arg(long)]
+        no_pid_ns: bool,
+    },
+    /// Show what an image holds.
+    Inspect {
+        dir: PathBuf,
+        /// Machine-readable output (see README for the schema).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cryo: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for c in e.chain().skip(1) {
+        let c = c.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+    }
+    s
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CRYO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Checkpoint { pid, output, kill, leave_running: _, json } => {
+            let s = dump::checkpoint(&dump::Options { pid, out: output, kill })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"pid": s.pid, "image": s.image, "frozen_us": s.frozen_us, "total_us": s.total_us, "pages": s.pages, "killed": kill})
+                );
+            } else {
+                eprintln!(
+                    "cryo: checkpointed {} into {} ({} pages, frozen {:.1} ms, total {:.1} ms){}",
+                    s.pid,
+                    s.image.display(),
+                    s.pages,
+                    s.frozen_us as f64 / 1000.0,
+                    s.total_us as f64 / 1000.0,
+                    if kill { ", process killed" } else { "" }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Restart { dir, detach, pidfile, no_pid_ns } => {
+            let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns };
+            let code = cryo_restorer::restart(&opts)?;
+            Ok(ExitCode::from(code))
+        }
+        Cmd::Inspect { dir, json } => {
+            inspect::run(&dir, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

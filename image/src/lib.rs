@@ -1,0 +1,62 @@
+//! The image: a directory (0700) of files (0600).
+//!
+//! - `inventory.cryo`: what the image is (format, arch, kernel, cryo version,
+//!   the processes, an optional parent image for incremental chains). Written
+//!   last: an image without it is incomplete.
+//! - `proc-<pid>.cryo`: one process: threads, registers, memory map, page index,
+//!   fds, signal state.
+//! - `pages-<pid>.img`: raw page contents, page-aligned, in the order of the
+//!   page index; never serialized through serde, so dump and restore stream it.
+//!
+//! Every metadata file is framed as [`meta::Header`] + postcard payload, and the
+//! header carries the payload's length and CRC32. Because each file is one
+//! framed blob, a directory can later travel as a stream of (name, length,
+//! bytes) records without changing what a file holds.
+
+pub mod meta;
+pub mod model;
+mod dir;
+
+pub use dir::{ImageReader, ImageWriter};
+pub use model::*;
+
+/// Version of the on-disk layout; an image of another version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub const INVENTORY_FILE: &str = "inventory.cryo";
+
+pub fn process_file(pid: i32) -> String {
+    format!("proc-{pid}.cryo")
+}
+
+pub fn pages_file(pid: i32) -> String {
+    format!("pages-{pid}.img")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: not a cryo image file (bad magic); is this the right directory?")]
+    BadMagic { path: String },
+    #[error("{path}: image format version {found}, this cryo reads version {expected}; restart it with the cryo that made it")]
+    Version { path: String, found: u32, expected: u32 },
+    #[error("{path}: holds a {found}, expected a {expected}")]
+    Kind { path: String, found: &'static str, expected: &'static str },
+    #[error("{path}: truncated: header says {expected} bytes, file has {found}")]
+    Truncated { path: String, expected: u64, found: u64 },
+    #[error("{path}: checksum mismatch: the file is corrupt")]
+    Checksum { path: String },
+    #[error("{path}: undecodable contents: {source}")]
+    Decode { path: String, source: postcard::Error },
+    #[error("{path}: {what}")]
+    Invalid { path: String, what: String },
+    #[error("{path}: image is incomplete ({INVENTORY_FILE} missing): the checkpoint that wrote it did not finish")]
+    Incomplete { path: String },
+    #[error("{path}: already exists and is not empty; choose a new directory for the image")]
+    NotEmpty { path: String },
+    #[error("{path}: owned by uid {owner}, not by you (uid {me}); refusing to restore another user's image")]
+    Owner { path: String, owner: u32, me: u32 },
+}
+
+pub type Result<T> = std::result::Result<T, ImageError>;

@@ -1,0 +1,243 @@
+//! What an image records. Addresses and sizes are u64 whatever the target's
+//! word size, so one format serves 32- and 64-bit processes.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Inventory {
+    pub cryo_version: String,
+    /// `Arch::NAME` of the CPU the image was taken on.
+    pub arch: String,
+    /// `uname -r` and host name of the checkpointing machine.
+    pub kernel: String,
+    pub hostname: String,
+    pub created_unix_ms: u64,
+    pub page_size: u64,
+    pub root_pid: i32,
+    pub processes: Vec<ProcessEntry>,
+    /// Image this one is incremental against (pages marked `PageOrigin::Parent`
+    /// are read from it), as a path relative to this image's directory.
+    pub parent: Option<String>,
+    /// CPU features the image's register state may use (x86: XCR0 from the
+    /// XSAVE header; ARM: AT_HWCAP), checked on restore.
+    pub cpu_features: u64,
+    pub stats: DumpStats,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProcessEntry {
+    pub pid: i32,
+    pub ppid: i32,
+    pub comm: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct DumpStats {
+    /// How long the tree was stopped, in microseconds.
+    pub frozen_us: u64,
+    /// Total time of the checkpoint, in microseconds.
+    pub total_us: u64,
+    pub pages_written: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProcessImage {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub comm: String,
+    pub exe: String,
+    pub cwd: String,
+    pub root: String,
+    pub cmdline: Vec<String>,
+    pub creds: Creds,
+    pub umask: u32,
+    pub personality: u64,
+    pub rlimits: Vec<Rlimit>,
+    pub mm: MmState,
+    pub vmas: Vec<Vma>,
+    /// Pages stored, sorted by address; `file_offset`s index `pages-<pid>.img`.
+    pub pages: Vec<PageRun>,
+    /// Size of `pages-<pid>.img`; a shorter file is truncated.
+    pub pages_bytes: u64,
+    pub threads: Vec<ThreadImage>,
+    /// Index i holds signal i+1.
+    pub sigactions: Vec<SigAction>,
+    /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF.
+    pub itimers: Vec<ITimer>,
+    pub fds: Vec<FdImage>,
+    /// Signals pending for the whole process (shared pending set).
+    pub shared_pending: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct Creds {
+    /// real, effective, saved, filesystem
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<u32>,
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub no_new_privs: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub cur: u64,
+    pub max: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct MmState {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    /// Raw bytes of /proc/PID/auxv.
+    pub auxv: Vec<u8>,
+    pub dumpable: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmaKind {
+    Anon,
+    File,
+    Heap,
+    Stack,
+    Vdso,
+    /// `[vvar]` and `[vvar_vclock]`: kernel data pages that move with the vDSO.
+    Vvar,
+    Vsyscall,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// PROT_READ | PROT_WRITE | PROT_EXEC bits.
+    pub prot: u32,
+    pub shared: bool,
+    pub kind: VmaKind,
+    /// File offset of `start` (file mappings).
+    pub offset: u64,
+    pub dev: u64,
+    pub inode: u64,
+    /// The name column of /proc/PID/maps: a path, `[heap]`, `[stack]`, ...
+    pub name: String,
+    /// Two-letter VmFlags from smaps (e.g. "gd" grows down, "dd" do not dump).
+    pub vmflags: Vec<String>,
+}
+
+impl Vma {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+    pub fn has_flag(&self, f: &str) -> bool {
+        self.vmflags.iter().any(|v| v == f)
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageOrigin {
+    /// In this image's pages file at `file_offset`.
+    Here,
+    /// Unchanged since the parent image: look it up there.
+    Parent,
+    /// In this image's pages file, but only for debugging (the first page of an
+    /// ELF mapping, for build-ids): the mapped file provides it on restore.
+    Reference,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRun {
+    pub vaddr: u64,
+    pub npages: u64,
+    pub file_offset: u64,
+    pub origin: PageOrigin,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RegSet {
+    /// NT_* type, as in PTRACE_GETREGSET and ELF core notes.
+    pub note_type: u32,
+    pub data: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ThreadImage {
+    pub tid: i32,
+    pub comm: String,
+    /// As the kernel reported them at the freeze (not yet fixed up for restart).
+    pub regsets: Vec<RegSet>,
+    pub sigmask: u64,
+    pub pending: u64,
+    pub sigaltstack: SigAltStack,
+    pub clear_child_tid: u64,
+    pub robust_list: u64,
+    pub robust_list_len: u64,
+    pub rseq: Option<Rseq>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+pub struct SigAltStack {
+    pub sp: u64,
+    pub flags: i32,
+    pub size: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq)]
+pub struct Rseq {
+    pub addr: u64,
+    pub len: u32,
+    pub sig: u32,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+pub struct SigAction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq)]
+pub struct ITimer {
+    pub interval_us: u64,
+    pub value_us: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct FdImage {
+    pub fd: i32,
+    pub cloexec: bool,
+    /// File status flags (O_APPEND, O_NONBLOCK, access mode, ...) from fdinfo.
+    pub flags: u32,
+    pub pos: u64,
+    pub target: FdTarget,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum FdTarget {
+    /// A regular file or directory, reopened by path.
+    File { path: String, dev: u64, inode: u64, size: u64, mtime_ns: i128 },
+    /// A character device that any process may open by path (/dev/null, ...).
+    Device { path: String, rdev: u64 },
+    /// A pipe, terminal or socket that led outside the checkpointed tree: on
+    /// restart it is connected to `cryo restart`'s own fd `stdio` (0, 1 or 2).
+    Outside { stdio: u8, what: String },
+}

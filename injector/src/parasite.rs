@@ -1,0 +1,347 @@
+//! The parasite blob inside a target: loading it into a memfd mapped shared by
+//! the tracer and the target, running commands, streaming pages, unloading.
+
+use crate::batch::{Batch, BatchOutput};
+use crate::blob::{BlobLayout, PARASITE_ELF};
+use crate::remote::Remote;
+use crate::{InjectError, Result};
+use cryo_parasite::abi::{self, CmdHeader, IoVec, SyscallEntry};
+use cryo_tracer::arch::{Arch, Native, Sysno};
+use cryo_tracer::{fault, ptrace, Seized};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+pub struct Parasite {
+    pub base: u64,
+    pub size: u64,
+    /// The tracer's view of the same memory.
+    local: SharedMap,
+    entry: u64,
+    cmd_off: usize,
+    stack_top: u64,
+    gadget: u64,
+    /// Pipe for pages: the target holds the write end (`pipe_wr`), we the read end.
+    pipe: Option<(OwnedFd, u64)>,
+}
+
+/// A MAP_SHARED mapping of the parasite's memfd in the tracer.
+struct SharedMap {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl SharedMap {
+    fn map(file: &File, len: usize) -> std::io::Result<SharedMap> {
+        // SAFETY: mapping a file we own, at an address the kernel picks; the
+        // mapping is only accessed through this struct within `len`.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.as_raw_fd(), 0)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(SharedMap { ptr: p.cast(), len })
+    }
+
+    fn write(&mut self, off: usize, bytes: &[u8]) {
+        assert!(off + bytes.len() <= self.len);
+        // SAFETY: bounds checked above; the region is our own live mapping.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(off), bytes.len()) }
+    }
+
+    fn read(&self, off: usize, out: &mut [u8]) {
+        assert!(off + out.len() <= self.len);
+        // SAFETY: bounds checked above; the region is our own live mapping.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), out.as_mut_ptr(), out.len()) }
+    }
+}
+
+impl Drop for SharedMap {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len are exactly what mmap returned.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+fn as_bytes<T: Copy>(v: &[T]) -> &[u8] {
+    // SAFETY: the ABI structs are repr(C) plain integers without padding bytes
+    // that matter; viewing them as bytes is sound.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+fn from_bytes<T: Copy + Default>(b: &[u8], n: usize) -> Vec<T> {
+    let mut out = vec![T::default(); n];
+    let len = std::mem::size_of::<T>() * n;
+    // SAFETY: `out` has room for `len` bytes and T is a plain-integer repr(C) struct.
+    unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), out.as_mut_ptr().cast::<u8>(), len) };
+    out
+}
+
+const PIPE_SIZE: i32 = 1 << 20;
+
+impl Parasite {
+    /// Bytes the parasite occupies in a target's address space.
+    pub fn mapping_size() -> Result<u64> {
+        let layout = BlobLayout::parse(PARASITE_ELF, Native::RELATIVE_RELOC)?;
+        Ok((layout.image.len() + abi::CMD_AREA_SIZE + abi::STACK_SIZE + abi::GADGET_AREA_SIZE) as u64)
+    }
+
+    /// Load the blob into the target through the bootstrap gadget. With `at`,
+    /// the blob is placed there (MAP_FIXED_NOREPLACE), else where the kernel likes.
+    pub fn load(seized: &mut Seized, remote: &mut Remote, at: Option<u64>) -> Result<Parasite> {
+        let pid = seized.pid;
+        fault::check("parasite-load")?;
+        let layout = BlobLayout::parse(PARASITE_ELF, Native::RELATIVE_RELOC)?;
+        let code_len = layout.image.len();
+        let cmd_off = code_len;
+        let stack_off = cmd_off + abi::CMD_AREA_SIZE;
+        let gadget_off = stack_off + abi::STACK_SIZE;
+        let size = gadget_off + abi::GADGET_AREA_SIZE;
+
+        let name = remote.boot_scratch(b"cryo-parasite\0")?;
+        let fd = remote.syscall(seized, Sysno::MemfdCreate, [name, libc::MFD_CLOEXEC as u64, 0, 0, 0, 0])?;
+        let result = Self::map_into(seized, remote, pid, fd, size, at);
+        // The mapping keeps the memfd alive; the target's fd goes either way.
+        let _ = remote.syscall_raw(seized, Sysno::Close, [fd, 0, 0, 0, 0, 0]);
+        let (base, memfd) = result?;
+
+        let mut local = SharedMap::map(&memfd, size).map_err(|e| InjectError::io("mapping the parasite memfd", e))?;
+        local.write(0, &layout.relocated(base));
+        local.write(gadget_off, Native::SYSCALL_GADGET);
+        let mut p = Parasite {
+            base,
+            size: size as u64,
+            local,
+            entry: base + layout.entry_offset,
+            cmd_off,
+            stack_top: base + gadget_off as u64,
+            gadget: base + gadget_off as u64,
+            pipe: None,
+        };
+        if let Err(e) = remote.switch_gadget(p.gadget) {
+            let _ = p.unload(seized, remote);
+            return Err(e);
+        }
+        Ok(p)
+    }
+
+    fn map_into(seized: &mut Seized, remote: &mut Remote, pid: i32, fd: u64, size: usize, at: Option<u64>) -> Result<(u64, File)> {
+        let path = format!("/proc/{pid}/fd/{fd}");
+        let memfd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| InjectError::io(format!("opening the parasite memfd {path}"), e))?;
+        memfd.set_len(size as u64).map_err(|e| InjectError::io("sizing the parasite memfd", e))?;
+        let prot = (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64;
+        let mut flags = libc::MAP_SHARED as u64;
+        if at.is_some() {
+            flags |= libc::MAP_FIXED_NOREPLACE as u64;
+        }
+        let base = remote.syscall_raw(seized, Sysno::Mmap, [at.unwrap_or(0), size as u64, prot, flags, fd, 0])?;
+        if abi::is_error(base) {
+            let errno = nix::errno::Errno::from_raw(-base as i32);
+            let hint = if errno == nix::errno::Errno::EACCES || errno == nix::errno::Errno::EPERM {
+                " (is vm.memfd_noexec set, or an LSM forbidding executable memfd mappings?)"
+            } else {
+                ""
+            };
+            return Err(InjectError::Load { pid, what: format!("mmap of the parasite memfd: {errno}{hint}") });
+        }
+        if at.is_some_and(|a| a != base as u64) {
+            return Err(InjectError::Load { pid, what: format!("mmap placed the parasite at {base:#x}, not {:#x}", at.unwrap()) });
+        }
+        Ok((base as u64, memfd))
+    }
+
+    /// Run the parasite's entry with the command now in the command area.
+    fn start(&self, seized: &mut Seized, remote: &Remote) -> Result<()> {
+        let mut gp = remote.base_gp().to_vec();
+        Native::prepare_call(&mut gp, self.entry, self.base + self.cmd_off as u64, self.stack_top);
+        seized.mark_modified(remote.tid);
+        ptrace::set_regset(remote.tid, crate::remote::cryo_arch_gp_note(), &gp)?;
+        ptrace::cont(remote.tid, 0)?;
+        Ok(())
+    }
+
+    fn header(&self) -> CmdHeader {
+        let mut b = [0u8; std::mem::size_of::<CmdHeader>()];
+        self.local.read(self.cmd_off, &mut b);
+        from_bytes::<CmdHeader>(&b, 1)[0]
+    }
+
+    fn write_command(&mut self, cmd: u32, count: u64, arg0: u64, records: &[u8]) {
+        let hdr = CmdHeader { magic: abi::CMD_MAGIC, cmd, count, arg0, arg1: 0, status: 0, done: 0 };
+        self.local.write(self.cmd_off, as_bytes(&[hdr]));
+        self.local.write(self.cmd_off + std::mem::size_of::<CmdHeader>(), records);
+    }
+
+    /// Capacity check for a batch: entries plus data must fit the command area.
+    pub fn fits(batch: &Batch) -> bool {
+        std::mem::size_of::<CmdHeader>() + batch.len() * std::mem::size_of::<SyscallEntry>() + batch.data.len() + 8
+            <= abi::CMD_AREA_SIZE
+    }
+
+    /// Run a batch of syscalls inside the target. Stops at the first failing
+    /// call (unless marked may-fail) and reports which one.
+    pub fn run(&mut self, seized: &mut Seized, remote: &mut Remote, batch: &Batch) -> Result<BatchOutput> {
+        fault::check("parasite-cmd")?;
+        let pid = seized.pid;
+        if !Self::fits(batch) {
+            return Err(InjectError::Command { pid, what: format!("batch of {} calls is too large", batch.len()) });
+        }
+        let hdr_len = std::mem::size_of::<CmdHeader>();
+        let ents_len = batch.len() * std::mem::size_of::<SyscallEntry>();
+        let data_off = (hdr_len + ents_len).next_multiple_of(8);
+        let data_addr = self.base + (self.cmd_off + data_off) as u64;
+        let entries = batch.entries(data_addr);
+        self.write_command(abi::CMD_SYSCALLS, entries.len() as u64, 0, as_bytes(&entries));
+        self.local.write(self.cmd_off + data_off, &batch.data_at(data_addr));
+        self.start(seized, remote)?;
+        remote.wait_trap(seized)?;
+        let hdr = self.header();
+        let mut raw = vec![0u8; ents_len];
+        self.local.read(self.cmd_off + hdr_len, &mut raw);
+        let done: Vec<SyscallEntry> = from_bytes(&raw, batch.len());
+        let mut data = vec![0u8; batch.data.len()];
+        self.local.read(self.cmd_off + data_off, &mut data);
+        if hdr.status != 0 {
+            let idx = (hdr.done as usize).saturating_sub(1).min(batch.len().saturating_sub(1));
+            let call = batch.calls.get(idx).map(|c| c.0).unwrap_or(Sysno::Getpid);
+            if hdr.status == abi::STATUS_BAD_COMMAND && hdr.done == 0 {
+                return Err(InjectError::Command { pid, what: "the parasite rejected the command".into() });
+            }
+            return Err(InjectError::Syscall { pid, call, errno: nix::errno::Errno::from_raw(-hdr.status as i32) });
+        }
+        Ok(BatchOutput { results: done.iter().map(|e| e.result).collect(), data })
+    }
+
+    /// Create the page pipe: the target keeps the write end, the tracer takes
+    /// the read end with pidfd_getfd.
+    pub fn open_pipe(&mut self, seized: &mut Seized, remote: &mut Remote) -> Result<()> {
+        let mut b = Batch::new();
+        let fds = b.reserve(8);
+        b.call(Sysno::Pipe2, &[crate::Arg::Data(fds), (libc::O_CLOEXEC as u64).into()]);
+        let out = self.run(seized, remote, &b)?;
+        let (rd, wr) = (out.u32_at(fds) as u64, out.u32_at(fds + 4) as u64);
+        let taken = take_fd(seized.pid, rd as i32);
+        let mut close = Batch::new();
+        close.call_may_fail(Sysno::Close, &[rd.into()]);
+        let closed = self.run(seized, remote, &close);
+        let local = taken.map_err(|e| InjectError::io(format!("pidfd_getfd of the page pipe in {}", seized.pid), e))?;
+        closed?;
+        // SAFETY: fcntl on an fd we own; a failure only leaves the default size.
+        unsafe { libc::fcntl(local.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        self.pipe = Some((local, wr));
+        Ok(())
+    }
+
+    /// Stream the memory in `iovs` into `out` at `*offset` through the page
+    /// pipe: the parasite vmsplices, the tracer splices into the file at the
+    /// same time, so neither holds the pages in a buffer.
+    pub fn stream_pages(&mut self, seized: &mut Seized, remote: &mut Remote, iovs: &[IoVec], out: &File, offset: &mut u64) -> Result<()> {
+        let pid = seized.pid;
+        fault::check("pages")?;
+        let (rd, wr) = match &self.pipe {
+            Some((rd, wr)) => (rd.as_raw_fd(), *wr),
+            None => return Err(InjectError::Command { pid, what: "page pipe not open".into() }),
+        };
+        for chunk in iovs.chunks(abi::MAX_IOVECS.min(4096)) {
+            let total: u64 = chunk.iter().map(|v| v.len).sum();
+            self.write_command(abi::CMD_VMSPLICE, chunk.len() as u64, wr, as_bytes(chunk));
+            self.start(seized, remote)?;
+            let mut moved = 0u64;
+            let mut trapped = false;
+            while moved < total {
+                let n = splice_some(rd, out, offset, total - moved)
+                    .map_err(|e| InjectError::io(format!("writing pages of {pid} to the image"), e))?;
+                moved += n;
+                if n == 0 {
+                    // Nothing in the pipe: has the parasite stopped (failed)?
+                    if let Some(stop) = ptrace::wait_flags(remote.tid, libc::WNOHANG)? {
+                        if remote.on_stop(seized, stop)?.is_some() {
+                            trapped = true;
+                            if splice_some(rd, out, offset, total - moved).unwrap_or(0) == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            if !trapped {
+                remote.wait_trap(seized)?;
+            }
+            let hdr = self.header();
+            if hdr.status != 0 || moved != total {
+                return Err(InjectError::Command {
+                    pid,
+                    what: format!(
+                        "vmsplice of pages stopped after {} of {total} bytes: {}",
+                        hdr.done,
+                        nix::errno::Errno::from_raw(-hdr.status as i32)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Unmap the blob and close the pipe in the target. The last syscall runs
+    /// from the gadget being unmapped, so it stops at the syscall's exit.
+    pub fn unload(&mut self, seized: &mut Seized, remote: &mut Remote) -> Result<()> {
+        let cure_fault = fault::check("cure");
+        if let Some((_, wr)) = self.pipe.take() {
+            remote.syscall_raw(seized, Sysno::Close, [wr, 0, 0, 0, 0, 0])?;
+        }
+        let r = remote.syscall_to_exit(seized, Sysno::Munmap, [self.base, self.size, 0, 0, 0, 0])?;
+        if abi::is_error(r) {
+            return Err(InjectError::Syscall { pid: seized.pid, call: Sysno::Munmap, errno: nix::errno::Errno::from_raw(-r as i32) });
+        }
+        cure_fault?;
+        Ok(())
+    }
+}
+
+/// Splice up to `max` bytes from the pipe into the file at `offset`,
+/// waiting up to a few ms for data. Returns 0 when nothing came.
+fn splice_some(rd: i32, out: &File, offset: &mut u64, max: u64) -> std::io::Result<u64> {
+    let mut pfd = libc::pollfd { fd: rd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let r = unsafe { libc::poll(&mut pfd, 1, Duration::from_millis(5).as_millis() as i32) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::Interrupted { Ok(0) } else { Err(e) };
+    }
+    if r == 0 {
+        return Ok(0);
+    }
+    let mut off = *offset as libc::loff_t;
+    let len = max.min(PIPE_SIZE as u64 * 4) as usize;
+    // SAFETY: both fds are open; `off` is a valid in/out offset.
+    let n = unsafe { libc::splice(rd, std::ptr::null_mut(), out.as_raw_fd(), &mut off, len, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+    }
+    *offset = off as u64;
+    Ok(n as u64)
+}
+
+/// pidfd_getfd: a duplicate of another process's fd.
+fn take_fd(pid: i32, fd: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open and pidfd_getfd take no memory arguments.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: as above.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}

@@ -1,0 +1,72 @@
+//! Layout of the shared command area. Every field is a fixed-width integer so
+//! that a 64-bit tracer can drive a 32-bit (ARMv7) blob: pointers travel as
+//! `u64` and the blob narrows them.
+
+/// `CmdHeader::magic`: the tracer sets it, the blob checks it before acting.
+pub const CMD_MAGIC: u32 = 0x4352_594f; // "CRYO"
+
+/// Run `CmdHeader::count` [`SyscallEntry`] records that follow the header, in order.
+pub const CMD_SYSCALLS: u32 = 1;
+/// vmsplice `CmdHeader::count` [`IoVec`] records that follow the header into the
+/// pipe whose fd is `CmdHeader::arg0`, looping over partial writes.
+pub const CMD_VMSPLICE: u32 = 2;
+
+/// `SyscallEntry::flags`: a failing syscall does not stop the batch.
+pub const SYSCALL_IGNORE_ERROR: u32 = 1;
+
+/// Status the blob leaves when the header's magic or command is unknown.
+pub const STATUS_BAD_COMMAND: i64 = -22; // -EINVAL
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CmdHeader {
+    pub magic: u32,
+    pub cmd: u32,
+    /// Number of records after the header.
+    pub count: u64,
+    pub arg0: u64,
+    pub arg1: u64,
+    /// Written by the blob: 0 on success, a negative errno on failure.
+    pub status: i64,
+    /// Written by the blob: records completed (CMD_SYSCALLS) or bytes moved (CMD_VMSPLICE).
+    pub done: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyscallEntry {
+    pub nr: u64,
+    pub args: [u64; 6],
+    /// Bit i set: argument i is replaced by the result of entry number `args[i]`
+    /// of this batch (which must come earlier), e.g. an fd returned by `open`.
+    pub from_result: u32,
+    pub flags: u32,
+    /// Written by the blob: the raw return value (negative errno on failure).
+    pub result: i64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoVec {
+    pub base: u64,
+    pub len: u64,
+}
+
+/// Bytes of the command area, right after the loaded blob (page-aligned).
+pub const CMD_AREA_SIZE: usize = 256 * 1024;
+/// Bytes of the stack the blob runs on, after the command area.
+pub const STACK_SIZE: usize = 64 * 1024;
+/// Bytes reserved for the syscall gadget (tracer-written), after the stack.
+pub const GADGET_AREA_SIZE: usize = 4096;
+
+/// Largest number of [`SyscallEntry`] records that fit in one command.
+pub const MAX_SYSCALLS: usize =
+    (CMD_AREA_SIZE - core::mem::size_of::<CmdHeader>()) / core::mem::size_of::<SyscallEntry>();
+/// Largest number of [`IoVec`] records that fit in one command.
+pub const MAX_IOVECS: usize =
+    (CMD_AREA_SIZE - core::mem::size_of::<CmdHeader>()) / core::mem::size_of::<IoVec>();
+
+/// Is a raw syscall return value an error (-4095..=-1)?
+pub const fn is_error(ret: i64) -> bool {
+    ret < 0 && ret >= -4095
+}

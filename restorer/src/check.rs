@@ -1,0 +1,104 @@
+//! Everything checked before anything is created: an image that cannot be
+//! restored here is refused with the reason, and harms nothing.
+
+use cryo_image::{FdTarget, ImageError, ImageReader, PageOrigin, ProcessImage, VmaKind};
+use cryo_tracer::arch::{Arch, Native};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("the image was taken on {image}, this machine is {here}: restart it on a {image} machine")]
+    Arch { image: String, here: String },
+    #[error("the image is damaged: {0}")]
+    Corrupt(String),
+    #[error("{what} {path} is missing or unreadable ({source}); restore needs it at the same path")]
+    MissingFile { what: &'static str, path: String, source: std::io::Error },
+    #[error("could not create the restore namespace: {what}: {errno}. {hint}")]
+    Namespace { what: String, errno: nix::errno::Errno, hint: &'static str },
+    #[error("pid {pid} could not be given back to the process: {errno}")]
+    Pid { pid: i32, errno: nix::errno::Errno },
+    #[error(transparent)]
+    Tracer(#[from] cryo_tracer::TracerError),
+    #[error(transparent)]
+    Inject(#[from] cryo_injector::InjectError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("restoring: {0}")]
+    Rebuild(String),
+}
+
+pub fn image_fits_this_machine(img: &ImageReader) -> Result<(), RestoreError> {
+    let inv = &img.inventory;
+    if inv.arch != Native::NAME {
+        return Err(RestoreError::Arch { image: inv.arch.clone(), here: Native::NAME.to_string() });
+    }
+    let ps = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+    if inv.page_size != ps {
+        return Err(RestoreError::Corrupt(format!("page size {} in the image, {ps} here", inv.page_size)));
+    }
+    if !inv.processes.iter().any(|p| p.pid == inv.root_pid) {
+        return Err(RestoreError::Corrupt(format!("root pid {} is not among the image's processes", inv.root_pid)));
+    }
+    Ok(())
+}
+
+/// Bounds and ordering a hostile or damaged image could get wrong; every
+/// later step relies on them.
+pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
+    let bad = |w: String| Err(RestoreError::Corrupt(format!("process {}: {w}", p.pid)));
+    if p.threads.is_empty() || p.threads[0].regsets.is_empty() || p.threads[0].regsets[0].data.len() != Native::GP_SIZE {
+        return bad("no usable registers".into());
+    }
+    let ps = 4096;
+    let mut prev_end = 0;
+    for v in &p.vmas {
+        if v.start >= v.end || v.start % ps != 0 || v.end % ps != 0 || v.start < prev_end {
+            return bad(format!("memory area {:#x}-{:#x} is malformed or overlaps", v.start, v.end));
+        }
+        prev_end = v.end;
+    }
+    let mut file_end = 0;
+    for r in &p.pages {
+        let len = r.npages.checked_mul(ps).ok_or_else(|| RestoreError::Corrupt("page run too long".into()))?;
+        let Some(v) = p.vmas.iter().find(|v| v.start <= r.vaddr && r.vaddr < v.end) else {
+            return bad(format!("pages at {:#x} lie outside every memory area", r.vaddr));
+        };
+        if r.vaddr.checked_add(len).is_none_or(|e| e > v.end) || r.origin == PageOrigin::Parent {
+            return bad(format!("pages at {:#x} overrun their area or need a parent image", r.vaddr));
+        }
+        if matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::Vsyscall) {
+            return bad(format!("pages at {:#x} target the vDSO", r.vaddr));
+        }
+        if r.file_offset != file_end {
+            return bad(format!("page index is out of order at {:#x}", r.vaddr));
+        }
+        file_end += len;
+    }
+    if file_end != p.pages_bytes {
+        return bad(format!("page index covers {file_end} bytes, pages file has {}", p.pages_bytes));
+    }
+    if p.sigactions.len() > 64 || p.fds.len() > 1 << 20 {
+        return bad("too many signal actions or fds".into());
+    }
+    Ok(())
+}
+
+pub fn files_exist(p: &ProcessImage) -> Result<(), RestoreError> {
+    let check = |what: &'static str, path: &str| {
+        std::fs::metadata(path).map(drop).map_err(|source| RestoreError::MissingFile { what, path: path.to_string(), source })
+    };
+    check("the program", &p.exe)?;
+    check("the working directory", &p.cwd)?;
+    for v in &p.vmas {
+        if v.kind == VmaKind::File {
+            check("mapped file", &v.name)?;
+        }
+    }
+    for f in &p.fds {
+        if let FdTarget::File { path, .. } | FdTarget::Device { path, .. } = &f.target {
+            check("open file", path)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,423 @@
+//! Turning a parked fork of cryo into the checkpointed process, one batch of
+//! syscalls at a time, run by the parasite inside it.
+
+use crate::check::RestoreError;
+use crate::{layout, Result};
+use cryo_image::{FdTarget, ImageReader, PageOrigin, ProcessImage, ThreadImage, Vma, VmaKind};
+use cryo_injector::{Arg, Batch, BatchOutput, Parasite, Remote};
+use cryo_tracer::arch::{Arch, Native, Sysno};
+use cryo_tracer::{proc, ptrace, Seized};
+
+const AT_FDCWD: u64 = -100i64 as u64;
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+const PR_SET_NAME: u64 = 15;
+const MREMAP_MAYMOVE: u64 = 1;
+const MREMAP_FIXED: u64 = 2;
+const SS_DISABLE: i32 = 2;
+const CAP_V3: u32 = 0x2008_0522;
+/// Areas mapped per batch; each takes up to three calls.
+const VMAS_PER_BATCH: usize = 400;
+/// preadv calls per batch, iovecs per call (IOV_MAX), bytes per call (below MAX_RW_COUNT).
+const PREADV_PER_BATCH: usize = 8;
+const IOV_MAX: usize = 1024;
+const PREADV_MAX_BYTES: u64 = 1 << 30;
+
+fn word() -> usize {
+    if Native::IS_64BIT {
+        8
+    } else {
+        4
+    }
+}
+
+fn put_word(buf: &mut Vec<u8>, v: u64) {
+    if Native::IS_64BIT {
+        buf.extend_from_slice(&v.to_le_bytes());
+    } else {
+        buf.extend_from_slice(&(v as u32).to_le_bytes());
+    }
+}
+
+fn is_special(v: &Vma) -> bool {
+    matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::Vsyscall)
+}
+
+/// Runs batches in the process being rebuilt.
+struct Builder<'a> {
+    seized: &'a mut Seized,
+    remote: Remote,
+    parasite: Parasite,
+}
+
+impl Builder<'_> {
+    fn run(&mut self, what: &str, b: &Batch) -> Result<BatchOutput> {
+        if b.is_empty() {
+            return Ok(BatchOutput { results: Vec::new(), data: Vec::new() });
+        }
+        self.parasite
+            .run(self.seized, &mut self.remote, b)
+            .map_err(|e| RestoreError::Rebuild(format!("{what}: {e}")))
+    }
+}
+
+pub fn rebuild(img: &ImageReader, p: &ProcessImage, host_pid: i32, in_userns: bool) -> Result<()> {
+    let mut seized = Seized::freeze(host_pid)?;
+    let own_vmas = proc::vmas(host_pid)?;
+    let blob_size = Parasite::mapping_size()?;
+    let specials: u64 = own_vmas.iter().filter(|v| is_special(v)).map(|v| v.len()).sum();
+    let limit = if Native::IS_64BIT { 1 << 47 } else { 0xc000_0000 };
+    let area = layout::free_area(&own_vmas, &p.vmas, blob_size + specials, limit)
+        .ok_or_else(|| RestoreError::Rebuild("no free address range for the restorer".into()))?;
+    let mut remote = Remote::bootstrap(&mut seized, host_pid, &own_vmas)?;
+    let parasite = match Parasite::load(&mut seized, &mut remote, Some(area)) {
+        Ok(par) => par,
+        Err(e) => return Err(e.into()),
+    };
+    let mut b = Builder { seized: &mut seized, remote, parasite };
+    let thread = &p.threads[0];
+
+    let fds = prepare(&mut b, img, p, host_pid, in_userns)?;
+    teardown(&mut b, &own_vmas)?;
+    move_vdso(&mut b, &own_vmas, &p.vmas, area + blob_size)?;
+    map_areas(&mut b, p)?;
+    read_pages(&mut b, p, fds.pages)?;
+    protect_and_mm(&mut b, p, fds.exe)?;
+    install_fds(&mut b, p, &fds)?;
+    process_state(&mut b, p, thread)?;
+
+    // The last syscall unmaps the blob it runs from; cryo catches its exit.
+    let r = b.remote.syscall_to_exit(b.seized, Sysno::Munmap, [area, blob_size, 0, 0, 0, 0])?;
+    if cryo_parasite::abi::is_error(r) {
+        return Err(RestoreError::Rebuild(format!("unmapping the restorer: errno {}", -r)));
+    }
+    load_registers(host_pid, thread)?;
+    seized.forget();
+    ptrace::detach(host_pid, 0)?;
+    deliver_pending(host_pid, p, thread);
+    Ok(())
+}
+
+/// fds cryo's helpers hold in the process while it is rebuilt.
+struct TempFds {
+    /// Lowest fd above every fd of the image: temporaries live from here up.
+    base: u64,
+    stdio: [Option<u64>; 3],
+    pages: u64,
+    exe: Option<u64>,
+}
+
+fn prepare(b: &mut Builder, img: &ImageReader, p: &ProcessImage, host_pid: i32, in_userns: bool) -> Result<TempFds> {
+    let base = p.fds.iter().map(|f| f.fd as u64 + 1).max().unwrap_or(3).max(3);
+    let mut batch = Batch::new();
+    // The fork's own rseq area (cryo's glibc) is about to be unmapped.
+    if let Some(r) = ptrace::get_rseq(host_pid)? {
+        batch.call(Sysno::Rseq, &[r.addr.into(), (r.len as u64).into(), RSEQ_FLAG_UNREGISTER.into(), (r.sig as u64).into()]);
+    }
+    let stdio: Vec<usize> =
+        (0..3u64).map(|s| batch.call_may_fail(Sysno::Fcntl, &[s.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()])).collect();
+    let open_high = |batch: &mut Batch, path: &str| {
+        let path = batch.cstr(path);
+        let o = batch.call(Sysno::Openat, &[AT_FDCWD.into(), Arg::Data(path), ((libc::O_RDONLY | libc::O_CLOEXEC) as u64).into(), 0.into()]);
+        let h = batch.call(Sysno::Fcntl, &[Arg::Result(o), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()]);
+        batch.call(Sysno::Close, &[Arg::Result(o)]);
+        h
+    };
+    let pages = open_high(&mut batch, &img.pages_path(p.pid).to_string_lossy());
+    let exe = in_userns.then(|| open_high(&mut batch, &p.exe));
+    batch.call(Sysno::CloseRange, &[0.into(), (base - 1).into(), 0.into()]);
+    let out = b.run("preparing fds", &batch)?;
+    let ok = |i: usize| (!cryo_parasite::abi::is_error(out.results[i])).then_some(out.results[i] as u64);
+    Ok(TempFds { base, stdio: [ok(stdio[0]), ok(stdio[1]), ok(stdio[2])], pages: out.results[pages] as u64, exe: exe.map(|i| out.results[i] as u64) })
+}
+
+/// Unmap everything of cryo's in the process, except the blob and the
+/// kernel's special mappings (moved next).
+fn teardown(b: &mut Builder, own: &[Vma]) -> Result<()> {
+    let mut batch = Batch::new();
+    for v in own.iter().filter(|v| !is_special(v)) {
+        batch.call(Sysno::Munmap, &[v.start.into(), v.len().into()]);
+    }
+    b.run("unmapping the restorer's own memory", &batch).map(drop)
+}
+
+/// Put the vDSO and vvar pages where the image had them: the program holds
+/// pointers into them. Each moves through a temporary spot first, so old and
+/// new places may overlap.
+fn move_vdso(b: &mut Builder, own: &[Vma], image: &[Vma], temp: u64) -> Result<()> {
+    let mut batch = Batch::new();
+    let mut moves = Vec::new();
+    let mut spot = temp;
+    for mine in own.iter().filter(|v| matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar)) {
+        match image.iter().find(|v| v.name == mine.name) {
+            Some(theirs) if theirs.len() == mine.len() => {
+                batch.call(Sysno::Mremap, &[mine.start.into(), mine.len().into(), mine.len().into(), (MREMAP_MAYMOVE | MREMAP_FIXED).into(), spot.into()]);
+                moves.push((spot, theirs.start, mine.len()));
+                spot += mine.len();
+            }
+            Some(theirs) => {
+                return Err(RestoreError::Rebuild(format!(
+                    "{} is {} bytes here and {} in the image: the image comes from a different kernel, which cryo cannot restore on yet",
+                    mine.name,
+                    mine.len(),
+                    theirs.len()
+                )))
+            }
+            None => {
+                batch.call(Sysno::Munmap, &[mine.start.into(), mine.len().into()]);
+            }
+        }
+    }
+    for (from, to, len) in moves {
+        batch.call(Sysno::Mremap, &[from.into(), len.into(), len.into(), (MREMAP_MAYMOVE | MREMAP_FIXED).into(), to.into()]);
+    }
+    if let Some(v) = image.iter().find(|v| matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar) && !own.iter().any(|o| o.name == v.name)) {
+        return Err(RestoreError::Rebuild(format!("this kernel has no {} mapping, which the image needs", v.name)));
+    }
+    b.run("moving the vDSO", &batch).map(drop)
+}
+
+fn has_pages(p: &ProcessImage, v: &Vma) -> bool {
+    p.pages.iter().any(|r| r.origin == PageOrigin::Here && r.vaddr >= v.start && r.vaddr < v.end)
+}
+
+/// Protection while pages are read in: writable where pages go.
+fn build_prot(p: &ProcessImage, v: &Vma) -> u32 {
+    if has_pages(p, v) {
+        v.prot | libc::PROT_WRITE as u32
+    } else {
+        v.prot
+    }
+}
+
+fn map_areas(b: &mut Builder, p: &ProcessImage) -> Result<()> {
+    let areas: Vec<&Vma> = p.vmas.iter().filter(|v| !is_special(v)).collect();
+    for chunk in areas.chunks(VMAS_PER_BATCH) {
+        let mut batch = Batch::new();
+        for v in chunk {
+            let prot = build_prot(p, v) as u64;
+            let mut flags = libc::MAP_FIXED as u64 | if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u64;
+            if v.has_flag("gd") {
+                flags |= libc::MAP_GROWSDOWN as u64;
+            }
+            if v.kind == VmaKind::File {
+                let path = batch.cstr(&v.name);
+                let mode = if v.shared && v.prot & libc::PROT_WRITE as u32 != 0 { libc::O_RDWR } else { libc::O_RDONLY };
+                let fd = batch.call(Sysno::Openat, &[AT_FDCWD.into(), Arg::Data(path), ((mode | libc::O_CLOEXEC) as u64).into(), 0.into()]);
+                batch.call(
+                    Sysno::Mmap,
+                    &[v.start.into(), v.len().into(), prot.into(), flags.into(), Arg::Result(fd), Native::mmap_offset_arg(v.offset).into()],
+                );
+                batch.call(Sysno::Close, &[Arg::Result(fd)]);
+            } else {
+                flags |= libc::MAP_ANONYMOUS as u64;
+                batch.call(Sysno::Mmap, &[v.start.into(), v.len().into(), prot.into(), flags.into(), u64::MAX.into(), 0.into()]);
+            }
+        }
+        b.run("mapping memory", &batch)?;
+    }
+    Ok(())
+}
+
+/// One preadv: iovecs covering a contiguous stretch of the pages file.
+struct Read {
+    file_offset: u64,
+    iovs: Vec<(u64, u64)>,
+    bytes: u64,
+}
+
+fn plan_reads(p: &ProcessImage, ps: u64) -> Vec<Read> {
+    let mut reads: Vec<Read> = Vec::new();
+    for r in p.pages.iter().filter(|r| r.origin == PageOrigin::Here) {
+        let mut addr = r.vaddr;
+        let mut off = r.file_offset;
+        let mut left = r.npages * ps;
+        while left > 0 {
+            let fits = reads.last().is_some_and(|last| {
+                last.file_offset + last.bytes == off && last.iovs.len() < IOV_MAX && last.bytes < PREADV_MAX_BYTES
+            });
+            if !fits {
+                reads.push(Read { file_offset: off, iovs: Vec::new(), bytes: 0 });
+            }
+            let last = reads.last_mut().expect("just pushed");
+            let n = left.min(PREADV_MAX_BYTES - last.bytes);
+            last.iovs.push((addr, n));
+            last.bytes += n;
+            addr += n;
+            off += n;
+            left -= n;
+        }
+    }
+    reads
+}
+
+fn read_pages(b: &mut Builder, p: &ProcessImage, pages_fd: u64) -> Result<()> {
+    let reads = plan_reads(p, 4096);
+    for chunk in reads.chunks(PREADV_PER_BATCH) {
+        let mut batch = Batch::new();
+        let mut calls = Vec::new();
+        for r in chunk {
+            let mut iov = Vec::with_capacity(r.iovs.len() * 2 * word());
+            for &(a, l) in &r.iovs {
+                put_word(&mut iov, a);
+                put_word(&mut iov, l);
+            }
+            let at = batch.data(&iov);
+            let lo = if Native::IS_64BIT { r.file_offset } else { r.file_offset & 0xffff_ffff };
+            let i = batch.call(Sysno::Preadv, &[pages_fd.into(), Arg::Data(at), (r.iovs.len() as u64).into(), lo.into(), (r.file_offset >> 32).into()]);
+            calls.push((i, r.bytes, r.file_offset));
+        }
+        let out = b.run("reading pages into place", &batch)?;
+        for (i, want, off) in calls {
+            if out.results[i] as u64 != want {
+                return Err(RestoreError::Rebuild(format!("pages file: read {} of {want} bytes at offset {off}", out.results[i])));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn protect_and_mm(b: &mut Builder, p: &ProcessImage, exe_fd: Option<u64>) -> Result<()> {
+    let mut batch = Batch::new();
+    for v in p.vmas.iter().filter(|v| !is_special(v) && build_prot(p, v) != v.prot) {
+        batch.call(Sysno::Mprotect, &[v.start.into(), v.len().into(), (v.prot as u64).into()]);
+    }
+    b.run("setting memory protections", &batch)?;
+
+    let mm = &p.mm;
+    let mut map = Vec::with_capacity(104);
+    for v in [mm.start_code, mm.end_code, mm.start_data, mm.end_data, mm.start_brk, mm.brk, mm.start_stack, mm.arg_start, mm.arg_end, mm.env_start, mm.env_end] {
+        map.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut batch = Batch::new();
+    let auxv = batch.data(&mm.auxv);
+    let auxv_ptr_at = map.len();
+    put_word(&mut map, 0);
+    map.extend_from_slice(&(mm.auxv.len() as u32).to_le_bytes());
+    map.extend_from_slice(&(exe_fd.map_or(u32::MAX, |f| f as u32)).to_le_bytes());
+    map.resize(104, 0);
+    let map_at = batch.data(&map);
+    batch.data_pointer(map_at + auxv_ptr_at, auxv, word());
+    batch.call(Sysno::Prctl, &[PR_SET_MM.into(), PR_SET_MM_MAP.into(), Arg::Data(map_at), 104u64.into(), 0.into()]);
+    b.run("restoring mm fields (prctl PR_SET_MM_MAP)", &batch).map(drop)
+}
+
+fn install_fds(b: &mut Builder, p: &ProcessImage, tmp: &TempFds) -> Result<()> {
+    let mut batch = Batch::new();
+    for f in &p.fds {
+        let cloexec = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        let (path, seek) = match &f.target {
+            FdTarget::File { path, .. } => (path.clone(), true),
+            FdTarget::Device { path, .. } => (path.clone(), false),
+            FdTarget::Outside { stdio, .. } => match tmp.stdio[*stdio as usize] {
+                Some(src) => {
+                    batch.call(Sysno::Dup3, &[src.into(), (f.fd as u64).into(), cloexec.into()]);
+                    continue;
+                }
+                None => ("/dev/null".to_string(), false),
+            },
+        };
+        let flags = f.flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32);
+        let path = batch.cstr(&path);
+        let o = batch.call(Sysno::Openat, &[AT_FDCWD.into(), Arg::Data(path), (flags as u64).into(), 0.into()]);
+        let h = batch.call(Sysno::Fcntl, &[Arg::Result(o), (libc::F_DUPFD as u64).into(), tmp.base.into()]);
+        batch.call(Sysno::Close, &[Arg::Result(o)]);
+        batch.call(Sysno::Dup3, &[Arg::Result(h), (f.fd as u64).into(), cloexec.into()]);
+        batch.call(Sysno::Close, &[Arg::Result(h)]);
+        if seek {
+            batch.call_may_fail(Sysno::Lseek, &[(f.fd as u64).into(), f.pos.into(), (libc::SEEK_SET as u64).into()]);
+        }
+    }
+    batch.call(Sysno::CloseRange, &[tmp.base.into(), (u32::MAX as u64).into(), 0.into()]);
+    let _ = tmp.pages;
+    b.run("reopening files", &batch).map(drop)
+}
+
+fn process_state(b: &mut Builder, p: &ProcessImage, t: &ThreadImage) -> Result<()> {
+    let w = word();
+    let mut batch = Batch::new();
+    let cwd = batch.cstr(&p.cwd);
+    batch.call(Sysno::Chdir, &[Arg::Data(cwd)]);
+    batch.call(Sysno::Umask, &[(p.umask as u64).into()]);
+    for (i, sa) in p.sigactions.iter().enumerate() {
+        let sig = i as u64 + 1;
+        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+            continue;
+        }
+        let mut act = Vec::new();
+        put_word(&mut act, sa.handler);
+        put_word(&mut act, sa.flags);
+        put_word(&mut act, sa.restorer);
+        act.extend_from_slice(&sa.mask.to_le_bytes());
+        let at = batch.data(&act);
+        batch.call(Sysno::RtSigaction, &[sig.into(), Arg::Data(at), 0.into(), 8.into()]);
+    }
+    for (which, it) in p.itimers.iter().enumerate() {
+        let mut v = Vec::new();
+        for x in [it.interval_us / 1_000_000, it.interval_us % 1_000_000, it.value_us / 1_000_000, it.value_us % 1_000_000] {
+            put_word(&mut v, x);
+        }
+        let at = batch.data(&v);
+        batch.call(Sysno::Setitimer, &[(which as u64).into(), Arg::Data(at), 0.into()]);
+    }
+    let comm: String = t.comm.chars().take(15).collect();
+    let comm = batch.cstr(&comm);
+    batch.call(Sysno::Prctl, &[PR_SET_NAME.into(), Arg::Data(comm)]);
+    let robust_len = if t.robust_list_len == 0 { 3 * w as u64 } else { t.robust_list_len };
+    batch.call(Sysno::SetRobustList, &[t.robust_list.into(), robust_len.into()]);
+    batch.call(Sysno::SetTidAddress, &[t.clear_child_tid.into()]);
+    let ss = t.sigaltstack;
+    let mut st = Vec::new();
+    let (sp, flags, size) = if ss.sp == 0 || ss.flags & SS_DISABLE != 0 { (0, SS_DISABLE, 0) } else { (ss.sp, 0, ss.size) };
+    put_word(&mut st, sp);
+    st.extend_from_slice(&flags.to_le_bytes());
+    if Native::IS_64BIT {
+        st.extend_from_slice(&[0; 4]);
+    }
+    put_word(&mut st, size);
+    let at = batch.data(&st);
+    batch.call(Sysno::Sigaltstack, &[Arg::Data(at), 0.into()]);
+    if let Some(r) = t.rseq {
+        batch.call(Sysno::Rseq, &[r.addr.into(), (r.len as u64).into(), 0.into(), (r.sig as u64).into()]);
+    }
+    // Credentials last: the capabilities the user namespace gave the fork go.
+    let c = &p.creds;
+    let mut hdr = Vec::new();
+    hdr.extend_from_slice(&CAP_V3.to_le_bytes());
+    hdr.extend_from_slice(&0u32.to_le_bytes());
+    let hdr = batch.data(&hdr);
+    let mut data = Vec::new();
+    for half in [0, 32] {
+        for set in [c.cap_eff, c.cap_prm, c.cap_inh] {
+            data.extend_from_slice(&((set >> half) as u32).to_le_bytes());
+        }
+    }
+    let data = batch.data(&data);
+    batch.call_may_fail(Sysno::Capset, &[Arg::Data(hdr), Arg::Data(data)]);
+    b.run("restoring signal state, timers and credentials", &batch).map(drop)
+}
+
+fn load_registers(tid: i32, t: &ThreadImage) -> Result<()> {
+    for rs in t.regsets.iter().skip(1) {
+        ptrace::set_regset(tid, rs.note_type, &rs.data)?;
+    }
+    let mut gp = t.regsets[0].data.clone();
+    Native::restart_fixup(&mut gp);
+    Native::clear_syscall(&mut gp);
+    ptrace::set_regset(tid, t.regsets[0].note_type, &gp)?;
+    ptrace::set_sigmask(tid, t.sigmask)?;
+    Ok(())
+}
+
+/// Signals that were pending at the checkpoint are sent again (their siginfo
+/// is not kept).
+fn deliver_pending(host_pid: i32, p: &ProcessImage, t: &ThreadImage) {
+    for sig in 1..=31 {
+        let bit = 1u64 << (sig - 1);
+        if (p.shared_pending | t.pending) & bit != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: kill has no memory arguments.
+            unsafe { libc::kill(host_pid, sig) };
+        }
+    }
+}

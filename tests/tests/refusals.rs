@@ -1,0 +1,133 @@
+//! Processes cryo must refuse to checkpoint, and must leave exactly as they were.
+
+use cryo_tests::*;
+use std::time::{Duration, Instant};
+
+const SECS20: Duration = Duration::from_secs(20);
+
+#[test]
+fn nonexistent_pid() {
+    let h = Harness::with_cryo("nopid");
+    let pid = unused_pid();
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure()
+        .assert_stderr_mentions(&[&pid.to_string()]);
+    // Nothing restartable was left behind.
+    let r = h.cryo_run(&["restart", img.to_str().unwrap(), "--detach"]);
+    r.assert_clean_failure();
+}
+
+/// A process already traced by strace: refused, still traced by strace only, still running.
+#[test]
+fn traced_process() {
+    if !have("strace") {
+        panic!("strace is not installed (test.sh installs it: apt-get install strace)");
+    }
+    let h = Harness::with_cryo("traced");
+    let ticker = h.compile("ticker");
+    let (p, log) = h.spawn(&[ticker.to_str().unwrap(), "100", "0", "0"], "ticker.log");
+    let pid = p.pid();
+    log.wait_prefix("tick 2 ", SECS20);
+    let (st, _slog) = h.spawn(
+        &["strace", "-o", "strace.out", "-p", &pid.to_string()],
+        "strace.log",
+    );
+    let start = Instant::now();
+    while tracer_pid(pid) != Some(st.pid()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "strace did not attach (TracerPid {:?})",
+            tracer_pid(pid)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure()
+        .assert_stderr_mentions(&["trace"]);
+
+    // Still running and traced by strace (whose syscall stops are brief 't' states, so
+    // check TracerPid and progress rather than sampling the state).
+    let base = log.line_count();
+    log.wait_growth(base, 3, Duration::from_secs(10));
+    assert_eq!(tracer_pid(pid), Some(st.pid()), "must still be traced by strace only");
+    assert!(!read_maps(pid).contains("memfd:cryo"), "cryo left a mapping behind");
+    let strace_out = std::fs::read_to_string(h.path("strace.out")).unwrap_or_default();
+    assert!(
+        strace_out.contains("nanosleep") || strace_out.contains("write"),
+        "strace keeps seeing syscalls:\n{strace_out}"
+    );
+    let r = h.cryo_run(&["restart", img.to_str().unwrap(), "--detach"]);
+    r.assert_clean_failure();
+
+    // Control: once strace detaches, the same process can be checkpointed (so the
+    // refusal above was about the tracer), and it keeps running untouched afterwards.
+    let mut st = st;
+    send_signal(st.pid(), libc::SIGINT);
+    st.wait_exit(Duration::from_secs(10));
+    let start = Instant::now();
+    while tracer_pid(pid) != Some(0) {
+        assert!(start.elapsed() < Duration::from_secs(5), "strace did not detach");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let img2 = h.path("img2");
+    h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img2.to_str().unwrap()])
+        .assert_ok();
+    assert_running_untouched(pid, &log, 0, "after checkpointing the formerly traced process");
+    assert_consecutive(&log.lines(), "tick ", "ticker");
+}
+
+/// Another user's process: refused with a permission message; the process is untouched.
+#[test]
+fn other_users_process() {
+    if !is_root() {
+        println!(
+            "SKIP other_users_process: needs root to run a workload as the second user {OTHER_USER}"
+        );
+        return;
+    }
+    let h = Harness::with_cryo("otheruser");
+    let ticker = h.compile("ticker");
+    h.mkdir_for("other", Who::Other);
+    let mut o = SpawnOpts::log("other/ticker.log");
+    o.who = Who::Other;
+    let (p, log) = h.spawn_with(&[ticker.to_str().unwrap(), "100", "0", "0"], o);
+    let pid = p.pid();
+    log.wait_prefix("tick 2 ", SECS20);
+
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure()
+        .assert_stderr_mentions(&["permission", "not permitted", "denied", "another user", "owned by"]);
+    assert_running_untouched(pid, &log, 0, "other user's process after refused checkpoint");
+    assert_consecutive(&log.lines(), "tick ", "other user's ticker");
+}
+
+/// PR_SET_DUMPABLE 0: refused with a clear message; the process is untouched.
+#[test]
+fn non_dumpable_process() {
+    let h = Harness::with_cryo("nodump");
+    let ticker = h.compile("ticker");
+    let (p, log) = h.spawn(&[ticker.to_str().unwrap(), "100", "0", "0", "nodump"], "ticker.log");
+    let pid = p.pid();
+    log.wait_prefix("tick 2 ", SECS20);
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure()
+        .assert_stderr_mentions(&["dumpable"]);
+    // /proc/PID/maps of a non-dumpable process is root-only; state and progress are not.
+    let base = log.line_count();
+    for _ in 0..10 {
+        let s = proc_state(pid);
+        assert!(matches!(s, Some('S') | Some('R')), "state {s:?}");
+        assert_eq!(tracer_pid(pid), Some(0));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if is_root() {
+        assert!(!read_maps(pid).contains("memfd:cryo"), "cryo left a mapping behind");
+    }
+    log.wait_growth(base, 2, Duration::from_secs(10));
+    assert_consecutive(&log.lines(), "tick ", "non-dumpable ticker");
+}

@@ -1,0 +1,204 @@
+//! Checkpoint/restart of single programs (issue 2, first milestone).
+//!
+//! Each test checkpoints a running workload with `--kill`, restarts it, and checks from
+//! the workload's own log that it carried on exactly where it stopped.
+
+use cryo_tests::*;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+const SECS20: Duration = Duration::from_secs(20);
+
+/// 64 MiB heap mutated step by step: checkpoint --kill, restart --detach; the log must be
+/// byte-for-byte the uninterrupted reference run's (except the pid, which must stay the
+/// original's as seen by the process itself). The log fd is the program's own
+/// O_WRONLY|O_CREAT (no O_APPEND) fd, so a wrong file offset garbles it.
+#[test]
+fn heap_checkpoint_kill_restart_detach() {
+    let h = Harness::with_cryo("heap");
+    let heap = h.compile("heap");
+    let heap = heap.to_str().unwrap();
+    let steps = "40";
+    h.run_to_completion(&[heap, "ref.log", steps, "0", "64"], "ref.out", SECS20);
+    let reference = Log::new(h.path("ref.log")).text();
+    assert!(reference.lines().last().unwrap().starts_with("done pid "), "{reference}");
+
+    let (mut p, _out) = h.spawn(&[heap, "heap.log", steps, "150", "64"], "heap.out");
+    let pid = p.pid();
+    let log = Log::new(h.path("heap.log"));
+    log.wait_prefix("step 5 ", SECS20);
+
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let at_kill = log.text();
+    assert!(!at_kill.contains("done"), "workload finished before the checkpoint");
+    let host = h.restart_detached(&img);
+
+    // Its own view of its pid is unchanged; the host's differs (new pid namespace).
+    let ns = nspids(host);
+    assert_eq!(
+        ns.last(),
+        Some(&pid),
+        "restored process must see itself as pid {pid}; NSpid of host pid {host}: {ns:?}"
+    );
+    log.wait_prefix("done pid ", SECS20);
+    let text = log.text();
+    assert!(text.len() > at_kill.len(), "no progress after restart");
+    assert_text_eq(&text, &heap_expected(&reference, pid), "heap log after restart");
+}
+
+/// A program sleeping in nanosleep (1 s per iteration) keeps counting after restart with
+/// no repeat or gap, and never sees EINTR.
+#[test]
+fn nanosleep_counter_continues() {
+    let h = Harness::with_cryo("nanosleep");
+    let ticker = h.compile("ticker");
+    let (mut p, log) = h.spawn(&[ticker.to_str().unwrap(), "1000", "8", "0"], "ticker.log");
+    let pid = p.pid();
+    log.wait_prefix("tick 2 ", SECS20);
+    // Checkpoint while it is inside nanosleep.
+    std::thread::sleep(Duration::from_millis(300));
+    h.checkpoint_kill(&mut p, &h.path("img"));
+    let before = log.lines().len();
+    h.restart_detached(&h.path("img"));
+    log.wait_line("exit 0");
+    let lines = log.lines();
+    assert!(lines.len() > before, "no progress after restart");
+    assert_eq!(assert_consecutive(&lines, "tick ", "ticker"), 8);
+    for l in &lines[..lines.len() - 1] {
+        assert!(l.ends_with(&format!(" pid {pid}")), "pid changed: {l:?}\n{lines:?}");
+    }
+    assert_eq!(lines.len(), 9, "{lines:?}");
+}
+
+/// A program blocked in read() on a pipe: restart in the foreground, feed it through
+/// `cryo restart`'s stdin, close it → the program exits 0 → cryo restart exits 0.
+#[test]
+fn stdin_pipe_reader_restart_foreground() {
+    let h = Harness::with_cryo("stdin");
+    let bin = h.compile("stdin_echo");
+    let mut o = SpawnOpts::log("echo.log");
+    o.stdin_piped = true;
+    let (mut p, log) = h.spawn_with(&[bin.to_str().unwrap()], o);
+    let mut stdin = p.take_stdin();
+    log.wait_prefix("ready pid ", SECS20);
+    writeln!(stdin, "before-1").unwrap();
+    log.wait_line("echo: before-1");
+    std::thread::sleep(Duration::from_millis(100));
+    h.checkpoint_kill(&mut p, &h.path("img"));
+    drop(stdin);
+
+    let mut r = h.cryo_spawn(&["restart", h.path("img").to_str().unwrap()], Stdio::piped());
+    let mut rin = r.take_stdin();
+    writeln!(rin, "after-1").unwrap();
+    log.wait_line("echo: after-1");
+    writeln!(rin, "after-2").unwrap();
+    log.wait_line("echo: after-2");
+    assert!(r.running(), "cryo restart exited early: {}", r.stderr_text());
+    drop(rin);
+    let st = r.wait_exit(SECS20);
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "cryo restart should exit with the program's status 0, got {}; stderr: {}",
+        describe_status(st),
+        r.stderr_text()
+    );
+    let lines = log.lines();
+    assert_eq!(
+        lines[1..],
+        ["echo: before-1", "echo: after-1", "echo: after-2", "eof"],
+        "{lines:?}"
+    );
+}
+
+/// Foreground restart exits with the restored program's exit status (7).
+#[test]
+fn foreground_restart_exit_status() {
+    let h = Harness::with_cryo("exitcode");
+    let ticker = h.compile("ticker");
+    let (mut p, log) = h.spawn(&[ticker.to_str().unwrap(), "200", "15", "7"], "ticker.log");
+    log.wait_prefix("tick 3 ", SECS20);
+    h.checkpoint_kill(&mut p, &h.path("img"));
+    let mut r = h.cryo_spawn(&["restart", h.path("img").to_str().unwrap()], Stdio::null());
+    let st = r.wait_exit(SECS20);
+    assert_eq!(
+        st.code(),
+        Some(7),
+        "cryo restart should exit 7 like the program, got {}; stderr: {}\n{}",
+        describe_status(st),
+        r.stderr_text(),
+        log.text()
+    );
+    let lines = log.lines();
+    assert_eq!(assert_consecutive(&lines, "tick ", "ticker"), 15);
+    assert_eq!(lines.last().unwrap(), "exit 7");
+}
+
+/// A signal sent to a foreground `cryo restart` reaches the restored program.
+#[test]
+fn foreground_restart_forwards_signals() {
+    let h = Harness::with_cryo("signals");
+    let ticker = h.compile("ticker");
+    let (mut p, log) = h.spawn(
+        &[ticker.to_str().unwrap(), "200", "0", "0", "sigusr1"],
+        "ticker.log",
+    );
+    log.wait_prefix("tick 3 ", SECS20);
+    h.checkpoint_kill(&mut p, &h.path("img"));
+    let n = log.lines().len();
+    let mut r = h.cryo_spawn(&["restart", h.path("img").to_str().unwrap()], Stdio::null());
+    log.wait_growth(n, 2, SECS20);
+    assert!(r.running(), "cryo restart exited early: {}", r.stderr_text());
+    send_signal(r.pid(), libc::SIGUSR1);
+    let st = r.wait_exit(SECS20);
+    assert_eq!(log.lines().last().unwrap(), "got SIGUSR1", "{}", log.text());
+    assert_eq!(
+        st.code(),
+        Some(9),
+        "program exits 9 on SIGUSR1, so must cryo restart; got {}; stderr: {}",
+        describe_status(st),
+        r.stderr_text()
+    );
+}
+
+/// Interpreter loops writing "count N" then "done": checkpoint --kill after a few counts,
+/// restart --detach, the count continues with no repeat or gap.
+fn counting_script(name: &str, file: &str, content: &str, interp: &[&str], n: u64) {
+    let h = Harness::with_cryo(name);
+    let script = h.write_file(file, content, 0o644);
+    let mut argv: Vec<&str> = interp.to_vec();
+    argv.push(script.to_str().unwrap());
+    let (mut p, log) = h.spawn(&argv, "count.log");
+    log.wait_line("count 5");
+    h.checkpoint_kill(&mut p, &h.path("img"));
+    let before = log.lines().len();
+    h.restart_detached(&h.path("img"));
+    log.wait_line("done");
+    let lines = log.lines();
+    assert!(lines.len() > before, "no progress after restart");
+    assert_eq!(assert_consecutive(&lines, "count ", name), n, "{lines:?}");
+    assert_eq!(lines.len() as u64, n + 1, "only counts and done: {lines:?}");
+}
+
+#[test]
+fn python_loop_continues() {
+    // /usr/bin/python3, not a pyenv shim: root's home is unreadable to the test user.
+    let script = "import time\nfor i in range(1, 31):\n    print(f'count {i}', flush=True)\n    time.sleep(0.2)\nprint('done', flush=True)\n";
+    counting_script("python", "loop.py", script, &["/usr/bin/python3", "-u"], 30);
+}
+
+#[test]
+fn bash_loop_continues() {
+    // A real shell loop: bash forks /usr/bin/sleep each iteration, so the checkpointed
+    // tree is bash (in wait4) plus, most of the time, a sleep child.
+    let script = "for ((i = 1; i <= 30; i++)); do echo \"count $i\"; sleep 0.2; done\necho done\n";
+    counting_script("bash", "loop.sh", script, &["/bin/bash"], 30);
+}
+
+#[test]
+fn perl_loop_continues() {
+    let script = "$| = 1;\nfor my $i (1..30) { print \"count $i\\n\"; select(undef, undef, undef, 0.2); }\nprint \"done\\n\";\n";
+    counting_script("perl", "loop.pl", script, &["/usr/bin/perl"], 30);
+}

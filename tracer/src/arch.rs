@@ -1,0 +1,19 @@
+//! The one place that picks the architecture cryo was built for; every other
+//! crate names `cryo_tracer::arch::Native`.
+
+#[cfg(target_arch = "x86_64")]
+pub use cryo_arch_x86_64::X86_64 as Native;
+
+#[cfg(target_arch = "aarch64")]
+pub use cryo_arch_aarch64::Aarch64 as Native;
+
+#[cfg(target_arch = "arm")]
+pub use cryo_arch_armv7::Armv7 as Native;
+
+pub use cryo_arch::{Arch, Sysno};
+
+/// Syscall number on the native architecture. Every call cryo issues exists on
+/// all three CPUs except where noted in `Sysno`; a missing one is a cryo bug.
+pub fn nr(call: Sysno) -> u64 {
+    Native::sysno(call).unwrap_or_else(|| panic!("{call:?} has no syscall number on {}", Native::NAME))
+}

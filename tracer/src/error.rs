@@ -1,0 +1,45 @@
+use nix::errno::Errno;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    #[error("no process with pid {0}")]
+    NoSuchProcess(i32),
+    #[error("process {pid} belongs to uid {owner}, not to you (uid {me}); checkpoint only your own processes")]
+    OtherUser { pid: i32, owner: u32, me: u32 },
+    #[error("process {pid} is already traced by pid {tracer} ({tracer_comm}); detach that debugger (gdb/strace) first")]
+    AlreadyTraced { pid: i32, tracer: i32, tracer_comm: String },
+    #[error("process {pid} is not dumpable (it called prctl(PR_SET_DUMPABLE, 0) or runs a setuid/setgid/unreadable program); the kernel forbids tracing it")]
+    NotDumpable { pid: i32 },
+    #[error("ptrace of {pid} is blocked by Yama (kernel.yama.ptrace_scope = {scope}); run cryo as an ancestor of the process, or ask an admin to set ptrace_scope to 0")]
+    Yama { pid: i32, scope: String },
+    #[error("process {pid} is a zombie (exited, not yet reaped by its parent): nothing to checkpoint")]
+    Zombie { pid: i32 },
+    #[error("process {pid} is waiting for a vfork()ed child to exec or exit; try again in a moment")]
+    Vfork { pid: i32 },
+    #[error("process {pid} did not stop within {secs} s (state {state}: blocked in the kernel uninterruptibly); try again later")]
+    StopTimeout { pid: i32, secs: u64, state: String },
+    #[error("process {pid} exited during the checkpoint")]
+    Exited { pid: i32 },
+    #[error("{what} of {pid}: {errno}")]
+    Ptrace { what: String, pid: i32, errno: Errno },
+    #[error("reading {path}: {source}")]
+    Proc { path: String, source: std::io::Error },
+    #[error("parsing {path}: {what}")]
+    Parse { path: String, what: String },
+    #[error("fault injected at stage '{0}' (CRYO_FAULT)")]
+    Injected(String),
+}
+
+pub type Result<T> = std::result::Result<T, TracerError>;
+
+impl TracerError {
+    pub fn ptrace(what: impl Into<String>, pid: i32, errno: Errno) -> TracerError {
+        if errno == Errno::ESRCH {
+            return TracerError::Exited { pid };
+        }
+        TracerError::Ptrace { what: what.into(), pid, errno }
+    }
+    pub fn proc(path: impl Into<String>, source: std::io::Error) -> TracerError {
+        TracerError::Proc { path: path.into(), source }
+    }
+}

@@ -1,0 +1,12 @@
+//! Seizing and freezing process trees with ptrace, and everything the tracer
+//! reads from outside: registers, signal masks, rseq, /proc.
+
+pub mod arch;
+pub mod error;
+pub mod fault;
+pub mod proc;
+pub mod ptrace;
+pub mod seize;
+
+pub use error::{Result, TracerError};
+pub use seize::{Seized, Thread};

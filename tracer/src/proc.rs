@@ -1,0 +1,310 @@
+//! Readers for /proc/PID files: what the tracer takes without the parasite.
+
+use crate::{Result, TracerError};
+use cryo_image::{Vma, VmaKind};
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+
+fn read(path: &str) -> Result<String> {
+    fs::read_to_string(path).map_err(|e| TracerError::proc(path, e))
+}
+
+fn parse_err(path: &str, what: impl Into<String>) -> TracerError {
+    TracerError::Parse { path: path.to_string(), what: what.into() }
+}
+
+/// The fields of /proc/PID/status cryo uses.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub name: String,
+    pub state: char,
+    pub tgid: i32,
+    pub ppid: i32,
+    pub tracer_pid: i32,
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<u32>,
+    /// Signals pending for this thread / for the whole process.
+    pub sig_pnd: u64,
+    pub shd_pnd: u64,
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub no_new_privs: bool,
+    pub seccomp: u32,
+}
+
+pub fn status(pid: i32) -> Result<Status> {
+    let path = format!("/proc/{pid}/status");
+    let text = read(&path)?;
+    let mut s = Status::default();
+    let ids = |v: &str| -> [u32; 4] {
+        let mut out = [0u32; 4];
+        for (o, f) in out.iter_mut().zip(v.split_whitespace()) {
+            *o = f.parse().unwrap_or(0);
+        }
+        out
+    };
+    let hex = |v: &str| u64::from_str_radix(v.trim(), 16).unwrap_or(0);
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        let v = v.trim();
+        match k {
+            "Name" => s.name = v.to_string(),
+            "State" => s.state = v.chars().next().unwrap_or('?'),
+            "Tgid" => s.tgid = v.parse().unwrap_or(0),
+            "PPid" => s.ppid = v.parse().unwrap_or(0),
+            "TracerPid" => s.tracer_pid = v.parse().unwrap_or(0),
+            "Uid" => s.uids = ids(v),
+            "Gid" => s.gids = ids(v),
+            "Groups" => s.groups = v.split_whitespace().filter_map(|g| g.parse().ok()).collect(),
+            "SigPnd" => s.sig_pnd = hex(v),
+            "ShdPnd" => s.shd_pnd = hex(v),
+            "CapInh" => s.cap_inh = hex(v),
+            "CapPrm" => s.cap_prm = hex(v),
+            "CapEff" => s.cap_eff = hex(v),
+            "CapBnd" => s.cap_bnd = hex(v),
+            "CapAmb" => s.cap_amb = hex(v),
+            "NoNewPrivs" => s.no_new_privs = v == "1",
+            "Seccomp" => s.seccomp = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    if s.tgid == 0 {
+        return Err(parse_err(&path, "no Tgid line"));
+    }
+    Ok(s)
+}
+
+/// The fields of /proc/PID/stat cryo uses (after the command name).
+#[derive(Debug, Clone, Default)]
+pub struct Stat {
+    pub state: char,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_stack: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+pub fn stat(pid: i32) -> Result<Stat> {
+    let path = format!("/proc/{pid}/stat");
+    let text = read(&path)?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = text.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| parse_err(&path, "no ')'"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state) of proc(5).
+    let field = |n: usize| -> Result<u64> {
+        f.get(n - 3)
+            .and_then(|v| v.parse::<i64>().ok())
+            .map(|v| v as u64)
+            .ok_or_else(|| parse_err(&path, format!("field {n} missing")))
+    };
+    Ok(Stat {
+        state: f.first().and_then(|s| s.chars().next()).unwrap_or('?'),
+        ppid: field(4)? as i32,
+        pgid: field(5)? as i32,
+        sid: field(6)? as i32,
+        start_code: field(26)?,
+        end_code: field(27)?,
+        start_stack: field(28)?,
+        start_data: field(45)?,
+        end_data: field(46)?,
+        start_brk: field(47)?,
+        arg_start: field(48)?,
+        arg_end: field(49)?,
+        env_start: field(50)?,
+        env_end: field(51)?,
+    })
+}
+
+/// Thread ids of a process, sorted, leader first.
+pub fn tasks(pid: i32) -> Result<Vec<i32>> {
+    let path = format!("/proc/{pid}/task");
+    let rd = fs::read_dir(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            TracerError::NoSuchProcess(pid)
+        } else {
+            TracerError::proc(&path, e)
+        }
+    })?;
+    let mut tids: Vec<i32> =
+        rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
+    tids.sort_by_key(|&t| (t != pid, t));
+    Ok(tids)
+}
+
+pub fn read_link(path: &str) -> Result<String> {
+    fs::read_link(path).map(|p| p.to_string_lossy().into_owned()).map_err(|e| TracerError::proc(path, e))
+}
+
+pub fn read_bytes(path: &str) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| TracerError::proc(path, e))
+}
+
+pub fn cmdline(pid: i32) -> Result<Vec<String>> {
+    let b = read_bytes(&format!("/proc/{pid}/cmdline"))?;
+    Ok(b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+}
+
+/// Memory map from /proc/PID/smaps (maps lines plus VmFlags).
+pub fn vmas(pid: i32) -> Result<Vec<Vma>> {
+    let path = format!("/proc/{pid}/smaps");
+    let text = read(&path)?;
+    let mut out: Vec<Vma> = Vec::new();
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(v) = out.last_mut() {
+                v.vmflags = flags.split_whitespace().map(str::to_string).collect();
+            }
+            continue;
+        }
+        let Some(first) = line.split_whitespace().next() else { continue };
+        let Some((a, b)) = first.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else { continue };
+        out.push(parse_maps_line(&path, line, start, end)?);
+    }
+    Ok(out)
+}
+
+fn parse_maps_line(path: &str, line: &str, start: u64, end: u64) -> Result<Vma> {
+    // start-end perms offset dev inode [name]; the name may contain spaces.
+    let mut it = line.splitn(6, ' ');
+    let _range = it.next();
+    let perms = it.next().ok_or_else(|| parse_err(path, "no perms"))?.as_bytes();
+    let offset = it.next().and_then(|o| u64::from_str_radix(o, 16).ok()).ok_or_else(|| parse_err(path, "no offset"))?;
+    let dev = it.next().ok_or_else(|| parse_err(path, "no dev"))?;
+    let inode: u64 = it.next().and_then(|i| i.parse().ok()).ok_or_else(|| parse_err(path, "no inode"))?;
+    let name = it.next().unwrap_or("").trim_start().to_string();
+    let (maj, min) = dev.split_once(':').ok_or_else(|| parse_err(path, "bad dev"))?;
+    let dev = (u64::from_str_radix(maj, 16).unwrap_or(0) << 32) | u64::from_str_radix(min, 16).unwrap_or(0);
+    let mut prot = 0u32;
+    if perms.first() == Some(&b'r') {
+        prot |= libc::PROT_READ as u32;
+    }
+    if perms.get(1) == Some(&b'w') {
+        prot |= libc::PROT_WRITE as u32;
+    }
+    if perms.get(2) == Some(&b'x') {
+        prot |= libc::PROT_EXEC as u32;
+    }
+    let shared = perms.get(3) == Some(&b's');
+    let kind = match name.as_str() {
+        "[heap]" => VmaKind::Heap,
+        "[stack]" => VmaKind::Stack,
+        "[vdso]" => VmaKind::Vdso,
+        "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
+        "[vsyscall]" => VmaKind::Vsyscall,
+        _ if inode != 0 => VmaKind::File,
+        _ => VmaKind::Anon,
+    };
+    Ok(Vma { start, end, prot, shared, kind, offset, dev, inode, name, vmflags: Vec::new() })
+}
+
+/// One open fd as /proc shows it.
+#[derive(Debug, Clone)]
+pub struct FdInfo {
+    pub fd: i32,
+    pub link: String,
+    pub pos: u64,
+    /// f_flags, octal in fdinfo; includes O_CLOEXEC when close-on-exec is set.
+    pub flags: u32,
+}
+
+pub fn fds(pid: i32) -> Result<Vec<FdInfo>> {
+    let dir = format!("/proc/{pid}/fd");
+    let rd = fs::read_dir(&dir).map_err(|e| TracerError::proc(&dir, e))?;
+    let mut out = Vec::new();
+    for e in rd.filter_map(|e| e.ok()) {
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let link = match fs::read_link(e.path()) {
+            Ok(l) => l.to_string_lossy().into_owned(),
+            // Closed between readdir and readlink.
+            Err(_) => continue,
+        };
+        let info_path = format!("/proc/{pid}/fdinfo/{fd}");
+        let info = match fs::read_to_string(&info_path) {
+            Ok(i) => i,
+            Err(_) => continue,
+        };
+        let mut pos = 0;
+        let mut flags = 0;
+        for l in info.lines() {
+            if let Some(v) = l.strip_prefix("pos:") {
+                pos = v.trim().parse().unwrap_or(0);
+            } else if let Some(v) = l.strip_prefix("flags:") {
+                flags = u32::from_str_radix(v.trim(), 8).unwrap_or(0);
+            }
+        }
+        out.push(FdInfo { fd, link, pos, flags });
+    }
+    out.sort_by_key(|f| f.fd);
+    Ok(out)
+}
+
+/// /proc/PID/mem: reads and writes go through even to pages without
+/// PROT_READ/PROT_WRITE (FOLL_FORCE), which process_vm_readv cannot do.
+pub struct MemFile {
+    file: File,
+    path: String,
+}
+
+impl MemFile {
+    pub fn open(pid: i32) -> Result<MemFile> {
+        let path = format!("/proc/{pid}/mem");
+        let file = fs::OpenOptions::new().read(true).write(true).open(&path).map_err(|e| TracerError::proc(&path, e))?;
+        Ok(MemFile { file, path })
+    }
+
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<()> {
+        self.file.read_exact_at(buf, addr).map_err(|e| TracerError::proc(format!("{} at {addr:#x}", self.path), e))
+    }
+
+    pub fn write(&self, addr: u64, buf: &[u8]) -> Result<()> {
+        self.file.write_all_at(buf, addr).map_err(|e| TracerError::proc(format!("{} at {addr:#x}", self.path), e))
+    }
+}
+
+/// /proc/PID/pagemap entry bits.
+pub mod pagemap {
+    pub const PRESENT: u64 = 1 << 63;
+    pub const SWAPPED: u64 = 1 << 62;
+    /// The page is file-backed or shared-anon (not a private anonymous page).
+    pub const FILE_SHARED: u64 = 1 << 61;
+}
+
+/// Reads pagemap entries for a range of pages.
+pub struct Pagemap {
+    file: File,
+    path: String,
+}
+
+impl Pagemap {
+    pub fn open(pid: i32) -> Result<Pagemap> {
+        let path = format!("/proc/{pid}/pagemap");
+        let file = File::open(&path).map_err(|e| TracerError::proc(&path, e))?;
+        Ok(Pagemap { file, path })
+    }
+
+    /// Entries for pages [start, end), `page_size`-sized.
+    pub fn entries(&self, start: u64, end: u64, page_size: u64, out: &mut Vec<u64>) -> Result<()> {
+        let n = ((end - start) / page_size) as usize;
+        out.clear();
+        out.resize(n, 0);
+        // SAFETY: viewing an initialized u64 slice as bytes of the same length is sound.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), n * 8) };
+        self.file
+            .read_exact_at(bytes, start / page_size * 8)
+            .map_err(|e| TracerError::proc(format!("{} at {start:#x}", self.path), e))
+    }
+}

@@ -1,0 +1,184 @@
+//! Thin, checked wrappers over the ptrace requests cryo uses. Each unsafe call
+//! is confined to one small function.
+
+use crate::{Result, TracerError};
+use cryo_image::Rseq;
+use nix::errno::Errno;
+
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+pub const PTRACE_EVENT_STOP: i32 = 128;
+
+/// Options every seized thread gets. TRACESYSGOOD marks syscall stops, so they
+/// are never confused with a real SIGTRAP.
+pub const SEIZE_OPTIONS: libc::c_int = libc::PTRACE_O_TRACESYSGOOD;
+
+fn request(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> std::result::Result<libc::c_long, Errno> {
+    Errno::clear();
+    // SAFETY: every request passed here either takes no pointer or one to a
+    // buffer the caller keeps alive and sized for the request, as each wrapper
+    // below documents.
+    let r = unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    if r == -1 && Errno::last_raw() != 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+pub fn seize(tid: i32) -> std::result::Result<(), Errno> {
+    request(libc::PTRACE_SEIZE, tid, 0, SEIZE_OPTIONS as usize).map(drop)
+}
+
+pub fn interrupt(tid: i32) -> Result<()> {
+    request(libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop).map_err(|e| TracerError::ptrace("PTRACE_INTERRUPT", tid, e))
+}
+
+pub fn cont(tid: i32, sig: i32) -> Result<()> {
+    request(libc::PTRACE_CONT, tid, 0, sig as usize).map(drop).map_err(|e| TracerError::ptrace("PTRACE_CONT", tid, e))
+}
+
+/// Continue to the next syscall entry or exit.
+pub fn cont_syscall(tid: i32, sig: i32) -> Result<()> {
+    request(libc::PTRACE_SYSCALL, tid, 0, sig as usize)
+        .map(drop)
+        .map_err(|e| TracerError::ptrace("PTRACE_SYSCALL", tid, e))
+}
+
+pub fn detach(tid: i32, sig: i32) -> Result<()> {
+    request(libc::PTRACE_DETACH, tid, 0, sig as usize).map(drop).map_err(|e| TracerError::ptrace("PTRACE_DETACH", tid, e))
+}
+
+/// PTRACE_GETREGSET: returns the bytes the kernel filled in (it shrinks iov_len).
+pub fn get_regset(tid: i32, note_type: u32, max_size: usize) -> std::result::Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; max_size];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    request(libc::PTRACE_GETREGSET, tid, note_type as usize, &mut iov as *mut libc::iovec as usize)?;
+    buf.truncate(iov.iov_len);
+    Ok(buf)
+}
+
+pub fn set_regset(tid: i32, note_type: u32, data: &[u8]) -> Result<()> {
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    request(libc::PTRACE_SETREGSET, tid, note_type as usize, &mut iov as *mut libc::iovec as usize)
+        .map(drop)
+        .map_err(|e| TracerError::ptrace(format!("PTRACE_SETREGSET {note_type:#x}"), tid, e))
+}
+
+pub fn get_sigmask(tid: i32) -> Result<u64> {
+    let mut mask = 0u64;
+    request(PTRACE_GETSIGMASK, tid, 8, &mut mask as *mut u64 as usize)
+        .map_err(|e| TracerError::ptrace("PTRACE_GETSIGMASK", tid, e))?;
+    Ok(mask)
+}
+
+pub fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
+    let mut m = mask;
+    request(PTRACE_SETSIGMASK, tid, 8, &mut m as *mut u64 as usize)
+        .map(drop)
+        .map_err(|e| TracerError::ptrace("PTRACE_SETSIGMASK", tid, e))
+}
+
+/// struct ptrace_rseq_configuration
+#[repr(C)]
+#[derive(Default)]
+struct RseqConfig {
+    rseq_abi_pointer: u64,
+    rseq_abi_size: u32,
+    signature: u32,
+    flags: u32,
+    pad: u32,
+}
+
+/// The thread's registered rseq area, `None` if it has none (or the kernel
+/// predates PTRACE_GET_RSEQ_CONFIGURATION, where glibc's rseq cannot be seen).
+pub fn get_rseq(tid: i32) -> Result<Option<Rseq>> {
+    let mut c = RseqConfig::default();
+    match request(
+        PTRACE_GET_RSEQ_CONFIGURATION,
+        tid,
+        std::mem::size_of::<RseqConfig>(),
+        &mut c as *mut RseqConfig as usize,
+    ) {
+        Ok(_) => Ok((c.rseq_abi_pointer != 0).then_some(Rseq {
+            addr: c.rseq_abi_pointer,
+            len: c.rseq_abi_size,
+            sig: c.signature,
+        })),
+        Err(Errno::EIO) | Err(Errno::EINVAL) => Ok(None),
+        Err(e) => Err(TracerError::ptrace("PTRACE_GET_RSEQ_CONFIGURATION", tid, e)),
+    }
+}
+
+/// The robust futex list of another thread (get_robust_list works on any
+/// thread we may ptrace).
+pub fn get_robust_list(tid: i32) -> Result<(u64, u64)> {
+    let mut head: usize = 0;
+    let mut len: usize = 0;
+    // SAFETY: both out-pointers are valid locals of the sizes the syscall writes.
+    let r = unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head as *mut usize, &mut len as *mut usize) };
+    if r < 0 {
+        return Err(TracerError::ptrace("get_robust_list", tid, Errno::last()));
+    }
+    Ok((head as u64, len as u64))
+}
+
+/// What a waited-for thread reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// PTRACE_EVENT_STOP: the interrupt (sig SIGTRAP) or a group stop (SIGSTOP etc.).
+    Event { sig: i32 },
+    /// A signal is about to be delivered; it is the tracer's to pass on or hold.
+    Signal(i32),
+    /// Syscall entry or exit (with TRACESYSGOOD).
+    Syscall,
+    /// Another ptrace event (clone, exec, exit): its number.
+    OtherEvent(i32),
+    Exited(i32),
+    Killed(i32),
+}
+
+pub fn wait(tid: i32) -> Result<Stop> {
+    wait_flags(tid, 0).map(|s| s.expect("blocking wait returns a status"))
+}
+
+/// waitpid(tid, __WALL | extra); `None` if WNOHANG found nothing.
+pub fn wait_flags(tid: i32, extra: libc::c_int) -> Result<Option<Stop>> {
+    let mut status = 0;
+    let r = loop {
+        // SAFETY: status is a valid out-pointer for the duration of the call.
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | extra) };
+        if r == -1 && Errno::last() == Errno::EINTR {
+            continue;
+        }
+        break r;
+    };
+    if r == -1 {
+        return Err(TracerError::ptrace("waitpid", tid, Errno::last()));
+    }
+    if r == 0 {
+        return Ok(None);
+    }
+    Ok(Some(decode_status(status)))
+}
+
+pub fn decode_status(status: i32) -> Stop {
+    if libc::WIFEXITED(status) {
+        return Stop::Exited(libc::WEXITSTATUS(status));
+    }
+    if libc::WIFSIGNALED(status) {
+        return Stop::Killed(libc::WTERMSIG(status));
+    }
+    let sig = libc::WSTOPSIG(status);
+    let event = status >> 16;
+    if event == PTRACE_EVENT_STOP {
+        Stop::Event { sig }
+    } else if event != 0 {
+        Stop::OtherEvent(event)
+    } else if sig == libc::SIGTRAP | 0x80 {
+        Stop::Syscall
+    } else {
+        Stop::Signal(sig)
+    }
+}
