@@ -2,7 +2,7 @@
 //! the tracer and the target, running commands, streaming pages, unloading.
 
 use crate::batch::{Batch, BatchOutput};
-use crate::blob::{BlobLayout, PARASITE_ELF};
+use crate::blob::BlobLayout;
 use crate::remote::Remote;
 use crate::{InjectError, Result};
 use cryo_parasite::abi::{self, CmdHeader, IoVec, SyscallEntry};
@@ -83,8 +83,7 @@ const PIPE_SIZE: i32 = 1 << 20;
 impl Parasite {
     /// Bytes the parasite occupies in a target's address space.
     pub fn mapping_size() -> Result<u64> {
-        let layout = BlobLayout::parse(PARASITE_ELF, Native::RELATIVE_RELOC)?;
-        Ok((layout.image.len() + abi::CMD_AREA_SIZE + abi::STACK_SIZE + abi::GADGET_AREA_SIZE) as u64)
+        Ok(BlobLayout::parasite(Native::RELATIVE_RELOC)?.region_size())
     }
 
     /// Load the blob into the target through the bootstrap gadget. With `at`,
@@ -92,12 +91,10 @@ impl Parasite {
     pub fn load(seized: &mut Seized, remote: &mut Remote, at: Option<u64>) -> Result<Parasite> {
         let pid = seized.pid;
         fault::check("parasite-load")?;
-        let layout = BlobLayout::parse(PARASITE_ELF, Native::RELATIVE_RELOC)?;
-        let code_len = layout.image.len();
-        let cmd_off = code_len;
-        let stack_off = cmd_off + abi::CMD_AREA_SIZE;
-        let gadget_off = stack_off + abi::STACK_SIZE;
-        let size = gadget_off + abi::GADGET_AREA_SIZE;
+        let layout = BlobLayout::parasite(Native::RELATIVE_RELOC)?;
+        let cmd_off = layout.cmd_offset() as usize;
+        let gadget_off = layout.gadget_offset() as usize;
+        let size = layout.region_size() as usize;
 
         let name = remote.boot_scratch(b"cryo-parasite\0")?;
         let fd = remote.syscall(seized, Sysno::MemfdCreate, [name, libc::MFD_CLOEXEC as u64, 0, 0, 0, 0])?;
@@ -115,7 +112,7 @@ impl Parasite {
             local,
             entry: base + layout.entry_offset,
             cmd_off,
-            stack_top: base + gadget_off as u64,
+            stack_top: base + layout.stack_top_offset(),
             gadget: base + gadget_off as u64,
             pipe: None,
         };

@@ -50,6 +50,13 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
     if p.threads.is_empty() || p.threads[0].regsets.is_empty() || p.threads[0].regsets[0].data.len() != Native::GP_SIZE {
         return bad("no usable registers".into());
     }
+    if p.threads.len() > 1 {
+        return Err(RestoreError::Rebuild(format!(
+            "process {} has {} threads; restarting multi-threaded processes is not supported yet",
+            p.pid,
+            p.threads.len()
+        )));
+    }
     let ps = 4096;
     let mut prev_end = 0;
     for v in &p.vmas {

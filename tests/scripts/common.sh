@@ -75,7 +75,16 @@ start_bg() {
     shift 3
     # Without job control a background child is not a group leader, so setsid(1) does
     # not fork and $! is the program's own pid.
-    run_as "$dir" bash -c 'log=$1; shift; setsid "$@" >"$log" 2>&1 </dev/null & echo $!' _ "$log" "$@" >"$pidfile"
+    # Fds beyond 0-2 inherited from whoever ran this script are closed first, so the
+    # program (and hence its image) holds only its own.
+    run_as "$dir" bash -c '
+        log=$1; shift
+        for f in /proc/$$/fd/*; do
+            n=${f##*/}
+            if [ "$n" -gt 2 ]; then eval "exec $n>&-"; fi
+        done 2>/dev/null
+        setsid "$@" >"$log" 2>&1 </dev/null &
+        echo $!' _ "$log" "$@" >"$pidfile"
 }
 
 # alive PID: exists and is not a zombie.

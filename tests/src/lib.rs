@@ -14,7 +14,7 @@
 //!   compiled C workloads (tests/workloads/*.c), logs and images. It is removed when the
 //!   test passes and kept (path printed) when it fails, or always with `CRYO_TESTS_KEEP=1`.
 //! * Every process the harness starts runs in a new session (setsid) with the work dir
-//!   as cwd. On drop the harness kills them, the pids named in registered pidfiles
+//!   as cwd, a clean environment, and no fds beyond 0-2. On drop the harness kills them, the pids named in registered pidfiles
 //!   (restored trees' host pids), and any other live process of the test user whose cwd
 //!   or exe lies inside the work dir (restored trees, leaked helpers).
 //!
@@ -896,6 +896,11 @@ impl Harness {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // Let no fd beyond 0-2 leak into the process (e.g. a pipe the shell
+                // that started `cargo test` left open): mark them close-on-exec.
+                // CLOEXEC rather than close keeps std's exec-error pipe working.
+                const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+                libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC);
                 Ok(())
             });
         }

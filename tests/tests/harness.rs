@@ -43,6 +43,18 @@ fn workload_runs_as_test_user_in_own_session_and_is_cleaned_up() {
     assert_eq!(tracer_pid(pid), Some(0));
     assert!(matches!(proc_state(pid), Some('S') | Some('R')));
     assert_eq!(fs::read_link(format!("/proc/{pid}/cwd")).unwrap(), h.dir);
+    // Only stdin/stdout/stderr: nothing leaks in from the test runner (cargo's jobserver
+    // pipe, the harness's own files), so a restore never has to deal with strays.
+    let mut fds: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, ["0", "1", "2"], "open fds of the workload");
+    assert_eq!(
+        fs::read_link(format!("/proc/{pid}/fd/1")).unwrap(),
+        h.path("ticker.log")
+    );
 
     let lines = log.lines();
     assert_eq!(lines[0], format!("tick 1 pid {pid}"));

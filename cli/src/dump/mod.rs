@@ -36,6 +36,13 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let pid = opts.pid;
     let mut seized = Seized::freeze(pid)?;
     let frozen = Instant::now();
+    if opts.kill && seized.threads.len() > 1 {
+        anyhow::bail!(
+            "process {pid} has {} threads; cryo cannot restart multi-threaded processes yet, so it will not kill it \
+             (checkpoint without --kill still gives an image for `cryo inspect`)",
+            seized.threads.len()
+        );
+    }
     let mut writer = ImageWriter::create(&opts.out)?;
     let dumped = dump_frozen(&mut seized, &mut writer);
     let (process, pages) = match dumped {
