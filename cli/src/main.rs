@@ -1,5 +1,6 @@
 //! cryo: checkpoint and restart running Linux process trees, unprivileged.
 
+mod coredump;
 mod dump;
 mod inspect;
 
@@ -55,6 +56,16 @@ enum Cmd {
         /// (for systems where unprivileged user namespaces are disabled).
         #[arg(long)]
         no_pid_ns: bool,
+    },
+    /// Write an ELF core file from an image, for `gdb PROGRAM FILE`.
+    Core {
+        dir: PathBuf,
+        /// The core file to write (created 0600: it holds the process's memory).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Which process of the image (default: the root).
+        #[arg(long)]
+        pid: Option<i32>,
     },
     /// Show what an image holds.
     Inspect {
@@ -126,6 +137,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns };
             let code = cryo_restorer::restart(&opts)?;
             Ok(ExitCode::from(code))
+        }
+        Cmd::Core { dir, output, pid } => {
+            let n = coredump::write(&dir, pid, &output)?;
+            eprintln!("cryo: wrote {} ({n} memory areas)", output.display());
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Inspect { dir, json } => {
             inspect::run(&dir, json)?;

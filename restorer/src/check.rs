@@ -74,7 +74,7 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
         if r.vaddr.checked_add(len).is_none_or(|e| e > v.end) || r.origin == PageOrigin::Parent {
             return bad(format!("pages at {:#x} overrun their area or need a parent image", r.vaddr));
         }
-        if matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::Vsyscall) {
+        if matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::Vsyscall) && r.origin != PageOrigin::Reference {
             return bad(format!("pages at {:#x} target the vDSO", r.vaddr));
         }
         if r.file_offset != file_end {

@@ -107,6 +107,8 @@ pub trait Arch {
     const RELATIVE_RELOC: u32;
     /// Size in bytes of the `NT_PRSTATUS` register set.
     const GP_SIZE: usize;
+    /// Width of uid/gid fields in an ELF core's `struct elf_prpsinfo`.
+    const PRPSINFO_UID_BYTES: usize = 4;
 
     /// Syscall number, or `None` where this arch does not have that call.
     fn sysno(call: Sysno) -> Option<u64>;

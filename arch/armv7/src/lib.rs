@@ -39,6 +39,7 @@ impl Arch for Armv7 {
     const SYSCALL_INSN_LEN: u64 = 4;
     const RELATIVE_RELOC: u32 = 23; // R_ARM_RELATIVE
     const GP_SIZE: usize = 18 * 4;
+    const PRPSINFO_UID_BYTES: usize = 2; // __kernel_uid_t is unsigned short on ARM
 
     fn sysno(call: Sysno) -> Option<u64> {
         use Sysno::*;

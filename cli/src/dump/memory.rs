@@ -36,14 +36,14 @@ pub fn dump(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite, v
     for run in &runs {
         let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
         let len = run.npages * ps;
-        if vma.prot & libc::PROT_READ as u32 != 0 {
+        if vma.prot & libc::PROT_READ as u32 != 0 && vma.kind != VmaKind::Vdso {
             iovs.push(IoVec { base: run.vaddr, len });
             if iovs.len() >= IOV_BATCH {
                 parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
                 iovs.clear();
             }
         } else {
-            // vmsplice needs read access; /proc/PID/mem does not.
+            // vmsplice needs read access and ordinary pages; /proc/PID/mem does not.
             parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
             iovs.clear();
             copy_unreadable(&remote.mem, run.vaddr, len, out, &mut offset)?;
@@ -75,7 +75,12 @@ pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile) -> Result<Vec<PageRun>> {
     let mut file_offset = 0u64;
     let mut ents = Vec::new();
     for v in vmas {
-        if matches!(v.kind, VmaKind::Vvar | VmaKind::Vsyscall | VmaKind::Vdso) {
+        if v.kind == VmaKind::Vdso {
+            // Not restored (the kernel provides it), but debuggers read it from cores.
+            runs.push(PageRun { vaddr: v.start, npages: v.len() / ps, file_offset: 0, origin: PageOrigin::Reference });
+            continue;
+        }
+        if matches!(v.kind, VmaKind::Vvar | VmaKind::Vsyscall) {
             continue;
         }
         if v.has_flag("io") || v.has_flag("pf") {

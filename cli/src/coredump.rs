@@ -1,0 +1,266 @@
+//! `cryo core`: an ELF core file from an image, for gdb.
+//!
+//! Written front to back through a buffered stream: headers and notes first,
+//! then each memory area page by page from the image's pages file (or, for
+//! pages the image did not need to store, from the mapped file or zeros), so
+//! a large image never has to fit in memory.
+
+use anyhow::{Context, Result};
+use cryo_image::{ImageReader, PageRun, ProcessImage, Vma, VmaKind};
+use cryo_tracer::arch::{Arch, Native};
+use object::elf;
+use object::write::elf::{FileHeader, ProgramHeader, Writer};
+use object::write::StreamingBuffer;
+use object::Endianness;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+const PAGE: u64 = 4096;
+const NT_PRSTATUS: u32 = 1;
+const NT_PRPSINFO: u32 = 3;
+const NT_AUXV: u32 = 6;
+const NT_SIGINFO: u32 = 0x5349_4749;
+const NT_FILE: u32 = 0x4649_4c45;
+
+pub fn write(dir: &Path, pid: Option<i32>, out: &Path) -> Result<u64> {
+    let img = ImageReader::open(dir)?;
+    let pid = pid.unwrap_or(img.inventory.root_pid);
+    let p = img.read_process(pid).with_context(|| format!("process {pid} of image {}", dir.display()))?;
+    let pages = img.open_pages(pid)?;
+    let segments: Vec<(&Vma, bool)> =
+        p.vmas.iter().filter(|v| v.kind != VmaKind::Vsyscall).map(|v| (v, has_contents(&p, v))).collect();
+    let notes = notes(&p);
+
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    let mut stream = StreamingBuffer::new(BufWriter::with_capacity(1 << 20, file));
+    let mut w = Writer::new(Endianness::Little, Native::IS_64BIT, &mut stream);
+    w.reserve_file_header();
+    w.reserve_program_headers(1 + segments.len() as u32);
+    let notes_off = w.reserve(notes.len(), 4);
+    let offsets: Vec<usize> =
+        segments.iter().map(|(v, data)| if *data { w.reserve(v.len() as usize, PAGE as usize) } else { 0 }).collect();
+
+    w.write_file_header(&FileHeader {
+        os_abi: elf::ELFOSABI_NONE,
+        abi_version: 0,
+        e_type: elf::ET_CORE,
+        e_machine: Native::ELF_MACHINE,
+        e_entry: 0,
+        e_flags: 0,
+    })
+    .map_err(|e| anyhow::anyhow!("ELF header: {e}"))?;
+    w.write_align_program_headers();
+    w.write_program_header(&ProgramHeader {
+        p_type: elf::PT_NOTE,
+        p_flags: 0,
+        p_offset: notes_off as u64,
+        p_vaddr: 0,
+        p_paddr: 0,
+        p_filesz: notes.len() as u64,
+        p_memsz: 0,
+        p_align: 4,
+    });
+    for ((v, data), off) in segments.iter().zip(&offsets) {
+        let mut flags = 0;
+        if v.prot & libc::PROT_READ as u32 != 0 {
+            flags |= elf::PF_R;
+        }
+        if v.prot & libc::PROT_WRITE as u32 != 0 {
+            flags |= elf::PF_W;
+        }
+        if v.prot & libc::PROT_EXEC as u32 != 0 {
+            flags |= elf::PF_X;
+        }
+        w.write_program_header(&ProgramHeader {
+            p_type: elf::PT_LOAD,
+            p_flags: flags,
+            p_offset: *off as u64,
+            p_vaddr: v.start,
+            p_paddr: 0,
+            p_filesz: if *data { v.len() } else { 0 },
+            p_memsz: v.len(),
+            p_align: PAGE,
+        });
+    }
+    w.pad_until(notes_off);
+    w.write(&notes);
+    let mut files = MappedFiles::default();
+    let mut page = vec![0u8; PAGE as usize];
+    for ((v, data), off) in segments.iter().zip(&offsets) {
+        if !*data {
+            continue;
+        }
+        w.pad_until(*off);
+        let mut addr = v.start;
+        while addr < v.end {
+            fill_page(&p, v, addr, &pages, &mut files, &mut page)?;
+            w.write(&page);
+            addr += PAGE;
+        }
+    }
+    drop(w);
+    stream.result().with_context(|| format!("writing {}", out.display()))?;
+    Ok(segments.len() as u64)
+}
+
+/// Which areas carry their contents in the core: everything a debugger reads
+/// that is not plain program text it can take from the binaries themselves.
+fn has_contents(p: &ProcessImage, v: &Vma) -> bool {
+    if v.prot & libc::PROT_READ as u32 == 0 || v.kind == VmaKind::Vvar {
+        return false;
+    }
+    if v.kind == VmaKind::Vdso {
+        return run_at(&p.pages, v.start, v.end).is_some();
+    }
+    if v.kind != VmaKind::File || v.prot & libc::PROT_WRITE as u32 != 0 {
+        return true;
+    }
+    // Read-only file areas: the ELF header (build-ids) and anything the process changed.
+    v.offset == 0 || run_at(&p.pages, v.start, v.end).is_some()
+}
+
+/// The stored run covering `addr` (or, with `end`, any run within [addr, end)).
+fn run_at(runs: &[PageRun], addr: u64, end: u64) -> Option<&PageRun> {
+    let i = runs.partition_point(|r| r.vaddr + r.npages * PAGE <= addr);
+    runs.get(i).filter(|r| r.vaddr < end.max(addr + 1))
+}
+
+#[derive(Default)]
+struct MappedFiles {
+    open: HashMap<String, Option<File>>,
+}
+
+fn fill_page(p: &ProcessImage, v: &Vma, addr: u64, pages: &File, files: &mut MappedFiles, page: &mut [u8]) -> Result<()> {
+    page.fill(0);
+    if let Some(r) = run_at(&p.pages, addr, addr + PAGE).filter(|r| r.vaddr <= addr) {
+        pages.read_exact_at(page, r.file_offset + (addr - r.vaddr)).context("reading the pages file")?;
+        return Ok(());
+    }
+    if v.kind == VmaKind::File {
+        let f = files.open.entry(v.name.clone()).or_insert_with(|| File::open(&v.name).ok());
+        if let Some(f) = f {
+            let mut done = 0;
+            let off = v.offset + (addr - v.start);
+            // Past the end of the file, the mapping reads zeros.
+            while done < page.len() {
+                match f.read_at(&mut page[done..], off + done as u64) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => done += n,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn note(out: &mut Vec<u8>, owner: &str, ty: u32, desc: &[u8]) {
+    let name_len = owner.len() + 1;
+    out.extend_from_slice(&(name_len as u32).to_le_bytes());
+    out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    out.extend_from_slice(&ty.to_le_bytes());
+    out.extend_from_slice(owner.as_bytes());
+    out.push(0);
+    out.resize(out.len().next_multiple_of(4), 0);
+    out.extend_from_slice(desc);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+fn word() -> usize {
+    if Native::IS_64BIT {
+        8
+    } else {
+        4
+    }
+}
+
+fn put_word(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(&v.to_le_bytes()[..word()]);
+}
+
+/// `struct elf_prstatus` for one thread.
+fn prstatus(p: &ProcessImage, t: &cryo_image::ThreadImage) -> Vec<u8> {
+    let w = word();
+    let mut b = vec![0u8; 16]; // elf_siginfo (12) + pr_cursig (2) + padding
+    put_word(&mut b, t.pending);
+    put_word(&mut b, t.sigmask);
+    for id in [t.tid, p.ppid, p.pgid, p.sid] {
+        b.extend_from_slice(&id.to_le_bytes());
+    }
+    b.resize(b.len() + 8 * w, 0); // four timevals
+    b.extend_from_slice(&t.regsets[0].data);
+    let fpvalid = t.regsets.len() > 1;
+    b.extend_from_slice(&(fpvalid as u32).to_le_bytes());
+    b.resize(b.len().next_multiple_of(w), 0);
+    b
+}
+
+/// `struct elf_prpsinfo` for the process.
+fn prpsinfo(p: &ProcessImage) -> Vec<u8> {
+    let w = word();
+    let mut b = vec![b'S', b'S', 0, 0];
+    b.resize(w, 0);
+    put_word(&mut b, 0); // pr_flag
+    let u = Native::PRPSINFO_UID_BYTES;
+    b.extend_from_slice(&p.creds.uids[0].to_le_bytes()[..u]);
+    b.extend_from_slice(&p.creds.gids[0].to_le_bytes()[..u]);
+    for id in [p.pid, p.ppid, p.pgid, p.sid] {
+        b.extend_from_slice(&id.to_le_bytes());
+    }
+    let mut fname = [0u8; 16];
+    for (d, s) in fname.iter_mut().zip(p.comm.bytes().take(15)) {
+        *d = s;
+    }
+    b.extend_from_slice(&fname);
+    let mut args = [0u8; 80];
+    for (d, s) in args.iter_mut().zip(p.cmdline.join(" ").bytes().take(79)) {
+        *d = s;
+    }
+    b.extend_from_slice(&args);
+    b.resize(b.len().next_multiple_of(w), 0);
+    b
+}
+
+/// NT_FILE: which file backs each file mapping.
+fn file_note(p: &ProcessImage) -> Vec<u8> {
+    let files: Vec<&Vma> = p.vmas.iter().filter(|v| v.kind == VmaKind::File).collect();
+    let mut b = Vec::new();
+    put_word(&mut b, files.len() as u64);
+    put_word(&mut b, PAGE);
+    for v in &files {
+        put_word(&mut b, v.start);
+        put_word(&mut b, v.end);
+        put_word(&mut b, v.offset / PAGE);
+    }
+    for v in &files {
+        b.extend_from_slice(v.name.as_bytes());
+        b.push(0);
+    }
+    b
+}
+
+fn notes(p: &ProcessImage) -> Vec<u8> {
+    let owner = |nt: u32| Native::REGSETS.iter().find(|s| s.note_type == nt).map_or("LINUX", |s| s.core_note_owner);
+    let mut out = Vec::new();
+    for (i, t) in p.threads.iter().enumerate() {
+        note(&mut out, "CORE", NT_PRSTATUS, &prstatus(p, t));
+        if i == 0 {
+            note(&mut out, "CORE", NT_PRPSINFO, &prpsinfo(p));
+            note(&mut out, "CORE", NT_SIGINFO, &[0u8; 128]);
+            note(&mut out, "CORE", NT_AUXV, &p.mm.auxv);
+            note(&mut out, "CORE", NT_FILE, &file_note(p));
+        }
+        for rs in t.regsets.iter().skip(1) {
+            note(&mut out, owner(rs.note_type), rs.note_type, &rs.data);
+        }
+    }
+    out
+}
