@@ -10,6 +10,7 @@
 #   - dd of MIB MiB from /dev/zero to a file on the image's file system (plain, page cache)
 # and prints a table with ratios. Measures only; no pass/fail.
 # As root, the workload and cryo run as the unprivileged user cryo-test.
+# The image is deleted at the end unless CRYO_BENCH_KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/scripts/common.sh
@@ -25,6 +26,7 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     rm -f "$W/dd.out"
+    [ -n "${CRYO_BENCH_KEEP:-}" ] || rm -rf "$W/image"
 }
 trap cleanup EXIT
 
@@ -35,6 +37,15 @@ gcc -O2 -o "$W/memcpy" bench/memcpy.c
 chmod 0755 "$W/memtouch" "$W/memcpy"
 
 echo "bench: $MIB MiB, work dir $W ($(df -hT "$W" | awk 'NR==2 {print $2" on "$7}')), uid $RUN_UID"
+
+# Baselines first, so neither competes with the image's dirty page cache.
+cpy=$(run_as "$W" ./memcpy "$MIB")
+t0=$(now)
+run_as "$W" dd if=/dev/zero of=dd.out bs=1M count="$MIB" status=none
+t1=$(now)
+ddt=$(elapsed "$t0" "$t1")
+rm -f "$W/dd.out"
+sync
 
 start_bg "$W" memtouch.log "$W/memtouch.pid" ./memtouch "$MIB"
 PID=$(cat "$W/memtouch.pid")
@@ -62,13 +73,6 @@ alive "$HOST" || echo "warning: restored pid $HOST is not running" >&2
 rss_after=$(awk '/^VmRSS/ {print $2}' /proc/"$HOST"/status 2>/dev/null || echo '?')
 kill -KILL "$HOST" 2>/dev/null || true
 
-cpy=$(run_as "$W" ./memcpy "$MIB")
-
-t0=$(now)
-run_as "$W" dd if=/dev/zero of=dd.out bs=1M count="$MIB" status=none
-t1=$(now)
-ddt=$(elapsed "$t0" "$t1")
-rm -f "$W/dd.out"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
 echo

@@ -86,6 +86,7 @@ impl FileLock {
     fn acquire(path: &str) -> FileLock {
         let f = OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
             .write(true)
             .mode(0o644)
@@ -194,7 +195,11 @@ pub fn tracer_pid(pid: i32) -> Option<i32> {
 /// The NSpid line: the pid in every pid namespace from the host's down to the process's own.
 pub fn nspids(pid: i32) -> Vec<i32> {
     status_field(pid, "NSpid")
-        .map(|s| s.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -208,7 +213,11 @@ pub fn pid_alive(pid: i32) -> bool {
 }
 
 fn real_uid_of(pid: i32) -> Option<u32> {
-    status_field(pid, "Uid")?.split_whitespace().next()?.parse().ok()
+    status_field(pid, "Uid")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub fn cmdline(pid: i32) -> String {
@@ -258,7 +267,12 @@ fn kill(pid: i32, sig: i32) {
 pub fn send_signal(pid: i32, sig: i32) {
     assert!(pid > 1);
     let r = unsafe { libc::kill(pid, sig) };
-    assert_eq!(r, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Live (non-zombie) processes owned by `uid` whose cwd or exe is inside `dir`.
@@ -317,7 +331,11 @@ impl Log {
     }
 
     fn describe(&self) -> String {
-        let mut s = format!("--- {} ---\n{}", self.path.display(), tail(&self.text(), 40));
+        let mut s = format!(
+            "--- {} ---\n{}",
+            self.path.display(),
+            tail(&self.text(), 40)
+        );
         if let Some(e) = &self.err_path {
             let t = fs::read_to_string(e).unwrap_or_default();
             if !t.is_empty() {
@@ -677,7 +695,8 @@ fn sweep_stale(base: &Path, uid: u32) {
             let Some(runner) = parts.get(1).and_then(|p| p.parse::<i32>().ok()) else {
                 continue;
             };
-            if runner == std::process::id() as i32 || Path::new(&format!("/proc/{runner}")).exists() {
+            if runner == std::process::id() as i32 || Path::new(&format!("/proc/{runner}")).exists()
+            {
                 continue;
             }
             for (pid, _) in procs_under(&e.path(), uid) {
@@ -900,7 +919,12 @@ impl Harness {
                 // that started `cargo test` left open): mark them close-on-exec.
                 // CLOEXEC rather than close keeps std's exec-error pipe working.
                 const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
-                libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC);
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3 as libc::c_uint,
+                    libc::c_uint::MAX,
+                    CLOSE_RANGE_CLOEXEC,
+                );
                 Ok(())
             });
         }
@@ -982,7 +1006,10 @@ impl Harness {
             None => {
                 let err = p.stderr_text();
                 p.kill();
-                panic!("`cryo {}` hung for {CRYO_TIMEOUT:?}; stderr: {err}", args.join(" "));
+                panic!(
+                    "`cryo {}` hung for {CRYO_TIMEOUT:?}; stderr: {err}",
+                    args.join(" ")
+                );
             }
         };
         CmdOut {
@@ -1166,7 +1193,10 @@ pub fn assert_running_untouched(pid: i32, log: &Log, tracer: i32, context: &str)
         sleep(Duration::from_millis(50));
     }
     let maps = read_maps(pid);
-    assert!(!maps.is_empty(), "{context}: could not read /proc/{pid}/maps");
+    assert!(
+        !maps.is_empty(),
+        "{context}: could not read /proc/{pid}/maps"
+    );
     assert!(
         !maps.contains("memfd:cryo"),
         "{context}: pid {pid} still maps cryo's memfd:\n{}",
@@ -1189,7 +1219,8 @@ pub fn assert_consecutive(lines: &[String], prefix: &str, context: &str) -> u64 
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("{context}: malformed line {l:?}"));
         assert_eq!(
-            n, expect,
+            n,
+            expect,
             "{context}: expected {prefix}{expect}, found {l:?} (repeat or gap)\nlog:\n{}",
             lines.join("\n")
         );
@@ -1246,7 +1277,11 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// XOR one byte of `file` at `offset` with 0xff.
 pub fn flip_byte(file: &Path, offset: u64) {
     use std::io::{Seek, SeekFrom};
-    let mut f = OpenOptions::new().read(true).write(true).open(file).unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
     let mut b = [0u8; 1];
     f.seek(SeekFrom::Start(offset)).unwrap();
     f.read_exact(&mut b).unwrap();

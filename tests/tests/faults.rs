@@ -23,11 +23,20 @@ fn fault_case(stage: &str) {
     // --kill too: a failed checkpoint must never kill.
     let img = h.path("img");
     let out = h.cryo_run_env(
-        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap(), "--kill"],
+        &[
+            "checkpoint",
+            &pid.to_string(),
+            "-o",
+            img.to_str().unwrap(),
+            "--kill",
+        ],
         &[("CRYO_FAULT", stage)],
     );
     out.assert_clean_failure();
-    assert!(p.running(), "target died after the failed checkpoint ({stage})");
+    assert!(
+        p.running(),
+        "target died after the failed checkpoint ({stage})"
+    );
     assert_running_untouched(pid, &log, 0, &format!("after CRYO_FAULT={stage}"));
 
     // No complete image: restarting it fails cleanly and starts nothing.
@@ -41,19 +50,36 @@ fn fault_case(stage: &str) {
         pf.to_str().unwrap(),
     ]);
     r.assert_clean_failure();
-    h.assert_no_leftovers(&[pid], &format!("restart of the image left by CRYO_FAULT={stage}"));
+    h.assert_no_leftovers(
+        &[pid],
+        &format!("restart of the image left by CRYO_FAULT={stage}"),
+    );
 
     // The failed attempt does not spoil a later one (this also proves the failure above
     // came from the injected fault, not from cryo being unable to checkpoint this target).
     let img2 = h.path("img2");
     h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img2.to_str().unwrap()])
         .assert_ok();
-    assert_running_untouched(pid, &log, 0, "after a successful --leave-running checkpoint");
+    assert_running_untouched(
+        pid,
+        &log,
+        0,
+        "after a successful --leave-running checkpoint",
+    );
 
     // Self-checks: the run completes and matches the reference exactly.
     let st = p.wait_exit(SECS20);
-    assert!(st.success(), "heap exited with {}\n{}", describe_status(st), log.text());
-    assert_text_eq(&log.text(), &heap_expected(&reference, pid), &format!("heap log after CRYO_FAULT={stage}"));
+    assert!(
+        st.success(),
+        "heap exited with {}\n{}",
+        describe_status(st),
+        log.text()
+    );
+    assert_text_eq(
+        &log.text(),
+        &heap_expected(&reference, pid),
+        &format!("heap log after CRYO_FAULT={stage}"),
+    );
 }
 
 macro_rules! fault_tests {

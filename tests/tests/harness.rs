@@ -32,7 +32,11 @@ fn workload_runs_as_test_user_in_own_session_and_is_cleaned_up() {
         "Gid: {gids}"
     );
     if is_root() {
-        assert_eq!(status_field(pid, "Groups").unwrap(), "", "supplementary groups dropped");
+        assert_eq!(
+            status_field(pid, "Groups").unwrap(),
+            "",
+            "supplementary groups dropped"
+        );
     }
     // setsid: session leader and group leader
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -60,11 +64,18 @@ fn workload_runs_as_test_user_in_own_session_and_is_cleaned_up() {
     assert_eq!(lines[0], format!("tick 1 pid {pid}"));
     assert!(assert_consecutive(&lines, "tick ", "ticker") >= 3);
     assert_running_untouched(pid, &log, 0, "plain ticker");
-    assert_eq!(h.leftovers(&[]).len(), 1, "the ticker is found by the dir sweep");
+    assert_eq!(
+        h.leftovers(&[]).len(),
+        1,
+        "the ticker is found by the dir sweep"
+    );
 
     drop(p);
     assert!(!pid_alive(pid), "Proc drop kills the workload");
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "and reaps it");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "and reaps it"
+    );
 }
 
 #[test]
@@ -79,12 +90,21 @@ fn cleanup_kills_detached_grandchildren_and_pidfile_pids() {
     );
     let (mut p, _log) = h.spawn(&[script.to_str().unwrap()], "spawner.log");
     assert!(p.wait_exit(Duration::from_secs(10)).success());
-    let read = |f: &str| -> i32 { fs::read_to_string(h.path(f)).unwrap().trim().parse().unwrap() };
+    let read = |f: &str| -> i32 {
+        fs::read_to_string(h.path(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
     let (g1, g2) = (read("grandchild.pid"), read("other.pid"));
     h.register_pidfile(&h.path("other.pid"));
     assert!(pid_alive(g1) && pid_alive(g2));
     let left: Vec<i32> = h.leftovers(&[]).into_iter().map(|(p, _)| p).collect();
-    assert!(left.contains(&g1) && left.contains(&g2), "sweep finds {left:?}");
+    assert!(
+        left.contains(&g1) && left.contains(&g2),
+        "sweep finds {left:?}"
+    );
     let dir = h.dir.clone();
     drop(h);
     // Orphans are reaped by pid 1, possibly late: wait until they are not alive.
@@ -92,7 +112,10 @@ fn cleanup_kills_detached_grandchildren_and_pidfile_pids() {
     while (pid_alive(g1) || pid_alive(g2)) && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!pid_alive(g1) && !pid_alive(g2), "cleanup must kill {g1} and {g2}");
+    assert!(
+        !pid_alive(g1) && !pid_alive(g2),
+        "cleanup must kill {g1} and {g2}"
+    );
     assert!(!dir.exists(), "work dir removed after a passing test");
 }
 
@@ -101,16 +124,30 @@ fn heap_workload_is_deterministic_and_self_checking() {
     let h = Harness::new("harness-heap");
     let heap = h.compile("heap");
     let heap = heap.to_str().unwrap();
-    h.run_to_completion(&[heap, "a.log", "20", "0", "16"], "a.out", Duration::from_secs(20));
-    h.run_to_completion(&[heap, "b.log", "20", "5", "16"], "b.out", Duration::from_secs(20));
+    h.run_to_completion(
+        &[heap, "a.log", "20", "0", "16"],
+        "a.out",
+        Duration::from_secs(20),
+    );
+    h.run_to_completion(
+        &[heap, "b.log", "20", "5", "16"],
+        "b.out",
+        Duration::from_secs(20),
+    );
     let (a, b) = (Log::new(h.path("a.log")), Log::new(h.path("b.log")));
     let (ta, tb) = (a.text(), b.text());
     assert_eq!(ta.lines().count(), 22, "start + 20 steps + done:\n{ta}");
     assert!(ta.lines().last().unwrap().starts_with("done pid "));
     assert!(!ta.contains("MISMATCH") && !ta.contains("EINTR"));
-    let pid_b: i32 = tb.lines().next().unwrap()["start pid ".len()..].parse().unwrap();
+    let pid_b: i32 = tb.lines().next().unwrap()["start pid ".len()..]
+        .parse()
+        .unwrap();
     // Sleeping between steps does not change the sequence; only the pid differs.
-    assert_text_eq(&tb, &heap_expected(&ta, pid_b), "heap run with sleeps vs reference");
+    assert_text_eq(
+        &tb,
+        &heap_expected(&ta, pid_b),
+        "heap run with sleeps vs reference",
+    );
     assert_consecutive(&b.lines(), "step ", "heap");
 }
 
@@ -162,7 +199,10 @@ fn workload_is_traceable_by_test_user() {
     let (p, log) = h.spawn(&[ticker.to_str().unwrap(), "50", "0", "0"], "ticker.log");
     let pid = p.pid();
     log.wait_prefix("tick 2 ", Duration::from_secs(10));
-    let (mut st, slog) = h.spawn(&["strace", "-o", "strace.out", "-p", &pid.to_string()], "strace.log");
+    let (mut st, slog) = h.spawn(
+        &["strace", "-o", "strace.out", "-p", &pid.to_string()],
+        "strace.log",
+    );
     let start = std::time::Instant::now();
     while tracer_pid(pid) != Some(st.pid()) {
         assert!(
@@ -173,10 +213,16 @@ fn workload_is_traceable_by_test_user() {
         std::thread::sleep(Duration::from_millis(20));
     }
     send_signal(st.pid(), libc::SIGINT);
-    assert!(st.wait_timeout(Duration::from_secs(10)).is_some(), "strace did not detach");
+    assert!(
+        st.wait_timeout(Duration::from_secs(10)).is_some(),
+        "strace did not detach"
+    );
     let start = std::time::Instant::now();
     while tracer_pid(pid) != Some(0) {
-        assert!(start.elapsed() < Duration::from_secs(5), "still traced after strace exit");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still traced after strace exit"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_running_untouched(pid, &log, 0, "after strace detached");

@@ -61,11 +61,18 @@ fn image_permissions_and_inspect() {
     out.assert_ok();
     let v: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("inspect --json is not JSON ({e}):\n{}", out.stdout));
-    assert!(json_names_pid(&v, pid as i64), "inspect --json does not name pid {pid}:\n{v:#}");
+    assert!(
+        json_names_pid(&v, pid as i64),
+        "inspect --json does not name pid {pid}:\n{v:#}"
+    );
 
     let out = h.cryo_run(&["inspect", img.to_str().unwrap()]);
     out.assert_ok();
-    assert!(out.stdout.contains(&pid.to_string()), "inspect does not name pid {pid}:\n{}", out.stdout);
+    assert!(
+        out.stdout.contains(&pid.to_string()),
+        "inspect does not name pid {pid}:\n{}",
+        out.stdout
+    );
 }
 
 /// Checkpoint a heap workload with --kill; returns the harness, image, original pid, log
@@ -118,7 +125,11 @@ fn assert_restart_refused(h: &Harness, bad: &Path, what: &str) {
         "--pidfile",
         pf.to_str().unwrap(),
     ]);
-    assert!(!out.success(), "restart of an image with {what} succeeded:\n{}", out.describe());
+    assert!(
+        !out.success(),
+        "restart of an image with {what} succeeded:\n{}",
+        out.describe()
+    );
     out.assert_clean_failure();
     h.assert_no_leftovers(&[], &format!("failed restart of an image with {what}"));
 }
@@ -127,7 +138,11 @@ fn assert_restart_refused(h: &Harness, bad: &Path, what: &str) {
 fn assert_intact_restarts(h: &Harness, img: &Path, pid: i32, log: &Log, reference: &str) {
     h.restart_detached(img);
     log.wait_prefix("done pid ", SECS20);
-    assert_text_eq(&log.text(), &heap_expected(reference, pid), "heap log after restart");
+    assert_text_eq(
+        &log.text(),
+        &heap_expected(reference, pid),
+        "heap log after restart",
+    );
 }
 
 #[test]
@@ -165,7 +180,11 @@ fn truncated_pages_are_refused() {
     copy_tree(&h, &img, &bad);
     let target = bad.join(rel);
     let len = fs::metadata(&target).unwrap().len();
-    assert!(len >= 16 << 20, "pages file {} is only {len} bytes for 16 MiB of heap", rel.display());
+    assert!(
+        len >= 16 << 20,
+        "pages file {} is only {len} bytes for 16 MiB of heap",
+        rel.display()
+    );
     fs::OpenOptions::new()
         .write(true)
         .open(&target)

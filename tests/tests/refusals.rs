@@ -52,8 +52,15 @@ fn traced_process() {
     // check TracerPid and progress rather than sampling the state).
     let base = log.line_count();
     log.wait_growth(base, 3, Duration::from_secs(10));
-    assert_eq!(tracer_pid(pid), Some(st.pid()), "must still be traced by strace only");
-    assert!(!read_maps(pid).contains("memfd:cryo"), "cryo left a mapping behind");
+    assert_eq!(
+        tracer_pid(pid),
+        Some(st.pid()),
+        "must still be traced by strace only"
+    );
+    assert!(
+        !read_maps(pid).contains("memfd:cryo"),
+        "cryo left a mapping behind"
+    );
     let strace_out = std::fs::read_to_string(h.path("strace.out")).unwrap_or_default();
     assert!(
         strace_out.contains("nanosleep") || strace_out.contains("write"),
@@ -69,13 +76,21 @@ fn traced_process() {
     st.wait_exit(Duration::from_secs(10));
     let start = Instant::now();
     while tracer_pid(pid) != Some(0) {
-        assert!(start.elapsed() < Duration::from_secs(5), "strace did not detach");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "strace did not detach"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let img2 = h.path("img2");
     h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img2.to_str().unwrap()])
         .assert_ok();
-    assert_running_untouched(pid, &log, 0, "after checkpointing the formerly traced process");
+    assert_running_untouched(
+        pid,
+        &log,
+        0,
+        "after checkpointing the formerly traced process",
+    );
     assert_consecutive(&log.lines(), "tick ", "ticker");
 }
 
@@ -99,9 +114,23 @@ fn other_users_process() {
 
     let img = h.path("img");
     let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
-    out.assert_clean_failure()
-        .assert_stderr_mentions(&["permission", "not permitted", "denied", "another user", "owned by"]);
-    assert_running_untouched(pid, &log, 0, "other user's process after refused checkpoint");
+    let other = h.ident(Who::Other);
+    out.assert_clean_failure().assert_stderr_mentions(&[
+        "permission",
+        "not permitted",
+        "denied",
+        "another user",
+        "owned by",
+        "belongs to",
+        OTHER_USER,
+        &format!("uid {}", other.uid),
+    ]);
+    assert_running_untouched(
+        pid,
+        &log,
+        0,
+        "other user's process after refused checkpoint",
+    );
     assert_consecutive(&log.lines(), "tick ", "other user's ticker");
 }
 
@@ -110,7 +139,10 @@ fn other_users_process() {
 fn non_dumpable_process() {
     let h = Harness::with_cryo("nodump");
     let ticker = h.compile("ticker");
-    let (p, log) = h.spawn(&[ticker.to_str().unwrap(), "100", "0", "0", "nodump"], "ticker.log");
+    let (p, log) = h.spawn(
+        &[ticker.to_str().unwrap(), "100", "0", "0", "nodump"],
+        "ticker.log",
+    );
     let pid = p.pid();
     log.wait_prefix("tick 2 ", SECS20);
     let img = h.path("img");
@@ -126,7 +158,10 @@ fn non_dumpable_process() {
         std::thread::sleep(Duration::from_millis(50));
     }
     if is_root() {
-        assert!(!read_maps(pid).contains("memfd:cryo"), "cryo left a mapping behind");
+        assert!(
+            !read_maps(pid).contains("memfd:cryo"),
+            "cryo left a mapping behind"
+        );
     }
     log.wait_growth(base, 2, Duration::from_secs(10));
     assert_consecutive(&log.lines(), "tick ", "non-dumpable ticker");

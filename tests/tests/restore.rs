@@ -22,7 +22,10 @@ fn heap_checkpoint_kill_restart_detach() {
     let steps = "40";
     h.run_to_completion(&[heap, "ref.log", steps, "0", "64"], "ref.out", SECS20);
     let reference = Log::new(h.path("ref.log")).text();
-    assert!(reference.lines().last().unwrap().starts_with("done pid "), "{reference}");
+    assert!(
+        reference.lines().last().unwrap().starts_with("done pid "),
+        "{reference}"
+    );
 
     let (mut p, _out) = h.spawn(&[heap, "heap.log", steps, "150", "64"], "heap.out");
     let pid = p.pid();
@@ -32,7 +35,10 @@ fn heap_checkpoint_kill_restart_detach() {
     let img = h.path("img");
     h.checkpoint_kill(&mut p, &img);
     let at_kill = log.text();
-    assert!(!at_kill.contains("done"), "workload finished before the checkpoint");
+    assert!(
+        !at_kill.contains("done"),
+        "workload finished before the checkpoint"
+    );
     let host = h.restart_detached(&img);
 
     // Its own view of its pid is unchanged; the host's differs (new pid namespace).
@@ -45,7 +51,11 @@ fn heap_checkpoint_kill_restart_detach() {
     log.wait_prefix("done pid ", SECS20);
     let text = log.text();
     assert!(text.len() > at_kill.len(), "no progress after restart");
-    assert_text_eq(&text, &heap_expected(&reference, pid), "heap log after restart");
+    assert_text_eq(
+        &text,
+        &heap_expected(&reference, pid),
+        "heap log after restart",
+    );
 }
 
 /// A program sleeping in nanosleep (1 s per iteration) keeps counting after restart with
@@ -67,7 +77,10 @@ fn nanosleep_counter_continues() {
     assert!(lines.len() > before, "no progress after restart");
     assert_eq!(assert_consecutive(&lines, "tick ", "ticker"), 8);
     for l in &lines[..lines.len() - 1] {
-        assert!(l.ends_with(&format!(" pid {pid}")), "pid changed: {l:?}\n{lines:?}");
+        assert!(
+            l.ends_with(&format!(" pid {pid}")),
+            "pid changed: {l:?}\n{lines:?}"
+        );
     }
     assert_eq!(lines.len(), 9, "{lines:?}");
 }
@@ -89,13 +102,20 @@ fn stdin_pipe_reader_restart_foreground() {
     h.checkpoint_kill(&mut p, &h.path("img"));
     drop(stdin);
 
-    let mut r = h.cryo_spawn(&["restart", h.path("img").to_str().unwrap()], Stdio::piped());
+    let mut r = h.cryo_spawn(
+        &["restart", h.path("img").to_str().unwrap()],
+        Stdio::piped(),
+    );
     let mut rin = r.take_stdin();
     writeln!(rin, "after-1").unwrap();
     log.wait_line("echo: after-1");
     writeln!(rin, "after-2").unwrap();
     log.wait_line("echo: after-2");
-    assert!(r.running(), "cryo restart exited early: {}", r.stderr_text());
+    assert!(
+        r.running(),
+        "cryo restart exited early: {}",
+        r.stderr_text()
+    );
     drop(rin);
     let st = r.wait_exit(SECS20);
     assert_eq!(
@@ -150,7 +170,11 @@ fn foreground_restart_forwards_signals() {
     let n = log.lines().len();
     let mut r = h.cryo_spawn(&["restart", h.path("img").to_str().unwrap()], Stdio::null());
     log.wait_growth(n, 2, SECS20);
-    assert!(r.running(), "cryo restart exited early: {}", r.stderr_text());
+    assert!(
+        r.running(),
+        "cryo restart exited early: {}",
+        r.stderr_text()
+    );
     send_signal(r.pid(), libc::SIGUSR1);
     let st = r.wait_exit(SECS20);
     assert_eq!(log.lines().last().unwrap(), "got SIGUSR1", "{}", log.text());
