@@ -166,3 +166,23 @@ fn non_dumpable_process() {
     log.wait_growth(base, 2, Duration::from_secs(10));
     assert_consecutive(&log.lines(), "tick ", "non-dumpable ticker");
 }
+
+/// A seccomp-filtered process: its filter cannot be read, so cryo refuses before
+/// injecting anything that the filter might punish; the process counts on.
+#[test]
+fn seccomp_filtered_process() {
+    let h = Harness::with_cryo("seccomp");
+    let prog = h.compile("seccomp");
+    let (p, log) = h.spawn(&[prog.to_str().unwrap()], "seccomp.log");
+    let pid = p.pid();
+    log.wait_line("filtered");
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap(), "--kill"]);
+    out.assert_clean_failure().assert_stderr_mentions(&["seccomp"]);
+    assert!(!img.exists(), "a refused checkpoint must leave no image");
+    assert_eq!(tracer_pid(pid), Some(0));
+    assert!(!read_maps(pid).contains("memfd:cryo"), "cryo left a mapping behind");
+    let base = log.line_count();
+    log.wait_growth(base, 3, Duration::from_secs(10));
+    assert_consecutive(&log.lines()[1..], "tick ", "seccomp ticker");
+}

@@ -12,6 +12,8 @@ pub enum TracerError {
     NotDumpable { pid: i32 },
     #[error("ptrace of {pid} is blocked by Yama (kernel.yama.ptrace_scope = {scope}); run cryo as an ancestor of the process, or ask an admin to set ptrace_scope to 0")]
     Yama { pid: i32, scope: String },
+    #[error("process {pid} runs under a seccomp {mode} (/proc/{pid}/status Seccomp: {code}); its filter cannot be read or suspended without privileges, and cryo's injected syscalls could get it killed, so it is not touched")]
+    Seccomp { pid: i32, code: u32, mode: &'static str },
     #[error("process {pid} is a zombie (exited, not yet reaped by its parent): nothing to checkpoint")]
     Zombie { pid: i32 },
     #[error("process {pid} is waiting for a vfork()ed child to exec or exit; try again in a moment")]

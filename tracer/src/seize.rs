@@ -66,6 +66,10 @@ fn preflight(pid: i32) -> Result<proc::Status> {
             return Err(TracerError::OtherUser { pid, owner: other, me });
         }
     }
+    if st.seccomp != 0 {
+        let mode = if st.seccomp == 1 { "strict mode" } else { "filter" };
+        return Err(TracerError::Seccomp { pid, code: st.seccomp, mode });
+    }
     if st.state == 'Z' || st.state == 'X' {
         return Err(TracerError::Zombie { pid });
     }
