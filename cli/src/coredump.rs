@@ -7,7 +7,7 @@
 
 use anyhow::{Context, Result};
 use cryo_image::{ImageReader, PageRun, ProcessImage, Vma, VmaKind};
-use cryo_tracer::arch::{Arch, Native};
+use cryo_tracer::arch::{push_word as put_word, word, Arch, Native};
 use object::elf;
 use object::write::elf::{FileHeader, ProgramHeader, Writer};
 use object::write::StreamingBuffer;
@@ -174,17 +174,6 @@ fn note(out: &mut Vec<u8>, owner: &str, ty: u32, desc: &[u8]) {
     out.resize(out.len().next_multiple_of(4), 0);
 }
 
-fn word() -> usize {
-    if Native::IS_64BIT {
-        8
-    } else {
-        4
-    }
-}
-
-fn put_word(b: &mut Vec<u8>, v: u64) {
-    b.extend_from_slice(&v.to_le_bytes()[..word()]);
-}
 
 /// `struct elf_prstatus` for one thread.
 fn prstatus(p: &ProcessImage, t: &cryo_image::ThreadImage) -> Vec<u8> {

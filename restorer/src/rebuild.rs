@@ -5,7 +5,7 @@ use crate::check::RestoreError;
 use crate::{layout, Result};
 use cryo_image::{FdTarget, ImageReader, PageOrigin, ProcessImage, ThreadImage, Vma, VmaKind};
 use cryo_injector::{Arg, Batch, BatchOutput, Parasite, Remote};
-use cryo_tracer::arch::{Arch, Native, Sysno};
+use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
 use cryo_tracer::{proc, ptrace, Seized};
 
 const AT_FDCWD: u64 = -100i64 as u64;
@@ -24,21 +24,6 @@ const PREADV_PER_BATCH: usize = 8;
 const IOV_MAX: usize = 1024;
 const PREADV_MAX_BYTES: u64 = 1 << 30;
 
-fn word() -> usize {
-    if Native::IS_64BIT {
-        8
-    } else {
-        4
-    }
-}
-
-fn put_word(buf: &mut Vec<u8>, v: u64) {
-    if Native::IS_64BIT {
-        buf.extend_from_slice(&v.to_le_bytes());
-    } else {
-        buf.extend_from_slice(&(v as u32).to_le_bytes());
-    }
-}
 
 fn is_special(v: &Vma) -> bool {
     matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::Vsyscall)
@@ -71,10 +56,7 @@ pub fn rebuild(img: &ImageReader, p: &ProcessImage, host_pid: i32, in_userns: bo
     let area = layout::free_area(&own_vmas, &p.vmas, blob_size + specials, limit)
         .ok_or_else(|| RestoreError::Rebuild("no free address range for the restorer".into()))?;
     let mut remote = Remote::bootstrap(&mut seized, host_pid, &own_vmas)?;
-    let parasite = match Parasite::load(&mut seized, &mut remote, Some(area)) {
-        Ok(par) => par,
-        Err(e) => return Err(e.into()),
-    };
+    let parasite = Parasite::load(&mut seized, &mut remote, Some(area))?;
     let mut b = Builder { seized: &mut seized, remote, parasite };
     let thread = &p.threads[0];
 

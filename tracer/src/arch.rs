@@ -17,3 +17,17 @@ pub use cryo_arch::{Arch, Sysno};
 pub fn nr(call: Sysno) -> u64 {
     Native::sysno(call).unwrap_or_else(|| panic!("{call:?} has no syscall number on {}", Native::NAME))
 }
+
+/// Bytes of a pointer-sized word in a target (4 on 32-bit ARM).
+pub fn word() -> usize {
+    if Native::IS_64BIT {
+        8
+    } else {
+        4
+    }
+}
+
+/// Append a pointer-sized little-endian word, as kernel structures hold them.
+pub fn push_word(buf: &mut Vec<u8>, v: u64) {
+    buf.extend_from_slice(&v.to_le_bytes()[..word()]);
+}

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use cryo_image::{ITimer, Rlimit, SigAction, SigAltStack};
 use cryo_injector::{Arg, Batch, Parasite, Remote};
-use cryo_tracer::arch::{Arch, Native, Sysno};
+use cryo_tracer::arch::{word, Arch, Native, Sysno};
 use cryo_tracer::Seized;
 
 pub struct State {
@@ -18,15 +18,6 @@ pub struct State {
 
 const PR_GET_TID_ADDRESS: u64 = 40;
 pub const NSIG: usize = 64;
-
-/// Size of a pointer-sized word in the target.
-pub fn word() -> usize {
-    if Native::IS_64BIT {
-        8
-    } else {
-        4
-    }
-}
 
 /// Kernel `struct sigaction`: handler, flags, restorer (words), then a 64-bit mask.
 pub fn sigaction_size() -> usize {
