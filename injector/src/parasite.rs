@@ -174,6 +174,11 @@ impl Parasite {
         self.local.write(self.cmd_off + std::mem::size_of::<CmdHeader>(), records);
     }
 
+    /// Address of the parasite's "syscall; trap" gadget.
+    pub fn gadget(&self) -> u64 {
+        self.gadget
+    }
+
     /// Capacity check for a batch: entries plus data must fit the command area.
     pub fn fits(batch: &Batch) -> bool {
         std::mem::size_of::<CmdHeader>() + batch.len() * std::mem::size_of::<SyscallEntry>() + batch.data.len() + 8

@@ -25,6 +25,8 @@ pub struct Remote {
     base_gp: Vec<u8>,
     /// Original bytes under the bootstrap gadget, while it is in place.
     boot: Option<(u64, Vec<u8>)>,
+    /// Host tids of threads this thread created (PTRACE_EVENT_CLONE), in order.
+    pub cloned: Vec<i32>,
 }
 
 impl Remote {
@@ -45,7 +47,20 @@ impl Remote {
         seized.mark_modified(tid);
         mem.write(spot, Native::SYSCALL_GADGET)?;
         let base_gp = seized.thread(tid).gp().to_vec();
-        Ok(Remote { pid, tid, mem, gadget: spot, base_gp, boot: Some((spot, saved)) })
+        Ok(Remote { pid, tid, mem, gadget: spot, base_gp, boot: Some((spot, saved)), cloned: Vec::new() })
+    }
+
+    /// Another thread of the same seized process, run through an existing
+    /// gadget (the parasite's).
+    pub fn for_thread(seized: &Seized, tid: i32, gadget: u64) -> Result<Remote> {
+        let base_gp = seized.thread(tid).gp().to_vec();
+        Self::with_regs(seized.pid, tid, gadget, base_gp)
+    }
+
+    /// A thread that is stopped under ptrace but not part of a `Seized` (a
+    /// thread the restorer just created), with the registers it has now.
+    pub fn with_regs(pid: i32, tid: i32, gadget: u64, base_gp: Vec<u8>) -> Result<Remote> {
+        Ok(Remote { pid, tid, mem: MemFile::open(pid)?, gadget, base_gp, boot: None, cloned: Vec::new() })
     }
 
     /// Scratch bytes next to the bootstrap gadget for a small argument.
@@ -163,6 +178,11 @@ impl Remote {
             Stop::Signal(sig) => {
                 // Someone signalled the target meanwhile: keep it for later.
                 seized.hold_signal(self.tid, sig);
+                cont(self.tid)?;
+                Ok(())
+            }
+            Stop::OtherEvent(ptrace::PTRACE_EVENT_CLONE) => {
+                self.cloned.push(ptrace::event_msg(self.tid)? as i32);
                 cont(self.tid)?;
                 Ok(())
             }

@@ -50,12 +50,8 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
     if p.threads.is_empty() || p.threads[0].regsets.is_empty() || p.threads[0].regsets[0].data.len() != Native::GP_SIZE {
         return bad("no usable registers".into());
     }
-    if p.threads.len() > 1 {
-        return Err(RestoreError::Rebuild(format!(
-            "process {} has {} threads; restarting multi-threaded processes is not supported yet",
-            p.pid,
-            p.threads.len()
-        )));
+    if p.threads.iter().any(|t| t.regsets.is_empty() || t.regsets[0].data.len() != Native::GP_SIZE) {
+        return bad("a thread has no usable registers".into());
     }
     let ps = 4096;
     let mut prev_end = 0;

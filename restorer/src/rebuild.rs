@@ -3,7 +3,7 @@
 
 use crate::check::RestoreError;
 use crate::{layout, Result};
-use cryo_image::{FdTarget, ImageReader, PageOrigin, ProcessImage, ThreadImage, Vma, VmaKind};
+use cryo_image::{Creds, FdTarget, ImageReader, PageOrigin, ProcessImage, ThreadImage, Vma, VmaKind};
 use cryo_injector::{Arg, Batch, BatchOutput, Parasite, Remote};
 use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
 use cryo_tracer::{proc, ptrace, Seized};
@@ -37,6 +37,7 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// Run a batch in the main thread.
     fn run(&mut self, what: &str, b: &Batch) -> Result<BatchOutput> {
         if b.is_empty() {
             return Ok(BatchOutput { results: Vec::new(), data: Vec::new() });
@@ -45,10 +46,17 @@ impl Builder<'_> {
             .run(self.seized, &mut self.remote, b)
             .map_err(|e| RestoreError::Rebuild(format!("{what}: {e}")))
     }
+
+    /// Run a batch in another thread of the process.
+    fn run_in(&mut self, thread: &mut Remote, what: &str, b: &Batch) -> Result<BatchOutput> {
+        self.parasite.run(self.seized, thread, b).map_err(|e| RestoreError::Rebuild(format!("{what}: {e}")))
+    }
 }
 
 pub fn rebuild(img: &ImageReader, p: &ProcessImage, host_pid: i32, in_userns: bool) -> Result<()> {
     let mut seized = Seized::freeze(host_pid)?;
+    // Threads the rebuilt process creates are attached at birth.
+    ptrace::set_options(host_pid, ptrace::SEIZE_OPTIONS | libc::PTRACE_O_TRACECLONE)?;
     let own_vmas = proc::vmas(host_pid)?;
     let blob_size = Parasite::mapping_size()?;
     let specials: u64 = own_vmas.iter().filter(|v| is_special(v)).map(|v| v.len()).sum();
@@ -67,7 +75,14 @@ pub fn rebuild(img: &ImageReader, p: &ProcessImage, host_pid: i32, in_userns: bo
     read_pages(&mut b, p, fds.pages)?;
     protect_and_mm(&mut b, p, fds.exe)?;
     install_fds(&mut b, p, &fds)?;
-    process_state(&mut b, p, thread)?;
+    process_state(&mut b, p)?;
+    let mut threads = Vec::new();
+    for t in &p.threads[1..] {
+        threads.push(create_thread(&mut b, t, &p.creds)?);
+    }
+    // The main thread last: its capabilities were needed for clone3 set_tid.
+    let main = thread_state(thread, &p.creds);
+    b.run("restoring the main thread's state", &main)?;
 
     // The last syscall unmaps the blob it runs from; cryo catches its exit.
     let r = b.remote.syscall_to_exit(b.seized, Sysno::Munmap, [area, blob_size, 0, 0, 0, 0])?;
@@ -76,6 +91,9 @@ pub fn rebuild(img: &ImageReader, p: &ProcessImage, host_pid: i32, in_userns: bo
     }
     load_registers(host_pid, thread)?;
     seized.forget();
+    for host_tid in threads {
+        ptrace::detach(host_tid, 0)?;
+    }
     ptrace::detach(host_pid, 0)?;
     deliver_pending(host_pid, p, thread);
     Ok(())
@@ -316,8 +334,7 @@ fn install_fds(b: &mut Builder, p: &ProcessImage, tmp: &TempFds) -> Result<()> {
     b.run("reopening files", &batch).map(drop)
 }
 
-fn process_state(b: &mut Builder, p: &ProcessImage, t: &ThreadImage) -> Result<()> {
-    let w = word();
+fn process_state(b: &mut Builder, p: &ProcessImage) -> Result<()> {
     let mut batch = Batch::new();
     let cwd = batch.cstr(&p.cwd);
     batch.call(Sysno::Chdir, &[Arg::Data(cwd)]);
@@ -343,6 +360,14 @@ fn process_state(b: &mut Builder, p: &ProcessImage, t: &ThreadImage) -> Result<(
         let at = batch.data(&v);
         batch.call(Sysno::Setitimer, &[(which as u64).into(), Arg::Data(at), 0.into()]);
     }
+    b.run("restoring signal actions, timers, cwd and umask", &batch).map(drop)
+}
+
+/// What each thread must set up itself: name, robust list, clear_child_tid,
+/// signal stack, rseq, and (last) its capabilities.
+fn thread_state(t: &ThreadImage, c: &Creds) -> Batch {
+    let w = word();
+    let mut batch = Batch::new();
     let comm: String = t.comm.chars().take(15).collect();
     let comm = batch.cstr(&comm);
     batch.call(Sysno::Prctl, &[PR_SET_NAME.into(), Arg::Data(comm)]);
@@ -364,7 +389,6 @@ fn process_state(b: &mut Builder, p: &ProcessImage, t: &ThreadImage) -> Result<(
         batch.call(Sysno::Rseq, &[r.addr.into(), (r.len as u64).into(), 0.into(), (r.sig as u64).into()]);
     }
     // Credentials last: the capabilities the user namespace gave the fork go.
-    let c = &p.creds;
     let mut hdr = Vec::new();
     hdr.extend_from_slice(&CAP_V3.to_le_bytes());
     hdr.extend_from_slice(&0u32.to_le_bytes());
@@ -377,7 +401,46 @@ fn process_state(b: &mut Builder, p: &ProcessImage, t: &ThreadImage) -> Result<(
     }
     let data = batch.data(&data);
     batch.call_may_fail(Sysno::Capset, &[Arg::Data(hdr), Arg::Data(data)]);
-    b.run("restoring signal state, timers and credentials", &batch).map(drop)
+    batch
+}
+
+/// Create one more thread with its old tid; it is attached at birth, sets up
+/// its own state through the parasite, and gets its registers. Returns its host tid.
+fn create_thread(b: &mut Builder, t: &ThreadImage, creds: &Creds) -> Result<i32> {
+    const THREAD_FLAGS: u64 = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM) as u64;
+    let mut batch = Batch::new();
+    let set_tid = batch.data(&t.tid.to_le_bytes());
+    // struct clone_args up to set_tid_size: ten u64s, whatever the word size.
+    let mut args = Vec::new();
+    for v in [THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, 0, 1] {
+        args.extend_from_slice(&v.to_le_bytes());
+    }
+    let at = batch.data(&args);
+    batch.data_pointer(at + 8 * 8, set_tid, 8);
+    batch.call(Sysno::Clone3, &[Arg::Data(at), (args.len() as u64).into()]);
+    b.remote.cloned.clear();
+    b.run(&format!("creating thread {}", t.tid), &batch)?;
+    let host = b
+        .remote
+        .cloned
+        .pop()
+        .ok_or_else(|| RestoreError::Rebuild(format!("thread {} was created but not reported to cryo", t.tid)))?;
+    match ptrace::wait(host)? {
+        ptrace::Stop::Event { .. } | ptrace::Stop::Signal(libc::SIGSTOP) => {}
+        other => return Err(RestoreError::Rebuild(format!("new thread {}: unexpected {other:?}", t.tid))),
+    }
+    let gp = ptrace::get_regset(host, t.regsets[0].note_type, Native::GP_SIZE)
+        .map_err(|e| cryo_tracer::TracerError::ptrace("PTRACE_GETREGSET", host, e))?;
+    let mut remote = Remote::with_regs(b.seized.pid, host, b.parasite.gadget(), gp)?;
+    let batch = thread_state(t, creds);
+    b.run_in(&mut remote, &format!("restoring thread {}", t.tid), &batch)?;
+    load_registers(host, t)?;
+    Ok(host)
 }
 
 fn load_registers(tid: i32, t: &ThreadImage) -> Result<()> {

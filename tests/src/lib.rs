@@ -864,6 +864,11 @@ impl Harness {
 
     /// Compile tests/workloads/NAME.c into the work dir (once); returns the binary.
     pub fn compile(&self, name: &str) -> PathBuf {
+        self.compile_with(name, &[])
+    }
+
+    /// Compile `workloads/<name>.c` with extra gcc flags (e.g. `-pthread`).
+    pub fn compile_with(&self, name: &str, flags: &[&str]) -> PathBuf {
         if let Some(p) = self.bins.borrow().get(name) {
             return p.clone();
         }
@@ -872,7 +877,9 @@ impl Harness {
             .join(format!("{name}.c"));
         let out = self.path(name);
         let res = Command::new("gcc")
-            .args(["-O2", "-g", "-Wall", "-o"])
+            .args(["-O2", "-g", "-Wall"])
+            .args(flags)
+            .arg("-o")
             .arg(&out)
             .arg(&src)
             .output()

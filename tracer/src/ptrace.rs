@@ -9,6 +9,7 @@ const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
 pub const PTRACE_EVENT_STOP: i32 = 128;
+pub const PTRACE_EVENT_CLONE: i32 = libc::PTRACE_EVENT_CLONE;
 
 /// Options every seized thread gets. TRACESYSGOOD marks syscall stops, so they
 /// are never confused with a real SIGTRAP.
@@ -29,6 +30,21 @@ fn request(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> std::result
 
 pub fn seize(tid: i32) -> std::result::Result<(), Errno> {
     request(libc::PTRACE_SEIZE, tid, 0, SEIZE_OPTIONS as usize).map(drop)
+}
+
+/// Replace the ptrace options of a seized thread.
+pub fn set_options(tid: i32, options: libc::c_int) -> Result<()> {
+    request(libc::PTRACE_SETOPTIONS, tid, 0, options as usize)
+        .map(drop)
+        .map_err(|e| TracerError::ptrace("PTRACE_SETOPTIONS", tid, e))
+}
+
+/// The message of the last ptrace event (for a clone: the new thread's tid).
+pub fn event_msg(tid: i32) -> Result<u64> {
+    let mut msg: libc::c_ulong = 0;
+    request(libc::PTRACE_GETEVENTMSG, tid, 0, &mut msg as *mut libc::c_ulong as usize)
+        .map_err(|e| TracerError::ptrace("PTRACE_GETEVENTMSG", tid, e))?;
+    Ok(msg as u64)
 }
 
 pub fn interrupt(tid: i32) -> Result<()> {

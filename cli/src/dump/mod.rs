@@ -36,13 +36,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let pid = opts.pid;
     let mut seized = Seized::freeze(pid)?;
     let frozen = Instant::now();
-    if opts.kill && seized.threads.len() > 1 {
-        anyhow::bail!(
-            "process {pid} has {} threads; cryo cannot restart multi-threaded processes yet, so it will not kill it \
-             (checkpoint without --kill still gives an image for `cryo inspect`)",
-            seized.threads.len()
-        );
-    }
+
     let mut writer = ImageWriter::create(&opts.out)?;
     let dumped = dump_frozen(&mut seized, &mut writer);
     let (process, pages) = match dumped {
@@ -106,19 +100,25 @@ fn dump_frozen(seized: &mut Seized, writer: &mut ImageWriter) -> Result<(Process
     };
     let inside = (|| -> Result<_> {
         let st = state::collect(seized, &mut remote, &mut parasite)?;
+        let mut per_thread = vec![state::collect_thread(seized, &mut remote, &mut parasite)?];
+        let others: Vec<i32> = seized.threads.iter().skip(1).map(|t| t.tid).collect();
+        for tid in others {
+            let mut r = Remote::for_thread(seized, tid, parasite.gadget())?;
+            per_thread.push(state::collect_thread(seized, &mut r, &mut parasite)?);
+        }
         parasite.open_pipe(seized, &mut remote)?;
         let pages_file = writer.create_pages(pid)?;
         let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file)?;
-        Ok((st, pages))
+        Ok((st, per_thread, pages))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    let (st, pages) = inside?;
+    let (st, per_thread, pages) = inside?;
     cured.context("removing the parasite from the target")?;
 
     let status = proc::status(pid)?;
     let stat = proc::stat(pid)?;
     let mut threads = Vec::new();
-    for t in &seized.threads {
+    for (t, ts) in seized.threads.iter().zip(&per_thread) {
         let (robust_list, robust_list_len) = ptrace::get_robust_list(t.tid)?;
         let tstatus = proc::status(t.tid).unwrap_or_default();
         let mut pending = tstatus.sig_pnd;
@@ -131,8 +131,8 @@ fn dump_frozen(seized: &mut Seized, writer: &mut ImageWriter) -> Result<(Process
             regsets: t.regsets.iter().map(|(nt, d)| RegSet { note_type: *nt, data: d.clone() }).collect(),
             sigmask: t.sigmask,
             pending,
-            sigaltstack: if t.tid == pid { st.sigaltstack } else { Default::default() },
-            clear_child_tid: if t.tid == pid { st.clear_child_tid } else { 0 },
+            sigaltstack: ts.sigaltstack,
+            clear_child_tid: ts.clear_child_tid,
             robust_list,
             robust_list_len,
             rseq: ptrace::get_rseq(t.tid)?,

@@ -1,5 +1,6 @@
-//! State only the target itself can report, collected by the parasite in one
-//! batch: signal actions, interval timers, umask, clear_child_tid, altstack, brk.
+//! State only the target itself can report, collected by the parasite:
+//! per process (signal actions, interval timers, umask, brk) and per thread
+//! (clear_child_tid, altstack), each in one batch.
 
 use anyhow::Result;
 use cryo_image::{ITimer, Rlimit, SigAction, SigAltStack};
@@ -11,9 +12,13 @@ pub struct State {
     pub sigactions: Vec<SigAction>,
     pub itimers: Vec<ITimer>,
     pub umask: u32,
+    pub brk: u64,
+}
+
+/// What each thread reports about itself.
+pub struct ThreadState {
     pub clear_child_tid: u64,
     pub sigaltstack: SigAltStack,
-    pub brk: u64,
 }
 
 const PR_GET_TID_ADDRESS: u64 = 40;
@@ -41,10 +46,6 @@ pub fn collect(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite
     }
     let um = b.call(Sysno::Umask, &[0.into()]);
     b.call(Sysno::Umask, &[Arg::Result(um)]);
-    let tid_addr = b.reserve(w);
-    let tid_call = b.call_may_fail(Sysno::Prctl, &[PR_GET_TID_ADDRESS.into(), Arg::Data(tid_addr)]);
-    let ss = b.reserve(3 * w);
-    b.call(Sysno::Sigaltstack, &[0.into(), Arg::Data(ss)]);
     let brk = b.call(Sysno::Brk, &[0.into()]);
     let out = parasite.run(seized, remote, &b)?;
 
@@ -65,18 +66,27 @@ pub fn collect(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite
             ITimer { interval_us: f(0) * 1_000_000 + f(1), value_us: f(2) * 1_000_000 + f(3) }
         })
         .collect();
-    let sigaltstack = SigAltStack {
-        sp: out.word_at(ss, is64),
-        flags: out.u32_at(ss + w) as i32,
-        size: out.word_at(ss + if is64 { 16 } else { 8 }, is64),
-    };
-    Ok(State {
-        sigactions,
-        itimers,
-        umask: out.results[um] as u32,
+    Ok(State { sigactions, itimers, umask: out.results[um] as u32, brk: out.results[brk] as u64 })
+}
+
+/// Run in the thread `remote` is bound to: only a thread can tell its own
+/// clear_child_tid and signal stack.
+pub fn collect_thread(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite) -> Result<ThreadState> {
+    let w = word();
+    let is64 = Native::IS_64BIT;
+    let mut b = Batch::new();
+    let tid_addr = b.reserve(w);
+    let tid_call = b.call_may_fail(Sysno::Prctl, &[PR_GET_TID_ADDRESS.into(), Arg::Data(tid_addr)]);
+    let ss = b.reserve(3 * w);
+    b.call(Sysno::Sigaltstack, &[0.into(), Arg::Data(ss)]);
+    let out = parasite.run(seized, remote, &b)?;
+    Ok(ThreadState {
         clear_child_tid: if out.results[tid_call] == 0 { out.word_at(tid_addr, is64) } else { 0 },
-        sigaltstack,
-        brk: out.results[brk] as u64,
+        sigaltstack: SigAltStack {
+            sp: out.word_at(ss, is64),
+            flags: out.u32_at(ss + w) as i32,
+            size: out.word_at(ss + if is64 { 16 } else { 8 }, is64),
+        },
     })
 }
 
