@@ -329,8 +329,8 @@ fn install_fds(b: &mut Builder, p: &ProcessImage, tmp: &TempFds) -> Result<()> {
             batch.call_may_fail(Sysno::Lseek, &[(f.fd as u64).into(), f.pos.into(), (libc::SEEK_SET as u64).into()]);
         }
     }
+    // Closes the temporaries too: cryo's stdio copies, the pages file, the exe.
     batch.call(Sysno::CloseRange, &[tmp.base.into(), (u32::MAX as u64).into(), 0.into()]);
-    let _ = tmp.pages;
     b.run("reopening files", &batch).map(drop)
 }
 

@@ -38,15 +38,9 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let frozen = Instant::now();
 
     let mut writer = ImageWriter::create(&opts.out)?;
-    let dumped = dump_frozen(&mut seized, &mut writer);
-    let (process, pages) = match dumped {
-        Ok(v) => v,
-        Err(e) => {
-            // Dropping `seized` releases the target; dropping `writer` removes
-            // the partial image.
-            return Err(e);
-        }
-    };
+    // On error, dropping `seized` releases the target and dropping `writer`
+    // removes the partial image.
+    let (process, pages) = dump_frozen(&mut seized, &mut writer)?;
     let frozen_us = frozen.elapsed().as_micros() as u64;
     let inventory = Inventory {
         cryo_version: env!("CARGO_PKG_VERSION").to_string(),
