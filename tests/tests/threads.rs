@@ -77,3 +77,27 @@ fn task_ids(pid: i32) -> Vec<i32> {
     v.sort();
     v
 }
+
+/// A process that creates and joins threads all the time: the freeze must catch
+/// threads born while it seizes, and the restarted program must carry on.
+#[test]
+fn threads_created_during_the_freeze() {
+    let h = Harness::with_cryo("spawner");
+    let prog = h.compile_with("spawner", &["-pthread"]);
+    let prog = prog.to_str().unwrap();
+    // Checkpoints that leave it running, each racing with thread creation.
+    let (mut p, log) = h.spawn(&[prog, "400"], "spawner.log");
+    log.wait_line("round 5");
+    for i in 0..5 {
+        let img = h.path(&format!("img{i}"));
+        h.cryo_run(&["checkpoint", &p.pid().to_string(), "-o", img.to_str().unwrap()]).assert_ok();
+        assert!(p.running(), "checkpoint {i} must leave it running");
+    }
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    h.restart_detached(&img);
+    log.wait_line("done");
+    let lines = log.lines();
+    assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{lines:?}");
+    assert_eq!(assert_consecutive(&lines, "round ", "spawner"), 400);
+}

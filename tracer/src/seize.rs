@@ -117,12 +117,14 @@ impl Seized {
         let mut me = Seized { pid, threads: Vec::new(), released: false };
         fault::check("seize")?;
         let mut seen = BTreeSet::new();
+        // A thread can be cloned by one not yet stopped after the task list was
+        // read: only a list read after every listed thread has stopped is final.
         loop {
-            let tids = proc::tasks(pid)?;
-            let fresh: Vec<i32> = tids.into_iter().filter(|t| !seen.contains(t)).collect();
+            let fresh: Vec<i32> = proc::tasks(pid)?.into_iter().filter(|t| !seen.contains(t)).collect();
             if fresh.is_empty() {
                 break;
             }
+            let first_new = me.threads.len();
             for tid in fresh {
                 seen.insert(tid);
                 match ptrace::seize(tid) {
@@ -141,14 +143,14 @@ impl Seized {
                 });
                 ptrace::interrupt(tid)?;
             }
-        }
-        let mut i = 0;
-        while i < me.threads.len() {
-            match wait_for_stop(&mut me.threads[i])? {
-                true => i += 1,
-                false if me.threads[i].tid == pid => return Err(TracerError::Exited { pid }),
-                false => {
-                    me.threads.remove(i);
+            let mut i = first_new;
+            while i < me.threads.len() {
+                match wait_for_stop(&mut me.threads[i])? {
+                    true => i += 1,
+                    false if me.threads[i].tid == pid => return Err(TracerError::Exited { pid }),
+                    false => {
+                        me.threads.remove(i);
+                    }
                 }
             }
         }
