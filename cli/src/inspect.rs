@@ -94,6 +94,10 @@ fn process_json(p: &ProcessImage) -> Value {
             "kind": format!("{:?}", v.kind), "name": v.name, "offset": v.offset,
         })).collect::<Vec<_>>(),
         "pages_stored": p.pages.iter().filter(|r| r.origin == PageOrigin::Here).map(|r| r.npages).sum::<u64>(),
+        "page_runs": p.pages.iter().map(|r| json!({
+            "vaddr": r.vaddr, "npages": r.npages, "file_offset": r.file_offset,
+            "origin": format!("{:?}", r.origin),
+        })).collect::<Vec<_>>(),
         "fds": p.fds.iter().map(|f| json!({"fd": f.fd, "pos": f.pos, "flags": f.flags, "cloexec": f.cloexec, "what": fd_desc(&f.target)})).collect::<Vec<_>>(),
     })
 }

@@ -87,6 +87,37 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// The program holds pointers into its vDSO, which restart moves to the old
+/// address: the code there must be this kernel's. The image keeps a copy.
+pub fn vdso_matches(img: &ImageReader, p: &ProcessImage) -> Result<(), RestoreError> {
+    use std::os::unix::fs::FileExt;
+    let Some(theirs) = p.vmas.iter().find(|v| v.kind == VmaKind::Vdso) else { return Ok(()) };
+    let Some(run) = p.pages.iter().find(|r| r.vaddr == theirs.start && r.origin == PageOrigin::Reference) else {
+        return Ok(());
+    };
+    let mine = cryo_tracer::proc::vmas(std::process::id() as i32)?;
+    let Some(mine) = mine.iter().find(|v| v.kind == VmaKind::Vdso) else {
+        return Err(RestoreError::Rebuild("this kernel maps no vDSO, which the image's program uses".into()));
+    };
+    let differs = || RestoreError::Rebuild(format!(
+        "the image was taken on kernel {}, whose vDSO differs from this kernel's; restart it on that kernel",
+        img.inventory.kernel
+    ));
+    if mine.len() != theirs.len() {
+        return Err(differs());
+    }
+    let mut a = vec![0u8; mine.len() as usize];
+    let mut b = vec![0u8; a.len()];
+    cryo_tracer::proc::MemFile::open(std::process::id() as i32)?.read(mine.start, &mut a)?;
+    img.open_pages(p.pid)?
+        .read_exact_at(&mut b, run.file_offset)
+        .map_err(|e| RestoreError::Io { what: "reading the image's vDSO copy".into(), source: e })?;
+    if a != b {
+        return Err(differs());
+    }
+    Ok(())
+}
+
 pub fn files_exist(p: &ProcessImage) -> Result<(), RestoreError> {
     let check = |what: &'static str, path: &str| {
         std::fs::metadata(path).map(drop).map_err(|source| RestoreError::MissingFile { what, path: path.to_string(), source })

@@ -38,6 +38,7 @@ pub fn restart(opts: &Options) -> Result<u8> {
     let process = img.read_process(root)?;
     check::process_is_sane(&process)?;
     check::files_exist(&process)?;
+    check::vdso_matches(&img, &process)?;
 
     let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns()? } else { ns::Sandbox::plain() };
     let child = sandbox.spawn(root)?;

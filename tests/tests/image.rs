@@ -194,3 +194,35 @@ fn truncated_pages_are_refused() {
     assert_restart_refused(&h, &bad, &format!("{} truncated to half", rel.display()));
     assert_intact_restarts(&h, &img, pid, &log, &reference);
 }
+
+/// The image keeps a copy of the vDSO; a restart where this kernel's differs
+/// (another kernel build) is refused before anything runs. Simulated by
+/// changing the copy.
+#[test]
+fn foreign_vdso_is_refused() {
+    let (h, img, pid, log, reference) = killed_heap_image("vdso");
+    let out = h.cryo_run(&["inspect", img.to_str().unwrap(), "--json"]);
+    out.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect --json is JSON");
+    let p = &v["processes"][0];
+    let vdso = p["vmas"].as_array().unwrap().iter().find(|m| m["name"] == "[vdso]").expect("a [vdso] area");
+    let run = p["page_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["vaddr"] == vdso["start"])
+        .expect("the vDSO copy in the page index");
+    assert_eq!(run["origin"], "Reference", "the vDSO copy is for checking, not for restoring");
+    let off = run["file_offset"].as_u64().unwrap() + 64;
+
+    let bad = h.path("bad");
+    copy_tree(&h, &img, &bad);
+    let pages = pages_files(&bad).pop().unwrap();
+    let mut bytes = fs::read(&pages).unwrap();
+    bytes[off as usize] ^= 0xff;
+    fs::write(&pages, bytes).unwrap();
+    let out = h.cryo_run(&["restart", bad.to_str().unwrap(), "--detach"]);
+    out.assert_clean_failure().assert_stderr_mentions(&["vdso"]);
+    h.assert_no_leftovers(&[], "refused restart with a foreign vDSO");
+    assert_intact_restarts(&h, &img, pid, &log, &reference);
+}
