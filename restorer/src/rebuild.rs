@@ -360,7 +360,21 @@ fn process_state(b: &mut Builder, p: &ProcessImage) -> Result<()> {
         let at = batch.data(&v);
         batch.call(Sysno::Setitimer, &[(which as u64).into(), Arg::Data(at), 0.into()]);
     }
-    b.run("restoring signal actions, timers, cwd and umask", &batch).map(drop)
+    // Limits the unprivileged restorer cannot raise back stay as they are.
+    let mut limits = Vec::new();
+    for l in &p.rlimits {
+        let mut v = l.cur.to_le_bytes().to_vec();
+        v.extend_from_slice(&l.max.to_le_bytes());
+        let at = batch.data(&v);
+        limits.push((batch.call_may_fail(Sysno::Prlimit64, &[0.into(), (l.resource as u64).into(), Arg::Data(at), 0.into()]), l));
+    }
+    let out = b.run("restoring signal actions, timers, limits, cwd and umask", &batch)?;
+    for (i, l) in limits {
+        if cryo_parasite::abi::is_error(out.results[i]) {
+            tracing::warn!("resource limit {} ({} / {}) could not be restored: errno {}", l.resource, l.cur, l.max, -out.results[i]);
+        }
+    }
+    Ok(())
 }
 
 /// What each thread must set up itself: name, robust list, clear_child_tid,

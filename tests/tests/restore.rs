@@ -226,3 +226,21 @@ fn perl_loop_continues() {
     let script = "$| = 1;\nfor my $i (1..30) { print \"count $i\\n\"; select(undef, undef, undef, 0.2); }\nprint \"done\\n\";\n";
     counting_script("perl", "loop.pl", script, &["/usr/bin/perl"], 30);
 }
+
+/// Resource limits the process had (lowered by its shell) come back.
+#[test]
+fn resource_limits_come_back() {
+    let h = Harness::with_cryo("rlimits");
+    let ticker = h.compile("ticker");
+    let cmd = format!("ulimit -n 777 && ulimit -s 4096 && exec {} 100 0 0", ticker.display());
+    let (mut p, log) = h.spawn(&["/bin/sh", "-c", &cmd], "ticker.log");
+    log.wait_prefix("tick 2 ", SECS20);
+    h.checkpoint_kill(&mut p, &h.path("img"));
+    let host = h.restart_detached(&h.path("img"));
+    let limits = std::fs::read_to_string(format!("/proc/{host}/limits")).unwrap();
+    let row = |name: &str| limits.lines().find(|l| l.starts_with(name)).unwrap_or("").to_string();
+    assert_eq!(row("Max open files").split_whitespace().filter(|w| *w == "777").count(), 2, "{limits}");
+    assert_eq!(row("Max stack size").split_whitespace().filter(|w| *w == "4194304").count(), 2, "{limits}");
+    let base = log.line_count();
+    log.wait_growth(base, 3, SECS20);
+}
