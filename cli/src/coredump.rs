@@ -18,8 +18,6 @@ use std::io::BufWriter;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-const PAGE: u64 = 4096;
-const NT_PRSTATUS: u32 = 1;
 const NT_PRPSINFO: u32 = 3;
 const NT_AUXV: u32 = 6;
 const NT_SIGINFO: u32 = 0x5349_4749;
@@ -29,10 +27,11 @@ pub fn write(dir: &Path, pid: Option<i32>, out: &Path) -> Result<u64> {
     let img = ImageReader::open(dir)?;
     let pid = pid.unwrap_or(img.inventory.root_pid);
     let p = img.read_process(pid).with_context(|| format!("process {pid} of image {}", dir.display()))?;
+    let ps = img.inventory.page_size;
     let pages = img.open_pages(pid)?;
     let segments: Vec<(&Vma, bool)> =
-        p.vmas.iter().filter(|v| v.kind != VmaKind::Vsyscall).map(|v| (v, has_contents(&p, v))).collect();
-    let notes = notes(&p);
+        p.vmas.iter().filter(|v| v.kind != VmaKind::Vsyscall).map(|v| (v, has_contents(&p, v, ps))).collect();
+    let notes = notes(&p, ps);
 
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -47,7 +46,7 @@ pub fn write(dir: &Path, pid: Option<i32>, out: &Path) -> Result<u64> {
     w.reserve_program_headers(1 + segments.len() as u32);
     let notes_off = w.reserve(notes.len(), 4);
     let offsets: Vec<usize> =
-        segments.iter().map(|(v, data)| if *data { w.reserve(v.len() as usize, PAGE as usize) } else { 0 }).collect();
+        segments.iter().map(|(v, data)| if *data { w.reserve(v.len() as usize, ps as usize) } else { 0 }).collect();
 
     w.write_file_header(&FileHeader {
         os_abi: elf::ELFOSABI_NONE,
@@ -88,13 +87,13 @@ pub fn write(dir: &Path, pid: Option<i32>, out: &Path) -> Result<u64> {
             p_paddr: 0,
             p_filesz: if *data { v.len() } else { 0 },
             p_memsz: v.len(),
-            p_align: PAGE,
+            p_align: ps,
         });
     }
     w.pad_until(notes_off);
     w.write(&notes);
     let mut files = MappedFiles::default();
-    let mut page = vec![0u8; PAGE as usize];
+    let mut page = vec![0u8; ps as usize];
     for ((v, data), off) in segments.iter().zip(&offsets) {
         if !*data {
             continue;
@@ -104,7 +103,7 @@ pub fn write(dir: &Path, pid: Option<i32>, out: &Path) -> Result<u64> {
         while addr < v.end {
             fill_page(&p, v, addr, &pages, &mut files, &mut page)?;
             w.write(&page);
-            addr += PAGE;
+            addr += ps;
         }
     }
     drop(w);
@@ -114,23 +113,23 @@ pub fn write(dir: &Path, pid: Option<i32>, out: &Path) -> Result<u64> {
 
 /// Which areas carry their contents in the core: everything a debugger reads
 /// that is not plain program text it can take from the binaries themselves.
-fn has_contents(p: &ProcessImage, v: &Vma) -> bool {
+fn has_contents(p: &ProcessImage, v: &Vma, ps: u64) -> bool {
     if v.prot & libc::PROT_READ as u32 == 0 || v.kind == VmaKind::Vvar {
         return false;
     }
     if v.kind == VmaKind::Vdso {
-        return run_at(&p.pages, v.start, v.end).is_some();
+        return run_at(&p.pages, v.start, v.end, ps).is_some();
     }
     if v.kind != VmaKind::File || v.prot & libc::PROT_WRITE as u32 != 0 {
         return true;
     }
     // Read-only file areas: the ELF header (build-ids) and anything the process changed.
-    v.offset == 0 || run_at(&p.pages, v.start, v.end).is_some()
+    v.offset == 0 || run_at(&p.pages, v.start, v.end, ps).is_some()
 }
 
 /// The stored run covering `addr` (or, with `end`, any run within [addr, end)).
-fn run_at(runs: &[PageRun], addr: u64, end: u64) -> Option<&PageRun> {
-    let i = runs.partition_point(|r| r.vaddr + r.npages * PAGE <= addr);
+fn run_at(runs: &[PageRun], addr: u64, end: u64, ps: u64) -> Option<&PageRun> {
+    let i = runs.partition_point(|r| r.vaddr + r.npages * ps <= addr);
     runs.get(i).filter(|r| r.vaddr < end.max(addr + 1))
 }
 
@@ -141,7 +140,8 @@ struct MappedFiles {
 
 fn fill_page(p: &ProcessImage, v: &Vma, addr: u64, pages: &File, files: &mut MappedFiles, page: &mut [u8]) -> Result<()> {
     page.fill(0);
-    if let Some(r) = run_at(&p.pages, addr, addr + PAGE).filter(|r| r.vaddr <= addr) {
+    let ps = page.len() as u64;
+    if let Some(r) = run_at(&p.pages, addr, addr + ps, ps).filter(|r| r.vaddr <= addr) {
         pages.read_exact_at(page, r.file_offset + (addr - r.vaddr)).context("reading the pages file")?;
         return Ok(());
     }
@@ -219,15 +219,15 @@ fn prpsinfo(p: &ProcessImage) -> Vec<u8> {
 }
 
 /// NT_FILE: which file backs each file mapping.
-fn file_note(p: &ProcessImage) -> Vec<u8> {
+fn file_note(p: &ProcessImage, ps: u64) -> Vec<u8> {
     let files: Vec<&Vma> = p.vmas.iter().filter(|v| v.kind == VmaKind::File).collect();
     let mut b = Vec::new();
     put_word(&mut b, files.len() as u64);
-    put_word(&mut b, PAGE);
+    put_word(&mut b, ps);
     for v in &files {
         put_word(&mut b, v.start);
         put_word(&mut b, v.end);
-        put_word(&mut b, v.offset / PAGE);
+        put_word(&mut b, v.offset / ps);
     }
     for v in &files {
         b.extend_from_slice(v.name.as_bytes());
@@ -236,16 +236,16 @@ fn file_note(p: &ProcessImage) -> Vec<u8> {
     b
 }
 
-fn notes(p: &ProcessImage) -> Vec<u8> {
+fn notes(p: &ProcessImage, ps: u64) -> Vec<u8> {
     let owner = |nt: u32| Native::REGSETS.iter().find(|s| s.note_type == nt).map_or("LINUX", |s| s.core_note_owner);
     let mut out = Vec::new();
     for (i, t) in p.threads.iter().enumerate() {
-        note(&mut out, "CORE", NT_PRSTATUS, &prstatus(p, t));
+        note(&mut out, "CORE", Native::REGSETS[0].note_type, &prstatus(p, t));
         if i == 0 {
             note(&mut out, "CORE", NT_PRPSINFO, &prpsinfo(p));
             note(&mut out, "CORE", NT_SIGINFO, &[0u8; 128]);
             note(&mut out, "CORE", NT_AUXV, &p.mm.auxv);
-            note(&mut out, "CORE", NT_FILE, &file_note(p));
+            note(&mut out, "CORE", NT_FILE, &file_note(p, ps));
         }
         for rs in t.regsets.iter().skip(1) {
             note(&mut out, owner(rs.note_type), rs.note_type, &rs.data);

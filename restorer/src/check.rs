@@ -33,7 +33,7 @@ pub fn image_fits_this_machine(img: &ImageReader) -> Result<(), RestoreError> {
     if inv.arch != Native::NAME {
         return Err(RestoreError::Arch { image: inv.arch.clone(), here: Native::NAME.to_string() });
     }
-    let ps = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+    let ps = cryo_tracer::arch::page_size();
     if inv.page_size != ps {
         return Err(RestoreError::Corrupt(format!("page size {} in the image, {ps} here", inv.page_size)));
     }
@@ -53,7 +53,8 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
     if p.threads.iter().any(|t| t.regsets.is_empty() || t.regsets[0].data.len() != Native::GP_SIZE) {
         return bad("a thread has no usable registers".into());
     }
-    let ps = 4096;
+    // image_fits_this_machine checked that the image's page size is this machine's.
+    let ps = cryo_tracer::arch::page_size();
     let mut prev_end = 0;
     for v in &p.vmas {
         if v.start >= v.end || v.start % ps != 0 || v.end % ps != 0 || v.start < prev_end {

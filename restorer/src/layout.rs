@@ -11,7 +11,8 @@ pub fn free_area(current: &[Vma], target: &[Vma], size: u64, limit: u64) -> Opti
     let mut taken: Vec<(u64, u64)> = current.iter().chain(target).map(|v| (v.start, v.end)).collect();
     taken.sort_unstable();
     // Leave a guard page on each side, so a stack growing down never meets the blob.
-    let size = size + 2 * 4096;
+    let guard = cryo_tracer::arch::page_size();
+    let size = size + 2 * guard;
     let mut cand = SEARCH_FROM;
     for (s, e) in taken {
         if e <= cand {
@@ -22,7 +23,7 @@ pub fn free_area(current: &[Vma], target: &[Vma], size: u64, limit: u64) -> Opti
         }
         cand = cand.max(e);
     }
-    (cand + size <= limit).then_some(cand + 4096)
+    (cand + size <= limit).then_some(cand + guard)
 }
 
 #[cfg(test)]

@@ -253,7 +253,7 @@ fn plan_reads(p: &ProcessImage, ps: u64) -> Vec<Read> {
 }
 
 fn read_pages(b: &mut Builder, p: &ProcessImage, pages_fd: u64) -> Result<()> {
-    let reads = plan_reads(p, 4096);
+    let reads = plan_reads(p, cryo_tracer::arch::page_size());
     for chunk in reads.chunks(PREADV_PER_BATCH) {
         let mut batch = Batch::new();
         let mut calls = Vec::new();

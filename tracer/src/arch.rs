@@ -31,3 +31,8 @@ pub fn word() -> usize {
 pub fn push_word(buf: &mut Vec<u8>, v: u64) {
     buf.extend_from_slice(&v.to_le_bytes()[..word()]);
 }
+
+/// This machine's page size (4 KiB on x86; 4, 16 or 64 KiB on ARM kernels).
+pub fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64
+}

@@ -5,7 +5,7 @@
 //! (anonymous copies). Not stored: never-touched pages, unmodified file pages,
 //! shared file mappings (the file holds them), kernel-provided vDSO/vvar.
 
-use super::page_size;
+use cryo_tracer::arch::page_size;
 use anyhow::{bail, Result};
 use cryo_image::{PageOrigin, PageRun, Vma, VmaKind};
 use cryo_injector::{Parasite, Remote};

@@ -12,7 +12,7 @@ mod state;
 use anyhow::{Context, Result};
 use cryo_image::{DumpStats, ImageWriter, Inventory, ProcessEntry, ProcessImage, RegSet, ThreadImage};
 use cryo_injector::{Parasite, Remote};
-use cryo_tracer::arch::{Arch, Native};
+use cryo_tracer::arch::{page_size, Arch, Native};
 use cryo_tracer::{fault, proc, ptrace, Seized};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -74,9 +74,6 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     Ok(Summary { pid, frozen_us, total_us: t0.elapsed().as_micros() as u64, pages, image: opts.out.clone() })
 }
 
-pub fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64
-}
 
 /// Everything done while the process is frozen. On error the parasite has
 /// been unloaded (as far as possible) before returning.
