@@ -15,12 +15,13 @@ pub const PTRACE_EVENT_CLONE: i32 = libc::PTRACE_EVENT_CLONE;
 /// are never confused with a real SIGTRAP.
 pub const SEIZE_OPTIONS: libc::c_int = libc::PTRACE_O_TRACESYSGOOD;
 
-fn request(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> std::result::Result<libc::c_long, Errno> {
+/// `req` is generic because libc types the request as c_uint on glibc and c_int on musl.
+fn request(req: impl Into<i64>, tid: i32, addr: usize, data: usize) -> std::result::Result<libc::c_long, Errno> {
     Errno::clear();
     // SAFETY: every request passed here either takes no pointer or one to a
     // buffer the caller keeps alive and sized for the request, as each wrapper
     // below documents.
-    let r = unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    let r = unsafe { libc::ptrace(req.into() as _, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
     if r == -1 && Errno::last_raw() != 0 {
         Err(Errno::last())
     } else {

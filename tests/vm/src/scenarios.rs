@@ -1,0 +1,371 @@
+//! The end-to-end scenarios: start a workload, `cryo checkpoint --kill` it,
+//! `cryo restart` it, and check from its log that it carried on exactly where it
+//! stopped.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::{sys, workload, TEST_UID};
+
+/// Longest any cryo command may take (TCG emulation is slow).
+const CRYO_TIMEOUT: Duration = Duration::from_secs(180);
+/// Longest wait for a workload to write the lines a step needs.
+const LOG_TIMEOUT: Duration = Duration::from_secs(90);
+
+type Outcome = Result<(), String>;
+
+struct Rig {
+    /// Work directory, readable by the test user; holds copies of the binaries.
+    work: PathBuf,
+    cryo: PathBuf,
+    me: PathBuf,
+    /// uid/gid to drop to (when root).
+    ident: Option<u32>,
+}
+
+pub fn run_all() -> usize {
+    let rig = match Rig::new() {
+        Ok(r) => r,
+        Err(e) => {
+            println!("cryo-vmtest: FAIL setting up: {e}");
+            return 1;
+        }
+    };
+    rig.describe_machine();
+    let filter = std::env::var("CRYO_VM_FILTER").unwrap_or_default();
+    let cases: &[(&str, fn(&Rig, &Path) -> Outcome)] = &[
+        ("counter-detach", counter_detach),
+        ("counter-foreground", counter_foreground),
+        ("heap", heap),
+        ("threads", threads),
+        ("leave-running", leave_running),
+    ];
+    let mut failures = 0;
+    for (name, case) in cases {
+        if !name.contains(filter.as_str()) {
+            continue;
+        }
+        let start = Instant::now();
+        let dir = rig.work.join(name);
+        let result = rig.mkdir(&dir).and_then(|()| case(&rig, &dir));
+        sys::reap_orphans();
+        match result {
+            Ok(()) => println!("cryo-vmtest: PASS {name} ({:.1} s)", start.elapsed().as_secs_f64()),
+            Err(e) => {
+                failures += 1;
+                println!("cryo-vmtest: FAIL {name} ({:.1} s): {e}", start.elapsed().as_secs_f64());
+            }
+        }
+    }
+    failures
+}
+
+impl Rig {
+    fn new() -> Result<Rig, String> {
+        let root = sys::euid() == 0;
+        let ident = root.then_some(TEST_UID);
+        let work = std::env::temp_dir().join(format!("cryo-vm.{}", std::process::id()));
+        let cryo_src = PathBuf::from(std::env::var_os("CRYO_BIN").unwrap_or_else(|| "/cryo".into()));
+        let rig = Rig { cryo: work.join("cryo"), me: work.join("cryo-vmtest"), work, ident };
+        rig.mkdir(&rig.work)?;
+        let me_src = std::env::current_exe().map_err(|e| format!("finding my own executable: {e}"))?;
+        for (src, dst) in [(&cryo_src, &rig.cryo), (&me_src, &rig.me)] {
+            fs::copy(src, dst).map_err(|e| format!("copying {} to {}: {e}", src.display(), dst.display()))?;
+            fs::set_permissions(dst, fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {}: {e}", dst.display()))?;
+        }
+        Ok(rig)
+    }
+
+    /// What the results depend on, for the CI log.
+    fn describe_machine(&self) {
+        let read = |p: &str| fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_else(|_| "-".into());
+        println!(
+            "cryo-vmtest: kernel {} on {}, page size {}, yama ptrace_scope {}, unprivileged_userns_clone {}, running as uid {}",
+            read("/proc/sys/kernel/osrelease"),
+            std::env::consts::ARCH,
+            // SAFETY: sysconf takes no pointers.
+            unsafe { libc::sysconf(libc::_SC_PAGESIZE) },
+            read("/proc/sys/kernel/yama/ptrace_scope"),
+            read("/proc/sys/kernel/unprivileged_userns_clone"),
+            self.ident.unwrap_or_else(sys::euid),
+        );
+    }
+
+    fn mkdir(&self, dir: &Path) -> Result<(), String> {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+        if let Some(id) = self.ident {
+            sys::chown(dir, id, id).map_err(|e| format!("chown {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// A command run as the test user in `dir`, stdout/stderr to files there.
+    fn command(&self, prog: &Path, dir: &Path, out_name: &str) -> Result<Command, String> {
+        let mut c = Command::new(prog);
+        c.current_dir(dir).env_clear().env("PATH", "/").stdin(Stdio::null());
+        if let Ok(v) = std::env::var("RUST_LOG") {
+            c.env("RUST_LOG", v);
+        }
+        let out = File::create(dir.join(format!("{out_name}.out"))).map_err(|e| e.to_string())?;
+        let err = File::create(dir.join(format!("{out_name}.err"))).map_err(|e| e.to_string())?;
+        if let Some(id) = self.ident {
+            for f in [format!("{out_name}.out"), format!("{out_name}.err")] {
+                sys::chown(&dir.join(f), id, id).map_err(|e| e.to_string())?;
+            }
+            c.uid(id).gid(id);
+        }
+        c.stdout(out).stderr(err);
+        Ok(c)
+    }
+
+    fn workload(&self, dir: &Path, args: &[&str]) -> Result<Child, String> {
+        let mut c = self.command(&self.me, dir, "workload")?;
+        c.arg("workload").args(args).process_group(0);
+        c.spawn().map_err(|e| format!("starting workload {args:?}: {e}"))
+    }
+
+    /// Run cryo with `args`; Ok(status) once it exits, with its stderr in errors.
+    fn cryo(&self, dir: &Path, args: &[&str]) -> Result<ExitStatus, String> {
+        let name = format!("cryo-{}", args[0]);
+        let mut child = self.command(&self.cryo, dir, &name)?.args(args).spawn().map_err(|e| format!("starting cryo: {e}"))?;
+        let status = wait_child(&mut child, CRYO_TIMEOUT).map_err(|e| format!("cryo {}: {e}{}", args.join(" "), tail(dir, &name)))?;
+        Ok(status)
+    }
+
+    /// Run cryo with `args` and require success.
+    fn cryo_ok(&self, dir: &Path, args: &[&str]) -> Outcome {
+        let st = self.cryo(dir, args)?;
+        if !st.success() {
+            return Err(format!("cryo {} failed ({st}){}", args.join(" "), tail(dir, &format!("cryo-{}", args[0]))));
+        }
+        Ok(())
+    }
+}
+
+/// The last lines cryo printed on stderr, for a failure message.
+fn tail(dir: &Path, name: &str) -> String {
+    let text = fs::read_to_string(dir.join(format!("{name}.err"))).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(12)..].join("\n    ");
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr:\n    {tail}")
+    }
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> Result<ExitStatus, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            return Ok(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("still running after {} s (killed)", timeout.as_secs()));
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_log(log: &Path) -> String {
+    fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Complete lines of the log (a line being written is left out).
+fn lines(text: &str) -> Vec<&str> {
+    let mut v: Vec<&str> = text.split('\n').collect();
+    v.pop();
+    v
+}
+
+/// Wait until `ready(log text)`; the error names `what` and shows the log's end.
+fn wait_log(log: &Path, what: &str, ready: impl Fn(&str) -> bool) -> Outcome {
+    let deadline = Instant::now() + LOG_TIMEOUT;
+    loop {
+        let text = read_log(log);
+        if text.lines().any(|l| l.starts_with("ERR")) {
+            return Err(format!("the workload reports an error while waiting for {what}: {}", last_lines(&text)));
+        }
+        if ready(&text) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no {what} after {} s; log ends: {}", LOG_TIMEOUT.as_secs(), last_lines(&text)));
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
+fn last_lines(text: &str) -> String {
+    let l = lines(text);
+    format!("{:?}", &l[l.len().saturating_sub(6)..])
+}
+
+/// Checkpoint the running workload with --kill and make sure it is gone.
+fn checkpoint_kill(rig: &Rig, dir: &Path, child: &mut Child) -> Outcome {
+    let pid = child.id().to_string();
+    let res = rig.cryo_ok(dir, &["checkpoint", &pid, "-o", "img", "--kill"]);
+    if res.is_err() {
+        let _ = child.kill();
+    }
+    let st = wait_child(child, Duration::from_secs(10)).map_err(|e| format!("the checkpointed workload {e}"))?;
+    res?;
+    if st.signal() != Some(libc::SIGKILL) {
+        return Err(format!("after checkpoint --kill the workload ended with {st}, not SIGKILL"));
+    }
+    rig.cryo_ok(dir, &["inspect", "img"])
+}
+
+/// Restart detached; returns the restored root's host pid.
+fn restart_detached(rig: &Rig, dir: &Path) -> Result<i32, String> {
+    rig.cryo_ok(dir, &["restart", "img", "--detach", "--pidfile", "restored.pid"])?;
+    let text = fs::read_to_string(dir.join("restored.pid")).map_err(|e| format!("reading the pidfile: {e}"))?;
+    text.trim().parse().map_err(|_| format!("pidfile holds {text:?}, not a pid"))
+}
+
+fn stop_restored(pid: i32) {
+    sys::kill(pid, libc::SIGKILL);
+    sleep(Duration::from_millis(100));
+}
+
+/// Lines `0`, `1`, ... `n-1` and nothing else.
+fn check_counter(text: &str) -> Outcome {
+    for (i, l) in lines(text).iter().enumerate() {
+        if *l != i.to_string() {
+            return Err(format!("line {i} of the log is {l:?}, expected \"{i}\"; log ends: {}", last_lines(text)));
+        }
+    }
+    Ok(())
+}
+
+fn counter_detach(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["counter", "log", "0", "0"])?;
+    wait_log(&log, "5 lines", |t| lines(t).len() >= 5)?;
+    checkpoint_kill(rig, dir, &mut child)?;
+    let at = lines(&read_log(&log)).len();
+    let pid = restart_detached(rig, dir)?;
+    let res = wait_log(&log, "new lines after the restart", |t| lines(t).len() >= at + 5);
+    stop_restored(pid);
+    res?;
+    check_counter(&read_log(&log))
+}
+
+fn counter_foreground(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["counter", "log", "25", "7"])?;
+    wait_log(&log, "5 lines", |t| lines(t).len() >= 5)?;
+    checkpoint_kill(rig, dir, &mut child)?;
+    let st = rig.cryo(dir, &["restart", "img"])?;
+    if st.code() != Some(7) {
+        return Err(format!(
+            "foreground cryo restart exited with {st}, expected the workload's status 7{}",
+            tail(dir, "cryo-restart")
+        ));
+    }
+    let text = read_log(&log);
+    check_counter(&text)?;
+    match lines(&text).len() {
+        25 => Ok(()),
+        n => Err(format!("the workload logged {n} lines, expected 25")),
+    }
+}
+
+fn heap(rig: &Rig, dir: &Path) -> Outcome {
+    const KIB: usize = 4096;
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["heap", "log", &KIB.to_string()])?;
+    wait_log(&log, "3 steps", |t| lines(t).len() >= 3)?;
+    checkpoint_kill(rig, dir, &mut child)?;
+    let at = lines(&read_log(&log)).len();
+    let pid = restart_detached(rig, dir)?;
+    let res = wait_log(&log, "3 steps after the restart", |t| lines(t).len() >= at + 3);
+    stop_restored(pid);
+    res?;
+    let text = read_log(&log);
+    let got = lines(&text);
+    let want = workload::heap_sums(KIB, got.len() as u64);
+    for (s, (g, w)) in got.iter().zip(&want).enumerate() {
+        let w = format!("{s} {w:016x}");
+        if *g != w {
+            return Err(format!("step {s} (checkpoint after step {}): logged {g:?}, an uninterrupted run gives {w:?}", at - 1));
+        }
+    }
+    Ok(())
+}
+
+/// Per key (`T0`, `M`, `P`, ...) the numbers logged, in order.
+fn by_key(text: &str) -> Result<BTreeMap<String, Vec<u64>>, String> {
+    let mut m: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for l in lines(text) {
+        let (k, v) = l.split_once(' ').ok_or_else(|| format!("odd log line {l:?}"))?;
+        if k == "ERR" {
+            return Err(format!("the workload reports: {l}"));
+        }
+        let v = v.parse().map_err(|_| format!("odd log line {l:?}"))?;
+        m.entry(k.to_string()).or_default().push(v);
+    }
+    Ok(m)
+}
+
+fn threads(rig: &Rig, dir: &Path) -> Outcome {
+    const WORKERS: usize = 3;
+    let keys = 1 + 1 + WORKERS; // M, P, T0..
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["threads", "log", &WORKERS.to_string()])?;
+    let enough = |t: &str, base: &BTreeMap<String, Vec<u64>>, more: usize| {
+        by_key(t).is_ok_and(|m| m.len() == keys && m.iter().all(|(k, v)| v.len() >= base.get(k).map_or(0, Vec::len) + more))
+    };
+    wait_log(&log, "2 lines from every thread", |t| enough(t, &BTreeMap::new(), 2))?;
+    checkpoint_kill(rig, dir, &mut child)?;
+    let base = by_key(&read_log(&log))?;
+    let pid = restart_detached(rig, dir)?;
+    let res = wait_log(&log, "2 more lines from every thread after the restart", |t| enough(t, &base, 2));
+    stop_restored(pid);
+    res?;
+    for (k, v) in by_key(&read_log(&log))? {
+        if let Some(i) = v.iter().enumerate().position(|(i, &n)| n != i as u64) {
+            return Err(format!("{k}'s lines are not consecutive at index {i}: {:?}", &v[i.saturating_sub(3)..(i + 3).min(v.len())]));
+        }
+    }
+    Ok(())
+}
+
+/// Checkpoint without --kill: the workload must carry on untouched; the image
+/// restarts after the original is gone.
+fn leave_running(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["counter", "log", "0", "0"])?;
+    wait_log(&log, "5 lines", |t| lines(t).len() >= 5)?;
+    let pid = child.id().to_string();
+    let res = rig.cryo_ok(dir, &["checkpoint", &pid, "-o", "img"]);
+    if let Err(e) = res {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    let at = lines(&read_log(&log)).len();
+    let res = wait_log(&log, "new lines after the checkpoint", |t| lines(t).len() >= at + 5);
+    let _ = child.kill();
+    let _ = child.wait();
+    res?;
+    check_counter(&read_log(&log))?;
+    rig.cryo_ok(dir, &["inspect", "img"])?;
+    let pid = restart_detached(rig, dir)?;
+    // The restored copy rewrites the lines from its checkpointed offset on: the
+    // log stays consecutive and grows past what the original wrote.
+    let grown = lines(&read_log(&log)).len();
+    let res = wait_log(&log, "new lines from the restored copy", |t| lines(t).len() >= grown + 3);
+    stop_restored(pid);
+    res?;
+    check_counter(&read_log(&log))
+}

@@ -1,0 +1,133 @@
+//! The programs cryo checkpoints in the VM: `cryo-vmtest workload KIND LOG ...`.
+//!
+//! Each writes numbered lines to LOG with plain write(2) calls on a file opened
+//! once (no O_APPEND: the restored process must continue at its saved offset), and
+//! sleeps between lines, so a checkpoint usually catches it inside nanosleep. A
+//! workload that notices something impossible (lost thread-local state, a sleep
+//! failing with EINTR) logs a line starting with `ERR` and exits with status 3.
+//!
+//! * `counter LOG LIMIT EXIT`: lines `0`, `1`, ...; after LIMIT lines (0: never) it
+//!   exits with status EXIT.
+//! * `heap LOG KIB`: a KIB-sized heap array evolves step by step; line `S SUM` is
+//!   the checksum after step S. [`heap_sums`] recomputes the same sequence.
+//! * `threads LOG N`: N worker threads log `T<i> <k>` (k counted in a thread-local
+//!   as well as on the stack, compared every step), the main thread logs `M <k>`,
+//!   and two threads hand a token back and forth through a mutex and condvar,
+//!   logging `P <v>` for every hand-over.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::sleep;
+use std::time::Duration;
+
+pub fn run(args: &[String]) -> i32 {
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    let num = |i: usize| arg(i).parse::<u64>().unwrap_or_else(|_| fail(&format!("workload: bad number {:?}", arg(i))));
+    let log = File::create(arg(1)).unwrap_or_else(|e| fail(&format!("workload: cannot create {:?}: {e}", arg(1))));
+    match arg(0) {
+        "counter" => counter(log, num(2), num(3) as i32),
+        "heap" => heap(log, num(2) as usize),
+        "threads" => threads(log, num(2) as usize),
+        other => fail(&format!("workload: unknown kind {other:?}")),
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("{msg}");
+    std::process::exit(2)
+}
+
+fn line(mut log: &File, text: &str) {
+    if let Err(e) = log.write_all(text.as_bytes()) {
+        fail(&format!("workload: write: {e}"));
+    }
+}
+
+fn counter(log: File, limit: u64, exit: i32) -> i32 {
+    let mut n = 0u64;
+    loop {
+        line(&log, &format!("{n}\n"));
+        n += 1;
+        if n == limit {
+            return exit;
+        }
+        sleep(Duration::from_millis(30));
+    }
+}
+
+/// One step of the heap workload: every word changes, depending on its old value.
+pub fn heap_step(v: &mut [u64], step: u64) -> u64 {
+    let mut sum = 0u64;
+    for (i, x) in v.iter_mut().enumerate() {
+        *x = x.wrapping_mul(6364136223846793005).wrapping_add(step ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        sum = sum.rotate_left(5) ^ *x;
+    }
+    sum
+}
+
+/// The checksums of the first `steps` steps of an uninterrupted heap workload.
+pub fn heap_sums(kib: usize, steps: u64) -> Vec<u64> {
+    let mut v = vec![0u64; kib * 1024 / 8];
+    (0..steps).map(|s| heap_step(&mut v, s)).collect()
+}
+
+fn heap(log: File, kib: usize) -> i32 {
+    let mut v = vec![0u64; kib * 1024 / 8];
+    let mut step = 0u64;
+    loop {
+        let sum = heap_step(&mut v, step);
+        line(&log, &format!("{step} {sum:016x}\n"));
+        step += 1;
+        sleep(Duration::from_millis(20));
+    }
+}
+
+thread_local! {
+    static STEPS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn threads(log: File, n: usize) -> i32 {
+    let log = Arc::new(Mutex::new(log));
+    let put = |log: &Mutex<File>, text: String| line(&log.lock().unwrap_or_else(|e| e.into_inner()), &text);
+    for id in 0..n {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut k = 0u64;
+            loop {
+                let tls = STEPS.with(|c| c.replace(k + 1));
+                if tls != k {
+                    put(&log, format!("ERR thread {id}: thread-local count {tls}, expected {k}\n"));
+                    std::process::exit(3);
+                }
+                put(&log, format!("T{id} {k}\n"));
+                k += 1;
+                sleep(Duration::from_millis(25 + 5 * id as u64));
+            }
+        });
+    }
+    // The token: even values belong to the first thread, odd to the second.
+    let token = Arc::new((Mutex::new(0u64), Condvar::new()));
+    for parity in 0..2u64 {
+        let (token, log) = (Arc::clone(&token), Arc::clone(&log));
+        std::thread::spawn(move || loop {
+            let (m, cv) = &*token;
+            let mut v = m.lock().unwrap_or_else(|e| e.into_inner());
+            while *v % 2 != parity {
+                v = cv.wait(v).unwrap_or_else(|e| e.into_inner());
+            }
+            put(&log, format!("P {}\n", *v));
+            *v += 1;
+            cv.notify_all();
+            drop(v);
+            sleep(Duration::from_millis(15));
+        });
+    }
+    let mut k = 0u64;
+    loop {
+        put(&log, format!("M {k}\n"));
+        k += 1;
+        sleep(Duration::from_millis(40));
+    }
+}
