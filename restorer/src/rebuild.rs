@@ -402,6 +402,11 @@ fn thread_state(t: &ThreadImage, c: &Creds) -> Batch {
     if let Some(r) = t.rseq {
         batch.call(Sysno::Rseq, &[r.addr.into(), (r.len as u64).into(), 0.into(), (r.sig as u64).into()]);
     }
+    // Where no register set carries the TLS register (32-bit ARM), the thread sets it.
+    let sets: Vec<(u32, &[u8])> = t.regsets.iter().map(|r| (r.note_type, r.data.as_slice())).collect();
+    if let (Some(_), Some(tls)) = (Native::sysno(Sysno::SetTls), Native::tls(&sets)) {
+        batch.call(Sysno::SetTls, &[tls.into()]);
+    }
     // Credentials last: the capabilities the user namespace gave the fork go.
     let mut hdr = Vec::new();
     hdr.extend_from_slice(&CAP_V3.to_le_bytes());

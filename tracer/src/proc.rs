@@ -204,7 +204,9 @@ fn parse_maps_line(path: &str, line: &str, start: u64, end: u64) -> Result<Vma> 
         "[stack]" => VmaKind::Stack,
         "[vdso]" => VmaKind::Vdso,
         "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
-        "[vsyscall]" => VmaKind::Vsyscall,
+        // Kernel gate pages outside the user address space (x86 vsyscall, the
+        // 32-bit ARM vector page): always there, neither dumped nor mapped.
+        "[vsyscall]" | "[vectors]" => VmaKind::Vsyscall,
         _ if inode != 0 => VmaKind::File,
         _ => VmaKind::Anon,
     };

@@ -1,7 +1,9 @@
 //! Thin, checked wrappers over the ptrace requests cryo uses. Each unsafe call
 //! is confined to one small function.
 
+use crate::arch::{Arch, Native};
 use crate::{Result, TracerError};
+use cryo_arch::RegSetAccess;
 use cryo_image::Rseq;
 use nix::errno::Errno;
 
@@ -67,8 +69,20 @@ pub fn detach(tid: i32, sig: i32) -> Result<()> {
     request(libc::PTRACE_DETACH, tid, 0, sig as usize).map(drop).map_err(|e| TracerError::ptrace("PTRACE_DETACH", tid, e))
 }
 
+/// How the register set with this note type is read and written (see `RegSetAccess`).
+fn access(note_type: u32) -> RegSetAccess {
+    Native::REGSETS.iter().find(|s| s.note_type == note_type).map_or(RegSetAccess::Regset, |s| s.access)
+}
+
 /// PTRACE_GETREGSET: returns the bytes the kernel filled in (it shrinks iov_len).
+/// A one-word set the arch reads with another request comes back as that word.
 pub fn get_regset(tid: i32, note_type: u32, max_size: usize) -> std::result::Result<Vec<u8>, Errno> {
+    if let RegSetAccess::GetOnly { get_request } = access(note_type) {
+        let mut word: libc::c_ulong = 0;
+        request(get_request, tid, 0, &mut word as *mut libc::c_ulong as usize)?;
+        let bytes = word.to_le_bytes();
+        return Ok(bytes[..max_size.min(bytes.len())].to_vec());
+    }
     let mut buf = vec![0u8; max_size];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     request(libc::PTRACE_GETREGSET, tid, note_type as usize, &mut iov as *mut libc::iovec as usize)?;
@@ -76,7 +90,19 @@ pub fn get_regset(tid: i32, note_type: u32, max_size: usize) -> std::result::Res
     Ok(buf)
 }
 
+/// PTRACE_SETREGSET. A set ptrace cannot write (`RegSetAccess::GetOnly`) must
+/// already hold `data` (the thread set it itself); otherwise this fails.
 pub fn set_regset(tid: i32, note_type: u32, data: &[u8]) -> Result<()> {
+    if let RegSetAccess::GetOnly { .. } = access(note_type) {
+        let now = get_regset(tid, note_type, data.len()).map_err(|e| TracerError::ptrace(format!("reading register set {note_type:#x}"), tid, e))?;
+        if now != data {
+            return Err(TracerError::Parse {
+                path: format!("register set {note_type:#x} of thread {tid}"),
+                what: format!("holds {now:02x?}, not the saved {data:02x?}, and ptrace cannot write it (a cryo bug: the thread should have set it)"),
+            });
+        }
+        return Ok(());
+    }
     let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
     request(libc::PTRACE_SETREGSET, tid, note_type as usize, &mut iov as *mut libc::iovec as usize)
         .map(drop)

@@ -5,7 +5,7 @@
 #[cfg(target_arch = "aarch64")]
 pub mod raw;
 
-use cryo_arch::{get_u64, put_u64, Arch, RegSetSpec, RestartFixup, Sysno};
+use cryo_arch::{get_u64, put_u64, Arch, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
 use cryo_arch::{EINTR, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK};
 
 pub struct Aarch64;
@@ -26,10 +26,10 @@ impl Arch for Aarch64 {
     const ELF_MACHINE: u16 = 183; // EM_AARCH64
     const IS_64BIT: bool = true;
     const REGSETS: &'static [RegSetSpec] = &[
-        RegSetSpec { note_type: NT_PRSTATUS, name: "general", max_size: 34 * 8, core_note_owner: "CORE" },
+        RegSetSpec { note_type: NT_PRSTATUS, name: "general", max_size: 34 * 8, core_note_owner: "CORE", access: RegSetAccess::Regset },
         // 32 x 128-bit vector registers, fpsr, fpcr, padding.
-        RegSetSpec { note_type: NT_PRFPREG, name: "fpsimd", max_size: 32 * 16 + 16, core_note_owner: "CORE" },
-        RegSetSpec { note_type: NT_ARM_TLS, name: "tls", max_size: 8, core_note_owner: "LINUX" },
+        RegSetSpec { note_type: NT_PRFPREG, name: "fpsimd", max_size: 32 * 16 + 16, core_note_owner: "CORE", access: RegSetAccess::Regset },
+        RegSetSpec { note_type: NT_ARM_TLS, name: "tls", max_size: 8, core_note_owner: "LINUX", access: RegSetAccess::Regset },
     ];
     const SYSCALL_GADGET: &'static [u8] = &[
         0x01, 0x00, 0x00, 0xd4, // svc #0
@@ -85,7 +85,7 @@ impl Arch for Aarch64 {
             Rseq => 293,
             Clone3 => 435,
             CloseRange => 436,
-            ArchPrctl => return None,
+            ArchPrctl | SetTls => return None,
         })
     }
 

@@ -18,6 +18,20 @@ pub struct RegSetSpec {
     pub max_size: usize,
     /// Name of the ELF core note owner ("CORE" or "LINUX").
     pub core_note_owner: &'static str,
+    /// How ptrace reads and writes it.
+    pub access: RegSetAccess,
+}
+
+/// How the tracer gets at a register set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegSetAccess {
+    /// PTRACE_GETREGSET / PTRACE_SETREGSET with the set's `note_type`.
+    Regset,
+    /// One word the kernel only hands out through the ptrace request
+    /// `get_request` (32-bit ARM's TLS register: an ARMv7 kernel has no register
+    /// set for it). ptrace cannot write it: the thread sets it itself with
+    /// [`Sysno::SetTls`], and the tracer only checks that it holds the saved value.
+    GetOnly { get_request: u32 },
 }
 
 /// Syscalls cryo issues inside a target, by meaning; each arch maps them to its numbers.
@@ -66,6 +80,9 @@ pub enum Sysno {
     ArchPrctl,
     Personality,
     Prlimit64,
+    /// Set the calling thread's TLS register where no register set can
+    /// (32-bit ARM's private `set_tls`); `None` elsewhere.
+    SetTls,
 }
 
 /// What a syscall interrupted by the freeze needs so that the thread carries

@@ -5,13 +5,20 @@
 #[cfg(target_arch = "arm")]
 pub mod raw;
 
-use cryo_arch::{get_u32, put_u32, Arch, RegSetSpec, RestartFixup, Sysno};
-use cryo_arch::{ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK};
+use cryo_arch::{get_u32, put_u32, Arch, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
 
 pub struct Armv7;
 
 pub const NT_PRSTATUS: u32 = 1;
 pub const NT_ARM_VFP: u32 = 0x400;
+/// The note type an arm64 kernel uses for the TLS register; cryo stores the
+/// ARMv7 thread pointer under it too (images and core notes).
+pub const NT_ARM_TLS: u32 = 0x401;
+/// PTRACE_GET_THREAD_AREA on 32-bit ARM (and in an arm64 kernel's compat mode):
+/// the TLS register (TPIDRURO) as one word.
+pub const PTRACE_GET_THREAD_AREA: u32 = 22;
+/// ARM's private `set_tls` call (__ARM_NR_set_tls, 0x0f0000 + 5).
+pub const ARM_NR_SET_TLS: u64 = 0x0f_0005;
 
 /// Byte offsets in `struct pt_regs`: r0..r15, cpsr, orig_r0 (18 words).
 const R0: usize = 0;
@@ -28,9 +35,18 @@ impl Arch for Armv7 {
     const ELF_MACHINE: u16 = 40; // EM_ARM
     const IS_64BIT: bool = false;
     const REGSETS: &'static [RegSetSpec] = &[
-        RegSetSpec { note_type: NT_PRSTATUS, name: "general", max_size: 18 * 4, core_note_owner: "CORE" },
+        RegSetSpec { note_type: NT_PRSTATUS, name: "general", max_size: 18 * 4, core_note_owner: "CORE", access: RegSetAccess::Regset },
         // d0-d31 and fpscr.
-        RegSetSpec { note_type: NT_ARM_VFP, name: "vfp", max_size: 32 * 8 + 4, core_note_owner: "LINUX" },
+        RegSetSpec { note_type: NT_ARM_VFP, name: "vfp", max_size: 32 * 8 + 4, core_note_owner: "LINUX", access: RegSetAccess::Regset },
+        // An ARMv7 kernel has no register set for TPIDRURO: read with
+        // PTRACE_GET_THREAD_AREA, set by the thread itself with set_tls.
+        RegSetSpec {
+            note_type: NT_ARM_TLS,
+            name: "tls",
+            max_size: 4,
+            core_note_owner: "LINUX",
+            access: RegSetAccess::GetOnly { get_request: PTRACE_GET_THREAD_AREA },
+        },
     ];
     const SYSCALL_GADGET: &'static [u8] = &[
         0x00, 0x00, 0x00, 0xef, // svc #0 (ARM state)
@@ -86,6 +102,7 @@ impl Arch for Armv7 {
             Rseq => 398,
             Clone3 => 435,
             CloseRange => 436,
+            SetTls => ARM_NR_SET_TLS,
             ArchPrctl => return None,
         })
     }
@@ -130,35 +147,86 @@ impl Arch for Armv7 {
         Self::clear_syscall(gp);
     }
 
-    fn interrupted_syscall(gp: &[u8]) -> Option<(u64, i64)> {
-        let ret = get_u32(gp, R0) as i32 as i64;
-        matches!(-ret, ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK)
-            .then(|| (get_u32(gp, R7) as u64, ret))
+    /// A thread frozen inside a syscall is seen by the tracer with the kernel's
+    /// restart already prepared: ARM's do_signal rewinds pc to the `svc` and puts
+    /// orig_r0 back into r0 *before* the ptrace stop ("so that a debugger will
+    /// see the already changed PC"). So a frozen thread never shows a restart code
+    /// in r0, and nothing here can tell that it was in a syscall.
+    fn interrupted_syscall(_gp: &[u8]) -> Option<(u64, i64)> {
+        None
     }
 
-    fn restart_fixup(gp: &mut [u8]) -> RestartFixup {
-        if Self::interrupted_syscall(gp).is_none() {
-            return RestartFixup::None;
-        }
-        // orig_r0 keeps the first argument, r7 the number: re-issue the call.
-        put_u32(gp, R0, get_u32(gp, ORIG_R0));
-        let insn = if get_u32(gp, CPSR) & CPSR_T != 0 { 2 } else { 4 };
-        put_u32(gp, PC, get_u32(gp, PC) - insn);
-        Self::clear_syscall(gp);
-        RestartFixup::Reissued
+    /// Nothing to do: the saved registers already re-issue the interrupted call
+    /// (r7 still holds its number; a RESTARTBLOCK call such as nanosleep runs
+    /// again in full instead of through restart_syscall).
+    fn restart_fixup(_gp: &mut [u8]) -> RestartFixup {
+        RestartFixup::None
     }
 
     fn clear_syscall(gp: &mut [u8]) {
         put_u32(gp, ORIG_R0, u32::MAX);
     }
 
-    /// ARMv7 has no TLS register set; the tracer reads TPIDRURO with
-    /// PTRACE_GET_THREAD_AREA and restores it with the set_tls syscall.
-    fn tls(_regsets: &[(u32, &[u8])]) -> Option<u64> {
-        None
+    /// TPIDRURO, from the "tls" set (read with PTRACE_GET_THREAD_AREA).
+    fn tls(regsets: &[(u32, &[u8])]) -> Option<u64> {
+        regsets
+            .iter()
+            .find(|(t, d)| *t == NT_ARM_TLS && d.len() >= 4)
+            .map(|(_, d)| get_u32(d, 0) as u64)
     }
 
     fn needs_icache_flush() -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs() -> [u8; 18 * 4] {
+        [0u8; 18 * 4]
+    }
+
+    #[test]
+    fn frozen_registers_are_loaded_as_they_are() {
+        // As the kernel leaves a thread frozen in nanosleep: pc on the svc,
+        // r0 = orig_r0 again, r7 = the call.
+        let mut gp = regs();
+        put_u32(&mut gp, R0, 0x7eff_f000);
+        put_u32(&mut gp, R7, 162);
+        put_u32(&mut gp, PC, 0x1_0000);
+        put_u32(&mut gp, ORIG_R0, 0x7eff_f000);
+        let before = gp;
+        assert_eq!(Armv7::restart_fixup(&mut gp), RestartFixup::None);
+        assert_eq!(gp, before);
+        Armv7::clear_syscall(&mut gp);
+        assert_eq!(get_u32(&gp, ORIG_R0), u32::MAX);
+        assert_eq!(get_u32(&gp, PC), 0x1_0000);
+    }
+
+    #[test]
+    fn syscalls_use_r7_and_arm_state() {
+        let mut gp = regs();
+        put_u32(&mut gp, CPSR, CPSR_T | 0x10);
+        Armv7::prepare_syscall(&mut gp, 0x2000, Armv7::sysno(Sysno::SetTls).unwrap(), &[0xb6ff_0440, 0, 0, 0, 0, 0]);
+        assert_eq!(get_u32(&gp, R7), 0x0f_0005);
+        assert_eq!(get_u32(&gp, R0), 0xb6ff_0440);
+        assert_eq!(get_u32(&gp, PC), 0x2000);
+        assert_eq!(get_u32(&gp, CPSR) & CPSR_T, 0);
+    }
+
+    #[test]
+    fn tls_comes_from_the_thread_area_word() {
+        let word = 0xb6f8_1234u32.to_le_bytes();
+        let gp = regs();
+        let sets: [(u32, &[u8]); 2] = [(NT_PRSTATUS, &gp), (NT_ARM_TLS, &word)];
+        assert_eq!(Armv7::tls(&sets), Some(0xb6f8_1234));
+        assert_eq!(Armv7::tls(&sets[..1]), None);
+    }
+
+    #[test]
+    fn mmap2_counts_4k_units() {
+        assert_eq!(Armv7::mmap_offset_arg(0x3000), 3);
     }
 }

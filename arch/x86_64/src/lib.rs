@@ -4,7 +4,7 @@
 #[cfg(target_arch = "x86_64")]
 pub mod raw;
 
-use cryo_arch::{get_u64, put_u64, Arch, RegSetSpec, RestartFixup, Sysno};
+use cryo_arch::{get_u64, put_u64, Arch, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
 use cryo_arch::{ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK};
 
 pub struct X86_64;
@@ -41,10 +41,10 @@ impl Arch for X86_64 {
     const ELF_MACHINE: u16 = 62; // EM_X86_64
     const IS_64BIT: bool = true;
     const REGSETS: &'static [RegSetSpec] = &[
-        RegSetSpec { note_type: NT_PRSTATUS, name: "general", max_size: 27 * 8, core_note_owner: "CORE" },
-        RegSetSpec { note_type: NT_PRFPREG, name: "fxsave", max_size: 512, core_note_owner: "CORE" },
+        RegSetSpec { note_type: NT_PRSTATUS, name: "general", max_size: 27 * 8, core_note_owner: "CORE", access: RegSetAccess::Regset },
+        RegSetSpec { note_type: NT_PRFPREG, name: "fxsave", max_size: 512, core_note_owner: "CORE", access: RegSetAccess::Regset },
         // AMX tile data makes XSAVE areas above 8 KiB; leave room.
-        RegSetSpec { note_type: NT_X86_XSTATE, name: "xsave", max_size: 16384, core_note_owner: "LINUX" },
+        RegSetSpec { note_type: NT_X86_XSTATE, name: "xsave", max_size: 16384, core_note_owner: "LINUX", access: RegSetAccess::Regset },
     ];
     const SYSCALL_GADGET: &'static [u8] = &[0x0f, 0x05, 0xcc]; // syscall; int3
     const SYSCALL_INSN_LEN: u64 = 2;
@@ -97,6 +97,7 @@ impl Arch for X86_64 {
             Rseq => 334,
             Clone3 => 435,
             CloseRange => 436,
+            SetTls => return None,
         })
     }
 

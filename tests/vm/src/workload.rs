@@ -7,9 +7,13 @@
 //! failing with EINTR) logs a line starting with `ERR` and exits with status 3.
 //!
 //! * `counter LOG LIMIT EXIT`: lines `0`, `1`, ...; after LIMIT lines (0: never) it
-//!   exits with status EXIT.
-//! * `heap LOG KIB`: a KIB-sized heap array evolves step by step; line `S SUM` is
-//!   the checksum after step S. [`heap_sums`] recomputes the same sequence.
+//!   exits with status EXIT. It sleeps with nanosleep(2) itself (std's sleep would
+//!   hide an EINTR by retrying): a restored sleep must be re-issued, not fail.
+//! * `heap LOG KIB`: a KIB-sized heap array evolves step by step, and a
+//!   floating-point value (kept in FP/SIMD registers across the sleep) with it;
+//!   line `S SUM FP` is the state after step S. [`heap_lines`] recomputes them.
+//! * `echo LOG`: reads stdin (blocking in read(2) when checkpointed) and logs
+//!   `<n> <bytes read>` per read; exits 0 at end of input.
 //! * `threads LOG N`: N worker threads log `T<i> <k>` (k counted in a thread-local
 //!   as well as on the stack, compared every step), the main thread logs `M <k>`,
 //!   and two threads hand a token back and forth through a mutex and condvar,
@@ -30,6 +34,7 @@ pub fn run(args: &[String]) -> i32 {
         "counter" => counter(log, num(2), num(3) as i32),
         "heap" => heap(log, num(2) as usize),
         "threads" => threads(log, num(2) as usize),
+        "echo" => echo(log),
         other => fail(&format!("workload: unknown kind {other:?}")),
     }
 }
@@ -45,6 +50,19 @@ fn line(mut log: &File, text: &str) {
     }
 }
 
+/// Sleep `ms` with one nanosleep(2); EINTR (no handler is installed, so nothing
+/// may interrupt it) is logged as an error.
+fn nanosleep(log: &File, ms: u64) {
+    let ts = libc::timespec { tv_sec: 0, tv_nsec: (ms * 1_000_000) as _ };
+    // SAFETY: `ts` is a valid timespec for the call; no remainder is asked for.
+    let r = unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        line(log, &format!("ERR nanosleep failed: {e}\n"));
+        std::process::exit(3);
+    }
+}
+
 fn counter(log: File, limit: u64, exit: i32) -> i32 {
     let mut n = 0u64;
     loop {
@@ -53,7 +71,25 @@ fn counter(log: File, limit: u64, exit: i32) -> i32 {
         if n == limit {
             return exit;
         }
-        sleep(Duration::from_millis(30));
+        nanosleep(&log, 30);
+    }
+}
+
+fn echo(log: File) -> i32 {
+    let mut buf = [0u8; 256];
+    let mut n = 0u64;
+    loop {
+        // SAFETY: `buf` is writable for its whole length.
+        let r = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+        match r {
+            0 => return 0,
+            r if r < 0 => {
+                line(&log, &format!("ERR read failed: {}\n", std::io::Error::last_os_error()));
+                return 3;
+            }
+            r => line(&log, &format!("{n} {r}\n")),
+        }
+        n += 1;
     }
 }
 
@@ -67,20 +103,33 @@ pub fn heap_step(v: &mut [u64], step: u64) -> u64 {
     sum
 }
 
-/// The checksums of the first `steps` steps of an uninterrupted heap workload.
-pub fn heap_sums(kib: usize, steps: u64) -> Vec<u64> {
+/// The floating-point companion of a heap step.
+fn fp_step(fp: f64, step: u64) -> f64 {
+    (fp * 1.000_001 + step as f64).sqrt() + 0.5
+}
+
+/// The first `steps` lines of an uninterrupted heap workload.
+pub fn heap_lines(kib: usize, steps: u64) -> Vec<String> {
     let mut v = vec![0u64; kib * 1024 / 8];
-    (0..steps).map(|s| heap_step(&mut v, s)).collect()
+    let mut fp = 1.0f64;
+    (0..steps)
+        .map(|s| {
+            fp = fp_step(fp, s);
+            format!("{s} {:016x} {:016x}", heap_step(&mut v, s), fp.to_bits())
+        })
+        .collect()
 }
 
 fn heap(log: File, kib: usize) -> i32 {
     let mut v = vec![0u64; kib * 1024 / 8];
+    let mut fp = 1.0f64;
     let mut step = 0u64;
     loop {
+        fp = fp_step(fp, step);
         let sum = heap_step(&mut v, step);
-        line(&log, &format!("{step} {sum:016x}\n"));
+        line(&log, &format!("{step} {sum:016x} {:016x}\n", fp.to_bits()));
         step += 1;
-        sleep(Duration::from_millis(20));
+        nanosleep(&log, 20);
     }
 }
 
