@@ -104,7 +104,8 @@ impl Parasite {
         let (base, memfd) = result?;
 
         let mut local = SharedMap::map(&memfd, size).map_err(|e| InjectError::io("mapping the parasite memfd", e))?;
-        local.write(0, &layout.relocated(base));
+        let image = layout.relocated(base);
+        local.write(0, &image);
         local.write(gadget_off, Native::SYSCALL_GADGET);
         let mut p = Parasite {
             base,
@@ -116,6 +117,17 @@ impl Parasite {
             gadget: base + gadget_off as u64,
             pipe: None,
         };
+        if Native::needs_icache_flush() {
+            // Stores through cryo's own mapping can leave the target CPU's
+            // instruction cache stale (ARM); the same bytes written once more
+            // through /proc/PID/mem make the kernel clean and invalidate the
+            // caches for the target's executable mapping.
+            let flushed = remote.mem.write(base, &image).and_then(|()| remote.mem.write(p.gadget, Native::SYSCALL_GADGET));
+            if let Err(e) = flushed {
+                let _ = p.unload(seized, remote);
+                return Err(e.into());
+            }
+        }
         if let Err(e) = remote.switch_gadget(p.gadget) {
             let _ = p.unload(seized, remote);
             return Err(e);

@@ -6,7 +6,6 @@
 pub mod raw;
 
 use cryo_arch::{get_u64, put_u64, Arch, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
-use cryo_arch::{EINTR, ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK};
 
 pub struct Aarch64;
 
@@ -14,6 +13,14 @@ pub const NT_PRSTATUS: u32 = 1;
 pub const NT_PRFPREG: u32 = 2;
 pub const NT_ARM_TLS: u32 = 0x401;
 pub const NT_ARM_SYSTEM_CALL: u32 = 0x404;
+/// Pointer-authentication keys (`struct user_pac_address_keys`: four 128-bit keys).
+pub const NT_ARM_PACA_KEYS: u32 = 0x407;
+/// The generic pointer-authentication key (one 128-bit key).
+pub const NT_ARM_PACG_KEYS: u32 = 0x408;
+/// prctl(PR_SET_TAGGED_ADDR_CTRL) state (u64).
+pub const NT_ARM_TAGGED_ADDR_CTRL: u32 = 0x409;
+/// prctl(PR_PAC_SET_ENABLED_KEYS) state (u64).
+pub const NT_ARM_PAC_ENABLED_KEYS: u32 = 0x40a;
 
 /// Byte offsets in `struct user_pt_regs`: x0..x30, sp, pc, pstate.
 const X0: usize = 0;
@@ -30,6 +37,18 @@ impl Arch for Aarch64 {
         // 32 x 128-bit vector registers, fpsr, fpcr, padding.
         RegSetSpec { note_type: NT_PRFPREG, name: "fpsimd", max_size: 32 * 16 + 16, core_note_owner: "CORE", access: RegSetAccess::Regset },
         RegSetSpec { note_type: NT_ARM_TLS, name: "tls", max_size: 8, core_note_owner: "LINUX", access: RegSetAccess::Regset },
+        // The syscall number the kernel's restart logic looks at; -1 ("not in a
+        // syscall") at a freeze stop, and loading it back keeps that logic away
+        // from the restored registers.
+        RegSetSpec { note_type: NT_ARM_SYSTEM_CALL, name: "syscall", max_size: 4, core_note_owner: "LINUX", access: RegSetAccess::Regset },
+        // Where the CPU has pointer authentication: return addresses on the
+        // stack are signed with these per-process keys, so a restored process
+        // needs its own back (a fork of cryo has cryo's). Absent (EINVAL) on CPUs
+        // without it; the kernel needs CONFIG_CHECKPOINT_RESTORE for the keys.
+        RegSetSpec { note_type: NT_ARM_PACA_KEYS, name: "pac-address-keys", max_size: 4 * 16, core_note_owner: "LINUX", access: RegSetAccess::Regset },
+        RegSetSpec { note_type: NT_ARM_PACG_KEYS, name: "pac-generic-key", max_size: 16, core_note_owner: "LINUX", access: RegSetAccess::Regset },
+        RegSetSpec { note_type: NT_ARM_PAC_ENABLED_KEYS, name: "pac-enabled-keys", max_size: 8, core_note_owner: "LINUX", access: RegSetAccess::Regset },
+        RegSetSpec { note_type: NT_ARM_TAGGED_ADDR_CTRL, name: "tagged-addr-ctrl", max_size: 8, core_note_owner: "LINUX", access: RegSetAccess::Regset },
     ];
     const SYSCALL_GADGET: &'static [u8] = &[
         0x01, 0x00, 0x00, 0xd4, // svc #0
@@ -120,27 +139,23 @@ impl Arch for Aarch64 {
         put_u64(gp, SP, stack_top & !15);
     }
 
-    /// The general registers do not say whether the thread is in a syscall
-    /// (that is NT_ARM_SYSTEM_CALL); a return register holding a restart code
-    /// can only come from an interrupted syscall, so that is what is checked.
-    fn interrupted_syscall(gp: &[u8]) -> Option<(u64, i64)> {
-        let ret = get_u64(gp, X0) as i64;
-        matches!(-ret, ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND | ERESTART_RESTARTBLOCK)
-            .then(|| (get_u64(gp, X8), ret))
+    /// A thread frozen inside a syscall is seen by the tracer with the kernel's
+    /// restart already prepared: arm64's do_signal puts orig_x0 back into x0 and
+    /// rewinds pc to the `svc` *before* the ptrace stop, and forgets the syscall
+    /// (NT_ARM_SYSTEM_CALL reads -1). No register tells that it was in a syscall.
+    fn interrupted_syscall(_gp: &[u8]) -> Option<(u64, i64)> {
+        None
     }
 
-    /// x0 held the first argument and was overwritten by the return value; the
-    /// kernel keeps the original (orig_x0) where ptrace cannot read it, so the
-    /// call cannot be re-issued: it returns EINTR, as after a handled signal.
-    fn restart_fixup(gp: &mut [u8]) -> RestartFixup {
-        if Self::interrupted_syscall(gp).is_none() {
-            return RestartFixup::None;
-        }
-        put_u64(gp, X0, (-EINTR) as u64);
-        RestartFixup::Interrupted
+    /// Nothing to do: loading the saved registers re-issues the interrupted call
+    /// (x8 still holds its number; a RESTARTBLOCK call such as nanosleep runs
+    /// again in full instead of through restart_syscall).
+    fn restart_fixup(_gp: &mut [u8]) -> RestartFixup {
+        RestartFixup::None
     }
 
-    /// Done through NT_ARM_SYSTEM_CALL (-1) by the caller; nothing in the GP set.
+    /// Nothing in the GP set: "not in a syscall" is the saved NT_ARM_SYSTEM_CALL
+    /// value (-1), which is loaded with the other sets.
     fn clear_syscall(_gp: &mut [u8]) {}
 
     fn tls(regsets: &[(u32, &[u8])]) -> Option<u64> {
@@ -152,5 +167,58 @@ impl Arch for Aarch64 {
 
     fn needs_icache_flush() -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs() -> [u8; 34 * 8] {
+        [0u8; 34 * 8]
+    }
+
+    #[test]
+    fn frozen_registers_are_loaded_as_they_are() {
+        // As the kernel leaves a thread frozen in clock_nanosleep: pc on the svc,
+        // x0 = orig_x0 again, x8 = the call.
+        let mut gp = regs();
+        put_u64(&mut gp, X0, 1);
+        put_u64(&mut gp, X8, 115);
+        put_u64(&mut gp, PC, 0x40_1000);
+        let before = gp;
+        assert_eq!(Aarch64::restart_fixup(&mut gp), RestartFixup::None);
+        Aarch64::clear_syscall(&mut gp);
+        assert_eq!(gp, before);
+    }
+
+    #[test]
+    fn syscalls_use_x8_and_x0_to_x5() {
+        let mut gp = regs();
+        Aarch64::prepare_syscall(&mut gp, 0x7000, 222, &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(get_u64(&gp, X8), 222);
+        for i in 0..6 {
+            assert_eq!(get_u64(&gp, X0 + 8 * i), i as u64 + 1);
+        }
+        assert_eq!(Aarch64::pc(&gp), 0x7000);
+        put_u64(&mut gp, X0, (-22i64) as u64);
+        assert_eq!(Aarch64::syscall_return(&gp), -22);
+    }
+
+    #[test]
+    fn call_stack_is_16_aligned() {
+        let mut gp = regs();
+        Aarch64::prepare_call(&mut gp, 0x5000, 0x9000, 0x1_0008);
+        assert_eq!(Aarch64::sp(&gp) % 16, 0);
+        assert_eq!(get_u64(&gp, X0), 0x9000);
+    }
+
+    #[test]
+    fn tls_comes_from_nt_arm_tls() {
+        let tls = 0x7f_1234_5670u64.to_le_bytes();
+        let gp = regs();
+        let sets: [(u32, &[u8]); 2] = [(NT_PRSTATUS, &gp), (NT_ARM_TLS, &tls)];
+        assert_eq!(Aarch64::tls(&sets), Some(0x7f_1234_5670));
+        assert_eq!(Aarch64::sysno(Sysno::SetTls), None);
     }
 }
