@@ -70,3 +70,14 @@ pub const MAX_IOVECS: usize =
 pub const fn is_error(ret: i64) -> bool {
     ret < 0 && ret >= -4095
 }
+
+/// A syscall's return register as the ABI's i64: an error (-4095..=-1) keeps
+/// its sign, anything else is unsigned. On a 32-bit CPU an address at or above
+/// 2 GiB (an mmap in a compat task, up to 4 GiB) must not turn negative.
+pub const fn widen_return(raw: isize) -> i64 {
+    if raw < 0 && raw >= -4095 {
+        raw as i64
+    } else {
+        raw as usize as u64 as i64
+    }
+}

@@ -26,7 +26,7 @@ mod blob {
     use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
     use cryo_parasite::abi::{
-        is_error, CmdHeader, IoVec, SyscallEntry, CMD_MAGIC, CMD_SYSCALLS, CMD_VMSPLICE,
+        is_error, widen_return, CmdHeader, IoVec, SyscallEntry, CMD_MAGIC, CMD_SYSCALLS, CMD_VMSPLICE,
         MAX_IOVECS, MAX_SYSCALLS, STATUS_BAD_COMMAND, SYSCALL_IGNORE_ERROR,
     };
 
@@ -154,7 +154,7 @@ mod blob {
             }
             // SAFETY: running the requested syscall is the command's purpose;
             // the tracer vouches for its arguments (function contract).
-            let ret = unsafe { sys::syscall6(nr as usize, a) } as i64;
+            let ret = widen_return(unsafe { sys::syscall6(nr as usize, a) });
             // SAFETY: `e` and `h` are valid and writable (see above).
             unsafe {
                 write_volatile(addr_of_mut!((*e).result), ret);

@@ -293,7 +293,9 @@ fn protect_and_mm(b: &mut Builder, p: &ProcessImage, exe_fd: Option<u64>) -> Res
     let mut batch = Batch::new();
     let auxv = batch.data(&mm.auxv);
     let auxv_ptr_at = map.len();
-    put_word(&mut map, 0);
+    // No compat translation for this struct: the pointer is as wide as the kernel's.
+    let machine = nix::sys::utsname::uname().map(|u| u.machine().to_string_lossy().into_owned()).unwrap_or_default();
+    map.resize(map.len() + Native::kernel_pointer_bytes(&machine), 0);
     map.extend_from_slice(&(mm.auxv.len() as u32).to_le_bytes());
     map.extend_from_slice(&(exe_fd.map_or(u32::MAX, |f| f as u32)).to_le_bytes());
     map.resize(104, 0);

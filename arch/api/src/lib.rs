@@ -169,6 +169,18 @@ pub trait Arch {
         0
     }
 
+    /// Bytes of a pointer inside structures the kernel reads without a compat
+    /// translation (prctl_mm_map's auxv pointer), given the kernel's machine name
+    /// (uname -m): a 32-bit process on a 64-bit kernel must lay them out with
+    /// 8-byte pointers.
+    fn kernel_pointer_bytes(_uname_machine: &str) -> usize {
+        if Self::IS_64BIT {
+            8
+        } else {
+            4
+        }
+    }
+
     /// Must the instruction cache be flushed after code was written into a
     /// process from outside? (x86 keeps it coherent; ARM does not.)
     fn needs_icache_flush() -> bool;

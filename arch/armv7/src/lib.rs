@@ -135,8 +135,15 @@ impl Arch for Armv7 {
         Self::clear_syscall(gp);
     }
 
+    /// Errors (-4095..=-1) keep their sign; anything else is unsigned, so an
+    /// address at or above 2 GiB (mmap in a compat task) stays positive.
     fn syscall_return(gp: &[u8]) -> i64 {
-        get_u32(gp, R0) as i32 as i64
+        let r = get_u32(gp, R0);
+        if r >= (-4095i32) as u32 {
+            r as i32 as i64
+        } else {
+            r as i64
+        }
     }
 
     fn prepare_call(gp: &mut [u8], entry: u64, arg: u64, stack_top: u64) {
@@ -173,6 +180,15 @@ impl Arch for Armv7 {
             .iter()
             .find(|(t, d)| *t == NT_ARM_TLS && d.len() >= 4)
             .map(|(_, d)| get_u32(d, 0) as u64)
+    }
+
+    /// An arm64 kernel runs ARMv7 processes in compat mode and reports "aarch64"
+    /// (or "armv8l" under the PER_LINUX32 personality).
+    fn kernel_pointer_bytes(uname_machine: &str) -> usize {
+        match uname_machine {
+            "aarch64" | "arm64" | "armv8l" | "aarch64_be" => 8,
+            _ => 4,
+        }
     }
 
     fn needs_icache_flush() -> bool {
@@ -223,6 +239,24 @@ mod tests {
         let sets: [(u32, &[u8]); 2] = [(NT_PRSTATUS, &gp), (NT_ARM_TLS, &word)];
         assert_eq!(Armv7::tls(&sets), Some(0xb6f8_1234));
         assert_eq!(Armv7::tls(&sets[..1]), None);
+    }
+
+    #[test]
+    fn high_addresses_stay_positive_and_errors_negative() {
+        let mut gp = regs();
+        put_u32(&mut gp, R0, 0xf7bc_1000);
+        assert_eq!(Armv7::syscall_return(&gp), 0xf7bc_1000);
+        put_u32(&mut gp, R0, (-22i32) as u32);
+        assert_eq!(Armv7::syscall_return(&gp), -22);
+        put_u32(&mut gp, R0, (-4095i32) as u32);
+        assert_eq!(Armv7::syscall_return(&gp), -4095);
+    }
+
+    #[test]
+    fn compat_kernels_have_8_byte_pointers() {
+        assert_eq!(Armv7::kernel_pointer_bytes("armv7l"), 4);
+        assert_eq!(Armv7::kernel_pointer_bytes("aarch64"), 8);
+        assert_eq!(Armv7::kernel_pointer_bytes("armv8l"), 8);
     }
 
     #[test]
