@@ -1,7 +1,7 @@
 //! `cryo inspect`: what an image holds, for people and (with --json) scripts.
 
 use anyhow::Result;
-use cryo_image::{FdTarget, ImageReader, PageOrigin, ProcessImage};
+use cryo_image::{FdTarget, ImageReader, Inventory, PageOrigin, ProcessImage, ProcessState};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -9,7 +9,7 @@ pub fn run(dir: &Path, as_json: bool) -> Result<()> {
     let img = ImageReader::open(dir)?;
     let inv = &img.inventory;
     let mut procs = Vec::new();
-    for p in &inv.processes {
+    for p in inv.processes.iter().filter(|p| p.state == ProcessState::Live) {
         procs.push(img.read_process(p.pid)?);
     }
     if as_json {
@@ -23,6 +23,11 @@ pub fn run(dir: &Path, as_json: bool) -> Result<()> {
             "root_pid": inv.root_pid,
             "parent_image": inv.parent,
             "frozen_us": inv.stats.frozen_us,
+            "tree": inv.processes.iter().map(|e| json!({
+                "pid": e.pid, "ppid": e.ppid, "pgid": e.pgid, "sid": e.sid, "comm": e.comm, "threads": e.threads,
+                "state": match e.state { ProcessState::Live => "live".to_string(), ProcessState::Zombie { status } => format!("zombie (wait status {status:#x})") },
+            })).collect::<Vec<_>>(),
+            "pipes": inv.pipes.iter().map(|p| json!({"inode": p.inode, "capacity": p.capacity, "queued_bytes": p.data.len()})).collect::<Vec<_>>(),
             "processes": procs.iter().map(process_json).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -30,6 +35,8 @@ pub fn run(dir: &Path, as_json: bool) -> Result<()> {
     }
     println!("image {} (cryo {}, {} on {}, kernel {})", dir.display(), inv.cryo_version, inv.arch, inv.hostname, inv.kernel);
     println!("root pid {}, frozen {:.1} ms", inv.root_pid, inv.stats.frozen_us as f64 / 1000.0);
+    println!("\ntree:");
+    print_tree(inv, inv.root_pid, 1);
     for p in &procs {
         println!("\nprocess {} ({}) ppid {} pgid {} sid {}: {}", p.pid, p.comm, p.ppid, p.pgid, p.sid, p.cmdline.join(" "));
         println!("  exe {}  cwd {}", p.exe, p.cwd);
@@ -62,10 +69,23 @@ pub fn run(dir: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+fn print_tree(inv: &Inventory, pid: i32, depth: usize) {
+    let Some(e) = inv.processes.iter().find(|e| e.pid == pid) else { return };
+    let state = match e.state {
+        ProcessState::Live => format!("{} thread(s)", e.threads),
+        ProcessState::Zombie { status } => format!("zombie, wait status {status:#x}"),
+    };
+    println!("{:indent$}{} {} (pgid {}, sid {}, {state})", "", e.pid, e.comm, e.pgid, e.sid, indent = depth * 2);
+    for c in inv.processes.iter().filter(|c| c.ppid == pid && c.pid != pid) {
+        print_tree(inv, c.pid, depth + 1);
+    }
+}
+
 fn fd_desc(t: &FdTarget) -> String {
     match t {
         FdTarget::File { path, .. } => format!("file {path}"),
         FdTarget::Device { path, .. } => format!("device {path}"),
+        FdTarget::Pipe { inode, write } => format!("pipe {inode} ({} end)", if *write { "write" } else { "read" }),
         FdTarget::Outside { stdio, what } => format!("{what} (restored as cryo's fd {stdio})"),
     }
 }

@@ -105,6 +105,11 @@ impl Sandbox {
         Ok(Child { host_pid })
     }
 
+    /// A process created inside the tree: killed too if the restore fails.
+    pub fn track(&mut self, host_pid: i32) {
+        self.spawned.push(host_pid);
+    }
+
     /// No more processes to create: init starts reaping.
     pub fn done_spawning(&mut self) {
         self.to_init.take();
