@@ -162,11 +162,16 @@ fn fork_in(parent: &mut Member, old: i32, exit_signal: i32, in_ns: bool) -> Resu
 /// collects the tracer's notification so its parent sees the zombie.
 pub fn exit_as(mut m: Member, status: i32) -> Result<()> {
     let host = m.host;
+    // A zombie still shows its name (ps, /proc/PID/comm).
+    let scratch = (Native::sp(m.remote.base_gp()) - SCRATCH_BELOW_SP) & !15;
+    let mut name: Vec<u8> = m.entry.comm.bytes().take(15).collect();
+    name.push(0);
+    m.remote.mem.write(scratch, &name)?;
+    m.syscall(Sysno::Prctl, [libc::PR_SET_NAME as u64, scratch, 0, 0, 0, 0])?;
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         // The parked fork has cryo's handlers; the original died of the
         // default action (without a core file: RLIMIT_CORE 0).
-        let scratch = (Native::sp(m.remote.base_gp()) - SCRATCH_BELOW_SP) & !15;
         m.remote.mem.write(scratch, &[0u8; 64])?;
         m.syscall(Sysno::Prlimit64, [0, libc::RLIMIT_CORE as u64, scratch, 0, 0, 0])?;
         m.syscall(Sysno::RtSigaction, [sig as u64, scratch + 16, 0, 8, 0, 0])?;

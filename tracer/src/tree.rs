@@ -7,6 +7,7 @@
 
 use crate::seize::Seized;
 use crate::{proc, Result, TracerError};
+use std::time::{Duration, Instant};
 
 /// A child that exited and waits for its parent's wait().
 #[derive(Debug, Clone)]
@@ -44,18 +45,26 @@ fn zombie(pid: i32) -> Option<Zombie> {
     })
 }
 
+/// How long a child that looks non-dumpable may take to show it was only
+/// exiting (its /proc entry is root's once its memory is gone).
+const EXITING_GRACE: Duration = Duration::from_millis(500);
+
 fn freeze_child(pid: i32) -> Result<Found> {
-    if let Some(z) = zombie(pid) {
-        return Ok(Found::Zombie(z));
-    }
-    match Seized::freeze(pid) {
-        Ok(s) => Ok(Found::Live(Box::new(s))),
-        // It exited meanwhile: its parent is frozen, so it is a zombie now
-        // unless the parent ignores SIGCHLD and the kernel reaped it.
-        Err(TracerError::Zombie { .. } | TracerError::Exited { .. } | TracerError::NoSuchProcess(_)) => {
-            Ok(zombie(pid).map_or(Found::Gone, Found::Zombie))
+    let deadline = Instant::now() + EXITING_GRACE;
+    loop {
+        if let Some(z) = zombie(pid) {
+            return Ok(Found::Zombie(z));
         }
-        Err(e) => Err(e),
+        match Seized::freeze(pid) {
+            Ok(s) => return Ok(Found::Live(Box::new(s))),
+            // It exited meanwhile: its parent is frozen, so it is a zombie now
+            // unless the parent ignores SIGCHLD and the kernel reaped it.
+            Err(TracerError::Zombie { .. } | TracerError::Exited { .. } | TracerError::NoSuchProcess(_)) => {
+                return Ok(zombie(pid).map_or(Found::Gone, Found::Zombie))
+            }
+            Err(TracerError::NotDumpable { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => return Err(e),
+        }
     }
 }
 
