@@ -92,6 +92,8 @@ pub struct ProcessImage {
     pub threads: Vec<ThreadImage>,
     /// Signal sent to the parent when this process exits (normally SIGCHLD).
     pub exit_signal: i32,
+    /// PR_SET_CHILD_SUBREAPER: orphaned descendants are reparented to it.
+    pub child_subreaper: bool,
     /// Index i holds signal i+1.
     pub sigactions: Vec<SigAction>,
     /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF.

@@ -15,6 +15,7 @@ const RSEQ_FLAG_UNREGISTER: u64 = 1;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const PR_SET_NAME: u64 = 15;
+const PR_SET_CHILD_SUBREAPER: u64 = 36;
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
 const SS_DISABLE: i32 = 2;
@@ -543,6 +544,9 @@ fn process_state(b: &mut Restoree) -> Result<()> {
     let cwd = batch.cstr(&p.cwd);
     batch.call(Sysno::Chdir, &[Arg::Data(cwd)]);
     batch.call(Sysno::Umask, &[(p.umask as u64).into()]);
+    if p.child_subreaper {
+        batch.call(Sysno::Prctl, &[PR_SET_CHILD_SUBREAPER.into(), 1.into()]);
+    }
     for (i, sa) in p.sigactions.iter().enumerate() {
         let sig = i as u64 + 1;
         if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {

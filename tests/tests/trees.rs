@@ -186,3 +186,26 @@ fn failed_tree_checkpoint_leaves_every_process_running() {
     assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{}", lines.join("\n"));
     assert_eq!(assert_consecutive(&lines, "msg ", "messages"), 1200);
 }
+
+/// An orphan reparented to a child subreaper is part of the subreaper's tree:
+/// it comes back as its child, and the subreaper reaps it with its status.
+#[test]
+fn orphan_of_a_subreaper_comes_back_as_its_child() {
+    let h = Harness::with_cryo("tree-subreaper");
+    let prog = h.compile("subreaper");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "40", "50"], "subreaper.log");
+    let g = log.wait_prefix("grandchild ", SECS20);
+    let orphan = g.split_whitespace().nth(1).unwrap().to_string();
+    log.wait_prefix("orphan tick 5 ", SECS20);
+    assert_eq!(children(p.pid()).len(), 1, "the orphan was reparented to the subreaper");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let host = h.restart_detached(&img);
+    assert_eq!(children(host).len(), 1, "the orphan is the restored subreaper's child");
+    log.wait_line("done");
+    let lines = log.lines();
+    let root = p.pid();
+    assert_eq!(assert_consecutive(&lines, "orphan tick ", "orphan"), 40);
+    assert!(lines.iter().filter(|l| l.starts_with("orphan tick")).skip(1).all(|l| l.ends_with(&format!("ppid {root}"))), "{}", lines.join("\n"));
+    assert!(lines.contains(&format!("reaped orphan {orphan} exit 5")), "{}", lines.join("\n"));
+}

@@ -214,6 +214,7 @@ fn dump_frozen(
         pages_bytes: pages.bytes,
         threads,
         exit_signal: stat.exit_signal,
+        child_subreaper: st.child_subreaper,
         sigactions: st.sigactions,
         itimers: st.itimers,
         fds,
