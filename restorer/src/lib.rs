@@ -52,7 +52,7 @@ pub fn restart(opts: &Options) -> Result<u8> {
         tracing::warn!("restoring a tree without a pid namespace: its processes get new pids, which pids they remember will not match");
     }
 
-    let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns()? } else { ns::Sandbox::plain() };
+    let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns(img.inventory.root_pid)? } else { ns::Sandbox::plain() };
     let root_host = match restore_tree(&img, &images, &mut sandbox) {
         Ok(h) => h,
         Err(e) => {

@@ -63,26 +63,28 @@ pub fn create<'a>(
             ProcessState::Zombie { .. } => None,
         };
         let (host, inside, mut seized) = if i == 0 {
-            let host = sandbox.spawn(entry.pid)?.host_pid;
-            let mut seized = Seized::freeze(host)?;
-            // Nothing the tree is sent while it is rebuilt may run a handler
-            // or stop it; what was pending at the checkpoint is sent at the end.
-            ptrace::set_sigmask(host, !0)?;
-            seized.threads[0].sigmask = !0;
-            groups.insert(entry.pid, (None, None));
-            (host, if in_ns { entry.pid } else { host }, seized)
+            let (host, helper_sid) = create_root(entry, entries, sandbox)?;
+            groups.insert(entry.pid, (helper_sid, helper_sid));
+            (host, if in_ns { entry.pid } else { host }, if helper_sid.is_some() { Seized::adopt(host)? } else { Seized::freeze(host)? })
         } else {
             let parent = members
                 .iter_mut()
                 .find(|m| m.old() == entry.ppid)
                 .ok_or_else(|| corrupt(entry.pid, &format!("comes before its parent {}", entry.ppid)))?;
             let exit_signal = image.map_or(libc::SIGCHLD, |p| p.exit_signal);
-            let (host, inside) = fork_in(parent, entry.pid, exit_signal, in_ns)?;
+            let (host, inside) = fork_in(&mut parent.seized, &mut parent.remote, entry.pid, exit_signal, in_ns)?;
             sandbox.track(host);
             let inherited = groups[&entry.ppid];
             groups.insert(entry.pid, inherited);
             (host, inside, Seized::adopt(host)?)
         };
+        // Nothing the tree is sent while it is rebuilt may run a handler or
+        // stop it; what was pending at the checkpoint is sent at the end.
+        // (Forks inherit the mask.)
+        if i == 0 {
+            ptrace::set_sigmask(host, !0)?;
+            seized.threads[0].sigmask = !0;
+        }
         ptrace::set_options(host, OPTIONS)?;
         reg.pids.insert(entry.pid, inside);
         let own_vmas = proc::vmas(host)?;
@@ -130,10 +132,11 @@ fn corrupt(pid: i32, what: &str) -> RestoreError {
     RestoreError::Corrupt(format!("process {pid} {what}"))
 }
 
-/// Fork a child with pid `old` in `parent`. Returns (host pid, pid inside).
-fn fork_in(parent: &mut Member, old: i32, exit_signal: i32, in_ns: bool) -> Result<(i32, i32)> {
+/// Fork a child with pid `old` in the stopped process `parent`.
+/// Returns (host pid, pid inside).
+fn fork_in(seized: &mut Seized, parent: &mut Remote, old: i32, exit_signal: i32, in_ns: bool) -> Result<(i32, i32)> {
     // struct clone_args up to set_tid_size, then the one-entry set_tid array.
-    let scratch = (Native::sp(parent.remote.base_gp()) - SCRATCH_BELOW_SP) & !15;
+    let scratch = scratch(parent);
     let set_tid_at = scratch + 80;
     let (set_tid, set_tid_size) = if in_ns { (set_tid_at, 1) } else { (0, 0) };
     let mut args = Vec::with_capacity(88);
@@ -141,14 +144,12 @@ fn fork_in(parent: &mut Member, old: i32, exit_signal: i32, in_ns: bool) -> Resu
         args.extend_from_slice(&v.to_le_bytes());
     }
     args.extend_from_slice(&old.to_le_bytes());
-    parent.remote.mem.write(scratch, &args)?;
-    parent.remote.cloned.clear();
-    let inside = parent.syscall(Sysno::Clone3, [scratch, 80, 0, 0, 0, 0]).map_err(|e| match e {
-        RestoreError::Rebuild(m) => RestoreError::Rebuild(format!("creating process {old}: {m}")),
-        e => e,
-    })? as i32;
+    parent.mem.write(scratch, &args)?;
+    parent.cloned.clear();
+    let inside = parent
+        .syscall(seized, Sysno::Clone3, [scratch, 80, 0, 0, 0, 0])
+        .map_err(|e| RestoreError::Rebuild(format!("creating process {old}: {e}")))? as i32;
     let host = parent
-        .remote
         .cloned
         .pop()
         .ok_or_else(|| RestoreError::Rebuild(format!("process {old} was created but not reported to cryo")))?;
@@ -158,42 +159,74 @@ fn fork_in(parent: &mut Member, old: i32, exit_signal: i32, in_ns: bool) -> Resu
     Ok((host, inside))
 }
 
+fn scratch(r: &Remote) -> u64 {
+    (Native::sp(r.base_gp()) - SCRATCH_BELOW_SP) & !15
+}
+
+/// Create the root. If it was in a session whose leader is not part of the
+/// image (a daemon whose parent called setsid() and went away), a helper with
+/// the leader's pid makes the session, forks the root into it and exits; the
+/// root is reparented to the namespace's init as the original was to its
+/// init. Returns the root's host pid and, with a helper, the session id.
+fn create_root(root: &ProcessEntry, entries: &[ProcessEntry], sandbox: &mut Sandbox) -> Result<(i32, Option<i32>)> {
+    let leader_gone = root.sid != root.pid && !entries.iter().any(|e| e.pid == root.sid);
+    if !leader_gone || sandbox.init.is_none() {
+        return Ok((sandbox.spawn(root.pid)?.host_pid, None));
+    }
+    let helper = sandbox.spawn(root.sid)?.host_pid;
+    let mut seized = Seized::freeze(helper)?;
+    ptrace::set_options(helper, OPTIONS)?;
+    let mut remote = Remote::bootstrap(&mut seized, helper, &proc::vmas(helper)?)?;
+    remote
+        .syscall(&mut seized, Sysno::Setsid, [0; 6])
+        .map_err(|e| RestoreError::Rebuild(format!("session helper {}: {e}", root.sid)))?;
+    let (host, _) = fork_in(&mut seized, &mut remote, root.pid, libc::SIGCHLD, true)?;
+    sandbox.track(host);
+    exit_with(&mut seized, &mut remote, "cryo-session", 0)?;
+    seized.forget();
+    Ok((host, Some(root.sid)))
+}
+
 /// Make a zombie: the process exits the way the original did, and cryo
 /// collects the tracer's notification so its parent sees the zombie.
 pub fn exit_as(mut m: Member, status: i32) -> Result<()> {
-    let host = m.host;
+    exit_with(&mut m.seized, &mut m.remote, &m.entry.comm, status)?;
+    m.seized.forget();
+    Ok(())
+}
+
+fn exit_with(seized: &mut Seized, remote: &mut Remote, comm: &str, status: i32) -> Result<()> {
+    let host = seized.pid;
+    let failed = |e: cryo_injector::InjectError| RestoreError::Rebuild(format!("ending process {host} as a zombie: {e}"));
+    let scratch = scratch(remote);
     // A zombie still shows its name (ps, /proc/PID/comm).
-    let scratch = (Native::sp(m.remote.base_gp()) - SCRATCH_BELOW_SP) & !15;
-    let mut name: Vec<u8> = m.entry.comm.bytes().take(15).collect();
+    let mut name: Vec<u8> = comm.bytes().take(15).collect();
     name.push(0);
-    m.remote.mem.write(scratch, &name)?;
-    m.syscall(Sysno::Prctl, [libc::PR_SET_NAME as u64, scratch, 0, 0, 0, 0])?;
+    remote.mem.write(scratch, &name)?;
+    remote.syscall(seized, Sysno::Prctl, [libc::PR_SET_NAME as u64, scratch, 0, 0, 0, 0]).map_err(failed)?;
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         // The parked fork has cryo's handlers; the original died of the
         // default action (without a core file: RLIMIT_CORE 0).
-        m.remote.mem.write(scratch, &[0u8; 64])?;
-        m.syscall(Sysno::Prlimit64, [0, libc::RLIMIT_CORE as u64, scratch, 0, 0, 0])?;
-        m.syscall(Sysno::RtSigaction, [sig as u64, scratch + 16, 0, 8, 0, 0])?;
+        remote.mem.write(scratch, &[0u8; 64])?;
+        remote.syscall(seized, Sysno::Prlimit64, [0, libc::RLIMIT_CORE as u64, scratch, 0, 0, 0]).map_err(failed)?;
+        remote.syscall(seized, Sysno::RtSigaction, [sig as u64, scratch + 16, 0, 8, 0, 0]).map_err(failed)?;
         ptrace::set_sigmask(host, 0)?;
         // SAFETY: kill has no memory arguments.
         unsafe { libc::kill(host, sig) };
         ptrace::cont(host, 0)?;
         loop {
             match ptrace::wait(host)? {
-                ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_) => break,
+                ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_) => return Ok(()),
                 ptrace::Stop::Signal(s) => ptrace::cont(host, s)?,
                 _ => ptrace::cont(host, 0)?,
             }
         }
-    } else {
-        let code = libc::WEXITSTATUS(status) as u64;
-        match m.remote.syscall_raw(&mut m.seized, Sysno::ExitGroup, [code, 0, 0, 0, 0, 0]) {
-            Err(cryo_injector::InjectError::Tracer(cryo_tracer::TracerError::Exited { .. })) => {}
-            Err(e) => return Err(e.into()),
-            Ok(r) => return Err(RestoreError::Rebuild(format!("zombie {}: exit_group returned {r}", m.old()))),
-        }
     }
-    m.seized.forget();
-    Ok(())
+    let code = libc::WEXITSTATUS(status) as u64;
+    match remote.syscall_raw(seized, Sysno::ExitGroup, [code, 0, 0, 0, 0, 0]) {
+        Err(cryo_injector::InjectError::Tracer(cryo_tracer::TracerError::Exited { .. })) => Ok(()),
+        Err(e) => Err(failed(e)),
+        Ok(r) => Err(RestoreError::Rebuild(format!("process {host}: exit_group returned {r}"))),
+    }
 }

@@ -209,3 +209,27 @@ fn orphan_of_a_subreaper_comes_back_as_its_child() {
     assert!(lines.iter().filter(|l| l.starts_with("orphan tick")).skip(1).all(|l| l.ends_with(&format!("ppid {root}"))), "{}", lines.join("\n"));
     assert!(lines.contains(&format!("reaped orphan {orphan} exit 5")), "{}", lines.join("\n"));
 }
+
+/// A daemon whose session leader exited (fork, setsid, fork, exit) keeps its
+/// session and process group: a helper with the leader's pid recreates the
+/// session and goes away again.
+#[test]
+fn daemon_keeps_a_session_whose_leader_is_gone() {
+    let h = Harness::with_cryo("tree-daemon");
+    let prog = h.compile("daemon");
+    let (mut launcher, log) = h.spawn(&[prog.to_str().unwrap(), "40", "50"], "daemon.log");
+    launcher.wait_exit(SECS20);
+    let first = log.wait_prefix("daemon ", SECS20);
+    let f: Vec<&str> = first.split_whitespace().collect();
+    let (daemon, sid, pgid): (i32, &str, &str) = (f[1].parse().unwrap(), f[3], f[5]);
+    assert_ne!(daemon.to_string(), sid, "the daemon is not its session's leader");
+    log.wait_prefix("tick 3 ", SECS20);
+    let img = h.path("img");
+    h.cryo_run(&["checkpoint", &daemon.to_string(), "-o", img.to_str().unwrap(), "--kill"]).assert_ok();
+    h.restart_detached(&img);
+    log.wait_line("done");
+    let lines = log.lines();
+    assert_eq!(assert_consecutive(&lines, "tick ", "daemon"), 40);
+    let expect = format!("sid {sid} pgid {pgid}");
+    assert!(lines.iter().filter(|l| l.starts_with("tick ")).all(|l| l.ends_with(&expect)), "{}", lines.join("\n"));
+}
