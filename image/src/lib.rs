@@ -16,8 +16,10 @@
 pub mod meta;
 pub mod model;
 mod dir;
+pub mod series;
 
 pub use dir::{ImageReader, ImageWriter};
+pub use series::{Series, SeriesEntry};
 pub use model::*;
 
 /// Version of the on-disk layout; an image of another version is refused.

@@ -105,24 +105,37 @@ pub fn create<'a>(
 }
 
 /// Processes that joined a group led by another process of the tree.
+/// `None` in `groups` is the group or session the restored root got from
+/// `cryo restart`, standing in for the one the original root had outside.
 fn join_groups(members: &mut [Member], groups: &HashMap<i32, (Option<i32>, Option<i32>)>, reg: &Registry) -> Result<()> {
+    let root = members[0].entry.clone();
+    let (root_pgid, root_sid) = groups[&root.pid];
+    // What the original ids are called after the restore.
+    let known = |id: i32, outside: i32, root_has: Option<i32>| -> Option<Option<i32>> {
+        if reg.pids.inside(id).is_some() || root_has == Some(id) {
+            Some(Some(id))
+        } else if id == outside {
+            Some(root_has)
+        } else {
+            None
+        }
+    };
     for m in members.iter_mut() {
         let (pgid, sid) = groups[&m.old()];
-        if sid != Some(m.entry.sid) && m.entry.ppid != 0 {
+        if known(m.entry.sid, root.sid, root_sid) != Some(sid) {
             tracing::warn!(
                 "process {} was in session {}, whose leader is not part of the image; it stays in its parent's session",
                 m.old(),
                 m.entry.sid
             );
         }
-        if pgid == Some(m.entry.pgid) || m.entry.pgid == m.old() {
-            continue;
-        }
-        match reg.pids.inside(m.entry.pgid) {
-            Some(leader) if sid == Some(m.entry.sid) => {
+        match known(m.entry.pgid, root.pgid, root_pgid) {
+            Some(want) if want == pgid => {}
+            Some(Some(leader)) if reg.pids.inside(leader).is_some() && known(m.entry.sid, root.sid, root_sid) == Some(sid) => {
+                let leader = reg.pids.inside(leader).expect("checked");
                 m.syscall(Sysno::Setpgid, [0, leader as u64, 0, 0, 0, 0])?;
             }
-            _ => tracing::warn!("process group {} of process {} is not part of the image; not recreated", m.entry.pgid, m.old()),
+            _ => tracing::warn!("process group {} of process {} could not be recreated", m.entry.pgid, m.old()),
         }
     }
     Ok(())
