@@ -42,12 +42,13 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     // removes the partial image.
     let mut tree_fds = fds::collect(&tree.pids())?;
     let mut shared = memory::SharedSeen::new();
+    let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
     let mut pages = 0;
     let mut cpu_features = 0;
     for seized in &mut tree.procs {
         let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
-        let (process, stored) = dump_frozen(seized, &mut writer, fds, &mut shared)?;
+        let (process, stored) = dump_frozen(seized, &mut writer, fds, &mut shared, &progress)?;
         if cpu_features == 0 {
             cpu_features = process
                 .threads
@@ -99,6 +100,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
     };
     writer.finish(&inventory).context("completing the image")?;
+    progress.finish_and_clear();
     if opts.kill {
         tree.kill().context("killing the checkpointed tree")?;
     } else {
@@ -114,6 +116,7 @@ fn dump_frozen(
     writer: &mut ImageWriter,
     fds: Vec<FdImage>,
     shared: &mut memory::SharedSeen,
+    progress: &indicatif::ProgressBar,
 ) -> Result<(ProcessImage, u64)> {
     let pid = seized.pid;
     let vmas = proc::vmas(pid)?;
@@ -135,7 +138,7 @@ fn dump_frozen(
         }
         parasite.open_pipe(seized, &mut remote)?;
         let pages_file = writer.create_pages(pid)?;
-        let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file, shared)?;
+        let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file, shared, progress)?;
         Ok((st, per_thread, pages))
     })();
     let cured = parasite.unload(seized, &mut remote);
