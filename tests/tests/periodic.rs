@@ -46,7 +46,7 @@ fn launched_job_is_restarted_from_the_latest_image_after_a_crash() {
         Stdio::null(),
     );
     let log = Log::new(log);
-    wait_for("a third image", SECS20, || complete(&list(&h, &dir)).iter().any(|n| n == "img-0003"));
+    wait_for("a third image", SECS20, || dir.exists() && complete(&list(&h, &dir)).iter().any(|n| n == "img-0003"));
     let entries = list(&h, &dir);
     assert_eq!(complete(&entries).len(), 2, "--keep 2: {entries:?}");
     assert_eq!(latest(&entries), complete(&entries).last().cloned(), "the newest complete image is the latest");
