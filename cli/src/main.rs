@@ -3,6 +3,7 @@
 mod coredump;
 mod dump;
 mod inspect;
+mod snapshot;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
