@@ -65,8 +65,11 @@ enum Cmd {
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
         /// Which process of the image (default: the root).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "all")]
         pid: Option<i32>,
+        /// One core per process of the image, written to FILE.PID.
+        #[arg(long)]
+        all: bool,
     },
     /// Show what an image holds.
     Inspect {
@@ -119,17 +122,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"pid": s.pid, "image": s.image, "frozen_us": s.frozen_us, "total_us": s.total_us, "pages": s.pages, "killed": kill})
+                    serde_json::json!({
+                        "pid": s.pid, "image": s.image, "frozen_us": s.frozen_us, "total_us": s.total_us,
+                        "pages": s.pages, "killed": kill, "left_running": !kill,
+                    })
                 );
             } else {
                 eprintln!(
-                    "cryo: checkpointed {} into {} ({} pages, frozen {:.1} ms, total {:.1} ms){}",
+                    "cryo: checkpointed {} into {} ({} pages in {:.1} ms); the process was stopped for {:.1} ms{}",
                     s.pid,
                     s.image.display(),
                     s.pages,
-                    s.frozen_us as f64 / 1000.0,
                     s.total_us as f64 / 1000.0,
-                    if kill { ", process killed" } else { "" }
+                    s.frozen_us as f64 / 1000.0,
+                    if kill { " and then killed" } else { " and runs on" }
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -139,9 +145,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let code = cryo_restorer::restart(&opts)?;
             Ok(ExitCode::from(code))
         }
-        Cmd::Core { dir, output, pid } => {
-            let n = coredump::write(&dir, pid, &output)?;
-            eprintln!("cryo: wrote {} ({n} memory areas)", output.display());
+        Cmd::Core { dir, output, pid, all } => {
+            for (path, n) in coredump::write(&dir, pid, all, &output)? {
+                eprintln!("cryo: wrote {} ({n} memory areas)", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Inspect { dir, json } => {
