@@ -381,3 +381,34 @@ fn inspect_json_describes_deadlocked_threads() {
     }
     assert_still_running(&mut p);
 }
+
+/// Code built without unwind tables but with frame pointers: the walk gets
+/// from glibc (unwind tables) into the program and on through its frame
+/// records to the thread's start.
+#[test]
+fn inspect_follows_frame_pointers_where_unwind_tables_are_missing() {
+    let h = Harness::with_cryo("inspect-fp");
+    h.compile_with("deadlock", &["-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-omit-frame-pointer"]);
+    let (mut p, prog, img, _) = deadlocked_image(&h, &[]);
+    let out = h.cryo_run(&["inspect", img.to_str().unwrap(), "--json"]);
+    out.assert_ok();
+    let v: Value = serde_json::from_str(&out.stdout).expect("inspect --json is JSON");
+    let threads = v["processes"][0]["threads"].as_array().unwrap();
+    for f in ["take_first_then_second", "take_second_then_first"] {
+        let t = threads
+            .iter()
+            .find(|t| t["stack"].as_array().unwrap().iter().any(|fr| fr["symbol"] == f))
+            .unwrap_or_else(|| panic!("no thread in {f}: {threads:#?}"));
+        let stack = t["stack"].as_array().unwrap();
+        let at = stack.iter().position(|fr| fr["symbol"] == f).unwrap();
+        assert_eq!(stack[at]["module"], prog.as_str());
+        let caller = stack.get(at + 1).unwrap_or_else(|| panic!("nothing above {f}: {stack:#?}\n{}", t["stack_end"]));
+        assert_eq!(caller["how"], "frame_pointer", "{f} has no unwind table; its caller comes from its frame record: {stack:#?}");
+        assert_eq!(caller["symbol"], "start_thread", "{stack:#?}");
+    }
+    let main_thread = threads.iter().find(|t| t["tid"] == p.pid()).unwrap();
+    let stack = main_thread["stack"].as_array().unwrap();
+    let at = stack.iter().position(|fr| fr["symbol"] == "main").unwrap_or_else(|| panic!("main missing: {stack:#?}"));
+    assert_eq!(stack[at + 1]["how"], "frame_pointer", "{stack:#?}");
+    assert_still_running(&mut p);
+}

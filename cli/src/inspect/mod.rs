@@ -10,7 +10,7 @@ mod stack;
 
 use crate::snapshot::ProcessMemory;
 use anyhow::{Context, Result};
-use cryo_image::{FdTarget, ImageReader, Inventory, PageOrigin, ProcessImage, ThreadImage};
+use cryo_image::{FdTarget, ImageReader, PageOrigin, ProcessImage, ThreadImage};
 use cryo_tracer::arch::{word, Arch, Native};
 use modules::Modules;
 use serde::Serialize;
@@ -215,7 +215,7 @@ pub fn run(dir: &Path, as_json: bool) -> Result<()> {
         parent_image: inv.parent.clone(),
         frozen_us: inv.stats.frozen_us,
         total_us: inv.stats.total_us,
-        tree: tree(inv),
+        tree: tree(&inv.processes.iter().map(|p| (p.pid, p.ppid, p.comm.as_str())).collect::<Vec<_>>()),
         processes,
     };
     if as_json {
@@ -226,22 +226,22 @@ pub fn run(dir: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The processes as a forest: a process whose parent is not in the image is a root.
-fn tree(inv: &Inventory) -> Vec<TreeNode> {
-    fn children(inv: &Inventory, pid: i32, depth: usize) -> Vec<TreeNode> {
-        if depth > inv.processes.len() {
-            return Vec::new(); // a pid cycle in a damaged image
-        }
-        inv.processes
-            .iter()
-            .filter(|c| c.ppid == pid && c.pid != pid)
-            .map(|c| TreeNode { pid: c.pid, ppid: c.ppid, comm: c.comm.clone(), children: children(inv, c.pid, depth + 1) })
-            .collect()
+/// The processes as a forest: a process whose parent is not in the image is a
+/// root. Takes (pid, ppid, comm) in the image's order.
+fn tree(procs: &[(i32, i32, &str)]) -> Vec<TreeNode> {
+    fn node(procs: &[(i32, i32, &str)], (pid, ppid, comm): (i32, i32, &str), depth: usize) -> TreeNode {
+        // A pid cycle in a damaged image must not recurse forever.
+        let children = if depth > procs.len() {
+            Vec::new()
+        } else {
+            procs.iter().filter(|c| c.1 == pid && c.0 != pid).map(|c| node(procs, *c, depth + 1)).collect()
+        };
+        TreeNode { pid, ppid, comm: comm.to_string(), children }
     }
-    inv.processes
+    procs
         .iter()
-        .filter(|p| !inv.processes.iter().any(|q| q.pid == p.ppid && q.pid != p.pid))
-        .map(|p| TreeNode { pid: p.pid, ppid: p.ppid, comm: p.comm.clone(), children: children(inv, p.pid, 0) })
+        .filter(|p| !procs.iter().any(|q| q.0 == p.1 && q.0 != p.0))
+        .map(|p| node(procs, *p, 0))
         .collect()
 }
 
@@ -599,5 +599,41 @@ fn list(v: &[String]) -> String {
         "none".to_string()
     } else {
         v.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(n: &TreeNode) -> String {
+        let kids: Vec<String> = n.children.iter().map(shape).collect();
+        if kids.is_empty() {
+            n.pid.to_string()
+        } else {
+            format!("{}({})", n.pid, kids.join(" "))
+        }
+    }
+
+    #[test]
+    fn tree_nests_children_under_parents_in_image_order() {
+        let procs = [(10, 1, "sh"), (11, 10, "make"), (13, 11, "cc"), (12, 10, "sleep"), (14, 11, "ld")];
+        let t = tree(&procs);
+        assert_eq!(t.iter().map(shape).collect::<Vec<_>>(), ["10(11(13 14) 12)"]);
+        assert_eq!(t[0].children[0].comm, "make");
+    }
+
+    #[test]
+    fn tree_of_unrelated_processes_and_cycles_terminates() {
+        let t = tree(&[(5, 1, "a"), (6, 2, "b")]);
+        assert_eq!(t.iter().map(shape).collect::<Vec<_>>(), ["5", "6"]);
+        // Each the other's parent (a damaged image): no root, no endless recursion.
+        assert!(tree(&[(7, 8, "x"), (8, 7, "y")]).is_empty());
+    }
+
+    #[test]
+    fn signal_names_follow_linux_numbering() {
+        assert_eq!(signal_names((1 << 9) | (1 << 11) | (1 << 33)), ["SIGUSR1", "SIGUSR2", "SIGRTMIN+2"]);
+        assert_eq!(sa_flag_names(0x1400_0004), ["SA_SIGINFO", "SA_RESTORER", "SA_RESTART"]);
     }
 }

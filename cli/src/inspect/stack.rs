@@ -108,6 +108,13 @@ fn is_code(mem: &ProcessMemory, addr: u64) -> bool {
     mem.vma_at(addr).is_some_and(|v| v.prot & libc::PROT_EXEC as u32 != 0)
 }
 
+/// Code right after a call instruction.
+fn is_return_address(mem: &ProcessMemory, addr: u64) -> bool {
+    let mut before = [0u8; 16];
+    let n = Native::MAX_INSN_LEN.clamp(4, before.len());
+    is_code(mem, addr) && mem.read(addr - n as u64, &mut before[..n]).is_ok() && Native::follows_call(&before[..n])
+}
+
 /// One step with the unwind table. `Err` when there is no usable table entry,
 /// `Ok(None)` when the table says this is the outermost frame.
 fn cfi_step(lookup: u64, regs: &Regs, mem: &ProcessMemory, vmas: &[Vma], modules: &mut Modules) -> Result<Option<Step>, ()> {
@@ -218,7 +225,10 @@ fn fp_step(sp: u64, regs: &Regs, mem: &ProcessMemory) -> Option<Step> {
     }
     let saved_fp = mem.word(fp.wrapping_add(rec.saved_fp as u64), word())?;
     let pc = mem.word(fp.wrapping_add(rec.return_address as u64), word())?;
-    if !is_code(mem, pc) {
+    // A register that merely holds some stack address is no frame record.
+    // (The saved fp is not checked: a caller built without frame pointers
+    // leaves anything there, and that is the next step's business.)
+    if !is_return_address(mem, pc) {
         return None;
     }
     let mut next: Regs = vec![None; NREGS];
@@ -234,10 +244,9 @@ fn scan_step(sp: u64, mem: &ProcessMemory) -> Option<Step> {
     let w = word() as u64;
     let stack_end = mem.vma_at(sp)?.end;
     let mut addr = sp.next_multiple_of(w);
-    let mut before = vec![0u8; Native::MAX_INSN_LEN.max(8)];
     while addr + w <= stack_end.min(sp + SCAN_BYTES) {
         if let Some(v) = mem.word(addr, w as usize) {
-            if is_code(mem, v) && mem.read(v - before.len() as u64, &mut before).is_ok() && Native::follows_call(&before) {
+            if is_return_address(mem, v) {
                 let mut next: Regs = vec![None; NREGS];
                 next[Native::DWARF_SP as usize] = Some(addr + w);
                 return Some(Step { pc: v, sp: addr + w, regs: next, how: How::Scan, exact_pc: false });
