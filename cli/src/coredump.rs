@@ -27,6 +27,7 @@ const NT_FILE: u32 = 0x4649_4c45;
 /// Returns the files written with their number of memory areas.
 pub fn write(dir: &Path, pid: Option<i32>, all: bool, out: &Path) -> Result<Vec<(PathBuf, u64)>> {
     let img = ImageReader::open(dir)?;
+    crate::snapshot::check_arch(dir, &img.inventory)?;
     let pids: Vec<i32> = if all {
         img.inventory.processes.iter().map(|p| p.pid).collect()
     } else {

@@ -7,7 +7,8 @@
 //! zero otherwise (anonymous memory that was never touched).
 
 use anyhow::{bail, Context, Result};
-use cryo_image::{ImageReader, PageOrigin, PageRun, ProcessImage, Vma, VmaKind};
+use cryo_image::{ImageReader, Inventory, PageOrigin, PageRun, ProcessImage, Vma, VmaKind};
+use cryo_tracer::arch::{Arch, Native};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
@@ -160,4 +161,18 @@ impl ProcessMemory {
         self.read(addr, &mut b[..size]).ok()?;
         Some(u64::from_le_bytes(b))
     }
+}
+
+/// Registers and memory are decoded as this build's CPU lays them out.
+pub fn check_arch(dir: &std::path::Path, inv: &Inventory) -> Result<()> {
+    if inv.arch != Native::NAME {
+        bail!(
+            "image {} was taken on {}, this cryo reads {} images; use a cryo built for {}",
+            dir.display(),
+            inv.arch,
+            Native::NAME,
+            inv.arch
+        );
+    }
+    Ok(())
 }

@@ -198,6 +198,7 @@ struct ModuleReport {
 pub fn run(dir: &Path, as_json: bool) -> Result<()> {
     let img = ImageReader::open(dir)?;
     let inv = &img.inventory;
+    crate::snapshot::check_arch(dir, inv)?;
     let mut processes = Vec::new();
     for e in &inv.processes {
         let p = img.read_process(e.pid).with_context(|| format!("reading process {} of image {}", e.pid, dir.display()))?;
@@ -360,7 +361,10 @@ fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> 
 }
 
 fn thread_report(t: &ThreadImage, mem: &ProcessMemory, p: &ProcessImage, mods: &mut Modules) -> ThreadReport {
-    let gp = &t.regsets[0].data;
+    // Images are checksummed, so a short register set means a cryo bug;
+    // report the thread without registers rather than fail the whole listing.
+    let empty = vec![0u8; Native::GP_SIZE];
+    let gp = t.regsets.first().map(|r| &r.data).filter(|d| d.len() >= Native::GP_SIZE).unwrap_or(&empty);
     let pc = Native::pc(gp);
     let w = word();
     let registers = Native::GP_NAMES
