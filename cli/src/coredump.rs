@@ -7,7 +7,7 @@
 
 use crate::snapshot::ProcessMemory;
 use anyhow::{bail, Context, Result};
-use cryo_image::{ImageReader, ProcessImage, Vma, VmaKind};
+use cryo_image::{ImageReader, ProcessEntry, ProcessImage, ProcessState, Vma, VmaKind};
 use cryo_tracer::arch::{push_word as put_word, word, Arch, Native};
 use object::elf;
 use object::write::elf::{FileHeader, ProgramHeader, Writer};
@@ -23,20 +23,25 @@ const NT_SIGINFO: u32 = 0x5349_4749;
 const NT_FILE: u32 = 0x4649_4c45;
 
 /// Write one core per process: `out` for the root (or for `pid`), or with
-/// `all`, `out.PID` for every process of the image (gcore's naming).
+/// `all`, `out.PID` for every live process of the image (gcore's naming;
+/// zombies have neither memory nor threads).
 /// Returns the files written with their number of memory areas.
 pub fn write(dir: &Path, pid: Option<i32>, all: bool, out: &Path) -> Result<Vec<(PathBuf, u64)>> {
     let img = ImageReader::open(dir)?;
     crate::snapshot::check_arch(dir, &img.inventory)?;
+    let live = |e: &&ProcessEntry| e.state == ProcessState::Live;
     let pids: Vec<i32> = if all {
-        img.inventory.processes.iter().map(|p| p.pid).collect()
+        img.inventory.processes.iter().filter(live).map(|p| p.pid).collect()
     } else {
         let pid = pid.unwrap_or(img.inventory.root_pid);
-        if !img.inventory.processes.iter().any(|p| p.pid == pid) {
-            let have: Vec<String> = img.inventory.processes.iter().map(|p| p.pid.to_string()).collect();
-            bail!("image {} holds no process {pid}; it holds {}", dir.display(), have.join(", "));
+        match img.inventory.processes.iter().find(|p| p.pid == pid) {
+            Some(e) if live(&e) => vec![pid],
+            Some(_) => bail!("process {pid} of image {} is a zombie: it has no memory or threads to write", dir.display()),
+            None => {
+                let have: Vec<String> = img.inventory.processes.iter().filter(live).map(|p| p.pid.to_string()).collect();
+                bail!("image {} holds no process {pid}; it holds {}", dir.display(), have.join(", "))
+            }
         }
-        vec![pid]
     };
     let mut written = Vec::new();
     for pid in pids {

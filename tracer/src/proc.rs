@@ -85,6 +85,10 @@ pub struct Stat {
     pub ppid: i32,
     pub pgid: i32,
     pub sid: i32,
+    /// Signal the parent gets when this process exits.
+    pub exit_signal: i32,
+    /// wait() status of an exited process (a zombie's), 0 otherwise.
+    pub exit_code: i32,
     pub start_code: u64,
     pub end_code: u64,
     pub start_stack: u64,
@@ -115,6 +119,8 @@ pub fn stat(pid: i32) -> Result<Stat> {
         ppid: field(4)? as i32,
         pgid: field(5)? as i32,
         sid: field(6)? as i32,
+        exit_signal: field(38)? as i32,
+        exit_code: field(52).unwrap_or(0) as i32,
         start_code: field(26)?,
         end_code: field(27)?,
         start_stack: field(28)?,
@@ -142,6 +148,23 @@ pub fn tasks(pid: i32) -> Result<Vec<i32>> {
         rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
     tids.sort_by_key(|&t| (t != pid, t));
     Ok(tids)
+}
+
+/// Children of every thread of a process (each thread's own children file).
+pub fn children(pid: i32) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for tid in tasks(pid)? {
+        let path = format!("/proc/{pid}/task/{tid}/children");
+        match fs::read_to_string(&path) {
+            Ok(text) => out.extend(text.split_whitespace().filter_map(|c| c.parse::<i32>().ok())),
+            // The thread exited after the listing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(TracerError::proc(path, e)),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 pub fn read_link(path: &str) -> Result<String> {
@@ -205,6 +228,10 @@ fn parse_maps_line(path: &str, line: &str, start: u64, end: u64) -> Result<Vma> 
         "[vdso]" => VmaKind::Vdso,
         "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
         "[vsyscall]" => VmaKind::Vsyscall,
+        // Shared anonymous memory shows as "/dev/zero (deleted)", memfds as
+        // "/memfd:NAME (deleted)", SysV segments as "/SYSV<key> (deleted)":
+        // none can be opened again by that name.
+        _ if inode != 0 && (name.ends_with(" (deleted)") || name.starts_with("/SYSV")) => VmaKind::Shmem,
         _ if inode != 0 => VmaKind::File,
         _ => VmaKind::Anon,
     };

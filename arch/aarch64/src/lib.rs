@@ -84,6 +84,10 @@ impl Arch for Aarch64 {
             MemfdCreate => 279,
             Rseq => 293,
             Clone3 => 435,
+            Ftruncate => 46,
+            PidfdOpen => 434,
+            PidfdGetfd => 438,
+            RtSigtimedwait => 137,
             CloseRange => 436,
             ArchPrctl => return None,
         })

@@ -66,6 +66,10 @@ pub enum Sysno {
     ArchPrctl,
     Personality,
     Prlimit64,
+    Ftruncate,
+    PidfdOpen,
+    PidfdGetfd,
+    RtSigtimedwait,
 }
 
 /// What a syscall interrupted by the freeze needs so that the thread carries

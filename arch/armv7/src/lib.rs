@@ -85,6 +85,10 @@ impl Arch for Armv7 {
             MemfdCreate => 385,
             Rseq => 398,
             Clone3 => 435,
+            Ftruncate => 93,
+            PidfdOpen => 434,
+            PidfdGetfd => 438,
+            RtSigtimedwait => 177,
             CloseRange => 436,
             ArchPrctl => return None,
         })

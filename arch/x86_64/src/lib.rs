@@ -96,6 +96,10 @@ impl Arch for X86_64 {
             MemfdCreate => 319,
             Rseq => 334,
             Clone3 => 435,
+            Ftruncate => 77,
+            PidfdOpen => 434,
+            PidfdGetfd => 438,
+            RtSigtimedwait => 128,
             CloseRange => 436,
         })
     }

@@ -4,6 +4,8 @@
 //! swapped), and the pages of private file mappings that the process wrote
 //! (anonymous copies). Not stored: never-touched pages, unmodified file pages,
 //! shared file mappings (the file holds them), kernel-provided vDSO/vvar.
+//! Shared memory without a file to reopen (`VmaKind::Shmem`) is stored
+//! whole, once per tree: the first process that maps a given range stores it.
 
 use cryo_tracer::arch::page_size;
 use anyhow::{bail, Result};
@@ -12,6 +14,7 @@ use cryo_injector::{Parasite, Remote};
 use cryo_parasite::abi::IoVec;
 use cryo_tracer::proc::{pagemap, MemFile, Pagemap};
 use cryo_tracer::Seized;
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -27,9 +30,20 @@ const PAGEMAP_CHUNK: u64 = 1 << 16;
 /// iovecs handed to the parasite per command.
 const IOV_BATCH: usize = 4096;
 
-pub fn dump(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite, vmas: &[Vma], out: &File) -> Result<Pages> {
+/// Shared memory ranges already stored by a process of the tree:
+/// (device, inode, offset, length).
+pub type SharedSeen = HashSet<(u64, u64, u64, u64)>;
+
+pub fn dump(
+    seized: &mut Seized,
+    remote: &mut Remote,
+    parasite: &mut Parasite,
+    vmas: &[Vma],
+    out: &File,
+    shared: &mut SharedSeen,
+) -> Result<Pages> {
     let pid = seized.pid;
-    let runs = select(pid, vmas, &remote.mem)?;
+    let runs = select(pid, vmas, &remote.mem, shared)?;
     let ps = page_size();
     let mut iovs: Vec<IoVec> = Vec::new();
     let mut offset = 0u64;
@@ -68,7 +82,7 @@ fn copy_unreadable(mem: &MemFile, addr: u64, len: u64, out: &File, offset: &mut 
 }
 
 /// The page runs to store, in address order, with their offsets in the pages file.
-pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile) -> Result<Vec<PageRun>> {
+pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile, shared: &mut SharedSeen) -> Result<Vec<PageRun>> {
     let ps = page_size();
     let pm = Pagemap::open(pid)?;
     let mut runs: Vec<PageRun> = Vec::new();
@@ -88,6 +102,14 @@ pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile) -> Result<Vec<PageRun>> {
         }
         let file_backed = v.kind == VmaKind::File;
         if file_backed && v.shared {
+            continue;
+        }
+        if v.kind == VmaKind::Shmem {
+            // The object's pages, whether or not this process touched them;
+            // a private mapping of a deleted file needs even the untouched ones.
+            if !v.shared || shared.insert((v.dev, v.inode, v.offset, v.len())) {
+                runs.push(PageRun { vaddr: v.start, npages: v.len() / ps, file_offset: 0, origin: PageOrigin::Here });
+            }
             continue;
         }
         let first_run = runs.len();

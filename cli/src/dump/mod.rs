@@ -10,10 +10,10 @@ mod memory;
 mod state;
 
 use anyhow::{Context, Result};
-use cryo_image::{DumpStats, ImageWriter, Inventory, ProcessEntry, ProcessImage, RegSet, ThreadImage};
+use cryo_image::{DumpStats, FdImage, ImageWriter, Inventory, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage};
 use cryo_injector::{Parasite, Remote};
 use cryo_tracer::arch::{page_size, Arch, Native};
-use cryo_tracer::{fault, proc, ptrace, Seized};
+use cryo_tracer::{fault, proc, ptrace, Seized, Tree};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -34,13 +34,54 @@ pub struct Summary {
 pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let t0 = Instant::now();
     let pid = opts.pid;
-    let mut seized = Seized::freeze(pid)?;
+    let mut tree = Tree::freeze(pid)?;
     let frozen = Instant::now();
 
     let mut writer = ImageWriter::create(&opts.out)?;
-    // On error, dropping `seized` releases the target and dropping `writer`
+    // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
-    let (process, pages) = dump_frozen(&mut seized, &mut writer)?;
+    let mut tree_fds = fds::collect(&tree.pids())?;
+    let mut shared = memory::SharedSeen::new();
+    let mut processes = Vec::new();
+    let mut pages = 0;
+    let mut cpu_features = 0;
+    for seized in &mut tree.procs {
+        let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
+        let (process, stored) = dump_frozen(seized, &mut writer, fds, &mut shared)?;
+        if cpu_features == 0 {
+            cpu_features = process
+                .threads
+                .first()
+                .map(|t| {
+                    let sets: Vec<(u32, &[u8])> = t.regsets.iter().map(|r| (r.note_type, r.data.as_slice())).collect();
+                    Native::cpu_features(&sets)
+                })
+                .unwrap_or(0);
+        }
+        fault::check("image-write")?;
+        writer.write_process(&process)?;
+        processes.push(ProcessEntry {
+            pid: process.pid,
+            ppid: process.ppid,
+            pgid: process.pgid,
+            sid: process.sid,
+            comm: process.comm.clone(),
+            threads: process.threads.len() as u32,
+            state: ProcessState::Live,
+        });
+        pages += stored;
+    }
+    for z in &tree.zombies {
+        processes.push(ProcessEntry {
+            pid: z.pid,
+            ppid: z.ppid,
+            pgid: z.pgid,
+            sid: z.sid,
+            comm: z.comm.clone(),
+            threads: 0,
+            state: ProcessState::Zombie { status: z.status },
+        });
+    }
     let frozen_us = frozen.elapsed().as_micros() as u64;
     let inventory = Inventory {
         cryo_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -51,36 +92,31 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             as u64,
         page_size: page_size(),
         root_pid: pid,
-        processes: vec![ProcessEntry { pid, ppid: process.ppid, comm: process.comm.clone() }],
+        processes,
+        pipes: tree_fds.pipes,
         parent: None,
-        cpu_features: process
-            .threads
-            .first()
-            .map(|t| {
-                let sets: Vec<(u32, &[u8])> = t.regsets.iter().map(|r| (r.note_type, r.data.as_slice())).collect();
-                Native::cpu_features(&sets)
-            })
-            .unwrap_or(0),
+        cpu_features,
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
     };
-    fault::check("image-write")?;
-    writer.write_process(&process)?;
     writer.finish(&inventory).context("completing the image")?;
     if opts.kill {
-        seized.kill().context("killing the checkpointed process")?;
+        tree.kill().context("killing the checkpointed tree")?;
     } else {
-        seized.release().context("resuming the checkpointed process")?;
+        tree.release().context("resuming the checkpointed tree")?;
     }
     Ok(Summary { pid, frozen_us, total_us: t0.elapsed().as_micros() as u64, pages, image: opts.out.clone() })
 }
 
-
 /// Everything done while the process is frozen. On error the parasite has
 /// been unloaded (as far as possible) before returning.
-fn dump_frozen(seized: &mut Seized, writer: &mut ImageWriter) -> Result<(ProcessImage, u64)> {
+fn dump_frozen(
+    seized: &mut Seized,
+    writer: &mut ImageWriter,
+    fds: Vec<FdImage>,
+    shared: &mut memory::SharedSeen,
+) -> Result<(ProcessImage, u64)> {
     let pid = seized.pid;
     let vmas = proc::vmas(pid)?;
-    let fds = fds::collect(pid)?;
     let mut remote = Remote::bootstrap(seized, pid, &vmas)?;
     let mut parasite = match Parasite::load(seized, &mut remote, None) {
         Ok(p) => p,
@@ -99,7 +135,7 @@ fn dump_frozen(seized: &mut Seized, writer: &mut ImageWriter) -> Result<(Process
         }
         parasite.open_pipe(seized, &mut remote)?;
         let pages_file = writer.create_pages(pid)?;
-        let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file)?;
+        let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file, shared)?;
         Ok((st, per_thread, pages))
     })();
     let cured = parasite.unload(seized, &mut remote);
@@ -177,6 +213,8 @@ fn dump_frozen(seized: &mut Seized, writer: &mut ImageWriter) -> Result<(Process
         pages: pages.runs,
         pages_bytes: pages.bytes,
         threads,
+        exit_signal: stat.exit_signal,
+        child_subreaper: st.child_subreaper,
         sigactions: st.sigactions,
         itimers: st.itimers,
         fds,

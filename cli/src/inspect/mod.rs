@@ -10,7 +10,7 @@ mod stack;
 
 use crate::snapshot::ProcessMemory;
 use anyhow::{Context, Result};
-use cryo_image::{FdTarget, ImageReader, PageOrigin, ProcessImage, ThreadImage};
+use cryo_image::{FdTarget, ImageReader, PageOrigin, ProcessImage, ProcessState, ThreadImage};
 use cryo_tracer::arch::{word, Arch, Native};
 use modules::Modules;
 use serde::Serialize;
@@ -33,16 +33,35 @@ struct Report {
     parent_image: Option<String>,
     frozen_us: u64,
     total_us: u64,
-    tree: Vec<TreeNode>,
+    tree: Vec<TreeEntry>,
+    /// Pipes with both ends inside the tree.
+    pipes: Vec<PipeReport>,
+    /// Every live process (zombies have nothing but their tree entry).
     processes: Vec<ProcessReport>,
 }
 
+/// One process of the tree, in the image's order (parents before children).
 #[derive(Serialize)]
-struct TreeNode {
+struct TreeEntry {
     pid: i32,
     ppid: i32,
+    pgid: i32,
+    sid: i32,
     comm: String,
-    children: Vec<TreeNode>,
+    threads: u32,
+    /// "live", or "zombie" (exited, not yet reaped: no memory or threads).
+    state: &'static str,
+    /// For a zombie: what wait() will report.
+    wait_status: Option<i32>,
+    /// Pids of its children in the image.
+    children: Vec<i32>,
+}
+
+#[derive(Serialize)]
+struct PipeReport {
+    inode: u64,
+    capacity: u32,
+    queued_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -153,14 +172,24 @@ struct RunReport {
 #[derive(Serialize)]
 struct FdReport {
     fd: i32,
-    /// "file", "device" or "outside" (a pipe, terminal or socket leading out of the tree).
+    /// "file", "device", "pipe" (both ends inside the tree) or "outside" (a
+    /// pipe, terminal or socket leading out of the tree).
     kind: &'static str,
     path: Option<String>,
+    pipe: Option<PipeEnd>,
     what: String,
     pos: u64,
     flags: u32,
     access: &'static str,
     cloexec: bool,
+}
+
+#[derive(Serialize)]
+struct PipeEnd {
+    /// The pipe's entry in the image's `pipes`.
+    inode: u64,
+    /// "read" or "write".
+    end: &'static str,
 }
 
 #[derive(Serialize)]
@@ -200,10 +229,32 @@ pub fn run(dir: &Path, as_json: bool) -> Result<()> {
     let inv = &img.inventory;
     crate::snapshot::check_arch(dir, inv)?;
     let mut processes = Vec::new();
-    for e in &inv.processes {
+    for e in inv.processes.iter().filter(|e| e.state == ProcessState::Live) {
         let p = img.read_process(e.pid).with_context(|| format!("reading process {} of image {}", e.pid, dir.display()))?;
         processes.push(process_report(&img, &p)?);
     }
+    let links: Vec<(i32, i32)> = inv.processes.iter().map(|e| (e.pid, e.ppid)).collect();
+    let tree = inv
+        .processes
+        .iter()
+        .map(|e| TreeEntry {
+            pid: e.pid,
+            ppid: e.ppid,
+            pgid: e.pgid,
+            sid: e.sid,
+            comm: e.comm.clone(),
+            threads: e.threads,
+            state: match e.state {
+                ProcessState::Live => "live",
+                ProcessState::Zombie { .. } => "zombie",
+            },
+            wait_status: match e.state {
+                ProcessState::Live => None,
+                ProcessState::Zombie { status } => Some(status),
+            },
+            children: children(&links, e.pid),
+        })
+        .collect();
     let report = Report {
         format: FORMAT,
         cryo_version: inv.cryo_version.clone(),
@@ -216,7 +267,8 @@ pub fn run(dir: &Path, as_json: bool) -> Result<()> {
         parent_image: inv.parent.clone(),
         frozen_us: inv.stats.frozen_us,
         total_us: inv.stats.total_us,
-        tree: tree(&inv.processes.iter().map(|p| (p.pid, p.ppid, p.comm.as_str())).collect::<Vec<_>>()),
+        tree,
+        pipes: inv.pipes.iter().map(|p| PipeReport { inode: p.inode, capacity: p.capacity, queued_bytes: p.data.len() as u64 }).collect(),
         processes,
     };
     if as_json {
@@ -227,23 +279,14 @@ pub fn run(dir: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The processes as a forest: a process whose parent is not in the image is a
-/// root. Takes (pid, ppid, comm) in the image's order.
-fn tree(procs: &[(i32, i32, &str)]) -> Vec<TreeNode> {
-    fn node(procs: &[(i32, i32, &str)], (pid, ppid, comm): (i32, i32, &str), depth: usize) -> TreeNode {
-        // A pid cycle in a damaged image must not recurse forever.
-        let children = if depth > procs.len() {
-            Vec::new()
-        } else {
-            procs.iter().filter(|c| c.1 == pid && c.0 != pid).map(|c| node(procs, *c, depth + 1)).collect()
-        };
-        TreeNode { pid, ppid, comm: comm.to_string(), children }
-    }
-    procs
-        .iter()
-        .filter(|p| !procs.iter().any(|q| q.0 == p.1 && q.0 != p.0))
-        .map(|p| node(procs, *p, 0))
-        .collect()
+/// Children of `pid` among (pid, ppid) pairs, in image order.
+fn children(links: &[(i32, i32)], pid: i32) -> Vec<i32> {
+    links.iter().filter(|(c, pp)| *pp == pid && *c != pid).map(|(c, _)| *c).collect()
+}
+
+/// Processes whose parent is not in the image: where the printed tree starts.
+fn roots(links: &[(i32, i32)]) -> Vec<i32> {
+    links.iter().filter(|(p, pp)| !links.iter().any(|(q, _)| q == pp && q != p)).map(|(p, _)| *p).collect()
 }
 
 fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> {
@@ -298,15 +341,19 @@ fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> 
         .fds
         .iter()
         .map(|f| {
-            let (kind, path) = match &f.target {
-                FdTarget::File { path, .. } => ("file", Some(path.clone())),
-                FdTarget::Device { path, .. } => ("device", Some(path.clone())),
-                FdTarget::Outside { .. } => ("outside", None),
+            let (kind, path, pipe) = match &f.target {
+                FdTarget::File { path, .. } => ("file", Some(path.clone()), None),
+                FdTarget::Device { path, .. } => ("device", Some(path.clone()), None),
+                FdTarget::Pipe { inode, write } => {
+                    ("pipe", None, Some(PipeEnd { inode: *inode, end: if *write { "write" } else { "read" } }))
+                }
+                FdTarget::Outside { .. } => ("outside", None, None),
             };
             FdReport {
                 fd: f.fd,
                 kind,
                 path,
+                pipe,
                 what: fd_desc(&f.target),
                 pos: f.pos,
                 flags: f.flags,
@@ -443,6 +490,7 @@ fn fd_desc(t: &FdTarget) -> String {
     match t {
         FdTarget::File { path, .. } => format!("file {path}"),
         FdTarget::Device { path, .. } => format!("device {path}"),
+        FdTarget::Pipe { inode, write } => format!("pipe {inode} ({} end)", if *write { "write" } else { "read" }),
         FdTarget::Outside { stdio, what } => format!("{what} (restored as cryo's fd {stdio})"),
     }
 }
@@ -498,26 +546,38 @@ fn text(dir: &Path, r: &Report) -> String {
         r.parent_image.as_ref().map(|p| format!(", incremental on {p}")).unwrap_or_default()
     );
     let _ = writeln!(o, "\nprocess tree:");
-    fn node(o: &mut String, n: &TreeNode, procs: &[ProcessReport], depth: usize) {
-        let p = procs.iter().find(|p| p.pid == n.pid);
-        let _ = writeln!(
-            o,
-            "  {:indent$}{} {} ({}, {} thread{}) {}",
-            "",
-            n.pid,
-            n.comm,
-            p.map_or("?", |p| p.state),
-            p.map_or(0, |p| p.threads.len()),
-            if p.map_or(0, |p| p.threads.len()) == 1 { "" } else { "s" },
-            p.map(|p| p.cmdline.join(" ")).unwrap_or_default(),
-            indent = depth * 2
-        );
-        for c in &n.children {
-            node(o, c, procs, depth + 1);
+    fn node(o: &mut String, r: &Report, pid: i32, depth: usize) {
+        let Some(e) = r.tree.iter().find(|e| e.pid == pid) else { return };
+        let what = match (r.processes.iter().find(|p| p.pid == pid), e.wait_status) {
+            (_, Some(status)) => format!("zombie, wait status {status:#x}"),
+            (Some(p), None) => format!(
+                "{}, {} thread{}, pgid {}, sid {}: {}",
+                p.state,
+                p.threads.len(),
+                if p.threads.len() == 1 { "" } else { "s" },
+                p.pgid,
+                p.sid,
+                p.cmdline.join(" ")
+            ),
+            (None, None) => "not in the image".to_string(),
+        };
+        let _ = writeln!(o, "  {:indent$}{} {} ({what})", "", e.pid, e.comm, indent = depth * 2);
+        // Depth bounds a pid cycle in a damaged image.
+        if depth < r.tree.len() {
+            for c in &e.children {
+                node(o, r, *c, depth + 1);
+            }
         }
     }
-    for n in &r.tree {
-        node(&mut o, n, &r.processes, 0);
+    let links: Vec<(i32, i32)> = r.tree.iter().map(|e| (e.pid, e.ppid)).collect();
+    for pid in roots(&links) {
+        node(&mut o, r, pid, 0);
+    }
+    if !r.pipes.is_empty() {
+        let _ = writeln!(o, "\npipes inside the tree:");
+        for p in &r.pipes {
+            let _ = writeln!(o, "  pipe {}: {} bytes queued, capacity {}", p.inode, p.queued_bytes, p.capacity);
+        }
     }
     for p in &r.processes {
         let _ = writeln!(o, "\nprocess {} ({}) ppid {} pgid {} sid {} uid {} gid {}: {}", p.pid, p.comm, p.ppid, p.pgid, p.sid, p.uid, p.gid, p.state);
@@ -610,29 +670,15 @@ fn list(v: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn shape(n: &TreeNode) -> String {
-        let kids: Vec<String> = n.children.iter().map(shape).collect();
-        if kids.is_empty() {
-            n.pid.to_string()
-        } else {
-            format!("{}({})", n.pid, kids.join(" "))
-        }
-    }
-
     #[test]
-    fn tree_nests_children_under_parents_in_image_order() {
-        let procs = [(10, 1, "sh"), (11, 10, "make"), (13, 11, "cc"), (12, 10, "sleep"), (14, 11, "ld")];
-        let t = tree(&procs);
-        assert_eq!(t.iter().map(shape).collect::<Vec<_>>(), ["10(11(13 14) 12)"]);
-        assert_eq!(t[0].children[0].comm, "make");
-    }
-
-    #[test]
-    fn tree_of_unrelated_processes_and_cycles_terminates() {
-        let t = tree(&[(5, 1, "a"), (6, 2, "b")]);
-        assert_eq!(t.iter().map(shape).collect::<Vec<_>>(), ["5", "6"]);
-        // Each the other's parent (a damaged image): no root, no endless recursion.
-        assert!(tree(&[(7, 8, "x"), (8, 7, "y")]).is_empty());
+    fn children_and_roots_of_a_tree() {
+        let links = [(10, 1), (11, 10), (13, 11), (12, 10), (14, 11), (20, 2)];
+        assert_eq!(roots(&links), [10, 20]);
+        assert_eq!(children(&links, 10), [11, 12]);
+        assert_eq!(children(&links, 11), [13, 14]);
+        assert!(children(&links, 13).is_empty());
+        // Each the other's parent (a damaged image): no root.
+        assert!(roots(&[(7, 8), (8, 7)]).is_empty());
     }
 
     #[test]
