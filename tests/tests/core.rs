@@ -412,3 +412,93 @@ fn inspect_follows_frame_pointers_where_unwind_tables_are_missing() {
     assert_eq!(stack[at + 1]["how"], "frame_pointer", "{stack:#?}");
     assert_still_running(&mut p);
 }
+
+/// A tree (a parent and three children over pipes): inspect describes every
+/// process with its stack and pipe ends, and `core --all` writes one core per
+/// process that gdb loads, while the tree runs on.
+#[test]
+fn inspect_and_core_cover_every_process_of_a_tree() {
+    let h = Harness::with_cryo("inspect-tree");
+    let prog = h.compile("tree_pipes").to_str().unwrap().to_string();
+    let (mut p, log) = h.spawn(&[&prog, "400", "10"], "tree.log");
+    log.wait_prefix("msg 30 ", std::time::Duration::from_secs(20));
+    let img = h.path("img");
+    h.cryo_run(&["checkpoint", &p.pid().to_string(), "-o", img.to_str().unwrap()]).assert_ok();
+    assert_still_running(&mut p);
+
+    let out = h.cryo_run(&["inspect", img.to_str().unwrap(), "--json"]);
+    out.assert_ok();
+    let v: Value = serde_json::from_str(&out.stdout).expect("inspect --json is JSON");
+    let tree = v["tree"].as_array().unwrap();
+    assert_eq!(tree.len(), 4, "parent + 3 children: {tree:#?}");
+    assert_eq!(tree[0]["pid"], p.pid());
+    let kids: Vec<i64> = tree[0]["children"].as_array().unwrap().iter().map(|c| c.as_i64().unwrap()).collect();
+    assert_eq!(kids.len(), 3, "{tree:#?}");
+    let procs = v["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 4, "every live process is described");
+    let pipes: Vec<u64> = v["pipes"].as_array().unwrap().iter().map(|p| p["inode"].as_u64().unwrap()).collect();
+    for pj in procs {
+        let pid = pj["pid"].as_i64().unwrap();
+        assert!(pid == p.pid() as i64 || kids.contains(&pid), "process {pid} not in the tree");
+        assert!(pj["threads"].as_array().unwrap().iter().all(|t| t["state"] == "syscall" || t["state"] == "user"));
+        let in_main = pj["threads"][0]["stack"].as_array().unwrap().iter().any(|f| f["symbol"] == "main");
+        assert!(in_main, "process {pid}: main not on the stack: {:#?}", pj["threads"][0]["stack"]);
+        // The parent holds the three read ends; each child its own write end
+        // (and, inherited, the read ends of its older siblings' pipes).
+        let ends: Vec<&Value> = pj["fds"].as_array().unwrap().iter().filter(|f| f["kind"] == "pipe").collect();
+        let count = |end: &str| ends.iter().filter(|e| e["pipe"]["end"] == end).count();
+        let want = if pid == p.pid() as i64 { (3, 0) } else { (count("read"), 1) };
+        assert_eq!((count("read"), count("write")), want, "process {pid} pipe ends: {:#?}", pj["fds"]);
+        for e in ends {
+            assert!(pipes.contains(&e["pipe"]["inode"].as_u64().unwrap()), "fd's pipe is among the image's pipes: {e}");
+        }
+    }
+    let text = h.cryo_run(&["inspect", img.to_str().unwrap()]);
+    text.assert_ok();
+    for k in &kids {
+        assert!(text.stdout.contains(&format!("    {k} tree_pipes (")), "child {k} indented under the parent:\n{}", text.stdout);
+    }
+
+    let prefix = h.path("core");
+    let out = h.cryo_run(&["core", img.to_str().unwrap(), "--all", "-o", prefix.to_str().unwrap()]);
+    out.assert_ok();
+    for pid in std::iter::once(p.pid() as i64).chain(kids.iter().copied()) {
+        let core = format!("{}.{pid}", prefix.display());
+        let (bt, warnings) = gdb(&h, &prog, &core, &["bt"]);
+        assert!(bt.contains(" main ("), "gdb on the core of {pid}:\n{bt}\n{warnings}");
+        // gdb's complaints about register sections ("... in core file too small",
+        // "Unexpected size of section ... in core file").
+        assert!(!warnings.contains("in core file"), "gdb on the core of {pid}: {warnings}");
+    }
+    assert_still_running(&mut p);
+}
+
+/// Zombies are listed in the tree with what wait() will report; they have
+/// no memory or threads, so no core.
+#[test]
+fn zombies_are_listed_but_have_no_core() {
+    let h = Harness::with_cryo("inspect-zombie");
+    let prog = h.compile("zombie").to_str().unwrap().to_string();
+    let (mut p, log) = h.spawn(&[&prog, "200", "50"], "zombie.log");
+    let first = log.wait_prefix("children ", std::time::Duration::from_secs(20));
+    let pids: Vec<i64> = first.split_whitespace().skip(1).map(|s| s.parse().unwrap()).collect();
+    let img = h.path("img");
+    h.cryo_run(&["checkpoint", &p.pid().to_string(), "-o", img.to_str().unwrap()]).assert_ok();
+    assert_still_running(&mut p);
+
+    let out = h.cryo_run(&["inspect", img.to_str().unwrap(), "--json"]);
+    out.assert_ok();
+    let v: Value = serde_json::from_str(&out.stdout).expect("inspect --json is JSON");
+    let tree = v["tree"].as_array().unwrap();
+    let zombie = |pid: i64| tree.iter().find(|e| e["pid"] == pid).unwrap_or_else(|| panic!("{pid} not in {tree:#?}"));
+    assert_eq!((zombie(pids[0])["state"].as_str(), zombie(pids[0])["wait_status"].as_i64()), (Some("zombie"), Some(7 << 8)));
+    assert_eq!((zombie(pids[1])["state"].as_str(), zombie(pids[1])["wait_status"].as_i64()), (Some("zombie"), Some(15)));
+    assert_eq!(v["processes"].as_array().unwrap().len(), 1, "only the parent has memory and threads");
+
+    let prefix = h.path("core");
+    h.cryo_run(&["core", img.to_str().unwrap(), "--all", "-o", prefix.to_str().unwrap()]).assert_ok();
+    assert!(std::path::Path::new(&format!("{}.{}", prefix.display(), p.pid())).exists());
+    assert!(!std::path::Path::new(&format!("{}.{}", prefix.display(), pids[0])).exists(), "no core for a zombie");
+    let out = h.cryo_run(&["core", img.to_str().unwrap(), "--pid", &pids[0].to_string(), "-o", h.path("z.core").to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&["zombie"]);
+}
