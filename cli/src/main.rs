@@ -4,6 +4,7 @@ mod coredump;
 mod dump;
 mod inspect;
 mod periodic;
+mod progress;
 mod snapshot;
 
 use anyhow::{Context, Result};
@@ -17,6 +18,9 @@ struct Cli {
     /// More log output (repeat for more); also CRYO_LOG=debug.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// No progress bars and no warnings, only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -122,7 +126,8 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    progress::set_quiet(cli.quiet);
+    init_logging(if cli.quiet { None } else { Some(cli.verbose) });
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -145,11 +150,12 @@ fn one_line(e: &anyhow::Error) -> String {
     s
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: Option<u8>) {
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+        None => "error",
+        Some(0) => "warn",
+        Some(1) => "info",
+        Some(_) => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CRYO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
@@ -204,8 +210,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 dir
             };
-            let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns };
-            let code = cryo_restorer::restart(&opts)?;
+            let bar = progress::bytes("restart");
+            let shown = bar.clone();
+            // Cleared once the last page is in: a foreground restart's
+            // process may write to this terminal next.
+            let report: cryo_restorer::Progress = std::sync::Arc::new(move |done, total| {
+                shown.set_length(total);
+                shown.set_position(done);
+                if done >= total {
+                    shown.finish_and_clear();
+                }
+            });
+            let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns, progress: Some(report) };
+            let code = cryo_restorer::restart(&opts);
+            bar.finish_and_clear();
+            let code = code?;
             Ok(ExitCode::from(code))
         }
         Cmd::Core { dir, output, pid, all } => {

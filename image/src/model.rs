@@ -36,6 +36,10 @@ pub struct ProcessEntry {
     pub comm: String,
     /// Number of threads (0 for a zombie).
     pub threads: u32,
+    /// The session's leader is a live process outside the tree (a login
+    /// shell): the restart puts the process in `cryo restart`'s session
+    /// rather than recreating a session whose leader is gone.
+    pub session_outside: bool,
     pub state: ProcessState,
 }
 

@@ -30,7 +30,11 @@ pub struct Options {
     pub pidfile: Option<PathBuf>,
     /// Restore inside a new user+pid namespace so the processes keep their pids.
     pub pid_ns: bool,
+    /// Told (bytes read so far, bytes in all) as pages go into place.
+    pub progress: Option<Progress>,
 }
+
+pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 pub type Result<T> = std::result::Result<T, RestoreError>;
 
@@ -53,7 +57,7 @@ pub fn restart(opts: &Options) -> Result<u8> {
     }
 
     let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns(img.inventory.root_pid)? } else { ns::Sandbox::plain() };
-    let root_host = match restore_tree(&img, &images, &mut sandbox) {
+    let root_host = match restore_tree(&img, &images, &mut sandbox, opts.progress.clone()) {
         Ok(h) => h,
         Err(e) => {
             sandbox.kill_all();
@@ -73,9 +77,10 @@ pub fn restart(opts: &Options) -> Result<u8> {
 
 /// Create the tree, then rebuild it stage by stage across all processes, so
 /// that no process runs before every one is ready. Returns the root's host pid.
-fn restore_tree(img: &ImageReader, images: &HashMap<i32, ProcessImage>, sandbox: &mut ns::Sandbox) -> Result<i32> {
+fn restore_tree(img: &ImageReader, images: &HashMap<i32, ProcessImage>, sandbox: &mut ns::Sandbox, progress: Option<Progress>) -> Result<i32> {
     let in_userns = sandbox.init.is_some();
     let mut reg = Registry::new(images.values());
+    reg.progress = progress.map(|f| (f, images.values().map(|p| p.pages_bytes).sum()));
     let members = shape::create(&img.inventory.processes, images, sandbox, &mut reg)?;
     let root_host = members[0].host;
     let mut live = Vec::new();

@@ -94,7 +94,7 @@ impl<'a> Restoree<'a> {
         teardown(self, &own)?;
         move_vdso(self, &own, self.area + self.blob_size)?;
         map_areas(self, reg)?;
-        read_pages(self, pages)?;
+        read_pages(self, pages, reg)?;
         protect_and_mm(self, exe)
     }
 
@@ -374,7 +374,7 @@ fn plan_reads(p: &ProcessImage, ps: u64) -> Vec<Read> {
     reads
 }
 
-fn read_pages(b: &mut Restoree, pages_fd: u64) -> Result<()> {
+fn read_pages(b: &mut Restoree, pages_fd: u64, reg: &mut Registry) -> Result<()> {
     let p = b.p;
     let reads = plan_reads(p, cryo_tracer::arch::page_size());
     for chunk in reads.chunks(PREADV_PER_BATCH) {
@@ -396,6 +396,10 @@ fn read_pages(b: &mut Restoree, pages_fd: u64) -> Result<()> {
             if out.results[i] as u64 != want {
                 return Err(RestoreError::Rebuild(format!("pages file: read {} of {want} bytes at offset {off}", out.results[i])));
             }
+            reg.pages_done += want;
+        }
+        if let Some((report, total)) = &reg.progress {
+            report(reg.pages_done, *total);
         }
     }
     Ok(())

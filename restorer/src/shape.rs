@@ -182,7 +182,8 @@ fn scratch(r: &Remote) -> u64 {
 /// root is reparented to the namespace's init as the original was to its
 /// init. Returns the root's host pid and, with a helper, the session id.
 fn create_root(root: &ProcessEntry, entries: &[ProcessEntry], sandbox: &mut Sandbox) -> Result<(i32, Option<i32>)> {
-    let leader_gone = root.sid != root.pid && !entries.iter().any(|e| e.pid == root.sid);
+    // A session id of 0 is one outside the namespace the image was taken in.
+    let leader_gone = root.sid > 0 && !root.session_outside && root.sid != root.pid && !entries.iter().any(|e| e.pid == root.sid);
     if !leader_gone || sandbox.init.is_none() {
         return Ok((sandbox.spawn(root.pid)?.host_pid, None));
     }

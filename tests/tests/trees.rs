@@ -233,3 +233,29 @@ fn daemon_keeps_a_session_whose_leader_is_gone() {
     let expect = format!("sid {sid} pgid {pgid}");
     assert!(lines.iter().filter(|l| l.starts_with("tick ")).all(|l| l.ends_with(&expect)), "{}", lines.join("\n"));
 }
+
+/// A restored tree can be checkpointed again (it runs in cryo's pid
+/// namespace, where its pids are the old ones): three generations of
+/// checkpoint and restart, and the programs never notice.
+#[test]
+fn restart_of_a_restart_keeps_the_tree() {
+    let h = Harness::with_cryo("tree-generations");
+    let prog = h.compile("tree_pipes");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "200", "10"], "tree.log");
+    log.wait_prefix("msg 30 ", SECS20);
+    h.checkpoint_kill(&mut p, &h.path("img0"));
+    let mut host = h.restart_detached(&h.path("img0"));
+    for gen in 1..=2 {
+        let seen = log.line_count();
+        log.wait_growth(seen, 10, SECS20);
+        let img = h.path(&format!("img{gen}"));
+        h.cryo_run(&["checkpoint", &host.to_string(), "-o", img.to_str().unwrap(), "--kill"]).assert_ok();
+        let inv = inspect_json(&h, &img);
+        assert_eq!(inv["root_pid"].as_i64(), Some(p.pid() as i64), "generation {gen} records the tree's own pids");
+        host = h.restart_detached(&img);
+    }
+    log.wait_prefix("done ", SECS20);
+    let lines = log.lines();
+    assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{}", lines.join("\n"));
+    assert_eq!(assert_consecutive(&lines, "msg ", "three generations"), 600);
+}

@@ -34,6 +34,11 @@ pub struct Status {
     pub cap_amb: u64,
     pub no_new_privs: bool,
     pub seccomp: u32,
+    /// The ids in every pid namespace from the reader's down to the
+    /// process's own (NSpid, NSpgid, NSsid): the last is how it sees itself.
+    pub ns_pid: Vec<i32>,
+    pub ns_pgid: Vec<i32>,
+    pub ns_sid: Vec<i32>,
 }
 
 pub fn status(pid: i32) -> Result<Status> {
@@ -56,6 +61,9 @@ pub fn status(pid: i32) -> Result<Status> {
             "State" => s.state = v.chars().next().unwrap_or('?'),
             "Tgid" => s.tgid = v.parse().unwrap_or(0),
             "PPid" => s.ppid = v.parse().unwrap_or(0),
+            "NSpid" => s.ns_pid = v.split_whitespace().filter_map(|x| x.parse().ok()).collect(),
+            "NSpgid" => s.ns_pgid = v.split_whitespace().filter_map(|x| x.parse().ok()).collect(),
+            "NSsid" => s.ns_sid = v.split_whitespace().filter_map(|x| x.parse().ok()).collect(),
             "TracerPid" => s.tracer_pid = v.parse().unwrap_or(0),
             "Uid" => s.uids = ids(v),
             "Gid" => s.gids = ids(v),

@@ -14,6 +14,7 @@ use cryo_injector::{Parasite, Remote};
 use cryo_parasite::abi::IoVec;
 use cryo_tracer::proc::{pagemap, MemFile, Pagemap};
 use cryo_tracer::Seized;
+use indicatif::ProgressBar;
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -29,6 +30,8 @@ pub struct Pages {
 const PAGEMAP_CHUNK: u64 = 1 << 16;
 /// iovecs handed to the parasite per command.
 const IOV_BATCH: usize = 4096;
+/// Bytes handed to the parasite per command at most (a progress step).
+const STREAM_PIECE: u64 = 64 << 20;
 
 /// Shared memory ranges already stored by a process of the tree:
 /// (device, inode, offset, length).
@@ -41,29 +44,44 @@ pub fn dump(
     vmas: &[Vma],
     out: &File,
     shared: &mut SharedSeen,
+    progress: &ProgressBar,
 ) -> Result<Pages> {
     let pid = seized.pid;
     let runs = select(pid, vmas, &remote.mem, shared)?;
     let ps = page_size();
+    progress.inc_length(runs.iter().map(|r| r.npages * ps).sum());
+    let start = progress.position();
     let mut iovs: Vec<IoVec> = Vec::new();
+    let mut queued = 0u64;
     let mut offset = 0u64;
     for run in &runs {
         let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
         let len = run.npages * ps;
         if vma.prot & libc::PROT_READ as u32 != 0 && vma.kind != VmaKind::Vdso {
-            iovs.push(IoVec { base: run.vaddr, len });
-            if iovs.len() >= IOV_BATCH {
-                parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
-                iovs.clear();
+            // Pieces of a bounded size, so progress shows within one big area.
+            let mut at = 0;
+            while at < len {
+                let piece = (len - at).min(STREAM_PIECE);
+                iovs.push(IoVec { base: run.vaddr + at, len: piece });
+                queued += piece;
+                at += piece;
+                if iovs.len() >= IOV_BATCH || queued >= STREAM_PIECE {
+                    parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
+                    iovs.clear();
+                    queued = 0;
+                    progress.set_position(start + offset);
+                }
             }
         } else {
             // vmsplice needs read access and ordinary pages; /proc/PID/mem does not.
             parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
             iovs.clear();
+            queued = 0;
             copy_unreadable(&remote.mem, run.vaddr, len, out, &mut offset)?;
         }
     }
     parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
+    progress.set_position(start + offset);
     let stored = runs.iter().map(|r| r.npages).sum();
     Ok(Pages { runs, bytes: offset, stored })
 }

@@ -7,6 +7,7 @@
 
 mod fds;
 mod memory;
+mod pids;
 mod state;
 
 use anyhow::{Context, Result};
@@ -36,18 +37,21 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let pid = opts.pid;
     let mut tree = Tree::freeze(pid)?;
     let frozen = Instant::now();
+    let view = pids::PidView::of_root(pid)?;
 
     let mut writer = ImageWriter::create(&opts.out)?;
     // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
-    let mut tree_fds = fds::collect(&tree.pids())?;
+    let tree_pids = tree.pids();
+    let mut tree_fds = fds::collect(&tree_pids)?;
     let mut shared = memory::SharedSeen::new();
+    let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
     let mut pages = 0;
     let mut cpu_features = 0;
     for seized in &mut tree.procs {
         let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
-        let (process, stored) = dump_frozen(seized, &mut writer, fds, &mut shared)?;
+        let (process, stored) = dump_frozen(seized, &view, &mut writer, fds, &mut shared, &progress)?;
         if cpu_features == 0 {
             cpu_features = process
                 .threads
@@ -67,18 +71,21 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             sid: process.sid,
             comm: process.comm.clone(),
             threads: process.threads.len() as u32,
+            session_outside: session_leader_outside(seized.pid, &tree_pids),
             state: ProcessState::Live,
         });
         pages += stored;
     }
     for z in &tree.zombies {
+        let (zpid, pgid, sid) = view.ids(z.pid)?;
         processes.push(ProcessEntry {
-            pid: z.pid,
-            ppid: z.ppid,
-            pgid: z.pgid,
-            sid: z.sid,
+            pid: zpid,
+            ppid: view.parent(z.ppid),
+            pgid,
+            sid,
             comm: z.comm.clone(),
             threads: 0,
+            session_outside: session_leader_outside(z.pid, &tree_pids),
             state: ProcessState::Zombie { status: z.status },
         });
     }
@@ -91,7 +98,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         created_unix_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
             as u64,
         page_size: page_size(),
-        root_pid: pid,
+        root_pid: view.pid(pid)?,
         processes,
         pipes: tree_fds.pipes,
         parent: None,
@@ -99,6 +106,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
     };
     writer.finish(&inventory).context("completing the image")?;
+    progress.finish_and_clear();
     if opts.kill {
         tree.kill().context("killing the checkpointed tree")?;
     } else {
@@ -107,13 +115,21 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     Ok(Summary { pid, frozen_us, total_us: t0.elapsed().as_micros() as u64, pages, image: opts.out.clone() })
 }
 
+/// Whether the leader of `pid`'s session is alive and not part of the tree.
+fn session_leader_outside(pid: i32, tree: &[i32]) -> bool {
+    let Ok(sid) = proc::stat(pid).map(|s| s.sid) else { return false };
+    sid > 0 && !tree.contains(&sid) && proc::stat(sid).is_ok_and(|l| l.sid == sid && l.state != 'Z')
+}
+
 /// Everything done while the process is frozen. On error the parasite has
 /// been unloaded (as far as possible) before returning.
 fn dump_frozen(
     seized: &mut Seized,
+    view: &pids::PidView,
     writer: &mut ImageWriter,
     fds: Vec<FdImage>,
     shared: &mut memory::SharedSeen,
+    progress: &indicatif::ProgressBar,
 ) -> Result<(ProcessImage, u64)> {
     let pid = seized.pid;
     let vmas = proc::vmas(pid)?;
@@ -134,8 +150,8 @@ fn dump_frozen(
             per_thread.push(state::collect_thread(seized, &mut r, &mut parasite)?);
         }
         parasite.open_pipe(seized, &mut remote)?;
-        let pages_file = writer.create_pages(pid)?;
-        let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file, shared)?;
+        let pages_file = writer.create_pages(view.pid(pid)?)?;
+        let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file, shared, progress)?;
         Ok((st, per_thread, pages))
     })();
     let cured = parasite.unload(seized, &mut remote);
@@ -153,7 +169,7 @@ fn dump_frozen(
             pending |= 1u64 << (s - 1);
         }
         threads.push(ThreadImage {
-            tid: t.tid,
+            tid: view.pid(t.tid)?,
             comm: tstatus.name.clone(),
             regsets: t.regsets.iter().map(|(nt, d)| RegSet { note_type: *nt, data: d.clone() }).collect(),
             sigmask: t.sigmask,
@@ -184,11 +200,12 @@ fn dump_frozen(
         .ok()
         .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
         .unwrap_or(0);
+    let (inner, pgid, sid) = view.ids(pid)?;
     let process = ProcessImage {
-        pid,
-        ppid: status.ppid,
-        pgid: stat.pgid,
-        sid: stat.sid,
+        pid: inner,
+        ppid: view.parent(status.ppid),
+        pgid,
+        sid,
         comm: status.name.clone(),
         exe: proc::read_link(&format!("/proc/{pid}/exe"))?,
         cwd: proc::read_link(&format!("/proc/{pid}/cwd"))?,
