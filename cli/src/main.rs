@@ -5,6 +5,7 @@ mod dump;
 mod inspect;
 mod periodic;
 mod progress;
+mod snapshot;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -75,8 +76,11 @@ enum Cmd {
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
         /// Which process of the image (default: the root).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "all")]
         pid: Option<i32>,
+        /// One core per process of the image, written to FILE.PID.
+        #[arg(long)]
+        all: bool,
     },
     /// Checkpoint a running tree on an interval until it exits (SIGUSR1: one
     /// now; SIGTERM: a last one, then leave the job running).
@@ -180,17 +184,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"pid": s.pid, "image": s.image, "frozen_us": s.frozen_us, "total_us": s.total_us, "pages": s.pages, "killed": kill})
+                    serde_json::json!({
+                        "pid": s.pid, "image": s.image, "frozen_us": s.frozen_us, "total_us": s.total_us,
+                        "pages": s.pages, "killed": kill, "left_running": !kill,
+                    })
                 );
             } else {
                 eprintln!(
-                    "cryo: checkpointed {} into {} ({} pages, frozen {:.1} ms, total {:.1} ms){}",
+                    "cryo: checkpointed {} into {} ({} pages in {:.1} ms); the process was stopped for {:.1} ms{}",
                     s.pid,
                     s.image.display(),
                     s.pages,
-                    s.frozen_us as f64 / 1000.0,
                     s.total_us as f64 / 1000.0,
-                    if kill { ", process killed" } else { "" }
+                    s.frozen_us as f64 / 1000.0,
+                    if kill { " and then killed" } else { " and runs on" }
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -220,9 +227,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let code = code?;
             Ok(ExitCode::from(code))
         }
-        Cmd::Core { dir, output, pid } => {
-            let n = coredump::write(&dir, pid, &output)?;
-            eprintln!("cryo: wrote {} ({n} memory areas)", output.display());
+        Cmd::Core { dir, output, pid, all } => {
+            for (path, n) in coredump::write(&dir, pid, all, &output)? {
+                eprintln!("cryo: wrote {} ({n} memory areas)", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Attach { pid, output, interval, keep } => {
