@@ -5,32 +5,65 @@
 //! pages the image did not need to store, from the mapped file or zeros), so
 //! a large image never has to fit in memory.
 
-use anyhow::{Context, Result};
-use cryo_image::{ImageReader, PageRun, ProcessImage, Vma, VmaKind};
+use crate::snapshot::ProcessMemory;
+use anyhow::{bail, Context, Result};
+use cryo_image::{ImageReader, ProcessEntry, ProcessImage, ProcessState, Vma, VmaKind};
 use cryo_tracer::arch::{push_word as put_word, word, Arch, Native};
 use object::elf;
 use object::write::elf::{FileHeader, ProgramHeader, Writer};
 use object::write::StreamingBuffer;
 use object::Endianness;
-use std::collections::HashMap;
-use std::fs::File;
 use std::io::BufWriter;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 const NT_PRPSINFO: u32 = 3;
 const NT_AUXV: u32 = 6;
 const NT_SIGINFO: u32 = 0x5349_4749;
 const NT_FILE: u32 = 0x4649_4c45;
 
-pub fn write(dir: &Path, pid: Option<i32>, out: &Path) -> Result<u64> {
+/// Write one core per process: `out` for the root (or for `pid`), or with
+/// `all`, `out.PID` for every live process of the image (gcore's naming;
+/// zombies have neither memory nor threads).
+/// Returns the files written with their number of memory areas.
+pub fn write(dir: &Path, pid: Option<i32>, all: bool, out: &Path) -> Result<Vec<(PathBuf, u64)>> {
     let img = ImageReader::open(dir)?;
-    let pid = pid.unwrap_or(img.inventory.root_pid);
-    let p = img.read_process(pid).with_context(|| format!("process {pid} of image {}", dir.display()))?;
+    crate::snapshot::check_arch(dir, &img.inventory)?;
+    let live = |e: &&ProcessEntry| e.state == ProcessState::Live;
+    let pids: Vec<i32> = if all {
+        img.inventory.processes.iter().filter(live).map(|p| p.pid).collect()
+    } else {
+        let pid = pid.unwrap_or(img.inventory.root_pid);
+        match img.inventory.processes.iter().find(|p| p.pid == pid) {
+            Some(e) if live(&e) => vec![pid],
+            Some(_) => bail!("process {pid} of image {} is a zombie: it has no memory or threads to write", dir.display()),
+            None => {
+                let have: Vec<String> = img.inventory.processes.iter().filter(live).map(|p| p.pid.to_string()).collect();
+                bail!("image {} holds no process {pid}; it holds {}", dir.display(), have.join(", "))
+            }
+        }
+    };
+    let mut written = Vec::new();
+    for pid in pids {
+        let path = if all {
+            let mut name = out.as_os_str().to_owned();
+            name.push(format!(".{pid}"));
+            PathBuf::from(name)
+        } else {
+            out.to_path_buf()
+        };
+        let n = write_one(&img, pid, &path).with_context(|| format!("core of process {pid} of image {}", dir.display()))?;
+        written.push((path, n));
+    }
+    Ok(written)
+}
+
+fn write_one(img: &ImageReader, pid: i32, out: &Path) -> Result<u64> {
+    let p = img.read_process(pid)?;
     let ps = img.inventory.page_size;
-    let pages = img.open_pages(pid)?;
+    let mem = ProcessMemory::open(img, &p)?;
     let segments: Vec<(&Vma, bool)> =
-        p.vmas.iter().filter(|v| v.kind != VmaKind::Vsyscall).map(|v| (v, has_contents(&p, v, ps))).collect();
+        p.vmas.iter().filter(|v| v.kind != VmaKind::Vsyscall).map(|v| (v, has_contents(&mem, v))).collect();
     let notes = notes(&p, ps);
 
     let file = std::fs::OpenOptions::new()
@@ -92,7 +125,6 @@ pub fn write(dir: &Path, pid: Option<i32>, out: &Path) -> Result<u64> {
     }
     w.pad_until(notes_off);
     w.write(&notes);
-    let mut files = MappedFiles::default();
     let mut page = vec![0u8; ps as usize];
     for ((v, data), off) in segments.iter().zip(&offsets) {
         if !*data {
@@ -101,7 +133,7 @@ pub fn write(dir: &Path, pid: Option<i32>, out: &Path) -> Result<u64> {
         w.pad_until(*off);
         let mut addr = v.start;
         while addr < v.end {
-            fill_page(&p, v, addr, &pages, &mut files, &mut page)?;
+            mem.read_page(v, addr, &mut page)?;
             w.write(&page);
             addr += ps;
         }
@@ -113,53 +145,18 @@ pub fn write(dir: &Path, pid: Option<i32>, out: &Path) -> Result<u64> {
 
 /// Which areas carry their contents in the core: everything a debugger reads
 /// that is not plain program text it can take from the binaries themselves.
-fn has_contents(p: &ProcessImage, v: &Vma, ps: u64) -> bool {
+fn has_contents(mem: &ProcessMemory, v: &Vma) -> bool {
     if v.prot & libc::PROT_READ as u32 == 0 || v.kind == VmaKind::Vvar {
         return false;
     }
     if v.kind == VmaKind::Vdso {
-        return run_at(&p.pages, v.start, v.end, ps).is_some();
+        return mem.stores_any(v.start, v.end);
     }
     if v.kind != VmaKind::File || v.prot & libc::PROT_WRITE as u32 != 0 {
         return true;
     }
     // Read-only file areas: the ELF header (build-ids) and anything the process changed.
-    v.offset == 0 || run_at(&p.pages, v.start, v.end, ps).is_some()
-}
-
-/// The stored run covering `addr` (or, with `end`, any run within [addr, end)).
-fn run_at(runs: &[PageRun], addr: u64, end: u64, ps: u64) -> Option<&PageRun> {
-    let i = runs.partition_point(|r| r.vaddr + r.npages * ps <= addr);
-    runs.get(i).filter(|r| r.vaddr < end.max(addr + 1))
-}
-
-#[derive(Default)]
-struct MappedFiles {
-    open: HashMap<String, Option<File>>,
-}
-
-fn fill_page(p: &ProcessImage, v: &Vma, addr: u64, pages: &File, files: &mut MappedFiles, page: &mut [u8]) -> Result<()> {
-    page.fill(0);
-    let ps = page.len() as u64;
-    if let Some(r) = run_at(&p.pages, addr, addr + ps, ps).filter(|r| r.vaddr <= addr) {
-        pages.read_exact_at(page, r.file_offset + (addr - r.vaddr)).context("reading the pages file")?;
-        return Ok(());
-    }
-    if v.kind == VmaKind::File {
-        let f = files.open.entry(v.name.clone()).or_insert_with(|| File::open(&v.name).ok());
-        if let Some(f) = f {
-            let mut done = 0;
-            let off = v.offset + (addr - v.start);
-            // Past the end of the file, the mapping reads zeros.
-            while done < page.len() {
-                match f.read_at(&mut page[done..], off + done as u64) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => done += n,
-                }
-            }
-        }
-    }
-    Ok(())
+    v.offset == 0 || mem.stores_any(v.start, v.end)
 }
 
 fn note(out: &mut Vec<u8>, owner: &str, ty: u32, desc: &[u8]) {
@@ -195,7 +192,9 @@ fn prstatus(p: &ProcessImage, t: &cryo_image::ThreadImage) -> Vec<u8> {
 /// `struct elf_prpsinfo` for the process.
 fn prpsinfo(p: &ProcessImage) -> Vec<u8> {
     let w = word();
-    let mut b = vec![b'S', b'S', 0, 0];
+    // pr_state (index into "RSDTZW"), pr_sname, pr_zomb, pr_nice: a
+    // checkpointed process is stopped from outside, which ps shows as sleeping.
+    let mut b = vec![1, b'S', 0, 0];
     b.resize(w, 0);
     put_word(&mut b, 0); // pr_flag
     let u = Native::PRPSINFO_UID_BYTES;
@@ -236,20 +235,38 @@ fn file_note(p: &ProcessImage, ps: u64) -> Vec<u8> {
     b
 }
 
+/// Notes in the order the kernel writes them (the first thread's status, then
+/// the process-wide notes, then that thread's other register sets; then each
+/// further thread), with gdb's per-thread NT_SIGINFO after each thread.
 fn notes(p: &ProcessImage, ps: u64) -> Vec<u8> {
-    let owner = |nt: u32| Native::REGSETS.iter().find(|s| s.note_type == nt).map_or("LINUX", |s| s.core_note_owner);
+    let spec = |nt: u32| Native::REGSETS.iter().find(|s| s.note_type == nt);
     let mut out = Vec::new();
     for (i, t) in p.threads.iter().enumerate() {
         note(&mut out, "CORE", Native::REGSETS[0].note_type, &prstatus(p, t));
         if i == 0 {
             note(&mut out, "CORE", NT_PRPSINFO, &prpsinfo(p));
-            note(&mut out, "CORE", NT_SIGINFO, &[0u8; 128]);
             note(&mut out, "CORE", NT_AUXV, &p.mm.auxv);
             note(&mut out, "CORE", NT_FILE, &file_note(p, ps));
         }
         for rs in t.regsets.iter().skip(1) {
-            note(&mut out, owner(rs.note_type), rs.note_type, &rs.data);
+            let s = spec(rs.note_type);
+            let mut buf = vec![0u8; s.map_or(0, |s| s.max_size).max(rs.data.len())];
+            let n = Native::core_note(rs.note_type, &rs.data, &mut buf);
+            note(&mut out, s.map_or("LINUX", |s| s.core_note_owner), rs.note_type, &buf[..n]);
         }
+        note(&mut out, "CORE", NT_SIGINFO, &siginfo());
     }
     out
+}
+
+/// NT_SIGINFO: the process was not stopped by a signal but from outside, as
+/// gcore stops it; like gcore's, the note says SIGSTOP sent by a user
+/// (SI_USER), while pr_cursig stays 0 so gdb reports no fatal signal.
+fn siginfo() -> Vec<u8> {
+    const SIGSTOP: i32 = 19;
+    const SI_USER: i32 = 0;
+    let mut b = vec![0u8; 128];
+    b[0..4].copy_from_slice(&SIGSTOP.to_le_bytes());
+    b[8..12].copy_from_slice(&SI_USER.to_le_bytes());
+    b
 }

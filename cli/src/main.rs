@@ -3,8 +3,11 @@
 mod coredump;
 mod dump;
 mod inspect;
+mod periodic;
+mod progress;
+mod snapshot;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +18,9 @@ struct Cli {
     /// More log output (repeat for more); also CRYO_LOG=debug.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// No progress bars and no warnings, only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -24,11 +30,16 @@ enum Cmd {
     /// Freeze a process and write its whole state to an image directory.
     #[command(visible_alias = "dump")]
     Checkpoint {
-        /// The process to checkpoint (one of yours).
-        pid: i32,
+        /// The process to checkpoint (one of yours): the root of the tree.
+        #[arg(required_unless_present = "now")]
+        pid: Option<i32>,
         /// Image directory to create (must not exist, or be empty).
-        #[arg(short = 'o', long = "output", value_name = "DIR")]
-        output: PathBuf,
+        #[arg(short = 'o', long = "output", value_name = "DIR", required_unless_present = "now")]
+        output: Option<PathBuf>,
+        /// Ask the `cryo attach` working on DIR for a checkpoint now, and wait
+        /// until it is complete.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["pid", "output", "kill"])]
+        now: Option<PathBuf>,
         /// Kill the process after a successful checkpoint, while still frozen,
         /// so nothing runs between the image and the kill.
         #[arg(long, conflicts_with = "leave_running")]
@@ -43,7 +54,8 @@ enum Cmd {
     /// Bring a checkpointed process back from its image.
     #[command(visible_alias = "restore")]
     Restart {
-        /// Image directory written by `cryo checkpoint`.
+        /// Image directory written by `cryo checkpoint`, or a directory of
+        /// periodic images (the latest complete one is restarted).
         dir: PathBuf,
         /// Return as soon as the process runs, instead of staying in the
         /// foreground as its parent and passing on its exit status.
@@ -64,8 +76,44 @@ enum Cmd {
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: PathBuf,
         /// Which process of the image (default: the root).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "all")]
         pid: Option<i32>,
+        /// One core per process of the image, written to FILE.PID.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Checkpoint a running tree on an interval until it exits (SIGUSR1: one
+    /// now; SIGTERM: a last one, then leave the job running).
+    Attach {
+        pid: i32,
+        /// Directory of periodic images (created 0700).
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        output: PathBuf,
+        /// Time between checkpoints: 30s, 10m, 1h, ...
+        #[arg(long, value_parser = periodic::parse_duration, default_value = "10m")]
+        interval: std::time::Duration,
+        /// Complete images to keep (older ones are removed).
+        #[arg(long, default_value_t = 3)]
+        keep: usize,
+    },
+    /// Start a program and checkpoint it on an interval, like `cryo attach`
+    /// (nothing is preloaded into it). Exits with the program's status.
+    Launch {
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        output: PathBuf,
+        #[arg(long, value_parser = periodic::parse_duration, default_value = "10m")]
+        interval: std::time::Duration,
+        #[arg(long, default_value_t = 3)]
+        keep: usize,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// List the images of a directory of periodic images.
+    List {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Show what an image holds.
     Inspect {
@@ -78,7 +126,8 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    progress::set_quiet(cli.quiet);
+    init_logging(if cli.quiet { None } else { Some(cli.verbose) });
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -101,46 +150,103 @@ fn one_line(e: &anyhow::Error) -> String {
     s
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: Option<u8>) {
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
+        None => "error",
+        Some(0) => "warn",
+        Some(1) => "info",
+        Some(_) => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CRYO_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
-        Cmd::Checkpoint { pid, output, kill, leave_running: _, json } => {
-            let s = dump::checkpoint(&dump::Options { pid, out: output, kill })?;
+        Cmd::Checkpoint { now: Some(dir), json, .. } => {
+            let img = periodic::now(&dir, std::time::Duration::from_secs(600))?;
+            if json {
+                println!("{}", serde_json::json!({"image": img}));
+            } else {
+                eprintln!("cryo: checkpoint {} complete", img.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Checkpoint { pid, output, kill, leave_running: _, json, now: None } => {
+            let (Some(pid), Some(out)) = (pid, output) else { anyhow::bail!("checkpoint needs a PID and -o DIR") };
+            let s = dump::checkpoint(&dump::Options { pid, out, kill })?;
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"pid": s.pid, "image": s.image, "frozen_us": s.frozen_us, "total_us": s.total_us, "pages": s.pages, "killed": kill})
+                    serde_json::json!({
+                        "pid": s.pid, "image": s.image, "frozen_us": s.frozen_us, "total_us": s.total_us,
+                        "pages": s.pages, "killed": kill, "left_running": !kill,
+                    })
                 );
             } else {
                 eprintln!(
-                    "cryo: checkpointed {} into {} ({} pages, frozen {:.1} ms, total {:.1} ms){}",
+                    "cryo: checkpointed {} into {} ({} pages in {:.1} ms); the process was stopped for {:.1} ms{}",
                     s.pid,
                     s.image.display(),
                     s.pages,
-                    s.frozen_us as f64 / 1000.0,
                     s.total_us as f64 / 1000.0,
-                    if kill { ", process killed" } else { "" }
+                    s.frozen_us as f64 / 1000.0,
+                    if kill { " and then killed" } else { " and runs on" }
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Restart { dir, detach, pidfile, no_pid_ns } => {
-            let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns };
-            let code = cryo_restorer::restart(&opts)?;
+            let dir = if cryo_image::Series::is_series(&dir) {
+                let latest = cryo_image::Series::open(&dir).latest()?;
+                eprintln!("cryo: restarting the latest complete image, {}", latest.display());
+                latest
+            } else {
+                dir
+            };
+            let bar = progress::bytes("restart");
+            let shown = bar.clone();
+            // Cleared once the last page is in: a foreground restart's
+            // process may write to this terminal next.
+            let report: cryo_restorer::Progress = std::sync::Arc::new(move |done, total| {
+                shown.set_length(total);
+                shown.set_position(done);
+                if done >= total {
+                    shown.finish_and_clear();
+                }
+            });
+            let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns, progress: Some(report) };
+            let code = cryo_restorer::restart(&opts);
+            bar.finish_and_clear();
+            let code = code?;
             Ok(ExitCode::from(code))
         }
-        Cmd::Core { dir, output, pid } => {
-            let n = coredump::write(&dir, pid, &output)?;
-            eprintln!("cryo: wrote {} ({n} memory areas)", output.display());
+        Cmd::Core { dir, output, pid, all } => {
+            for (path, n) in coredump::write(&dir, pid, all, &output)? {
+                eprintln!("cryo: wrote {} ({n} memory areas)", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Attach { pid, output, interval, keep } => {
+            let code = periodic::run(periodic::Job::Other(pid), &periodic::Schedule { interval, keep, dir: output })?;
+            Ok(ExitCode::from(code as u8))
+        }
+        Cmd::Launch { output, interval, keep, command } => {
+            let child = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .spawn()
+                .with_context(|| format!("starting {}", command[0]))?;
+            let code = periodic::run(periodic::Job::Child(child), &periodic::Schedule { interval, keep, dir: output })?;
+            Ok(ExitCode::from(code as u8))
+        }
+        Cmd::List { dir, json } => {
+            list(&dir, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Inspect { dir, json } => {
@@ -148,4 +254,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn list(dir: &std::path::Path, json: bool) -> Result<()> {
+    let entries = cryo_image::Series::open(dir).list().with_context(|| format!("listing {}", dir.display()))?;
+    if json {
+        let v: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "name": e.name, "path": e.path, "complete": e.complete, "latest": e.latest,
+                    "created_unix_ms": e.created_unix_ms, "bytes": e.bytes, "parent": e.parent,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:<10} {:<20} {:>12}  {:<8} parent", "image", "taken (UTC)", "size", "state");
+    for e in &entries {
+        let taken = if e.complete { periodic::format_unix_ms(e.created_unix_ms) } else { "-".into() };
+        let state = if e.latest { "latest" } else if e.complete { "complete" } else { "partial" };
+        println!("{:<10} {:<20} {:>10}KiB  {:<8} {}", e.name, taken, e.bytes / 1024, state, e.parent.as_deref().unwrap_or("-"));
+    }
+    Ok(())
 }

@@ -16,12 +16,14 @@
 pub mod meta;
 pub mod model;
 mod dir;
+pub mod series;
 
 pub use dir::{ImageReader, ImageWriter};
+pub use series::{Series, SeriesEntry};
 pub use model::*;
 
 /// Version of the on-disk layout; an image of another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 pub const INVENTORY_FILE: &str = "inventory.cryo";
 

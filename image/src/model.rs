@@ -14,7 +14,10 @@ pub struct Inventory {
     pub created_unix_ms: u64,
     pub page_size: u64,
     pub root_pid: i32,
+    /// Every process of the tree, parents before their children.
     pub processes: Vec<ProcessEntry>,
+    /// Pipes with both ends inside the tree, with the bytes that were in them.
+    pub pipes: Vec<PipeImage>,
     /// Image this one is incremental against (pages marked `PageOrigin::Parent`
     /// are read from it), as a path relative to this image's directory.
     pub parent: Option<String>,
@@ -28,7 +31,36 @@ pub struct Inventory {
 pub struct ProcessEntry {
     pub pid: i32,
     pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
     pub comm: String,
+    /// Number of threads (0 for a zombie).
+    pub threads: u32,
+    /// The session's leader is a live process outside the tree (a login
+    /// shell): the restart puts the process in `cryo restart`'s session
+    /// rather than recreating a session whose leader is gone.
+    pub session_outside: bool,
+    pub state: ProcessState,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessState {
+    /// Running or sleeping: `proc-<pid>.cryo` holds it.
+    Live,
+    /// Exited but not yet reaped by its parent; `status` is what wait() reports
+    /// (exit code << 8, or the terminating signal).
+    Zombie { status: i32 },
+}
+
+/// A pipe both of whose ends the tree holds.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PipeImage {
+    /// Inode number of the pipe at checkpoint: its identity within the image.
+    pub inode: u64,
+    /// F_GETPIPE_SZ.
+    pub capacity: u32,
+    /// Unread bytes, in order.
+    pub data: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
@@ -62,6 +94,10 @@ pub struct ProcessImage {
     /// Size of `pages-<pid>.img`; a shorter file is truncated.
     pub pages_bytes: u64,
     pub threads: Vec<ThreadImage>,
+    /// Signal sent to the parent when this process exits (normally SIGCHLD).
+    pub exit_signal: i32,
+    /// PR_SET_CHILD_SUBREAPER: orphaned descendants are reparented to it.
+    pub child_subreaper: bool,
     /// Index i holds signal i+1.
     pub sigactions: Vec<SigAction>,
     /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF.
@@ -117,6 +153,10 @@ pub enum VmaKind {
     Heap,
     Stack,
     Vdso,
+    /// Shared memory with no path to reopen: MAP_SHARED|MAP_ANONYMOUS, SysV
+    /// shm, memfd, or a deleted file. Identified by `dev` + `inode`; every
+    /// process mapping the same object maps one object again on restore.
+    Shmem,
     /// `[vvar]` and `[vvar_vclock]`: kernel data pages that move with the vDSO.
     Vvar,
     Vsyscall,
@@ -224,6 +264,9 @@ pub struct ITimer {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct FdImage {
     pub fd: i32,
+    /// Open file description: fds with the same id, in any process of the
+    /// tree, share one (offset, flags) as after dup() or fork().
+    pub file_id: u32,
     pub cloexec: bool,
     /// File status flags (O_APPEND, O_NONBLOCK, access mode, ...) from fdinfo.
     pub flags: u32,
@@ -237,6 +280,8 @@ pub enum FdTarget {
     File { path: String, dev: u64, inode: u64, size: u64, mtime_ns: i128 },
     /// A character device that any process may open by path (/dev/null, ...).
     Device { path: String, rdev: u64 },
+    /// One end of a pipe of the tree (see `Inventory::pipes`).
+    Pipe { inode: u64, write: bool },
     /// A pipe, terminal or socket that led outside the checkpointed tree: on
     /// restart it is connected to `cryo restart`'s own fd `stdio` (0, 1 or 2).
     Outside { stdio: u8, what: String },

@@ -9,7 +9,7 @@ use cryo_parasite::abi::{self, CmdHeader, IoVec, SyscallEntry};
 use cryo_tracer::arch::{Arch, Native, Sysno};
 use cryo_tracer::{fault, ptrace, Seized};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 pub struct Parasite {
@@ -239,7 +239,7 @@ impl Parasite {
         b.call(Sysno::Pipe2, &[crate::Arg::Data(fds), (libc::O_CLOEXEC as u64).into()]);
         let out = self.run(seized, remote, &b)?;
         let (rd, wr) = (out.u32_at(fds) as u64, out.u32_at(fds + 4) as u64);
-        let taken = take_fd(seized.pid, rd as i32);
+        let taken = cryo_tracer::files::take_fd(seized.pid, rd as i32);
         let mut close = Batch::new();
         close.call_may_fail(Sysno::Close, &[rd.into()]);
         let closed = self.run(seized, remote, &close);
@@ -340,22 +340,4 @@ fn splice_some(rd: i32, out: &File, offset: &mut u64, max: u64) -> std::io::Resu
     }
     *offset = off as u64;
     Ok(n as u64)
-}
-
-/// pidfd_getfd: a duplicate of another process's fd.
-fn take_fd(pid: i32, fd: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open and pidfd_getfd take no memory arguments.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this fd.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    // SAFETY: as above.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
 }

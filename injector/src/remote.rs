@@ -25,7 +25,8 @@ pub struct Remote {
     base_gp: Vec<u8>,
     /// Original bytes under the bootstrap gadget, while it is in place.
     boot: Option<(u64, Vec<u8>)>,
-    /// Host tids of threads this thread created (PTRACE_EVENT_CLONE), in order.
+    /// Host tids of threads and processes this thread created (ptrace clone
+    /// and fork events), in order.
     pub cloned: Vec<i32>,
 }
 
@@ -181,7 +182,7 @@ impl Remote {
                 cont(self.tid)?;
                 Ok(())
             }
-            Stop::OtherEvent(ptrace::PTRACE_EVENT_CLONE) => {
+            Stop::OtherEvent(libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK) => {
                 self.cloned.push(ptrace::event_msg(self.tid)? as i32);
                 cont(self.tid)?;
                 Ok(())

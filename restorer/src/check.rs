@@ -1,7 +1,8 @@
 //! Everything checked before anything is created: an image that cannot be
 //! restored here is refused with the reason, and harms nothing.
 
-use cryo_image::{FdTarget, ImageError, ImageReader, PageOrigin, ProcessImage, VmaKind};
+use cryo_image::{FdTarget, ImageError, ImageReader, Inventory, PageOrigin, ProcessImage, ProcessState, VmaKind};
+use std::collections::{HashMap, HashSet};
 use cryo_tracer::arch::{Arch, Native};
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +134,40 @@ pub fn files_exist(p: &ProcessImage) -> Result<(), RestoreError> {
     for f in &p.fds {
         if let FdTarget::File { path, .. } | FdTarget::Device { path, .. } = &f.target {
             check("open file", path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The tree the image describes must be one the restore can build: the root
+/// first, every other process after its parent, each pid once, every pipe end
+/// backed by a recorded pipe.
+pub fn tree_is_sane(inv: &Inventory, images: &HashMap<i32, ProcessImage>) -> Result<(), RestoreError> {
+    let bad = |w: String| Err(RestoreError::Corrupt(w));
+    if inv.processes.first().map(|e| e.pid) != Some(inv.root_pid) {
+        return bad("the root process is not listed first".into());
+    }
+    let mut seen = HashSet::new();
+    for (i, e) in inv.processes.iter().enumerate() {
+        if e.pid <= 0 || !seen.insert(e.pid) {
+            return bad(format!("process id {} is invalid or listed twice", e.pid));
+        }
+        if i > 0 && !inv.processes[..i].iter().any(|p| p.pid == e.ppid && p.state == ProcessState::Live) {
+            return bad(format!("process {} is listed before its parent {}", e.pid, e.ppid));
+        }
+    }
+    for p in &inv.pipes {
+        if p.data.len() > p.capacity as usize {
+            return bad(format!("pipe {} holds more bytes than its capacity", p.inode));
+        }
+    }
+    for p in images.values() {
+        for f in &p.fds {
+            if let FdTarget::Pipe { inode, .. } = f.target {
+                if !inv.pipes.iter().any(|x| x.inode == inode) {
+                    return bad(format!("process {}: fd {} refers to pipe {inode}, which the image does not hold", p.pid, f.fd));
+                }
+            }
         }
     }
     Ok(())

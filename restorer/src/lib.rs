@@ -13,8 +13,13 @@ mod foreground;
 mod layout;
 mod ns;
 mod rebuild;
+mod shape;
+mod shared;
 
-use cryo_image::ImageReader;
+use cryo_image::{ImageReader, ProcessImage, ProcessState};
+use rebuild::Restoree;
+use shared::Registry;
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use check::RestoreError;
@@ -23,39 +28,88 @@ pub struct Options {
     pub image: PathBuf,
     pub detach: bool,
     pub pidfile: Option<PathBuf>,
-    /// Restore inside a new user+pid namespace so the process keeps its pid.
+    /// Restore inside a new user+pid namespace so the processes keep their pids.
     pub pid_ns: bool,
+    /// Told (bytes read so far, bytes in all) as pages go into place.
+    pub progress: Option<Progress>,
 }
+
+pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 pub type Result<T> = std::result::Result<T, RestoreError>;
 
 /// Restart the image. Returns the exit status to leave with: the restored
-/// root's (foreground), or 0 once it runs (detached).
+/// root's (foreground), or 0 once the tree runs (detached).
 pub fn restart(opts: &Options) -> Result<u8> {
     let img = ImageReader::open(&opts.image)?;
     check::image_fits_this_machine(&img)?;
-    let root = img.inventory.root_pid;
-    let process = img.read_process(root)?;
-    check::process_is_sane(&process)?;
-    check::files_exist(&process)?;
-    check::vdso_matches(&img, &process)?;
+    let mut images = HashMap::new();
+    for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
+        let p = img.read_process(e.pid)?;
+        check::process_is_sane(&p)?;
+        check::files_exist(&p)?;
+        check::vdso_matches(&img, &p)?;
+        images.insert(e.pid, p);
+    }
+    check::tree_is_sane(&img.inventory, &images)?;
+    if !opts.pid_ns && img.inventory.processes.len() > 1 {
+        tracing::warn!("restoring a tree without a pid namespace: its processes get new pids, which pids they remember will not match");
+    }
 
-    let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns()? } else { ns::Sandbox::plain() };
-    let child = sandbox.spawn(root)?;
-    match rebuild::rebuild(&img, &process, child.host_pid, opts.pid_ns) {
-        Ok(()) => {}
+    let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns(img.inventory.root_pid)? } else { ns::Sandbox::plain() };
+    let root_host = match restore_tree(&img, &images, &mut sandbox, opts.progress.clone()) {
+        Ok(h) => h,
         Err(e) => {
             sandbox.kill_all();
             return Err(e);
         }
-    }
+    };
     sandbox.done_spawning();
     if let Some(p) = &opts.pidfile {
-        std::fs::write(p, format!("{}\n", child.host_pid))
+        std::fs::write(p, format!("{root_host}\n"))
             .map_err(|e| RestoreError::Io { what: format!("writing pidfile {}", p.display()), source: e })?;
     }
     if opts.detach {
         return Ok(0);
     }
-    Ok(foreground::wait(&sandbox, child.host_pid))
+    Ok(foreground::wait(&sandbox, root_host))
+}
+
+/// Create the tree, then rebuild it stage by stage across all processes, so
+/// that no process runs before every one is ready. Returns the root's host pid.
+fn restore_tree(img: &ImageReader, images: &HashMap<i32, ProcessImage>, sandbox: &mut ns::Sandbox, progress: Option<Progress>) -> Result<i32> {
+    let in_userns = sandbox.init.is_some();
+    let mut reg = Registry::new(images.values());
+    reg.progress = progress.map(|f| (f, images.values().map(|p| p.pages_bytes).sum()));
+    let members = shape::create(&img.inventory.processes, images, sandbox, &mut reg)?;
+    let root_host = members[0].host;
+    let mut live = Vec::new();
+    for m in members {
+        match (m.entry.state, m.image) {
+            (ProcessState::Zombie { status }, _) => shape::exit_as(m, status)?,
+            (ProcessState::Live, Some(p)) => live.push((m, p)),
+            (ProcessState::Live, None) => unreachable!("shape::create gives every live process its image"),
+        }
+    }
+    let mut tree = Vec::new();
+    for (m, p) in live {
+        tree.push(Restoree::load(m, p, &reg)?);
+    }
+    for r in &mut tree {
+        r.memory(img, &mut reg, in_userns)?;
+    }
+    for r in &mut tree {
+        r.fds(&mut reg, &img.inventory.pipes)?;
+    }
+    for r in &mut tree {
+        r.process_state()?;
+        r.close_temps()?;
+    }
+    for r in &mut tree {
+        r.finish()?;
+    }
+    for r in tree {
+        r.release()?;
+    }
+    Ok(root_host)
 }

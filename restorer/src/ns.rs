@@ -41,7 +41,8 @@ impl Sandbox {
         Sandbox { init: None, to_init: None, from_init: None, spawned: Vec::new() }
     }
 
-    pub fn with_pid_ns() -> Result<Sandbox> {
+    /// A namespace whose init lives as long as the process with pid `root`.
+    pub fn with_pid_ns(root: i32) -> Result<Sandbox> {
         let (req_r, req_w) = pipe()?;
         let (ans_r, ans_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
@@ -57,7 +58,7 @@ impl Sandbox {
             drop(req_w);
             drop(ans_r);
             drop(go_w);
-            init_main(go_r, req_r, ans_w);
+            init_main(go_r, req_r, ans_w, root);
         }
         let pid = pid as i32;
         drop(req_r);
@@ -103,6 +104,11 @@ impl Sandbox {
         let host_pid = find_child(init)?;
         self.spawned.push(host_pid);
         Ok(Child { host_pid })
+    }
+
+    /// A process created inside the tree: killed too if the restore fails.
+    pub fn track(&mut self, host_pid: i32) {
+        self.spawned.push(host_pid);
     }
 
     /// No more processes to create: init starts reaping.
@@ -195,8 +201,9 @@ struct CloneArgs {
 
 /// pid 1 of the restore namespace. Mounts a /proc of its own, creates
 /// processes with requested pids, reaps, and leaves with the status of the
-/// first process it created (the restored root).
-fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File) -> ! {
+/// restored root, `root` (its pid here; a session helper may have created it,
+/// and it was reparented to init when the helper exited).
+fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File, root: i32) -> ! {
     let mut go = go;
     let mut b = [0u8; 1];
     if go.read_exact(&mut b).is_err() {
@@ -204,7 +211,6 @@ fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File) 
         unsafe { libc::_exit(127) };
     }
     mount_proc();
-    let mut root: i32 = 0;
     let mut pidbuf = [0u8; 4];
     // One request per process; EOF when cryo is done.
     while req.read_exact(&mut pidbuf).is_ok() {
@@ -225,9 +231,6 @@ fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File) 
             park();
         }
         let r = if r < 0 { -(Errno::last() as i32) } else { r as i32 };
-        if root == 0 && r > 0 {
-            root = r;
-        }
         if ans.write_all(&r.to_le_bytes()).is_err() {
             break;
         }

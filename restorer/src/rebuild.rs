@@ -2,17 +2,20 @@
 //! syscalls at a time, run by the parasite inside it.
 
 use crate::check::RestoreError;
+use crate::shape::Member;
+use crate::shared::{self, Registry, Source};
 use crate::{layout, Result};
-use cryo_image::{Creds, FdTarget, ImageReader, PageOrigin, ProcessImage, ThreadImage, Vma, VmaKind};
+use cryo_image::{Creds, FdTarget, ImageReader, PageOrigin, PipeImage, ProcessImage, ThreadImage, Vma, VmaKind};
 use cryo_injector::{Arg, Batch, BatchOutput, Parasite, Remote};
 use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
-use cryo_tracer::{proc, ptrace, Seized};
+use cryo_tracer::{proc, ptrace};
 
 const AT_FDCWD: u64 = -100i64 as u64;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const PR_SET_NAME: u64 = 15;
+const PR_SET_CHILD_SUBREAPER: u64 = 36;
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
 const SS_DISABLE: i32 = 2;
@@ -29,74 +32,138 @@ fn is_special(v: &Vma) -> bool {
     matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::Vsyscall)
 }
 
-/// Runs batches in the process being rebuilt.
-struct Builder<'a> {
-    seized: &'a mut Seized,
-    remote: Remote,
+/// One process being rebuilt: the parasite runs batches of syscalls in it.
+pub struct Restoree<'a> {
+    pub m: Member<'a>,
+    p: &'a ProcessImage,
+    /// Its pid as the restored processes see it.
+    inside: i32,
     parasite: Parasite,
+    area: u64,
+    blob_size: u64,
+    own_vmas: Vec<Vma>,
+    tmp: Option<TempFds>,
+    /// Host tids of the threads created, in image order after the main one.
+    threads: Vec<i32>,
 }
 
-impl Builder<'_> {
+impl<'a> Restoree<'a> {
+    /// Load the parasite into a created process, somewhere neither cryo's
+    /// memory nor the image's will be.
+    pub fn load(mut m: Member<'a>, p: &'a ProcessImage, reg: &Registry) -> Result<Restoree<'a>> {
+        let own_vmas = proc::vmas(m.host)?;
+        let blob_size = Parasite::mapping_size()?;
+        let specials: u64 = own_vmas.iter().filter(|v| is_special(v)).map(|v| v.len()).sum();
+        let limit = if Native::IS_64BIT { 1 << 47 } else { 0xc000_0000 };
+        let area = layout::free_area(&own_vmas, &p.vmas, blob_size + specials, limit)
+            .ok_or_else(|| RestoreError::Rebuild(format!("process {}: no free address range for the restorer", p.pid)))?;
+        let parasite = Parasite::load(&mut m.seized, &mut m.remote, Some(area))?;
+        let inside = reg.pids.inside(p.pid).expect("every member has a pid");
+        Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new() })
+    }
+
     /// Run a batch in the main thread.
     fn run(&mut self, what: &str, b: &Batch) -> Result<BatchOutput> {
         if b.is_empty() {
             return Ok(BatchOutput { results: Vec::new(), data: Vec::new() });
         }
+        let pid = self.p.pid;
         self.parasite
-            .run(self.seized, &mut self.remote, b)
-            .map_err(|e| RestoreError::Rebuild(format!("{what}: {e}")))
+            .run(&mut self.m.seized, &mut self.m.remote, b)
+            .map_err(|e| RestoreError::Rebuild(format!("process {pid}: {what}: {e}")))
     }
 
     /// Run a batch in another thread of the process.
     fn run_in(&mut self, thread: &mut Remote, what: &str, b: &Batch) -> Result<BatchOutput> {
-        self.parasite.run(self.seized, thread, b).map_err(|e| RestoreError::Rebuild(format!("{what}: {e}")))
+        let pid = self.p.pid;
+        self.parasite
+            .run(&mut self.m.seized, thread, b)
+            .map_err(|e| RestoreError::Rebuild(format!("process {pid}: {what}: {e}")))
+    }
+
+    fn tmp(&self) -> &TempFds {
+        self.tmp.as_ref().expect("fds prepared")
+    }
+
+    /// Stage 1: the address space, replaced wholesale by the image's.
+    pub fn memory(&mut self, img: &ImageReader, reg: &mut Registry, in_userns: bool) -> Result<()> {
+        let tmp = prepare(self, img, in_userns)?;
+        let (pages, exe) = (tmp.pages, tmp.exe);
+        self.tmp = Some(tmp);
+        let own = std::mem::take(&mut self.own_vmas);
+        teardown(self, &own)?;
+        move_vdso(self, &own, self.area + self.blob_size)?;
+        map_areas(self, reg)?;
+        read_pages(self, pages, reg)?;
+        protect_and_mm(self, exe)
+    }
+
+    /// Stage 2: the fd table; shared descriptions come from their first holder.
+    pub fn fds(&mut self, reg: &mut Registry, pipes: &[PipeImage]) -> Result<()> {
+        install_fds(self, reg, pipes)
+    }
+
+    /// Stage 3: cwd, umask, signal actions, timers, limits.
+    pub fn process_state(&mut self) -> Result<()> {
+        process_state(self)
+    }
+
+    /// After every process has taken what it shares with others: the
+    /// temporaries (cryo's stdio copies, the pages file, created pipe ends and
+    /// memfds) go.
+    pub fn close_temps(&mut self) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.call(Sysno::CloseRange, &[self.tmp().base.into(), (u32::MAX as u64).into(), 0.into()]);
+        self.run("closing the restorer's fds", &batch).map(drop)
+    }
+
+    /// Stage 4: threads, per-thread state and credentials, then the main
+    /// thread's registers. The process stays stopped until `release`.
+    pub fn finish(&mut self) -> Result<()> {
+        let p = self.p;
+        for t in &p.threads[1..] {
+            let host = create_thread(self, t)?;
+            self.threads.push(host);
+        }
+        // The main thread last: its capabilities were needed for clone3 set_tid.
+        let mut main = thread_state(&p.threads[0], &p.creds);
+        flush_pending(&mut main);
+        self.run("restoring the main thread's state", &main)?;
+        // The last syscall unmaps the blob it runs from; cryo catches its exit.
+        let r = self.m.remote.syscall_to_exit(&mut self.m.seized, Sysno::Munmap, [self.area, self.blob_size, 0, 0, 0, 0])?;
+        if cryo_parasite::abi::is_error(r) {
+            return Err(RestoreError::Rebuild(format!("process {}: unmapping the restorer: errno {}", p.pid, -r)));
+        }
+        load_registers(self.m.host, &p.threads[0])
+    }
+
+    /// Let the process run, and send it what was pending at the checkpoint.
+    pub fn release(self) -> Result<()> {
+        let host = self.m.host;
+        self.m.seized.forget();
+        for &tid in &self.threads {
+            ptrace::detach(tid, 0)?;
+        }
+        ptrace::detach(host, 0)?;
+        deliver_pending(host, self.p, &self.threads);
+        Ok(())
     }
 }
 
-pub fn rebuild(img: &ImageReader, p: &ProcessImage, host_pid: i32, in_userns: bool) -> Result<()> {
-    let mut seized = Seized::freeze(host_pid)?;
-    // Threads the rebuilt process creates are attached at birth.
-    ptrace::set_options(host_pid, ptrace::SEIZE_OPTIONS | libc::PTRACE_O_TRACECLONE)?;
-    let own_vmas = proc::vmas(host_pid)?;
-    let blob_size = Parasite::mapping_size()?;
-    let specials: u64 = own_vmas.iter().filter(|v| is_special(v)).map(|v| v.len()).sum();
-    let limit = if Native::IS_64BIT { 1 << 47 } else { 0xc000_0000 };
-    let area = layout::free_area(&own_vmas, &p.vmas, blob_size + specials, limit)
-        .ok_or_else(|| RestoreError::Rebuild("no free address range for the restorer".into()))?;
-    let mut remote = Remote::bootstrap(&mut seized, host_pid, &own_vmas)?;
-    let parasite = Parasite::load(&mut seized, &mut remote, Some(area))?;
-    let mut b = Builder { seized: &mut seized, remote, parasite };
-    let thread = &p.threads[0];
-
-    let fds = prepare(&mut b, img, p, host_pid, in_userns)?;
-    teardown(&mut b, &own_vmas)?;
-    move_vdso(&mut b, &own_vmas, &p.vmas, area + blob_size)?;
-    map_areas(&mut b, p)?;
-    read_pages(&mut b, p, fds.pages)?;
-    protect_and_mm(&mut b, p, fds.exe)?;
-    install_fds(&mut b, p, &fds)?;
-    process_state(&mut b, p)?;
-    let mut threads = Vec::new();
-    for t in &p.threads[1..] {
-        threads.push(create_thread(&mut b, t, &p.creds)?);
+/// Standard signals the rebuild itself caused (a zombie child's SIGCHLD) are
+/// taken out; the image's pending set is sent again on release.
+fn flush_pending(batch: &mut Batch) {
+    let mut set = 0u64;
+    for sig in 1..32 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            set |= 1 << (sig - 1);
+        }
     }
-    // The main thread last: its capabilities were needed for clone3 set_tid.
-    let main = thread_state(thread, &p.creds);
-    b.run("restoring the main thread's state", &main)?;
-
-    // The last syscall unmaps the blob it runs from; cryo catches its exit.
-    let r = b.remote.syscall_to_exit(b.seized, Sysno::Munmap, [area, blob_size, 0, 0, 0, 0])?;
-    if cryo_parasite::abi::is_error(r) {
-        return Err(RestoreError::Rebuild(format!("unmapping the restorer: errno {}", -r)));
+    let set = batch.data(&set.to_le_bytes());
+    let zero = batch.reserve(2 * word());
+    for _ in 1..32 {
+        batch.call_may_fail(Sysno::RtSigtimedwait, &[Arg::Data(set), 0.into(), Arg::Data(zero), 8.into()]);
     }
-    load_registers(host_pid, thread)?;
-    seized.forget();
-    for host_tid in threads {
-        ptrace::detach(host_tid, 0)?;
-    }
-    ptrace::detach(host_pid, 0)?;
-    deliver_pending(host_pid, p, thread);
-    Ok(())
 }
 
 /// fds cryo's helpers hold in the process while it is rebuilt.
@@ -108,11 +175,12 @@ struct TempFds {
     exe: Option<u64>,
 }
 
-fn prepare(b: &mut Builder, img: &ImageReader, p: &ProcessImage, host_pid: i32, in_userns: bool) -> Result<TempFds> {
+fn prepare(b: &mut Restoree, img: &ImageReader, in_userns: bool) -> Result<TempFds> {
+    let p = b.p;
     let base = p.fds.iter().map(|f| f.fd as u64 + 1).max().unwrap_or(3).max(3);
     let mut batch = Batch::new();
     // The fork's own rseq area (cryo's glibc) is about to be unmapped.
-    if let Some(r) = ptrace::get_rseq(host_pid)? {
+    if let Some(r) = ptrace::get_rseq(b.m.host)? {
         batch.call(Sysno::Rseq, &[r.addr.into(), (r.len as u64).into(), RSEQ_FLAG_UNREGISTER.into(), (r.sig as u64).into()]);
     }
     let stdio: Vec<usize> =
@@ -134,7 +202,7 @@ fn prepare(b: &mut Builder, img: &ImageReader, p: &ProcessImage, host_pid: i32, 
 
 /// Unmap everything of cryo's in the process, except the blob and the
 /// kernel's special mappings (moved next).
-fn teardown(b: &mut Builder, own: &[Vma]) -> Result<()> {
+fn teardown(b: &mut Restoree, own: &[Vma]) -> Result<()> {
     let mut batch = Batch::new();
     for v in own.iter().filter(|v| !is_special(v)) {
         batch.call(Sysno::Munmap, &[v.start.into(), v.len().into()]);
@@ -145,7 +213,8 @@ fn teardown(b: &mut Builder, own: &[Vma]) -> Result<()> {
 /// Put the vDSO and vvar pages where the image had them: the program holds
 /// pointers into them. Each moves through a temporary spot first, so old and
 /// new places may overlap.
-fn move_vdso(b: &mut Builder, own: &[Vma], image: &[Vma], temp: u64) -> Result<()> {
+fn move_vdso(b: &mut Restoree, own: &[Vma], temp: u64) -> Result<()> {
+    let image = &b.p.vmas;
     let mut batch = Batch::new();
     let mut moves = Vec::new();
     let mut spot = temp;
@@ -191,33 +260,86 @@ fn build_prot(p: &ProcessImage, v: &Vma) -> u32 {
     }
 }
 
-fn map_areas(b: &mut Builder, p: &ProcessImage) -> Result<()> {
+fn map_areas(b: &mut Restoree, reg: &mut Registry) -> Result<()> {
+    let p = b.p;
+    let base = b.tmp().base;
     let areas: Vec<&Vma> = p.vmas.iter().filter(|v| !is_special(v)).collect();
     for chunk in areas.chunks(VMAS_PER_BATCH) {
         let mut batch = Batch::new();
+        // Shared memory objects this batch creates: key, call giving the memfd.
+        let mut created: Vec<((u64, u64), usize)> = Vec::new();
         for v in chunk {
             let prot = build_prot(p, v) as u64;
             let mut flags = libc::MAP_FIXED as u64 | if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u64;
             if v.has_flag("gd") {
                 flags |= libc::MAP_GROWSDOWN as u64;
             }
-            if v.kind == VmaKind::File {
-                let path = batch.cstr(&v.name);
-                let mode = if v.shared && v.prot & libc::PROT_WRITE as u32 != 0 { libc::O_RDWR } else { libc::O_RDONLY };
-                let fd = batch.call(Sysno::Openat, &[AT_FDCWD.into(), Arg::Data(path), ((mode | libc::O_CLOEXEC) as u64).into(), 0.into()]);
-                batch.call(
-                    Sysno::Mmap,
-                    &[v.start.into(), v.len().into(), prot.into(), flags.into(), Arg::Result(fd), Native::mmap_offset_arg(v.offset).into()],
-                );
-                batch.call(Sysno::Close, &[Arg::Result(fd)]);
-            } else {
-                flags |= libc::MAP_ANONYMOUS as u64;
-                batch.call(Sysno::Mmap, &[v.start.into(), v.len().into(), prot.into(), flags.into(), u64::MAX.into(), 0.into()]);
+            let fd = match v.kind {
+                VmaKind::File => {
+                    let path = batch.cstr(&v.name);
+                    let mode = if v.shared && v.prot & libc::PROT_WRITE as u32 != 0 { libc::O_RDWR } else { libc::O_RDONLY };
+                    Some(batch.call(Sysno::Openat, &[AT_FDCWD.into(), Arg::Data(path), ((mode | libc::O_CLOEXEC) as u64).into(), 0.into()]))
+                }
+                VmaKind::Shmem if v.shared => {
+                    let key = shared::shmem_key(v);
+                    if let Some(&(_, fd)) = created.iter().find(|c| c.0 == key) {
+                        batch.call(Sysno::Mmap, &[v.start.into(), v.len().into(), prot.into(), flags.into(), Arg::Result(fd), Native::mmap_offset_arg(v.offset).into()]);
+                        continue;
+                    }
+                    match reg.shmem.get(&key) {
+                        Some(&src) => Some(fetch_fd(&mut batch, src, b.inside)),
+                        None => {
+                            let fd = create_memfd(&mut batch, v, reg.shmem_size.get(&key).copied().unwrap_or(v.offset + v.len()), base);
+                            created.push((key, fd));
+                            batch.call(Sysno::Mmap, &[v.start.into(), v.len().into(), prot.into(), flags.into(), Arg::Result(fd), Native::mmap_offset_arg(v.offset).into()]);
+                            continue;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            match fd {
+                Some(fd) => {
+                    batch.call(Sysno::Mmap, &[v.start.into(), v.len().into(), prot.into(), flags.into(), Arg::Result(fd), Native::mmap_offset_arg(v.offset).into()]);
+                    batch.call(Sysno::Close, &[Arg::Result(fd)]);
+                }
+                None => {
+                    flags |= libc::MAP_ANONYMOUS as u64;
+                    batch.call(Sysno::Mmap, &[v.start.into(), v.len().into(), prot.into(), flags.into(), u64::MAX.into(), 0.into()]);
+                }
             }
         }
-        b.run("mapping memory", &batch)?;
+        let out = b.run("mapping memory", &batch)?;
+        for (key, call) in created {
+            reg.shmem.insert(key, Source { pid: b.inside, fd: out.results[call] as i32 });
+        }
     }
     Ok(())
+}
+
+/// A new memfd for a shared memory object, sized and kept above the image's
+/// fds (until `close_temps`) for the other processes that map it.
+fn create_memfd(batch: &mut Batch, v: &Vma, size: u64, base: u64) -> usize {
+    let name = v.name.trim_end_matches(" (deleted)").trim_start_matches('/').trim_start_matches("memfd:");
+    let name = batch.cstr(if name.is_empty() { "cryo-shmem" } else { name });
+    let m = batch.call(Sysno::MemfdCreate, &[Arg::Data(name), (libc::MFD_CLOEXEC as u64).into()]);
+    let fd = batch.call(Sysno::Fcntl, &[Arg::Result(m), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()]);
+    batch.call(Sysno::Close, &[Arg::Result(m)]);
+    batch.call(Sysno::Ftruncate, &[Arg::Result(fd), size.into()]);
+    fd
+}
+
+/// A reference to the open file `src` holds, taken with pidfd_getfd (or dup
+/// within one process). Returns the call whose result is the new fd; the
+/// caller closes it.
+fn fetch_fd(batch: &mut Batch, src: Source, me: i32) -> usize {
+    if src.pid == me {
+        return batch.call(Sysno::Fcntl, &[(src.fd as u64).into(), (libc::F_DUPFD_CLOEXEC as u64).into(), 0.into()]);
+    }
+    let pidfd = batch.call(Sysno::PidfdOpen, &[(src.pid as u64).into(), 0.into()]);
+    let fd = batch.call(Sysno::PidfdGetfd, &[Arg::Result(pidfd), (src.fd as u64).into(), 0.into()]);
+    batch.call(Sysno::Close, &[Arg::Result(pidfd)]);
+    fd
 }
 
 /// One preadv: iovecs covering a contiguous stretch of the pages file.
@@ -252,7 +374,8 @@ fn plan_reads(p: &ProcessImage, ps: u64) -> Vec<Read> {
     reads
 }
 
-fn read_pages(b: &mut Builder, p: &ProcessImage, pages_fd: u64) -> Result<()> {
+fn read_pages(b: &mut Restoree, pages_fd: u64, reg: &mut Registry) -> Result<()> {
+    let p = b.p;
     let reads = plan_reads(p, cryo_tracer::arch::page_size());
     for chunk in reads.chunks(PREADV_PER_BATCH) {
         let mut batch = Batch::new();
@@ -273,12 +396,17 @@ fn read_pages(b: &mut Builder, p: &ProcessImage, pages_fd: u64) -> Result<()> {
             if out.results[i] as u64 != want {
                 return Err(RestoreError::Rebuild(format!("pages file: read {} of {want} bytes at offset {off}", out.results[i])));
             }
+            reg.pages_done += want;
+        }
+        if let Some((report, total)) = &reg.progress {
+            report(reg.pages_done, *total);
         }
     }
     Ok(())
 }
 
-fn protect_and_mm(b: &mut Builder, p: &ProcessImage, exe_fd: Option<u64>) -> Result<()> {
+fn protect_and_mm(b: &mut Restoree, exe_fd: Option<u64>) -> Result<()> {
+    let p = b.p;
     let mut batch = Batch::new();
     for v in p.vmas.iter().filter(|v| !is_special(v) && build_prot(p, v) != v.prot) {
         batch.call(Sysno::Mprotect, &[v.start.into(), v.len().into(), (v.prot as u64).into()]);
@@ -305,13 +433,51 @@ fn protect_and_mm(b: &mut Builder, p: &ProcessImage, exe_fd: Option<u64>) -> Res
     b.run("restoring mm fields (prctl PR_SET_MM_MAP)", &batch).map(drop)
 }
 
-fn install_fds(b: &mut Builder, p: &ProcessImage, tmp: &TempFds) -> Result<()> {
+fn install_fds(b: &mut Restoree, reg: &mut Registry, pipes: &[PipeImage]) -> Result<()> {
+    let p = b.p;
+    // Pipes this process is the first to hold are created first.
+    for f in &p.fds {
+        if let FdTarget::Pipe { inode, write } = f.target {
+            if !reg.files.contains_key(&f.file_id) && !reg.pipe_ends.contains_key(&(inode, write)) {
+                let pipe = pipes
+                    .iter()
+                    .find(|x| x.inode == inode)
+                    .ok_or_else(|| RestoreError::Corrupt(format!("process {}: fd {} is a pipe the image does not hold", p.pid, f.fd)))?;
+                create_pipe(b, pipe, reg)?;
+            }
+        }
+    }
+    let tmp = b.tmp();
+    let base = tmp.base;
     let mut batch = Batch::new();
     for f in &p.fds {
         let cloexec = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
+        let shared_with = match f.target {
+            FdTarget::Outside { .. } => None,
+            FdTarget::Pipe { inode, write } => reg.files.get(&f.file_id).or_else(|| reg.pipe_ends.get(&(inode, write))),
+            _ => reg.files.get(&f.file_id),
+        };
+        if let Some(&src) = shared_with {
+            if src.pid == b.inside {
+                batch.call(Sysno::Dup3, &[(src.fd as u64).into(), (f.fd as u64).into(), cloexec.into()]);
+            } else {
+                // Moved above the image's fds first: the lowest free fd may be f.fd itself.
+                let got = fetch_fd(&mut batch, src, b.inside);
+                let h = batch.call(Sysno::Fcntl, &[Arg::Result(got), (libc::F_DUPFD as u64).into(), base.into()]);
+                batch.call(Sysno::Close, &[Arg::Result(got)]);
+                batch.call(Sysno::Dup3, &[Arg::Result(h), (f.fd as u64).into(), cloexec.into()]);
+                batch.call(Sysno::Close, &[Arg::Result(h)]);
+            }
+            if let FdTarget::Pipe { .. } = f.target {
+                batch.call(Sysno::Fcntl, &[(f.fd as u64).into(), (libc::F_SETFL as u64).into(), (f.flags as u64).into()]);
+            }
+            reg.files.insert(f.file_id, Source { pid: b.inside, fd: f.fd });
+            continue;
+        }
         let (path, seek) = match &f.target {
             FdTarget::File { path, .. } => (path.clone(), true),
             FdTarget::Device { path, .. } => (path.clone(), false),
+            FdTarget::Pipe { .. } => unreachable!("pipes were created above"),
             FdTarget::Outside { stdio, .. } => match tmp.stdio[*stdio as usize] {
                 Some(src) => {
                     batch.call(Sysno::Dup3, &[src.into(), (f.fd as u64).into(), cloexec.into()]);
@@ -323,24 +489,70 @@ fn install_fds(b: &mut Builder, p: &ProcessImage, tmp: &TempFds) -> Result<()> {
         let flags = f.flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32);
         let path = batch.cstr(&path);
         let o = batch.call(Sysno::Openat, &[AT_FDCWD.into(), Arg::Data(path), (flags as u64).into(), 0.into()]);
-        let h = batch.call(Sysno::Fcntl, &[Arg::Result(o), (libc::F_DUPFD as u64).into(), tmp.base.into()]);
+        let h = batch.call(Sysno::Fcntl, &[Arg::Result(o), (libc::F_DUPFD as u64).into(), base.into()]);
         batch.call(Sysno::Close, &[Arg::Result(o)]);
         batch.call(Sysno::Dup3, &[Arg::Result(h), (f.fd as u64).into(), cloexec.into()]);
         batch.call(Sysno::Close, &[Arg::Result(h)]);
         if seek {
             batch.call_may_fail(Sysno::Lseek, &[(f.fd as u64).into(), f.pos.into(), (libc::SEEK_SET as u64).into()]);
         }
+        reg.files.insert(f.file_id, Source { pid: b.inside, fd: f.fd });
     }
-    // Closes the temporaries too: cryo's stdio copies, the pages file, the exe.
-    batch.call(Sysno::CloseRange, &[tmp.base.into(), (u32::MAX as u64).into(), 0.into()]);
     b.run("reopening files", &batch).map(drop)
 }
 
-fn process_state(b: &mut Builder, p: &ProcessImage) -> Result<()> {
+/// Bytes of pipe data written per batch (the command area holds 256 KiB).
+const PIPE_CHUNK: usize = 128 << 10;
+
+/// Create a pipe of the tree with its old capacity and the bytes that were
+/// in it; both ends wait above the image's fds for their holders.
+fn create_pipe(b: &mut Restoree, pipe: &PipeImage, reg: &mut Registry) -> Result<()> {
+    let base = b.tmp().base;
+    let what = format!("recreating pipe {}", pipe.inode);
+    let mut batch = Batch::new();
+    let fds = batch.reserve(8);
+    batch.call(Sysno::Pipe2, &[Arg::Data(fds), (libc::O_CLOEXEC as u64).into()]);
+    let out = b.run(&what, &batch)?;
+    let (r, w) = (out.u32_at(fds) as u64, out.u32_at(fds + 4) as u64);
+    let mut batch = Batch::new();
+    let hr = batch.call(Sysno::Fcntl, &[r.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()]);
+    let hw = batch.call(Sysno::Fcntl, &[w.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()]);
+    batch.call(Sysno::Close, &[r.into()]);
+    batch.call(Sysno::Close, &[w.into()]);
+    let size = batch.call_may_fail(Sysno::Fcntl, &[Arg::Result(hw), (libc::F_SETPIPE_SZ as u64).into(), (pipe.capacity as u64).into()]);
+    let out = b.run(&what, &batch)?;
+    let (hr, hw) = (out.results[hr] as i32, out.results[hw] as i32);
+    let got = out.results[size];
+    // A write that does not fit would block the parasite forever.
+    if (got as usize) < pipe.data.len() {
+        return Err(RestoreError::Rebuild(format!(
+            "{what}: it held {} bytes but can only be given {got} bytes of room here (fs.pipe-max-size?)",
+            pipe.data.len()
+        )));
+    }
+    for chunk in pipe.data.chunks(PIPE_CHUNK) {
+        let mut batch = Batch::new();
+        let at = batch.data(chunk);
+        let n = batch.call(Sysno::Write, &[(hw as u64).into(), Arg::Data(at), (chunk.len() as u64).into()]);
+        let out = b.run(&what, &batch)?;
+        if out.results[n] as usize != chunk.len() {
+            return Err(RestoreError::Rebuild(format!("{what}: wrote {} of {} bytes", out.results[n], chunk.len())));
+        }
+    }
+    reg.pipe_ends.insert((pipe.inode, false), Source { pid: b.inside, fd: hr });
+    reg.pipe_ends.insert((pipe.inode, true), Source { pid: b.inside, fd: hw });
+    Ok(())
+}
+
+fn process_state(b: &mut Restoree) -> Result<()> {
+    let p = b.p;
     let mut batch = Batch::new();
     let cwd = batch.cstr(&p.cwd);
     batch.call(Sysno::Chdir, &[Arg::Data(cwd)]);
     batch.call(Sysno::Umask, &[(p.umask as u64).into()]);
+    if p.child_subreaper {
+        batch.call(Sysno::Prctl, &[PR_SET_CHILD_SUBREAPER.into(), 1.into()]);
+    }
     for (i, sa) in p.sigactions.iter().enumerate() {
         let sig = i as u64 + 1;
         if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
@@ -427,7 +639,7 @@ fn thread_state(t: &ThreadImage, c: &Creds) -> Batch {
 
 /// Create one more thread with its old tid; it is attached at birth, sets up
 /// its own state through the parasite, and gets its registers. Returns its host tid.
-fn create_thread(b: &mut Builder, t: &ThreadImage, creds: &Creds) -> Result<i32> {
+fn create_thread(b: &mut Restoree, t: &ThreadImage) -> Result<i32> {
     const THREAD_FLAGS: u64 = (libc::CLONE_VM
         | libc::CLONE_FS
         | libc::CLONE_FILES
@@ -444,9 +656,10 @@ fn create_thread(b: &mut Builder, t: &ThreadImage, creds: &Creds) -> Result<i32>
     let at = batch.data(&args);
     batch.data_pointer(at + 8 * 8, set_tid, 8);
     batch.call(Sysno::Clone3, &[Arg::Data(at), (args.len() as u64).into()]);
-    b.remote.cloned.clear();
+    b.m.remote.cloned.clear();
     b.run(&format!("creating thread {}", t.tid), &batch)?;
     let host = b
+        .m
         .remote
         .cloned
         .pop()
@@ -457,8 +670,8 @@ fn create_thread(b: &mut Builder, t: &ThreadImage, creds: &Creds) -> Result<i32>
     }
     let gp = ptrace::get_regset(host, t.regsets[0].note_type, Native::GP_SIZE)
         .map_err(|e| cryo_tracer::TracerError::ptrace("PTRACE_GETREGSET", host, e))?;
-    let mut remote = Remote::with_regs(b.seized.pid, host, b.parasite.gadget(), gp)?;
-    let batch = thread_state(t, creds);
+    let mut remote = Remote::with_regs(b.m.host, host, b.parasite.gadget(), gp)?;
+    let batch = thread_state(t, &b.p.creds);
     b.run_in(&mut remote, &format!("restoring thread {}", t.tid), &batch)?;
     load_registers(host, t)?;
     Ok(host)
@@ -477,13 +690,21 @@ fn load_registers(tid: i32, t: &ThreadImage) -> Result<()> {
 }
 
 /// Signals that were pending at the checkpoint are sent again (their siginfo
-/// is not kept).
-fn deliver_pending(host_pid: i32, p: &ProcessImage, t: &ThreadImage) {
-    for sig in 1..=31 {
+/// is not kept): the process-wide ones to the process, the others to their thread.
+fn deliver_pending(host_pid: i32, p: &ProcessImage, host_tids: &[i32]) {
+    let sendable = |sig: i32| sig != libc::SIGKILL && sig != libc::SIGSTOP;
+    for sig in (1..=31).filter(|&s| sendable(s)) {
         let bit = 1u64 << (sig - 1);
-        if (p.shared_pending | t.pending) & bit != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP {
+        if p.shared_pending & bit != 0 {
             // SAFETY: kill has no memory arguments.
             unsafe { libc::kill(host_pid, sig) };
+        }
+        let tids = std::iter::once(host_pid).chain(host_tids.iter().copied());
+        for (t, tid) in p.threads.iter().zip(tids) {
+            if t.pending & bit != 0 {
+                // SAFETY: tgkill has no memory arguments.
+                unsafe { libc::syscall(libc::SYS_tgkill, host_pid, tid, sig) };
+            }
         }
     }
 }

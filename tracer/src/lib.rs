@@ -4,9 +4,12 @@
 pub mod arch;
 pub mod error;
 pub mod fault;
+pub mod files;
 pub mod proc;
 pub mod ptrace;
 pub mod seize;
+pub mod tree;
 
 pub use error::{Result, TracerError};
 pub use seize::{Seized, Thread};
+pub use tree::{Tree, Zombie};

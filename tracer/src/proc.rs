@@ -34,6 +34,11 @@ pub struct Status {
     pub cap_amb: u64,
     pub no_new_privs: bool,
     pub seccomp: u32,
+    /// The ids in every pid namespace from the reader's down to the
+    /// process's own (NSpid, NSpgid, NSsid): the last is how it sees itself.
+    pub ns_pid: Vec<i32>,
+    pub ns_pgid: Vec<i32>,
+    pub ns_sid: Vec<i32>,
 }
 
 pub fn status(pid: i32) -> Result<Status> {
@@ -56,6 +61,9 @@ pub fn status(pid: i32) -> Result<Status> {
             "State" => s.state = v.chars().next().unwrap_or('?'),
             "Tgid" => s.tgid = v.parse().unwrap_or(0),
             "PPid" => s.ppid = v.parse().unwrap_or(0),
+            "NSpid" => s.ns_pid = v.split_whitespace().filter_map(|x| x.parse().ok()).collect(),
+            "NSpgid" => s.ns_pgid = v.split_whitespace().filter_map(|x| x.parse().ok()).collect(),
+            "NSsid" => s.ns_sid = v.split_whitespace().filter_map(|x| x.parse().ok()).collect(),
             "TracerPid" => s.tracer_pid = v.parse().unwrap_or(0),
             "Uid" => s.uids = ids(v),
             "Gid" => s.gids = ids(v),
@@ -85,6 +93,10 @@ pub struct Stat {
     pub ppid: i32,
     pub pgid: i32,
     pub sid: i32,
+    /// Signal the parent gets when this process exits.
+    pub exit_signal: i32,
+    /// wait() status of an exited process (a zombie's), 0 otherwise.
+    pub exit_code: i32,
     pub start_code: u64,
     pub end_code: u64,
     pub start_stack: u64,
@@ -115,6 +127,8 @@ pub fn stat(pid: i32) -> Result<Stat> {
         ppid: field(4)? as i32,
         pgid: field(5)? as i32,
         sid: field(6)? as i32,
+        exit_signal: field(38)? as i32,
+        exit_code: field(52).unwrap_or(0) as i32,
         start_code: field(26)?,
         end_code: field(27)?,
         start_stack: field(28)?,
@@ -142,6 +156,23 @@ pub fn tasks(pid: i32) -> Result<Vec<i32>> {
         rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
     tids.sort_by_key(|&t| (t != pid, t));
     Ok(tids)
+}
+
+/// Children of every thread of a process (each thread's own children file).
+pub fn children(pid: i32) -> Result<Vec<i32>> {
+    let mut out = Vec::new();
+    for tid in tasks(pid)? {
+        let path = format!("/proc/{pid}/task/{tid}/children");
+        match fs::read_to_string(&path) {
+            Ok(text) => out.extend(text.split_whitespace().filter_map(|c| c.parse::<i32>().ok())),
+            // The thread exited after the listing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(TracerError::proc(path, e)),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 pub fn read_link(path: &str) -> Result<String> {
@@ -207,6 +238,10 @@ fn parse_maps_line(path: &str, line: &str, start: u64, end: u64) -> Result<Vma> 
         // Kernel gate pages outside the user address space (x86 vsyscall, the
         // 32-bit ARM vector page): always there, neither dumped nor mapped.
         "[vsyscall]" | "[vectors]" => VmaKind::Vsyscall,
+        // Shared anonymous memory shows as "/dev/zero (deleted)", memfds as
+        // "/memfd:NAME (deleted)", SysV segments as "/SYSV<key> (deleted)":
+        // none can be opened again by that name.
+        _ if inode != 0 && (name.ends_with(" (deleted)") || name.starts_with("/SYSV")) => VmaKind::Shmem,
         _ if inode != 0 => VmaKind::File,
         _ => VmaKind::Anon,
     };

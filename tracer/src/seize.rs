@@ -162,6 +162,18 @@ impl Seized {
         Ok(me)
     }
 
+    /// Take over a process this tracer already traces from birth (a fork
+    /// auto-attached through PTRACE_O_TRACEFORK), once it reports its first stop.
+    pub fn adopt(pid: i32) -> Result<Seized> {
+        let mut t = Thread { tid: pid, regsets: Vec::new(), sigmask: 0, held_signals: Vec::new(), group_stopped: false, modified: false };
+        if !wait_for_stop(&mut t)? {
+            return Err(TracerError::Exited { pid });
+        }
+        t.regsets = read_regsets(pid)?;
+        t.sigmask = ptrace::get_sigmask(pid)?;
+        Ok(Seized { pid, threads: vec![t], released: false })
+    }
+
     pub fn leader(&self) -> &Thread {
         &self.threads[0]
     }

@@ -5,7 +5,7 @@
 #[cfg(target_arch = "aarch64")]
 pub mod raw;
 
-use cryo_arch::{get_u64, put_u64, Arch, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
+use cryo_arch::{get_u32, get_u64, put_u64, Arch, FrameRecord, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
 
 pub struct Aarch64;
 
@@ -103,6 +103,10 @@ impl Arch for Aarch64 {
             MemfdCreate => 279,
             Rseq => 293,
             Clone3 => 435,
+            Ftruncate => 46,
+            PidfdOpen => 434,
+            PidfdGetfd => 438,
+            RtSigtimedwait => 137,
             CloseRange => 436,
             ArchPrctl | SetTls => return None,
         })
@@ -167,6 +171,68 @@ impl Arch for Aarch64 {
 
     fn needs_icache_flush() -> bool {
         true
+    }
+
+    const GP_NAMES: &'static [&'static str] = &[
+        "x0", "x1", "x2", "x3", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15", "x16",
+        "x17", "x18", "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27", "x28", "x29", "x30", "sp", "pc",
+        "pstate",
+    ];
+    const DWARF_SP: u16 = 31;
+    /// x0-x30 and sp share their DWARF numbers with user_pt_regs word indices.
+    const DWARF_REGS: u16 = 32;
+    const FRAME_RECORD: Option<FrameRecord> = Some(FrameRecord { fp: 29, saved_fp: 0, return_address: 8 });
+    const MAX_INSN_LEN: usize = 4;
+
+    fn dwarf_reg(gp: &[u8], reg: u16) -> Option<u64> {
+        (reg < Self::DWARF_REGS).then(|| get_u64(gp, reg as usize * 8))
+    }
+
+    fn follows_call(before: &[u8]) -> bool {
+        let Some(last) = before.len().checked_sub(4) else {
+            return false;
+        };
+        let insn = get_u32(before, last);
+        // BL imm26, or BLR xN.
+        insn & 0xfc00_0000 == 0x9400_0000 || insn & 0xffff_fc1f == 0xd63f_0000
+    }
+
+    fn syscall_name(nr: u64) -> Option<&'static str> {
+        Some(match nr {
+            4 => "io_getevents",
+            22 => "epoll_pwait",
+            56 => "openat",
+            57 => "close",
+            63 => "read",
+            64 => "write",
+            65 => "readv",
+            66 => "writev",
+            67 => "pread64",
+            68 => "pwrite64",
+            72 => "pselect6",
+            73 => "ppoll",
+            82 => "fsync",
+            94 => "exit_group",
+            95 => "waitid",
+            98 => "futex",
+            101 => "nanosleep",
+            115 => "clock_nanosleep",
+            124 => "sched_yield",
+            133 => "rt_sigsuspend",
+            137 => "rt_sigtimedwait",
+            202 => "accept",
+            203 => "connect",
+            206 => "sendto",
+            207 => "recvfrom",
+            211 => "sendmsg",
+            212 => "recvmsg",
+            242 => "accept4",
+            260 => "wait4",
+            426 => "io_uring_enter",
+            441 => "epoll_pwait2",
+            449 => "futex_waitv",
+            _ => return None,
+        })
     }
 }
 

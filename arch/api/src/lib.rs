@@ -80,6 +80,10 @@ pub enum Sysno {
     ArchPrctl,
     Personality,
     Prlimit64,
+    Ftruncate,
+    PidfdOpen,
+    PidfdGetfd,
+    RtSigtimedwait,
     /// Set the calling thread's TLS register where no register set can
     /// (32-bit ARM's private `set_tls`); `None` elsewhere.
     SetTls,
@@ -184,6 +188,64 @@ pub trait Arch {
     /// Must the instruction cache be flushed after code was written into a
     /// process from outside? (x86 keeps it coherent; ARM does not.)
     fn needs_icache_flush() -> bool;
+
+    // Reading a snapshot offline (`cryo inspect`, `cryo core`). Defaults are
+    // what an arch without these capabilities gets: raw bytes instead of
+    // instructions, stack scans instead of unwinding, register sets as saved.
+
+    /// Names of the words of the general-purpose register set, in order
+    /// (word size: 8 bytes on 64-bit arches, 4 on 32-bit ones).
+    const GP_NAMES: &'static [&'static str] = &[];
+    /// DWARF register number of the stack pointer.
+    const DWARF_SP: u16 = 0;
+    /// Registers `dwarf_reg` can read are numbered 0..DWARF_REGS.
+    const DWARF_REGS: u16 = 0;
+    /// Frame records made by frame-pointer-keeping code, if the ABI has them.
+    const FRAME_RECORD: Option<FrameRecord> = None;
+    /// Longest instruction in bytes (what to read at a pc to decode one).
+    const MAX_INSN_LEN: usize = 4;
+
+    /// Value of DWARF register `reg` in the general-purpose set (the numbering
+    /// of `.eh_frame` unwind tables).
+    fn dwarf_reg(_gp: &[u8], _reg: u16) -> Option<u64> {
+        None
+    }
+
+    /// Decode the instruction at the start of `code`, which sits at address
+    /// `pc`, and write its text to `out`. Returns its length, or `None` when
+    /// the bytes are no valid instruction or this build has no decoder.
+    fn disassemble(_code: &[u8], _pc: u64, _out: &mut dyn core::fmt::Write) -> Option<usize> {
+        None
+    }
+
+    /// Do the bytes just before a candidate return address end with a call
+    /// instruction? Guards the heuristic stack scan against stray code pointers.
+    fn follows_call(_before: &[u8]) -> bool {
+        true
+    }
+
+    /// Name of a syscall number, for the ones a stuck thread is usually in.
+    fn syscall_name(_nr: u64) -> Option<&'static str> {
+        None
+    }
+
+    /// A saved register set as debuggers expect it in an ELF core note,
+    /// written to `out` (at least as long as the set's `max_size`); returns
+    /// the length written. Default: unchanged.
+    fn core_note(_note_type: u32, data: &[u8], out: &mut [u8]) -> usize {
+        out[..data.len()].copy_from_slice(data);
+        data.len()
+    }
+}
+
+/// Where the frame-pointer register points in a frame record: the caller's
+/// frame pointer and the return address, at these byte offsets from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameRecord {
+    /// DWARF number of the frame-pointer register.
+    pub fp: u16,
+    pub saved_fp: i64,
+    pub return_address: i64,
 }
 
 /// Read a little-endian u64 at byte offset `off` of a register set.

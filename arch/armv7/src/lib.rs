@@ -101,6 +101,10 @@ impl Arch for Armv7 {
             MemfdCreate => 385,
             Rseq => 398,
             Clone3 => 435,
+            Ftruncate => 93,
+            PidfdOpen => 434,
+            PidfdGetfd => 438,
+            RtSigtimedwait => 177,
             CloseRange => 436,
             SetTls => ARM_NR_SET_TLS,
             ArchPrctl => return None,
@@ -193,6 +197,66 @@ impl Arch for Armv7 {
 
     fn needs_icache_flush() -> bool {
         true
+    }
+
+    const GP_NAMES: &'static [&'static str] = &[
+        "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "fp", "ip", "sp", "lr", "pc", "cpsr",
+        "orig_r0",
+    ];
+    const DWARF_SP: u16 = 13;
+    /// r0-r15 share their DWARF numbers with pt_regs word indices. No frame
+    /// record: where fp points differs between GCC, clang, ARM and Thumb code.
+    const DWARF_REGS: u16 = 16;
+    const MAX_INSN_LEN: usize = 4;
+
+    fn dwarf_reg(gp: &[u8], reg: u16) -> Option<u64> {
+        (reg < Self::DWARF_REGS).then(|| get_u32(gp, reg as usize * 4) as u64)
+    }
+
+    fn syscall_name(nr: u64) -> Option<&'static str> {
+        Some(match nr {
+            3 => "read",
+            4 => "write",
+            6 => "close",
+            29 => "pause",
+            114 => "wait4",
+            118 => "fsync",
+            142 => "_newselect",
+            145 => "readv",
+            146 => "writev",
+            158 => "sched_yield",
+            162 => "nanosleep",
+            168 => "poll",
+            177 => "rt_sigtimedwait",
+            179 => "rt_sigsuspend",
+            180 => "pread64",
+            181 => "pwrite64",
+            240 => "futex",
+            248 => "exit_group",
+            252 => "epoll_wait",
+            265 => "clock_nanosleep",
+            280 => "waitid",
+            283 => "connect",
+            285 => "accept",
+            290 => "sendto",
+            292 => "recvfrom",
+            296 => "sendmsg",
+            297 => "recvmsg",
+            322 => "openat",
+            335 => "pselect6",
+            336 => "ppoll",
+            346 => "epoll_pwait",
+            366 => "accept4",
+            407 => "clock_nanosleep_time64",
+            413 => "pselect6_time64",
+            414 => "ppoll_time64",
+            421 => "rt_sigtimedwait_time64",
+            422 => "futex_time64",
+            426 => "io_uring_enter",
+            441 => "epoll_pwait2",
+            449 => "futex_waitv",
+            _ => return None,
+        })
     }
 }
 

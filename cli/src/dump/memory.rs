@@ -4,6 +4,8 @@
 //! swapped), and the pages of private file mappings that the process wrote
 //! (anonymous copies). Not stored: never-touched pages, unmodified file pages,
 //! shared file mappings (the file holds them), kernel-provided vDSO/vvar.
+//! Shared memory without a file to reopen (`VmaKind::Shmem`) is stored
+//! whole, once per tree: the first process that maps a given range stores it.
 
 use cryo_tracer::arch::page_size;
 use anyhow::{bail, Result};
@@ -12,6 +14,8 @@ use cryo_injector::{Parasite, Remote};
 use cryo_parasite::abi::IoVec;
 use cryo_tracer::proc::{pagemap, MemFile, Pagemap};
 use cryo_tracer::Seized;
+use indicatif::ProgressBar;
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -26,30 +30,58 @@ pub struct Pages {
 const PAGEMAP_CHUNK: u64 = 1 << 16;
 /// iovecs handed to the parasite per command.
 const IOV_BATCH: usize = 4096;
+/// Bytes handed to the parasite per command at most (a progress step).
+const STREAM_PIECE: u64 = 64 << 20;
 
-pub fn dump(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite, vmas: &[Vma], out: &File) -> Result<Pages> {
+/// Shared memory ranges already stored by a process of the tree:
+/// (device, inode, offset, length).
+pub type SharedSeen = HashSet<(u64, u64, u64, u64)>;
+
+pub fn dump(
+    seized: &mut Seized,
+    remote: &mut Remote,
+    parasite: &mut Parasite,
+    vmas: &[Vma],
+    out: &File,
+    shared: &mut SharedSeen,
+    progress: &ProgressBar,
+) -> Result<Pages> {
     let pid = seized.pid;
-    let runs = select(pid, vmas, &remote.mem)?;
+    let runs = select(pid, vmas, &remote.mem, shared)?;
     let ps = page_size();
+    progress.inc_length(runs.iter().map(|r| r.npages * ps).sum());
+    let start = progress.position();
     let mut iovs: Vec<IoVec> = Vec::new();
+    let mut queued = 0u64;
     let mut offset = 0u64;
     for run in &runs {
         let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
         let len = run.npages * ps;
         if vma.prot & libc::PROT_READ as u32 != 0 && vma.kind != VmaKind::Vdso {
-            iovs.push(IoVec { base: run.vaddr, len });
-            if iovs.len() >= IOV_BATCH {
-                parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
-                iovs.clear();
+            // Pieces of a bounded size, so progress shows within one big area.
+            let mut at = 0;
+            while at < len {
+                let piece = (len - at).min(STREAM_PIECE);
+                iovs.push(IoVec { base: run.vaddr + at, len: piece });
+                queued += piece;
+                at += piece;
+                if iovs.len() >= IOV_BATCH || queued >= STREAM_PIECE {
+                    parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
+                    iovs.clear();
+                    queued = 0;
+                    progress.set_position(start + offset);
+                }
             }
         } else {
             // vmsplice needs read access and ordinary pages; /proc/PID/mem does not.
             parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
             iovs.clear();
+            queued = 0;
             copy_unreadable(&remote.mem, run.vaddr, len, out, &mut offset)?;
         }
     }
     parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
+    progress.set_position(start + offset);
     let stored = runs.iter().map(|r| r.npages).sum();
     Ok(Pages { runs, bytes: offset, stored })
 }
@@ -68,7 +100,7 @@ fn copy_unreadable(mem: &MemFile, addr: u64, len: u64, out: &File, offset: &mut 
 }
 
 /// The page runs to store, in address order, with their offsets in the pages file.
-pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile) -> Result<Vec<PageRun>> {
+pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile, shared: &mut SharedSeen) -> Result<Vec<PageRun>> {
     let ps = page_size();
     let pm = Pagemap::open(pid)?;
     let mut runs: Vec<PageRun> = Vec::new();
@@ -88,6 +120,14 @@ pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile) -> Result<Vec<PageRun>> {
         }
         let file_backed = v.kind == VmaKind::File;
         if file_backed && v.shared {
+            continue;
+        }
+        if v.kind == VmaKind::Shmem {
+            // The object's pages, whether or not this process touched them;
+            // a private mapping of a deleted file needs even the untouched ones.
+            if !v.shared || shared.insert((v.dev, v.inode, v.offset, v.len())) {
+                runs.push(PageRun { vaddr: v.start, npages: v.len() / ps, file_offset: 0, origin: PageOrigin::Here });
+            }
             continue;
         }
         let first_run = runs.len();

@@ -7,13 +7,14 @@
 
 mod fds;
 mod memory;
+mod pids;
 mod state;
 
 use anyhow::{Context, Result};
-use cryo_image::{DumpStats, ImageWriter, Inventory, ProcessEntry, ProcessImage, RegSet, ThreadImage};
+use cryo_image::{DumpStats, FdImage, ImageWriter, Inventory, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage};
 use cryo_injector::{Parasite, Remote};
 use cryo_tracer::arch::{page_size, Arch, Native};
-use cryo_tracer::{fault, proc, ptrace, Seized};
+use cryo_tracer::{fault, proc, ptrace, Seized, Tree};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -34,13 +35,60 @@ pub struct Summary {
 pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let t0 = Instant::now();
     let pid = opts.pid;
-    let mut seized = Seized::freeze(pid)?;
+    let mut tree = Tree::freeze(pid)?;
     let frozen = Instant::now();
+    let view = pids::PidView::of_root(pid)?;
 
     let mut writer = ImageWriter::create(&opts.out)?;
-    // On error, dropping `seized` releases the target and dropping `writer`
+    // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
-    let (process, pages) = dump_frozen(&mut seized, &mut writer)?;
+    let tree_pids = tree.pids();
+    let mut tree_fds = fds::collect(&tree_pids)?;
+    let mut shared = memory::SharedSeen::new();
+    let progress = crate::progress::bytes("checkpoint");
+    let mut processes = Vec::new();
+    let mut pages = 0;
+    let mut cpu_features = 0;
+    for seized in &mut tree.procs {
+        let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
+        let (process, stored) = dump_frozen(seized, &view, &mut writer, fds, &mut shared, &progress)?;
+        if cpu_features == 0 {
+            cpu_features = process
+                .threads
+                .first()
+                .map(|t| {
+                    let sets: Vec<(u32, &[u8])> = t.regsets.iter().map(|r| (r.note_type, r.data.as_slice())).collect();
+                    Native::cpu_features(&sets)
+                })
+                .unwrap_or(0);
+        }
+        fault::check("image-write")?;
+        writer.write_process(&process)?;
+        processes.push(ProcessEntry {
+            pid: process.pid,
+            ppid: process.ppid,
+            pgid: process.pgid,
+            sid: process.sid,
+            comm: process.comm.clone(),
+            threads: process.threads.len() as u32,
+            session_outside: session_leader_outside(seized.pid, &tree_pids),
+            state: ProcessState::Live,
+        });
+        pages += stored;
+    }
+    for z in &tree.zombies {
+        let (zpid, pgid, sid) = view.ids(z.pid)?;
+        processes.push(ProcessEntry {
+            pid: zpid,
+            ppid: view.parent(z.ppid),
+            pgid,
+            sid,
+            comm: z.comm.clone(),
+            threads: 0,
+            session_outside: session_leader_outside(z.pid, &tree_pids),
+            state: ProcessState::Zombie { status: z.status },
+        });
+    }
     let frozen_us = frozen.elapsed().as_micros() as u64;
     let inventory = Inventory {
         cryo_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -50,37 +98,41 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         created_unix_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
             as u64,
         page_size: page_size(),
-        root_pid: pid,
-        processes: vec![ProcessEntry { pid, ppid: process.ppid, comm: process.comm.clone() }],
+        root_pid: view.pid(pid)?,
+        processes,
+        pipes: tree_fds.pipes,
         parent: None,
-        cpu_features: process
-            .threads
-            .first()
-            .map(|t| {
-                let sets: Vec<(u32, &[u8])> = t.regsets.iter().map(|r| (r.note_type, r.data.as_slice())).collect();
-                Native::cpu_features(&sets)
-            })
-            .unwrap_or(0),
+        cpu_features,
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
     };
-    fault::check("image-write")?;
-    writer.write_process(&process)?;
     writer.finish(&inventory).context("completing the image")?;
+    progress.finish_and_clear();
     if opts.kill {
-        seized.kill().context("killing the checkpointed process")?;
+        tree.kill().context("killing the checkpointed tree")?;
     } else {
-        seized.release().context("resuming the checkpointed process")?;
+        tree.release().context("resuming the checkpointed tree")?;
     }
     Ok(Summary { pid, frozen_us, total_us: t0.elapsed().as_micros() as u64, pages, image: opts.out.clone() })
 }
 
+/// Whether the leader of `pid`'s session is alive and not part of the tree.
+fn session_leader_outside(pid: i32, tree: &[i32]) -> bool {
+    let Ok(sid) = proc::stat(pid).map(|s| s.sid) else { return false };
+    sid > 0 && !tree.contains(&sid) && proc::stat(sid).is_ok_and(|l| l.sid == sid && l.state != 'Z')
+}
 
 /// Everything done while the process is frozen. On error the parasite has
 /// been unloaded (as far as possible) before returning.
-fn dump_frozen(seized: &mut Seized, writer: &mut ImageWriter) -> Result<(ProcessImage, u64)> {
+fn dump_frozen(
+    seized: &mut Seized,
+    view: &pids::PidView,
+    writer: &mut ImageWriter,
+    fds: Vec<FdImage>,
+    shared: &mut memory::SharedSeen,
+    progress: &indicatif::ProgressBar,
+) -> Result<(ProcessImage, u64)> {
     let pid = seized.pid;
     let vmas = proc::vmas(pid)?;
-    let fds = fds::collect(pid)?;
     let mut remote = Remote::bootstrap(seized, pid, &vmas)?;
     let mut parasite = match Parasite::load(seized, &mut remote, None) {
         Ok(p) => p,
@@ -98,8 +150,8 @@ fn dump_frozen(seized: &mut Seized, writer: &mut ImageWriter) -> Result<(Process
             per_thread.push(state::collect_thread(seized, &mut r, &mut parasite)?);
         }
         parasite.open_pipe(seized, &mut remote)?;
-        let pages_file = writer.create_pages(pid)?;
-        let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file)?;
+        let pages_file = writer.create_pages(view.pid(pid)?)?;
+        let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file, shared, progress)?;
         Ok((st, per_thread, pages))
     })();
     let cured = parasite.unload(seized, &mut remote);
@@ -117,7 +169,7 @@ fn dump_frozen(seized: &mut Seized, writer: &mut ImageWriter) -> Result<(Process
             pending |= 1u64 << (s - 1);
         }
         threads.push(ThreadImage {
-            tid: t.tid,
+            tid: view.pid(t.tid)?,
             comm: tstatus.name.clone(),
             regsets: t.regsets.iter().map(|(nt, d)| RegSet { note_type: *nt, data: d.clone() }).collect(),
             sigmask: t.sigmask,
@@ -148,11 +200,12 @@ fn dump_frozen(seized: &mut Seized, writer: &mut ImageWriter) -> Result<(Process
         .ok()
         .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
         .unwrap_or(0);
+    let (inner, pgid, sid) = view.ids(pid)?;
     let process = ProcessImage {
-        pid,
-        ppid: status.ppid,
-        pgid: stat.pgid,
-        sid: stat.sid,
+        pid: inner,
+        ppid: view.parent(status.ppid),
+        pgid,
+        sid,
         comm: status.name.clone(),
         exe: proc::read_link(&format!("/proc/{pid}/exe"))?,
         cwd: proc::read_link(&format!("/proc/{pid}/cwd"))?,
@@ -177,6 +230,8 @@ fn dump_frozen(seized: &mut Seized, writer: &mut ImageWriter) -> Result<(Process
         pages: pages.runs,
         pages_bytes: pages.bytes,
         threads,
+        exit_signal: stat.exit_signal,
+        child_subreaper: st.child_subreaper,
         sigactions: st.sigactions,
         itimers: st.itimers,
         fds,

@@ -13,6 +13,7 @@ pub struct State {
     pub itimers: Vec<ITimer>,
     pub umask: u32,
     pub brk: u64,
+    pub child_subreaper: bool,
 }
 
 /// What each thread reports about itself.
@@ -22,6 +23,7 @@ pub struct ThreadState {
 }
 
 const PR_GET_TID_ADDRESS: u64 = 40;
+const PR_GET_CHILD_SUBREAPER: u64 = 37;
 pub const NSIG: usize = 64;
 
 /// Kernel `struct sigaction`: handler, flags, restorer (words), then a 64-bit mask.
@@ -47,6 +49,8 @@ pub fn collect(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite
     let um = b.call(Sysno::Umask, &[0.into()]);
     b.call(Sysno::Umask, &[Arg::Result(um)]);
     let brk = b.call(Sysno::Brk, &[0.into()]);
+    let subreaper = b.reserve(4);
+    b.call_may_fail(Sysno::Prctl, &[PR_GET_CHILD_SUBREAPER.into(), Arg::Data(subreaper)]);
     let out = parasite.run(seized, remote, &b)?;
 
     let is64 = Native::IS_64BIT;
@@ -66,7 +70,13 @@ pub fn collect(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite
             ITimer { interval_us: f(0) * 1_000_000 + f(1), value_us: f(2) * 1_000_000 + f(3) }
         })
         .collect();
-    Ok(State { sigactions, itimers, umask: out.results[um] as u32, brk: out.results[brk] as u64 })
+    Ok(State {
+        sigactions,
+        itimers,
+        umask: out.results[um] as u32,
+        brk: out.results[brk] as u64,
+        child_subreaper: out.u32_at(subreaper) != 0,
+    })
 }
 
 /// Run in the thread `remote` is bound to: only a thread can tell its own

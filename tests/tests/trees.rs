@@ -1,0 +1,261 @@
+//! Process trees (issue 3): `cryo checkpoint PID` takes PID and every
+//! descendant, and `cryo restart` rebuilds the same shape: parents, sessions,
+//! groups, pipes with their bytes, shared memory, zombies, pending signals.
+
+use cryo_tests::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const SECS20: Duration = Duration::from_secs(20);
+
+fn inspect_json(h: &Harness, img: &std::path::Path) -> Value {
+    let out = h.cryo_run(&["inspect", img.to_str().unwrap(), "--json"]);
+    out.assert_ok();
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("inspect --json: {e}\n{}", out.stdout))
+}
+
+/// Host pids of the children of `pid`, from every thread's children file.
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+    }
+    out
+}
+
+/// A parent and three children talking over pipes, with a shared anonymous
+/// counter: every message arrives once, in order, and the parent reaps its
+/// children by their old pids.
+#[test]
+fn parent_with_three_children_over_pipes_and_shared_memory() {
+    let h = Harness::with_cryo("tree-pipes");
+    let prog = h.compile("tree_pipes");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "150", "10"], "tree.log");
+    log.wait_prefix("msg 60 ", SECS20);
+    let kids: Vec<String> = log.lines().iter().filter(|l| l.starts_with("child ")).cloned().collect();
+    assert_eq!(kids.len(), 3, "{kids:?}");
+
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let inv = inspect_json(&h, &img);
+    let tree = inv["tree"].as_array().expect("inspect lists the tree");
+    assert_eq!(tree.len(), 4, "parent + 3 children: {tree:?}");
+    for k in &tree[1..] {
+        assert_eq!(k["ppid"], tree[0]["pid"], "children of the root: {tree:?}");
+    }
+    let pipes = inv["pipes"].as_array().expect("pipes listed");
+    assert_eq!(pipes.len(), 3, "one pipe per child: {pipes:?}");
+    let queued: u64 = pipes.iter().map(|p| p["queued_bytes"].as_u64().unwrap()).sum();
+    assert!(queued > 0, "the parent reads slower than the children write, so the pipes hold bytes: {pipes:?}");
+
+    let host = h.restart_detached(&img);
+    assert_eq!(children(host).len(), 3, "the children are children of the restored parent");
+    log.wait_prefix("done ", SECS20);
+    let lines = log.lines();
+    assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{}", lines.join("\n"));
+    assert_eq!(assert_consecutive(&lines, "msg ", "messages over pipes"), 450);
+    for (i, k) in kids.iter().enumerate() {
+        let pid = k.split_whitespace().nth(3).unwrap();
+        assert!(lines.contains(&format!("reaped {pid} status 0")), "child {i} (pid {pid}) reaped by its old pid:\n{}", lines.join("\n"));
+    }
+    assert_eq!(lines.last().map(String::as_str), Some("done 450 shared 450"));
+}
+
+/// `producer | consumer` checkpointed from its shell: bash, both sides of the
+/// pipeline and the `sleep` running at that moment come back.
+#[test]
+fn shell_pipeline_checkpointed_from_its_shell() {
+    let h = Harness::with_cryo("tree-pipeline");
+    let script = h.write_file(
+        "pipeline.sh",
+        "for i in $(seq 1 120); do echo \"line $i\"; sleep 0.02; done | while read l; do echo \"got $l\"; done\necho finished\n",
+        0o644,
+    );
+    let (mut p, log) = h.spawn(&["/bin/bash", script.to_str().unwrap()], "pipeline.log");
+    log.wait_line("got line 20");
+    assert!(children(p.pid()).len() >= 2, "both sides of the pipeline run");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let tree = inspect_json(&h, &img)["tree"].as_array().unwrap().len();
+    assert!(tree >= 3, "shell + producer + consumer, got {tree}");
+    h.restart_detached(&img);
+    log.wait_line("finished");
+    let lines = log.lines();
+    assert_eq!(assert_consecutive(&lines, "got line ", "pipeline"), 120);
+}
+
+/// Children that exited (one with a status, one by a signal) and were not yet
+/// reaped are zombies again after restart; the parent's waitpid gets them.
+#[test]
+fn zombie_children_are_reaped_after_restart() {
+    let h = Harness::with_cryo("tree-zombie");
+    let prog = h.compile("zombie");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "40", "50"], "zombie.log");
+    let first = log.wait_prefix("children ", SECS20);
+    let pids: Vec<&str> = first.split_whitespace().skip(1).collect();
+    log.wait_line("tick 5");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let inv = inspect_json(&h, &img);
+    let zombies = inv["tree"].as_array().unwrap().iter().filter(|e| e["state"].as_str().unwrap().starts_with("zombie")).count();
+    assert_eq!(zombies, 2, "{}", inv["tree"]);
+
+    let host = h.restart_detached(&img);
+    let kids = children(host);
+    assert_eq!(kids.len(), 2, "two zombie children");
+    for k in kids {
+        assert_eq!(proc_state(k), Some('Z'), "child {k} is a zombie again");
+    }
+    log.wait_line("done");
+    let lines = log.lines();
+    assert!(lines.contains(&format!("reaped {} exit 7", pids[0])), "{}", lines.join("\n"));
+    assert!(lines.contains(&format!("reaped {} signal 15", pids[1])), "{}", lines.join("\n"));
+    assert_eq!(assert_consecutive(&lines, "tick ", "zombie parent"), 40);
+}
+
+/// A signal pending (blocked) at the checkpoint is delivered once, after the
+/// program unblocks it in the restored process.
+#[test]
+fn pending_signal_is_delivered_after_restart() {
+    let h = Harness::with_cryo("tree-pending");
+    let prog = h.compile("pending");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "40", "25", "50"], "pending.log");
+    log.wait_line("ready");
+    send_signal(p.pid(), libc::SIGUSR1);
+    log.wait_prefix("tick 3 ", SECS20);
+    let pending = status_field(p.pid(), "ShdPnd").unwrap();
+    assert_eq!(u64::from_str_radix(&pending, 16).unwrap() & (1 << (libc::SIGUSR1 - 1)), 1 << (libc::SIGUSR1 - 1));
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    h.restart_detached(&img);
+    log.wait_prefix("done ", SECS20);
+    let lines = log.lines();
+    assert!(lines.contains(&"tick 24 got 0".to_string()), "not before the unblock:\n{}", lines.join("\n"));
+    assert!(lines.contains(&"tick 25 got 1".to_string()), "delivered at the unblock:\n{}", lines.join("\n"));
+    assert_eq!(lines.last().map(String::as_str), Some("done got 1"));
+}
+
+/// A program that forks every few milliseconds: checkpoints taken while it
+/// forks hold live children, zombies and children being born; it never
+/// notices them, and after a restart it reaps every child with its status.
+#[test]
+fn tree_forking_during_the_seize() {
+    let h = Harness::with_cryo("tree-forker");
+    let prog = h.compile("forker");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "1500"], "forker.log");
+    log.wait_prefix("reap 20", SECS20);
+    let mut biggest = 0;
+    for i in 0..5 {
+        let img = h.path(&format!("snap{i}"));
+        h.cryo_run(&["checkpoint", &p.pid().to_string(), "-o", img.to_str().unwrap(), "--leave-running"]).assert_ok();
+        biggest = biggest.max(inspect_json(&h, &img)["tree"].as_array().unwrap().len());
+    }
+    assert!(biggest > 2, "the tree had children at some checkpoint (largest: {biggest})");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    h.restart_detached(&img);
+    log.wait_prefix("done ", Duration::from_secs(60));
+    let lines = log.lines();
+    assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{}", lines.join("\n"));
+    assert_eq!(assert_consecutive(&lines, "spawn ", "forker spawns"), 1500);
+    assert_eq!(assert_consecutive(&lines, "reap ", "forker reaps"), 1500);
+}
+
+/// A checkpoint that fails at the last process of a tree leaves every process
+/// running untraced, as before.
+#[test]
+fn failed_tree_checkpoint_leaves_every_process_running() {
+    let h = Harness::with_cryo("tree-fault");
+    let prog = h.compile("tree_pipes");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "400", "10"], "tree.log");
+    log.wait_prefix("msg 30 ", SECS20);
+    let kids = children(p.pid());
+    assert_eq!(kids.len(), 3);
+    let img = h.path("img");
+    let out = h.cryo_run_env(&["checkpoint", &p.pid().to_string(), "-o", img.to_str().unwrap(), "--kill"], &[("CRYO_FAULT", "parasite-load@4")]);
+    out.assert_clean_failure();
+    assert!(p.running(), "the root survived");
+    assert_running_untouched(p.pid(), &log, 0, "root after a failure at its last child");
+    for k in kids {
+        assert_eq!(tracer_pid(k), Some(0), "child {k} was let go");
+        assert!(!read_maps(k).contains("memfd:cryo"), "child {k} still maps the parasite");
+    }
+    log.wait_prefix("done ", Duration::from_secs(30));
+    let lines = log.lines();
+    assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{}", lines.join("\n"));
+    assert_eq!(assert_consecutive(&lines, "msg ", "messages"), 1200);
+}
+
+/// An orphan reparented to a child subreaper is part of the subreaper's tree:
+/// it comes back as its child, and the subreaper reaps it with its status.
+#[test]
+fn orphan_of_a_subreaper_comes_back_as_its_child() {
+    let h = Harness::with_cryo("tree-subreaper");
+    let prog = h.compile("subreaper");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "40", "50"], "subreaper.log");
+    let g = log.wait_prefix("grandchild ", SECS20);
+    let orphan = g.split_whitespace().nth(1).unwrap().to_string();
+    log.wait_prefix("orphan tick 5 ", SECS20);
+    assert_eq!(children(p.pid()).len(), 1, "the orphan was reparented to the subreaper");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let host = h.restart_detached(&img);
+    assert_eq!(children(host).len(), 1, "the orphan is the restored subreaper's child");
+    log.wait_line("done");
+    let lines = log.lines();
+    let root = p.pid();
+    assert_eq!(assert_consecutive(&lines, "orphan tick ", "orphan"), 40);
+    assert!(lines.iter().filter(|l| l.starts_with("orphan tick")).skip(1).all(|l| l.ends_with(&format!("ppid {root}"))), "{}", lines.join("\n"));
+    assert!(lines.contains(&format!("reaped orphan {orphan} exit 5")), "{}", lines.join("\n"));
+}
+
+/// A daemon whose session leader exited (fork, setsid, fork, exit) keeps its
+/// session and process group: a helper with the leader's pid recreates the
+/// session and goes away again.
+#[test]
+fn daemon_keeps_a_session_whose_leader_is_gone() {
+    let h = Harness::with_cryo("tree-daemon");
+    let prog = h.compile("daemon");
+    let (mut launcher, log) = h.spawn(&[prog.to_str().unwrap(), "40", "50"], "daemon.log");
+    launcher.wait_exit(SECS20);
+    let first = log.wait_prefix("daemon ", SECS20);
+    let f: Vec<&str> = first.split_whitespace().collect();
+    let (daemon, sid, pgid): (i32, &str, &str) = (f[1].parse().unwrap(), f[3], f[5]);
+    assert_ne!(daemon.to_string(), sid, "the daemon is not its session's leader");
+    log.wait_prefix("tick 3 ", SECS20);
+    let img = h.path("img");
+    h.cryo_run(&["checkpoint", &daemon.to_string(), "-o", img.to_str().unwrap(), "--kill"]).assert_ok();
+    h.restart_detached(&img);
+    log.wait_line("done");
+    let lines = log.lines();
+    assert_eq!(assert_consecutive(&lines, "tick ", "daemon"), 40);
+    let expect = format!("sid {sid} pgid {pgid}");
+    assert!(lines.iter().filter(|l| l.starts_with("tick ")).all(|l| l.ends_with(&expect)), "{}", lines.join("\n"));
+}
+
+/// A restored tree can be checkpointed again (it runs in cryo's pid
+/// namespace, where its pids are the old ones): three generations of
+/// checkpoint and restart, and the programs never notice.
+#[test]
+fn restart_of_a_restart_keeps_the_tree() {
+    let h = Harness::with_cryo("tree-generations");
+    let prog = h.compile("tree_pipes");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "200", "10"], "tree.log");
+    log.wait_prefix("msg 30 ", SECS20);
+    h.checkpoint_kill(&mut p, &h.path("img0"));
+    let mut host = h.restart_detached(&h.path("img0"));
+    for gen in 1..=2 {
+        let seen = log.line_count();
+        log.wait_growth(seen, 10, SECS20);
+        let img = h.path(&format!("img{gen}"));
+        h.cryo_run(&["checkpoint", &host.to_string(), "-o", img.to_str().unwrap(), "--kill"]).assert_ok();
+        let inv = inspect_json(&h, &img);
+        assert_eq!(inv["root_pid"].as_i64(), Some(p.pid() as i64), "generation {gen} records the tree's own pids");
+        host = h.restart_detached(&img);
+    }
+    log.wait_prefix("done ", SECS20);
+    let lines = log.lines();
+    assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{}", lines.join("\n"));
+    assert_eq!(assert_consecutive(&lines, "msg ", "three generations"), 600);
+}

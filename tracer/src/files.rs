@@ -1,0 +1,77 @@
+//! Looking at a frozen process's open files from outside: taking a copy of
+//! an fd, telling whether two fds share one open file description, and
+//! reading what sits in a pipe without taking it out.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const KCMP_FILE: libc::c_int = 0;
+
+fn owned(r: libc::c_long) -> std::io::Result<OwnedFd> {
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// pidfd_getfd: this process gets a reference to another process's open file.
+pub fn take_fd(pid: i32, fd: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes no memory arguments.
+    let pidfd = owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: pidfd_getfd takes no memory arguments.
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })
+}
+
+/// Whether two fds refer to one open file description (kcmp KCMP_FILE);
+/// `None` where kcmp is unavailable (CONFIG_KCMP off, or not permitted).
+pub fn same_file(pid1: i32, fd1: i32, pid2: i32, fd2: i32) -> Option<bool> {
+    // SAFETY: kcmp with KCMP_FILE takes no memory arguments.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid1, pid2, KCMP_FILE, fd1, fd2) };
+    (r >= 0).then_some(r == 0)
+}
+
+/// A pipe's capacity and unread bytes, copied with tee(2) so the pipe keeps them.
+pub fn peek_pipe(pid: i32, fd: i32) -> std::io::Result<(u32, Vec<u8>)> {
+    let src = take_fd(pid, fd)?;
+    // SAFETY: F_GETPIPE_SZ takes no pointer.
+    let capacity = unsafe { libc::fcntl(src.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    if capacity < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the valid pointer.
+    if unsafe { libc::ioctl(src.as_raw_fd(), libc::FIONREAD, &mut queued) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if queued == 0 {
+        return Ok((capacity as u32, Vec::new()));
+    }
+    let (copy_r, copy_w) = pipe()?;
+    // SAFETY: F_SETPIPE_SZ takes no pointer. The copy must hold all the bytes.
+    if unsafe { libc::fcntl(copy_w.as_raw_fd(), libc::F_SETPIPE_SZ, capacity) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: tee takes no memory arguments.
+    let n = unsafe { libc::tee(src.as_raw_fd(), copy_w.as_raw_fd(), queued as usize, libc::SPLICE_F_NONBLOCK) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if n as i32 != queued {
+        return Err(std::io::Error::other(format!("tee copied {n} of the {queued} bytes queued")));
+    }
+    drop(copy_w);
+    let mut data = Vec::with_capacity(n as usize);
+    std::fs::File::from(copy_r).read_to_end(&mut data)?;
+    Ok((capacity as u32, data))
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned both fds to us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
