@@ -46,6 +46,8 @@ pub fn run_all() -> usize {
         ("threads", threads),
         ("leave-running", leave_running),
         ("stdin-pipe", stdin_pipe),
+        ("files", files),
+        ("tree", tree),
     ];
     let mut failures = 0;
     for (name, case) in cases {
@@ -422,6 +424,67 @@ fn stdin_pipe(rig: &Rig, dir: &Path) -> Outcome {
     let text = read_log(&log);
     if lines(&text) != ["0 2", "1 3", "2 4"] {
         return Err(format!("the echo workload logged {:?}, expected [\"0 2\", \"1 3\", \"2 4\"]", lines(&text)));
+    }
+    Ok(())
+}
+
+fn files(rig: &Rig, dir: &Path) -> Outcome {
+    let data: Vec<u8> = (0..64 * 1024).map(workload::data_byte).collect();
+    fs::write(dir.join("data"), &data).map_err(|e| format!("writing the data file: {e}"))?;
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["files", "log", "data"])?;
+    wait_log(&log, "4 chunks", |t| lines(t).len() >= 4)?;
+    checkpoint_kill(rig, dir, &mut child)?;
+    let at = lines(&read_log(&log)).len();
+    let pid = restart_detached(rig, dir)?;
+    let res = wait_log_of(&log, "4 chunks after the restart", Some(pid), |t| lines(t).len() >= at + 4);
+    stop_restored(pid);
+    res?;
+    for (k, l) in lines(&read_log(&log)).iter().enumerate() {
+        let hex: String = data[16 * k..16 * k + 16].iter().map(|b| format!("{b:02x}")).collect();
+        if *l != format!("{k} {hex}") {
+            return Err(format!("chunk {k} (checkpoint after {at} chunks): logged {l:?}, the file holds {hex}"));
+        }
+    }
+    Ok(())
+}
+
+/// Kill a restored tree: every process in the restored root's process group.
+fn stop_restored_tree(pid: i32) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let pgrp = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(2)?.parse::<i32>().ok());
+    if let Some(g) = pgrp.filter(|&g| g > 1) {
+        sys::kill(-g, libc::SIGKILL);
+    }
+    stop_restored(pid);
+}
+
+/// A parent with forked children: pipes with bytes in flight, a shared
+/// anonymous page, pids kept (the children's lines carry their getpid()).
+fn tree(rig: &Rig, dir: &Path) -> Outcome {
+    const CHILDREN: usize = 3;
+    let keys = 1 + CHILDREN; // M, C0..
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["tree", "log", &CHILDREN.to_string()])?;
+    let enough = |t: &str, base: &BTreeMap<String, Vec<u64>>, more: usize| {
+        by_key(t).is_ok_and(|m| m.len() == keys && m.iter().all(|(k, v)| v.len() >= base.get(k).map_or(0, Vec::len) + more))
+    };
+    let res = wait_log(&log, "2 lines from every process", |t| enough(t, &BTreeMap::new(), 2));
+    if res.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return res;
+    }
+    checkpoint_kill(rig, dir, &mut child)?;
+    let base = by_key(&read_log(&log))?;
+    let pid = restart_detached(rig, dir)?;
+    let res = wait_log_of(&log, "2 more lines from every process after the restart", Some(pid), |t| enough(t, &base, 2));
+    stop_restored_tree(pid);
+    res?;
+    for (k, v) in by_key(&read_log(&log))? {
+        if let Some(i) = v.iter().enumerate().position(|(i, &n)| n != i as u64) {
+            return Err(format!("{k}'s lines are not consecutive at index {i}: {:?}", &v[i.saturating_sub(3)..(i + 3).min(v.len())]));
+        }
     }
     Ok(())
 }

@@ -12,6 +12,14 @@
 //! * `heap LOG KIB`: a KIB-sized heap array evolves step by step, and a
 //!   floating-point value (kept in FP/SIMD registers across the sleep) with it;
 //!   line `S SUM FP` is the state after step S. [`heap_lines`] recomputes them.
+//! * `tree LOG N`: forks N children that share an anonymous MAP_SHARED page and
+//!   each talk to the parent over their own pipe: child i stores k in its slot of
+//!   the shared page, then writes `k PID` to its pipe. The parent checks every
+//!   line (pid as forked, k consecutive, the shared slot not behind) and logs
+//!   `C<i> <k>`, and `M <k>` on its own. A child whose parent is gone exits.
+//! * `files LOG DATA`: reads DATA 16 bytes at a time through one read-only fd
+//!   (its offset must survive) and logs `<k> <hex of the bytes>`; also writes to
+//!   /dev/null.
 //! * `echo LOG`: reads stdin (blocking in read(2) when checkpointed) and logs
 //!   `<n> <bytes read>` per read; exits 0 at end of input.
 //! * `threads LOG N`: N worker threads log `T<i> <k>` (k counted in a thread-local
@@ -35,6 +43,8 @@ pub fn run(args: &[String]) -> i32 {
         "heap" => heap(log, num(2) as usize),
         "threads" => threads(log, num(2) as usize),
         "echo" => echo(log),
+        "tree" => tree(log, num(2) as usize),
+        "files" => files(log, arg(2)),
         other => fail(&format!("workload: unknown kind {other:?}")),
     }
 }
@@ -178,5 +188,142 @@ fn threads(log: File, n: usize) -> i32 {
         put(&log, format!("M {k}\n"));
         k += 1;
         sleep(Duration::from_millis(40));
+    }
+}
+
+/// The bytes the `files` workload reads: byte i of the data file.
+pub fn data_byte(i: usize) -> u8 {
+    (i.wrapping_mul(131) ^ (i >> 8)) as u8
+}
+
+fn files(log: File, data: &str) -> i32 {
+    use std::io::Read;
+    let mut data = File::open(data).unwrap_or_else(|e| fail(&format!("workload: cannot open {data}: {e}")));
+    let mut null = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap_or_else(|e| fail(&format!("workload: /dev/null: {e}")));
+    let mut k = 0u64;
+    loop {
+        let mut chunk = [0u8; 16];
+        if let Err(e) = data.read_exact(&mut chunk) {
+            line(&log, &format!("ERR reading the data file: {e}\n"));
+            return 3;
+        }
+        let hex: String = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        line(&log, &format!("{k} {hex}\n"));
+        let _ = null.write_all(&chunk);
+        k += 1;
+        nanosleep(&log, 25);
+    }
+}
+
+/// One anonymous MAP_SHARED page of u64 slots, shared with forked children.
+fn shared_slots() -> &'static [std::sync::atomic::AtomicU64] {
+    // SAFETY: a fresh anonymous mapping; no address hint, no fd.
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if p == libc::MAP_FAILED {
+        fail("workload: mmap of the shared page failed");
+    }
+    // SAFETY: the page is zeroed, 4096 bytes, aligned, lives (never unmapped) for
+    // the rest of the process, and AtomicU64 has the layout of u64.
+    unsafe { std::slice::from_raw_parts(p.cast::<std::sync::atomic::AtomicU64>(), 4096 / 8) }
+}
+
+fn getpid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::getpid() }
+}
+
+fn getppid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::getppid() }
+}
+
+/// fork(2); the caller is single-threaded, so the child may run on freely.
+fn fork() -> i32 {
+    // SAFETY: the workload is single-threaded when it forks (no locks can be
+    // held by another thread), and the child only uses its own memory and fds.
+    unsafe { libc::fork() }
+}
+
+fn pipe() -> (File, File) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        fail("workload: pipe2 failed");
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) }
+}
+
+fn tree(log: File, n: usize) -> i32 {
+    use std::os::fd::AsRawFd;
+    let slots = shared_slots();
+    let parent = getpid();
+    let mut kids = Vec::new();
+    for i in 0..n {
+        let (r, w) = pipe();
+        match fork() {
+            0 => {
+                drop(r);
+                drop(kids);
+                let mut k = 0u64;
+                while getppid() == parent {
+                    slots[i].store(k, std::sync::atomic::Ordering::SeqCst);
+                    line(&w, &format!("{k} {}\n", getpid()));
+                    k += 1;
+                    nanosleep(&log, 30 + 7 * i as u64);
+                }
+                std::process::exit(0);
+            }
+            pid if pid < 0 => fail("workload: fork failed"),
+            pid => {
+                drop(w);
+                kids.push((pid, r, Vec::<u8>::new(), 0u64));
+            }
+        }
+    }
+    let mut k = 0u64;
+    let mut last = std::time::Instant::now();
+    loop {
+        let mut pfds: Vec<libc::pollfd> = kids.iter().map(|(_, r, _, _)| libc::pollfd { fd: r.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        // SAFETY: `pfds` holds exactly `pfds.len()` initialised pollfd structs.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as _, 40) };
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            fail("workload: poll failed");
+        }
+        for (i, (pfd, (pid, pipe, buf, next))) in pfds.iter().zip(kids.iter_mut()).enumerate() {
+            if pfd.revents == 0 {
+                continue;
+            }
+            let mut chunk = [0u8; 256];
+            let got = match std::io::Read::read(pipe, &mut chunk) {
+                Ok(0) | Err(_) => {
+                    line(&log, &format!("ERR child {i}'s pipe closed or failed\n"));
+                    std::process::exit(3);
+                }
+                Ok(g) => g,
+            };
+            buf.extend_from_slice(&chunk[..got]);
+            while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+                let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+                buf.drain(..=end);
+                let mut words = text.split(' ').map(|w| w.parse::<i64>().unwrap_or(-1));
+                let (ck, cpid) = (words.next().unwrap_or(-1), words.next().unwrap_or(-1));
+                let slot = slots[i].load(std::sync::atomic::Ordering::SeqCst);
+                if ck != *next as i64 || cpid != *pid as i64 || slot < *next {
+                    line(&log, &format!("ERR child {i} (pid {pid}) sent {text:?}, expected {next}; its shared slot holds {slot}\n"));
+                    std::process::exit(3);
+                }
+                line(&log, &format!("C{i} {next}\n"));
+                *next += 1;
+            }
+        }
+        if last.elapsed() >= Duration::from_millis(40) {
+            line(&log, &format!("M {k}\n"));
+            k += 1;
+            last = std::time::Instant::now();
+        }
     }
 }
