@@ -13,7 +13,7 @@
 # Debian's arm64/armhf packages), and the Rust targets below; as root, missing pieces are
 # installed. Env: CRYO_VM_CACHE (default ~/.cache/cryo-vm), CRYO_VM_TIMEOUT (s, 900),
 # CRYO_VM_FILTER (run only scenarios whose name contains it), CRYO_VM_VERBOSE=1 (kernel log),
-# CRYO_VM_CPU, CRYO_VM_KERNEL (use this kernel image), RUST_LOG (passed to cryo).
+# CRYO_VM_CPU (aarch64 default: max with pointer authentication; else cortex-a57/a15), CRYO_VM_KERNEL (use this kernel image), RUST_LOG (passed to cryo).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,7 +24,7 @@ build=1
 [ "${2:-}" = --no-build ] && build=0
 
 case $arch in
-  aarch64)        target=aarch64-unknown-linux-musl    qemu=qemu-system-aarch64 cpu=cortex-a57 debarch=arm64 flavour=arm64 ;;
+  aarch64)        target=aarch64-unknown-linux-musl    qemu=qemu-system-aarch64 cpu=max,pauth-impdef=on debarch=arm64 flavour=arm64 ;;
   arm)            target=armv7-unknown-linux-gnueabihf qemu=qemu-system-arm     cpu=cortex-a15 debarch=armhf flavour=armmp-lpae ;;
   arm-on-aarch64) target=armv7-unknown-linux-gnueabihf qemu=qemu-system-aarch64 cpu=cortex-a57 debarch=arm64 flavour=arm64 ;;
   *) die "unknown ARCH '$arch' (aarch64|arm|arm-on-aarch64)" ;;

@@ -48,10 +48,15 @@ pub fn run_all() -> usize {
         ("stdin-pipe", stdin_pipe),
         ("files", files),
         ("tree", tree),
+        ("pac-keys", pac_keys),
     ];
     let mut failures = 0;
     for (name, case) in cases {
         if !name.contains(filter.as_str()) {
+            continue;
+        }
+        if let Some(why) = not_here(name) {
+            println!("cryo-vmtest: SKIP {name}: {why}");
             continue;
         }
         let start = Instant::now();
@@ -72,6 +77,12 @@ pub fn run_all() -> usize {
         println!("cryo-vmtest: work directory kept: {}", rig.work.display());
     }
     failures
+}
+
+/// Why scenario `name` cannot run on this machine, if it cannot.
+fn not_here(name: &str) -> Option<&'static str> {
+    (name == "pac-keys" && !workload::has_pac())
+        .then_some("this CPU has no pointer authentication (tests/vm/run.sh aarch64 uses -cpu max, which has it)")
 }
 
 impl Rig {
@@ -485,6 +496,27 @@ fn tree(rig: &Rig, dir: &Path) -> Outcome {
         if let Some(i) = v.iter().enumerate().position(|(i, &n)| n != i as u64) {
             return Err(format!("{k}'s lines are not consecutive at index {i}: {:?}", &v[i.saturating_sub(3)..(i + 3).min(v.len())]));
         }
+    }
+    Ok(())
+}
+
+/// Pointer-authentication keys come back with the process (aarch64 CPUs that
+/// have them; elsewhere the scenario says why it did not run).
+fn pac_keys(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["pac", "log"])?;
+    wait_log(&log, "3 lines", |t| lines(t).len() >= 3)?;
+    checkpoint_kill(rig, dir, &mut child)?;
+    let at = lines(&read_log(&log)).len();
+    let pid = restart_detached(rig, dir)?;
+    let res = wait_log_of(&log, "3 lines after the restart", Some(pid), |t| lines(t).len() >= at + 3);
+    stop_restored(pid);
+    res?;
+    let text = read_log(&log);
+    let all = lines(&text);
+    let sig = |l: &str| l.split_once(' ').map(|(_, s)| s.to_string());
+    if all.iter().any(|l| sig(l) != sig(all[0])) {
+        return Err(format!("the signatures changed across the restart: {:?}", &all[at.saturating_sub(2)..(at + 2).min(all.len())]));
     }
     Ok(())
 }

@@ -20,6 +20,10 @@
 //! * `files LOG DATA`: reads DATA 16 bytes at a time through one read-only fd
 //!   (its offset must survive) and logs `<k> <hex of the bytes>`; also writes to
 //!   /dev/null.
+//! * `pac LOG` (aarch64 with pointer authentication): signs a fixed pointer with
+//!   the APIA key and a fixed value with the APGA key once, then every step signs
+//!   them again and logs `<k> <signatures>`; a change of keys (a restored process
+//!   running with its restorer's keys) makes them differ: `ERR`.
 //! * `echo LOG`: reads stdin (blocking in read(2) when checkpointed) and logs
 //!   `<n> <bytes read>` per read; exits 0 at end of input.
 //! * `threads LOG N`: N worker threads log `T<i> <k>` (k counted in a thread-local
@@ -45,6 +49,7 @@ pub fn run(args: &[String]) -> i32 {
         "echo" => echo(log),
         "tree" => tree(log, num(2) as usize),
         "files" => files(log, arg(2)),
+        "pac" => pac(log),
         other => fail(&format!("workload: unknown kind {other:?}")),
     }
 }
@@ -325,5 +330,60 @@ fn tree(log: File, n: usize) -> i32 {
             k += 1;
             last = std::time::Instant::now();
         }
+    }
+}
+
+/// Does this CPU (and kernel) give processes pointer authentication (address
+/// and generic keys)? Only aarch64 can.
+pub fn has_pac() -> bool {
+    const HWCAP_PACA: u64 = 1 << 30;
+    const HWCAP_PACG: u64 = 1 << 31;
+    // SAFETY: getauxval only reads the process's auxiliary vector.
+    let hwcap = unsafe { libc::getauxval(libc::AT_HWCAP) } as u64;
+    cfg!(target_arch = "aarch64") && hwcap & (HWCAP_PACA | HWCAP_PACG) == HWCAP_PACA | HWCAP_PACG
+}
+
+/// (pacia(ptr, modifier), pacga(value, modifier)) with this process's keys.
+#[cfg(target_arch = "aarch64")]
+fn pac_signatures() -> (u64, u64) {
+    let (mut a, g): (u64, u64);
+    a = 0x0000_7fff_1234_5670;
+    // SAFETY: pacia/pacga only compute values in registers (FEAT_PAuth, checked
+    // by the caller through HWCAP); no memory is touched.
+    unsafe {
+        core::arch::asm!(
+            ".arch_extension pauth",
+            "pacia {a}, {m}",
+            "pacga {g}, {v}, {m}",
+            a = inout(reg) a,
+            g = out(reg) g,
+            v = in(reg) 0x1234_5678_9abc_def0u64,
+            m = in(reg) 0x42u64,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    (a, g)
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+fn pac_signatures() -> (u64, u64) {
+    fail("workload: pointer authentication exists on aarch64 only")
+}
+
+fn pac(log: File) -> i32 {
+    if !has_pac() {
+        fail("workload: this CPU has no pointer authentication");
+    }
+    let first = pac_signatures();
+    let mut k = 0u64;
+    loop {
+        let now = pac_signatures();
+        if now != first {
+            line(&log, &format!("ERR step {k}: signatures {now:x?}, at the start {first:x?}: the keys changed\n"));
+            return 3;
+        }
+        line(&log, &format!("{k} {:x} {:x}\n", now.0, now.1));
+        k += 1;
+        nanosleep(&log, 25);
     }
 }
