@@ -49,6 +49,7 @@ pub fn run_all() -> usize {
         ("files", files),
         ("tree", tree),
         ("pac-keys", pac_keys),
+        ("signals", signals),
     ];
     let mut failures = 0;
     for (name, case) in cases {
@@ -519,4 +520,40 @@ fn pac_keys(rig: &Rig, dir: &Path) -> Outcome {
         return Err(format!("the signatures changed across the restart: {:?}", &all[at.saturating_sub(2)..(at + 2).min(all.len())]));
     }
     Ok(())
+}
+
+/// Signal handlers, the blocked mask and a pending signal survive; handlers run
+/// (signal frames and sigreturn) in the restored process.
+fn signals(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["signals", "log"])?;
+    wait_log(&log, "3 lines", |t| lines(t).len() >= 3)?;
+    sys::kill(child.id() as i32, libc::SIGUSR2);
+    sleep(Duration::from_millis(200));
+    if read_log(&log).contains("usr2") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("the workload ran its SIGUSR2 handler although SIGUSR2 was blocked".into());
+    }
+    checkpoint_kill(rig, dir, &mut child)?;
+    let pid = restart_detached(rig, dir)?;
+    let at = lines(&read_log(&log)).len();
+    let res = wait_log_of(&log, "2 lines after the restart", Some(pid), |t| lines(t).len() >= at + 2);
+    if res.is_ok() && read_log(&log).contains("usr") {
+        stop_restored(pid);
+        return Err(format!("a handler ran before SIGUSR1 was sent: {}", last_lines(&read_log(&log))));
+    }
+    sys::kill(pid, libc::SIGUSR1);
+    let res = res.and_then(|()| {
+        wait_log_of(&log, "usr1 and then usr2 (the pending signal)", Some(pid), |t| {
+            let l = lines(t);
+            l.iter().position(|&x| x == "usr1").is_some_and(|i| l[i..].contains(&"usr2"))
+        })
+    });
+    let res = res.and_then(|()| wait_log_of(&log, "steps after the handlers", Some(pid), |t| lines(t).last().is_some_and(|l| l.parse::<u64>().is_ok())));
+    stop_restored(pid);
+    res?;
+    let text = read_log(&log);
+    let steps: Vec<&str> = lines(&text).into_iter().filter(|l| !l.starts_with("usr")).collect();
+    check_counter(&(steps.join("\n") + "\n"))
 }

@@ -24,6 +24,10 @@
 //!   the APIA key and a fixed value with the APGA key once, then every step signs
 //!   them again and logs `<k> <signatures>`; a change of keys (a restored process
 //!   running with its restorer's keys) makes them differ: `ERR`.
+//! * `signals LOG`: SIGUSR1 and SIGUSR2 have handlers, SIGUSR2 is blocked. It
+//!   logs `<k>` per step, `usr1` when the SIGUSR1 handler ran, after which it
+//!   unblocks SIGUSR2 and logs `usr2` when that handler ran (a SIGUSR2 sent
+//!   before the checkpoint is pending and must be delivered then).
 //! * `echo LOG`: reads stdin (blocking in read(2) when checkpointed) and logs
 //!   `<n> <bytes read>` per read; exits 0 at end of input.
 //! * `threads LOG N`: N worker threads log `T<i> <k>` (k counted in a thread-local
@@ -50,6 +54,7 @@ pub fn run(args: &[String]) -> i32 {
         "tree" => tree(log, num(2) as usize),
         "files" => files(log, arg(2)),
         "pac" => pac(log),
+        "signals" => signals(log),
         other => fail(&format!("workload: unknown kind {other:?}")),
     }
 }
@@ -385,5 +390,70 @@ fn pac(log: File) -> i32 {
         line(&log, &format!("{k} {:x} {:x}\n", now.0, now.1));
         k += 1;
         nanosleep(&log, 25);
+    }
+}
+
+static USR1: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static USR2: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let counter = if sig == libc::SIGUSR1 { &USR1 } else { &USR2 };
+    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Install `on_signal` for `sig` (SA_RESTART; the libc supplies the restorer).
+fn handle(sig: libc::c_int) {
+    // SAFETY: a zeroed sigaction is valid; the handler only touches atomics
+    // (async-signal-safe); the pointers passed are valid for the call.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+            fail("workload: sigaction failed");
+        }
+    }
+}
+
+/// Block (`true`) or unblock SIGUSR2.
+fn block_usr2(block: bool) {
+    // SAFETY: the sigset is initialised by sigemptyset before use; no old mask is asked for.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        let how = if block { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+        libc::sigprocmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+fn signals(log: File) -> i32 {
+    handle(libc::SIGUSR1);
+    handle(libc::SIGUSR2);
+    block_usr2(true);
+    let (mut seen1, mut seen2) = (0, 0);
+    let mut k = 0u64;
+    loop {
+        line(&log, &format!("{k}\n"));
+        k += 1;
+        // A handled signal ends the sleep early (EINTR): that is expected here.
+        let ts = libc::timespec { tv_sec: 0, tv_nsec: 25_000_000 };
+        // SAFETY: `ts` is a valid timespec; no remainder is asked for.
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+        let (u1, u2) = (USR1.load(std::sync::atomic::Ordering::SeqCst), USR2.load(std::sync::atomic::Ordering::SeqCst));
+        if u2 != seen2 {
+            if seen1 == 0 {
+                line(&log, "ERR SIGUSR2 was delivered while blocked\n");
+                return 3;
+            }
+            seen2 = u2;
+            line(&log, "usr2\n");
+        }
+        if u1 != seen1 {
+            seen1 = u1;
+            line(&log, "usr1\n");
+            block_usr2(false);
+        }
     }
 }
