@@ -362,6 +362,7 @@ fn threads(rig: &Rig, dir: &Path) -> Outcome {
     };
     wait_log(&log, "2 lines from every thread", |t| enough(t, &BTreeMap::new(), 2))?;
     checkpoint_kill(rig, dir, &mut child)?;
+    check_core(rig, dir, 1 + WORKERS + 2)?;
     let base = by_key(&read_log(&log))?;
     let pid = restart_detached(rig, dir)?;
     let res = wait_log_of(&log, "2 more lines from every thread after the restart", Some(pid), |t| enough(t, &base, 2));
@@ -556,4 +557,55 @@ fn signals(rig: &Rig, dir: &Path) -> Outcome {
     let text = read_log(&log);
     let steps: Vec<&str> = lines(&text).into_iter().filter(|l| !l.starts_with("usr")).collect();
     check_counter(&(steps.join("\n") + "\n"))
+}
+
+/// `cryo core` of the image: an ELF core of this CPU (class, e_machine) whose
+/// notes hold one NT_PRSTATUS per thread, each followed by the thread's other
+/// register sets (FP/SIMD, TLS). gdb is not in the VM; x86_64's suite checks
+/// what gdb makes of cores.
+fn check_core(rig: &Rig, dir: &Path, threads: usize) -> Outcome {
+    rig.cryo_ok(dir, &["core", "img", "-o", "core"])?;
+    let core = fs::read(dir.join("core")).map_err(|e| format!("reading the core: {e}"))?;
+    let bad = |what: &str| Err(format!("cryo core wrote a bad core: {what}"));
+    if core.len() < 64 || &core[..4] != b"\x7fELF" {
+        return bad("no ELF header");
+    }
+    let is64 = core[4] == 2;
+    let u16_at = |o: usize| u16::from_le_bytes([core[o], core[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(core[o..o + 4].try_into().unwrap());
+    let word_at = |o: usize| if is64 { u64::from_le_bytes(core[o..o + 8].try_into().unwrap()) } else { u32_at(o) as u64 } as usize;
+    let (machine, want64, fp_note) = match std::env::consts::ARCH {
+        "aarch64" => (183, true, 2),
+        "arm" => (40, false, 0x400),
+        _ => (62, true, 2),
+    };
+    if u16_at(16) != 4 || u16_at(18) != machine || is64 != want64 {
+        return bad(&format!("e_type {} e_machine {} ELF{}", u16_at(16), u16_at(18), if is64 { 64 } else { 32 }));
+    }
+    let (phoff, phentsize, phnum) = if is64 { (word_at(32), u16_at(54), u16_at(56)) } else { (word_at(28), u16_at(42), u16_at(44)) };
+    let mut notes = Vec::new();
+    for i in 0..phnum as usize {
+        let ph = phoff + i * phentsize as usize;
+        if u32_at(ph) != 4 {
+            continue; // not PT_NOTE
+        }
+        let (off, size) = if is64 { (word_at(ph + 8), word_at(ph + 32)) } else { (word_at(ph + 4), word_at(ph + 16)) };
+        let mut at = off;
+        while at + 12 <= off + size && off + size <= core.len() {
+            let (namesz, descsz, ty) = (u32_at(at) as usize, u32_at(at + 4) as usize, u32_at(at + 8));
+            notes.push(ty);
+            at += 12 + namesz.next_multiple_of(4) + descsz.next_multiple_of(4);
+        }
+    }
+    let count = |t: u32| notes.iter().filter(|&&n| n == t).count();
+    if count(1) != threads {
+        return bad(&format!("{} NT_PRSTATUS notes for {threads} threads", count(1)));
+    }
+    if count(fp_note) != threads {
+        return bad(&format!("{} FP register notes ({fp_note:#x}) for {threads} threads", count(fp_note)));
+    }
+    if std::env::consts::ARCH != "x86_64" && count(0x401) != threads {
+        return bad(&format!("{} NT_ARM_TLS notes for {threads} threads", count(0x401)));
+    }
+    Ok(())
 }
