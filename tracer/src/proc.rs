@@ -234,7 +234,11 @@ fn parse_maps_line(path: &str, line: &str, start: u64, end: u64) -> Result<Vma> 
         "[heap]" => VmaKind::Heap,
         "[stack]" => VmaKind::Stack,
         "[vdso]" => VmaKind::Vdso,
-        "[vvar]" | "[vvar_vclock]" => VmaKind::Vvar,
+        // Kernel-provided pages that are moved to their old address at restart,
+        // not dumped: the vDSO's data pages, and 32-bit ARM's signal-return
+        // trampoline page (the kernel follows it on mremap; handlers installed
+        // without SA_RESTORER return through it).
+        "[vvar]" | "[vvar_vclock]" | "[sigpage]" => VmaKind::Vvar,
         // Kernel gate pages outside the user address space (x86 vsyscall, the
         // 32-bit ARM vector page): always there, neither dumped nor mapped.
         "[vsyscall]" | "[vectors]" => VmaKind::Vsyscall,

@@ -24,7 +24,8 @@
 //!   the APIA key and a fixed value with the APGA key once, then every step signs
 //!   them again and logs `<k> <signatures>`; a change of keys (a restored process
 //!   running with its restorer's keys) makes them differ: `ERR`.
-//! * `signals LOG`: SIGUSR1 and SIGUSR2 have handlers, SIGUSR2 is blocked. It
+//! * `signals LOG`: SIGUSR1 and SIGUSR2 have handlers (SIGUSR2's returns through
+//!   the kernel's own trampoline on ARM: no SA_RESTORER), SIGUSR2 is blocked. It
 //!   logs `<k>` per step, `usr1` when the SIGUSR1 handler ran, after which it
 //!   unblocks SIGUSR2 and logs `usr2` when that handler ran (a SIGUSR2 sent
 //!   before the checkpoint is pending and must be delivered then).
@@ -428,9 +429,41 @@ fn block_usr2(block: bool) {
     }
 }
 
+/// The kernel's `struct sigaction` for rt_sigaction(2) on the generic layout
+/// (handler, flags, restorer, mask of 64 bits in words).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: usize,
+    restorer: usize,
+    mask: [usize; 8 / std::mem::size_of::<usize>()],
+}
+
+/// Install `on_signal` for `sig` without SA_RESTORER, where the kernel then
+/// returns from the handler through its own trampoline (ARM's [sigpage], the
+/// arm64 vDSO): that trampoline must be where the kernel thinks it is after a
+/// restart. x86_64 requires a restorer, so there the libc installs it.
+fn handle_with_kernel_trampoline(sig: libc::c_int) {
+    if cfg!(target_arch = "x86_64") {
+        return handle(sig);
+    }
+    let sa = KernelSigaction {
+        handler: on_signal as extern "C" fn(libc::c_int) as usize,
+        flags: libc::SA_RESTART as usize,
+        restorer: 0,
+        mask: [0; 8 / std::mem::size_of::<usize>()],
+    };
+    // SAFETY: `sa` is a valid kernel sigaction for this CPU, alive for the call;
+    // the handler only touches atomics.
+    let r = unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &sa as *const KernelSigaction, std::ptr::null_mut::<KernelSigaction>(), 8) };
+    if r != 0 {
+        fail("workload: rt_sigaction failed");
+    }
+}
+
 fn signals(log: File) -> i32 {
     handle(libc::SIGUSR1);
-    handle(libc::SIGUSR2);
+    handle_with_kernel_trampoline(libc::SIGUSR2);
     block_usr2(true);
     let (mut seen1, mut seen2) = (0, 0);
     let mut k = 0u64;
