@@ -24,6 +24,8 @@ pub enum TracerError {
     Exited { pid: i32 },
     #[error("{what} of {pid}: {errno}")]
     Ptrace { what: String, pid: i32, errno: Errno },
+    #[error("thread {tid}: register set {note_type:#x} holds {now}, not the saved {saved}, and ptrace cannot write it (the thread sets it itself); this is a cryo bug, please report it")]
+    RegisterNotSet { tid: i32, note_type: u32, now: String, saved: String },
     #[error("reading {path}: {source}")]
     Proc { path: String, source: std::io::Error },
     #[error("parsing {path}: {what}")]

@@ -96,10 +96,7 @@ pub fn set_regset(tid: i32, note_type: u32, data: &[u8]) -> Result<()> {
     if let RegSetAccess::GetOnly { .. } = access(note_type) {
         let now = get_regset(tid, note_type, data.len()).map_err(|e| TracerError::ptrace(format!("reading register set {note_type:#x}"), tid, e))?;
         if now != data {
-            return Err(TracerError::Parse {
-                path: format!("register set {note_type:#x} of thread {tid}"),
-                what: format!("holds {now:02x?}, not the saved {data:02x?}, and ptrace cannot write it (a cryo bug: the thread should have set it)"),
-            });
+            return Err(TracerError::RegisterNotSet { tid, note_type, now: format!("{now:02x?}"), saved: format!("{data:02x?}") });
         }
         return Ok(());
     }
