@@ -31,27 +31,32 @@ case $arch in
 esac
 cpu=${CRYO_VM_CPU:-$cpu}
 case $target in
-  aarch64*) blob_target=aarch64-unknown-none-softfloat apt_pkgs=(qemu-system-arm) ;;
+  aarch64*) blob_target=aarch64-unknown-none-softfloat apt_pkgs=(qemu-system-arm gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
   armv7*)   blob_target=armv7a-none-eabi apt_pkgs=(qemu-system-arm gcc-arm-linux-gnueabihf libc6-dev-armhf-cross) ;;
 esac
+
+# The aarch64 VM also gets the ARMv7 build of cryo-vmtest (/workload32): the 64-bit cryo
+# must refuse a 32-bit process clearly.
+extra_target=
+[ "$arch" = aarch64 ] && extra_target=armv7-unknown-linux-gnueabihf
 
 # ---- tools ----------------------------------------------------------------------------
 need=()
 command -v "$qemu" >/dev/null || need+=(qemu-system-arm)
-[ "$target" != armv7-unknown-linux-gnueabihf ] || command -v arm-linux-gnueabihf-gcc >/dev/null ||
+[ "$target" != armv7-unknown-linux-gnueabihf ] && [ -z "$extra_target" ] || command -v arm-linux-gnueabihf-gcc >/dev/null ||
   need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "tests/vm/run.sh: installing ${need[*]}" >&2
-    apt-get update -qq >&2
+    apt-get update -qq >&2 || echo "tests/vm/run.sh: apt-get update had errors; trying with what it got" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
   else
     die "missing: ${need[*]} (apt-get install ${apt_pkgs[*]} python3)"
   fi
 fi
 if [ $build = 1 ] && command -v rustup >/dev/null; then
-  for t in "$target" "$blob_target"; do
+  for t in "$target" "$blob_target" ${extra_target:+"$extra_target"}; do
     rustup target list --installed | grep -qx "$t" || rustup target add "$t" >&2
   done
 fi
@@ -62,7 +67,13 @@ bindir=target/$target/release
 if [ $build = 1 ]; then
   CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
     cargo build --release --target "$target" -p cryo-cli -p cryo-vmtest >&2
+  if [ -n "$extra_target" ]; then
+    CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
+      cargo build --release --target "$extra_target" -p cryo-vmtest >&2
+  fi
 fi
+workload32=
+[ -n "$extra_target" ] && [ -x "target/$extra_target/release/cryo-vmtest" ] && workload32=target/$extra_target/release/cryo-vmtest
 for b in cryo cryo-vmtest; do [ -x "$bindir/$b" ] || die "$bindir/$b is missing (run without --no-build)"; done
 
 # ---- kernel ---------------------------------------------------------------------------
@@ -95,9 +106,10 @@ fi
 # ---- initramfs ------------------------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/cryo-vm-run.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-python3 - "$work/initrd.cpio" "$bindir/cryo-vmtest" "$bindir/cryo" <<'PY' || die "cannot write the initramfs"
+python3 - "$work/initrd.cpio" "$bindir/cryo-vmtest" "$bindir/cryo" $workload32 <<'PY' || die "cannot write the initramfs"
 import sys
 out, rig, cryo = sys.argv[1:4]
+extra = sys.argv[4:5]
 buf, ino = bytearray(), [100]
 def ent(name, mode, data=b"", rdev=(0, 0)):  # cpio "newc"; no root needed for the device node
     ino[0] += 1
@@ -110,6 +122,8 @@ for d in ("dev", "proc", "sys", "tmp"):
 ent("dev/console", 0o020600, rdev=(5, 1))
 ent("init", 0o100755, open(rig, "rb").read())
 ent("cryo", 0o100755, open(cryo, "rb").read())
+for w in extra:
+    ent("workload32", 0o100755, open(w, "rb").read())
 ent("TRAILER!!!", 0)
 open(out, "wb").write(buf)
 PY

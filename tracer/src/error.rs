@@ -26,6 +26,8 @@ pub enum TracerError {
     Ptrace { what: String, pid: i32, errno: Errno },
     #[error("thread {tid}: register set {note_type:#x} holds {now}, not the saved {saved}, and ptrace cannot write it (the thread sets it itself); this is a cryo bug, please report it")]
     RegisterNotSet { tid: i32, note_type: u32, now: String, saved: String },
+    #[error("thread {pid} has {bytes}-byte general registers, not {arch}'s: it is a process of another architecture (e.g. a 32-bit program on a 64-bit kernel); checkpoint it with a cryo built for that architecture (e.g. the armv7 build)")]
+    ForeignArch { pid: i32, bytes: usize, arch: &'static str },
     #[error("reading {path}: {source}")]
     Proc { path: String, source: std::io::Error },
     #[error("parsing {path}: {what}")]

@@ -261,6 +261,11 @@ fn read_regsets(tid: i32) -> Result<Vec<(u32, Vec<u8>)>> {
     let mut out = Vec::new();
     for (i, spec) in Native::REGSETS.iter().enumerate() {
         match ptrace::get_regset(tid, spec.note_type, spec.max_size) {
+            // A general-purpose set of another size: a process of another CPU mode
+            // (a 32-bit process on a 64-bit kernel).
+            Ok(data) if i == 0 && data.len() != Native::GP_SIZE => {
+                return Err(TracerError::ForeignArch { pid: tid, bytes: data.len(), arch: Native::NAME })
+            }
             Ok(data) => out.push((spec.note_type, data)),
             // Optional sets the CPU or kernel lacks (e.g. no XSAVE).
             Err(Errno::EINVAL | Errno::ENODEV | Errno::EIO) if i > 0 => {}

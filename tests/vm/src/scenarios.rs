@@ -50,6 +50,7 @@ pub fn run_all() -> usize {
         ("tree", tree),
         ("pac-keys", pac_keys),
         ("signals", signals),
+        ("foreign-arch", foreign_arch),
     ];
     let mut failures = 0;
     for (name, case) in cases {
@@ -82,9 +83,19 @@ pub fn run_all() -> usize {
 
 /// Why scenario `name` cannot run on this machine, if it cannot.
 fn not_here(name: &str) -> Option<&'static str> {
-    (name == "pac-keys" && !workload::has_pac())
-        .then_some("this CPU has no pointer authentication (tests/vm/run.sh aarch64 uses -cpu max, which has it)")
+    match name {
+        "pac-keys" if !workload::has_pac() => {
+            Some("this CPU has no pointer authentication (tests/vm/run.sh aarch64 uses -cpu max, which has it)")
+        }
+        "foreign-arch" if !Path::new(WORKLOAD32).exists() => {
+            Some("no 32-bit build of cryo-vmtest here (tests/vm/run.sh aarch64 puts one at /workload32)")
+        }
+        _ => None,
+    }
 }
+
+/// The ARMv7 build of this program, in the aarch64 VM.
+const WORKLOAD32: &str = "/workload32";
 
 impl Rig {
     fn new() -> Result<Rig, String> {
@@ -608,4 +619,27 @@ fn check_core(rig: &Rig, dir: &Path, threads: usize) -> Outcome {
         return bad(&format!("{} NT_ARM_TLS notes for {threads} threads", count(0x401)));
     }
     Ok(())
+}
+
+/// A 32-bit process on the 64-bit kernel, checkpointed by the 64-bit cryo: a
+/// clear refusal, and the process runs on untouched.
+fn foreign_arch(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut c = rig.command(Path::new(WORKLOAD32), dir, "workload")?;
+    c.args(["workload", "counter", "log", "0", "0"]).process_group(0);
+    let mut child = c.spawn().map_err(|e| format!("starting the 32-bit workload: {e}"))?;
+    let result = (|| {
+        wait_log(&log, "3 lines", |t| lines(t).len() >= 3)?;
+        let st = rig.cryo(dir, &["checkpoint", &child.id().to_string(), "-o", "img", "--kill"])?;
+        let err = fs::read_to_string(dir.join("cryo-checkpoint.err")).unwrap_or_default();
+        if st.code() != Some(1) || !err.contains("another architecture") || err.lines().count() != 1 {
+            return Err(format!("cryo checkpoint of a 32-bit process: {st}, stderr {err:?}; expected status 1 and one line naming the other architecture"));
+        }
+        let at = lines(&read_log(&log)).len();
+        wait_log(&log, "lines after the refused checkpoint", |t| lines(t).len() >= at + 3)?;
+        check_counter(&read_log(&log))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }
