@@ -37,13 +37,13 @@ cargo build -p cryo-cli
 cargo test --workspace "$@"
 
 # The end-to-end scenarios of tests/vm (single process, threads, tree, pipes, files):
-# natively here, then inside aarch64 and ARMv7 VMs under qemu-system (tests/vm/run.sh
+# natively here, then inside aarch64 (two CPUs) and ARMv7 VMs under qemu-system (tests/vm/run.sh
 # builds static cross binaries, fetches Debian's kernels with apt and installs
 # qemu-system-arm and the Rust targets when run as root). CRYO_VM_ARCHES picks the VMs
-# (default: all three; empty: none).
+# (default: all four; empty: none).
 cargo build -p cryo-vmtest
 CRYO_BIN=target/debug/cryo target/debug/cryo-vmtest
-vm_arches=${CRYO_VM_ARCHES-aarch64 arm arm-on-aarch64}
+vm_arches=${CRYO_VM_ARCHES-aarch64 aarch64-a57 arm arm-on-aarch64}
 if [ -n "$vm_arches" ] && [ "$(id -u)" != 0 ] && ! command -v qemu-system-aarch64 >/dev/null 2>&1; then
     echo "test.sh: skipping the ARM VM suites: qemu-system-arm is not installed (apt-get install qemu-system-arm, or run as root)" >&2
     vm_arches=

@@ -6,8 +6,9 @@
 # cryo-vmtest, /cryo is cryo; no shell, no compiler) and exit with the number of failed
 # scenarios (125 when the VM itself did not work).
 #
-# ARCH: aarch64 | arm (ARMv7, armmp-lpae kernel) | arm-on-aarch64 (the ARMv7 build on the
-# arm64 kernel, compat mode).
+# ARCH: aarch64 (-cpu max: SVE, pointer authentication) | aarch64-a57 (the same on a plain
+# ARMv8.0 Cortex-A57) | arm (ARMv7, armmp-lpae kernel) | arm-on-aarch64 (the ARMv7 build on
+# the arm64 kernel, compat mode).
 #
 # Needs qemu-system-arm, python3 (to write the initramfs), apt (the kernel comes from
 # Debian's arm64/armhf packages), and the Rust targets below; as root, missing pieces are
@@ -18,16 +19,17 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 die() { echo "tests/vm/run.sh: $*" >&2; exit 125; }
-[ $# -ge 1 ] || die "usage: tests/vm/run.sh aarch64|arm|arm-on-aarch64 [--no-build]"
+[ $# -ge 1 ] || die "usage: tests/vm/run.sh aarch64|aarch64-a57|arm|arm-on-aarch64 [--no-build]"
 arch=$1
 build=1
 [ "${2:-}" = --no-build ] && build=0
 
 case $arch in
   aarch64)        target=aarch64-unknown-linux-musl    qemu=qemu-system-aarch64 cpu=max,pauth-impdef=on debarch=arm64 flavour=arm64 ;;
+  aarch64-a57)    target=aarch64-unknown-linux-musl    qemu=qemu-system-aarch64 cpu=cortex-a57 debarch=arm64 flavour=arm64 ;;
   arm)            target=armv7-unknown-linux-gnueabihf qemu=qemu-system-arm     cpu=cortex-a15 debarch=armhf flavour=armmp-lpae ;;
   arm-on-aarch64) target=armv7-unknown-linux-gnueabihf qemu=qemu-system-aarch64 cpu=cortex-a57 debarch=arm64 flavour=arm64 ;;
-  *) die "unknown ARCH '$arch' (aarch64|arm|arm-on-aarch64)" ;;
+  *) die "unknown ARCH '$arch' (aarch64|aarch64-a57|arm|arm-on-aarch64)" ;;
 esac
 cpu=${CRYO_VM_CPU:-$cpu}
 case $target in
@@ -38,7 +40,7 @@ esac
 # The aarch64 VM also gets the ARMv7 build of cryo-vmtest (/workload32): the 64-bit cryo
 # must refuse a 32-bit process clearly.
 extra_target=
-[ "$arch" = aarch64 ] && extra_target=armv7-unknown-linux-gnueabihf
+case $arch in aarch64*) extra_target=armv7-unknown-linux-gnueabihf ;; esac
 
 # ---- tools ----------------------------------------------------------------------------
 need=()

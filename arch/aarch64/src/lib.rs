@@ -21,6 +21,11 @@ pub const NT_ARM_PACG_KEYS: u32 = 0x408;
 pub const NT_ARM_TAGGED_ADDR_CTRL: u32 = 0x409;
 /// prctl(PR_PAC_SET_ENABLED_KEYS) state (u64).
 pub const NT_ARM_PAC_ENABLED_KEYS: u32 = 0x40a;
+/// SVE state (`struct user_sve_header` + Z, P, FFR, FPSR, FPCR) and vector length.
+pub const NT_ARM_SVE: u32 = 0x405;
+/// Largest NT_ARM_SVE set: 2048-bit vectors (16 quadwords), the architectural
+/// maximum: header, 32 Z of 256 bytes, 16 P and FFR of 32, FPSR+FPCR padded to 16.
+const SVE_MAX_SIZE: usize = 16 + 32 * 256 + 17 * 32 + 16;
 
 /// Byte offsets in `struct user_pt_regs`: x0..x30, sp, pc, pstate.
 const X0: usize = 0;
@@ -37,6 +42,10 @@ impl Arch for Aarch64 {
         // 32 x 128-bit vector registers, fpsr, fpcr, padding.
         RegSetSpec { note_type: NT_PRFPREG, name: "fpsimd", max_size: 32 * 16 + 16, core_note_owner: "CORE", access: RegSetAccess::Regset },
         RegSetSpec { note_type: NT_ARM_TLS, name: "tls", max_size: 8, core_note_owner: "LINUX", access: RegSetAccess::Regset },
+        // After fpsimd, so that it is loaded last: live SVE registers are wider
+        // than the FPSIMD view, and writing that view zeroes the rest. Also holds
+        // the thread's vector length. Absent (EINVAL) without SVE.
+        RegSetSpec { note_type: NT_ARM_SVE, name: "sve", max_size: SVE_MAX_SIZE, core_note_owner: "LINUX", access: RegSetAccess::Regset },
         // The syscall number the kernel's restart logic looks at; -1 ("not in a
         // syscall") at a freeze stop, and loading it back keeps that logic away
         // from the restored registers.

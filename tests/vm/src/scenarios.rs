@@ -51,6 +51,7 @@ pub fn run_all() -> usize {
         ("pac-keys", pac_keys),
         ("signals", signals),
         ("foreign-arch", foreign_arch),
+        ("sve", sve),
     ];
     let mut failures = 0;
     for (name, case) in cases {
@@ -87,6 +88,8 @@ fn not_here(name: &str) -> Option<&'static str> {
         "pac-keys" if !workload::has_pac() => {
             Some("this CPU has no pointer authentication (tests/vm/run.sh aarch64 uses -cpu max, which has it)")
         }
+        "sve" if !workload::has_sve() => Some("this CPU has no SVE (tests/vm/run.sh aarch64 uses -cpu max, which has it)"),
+        "sve" if workload::sve_vl() <= 16 => Some("the SVE vector length is 128 bits: nothing beyond the FPSIMD registers"),
         "foreign-arch" if !Path::new(WORKLOAD32).exists() => {
             Some("no 32-bit build of cryo-vmtest here (tests/vm/run.sh aarch64 puts one at /workload32)")
         }
@@ -117,13 +120,14 @@ impl Rig {
     fn describe_machine(&self) {
         let read = |p: &str| fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_else(|_| "-".into());
         println!(
-            "cryo-vmtest: kernel {} on {}, page size {}, yama ptrace_scope {}, unprivileged_userns_clone {}, running as uid {}",
+            "cryo-vmtest: kernel {} on {}, page size {}, yama ptrace_scope {}, unprivileged_userns_clone {}, SVE default vector length {}, running as uid {}",
             read("/proc/sys/kernel/osrelease"),
             std::env::consts::ARCH,
             // SAFETY: sysconf takes no pointers.
             unsafe { libc::sysconf(libc::_SC_PAGESIZE) },
             read("/proc/sys/kernel/yama/ptrace_scope"),
             read("/proc/sys/kernel/unprivileged_userns_clone"),
+            read("/proc/sys/abi/sve_default_vector_length"),
             self.ident.unwrap_or_else(sys::euid),
         );
     }
@@ -642,4 +646,26 @@ fn foreign_arch(rig: &Rig, dir: &Path) -> Outcome {
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// Live SVE registers (beyond the FPSIMD view) survive a checkpoint that
+/// leaves the process running and a restart.
+fn sve(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["sve", "log"])?;
+    let result = (|| {
+        wait_log(&log, "2 rounds", |t| lines(t).len() >= 2)?;
+        rig.cryo_ok(dir, &["checkpoint", &child.id().to_string(), "-o", "img"])?;
+        let at = lines(&read_log(&log)).len();
+        wait_log(&log, "2 rounds after the checkpoint", |t| lines(t).len() >= at + 2)
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result?;
+    let pid = restart_detached(rig, dir)?;
+    let grown = lines(&read_log(&log)).len();
+    let res = wait_log_of(&log, "2 rounds from the restored copy", Some(pid), |t| lines(t).len() >= grown + 2);
+    stop_restored(pid);
+    res?;
+    check_counter(&read_log(&log))
 }

@@ -29,6 +29,11 @@
 //!   logs `<k>` per step, `usr1` when the SIGUSR1 handler ran, after which it
 //!   unblocks SIGUSR2 and logs `usr2` when that handler ran (a SIGUSR2 sent
 //!   before the checkpoint is pending and must be delivered then).
+//! * `sve LOG` (aarch64 with SVE): keeps a pattern in z0 (all of its vector
+//!   length, also the bits beyond the 128 the FPSIMD registers share) and spins
+//!   in one asm loop comparing it with memory, no syscalls in between, so a
+//!   freeze catches it with live SVE state; logs `<k>` per round, `ERR` when z0
+//!   changed.
 //! * `echo LOG`: reads stdin (blocking in read(2) when checkpointed) and logs
 //!   `<n> <bytes read>` per read; exits 0 at end of input.
 //! * `threads LOG N`: N worker threads log `T<i> <k>` (k counted in a thread-local
@@ -56,6 +61,7 @@ pub fn run(args: &[String]) -> i32 {
         "files" => files(log, arg(2)),
         "pac" => pac(log),
         "signals" => signals(log),
+        "sve" => sve(log),
         other => fail(&format!("workload: unknown kind {other:?}")),
     }
 }
@@ -488,5 +494,95 @@ fn signals(log: File) -> i32 {
             line(&log, "usr1\n");
             block_usr2(false);
         }
+    }
+}
+
+/// Does this CPU (and kernel) give processes SVE? Only aarch64 can.
+pub fn has_sve() -> bool {
+    const HWCAP_SVE: u64 = 1 << 22;
+    // SAFETY: getauxval only reads the process's auxiliary vector.
+    let hwcap = unsafe { libc::getauxval(libc::AT_HWCAP) } as u64;
+    cfg!(target_arch = "aarch64") && hwcap & HWCAP_SVE != 0
+}
+
+/// Load z0 from `pattern`, then `rounds` times compare it with `pattern` again;
+/// true when z0 stayed equal throughout. `pattern` holds at least one vector
+/// (the architectural maximum is 256 bytes).
+#[cfg(target_arch = "aarch64")]
+fn sve_hold(pattern: &[u64; 32], rounds: u64) -> bool {
+    let changed: u64;
+    // SAFETY: SVE is present (the caller checked HWCAP_SVE); the loads read at
+    // most one vector (<= 256 bytes) from `pattern`, which is 256 bytes; z0/z1
+    // (v0/v1) and p0/p1 are declared clobbered, nothing else is written.
+    unsafe {
+        core::arch::asm!(
+            ".arch_extension sve",
+            "ptrue p0.d",
+            "ld1d {{z0.d}}, p0/z, [{pat}]",
+            "mov {n}, #0",
+            "2:",
+            // The predicate is set afresh every time: only z0 is held.
+            "ptrue p0.d",
+            "ld1d {{z1.d}}, p0/z, [{pat}]",
+            "cmpne p1.d, p0/z, z0.d, z1.d",
+            "b.any 3f",
+            "add {n}, {n}, #1",
+            "cmp {n}, {rounds}",
+            "b.lo 2b",
+            "mov {changed}, #0",
+            "b 4f",
+            "3:",
+            "mov {changed}, #1",
+            "4:",
+            pat = in(reg) pattern.as_ptr(),
+            rounds = in(reg) rounds,
+            n = out(reg) _,
+            changed = out(reg) changed,
+            out("v0") _,
+            out("v1") _,
+            out("p0") _,
+            out("p1") _,
+            options(nostack, readonly),
+        );
+    }
+    changed == 0
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+fn sve_hold(_pattern: &[u64; 32], _rounds: u64) -> bool {
+    fail("workload: SVE exists on aarch64 only")
+}
+
+/// This thread's SVE vector length in bytes.
+#[cfg(target_arch = "aarch64")]
+pub fn sve_vl() -> u64 {
+    let vl: u64;
+    // SAFETY: rdvl only reads the vector length (SVE present: checked by the caller).
+    unsafe { core::arch::asm!(".arch_extension sve", "rdvl {vl}, #1", vl = out(reg) vl, options(nomem, nostack, preserves_flags)) };
+    vl
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+pub fn sve_vl() -> u64 {
+    fail("workload: SVE exists on aarch64 only")
+}
+
+fn sve(log: File) -> i32 {
+    if !has_sve() {
+        fail("workload: this CPU has no SVE");
+    }
+
+    let mut pattern = [0u64; 32];
+    for (i, w) in pattern.iter_mut().enumerate() {
+        *w = 0x0101_0101_0101_0101u64.wrapping_mul(i as u64 + 1) ^ 0x5a5a_0000_0000_a5a5;
+    }
+    let mut k = 0u64;
+    loop {
+        if !sve_hold(&pattern, 200_000) {
+            line(&log, &format!("ERR round {k}: z0 changed while the loop held it\n"));
+            return 3;
+        }
+        line(&log, &format!("{k}\n"));
+        k += 1;
     }
 }
