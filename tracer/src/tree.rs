@@ -89,8 +89,9 @@ impl Tree {
         Ok(tree)
     }
 
-    pub fn root(&self) -> &Seized {
-        &self.procs[0]
+    /// No processes: what is left after the tree was let go.
+    pub fn empty() -> Tree {
+        Tree { procs: Vec::new(), zombies: Vec::new() }
     }
 
     pub fn pids(&self) -> Vec<i32> {
