@@ -86,25 +86,14 @@ enum Cmd {
     /// now; SIGTERM: a last one, then leave the job running).
     Attach {
         pid: i32,
-        /// Directory of periodic images (created 0700).
-        #[arg(short = 'o', long = "output", value_name = "DIR")]
-        output: PathBuf,
-        /// Time between checkpoints: 30s, 10m, 1h, ...
-        #[arg(long, value_parser = periodic::parse_duration, default_value = "10m")]
-        interval: std::time::Duration,
-        /// Complete images to keep (older ones are removed).
-        #[arg(long, default_value_t = 3)]
-        keep: usize,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
     },
     /// Start a program and checkpoint it on an interval, like `cryo attach`
     /// (nothing is preloaded into it). Exits with the program's status.
     Launch {
-        #[arg(short = 'o', long = "output", value_name = "DIR")]
-        output: PathBuf,
-        #[arg(long, value_parser = periodic::parse_duration, default_value = "10m")]
-        interval: std::time::Duration,
-        #[arg(long, default_value_t = 3)]
-        keep: usize,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
         /// The program and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -122,6 +111,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ScheduleArgs {
+    /// Directory of periodic images (created 0700).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    output: PathBuf,
+    /// Time between checkpoints: 30s, 10m, 1h, ...
+    #[arg(long, value_parser = periodic::parse_duration, default_value = "10m")]
+    interval: std::time::Duration,
+    /// Complete images to keep (older ones are removed).
+    #[arg(long, default_value_t = 3)]
+    keep: usize,
+}
+
+impl ScheduleArgs {
+    fn schedule(self) -> periodic::Schedule {
+        periodic::Schedule { interval: self.interval, keep: self.keep, dir: self.output }
+    }
 }
 
 fn main() -> ExitCode {
@@ -233,16 +241,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Attach { pid, output, interval, keep } => {
-            let code = periodic::run(periodic::Job::Other(pid), &periodic::Schedule { interval, keep, dir: output })?;
+        Cmd::Attach { pid, schedule } => {
+            let code = periodic::run(periodic::Job::Other(pid), &schedule.schedule())?;
             Ok(ExitCode::from(code as u8))
         }
-        Cmd::Launch { output, interval, keep, command } => {
+        Cmd::Launch { schedule, command } => {
             let child = std::process::Command::new(&command[0])
                 .args(&command[1..])
                 .spawn()
                 .with_context(|| format!("starting {}", command[0]))?;
-            let code = periodic::run(periodic::Job::Child(child), &periodic::Schedule { interval, keep, dir: output })?;
+            let code = periodic::run(periodic::Job::Child(child), &schedule.schedule())?;
             Ok(ExitCode::from(code as u8))
         }
         Cmd::List { dir, json } => {

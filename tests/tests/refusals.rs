@@ -186,3 +186,27 @@ fn seccomp_filtered_process() {
     log.wait_growth(base, 3, Duration::from_secs(10));
     assert_consecutive(&log.lines()[1..], "tick ", "seccomp ticker");
 }
+
+/// Two checkpoints of one process at once: the second is refused with the
+/// first cryo's pid, and the first completes; the process runs on unharmed.
+#[test]
+fn concurrent_checkpoint_is_refused() {
+    let h = Harness::with_cryo("busy");
+    let heap = h.compile("heap");
+    let (p, _out) = h.spawn(&[heap.to_str().unwrap(), "heap.log", "100000", "100", "768"], "heap.out");
+    let pid = p.pid();
+    let log = Log::new(h.path("heap.log"));
+    log.wait_prefix("step 2 ", SECS20);
+    let first_img = h.path("first");
+    let mut first = h.cryo_spawn(&["checkpoint", &pid.to_string(), "-o", first_img.to_str().unwrap()], std::process::Stdio::null());
+    let start = Instant::now();
+    while tracer_pid(pid) != Some(first.pid()) {
+        assert!(start.elapsed() < SECS20, "the first checkpoint never attached\n{}", first.stderr_text());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let second = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", h.path("second").to_str().unwrap()]);
+    second.assert_clean_failure().assert_stderr_mentions(&["another cryo", &first.pid().to_string()]);
+    assert!(first.wait_exit(SECS20).success(), "{}", first.stderr_text());
+    h.cryo_run(&["inspect", first_img.to_str().unwrap()]).assert_ok();
+    assert_running_untouched(pid, &log, 0, "after two overlapping checkpoints");
+}

@@ -8,6 +8,8 @@ pub enum TracerError {
     OtherUser { pid: i32, owner: u32, me: u32 },
     #[error("process {pid} is already traced by pid {tracer} ({tracer_comm}); detach that debugger (gdb/strace) first")]
     AlreadyTraced { pid: i32, tracer: i32, tracer_comm: String },
+    #[error("process {pid} is being checkpointed or restored by another cryo (pid {by}); wait for it to finish")]
+    Busy { pid: i32, by: i32 },
     #[error("process {pid} is not dumpable (it called prctl(PR_SET_DUMPABLE, 0) or runs a setuid/setgid/unreadable program); the kernel forbids tracing it")]
     NotDumpable { pid: i32 },
     #[error("ptrace of {pid} is blocked by Yama (kernel.yama.ptrace_scope = {scope}); run cryo as an ancestor of the process, or ask an admin to set ptrace_scope to 0")]
@@ -39,6 +41,16 @@ pub enum TracerError {
 pub type Result<T> = std::result::Result<T, TracerError>;
 
 impl TracerError {
+    /// Traced already: by another cryo (a checkpoint in progress), or by a debugger.
+    pub fn traced(pid: i32, tracer: i32) -> TracerError {
+        let tracer_comm = crate::proc::status(tracer).map(|s| s.name).unwrap_or_else(|_| "?".into());
+        if tracer_comm == "cryo" {
+            TracerError::Busy { pid, by: tracer }
+        } else {
+            TracerError::AlreadyTraced { pid, tracer, tracer_comm }
+        }
+    }
+
     pub fn ptrace(what: impl Into<String>, pid: i32, errno: Errno) -> TracerError {
         if errno == Errno::ESRCH {
             return TracerError::Exited { pid };

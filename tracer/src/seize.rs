@@ -74,8 +74,7 @@ fn preflight(pid: i32) -> Result<proc::Status> {
         return Err(TracerError::Zombie { pid });
     }
     if st.tracer_pid != 0 {
-        let tracer_comm = proc::status(st.tracer_pid).map(|s| s.name).unwrap_or_else(|_| "?".into());
-        return Err(TracerError::AlreadyTraced { pid, tracer: st.tracer_pid, tracer_comm });
+        return Err(TracerError::traced(pid, st.tracer_pid));
     }
     // A non-dumpable process's /proc directory is owned by root.
     if let Ok(md) = std::fs::metadata(format!("/proc/{pid}")) {
@@ -96,8 +95,7 @@ fn explain_seize_error(pid: i32, e: Errno) -> TracerError {
                 TracerError::Yama { pid, scope }
             } else if let Ok(st) = proc::status(pid) {
                 if st.tracer_pid != 0 {
-                    let tracer_comm = proc::status(st.tracer_pid).map(|s| s.name).unwrap_or_default();
-                    TracerError::AlreadyTraced { pid, tracer: st.tracer_pid, tracer_comm }
+                    TracerError::traced(pid, st.tracer_pid)
                 } else {
                     TracerError::NotDumpable { pid }
                 }

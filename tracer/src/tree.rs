@@ -89,8 +89,9 @@ impl Tree {
         Ok(tree)
     }
 
-    pub fn root(&self) -> &Seized {
-        &self.procs[0]
+    /// No processes: what is left after the tree was let go.
+    pub fn empty() -> Tree {
+        Tree { procs: Vec::new(), zombies: Vec::new() }
     }
 
     pub fn pids(&self) -> Vec<i32> {
@@ -99,20 +100,19 @@ impl Tree {
 
     /// Let every process run on as it was.
     pub fn release(self) -> Result<()> {
-        let mut first_err = None;
-        for p in self.procs {
-            if let Err(e) = p.release() {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        self.for_each(Seized::release)
     }
 
     /// Kill every process while all are still frozen.
     pub fn kill(self) -> Result<()> {
+        self.for_each(Seized::kill)
+    }
+
+    /// Apply `f` to every process even when one fails; the first error wins.
+    fn for_each(self, f: impl Fn(Seized) -> Result<()>) -> Result<()> {
         let mut first_err = None;
         for p in self.procs {
-            if let Err(e) = p.kill() {
+            if let Err(e) = f(p) {
                 first_err.get_or_insert(e);
             }
         }

@@ -35,8 +35,9 @@ pub struct Summary {
 pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let t0 = Instant::now();
     let pid = opts.pid;
-    let mut tree = Tree::freeze(pid)?;
+    // The stop counts from the first seize to the release.
     let frozen = Instant::now();
+    let mut tree = Tree::freeze(pid)?;
     let view = pids::PidView::of_root(pid)?;
 
     let mut writer = ImageWriter::create(&opts.out)?;
@@ -89,6 +90,13 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             state: ProcessState::Zombie { status: z.status },
         });
     }
+    // Without --kill the tree runs on before the image is completed (every
+    // process is cured already): finishing the image is no reason to keep it
+    // stopped. With --kill it dies only once the image is complete.
+    let released = !opts.kill;
+    if released {
+        std::mem::replace(&mut tree, Tree::empty()).release().context("resuming the checkpointed tree")?;
+    }
     let frozen_us = frozen.elapsed().as_micros() as u64;
     let inventory = Inventory {
         cryo_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -107,10 +115,8 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     };
     writer.finish(&inventory).context("completing the image")?;
     progress.finish_and_clear();
-    if opts.kill {
+    if !released {
         tree.kill().context("killing the checkpointed tree")?;
-    } else {
-        tree.release().context("resuming the checkpointed tree")?;
     }
     Ok(Summary { pid, frozen_us, total_us: t0.elapsed().as_micros() as u64, pages, image: opts.out.clone() })
 }
