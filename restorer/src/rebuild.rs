@@ -251,10 +251,14 @@ fn has_pages(p: &ProcessImage, v: &Vma) -> bool {
     p.pages.iter().any(|r| r.origin == PageOrigin::Here && r.vaddr >= v.start && r.vaddr < v.end)
 }
 
-/// Protection while pages are read in: writable where pages go.
+/// Protection while pages are read in: writable where pages go, and not yet
+/// executable there where the instruction cache does not follow data writes
+/// (ARM): the mprotect that adds PROT_EXEC afterwards makes the kernel clean
+/// and invalidate the caches for the freshly written pages.
 fn build_prot(p: &ProcessImage, v: &Vma) -> u32 {
     if has_pages(p, v) {
-        v.prot | libc::PROT_WRITE as u32
+        let not_yet = if Native::needs_icache_flush() { libc::PROT_EXEC as u32 } else { 0 };
+        (v.prot | libc::PROT_WRITE as u32) & !not_yet
     } else {
         v.prot
     }
