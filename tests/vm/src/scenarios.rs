@@ -52,6 +52,7 @@ pub fn run_all() -> usize {
         ("signals", signals),
         ("foreign-arch", foreign_arch),
         ("sve", sve),
+        ("in-handler", in_handler),
     ];
     let mut failures = 0;
     for (name, case) in cases {
@@ -668,4 +669,36 @@ fn sve(rig: &Rig, dir: &Path) -> Outcome {
     stop_restored(pid);
     res?;
     check_counter(&read_log(&log))
+}
+
+/// A checkpoint taken while a signal handler runs: after the restart the
+/// handler finishes and returns through its signal frame to the main loop.
+fn in_handler(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["inhandler", "log"])?;
+    wait_log(&log, "3 steps", |t| lines(t).len() >= 3)?;
+    sys::kill(child.id() as i32, libc::SIGUSR1);
+    wait_log(&log, "the handler's first lines", |t| lines(t).iter().filter(|l| l.starts_with("h ")).count() >= 3)?;
+    checkpoint_kill(rig, dir, &mut child)?;
+    let text = read_log(&log);
+    if lines(&text).iter().filter(|l| l.starts_with("h ")).count() >= 12 {
+        return Err("the handler had finished before the checkpoint; the scenario needs it caught inside".into());
+    }
+    let pid = restart_detached(rig, dir)?;
+    let res = wait_log_of(&log, "the handler's end and 3 more steps", Some(pid), |t| {
+        let l = lines(t);
+        l.iter().position(|&x| x == "h 11").is_some_and(|i| l[i..].iter().filter(|x| x.starts_with("m ")).count() >= 3)
+    });
+    stop_restored(pid);
+    res?;
+    let m = by_key(&read_log(&log))?;
+    for (k, v) in &m {
+        if let Some(i) = v.iter().enumerate().position(|(i, &n)| n != i as u64) {
+            return Err(format!("{k}'s lines are not consecutive at index {i}: {:?}", &v[i.saturating_sub(3)..(i + 3).min(v.len())]));
+        }
+    }
+    match m.get("h").map(Vec::len) {
+        Some(12) => Ok(()),
+        n => Err(format!("the handler logged {n:?} lines, expected 12 (it ran once)")),
+    }
 }

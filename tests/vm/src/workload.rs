@@ -34,6 +34,10 @@
 //!   in one asm loop comparing it with memory, no syscalls in between, so a
 //!   freeze catches it with live SVE state; logs `<k>` per round, `ERR` when z0
 //!   changed.
+//! * `inhandler LOG`: logs `m <k>` per step; its SIGUSR1 handler logs `h <j>` for
+//!   j in 0..12, sleeping between lines, then returns. A checkpoint taken while
+//!   the handler runs restarts inside it: the signal frame on the stack must take
+//!   it back to the main loop (sigreturn) after the restart.
 //! * `echo LOG`: reads stdin (blocking in read(2) when checkpointed) and logs
 //!   `<n> <bytes read>` per read; exits 0 at end of input.
 //! * `threads LOG N`: N worker threads log `T<i> <k>` (k counted in a thread-local
@@ -62,6 +66,7 @@ pub fn run(args: &[String]) -> i32 {
         "pac" => pac(log),
         "signals" => signals(log),
         "sve" => sve(log),
+        "inhandler" => inhandler(log),
         other => fail(&format!("workload: unknown kind {other:?}")),
     }
 }
@@ -584,5 +589,51 @@ fn sve(log: File) -> i32 {
         }
         line(&log, &format!("{k}\n"));
         k += 1;
+    }
+}
+
+/// The log of the `inhandler` workload, for its signal handler.
+static HANDLER_LOG: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+
+extern "C" fn long_handler(_sig: libc::c_int) {
+    let Some(log) = HANDLER_LOG.get() else { return };
+    for j in 0..12 {
+        line(log, &format!("h {j}\n"));
+        nanosleep(log, 30);
+    }
+}
+
+fn inhandler(log: File) -> i32 {
+    let log = HANDLER_LOG.get_or_init(|| log);
+    // SAFETY: a zeroed sigaction is valid. The handler formats (allocates) and
+    // writes: it may, because SIGUSR1 is blocked except inside the main loop's
+    // ppoll, so it never interrupts the allocator.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = long_handler as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) != 0 {
+            fail("workload: sigaction failed");
+        }
+    }
+    // SAFETY: the sigsets are initialised by sigemptyset before use.
+    let open = unsafe {
+        let mut blocked: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut blocked);
+        libc::sigaddset(&mut blocked, libc::SIGUSR1);
+        libc::sigprocmask(libc::SIG_BLOCK, &blocked, std::ptr::null_mut());
+        let mut open: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut open);
+        open
+    };
+    let mut k = 0u64;
+    loop {
+        line(log, &format!("m {k}\n"));
+        k += 1;
+        // SIGUSR1 only gets in here; the handler ends the wait early (EINTR).
+        let ts = libc::timespec { tv_sec: 0, tv_nsec: 40_000_000 };
+        // SAFETY: no fds to poll; `ts` and `open` are valid for the call.
+        unsafe { libc::ppoll(std::ptr::null_mut(), 0, &ts, &open) };
     }
 }
