@@ -492,9 +492,12 @@ fn stop_restored_tree(pid: i32) {
 /// anonymous page, pids kept (the children's lines carry their getpid()).
 fn tree(rig: &Rig, dir: &Path) -> Outcome {
     const CHILDREN: usize = 3;
-    let keys = 1 + CHILDREN; // M, C0..
+    let keys = 1 + CHILDREN; // M, C0..; Z comes at the end
     let log = dir.join("log");
-    let mut child = rig.workload(dir, &["tree", "log", &CHILDREN.to_string()])?;
+    // Not in a process group of its own: the workload makes itself a session leader.
+    let mut c = rig.command(&rig.me, dir, "workload")?;
+    c.args(["workload", "tree", "log", &CHILDREN.to_string()]);
+    let mut child = c.spawn().map_err(|e| format!("starting the tree workload: {e}"))?;
     let enough = |t: &str, base: &BTreeMap<String, Vec<u64>>, more: usize| {
         by_key(t).is_ok_and(|m| m.len() == keys && m.iter().all(|(k, v)| v.len() >= base.get(k).map_or(0, Vec::len) + more))
     };
@@ -508,9 +511,17 @@ fn tree(rig: &Rig, dir: &Path) -> Outcome {
     let base = by_key(&read_log(&log))?;
     let pid = restart_detached(rig, dir)?;
     let res = wait_log_of(&log, "2 more lines from every process after the restart", Some(pid), |t| enough(t, &base, 2));
+    // The zombie came back with its exit status: the parent reaps it now.
+    let res = res.and_then(|()| {
+        fs::write(dir.join("reap"), "").map_err(|e| format!("creating {}/reap: {e}", dir.display()))?;
+        wait_log_of(&log, "the zombie's exit status", Some(pid), |t| lines(t).iter().any(|l| l.starts_with("Z ")))
+    });
     stop_restored_tree(pid);
     res?;
-    for (k, v) in by_key(&read_log(&log))? {
+    if !lines(&read_log(&log)).contains(&"Z 42") {
+        return Err(format!("the parent reaped its zombie child with {:?}, expected \"Z 42\"", lines(&read_log(&log)).into_iter().find(|l| l.starts_with("Z "))));
+    }
+    for (k, v) in by_key(&read_log(&log))?.into_iter().filter(|(k, _)| k != "Z") {
         if let Some(i) = v.iter().enumerate().position(|(i, &n)| n != i as u64) {
             return Err(format!("{k}'s lines are not consecutive at index {i}: {:?}", &v[i.saturating_sub(3)..(i + 3).min(v.len())]));
         }

@@ -14,9 +14,12 @@
 //!   line `S SUM FP` is the state after step S. [`heap_lines`] recomputes them.
 //! * `tree LOG N`: forks N children that share an anonymous MAP_SHARED page and
 //!   each talk to the parent over their own pipe: child i stores k in its slot of
-//!   the shared page, then writes `k PID` to its pipe. The parent checks every
-//!   line (pid as forked, k consecutive, the shared slot not behind) and logs
-//!   `C<i> <k>`, and `M <k>` on its own. A child whose parent is gone exits.
+//!   the shared page, then writes `k PID SID PGID` to its pipe. The parent leads a
+//!   new session; child 0 leads its own session, child 1 its own process group. The parent checks every line
+//!   (pid as forked, session and group, k consecutive, the shared slot not behind)
+//!   and logs `C<i> <k>`, and `M <k>` on its own. One more child exits at once
+//!   with status 42 and stays a zombie until the file `reap` appears; then the
+//!   parent reaps it and logs `Z <status>`. A child whose parent is gone exits.
 //! * `files LOG DATA`: reads DATA 16 bytes at a time through one read-only fd
 //!   (its offset must survive) and logs `<k> <hex of the bytes>`; also writes to
 //!   /dev/null.
@@ -283,6 +286,22 @@ fn tree(log: File, n: usize) -> i32 {
     use std::os::fd::AsRawFd;
     let slots = shared_slots();
     let parent = getpid();
+    // The tree is a session of its own (as a daemon or a batch job would be): a
+    // session led from outside the tree has no leader inside a restored tree.
+    // SAFETY: setsid/getsid/getpgid take no pointers.
+    let (psid, ppgid) = unsafe {
+        if libc::setsid() < 0 {
+            fail("workload: setsid failed (start the tree workload outside any process group it leads)");
+        }
+        (libc::getsid(0), libc::getpgid(0))
+    };
+    // A child that exits at once and stays a zombie until the file `reap` appears.
+    let zombie = match fork() {
+        0 => std::process::exit(42),
+        pid if pid < 0 => fail("workload: fork failed"),
+        pid => pid,
+    };
+    let mut reaped = false;
     let mut kids = Vec::new();
     for i in 0..n {
         let (r, w) = pipe();
@@ -290,10 +309,19 @@ fn tree(log: File, n: usize) -> i32 {
             0 => {
                 drop(r);
                 drop(kids);
+                // Child 0 leads a session of its own, child 1 a process group.
+                // SAFETY: setsid/setpgid take no pointers.
+                match i {
+                    0 => unsafe { libc::setsid() },
+                    1 => unsafe { libc::setpgid(0, 0) },
+                    _ => 0,
+                };
                 let mut k = 0u64;
                 while getppid() == parent {
                     slots[i].store(k, std::sync::atomic::Ordering::SeqCst);
-                    line(&w, &format!("{k} {}\n", getpid()));
+                    // SAFETY: getsid/getpgid take no pointers.
+                    let (sid, pgid) = unsafe { (libc::getsid(0), libc::getpgid(0)) };
+                    line(&w, &format!("{k} {} {sid} {pgid}\n", getpid()));
                     k += 1;
                     nanosleep(&log, 30 + 7 * i as u64);
                 }
@@ -332,15 +360,29 @@ fn tree(log: File, n: usize) -> i32 {
                 let text = String::from_utf8_lossy(&buf[..end]).into_owned();
                 buf.drain(..=end);
                 let mut words = text.split(' ').map(|w| w.parse::<i64>().unwrap_or(-1));
-                let (ck, cpid) = (words.next().unwrap_or(-1), words.next().unwrap_or(-1));
+                let mut word = || words.next().unwrap_or(-1);
+                let (ck, cpid, sid, pgid) = (word(), word(), word(), word());
+                let want = match i {
+                    0 => (*pid, *pid),
+                    1 => (psid, *pid),
+                    _ => (psid, ppgid),
+                };
                 let slot = slots[i].load(std::sync::atomic::Ordering::SeqCst);
-                if ck != *next as i64 || cpid != *pid as i64 || slot < *next {
-                    line(&log, &format!("ERR child {i} (pid {pid}) sent {text:?}, expected {next}; its shared slot holds {slot}\n"));
+                if ck != *next as i64 || cpid != *pid as i64 || (sid, pgid) != (want.0 as i64, want.1 as i64) || slot < *next {
+                    line(&log, &format!("ERR child {i} (pid {pid}) sent {text:?} (k pid sid pgid), expected {next} {pid} {} {}; its shared slot holds {slot}\n", want.0, want.1));
                     std::process::exit(3);
                 }
                 line(&log, &format!("C{i} {next}\n"));
                 *next += 1;
             }
+        }
+        if !reaped && std::path::Path::new("reap").exists() {
+            let mut status = 0;
+            // SAFETY: `status` is a valid out-pointer.
+            let r = unsafe { libc::waitpid(zombie, &mut status, libc::WNOHANG) };
+            let code = if r == zombie && libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+            line(&log, &format!("Z {code}\n"));
+            reaped = true;
         }
         if last.elapsed() >= Duration::from_millis(40) {
             line(&log, &format!("M {k}\n"));
