@@ -19,6 +19,8 @@ const CRYO_TIMEOUT: Duration = Duration::from_secs(180);
 const LOG_TIMEOUT: Duration = Duration::from_secs(90);
 
 type Outcome = Result<(), String>;
+/// A scenario: runs in its own directory.
+type Scenario = fn(&Rig, &Path) -> Outcome;
 
 struct Rig {
     /// Work directory, readable by the test user; holds copies of the binaries.
@@ -39,7 +41,7 @@ pub fn run_all() -> usize {
     };
     rig.describe_machine();
     let filter = std::env::var("CRYO_VM_FILTER").unwrap_or_default();
-    let cases: &[(&str, fn(&Rig, &Path) -> Outcome)] = &[
+    let cases: &[(&str, Scenario)] = &[
         ("counter-detach", counter_detach),
         ("counter-foreground", counter_foreground),
         ("heap", heap),

@@ -303,7 +303,7 @@ fn tree(log: File, n: usize) -> i32 {
     };
     let mut reaped = false;
     let mut kids = Vec::new();
-    for i in 0..n {
+    for (i, slot) in slots[..n].iter().enumerate() {
         let (r, w) = pipe();
         match fork() {
             0 => {
@@ -318,7 +318,7 @@ fn tree(log: File, n: usize) -> i32 {
                 };
                 let mut k = 0u64;
                 while getppid() == parent {
-                    slots[i].store(k, std::sync::atomic::Ordering::SeqCst);
+                    slot.store(k, std::sync::atomic::Ordering::SeqCst);
                     // SAFETY: getsid/getpgid take no pointers.
                     let (sid, pgid) = unsafe { (libc::getsid(0), libc::getpgid(0)) };
                     line(&w, &format!("{k} {} {sid} {pgid}\n", getpid()));
