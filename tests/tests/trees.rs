@@ -143,7 +143,7 @@ fn pending_signal_is_delivered_after_restart() {
 fn tree_forking_during_the_seize() {
     let h = Harness::with_cryo("tree-forker");
     let prog = h.compile("forker");
-    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "1500"], "forker.log");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "4000"], "forker.log");
     log.wait_prefix("reap 20", SECS20);
     let mut biggest = 0;
     for i in 0..5 {
@@ -158,8 +158,8 @@ fn tree_forking_during_the_seize() {
     log.wait_prefix("done ", Duration::from_secs(60));
     let lines = log.lines();
     assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{}", lines.join("\n"));
-    assert_eq!(assert_consecutive(&lines, "spawn ", "forker spawns"), 1500);
-    assert_eq!(assert_consecutive(&lines, "reap ", "forker reaps"), 1500);
+    assert_eq!(assert_consecutive(&lines, "spawn ", "forker spawns"), 4000);
+    assert_eq!(assert_consecutive(&lines, "reap ", "forker reaps"), 4000);
 }
 
 /// A checkpoint that fails at the last process of a tree leaves every process
