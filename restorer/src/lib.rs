@@ -80,7 +80,7 @@ pub fn restart(opts: &Options) -> Result<u8> {
 fn restore_tree(img: &ImageReader, images: &HashMap<i32, ProcessImage>, sandbox: &mut ns::Sandbox, progress: Option<Progress>) -> Result<i32> {
     let in_userns = sandbox.init.is_some();
     let mut reg = Registry::new(images.values());
-    reg.progress = progress.map(|f| (f, images.values().map(|p| p.pages_bytes).sum()));
+    let mut pages = rebuild::PageProgress::new(progress, images.values().map(|p| p.pages_bytes).sum());
     let members = shape::create(&img.inventory.processes, images, sandbox, &mut reg)?;
     let root_host = members[0].host;
     let mut live = Vec::new();
@@ -96,7 +96,7 @@ fn restore_tree(img: &ImageReader, images: &HashMap<i32, ProcessImage>, sandbox:
         tree.push(Restoree::load(m, p, &reg)?);
     }
     for r in &mut tree {
-        r.memory(img, &mut reg, in_userns)?;
+        r.memory(img, &mut reg, &mut pages, in_userns)?;
     }
     for r in &mut tree {
         r.fds(&mut reg, &img.inventory.pipes)?;

@@ -86,7 +86,7 @@ impl<'a> Restoree<'a> {
     }
 
     /// Stage 1: the address space, replaced wholesale by the image's.
-    pub fn memory(&mut self, img: &ImageReader, reg: &mut Registry, in_userns: bool) -> Result<()> {
+    pub fn memory(&mut self, img: &ImageReader, reg: &mut Registry, pages_read: &mut PageProgress, in_userns: bool) -> Result<()> {
         let tmp = prepare(self, img, in_userns)?;
         let (pages, exe) = (tmp.pages, tmp.exe);
         self.tmp = Some(tmp);
@@ -94,7 +94,7 @@ impl<'a> Restoree<'a> {
         teardown(self, &own)?;
         move_vdso(self, &own, self.area + self.blob_size)?;
         map_areas(self, reg)?;
-        read_pages(self, pages, reg)?;
+        read_pages(self, pages, pages_read)?;
         protect_and_mm(self, exe)
     }
 
@@ -147,6 +147,25 @@ impl<'a> Restoree<'a> {
         ptrace::detach(host, 0)?;
         deliver_pending(host, self.p, &self.threads);
         Ok(())
+    }
+}
+
+/// Bytes of pages read into place across the tree, told to the caller's callback.
+pub struct PageProgress {
+    report: Option<crate::Progress>,
+    done: u64,
+    total: u64,
+}
+
+impl PageProgress {
+    pub fn new(report: Option<crate::Progress>, total: u64) -> PageProgress {
+        PageProgress { report, done: 0, total }
+    }
+
+    fn report(&self) {
+        if let Some(f) = &self.report {
+            f(self.done, self.total);
+        }
     }
 }
 
@@ -378,7 +397,7 @@ fn plan_reads(p: &ProcessImage, ps: u64) -> Vec<Read> {
     reads
 }
 
-fn read_pages(b: &mut Restoree, pages_fd: u64, reg: &mut Registry) -> Result<()> {
+fn read_pages(b: &mut Restoree, pages_fd: u64, progress: &mut PageProgress) -> Result<()> {
     let p = b.p;
     let reads = plan_reads(p, cryo_tracer::arch::page_size());
     for chunk in reads.chunks(PREADV_PER_BATCH) {
@@ -400,11 +419,9 @@ fn read_pages(b: &mut Restoree, pages_fd: u64, reg: &mut Registry) -> Result<()>
             if out.results[i] as u64 != want {
                 return Err(RestoreError::Rebuild(format!("pages file: read {} of {want} bytes at offset {off}", out.results[i])));
             }
-            reg.pages_done += want;
+            progress.done += want;
         }
-        if let Some((report, total)) = &reg.progress {
-            report(reg.pages_done, *total);
-        }
+        progress.report();
     }
     Ok(())
 }

@@ -48,9 +48,6 @@ pub struct Registry {
     /// Shared memory objects: where their memfd is, and how big it must be.
     pub shmem: HashMap<(u64, u64), Source>,
     pub shmem_size: HashMap<(u64, u64), u64>,
-    /// Progress callback and the bytes of pages in all.
-    pub progress: Option<(crate::Progress, u64)>,
-    pub pages_done: u64,
 }
 
 impl Registry {

@@ -203,6 +203,16 @@ pub fn nspids(pid: i32) -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// Host pids of the children of `pid`, from every thread's children file.
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let text = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+    }
+    out
+}
+
 pub fn read_maps(pid: i32) -> String {
     fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default()
 }

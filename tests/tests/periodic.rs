@@ -52,8 +52,7 @@ fn launched_job_is_restarted_from_the_latest_image_after_a_crash() {
     assert_eq!(latest(&entries), complete(&entries).last().cloned(), "the newest complete image is the latest");
 
     // The job crashes between two checkpoints.
-    let job_pid = std::fs::read_to_string(format!("/proc/{}/task/{}/children", launch.pid(), launch.pid())).unwrap();
-    let job_pid: i32 = job_pid.split_whitespace().next().expect("the job runs").parse().unwrap();
+    let job_pid = *children(launch.pid()).first().expect("the job runs");
     send_signal(job_pid, libc::SIGKILL);
     let st = launch.wait_exit(SECS20);
     assert_eq!(st.code(), Some(128 + 9), "launch exits with the job's status\n{}", launch.stderr_text());

@@ -14,16 +14,6 @@ fn inspect_json(h: &Harness, img: &std::path::Path) -> Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("inspect --json: {e}\n{}", out.stdout))
 }
 
-/// Host pids of the children of `pid`, from every thread's children file.
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-        out.extend(text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
-    }
-    out
-}
-
 /// A parent and three children talking over pipes, with a shared anonymous
 /// counter: every message arrives once, in order, and the parent reaps its
 /// children by their old pids.
