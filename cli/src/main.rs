@@ -44,9 +44,15 @@ enum Cmd {
         /// so nothing runs between the image and the kill.
         #[arg(long, conflicts_with = "leave_running")]
         kill: bool,
-        /// Let the process run on after the checkpoint (the default).
+        /// Let the process run on after the checkpoint (the default). Its
+        /// memory is written from a copy-on-write snapshot, so it is stopped
+        /// only while its state is collected and the snapshot forked.
         #[arg(long)]
         leave_running: bool,
+        /// Write memory while the process is stopped, without a snapshot
+        /// (always so with --kill).
+        #[arg(long, conflicts_with = "kill")]
+        direct: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -186,26 +192,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Checkpoint { pid, output, kill, leave_running: _, json, now: None } => {
+        Cmd::Checkpoint { pid, output, kill, leave_running: _, direct, json, now: None } => {
             let (Some(pid), Some(out)) = (pid, output) else { anyhow::bail!("checkpoint needs a PID and -o DIR") };
-            let s = dump::checkpoint(&dump::Options { pid, out, kill })?;
+            let s = dump::checkpoint(&dump::Options { pid, out, kill, direct })?;
             if json {
                 println!(
                     "{}",
                     serde_json::json!({
                         "pid": s.pid, "image": s.image, "frozen_us": s.frozen_us, "total_us": s.total_us,
                         "pages": s.pages, "killed": kill, "left_running": !kill,
+                        "snapshots": s.snapshots, "processes": s.processes,
                     })
                 );
             } else {
                 eprintln!(
-                    "cryo: checkpointed {} into {} ({} pages in {:.1} ms); the process was stopped for {:.1} ms{}",
+                    "cryo: checkpointed {} into {} ({} pages in {:.1} ms); the process was stopped for {:.1} ms{}{}",
                     s.pid,
                     s.image.display(),
                     s.pages,
                     s.total_us as f64 / 1000.0,
                     s.frozen_us as f64 / 1000.0,
-                    if kill { " and then killed" } else { " and runs on" }
+                    if kill { " and then killed" } else { " and runs on" },
+                    match s.snapshots {
+                        0 => String::new(),
+                        n if n == s.processes => " (memory written from a copy-on-write snapshot)".to_string(),
+                        n => format!(" (memory of {n} of {} processes written from a copy-on-write snapshot)", s.processes),
+                    }
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -7,8 +7,10 @@ pub mod blob;
 pub mod error;
 pub mod parasite;
 pub mod remote;
+pub mod snapshot;
 
 pub use batch::{Arg, Batch, BatchOutput};
 pub use error::{InjectError, Result};
 pub use parasite::Parasite;
 pub use remote::Remote;
+pub use snapshot::Snapshot;

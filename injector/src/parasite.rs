@@ -261,6 +261,28 @@ impl Parasite {
             Some((rd, wr)) => (rd.as_raw_fd(), *wr),
             None => return Err(InjectError::Command { pid, what: "page pipe not open".into() }),
         };
+        self.stream_through(seized, remote, (rd, wr), iovs, out, offset)
+    }
+
+    /// The page pipe: a second handle on the tracer's read end, and the
+    /// number of the write end in the target (a fork of the target has it too).
+    pub fn page_pipe(&self) -> Option<(OwnedFd, u64)> {
+        let (rd, wr) = self.pipe.as_ref()?;
+        Some((rd.try_clone().ok()?, *wr))
+    }
+
+    /// [`Parasite::stream_pages`] through a given pipe: (tracer's read end,
+    /// write end in the process `remote` runs in).
+    pub fn stream_through(
+        &mut self,
+        seized: &mut Seized,
+        remote: &mut Remote,
+        (rd, wr): (i32, u64),
+        iovs: &[IoVec],
+        out: &File,
+        offset: &mut u64,
+    ) -> Result<()> {
+        let pid = seized.pid;
         for chunk in iovs.chunks(abi::MAX_IOVECS.min(4096)) {
             let total: u64 = chunk.iter().map(|v| v.len).sum();
             self.write_command(abi::CMD_VMSPLICE, chunk.len() as u64, wr, as_bytes(chunk));

@@ -98,6 +98,7 @@ impl Arch for Aarch64 {
             RtSigprocmask => 135,
             Setpgid => 154,
             Setsid => 157,
+            Wait4 => 260,
             Umask => 166,
             Prctl => 167,
             Getpid => 172,

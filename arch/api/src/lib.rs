@@ -76,6 +76,7 @@ pub enum Sysno {
     ExitGroup,
     Clone3,
     Setsid,
+    Wait4,
     Setpgid,
     ArchPrctl,
     Personality,

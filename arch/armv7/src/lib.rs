@@ -73,6 +73,7 @@ impl Arch for Armv7 {
             Setpgid => 57,
             Umask => 60,
             Setsid => 66,
+            Wait4 => 114,
             Munmap => 91,
             Setitimer => 104,
             Getitimer => 105,

@@ -78,6 +78,7 @@ impl Arch for X86_64 {
             Umask => 95,
             Setpgid => 109,
             Setsid => 112,
+            Wait4 => 61,
             Capset => 126,
             Sigaltstack => 131,
             Personality => 135,

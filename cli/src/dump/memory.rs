@@ -10,20 +10,12 @@
 use cryo_tracer::arch::page_size;
 use anyhow::{bail, Result};
 use cryo_image::{PageOrigin, PageRun, Vma, VmaKind};
-use cryo_injector::{Parasite, Remote};
 use cryo_parasite::abi::IoVec;
 use cryo_tracer::proc::{pagemap, MemFile, Pagemap};
-use cryo_tracer::Seized;
 use indicatif::ProgressBar;
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-
-pub struct Pages {
-    pub runs: Vec<PageRun>,
-    pub bytes: u64,
-    pub stored: u64,
-}
 
 /// Pagemap entries are read this many pages at a time, so a huge sparse
 /// reservation does not need a huge buffer.
@@ -37,53 +29,98 @@ const STREAM_PIECE: u64 = 64 << 20;
 /// (device, inode, offset, length).
 pub type SharedSeen = HashSet<(u64, u64, u64, u64)>;
 
-pub fn dump(
-    seized: &mut Seized,
-    remote: &mut Remote,
-    parasite: &mut Parasite,
-    vmas: &[Vma],
-    out: &File,
-    shared: &mut SharedSeen,
-    progress: &ProgressBar,
-) -> Result<Pages> {
-    let pid = seized.pid;
-    let runs = select(pid, vmas, &remote.mem, shared)?;
-    let ps = page_size();
-    progress.inc_length(runs.iter().map(|r| r.npages * ps).sum());
-    let start = progress.position();
-    let mut iovs: Vec<IoVec> = Vec::new();
-    let mut queued = 0u64;
-    let mut offset = 0u64;
-    for run in &runs {
-        let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
-        let len = run.npages * ps;
-        if vma.prot & libc::PROT_READ as u32 != 0 && vma.kind != VmaKind::Vdso {
-            // Pieces of a bounded size, so progress shows within one big area.
-            let mut at = 0;
-            while at < len {
-                let piece = (len - at).min(STREAM_PIECE);
-                iovs.push(IoVec { base: run.vaddr + at, len: piece });
-                queued += piece;
-                at += piece;
-                if iovs.len() >= IOV_BATCH || queued >= STREAM_PIECE {
-                    parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
-                    iovs.clear();
-                    queued = 0;
-                    progress.set_position(start + offset);
-                }
-            }
-        } else {
-            // vmsplice needs read access and ordinary pages; /proc/PID/mem does not.
-            parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
-            iovs.clear();
-            queued = 0;
-            copy_unreadable(&remote.mem, run.vaddr, len, out, &mut offset)?;
+/// Which of a process's page runs a streaming pass writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    All,
+    /// What must be read while the process is frozen even when a snapshot
+    /// holds the rest: shared memory (a copy-on-write fork shares it with
+    /// the running tree, so it would not stay as it was at the freeze) and
+    /// what vmsplice cannot read (read through /proc/PID/mem).
+    Frozen,
+    /// Private readable memory: the copy-on-write snapshot has it as it was.
+    Private,
+}
+
+fn vmsplice_readable(v: &Vma) -> bool {
+    v.prot & libc::PROT_READ as u32 != 0 && v.kind != VmaKind::Vdso
+}
+
+impl Part {
+    fn holds(self, v: &Vma) -> bool {
+        let frozen = v.kind == VmaKind::Shmem || !vmsplice_readable(v);
+        match self {
+            Part::All => true,
+            Part::Frozen => frozen,
+            Part::Private => !frozen,
         }
     }
-    parasite.stream_pages(seized, remote, &iovs, out, &mut offset)?;
-    progress.set_position(start + offset);
-    let stored = runs.iter().map(|r| r.npages).sum();
-    Ok(Pages { runs, bytes: offset, stored })
+}
+
+/// Bytes the runs take in the pages file.
+pub fn bytes(runs: &[PageRun]) -> u64 {
+    runs.iter().map(|r| r.npages * page_size()).sum()
+}
+
+/// Write the runs of `part` into `out` at their file offsets: readable memory
+/// through `splice` (vmsplice by a parasite), the rest through `mem`.
+pub fn stream(
+    runs: &[PageRun],
+    vmas: &[Vma],
+    part: Part,
+    mem: &MemFile,
+    out: &File,
+    progress: &ProgressBar,
+    mut splice: impl FnMut(&[IoVec], &mut u64) -> Result<()>,
+) -> Result<()> {
+    let ps = page_size();
+    let mut iovs: Vec<IoVec> = Vec::new();
+    // File offset where the queued iovecs start, and their bytes.
+    let mut at_offset = 0u64;
+    let mut queued = 0u64;
+    let mut flush = |iovs: &mut Vec<IoVec>, at_offset: u64, queued: &mut u64| -> Result<()> {
+        if iovs.is_empty() {
+            return Ok(());
+        }
+        let mut off = at_offset;
+        splice(iovs, &mut off)?;
+        progress.inc(*queued);
+        iovs.clear();
+        *queued = 0;
+        Ok(())
+    };
+    for run in runs {
+        let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
+        if !part.holds(vma) {
+            continue;
+        }
+        let len = run.npages * ps;
+        if !vmsplice_readable(vma) {
+            // vmsplice needs read access and ordinary pages; /proc/PID/mem does not.
+            let mut off = run.file_offset;
+            copy_unreadable(mem, run.vaddr, len, out, &mut off)?;
+            progress.inc(len);
+            continue;
+        }
+        if at_offset + queued != run.file_offset {
+            flush(&mut iovs, at_offset, &mut queued)?;
+            at_offset = run.file_offset;
+        }
+        // Pieces of a bounded size, so progress shows within one big area.
+        let mut at = 0;
+        while at < len {
+            let piece = (len - at).min(STREAM_PIECE);
+            iovs.push(IoVec { base: run.vaddr + at, len: piece });
+            queued += piece;
+            at += piece;
+            if iovs.len() >= IOV_BATCH || queued >= STREAM_PIECE {
+                let next = at_offset + queued;
+                flush(&mut iovs, at_offset, &mut queued)?;
+                at_offset = next;
+            }
+        }
+    }
+    flush(&mut iovs, at_offset, &mut queued)
 }
 
 fn copy_unreadable(mem: &MemFile, addr: u64, len: u64, out: &File, offset: &mut u64) -> Result<()> {

@@ -11,8 +11,10 @@ mod pids;
 mod state;
 
 use anyhow::{Context, Result};
-use cryo_image::{DumpStats, FdImage, ImageWriter, Inventory, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage};
-use cryo_injector::{Parasite, Remote};
+use cryo_image::{DumpStats, FdImage, ImageWriter, Inventory, PageRun, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage, Vma};
+use cryo_injector::{Parasite, Remote, Snapshot};
+use cryo_tracer::proc::MemFile;
+use std::fs::File;
 use cryo_tracer::arch::{page_size, Arch, Native};
 use cryo_tracer::{fault, proc, ptrace, Seized, Tree};
 use std::path::PathBuf;
@@ -22,6 +24,9 @@ pub struct Options {
     pub pid: i32,
     pub out: PathBuf,
     pub kill: bool,
+    /// Write memory while the tree is stopped, never from a copy-on-write
+    /// snapshot (always so with `kill`).
+    pub direct: bool,
 }
 
 pub struct Summary {
@@ -30,6 +35,10 @@ pub struct Summary {
     pub total_us: u64,
     pub pages: u64,
     pub image: PathBuf,
+    /// Processes whose private memory was written from a snapshot after the
+    /// tree was let go (low-freeze mode), and how many processes there were.
+    pub snapshots: usize,
+    pub processes: usize,
 }
 
 pub fn checkpoint(opts: &Options) -> Result<Summary> {
@@ -50,9 +59,18 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let mut processes = Vec::new();
     let mut pages = 0;
     let mut cpu_features = 0;
+    let mut deferred = Vec::new();
+    // Processes whose orphans they would reap: a snapshot forked below one
+    // of them would end up as its child (see cryo_injector::snapshot).
+    let mut reapers: Vec<i32> = Vec::new();
     for seized in &mut tree.procs {
         let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
-        let (process, stored) = dump_frozen(seized, &view, &mut writer, fds, &mut shared, &progress)?;
+        let snapshot = !opts.kill && !opts.direct && !reaper_above(seized.pid, &tree_pids, &reapers, &view);
+        let frozen = dump_frozen(seized, &view, &mut writer, fds, &mut shared, &progress, snapshot)?;
+        let process = frozen.process;
+        if frozen.reaper {
+            reapers.push(seized.pid);
+        }
         if cpu_features == 0 {
             cpu_features = process
                 .threads
@@ -75,7 +93,8 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             session_outside: session_leader_outside(seized.pid, &tree_pids),
             state: ProcessState::Live,
         });
-        pages += stored;
+        pages += frozen.stored;
+        deferred.extend(frozen.deferred);
     }
     for z in &tree.zombies {
         let (zpid, pgid, sid) = view.ids(z.pid)?;
@@ -93,11 +112,17 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     // Without --kill the tree runs on before the image is completed (every
     // process is cured already): finishing the image is no reason to keep it
     // stopped. With --kill it dies only once the image is complete.
+    let live = tree.procs.len();
     let released = !opts.kill;
     if released {
         std::mem::replace(&mut tree, Tree::empty()).release().context("resuming the checkpointed tree")?;
     }
     let frozen_us = frozen.elapsed().as_micros() as u64;
+    let snapshots = deferred.len();
+    // Each snapshot is killed as soon as its memory is written (or on error).
+    for d in deferred {
+        d.write(&progress)?;
+    }
     let inventory = Inventory {
         cryo_version: env!("CARGO_PKG_VERSION").to_string(),
         arch: Native::NAME.to_string(),
@@ -118,7 +143,15 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     if !released {
         tree.kill().context("killing the checkpointed tree")?;
     }
-    Ok(Summary { pid, frozen_us, total_us: t0.elapsed().as_micros() as u64, pages, image: opts.out.clone() })
+    Ok(Summary {
+        pid,
+        frozen_us,
+        total_us: t0.elapsed().as_micros() as u64,
+        pages,
+        image: opts.out.clone(),
+        snapshots,
+        processes: live,
+    })
 }
 
 /// Whether the leader of `pid`'s session is alive and not part of the tree.
@@ -127,8 +160,54 @@ fn session_leader_outside(pid: i32, tree: &[i32]) -> bool {
     sid > 0 && !tree.contains(&sid) && proc::stat(sid).is_ok_and(|l| l.sid == sid && l.state != 'Z')
 }
 
+/// Would a process forked below `pid` be reparented to a process of the
+/// tree? The kernel gives orphans to the nearest child-subreaper ancestor,
+/// else to the pid namespace's init.
+fn reaper_above(pid: i32, tree: &[i32], reapers: &[i32], view: &pids::PidView) -> bool {
+    let mut p = pid;
+    while tree.contains(&p) {
+        if reapers.contains(&p) || view.pid(p).is_ok_and(|inner| inner == 1) {
+            return true;
+        }
+        let Ok(st) = proc::stat(p) else { return true };
+        p = st.ppid;
+    }
+    false
+}
+
+/// A process's memory still to be written from its copy-on-write snapshot,
+/// after the tree was let go.
+struct Deferred {
+    parasite: Parasite,
+    snapshot: Snapshot,
+    runs: Vec<PageRun>,
+    vmas: Vec<Vma>,
+    pages: File,
+}
+
+impl Deferred {
+    fn write(mut self, progress: &indicatif::ProgressBar) -> Result<()> {
+        let pid = self.snapshot.pid;
+        let mem = MemFile::open(pid)?;
+        let (parasite, snapshot) = (&mut self.parasite, &mut self.snapshot);
+        memory::stream(&self.runs, &self.vmas, memory::Part::Private, &mem, &self.pages, progress, |iovs, off| {
+            Ok(snapshot.stream_pages(parasite, iovs, &self.pages, off)?)
+        })
+        .context("writing memory from the snapshot")
+    }
+}
+
+struct Frozen {
+    process: ProcessImage,
+    stored: u64,
+    /// The process reaps orphans (PR_SET_CHILD_SUBREAPER).
+    reaper: bool,
+    deferred: Option<Deferred>,
+}
+
 /// Everything done while the process is frozen. On error the parasite has
-/// been unloaded (as far as possible) before returning.
+/// been unloaded (as far as possible) before returning. With `snapshot`,
+/// private memory is left to a copy-on-write snapshot where possible.
 fn dump_frozen(
     seized: &mut Seized,
     view: &pids::PidView,
@@ -136,7 +215,8 @@ fn dump_frozen(
     fds: Vec<FdImage>,
     shared: &mut memory::SharedSeen,
     progress: &indicatif::ProgressBar,
-) -> Result<(ProcessImage, u64)> {
+    snapshot: bool,
+) -> Result<Frozen> {
     let pid = seized.pid;
     let vmas = proc::vmas(pid)?;
     let mut remote = Remote::bootstrap(seized, pid, &vmas)?;
@@ -157,11 +237,33 @@ fn dump_frozen(
         }
         parasite.open_pipe(seized, &mut remote)?;
         let pages_file = writer.create_pages(view.pid(pid)?)?;
-        let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file, shared, progress)?;
-        Ok((st, per_thread, pages))
+        let runs = memory::select(pid, &vmas, &remote.mem, shared)?;
+        progress.inc_length(memory::bytes(&runs));
+        let mem = MemFile::open(pid)?;
+        let splice = |part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
+            memory::stream(&runs, &vmas, part, &mem, &pages_file, progress, |iovs, off| {
+                Ok(parasite.stream_pages(seized, remote, iovs, &pages_file, off)?)
+            })
+        };
+        let mut snap = None;
+        if snapshot && !st.child_subreaper && !vmas.iter().any(|v| v.has_flag("dc") || v.has_flag("wf")) {
+            splice(memory::Part::Frozen, seized, &mut remote, &mut parasite)?;
+            match parasite.fork_snapshot(seized, &mut remote) {
+                Ok(s) => snap = Some(s),
+                Err(e) => {
+                    tracing::warn!("process {pid}: no copy-on-write snapshot ({e}); writing its memory while it is stopped");
+                    splice(memory::Part::Private, seized, &mut remote, &mut parasite)?;
+                }
+            }
+        } else {
+            splice(memory::Part::All, seized, &mut remote, &mut parasite)?;
+        }
+        let stored: u64 = runs.iter().map(|r| r.npages).sum();
+        let bytes = memory::bytes(&runs);
+        Ok((st, per_thread, runs, bytes, stored, snap, pages_file))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    let (st, per_thread, pages) = inside?;
+    let (st, per_thread, runs, pages_bytes, stored, snap, pages_file) = inside?;
     cured.context("removing the parasite from the target")?;
 
     let status = proc::status(pid)?;
@@ -233,8 +335,8 @@ fn dump_frozen(
         rlimits: state::rlimits(pid),
         mm,
         vmas,
-        pages: pages.runs,
-        pages_bytes: pages.bytes,
+        pages: runs.clone(),
+        pages_bytes,
         threads,
         exit_signal: stat.exit_signal,
         child_subreaper: st.child_subreaper,
@@ -243,5 +345,7 @@ fn dump_frozen(
         fds,
         shared_pending: status.shd_pnd,
     };
-    Ok((process, pages.stored))
+    let reaper = st.child_subreaper;
+    let deferred = snap.map(|snapshot| Deferred { parasite, snapshot, runs, vmas: process.vmas.clone(), pages: pages_file });
+    Ok(Frozen { process, stored, reaper, deferred })
 }
