@@ -38,7 +38,7 @@ enum Cmd {
         output: Option<PathBuf>,
         /// Ask the `cryo attach` working on DIR for a checkpoint now, and wait
         /// until it is complete.
-        #[arg(long, value_name = "DIR", conflicts_with_all = ["pid", "output", "kill"])]
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["pid", "output", "kill", "parent", "track"])]
         now: Option<PathBuf>,
         /// Kill the process after a successful checkpoint, while still frozen,
         /// so nothing runs between the image and the kill.
@@ -53,6 +53,15 @@ enum Cmd {
         /// (always so with --kill).
         #[arg(long, conflicts_with = "kill")]
         direct: bool,
+        /// Store only the pages written since the image DIR, an earlier
+        /// checkpoint of the same tree taken with --track or --parent (an
+        /// incremental image; restart reads the rest from DIR and its parents).
+        #[arg(long, value_name = "DIR")]
+        parent: Option<PathBuf>,
+        /// Leave write tracking in the tree (a userfaultfd per process), so
+        /// that a later checkpoint can be incremental against this one.
+        #[arg(long)]
+        track: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -127,14 +136,19 @@ struct ScheduleArgs {
     /// Time between checkpoints: 30s, 10m, 1h, ...
     #[arg(long, value_parser = periodic::parse_duration, default_value = "10m")]
     interval: std::time::Duration,
-    /// Complete images to keep (older ones are removed).
+    /// Complete images to keep (older ones are removed, except those a kept
+    /// incremental image still needs).
     #[arg(long, default_value_t = 3)]
     keep: usize,
+    /// Every Nth image is a full one; those between store only the pages
+    /// written since the image before (1: every image full).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    full_every: u32,
 }
 
 impl ScheduleArgs {
     fn schedule(self) -> periodic::Schedule {
-        periodic::Schedule { interval: self.interval, keep: self.keep, dir: self.output }
+        periodic::Schedule { interval: self.interval, keep: self.keep, dir: self.output, full_every: self.full_every }
     }
 }
 
@@ -192,9 +206,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Checkpoint { pid, output, kill, leave_running: _, direct, json, now: None } => {
+        Cmd::Checkpoint { pid, output, kill, leave_running: _, direct, parent, track, json, now: None } => {
             let (Some(pid), Some(out)) = (pid, output) else { anyhow::bail!("checkpoint needs a PID and -o DIR") };
-            let s = dump::checkpoint(&dump::Options { pid, out, kill, direct })?;
+            let s = dump::checkpoint(&dump::Options { pid, out, kill, direct, parent, track })?;
             if json {
                 println!(
                     "{}",
@@ -202,14 +216,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "pid": s.pid, "image": s.image, "frozen_us": s.frozen_us, "total_us": s.total_us,
                         "pages": s.pages, "killed": kill, "left_running": !kill,
                         "snapshots": s.snapshots, "processes": s.processes,
+                        "parent": s.parent, "bytes": s.bytes,
                     })
                 );
             } else {
                 eprintln!(
-                    "cryo: checkpointed {} into {} ({} pages in {:.1} ms); the process was stopped for {:.1} ms{}{}",
+                    "cryo: checkpointed {} into {} ({} pages{} in {:.1} ms); the process was stopped for {:.1} ms{}{}",
                     s.pid,
                     s.image.display(),
                     s.pages,
+                    match &s.parent {
+                        Some(p) => format!(" written since {}", p.display()),
+                        None => String::new(),
+                    },
                     s.total_us as f64 / 1000.0,
                     s.frozen_us as f64 / 1000.0,
                     if kill { " and then killed" } else { " and runs on" },

@@ -18,6 +18,17 @@ pub struct Schedule {
     pub interval: Duration,
     pub keep: usize,
     pub dir: PathBuf,
+    /// Every Nth image is full; the others are incremental against the one
+    /// before. The first image of an attach is always full.
+    pub full_every: u32,
+}
+
+/// The chain of images this attach made: the last one and how many images
+/// since the last full one.
+#[derive(Default)]
+struct Chain {
+    last: Option<PathBuf>,
+    since_full: u32,
 }
 
 /// "10m", "30s", "1h", "500ms", or plain seconds.
@@ -132,6 +143,7 @@ pub fn run(mut job: Job, s: &Schedule) -> Result<i32> {
     set.thread_block().context("blocking the control signals")?;
     say!("watching {} (pid {}), a checkpoint every {:?} into {}", comm(job.pid()), job.pid(), s.interval, s.dir.display());
     let mut next = Instant::now() + s.interval;
+    let mut chain = Chain::default();
     loop {
         if let Some(code) = job.ended() {
             say!("the job ended (exit {code}); the latest image stays in {}", s.dir.display());
@@ -142,16 +154,16 @@ pub fn run(mut job: Job, s: &Schedule) -> Result<i32> {
         match wait_signal(&set, wait) {
             Some(libc::SIGUSR1) => {
                 say!("checkpoint requested (SIGUSR1)");
-                take(&series, &mut job, s.keep);
+                take(&series, &mut job, s, &mut chain);
                 next = Instant::now() + s.interval;
             }
             Some(sig) => {
                 say!("signal {sig}: a last checkpoint, then leaving the job running");
-                take(&series, &mut job, s.keep);
+                take(&series, &mut job, s, &mut chain);
                 return Ok(0);
             }
             None if Instant::now() >= next => {
-                take(&series, &mut job, s.keep);
+                take(&series, &mut job, s, &mut chain);
                 next = Instant::now() + s.interval;
             }
             None => {}
@@ -165,15 +177,20 @@ fn comm(pid: i32) -> String {
 
 /// One checkpoint into the series. A failure is reported and the loop goes
 /// on: the job was left running and the previous image stays the latest.
-fn take(series: &Series, job: &mut Job, keep: usize) {
+fn take(series: &Series, job: &mut Job, s: &Schedule, chain: &mut Chain) {
+    let keep = s.keep;
     let result = (|| -> Result<PathBuf> {
         let out = series.next_path()?;
-        let sum = dump::checkpoint(&dump::Options { pid: job.pid(), out: out.clone(), kill: false, direct: false })?;
+        let parent = chain.last.clone().filter(|_| chain.since_full + 1 < s.full_every);
+        let sum = dump::checkpoint(&dump::Options { pid: job.pid(), out: out.clone(), kill: false, direct: false, parent, track: s.full_every > 1 })?;
         series.commit(&out)?;
+        chain.since_full = if sum.parent.is_some() { chain.since_full + 1 } else { 0 };
+        chain.last = Some(out.clone());
         say!(
-            "checkpoint {} complete: {} pages, job stopped for {:.1} ms",
+            "checkpoint {} complete: {} pages{}, job stopped for {:.1} ms",
             out.display(),
             sum.pages,
+            if sum.parent.is_some() { " written since the one before" } else { "" },
             sum.frozen_us as f64 / 1000.0
         );
         Ok(out)

@@ -15,6 +15,7 @@
 
 pub mod meta;
 pub mod model;
+pub mod chain;
 mod dir;
 pub mod series;
 
@@ -23,7 +24,7 @@ pub use series::{Series, SeriesEntry};
 pub use model::*;
 
 /// Version of the on-disk layout; an image of another version is refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 pub const INVENTORY_FILE: &str = "inventory.cryo";
 

@@ -105,6 +105,25 @@ pub struct ProcessImage {
     pub fds: Vec<FdImage>,
     /// Signals pending for the whole process (shared pending set).
     pub shared_pending: u64,
+    /// Write tracking left in the process for the next incremental
+    /// checkpoint (not restored).
+    pub tracking: Option<Tracking>,
+}
+
+/// A userfaultfd (write-protect, async mode) that cryo left in the process:
+/// pages it reports as written since this image are the ones a checkpoint
+/// with this image as parent stores.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Tracking {
+    /// The fd number in the process, and the inode of the userfaultfd, so a
+    /// later checkpoint knows it finds the same one.
+    pub fd: i32,
+    pub inode: u64,
+    /// The generation its scan for this image began: a later checkpoint is
+    /// incremental against this image only while the process still has it.
+    pub generation: u64,
+    /// Address ranges whose writes it tracked from this image on.
+    pub ranges: Vec<(u64, u64)>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]

@@ -133,17 +133,35 @@ impl Series {
     }
 
     /// Remove all but the newest `keep` complete images, and incomplete ones
-    /// older than the latest. The latest image is never removed.
+    /// older than the latest. The latest image is never removed, nor an image
+    /// that a kept incremental image reads pages from (its parents).
     pub fn prune(&self, keep: usize) -> Result<Vec<PathBuf>> {
         let entries = self.list()?;
         let latest_seq = entries.iter().find(|e| e.latest).map(|e| e.seq);
         let complete: Vec<&SeriesEntry> = entries.iter().filter(|e| e.complete).collect();
         let cut = complete.len().saturating_sub(keep.max(1));
+        let mut kept: Vec<&SeriesEntry> = complete[cut..].to_vec();
+        kept.extend(entries.iter().filter(|e| e.latest));
+        let mut needed: Vec<PathBuf> = Vec::new();
+        for e in &kept {
+            let mut at = e.path.clone();
+            let mut parent = e.parent.clone();
+            while let Some(rel) = parent {
+                let Ok(p) = fs::canonicalize(at.join(&rel)) else { break };
+                if needed.contains(&p) {
+                    break;
+                }
+                needed.push(p.clone());
+                parent = ImageReader::open(&p).ok().and_then(|r| r.inventory.parent.clone());
+                at = p;
+            }
+        }
         let mut removed = Vec::new();
         for e in &entries {
             let old_complete = e.complete && complete[..cut].iter().any(|c| c.seq == e.seq);
             let stale_partial = !e.complete && latest_seq.is_some_and(|l| e.seq < l);
-            if (old_complete || stale_partial) && !e.latest {
+            let is_parent = fs::canonicalize(&e.path).is_ok_and(|p| needed.contains(&p));
+            if (old_complete || stale_partial) && !e.latest && !is_parent {
                 fs::remove_dir_all(&e.path).map_err(io_err(&e.path))?;
                 removed.push(e.path.clone());
             }

@@ -16,6 +16,7 @@ mod rebuild;
 mod shape;
 mod shared;
 
+use cryo_image::chain::ResolvedPages;
 use cryo_image::{ImageReader, ProcessImage, ProcessState};
 use rebuild::Restoree;
 use shared::Registry;
@@ -44,11 +45,13 @@ pub fn restart(opts: &Options) -> Result<u8> {
     let img = ImageReader::open(&opts.image)?;
     check::image_fits_this_machine(&img)?;
     let mut images = HashMap::new();
+    let mut pages = HashMap::new();
     for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
         let p = img.read_process(e.pid)?;
         check::process_is_sane(&p)?;
         check::files_exist(&p)?;
         check::vdso_matches(&img, &p)?;
+        pages.insert(e.pid, cryo_image::chain::resolve(&img, &p)?);
         images.insert(e.pid, p);
     }
     check::tree_is_sane(&img.inventory, &images)?;
@@ -57,7 +60,7 @@ pub fn restart(opts: &Options) -> Result<u8> {
     }
 
     let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns(img.inventory.root_pid)? } else { ns::Sandbox::plain() };
-    let root_host = match restore_tree(&img, &images, &mut sandbox, opts.progress.clone()) {
+    let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts.progress.clone()) {
         Ok(h) => h,
         Err(e) => {
             sandbox.kill_all();
@@ -77,10 +80,17 @@ pub fn restart(opts: &Options) -> Result<u8> {
 
 /// Create the tree, then rebuild it stage by stage across all processes, so
 /// that no process runs before every one is ready. Returns the root's host pid.
-fn restore_tree(img: &ImageReader, images: &HashMap<i32, ProcessImage>, sandbox: &mut ns::Sandbox, progress: Option<Progress>) -> Result<i32> {
+fn restore_tree(
+    img: &ImageReader,
+    images: &HashMap<i32, ProcessImage>,
+    sources: &HashMap<i32, ResolvedPages>,
+    sandbox: &mut ns::Sandbox,
+    progress: Option<Progress>,
+) -> Result<i32> {
     let in_userns = sandbox.init.is_some();
     let mut reg = Registry::new(images.values());
-    let mut pages = rebuild::PageProgress::new(progress, images.values().map(|p| p.pages_bytes).sum());
+    let ps = img.inventory.page_size;
+    let mut pages = rebuild::PageProgress::new(progress, sources.values().map(|s| s.bytes(ps)).sum());
     let members = shape::create(&img.inventory.processes, images, sandbox, &mut reg)?;
     let root_host = members[0].host;
     let mut live = Vec::new();
@@ -96,7 +106,8 @@ fn restore_tree(img: &ImageReader, images: &HashMap<i32, ProcessImage>, sandbox:
         tree.push(Restoree::load(m, p, &reg)?);
     }
     for r in &mut tree {
-        r.memory(img, &mut reg, &mut pages, in_userns)?;
+        let src = &sources[&r.pid()];
+        r.memory(src, &mut reg, &mut pages, in_userns)?;
     }
     for r in &mut tree {
         r.fds(&mut reg, &img.inventory.pipes)?;

@@ -5,7 +5,8 @@ use crate::check::RestoreError;
 use crate::shape::Member;
 use crate::shared::{self, Registry, Source};
 use crate::{layout, Result};
-use cryo_image::{Creds, FdTarget, ImageReader, PageOrigin, PipeImage, ProcessImage, ThreadImage, Vma, VmaKind};
+use cryo_image::chain::ResolvedPages;
+use cryo_image::{Creds, FdTarget, PageOrigin, PipeImage, ProcessImage, ThreadImage, Vma, VmaKind};
 use cryo_injector::{Arg, Batch, BatchOutput, Parasite, Remote};
 use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
 use cryo_tracer::{proc, ptrace};
@@ -62,6 +63,11 @@ impl<'a> Restoree<'a> {
         Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new() })
     }
 
+    /// Its pid in the image.
+    pub fn pid(&self) -> i32 {
+        self.p.pid
+    }
+
     /// Run a batch in the main thread.
     fn run(&mut self, what: &str, b: &Batch) -> Result<BatchOutput> {
         if b.is_empty() {
@@ -86,15 +92,15 @@ impl<'a> Restoree<'a> {
     }
 
     /// Stage 1: the address space, replaced wholesale by the image's.
-    pub fn memory(&mut self, img: &ImageReader, reg: &mut Registry, pages_read: &mut PageProgress, in_userns: bool) -> Result<()> {
-        let tmp = prepare(self, img, in_userns)?;
-        let (pages, exe) = (tmp.pages, tmp.exe);
+    pub fn memory(&mut self, src: &ResolvedPages, reg: &mut Registry, pages_read: &mut PageProgress, in_userns: bool) -> Result<()> {
+        let tmp = prepare(self, src, in_userns)?;
+        let (pages, exe) = (tmp.pages.clone(), tmp.exe);
         self.tmp = Some(tmp);
         let own = std::mem::take(&mut self.own_vmas);
         teardown(self, &own)?;
         move_vdso(self, &own, self.area + self.blob_size)?;
         map_areas(self, reg)?;
-        read_pages(self, pages, pages_read)?;
+        read_pages(self, src, &pages, pages_read)?;
         protect_and_mm(self, exe)
     }
 
@@ -190,11 +196,12 @@ struct TempFds {
     /// Lowest fd above every fd of the image: temporaries live from here up.
     base: u64,
     stdio: [Option<u64>; 3],
-    pages: u64,
+    /// The pages files of the image and of its parents (`ResolvedPages::files`).
+    pages: Vec<u64>,
     exe: Option<u64>,
 }
 
-fn prepare(b: &mut Restoree, img: &ImageReader, in_userns: bool) -> Result<TempFds> {
+fn prepare(b: &mut Restoree, src: &ResolvedPages, in_userns: bool) -> Result<TempFds> {
     let p = b.p;
     let base = p.fds.iter().map(|f| f.fd as u64 + 1).max().unwrap_or(3).max(3);
     let mut batch = Batch::new();
@@ -211,12 +218,12 @@ fn prepare(b: &mut Restoree, img: &ImageReader, in_userns: bool) -> Result<TempF
         batch.call(Sysno::Close, &[Arg::Result(o)]);
         h
     };
-    let pages = open_high(&mut batch, &img.pages_path(p.pid).to_string_lossy());
+    let pages: Vec<usize> = src.files.iter().map(|f| open_high(&mut batch, &f.to_string_lossy())).collect();
     let exe = in_userns.then(|| open_high(&mut batch, &p.exe));
     batch.call(Sysno::CloseRange, &[0.into(), (base - 1).into(), 0.into()]);
     let out = b.run("preparing fds", &batch)?;
     let ok = |i: usize| (!cryo_parasite::abi::is_error(out.results[i])).then_some(out.results[i] as u64);
-    Ok(TempFds { base, stdio: [ok(stdio[0]), ok(stdio[1]), ok(stdio[2])], pages: out.results[pages] as u64, exe: exe.map(|i| out.results[i] as u64) })
+    Ok(TempFds { base, stdio: [ok(stdio[0]), ok(stdio[1]), ok(stdio[2])], pages: pages.iter().map(|&i| out.results[i] as u64).collect(), exe: exe.map(|i| out.results[i] as u64) })
 }
 
 /// Unmap everything of cryo's in the process, except the blob and the
@@ -267,7 +274,7 @@ fn move_vdso(b: &mut Restoree, own: &[Vma], temp: u64) -> Result<()> {
 }
 
 fn has_pages(p: &ProcessImage, v: &Vma) -> bool {
-    p.pages.iter().any(|r| r.origin == PageOrigin::Here && r.vaddr >= v.start && r.vaddr < v.end)
+    p.pages.iter().any(|r| r.origin != PageOrigin::Reference && r.vaddr >= v.start && r.vaddr < v.end)
 }
 
 /// Protection while pages are read in: writable where pages go, and not yet
@@ -367,23 +374,24 @@ fn fetch_fd(batch: &mut Batch, src: Source, me: i32) -> usize {
 
 /// One preadv: iovecs covering a contiguous stretch of the pages file.
 struct Read {
+    file: usize,
     file_offset: u64,
     iovs: Vec<(u64, u64)>,
     bytes: u64,
 }
 
-fn plan_reads(p: &ProcessImage, ps: u64) -> Vec<Read> {
+fn plan_reads(src: &ResolvedPages, ps: u64) -> Vec<Read> {
     let mut reads: Vec<Read> = Vec::new();
-    for r in p.pages.iter().filter(|r| r.origin == PageOrigin::Here) {
+    for r in &src.runs {
         let mut addr = r.vaddr;
         let mut off = r.file_offset;
         let mut left = r.npages * ps;
         while left > 0 {
             let fits = reads.last().is_some_and(|last| {
-                last.file_offset + last.bytes == off && last.iovs.len() < IOV_MAX && last.bytes < PREADV_MAX_BYTES
+                last.file == r.file && last.file_offset + last.bytes == off && last.iovs.len() < IOV_MAX && last.bytes < PREADV_MAX_BYTES
             });
             if !fits {
-                reads.push(Read { file_offset: off, iovs: Vec::new(), bytes: 0 });
+                reads.push(Read { file: r.file, file_offset: off, iovs: Vec::new(), bytes: 0 });
             }
             let last = reads.last_mut().expect("just pushed");
             let n = left.min(PREADV_MAX_BYTES - last.bytes);
@@ -397,9 +405,8 @@ fn plan_reads(p: &ProcessImage, ps: u64) -> Vec<Read> {
     reads
 }
 
-fn read_pages(b: &mut Restoree, pages_fd: u64, progress: &mut PageProgress) -> Result<()> {
-    let p = b.p;
-    let reads = plan_reads(p, cryo_tracer::arch::page_size());
+fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &mut PageProgress) -> Result<()> {
+    let reads = plan_reads(src, cryo_tracer::arch::page_size());
     for chunk in reads.chunks(PREADV_PER_BATCH) {
         let mut batch = Batch::new();
         let mut calls = Vec::new();
@@ -411,13 +418,17 @@ fn read_pages(b: &mut Restoree, pages_fd: u64, progress: &mut PageProgress) -> R
             }
             let at = batch.data(&iov);
             let lo = if Native::IS_64BIT { r.file_offset } else { r.file_offset & 0xffff_ffff };
-            let i = batch.call(Sysno::Preadv, &[pages_fd.into(), Arg::Data(at), (r.iovs.len() as u64).into(), lo.into(), (r.file_offset >> 32).into()]);
-            calls.push((i, r.bytes, r.file_offset));
+            let i = batch.call(Sysno::Preadv, &[fds[r.file].into(), Arg::Data(at), (r.iovs.len() as u64).into(), lo.into(), (r.file_offset >> 32).into()]);
+            calls.push((i, r.bytes, r.file_offset, r.file));
         }
         let out = b.run("reading pages into place", &batch)?;
-        for (i, want, off) in calls {
+        for (i, want, off, file) in calls {
             if out.results[i] as u64 != want {
-                return Err(RestoreError::Rebuild(format!("pages file: read {} of {want} bytes at offset {off}", out.results[i])));
+                return Err(RestoreError::Rebuild(format!(
+                    "{}: read {} of {want} bytes at offset {off}",
+                    src.files[file].display(),
+                    out.results[i]
+                )));
             }
             progress.done += want;
         }

@@ -42,7 +42,7 @@ fn launched_job_is_restarted_from_the_latest_image_after_a_crash() {
     let log = h.path("job.log");
     let job = format!("exec {} 50 120 0 > {}", ticker.display(), log.display());
     let mut launch = h.cryo_spawn(
-        &["launch", "-o", dir.to_str().unwrap(), "--interval", "1s", "--keep", "2", "--", "/bin/sh", "-c", &job],
+        &["launch", "-o", dir.to_str().unwrap(), "--interval", "1s", "--keep", "2", "--full-every", "1", "--", "/bin/sh", "-c", &job],
         Stdio::null(),
     );
     let log = Log::new(log);

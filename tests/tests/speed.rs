@@ -132,3 +132,191 @@ fn failure_while_writing_from_the_snapshot_leaves_the_target_running() {
     assert!(st.success(), "heap exited with {}\n{}", describe_status(st), log.text());
     assert_text_eq(&log.text(), &heap_expected(&reference, pid), "heap log after the failed checkpoint");
 }
+
+// ---------------------------------------------------------------------------------------
+// Incremental checkpoints
+// ---------------------------------------------------------------------------------------
+
+const DIRTY_MIB: &str = "64";
+
+/// The dirty workload (64 MiB, 4 pages rewritten per step), its reference
+/// log, and a running copy.
+fn dirty_running(h: &Harness, steps: &str, sleep_ms: &str) -> (Proc, Log, String) {
+    let prog = h.compile("dirty");
+    let prog = prog.to_str().unwrap();
+    h.run_to_completion(&[prog, "ref.log", steps, "0", DIRTY_MIB, "4"], "ref.out", SECS20);
+    let reference = Log::new(h.path("ref.log")).text();
+    let (p, _) = h.spawn(&[prog, "dirty.log", steps, sleep_ms, DIRTY_MIB, "4"], "dirty.out");
+    let log = Log::new(h.path("dirty.log"));
+    log.wait_prefix("step 3 ", SECS20);
+    (p, log, reference)
+}
+
+fn has_userfaultfd(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("userfaultfd")))
+}
+
+/// A chain full -> incremental -> incremental (the last with --kill): the
+/// incremental images hold only the written pages, the target runs on
+/// untouched between them (its tracking fd is not dumped as one of its fds),
+/// and the restart reads every page from the right image of the chain.
+#[test]
+fn incremental_chain_stores_written_pages_and_restarts() {
+    let h = Harness::with_cryo("incremental");
+    let (mut p, log, reference) = dirty_running(&h, "150", "40");
+    let pid = p.pid();
+    let (i0, i1, i2) = (h.path("i0"), h.path("i1"), h.path("i2"));
+    let (_, v0) = checkpoint_json(&h, pid, &i0, &["--track"], &[]);
+    assert!(v0["parent"].is_null(), "the first image is full: {v0}");
+    assert!(v0["bytes"].as_u64().unwrap() >= 64 << 20, "a full image holds the buffer: {v0}");
+    assert!(has_userfaultfd(pid), "--track leaves a userfaultfd in the target");
+    assert_running_untouched(pid, &log, 0, "after a --track checkpoint");
+    let (_, v1) = checkpoint_json(&h, pid, &i1, &["--parent", i0.to_str().unwrap()], &[]);
+    assert!(v1["parent"].is_string(), "incremental against i0: {v1}");
+    let b1 = v1["bytes"].as_u64().unwrap();
+    assert!(b1 < 4 << 20, "the incremental image holds only the written pages ({b1} bytes): {v1}");
+    assert_running_untouched(pid, &log, 0, "after an incremental checkpoint");
+    let (_, v2) = checkpoint_json(&h, pid, &i2, &["--parent", i1.to_str().unwrap(), "--kill"], &[]);
+    assert!(v2["parent"].is_string() && v2["bytes"].as_u64().unwrap() < 4 << 20, "{v2}");
+    assert!(p.wait_timeout(SECS20).is_some(), "--kill left the target running");
+
+    // A missing parent is a clear error, and starts nothing.
+    let moved = h.path("i1-moved");
+    std::fs::rename(&i1, &moved).unwrap();
+    let out = h.cryo_run(&["restart", i2.to_str().unwrap(), "--detach"]);
+    out.assert_clean_failure();
+    assert!(out.stderr.contains("i1") && out.stderr.contains("parent"), "names the missing parent:\n{}", out.describe());
+    h.assert_no_leftovers(&[], "restart with a missing parent image");
+    std::fs::rename(&moved, &i1).unwrap();
+
+    h.restart_detached(&i2);
+    log.wait_prefix("done ", Duration::from_secs(60));
+    assert_text_eq(&log.text(), &heap_expected(&reference, pid), "dirty log after restarting the incremental chain");
+}
+
+/// A parent without tracking, or one whose tracking another checkpoint has
+/// used since, gives a full image (said so), never one that misses writes;
+/// a parent of another process is refused and the target left as it was.
+#[test]
+fn incremental_falls_back_to_full_when_tracking_does_not_match() {
+    let h = Harness::with_cryo("incremental-fallback");
+    let (mut p, log, reference) = dirty_running(&h, "150", "40");
+    let pid = p.pid();
+    let plain = h.path("plain");
+    checkpoint_json(&h, pid, &plain, &[], &[]);
+    let (out, v) = checkpoint_json(&h, pid, &h.path("a"), &["--parent", plain.to_str().unwrap()], &[]);
+    assert!(v["parent"].is_null(), "no tracking in the parent: a full image: {v}");
+    assert!(out.stderr.contains("without write tracking"), "says why:\n{}", out.describe());
+
+    // t0 (tracked), t1 against t0, then t2 against t0 again: t1's scan used
+    // t0's tracking, so t2 must be full.
+    let (t0, t1) = (h.path("t0"), h.path("t1"));
+    checkpoint_json(&h, pid, &t0, &["--track"], &[]);
+    let (_, v1) = checkpoint_json(&h, pid, &t1, &["--parent", t0.to_str().unwrap()], &[]);
+    assert!(v1["parent"].is_string(), "{v1}");
+    let (out, v2) = checkpoint_json(&h, pid, &h.path("t2"), &["--parent", t0.to_str().unwrap()], &[]);
+    assert!(v2["parent"].is_null(), "t0's tracking was used by t1: {v2}");
+    assert!(out.stderr.contains("not the one its parent image left"), "says why:\n{}", out.describe());
+
+    // A failed incremental checkpoint (after its scan) spoils its parent for
+    // the next one. t2 was full, but tracked: a parent.
+    let t2 = h.path("t2");
+    let t3 = h.path("t3");
+    let pid_s = pid.to_string();
+    let out = h.cryo_run_env(&["checkpoint", &pid_s, "-o", t3.to_str().unwrap(), "--parent", t2.to_str().unwrap()], &[("CRYO_FAULT", "snapshot-pages")]);
+    out.assert_clean_failure();
+    assert_running_untouched(pid, &log, 0, "after a failed incremental checkpoint");
+    let (_, v4) = checkpoint_json(&h, pid, &h.path("t4"), &["--parent", t2.to_str().unwrap()], &[]);
+    assert!(v4["parent"].is_null(), "the failed checkpoint had scanned: full: {v4}");
+
+    // Another tree's image as parent: refused before anything is touched.
+    let other = h.compile("ticker");
+    let (_q, qlog) = h.spawn(&[other.to_str().unwrap(), "100", "0", "0"], "ticker.log");
+    qlog.wait_prefix("tick 2 ", SECS20);
+    let out = h.cryo_run(&["checkpoint", &_q.pid().to_string(), "-o", h.path("x").to_str().unwrap(), "--parent", t0.to_str().unwrap()]);
+    out.assert_clean_failure();
+    assert!(out.stderr.contains("not of this tree"), "{}", out.describe());
+    assert_running_untouched(_q.pid(), &qlog, 0, "after a refused --parent");
+
+    let st = p.wait_exit(Duration::from_secs(60));
+    assert!(st.success(), "dirty exited with {}", describe_status(st));
+    assert_text_eq(&log.text(), &heap_expected(&reference, pid), "dirty log");
+}
+
+/// A checkpoint that fails while the target is frozen takes the write
+/// tracking it started away again: the target has no userfaultfd after it.
+#[test]
+fn failed_tracked_checkpoint_leaves_no_tracking() {
+    for stage in ["tracking", "pages", "image-write"] {
+        let h = Harness::with_cryo(&format!("track-fault-{stage}"));
+        let (mut p, log, reference) = dirty_running(&h, "60", "30");
+        let pid = p.pid();
+        let pid_s = pid.to_string();
+        let img = h.path("img");
+        let out = h.cryo_run_env(&["checkpoint", &pid_s, "-o", img.to_str().unwrap(), "--track", "--direct"], &[("CRYO_FAULT", stage)]);
+        out.assert_clean_failure();
+        assert!(!has_userfaultfd(pid), "{stage}: a userfaultfd was left in the target");
+        assert_running_untouched(pid, &log, 0, stage);
+        let st = p.wait_exit(Duration::from_secs(60));
+        assert!(st.success(), "{stage}: dirty exited with {}", describe_status(st));
+        assert_text_eq(&log.text(), &heap_expected(&reference, pid), stage);
+    }
+}
+
+/// `cryo launch --full-every 3`: the images between full ones are
+/// incremental against the one before, pruning keeps every parent a kept
+/// image needs, and `cryo restart DIR` after a crash goes through the chain.
+#[test]
+fn periodic_series_chains_incremental_images() {
+    let h = Harness::with_cryo("periodic-incremental");
+    let prog = h.compile("dirty");
+    let prog = prog.to_str().unwrap();
+    h.run_to_completion(&[prog, "ref.log", "400", "0", DIRTY_MIB, "4"], "ref.out", SECS20);
+    let reference = Log::new(h.path("ref.log")).text();
+    let dir = h.path("images");
+    let log_path = h.path("dirty.log");
+    let mut launch = h.cryo_spawn(
+        &[
+            "launch", "-o", dir.to_str().unwrap(), "--interval", "700ms", "--keep", "2", "--full-every", "3", "--", prog,
+            log_path.to_str().unwrap(), "400", "25", DIRTY_MIB, "4",
+        ],
+        std::process::Stdio::null(),
+    );
+    let log = Log::new(log_path);
+    let list = || -> Vec<serde_json::Value> {
+        let out = h.cryo_run(&["list", dir.to_str().unwrap(), "--json"]);
+        out.assert_ok();
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+    };
+    let start = Instant::now();
+    while !dir.exists() || !list().iter().any(|e| e["name"] == "img-0005" && e["complete"] == true) {
+        assert!(start.elapsed() < Duration::from_secs(30), "no fifth image:\n{}", launch.stderr_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let entries = list();
+    let by_name = |n: &str| entries.iter().find(|e| e["name"] == n).cloned();
+    // img-0001 full, 0002/0003 incremental, 0004 full, 0005 incremental.
+    for (name, incremental) in [("img-0004", false), ("img-0005", true)] {
+        let e = by_name(name).unwrap_or_else(|| panic!("{name} is kept: {entries:?}"));
+        assert_eq!(e["parent"].is_string(), incremental, "{name}: {e}");
+    }
+    let i5 = by_name("img-0005").unwrap();
+    assert!(i5["bytes"].as_u64().unwrap() < 4 << 20, "incremental images are small: {i5}");
+    // --keep 2 keeps 0004 and 0005; 0005's parent is 0004: nothing else needed.
+    // Every kept image's parent is there and complete.
+    for e in entries.iter().filter(|e| e["complete"] == true) {
+        if let Some(p) = e["parent"].as_str() {
+            let parent = std::path::Path::new(e["path"].as_str().unwrap()).join(p);
+            assert!(parent.join("inventory.cryo").exists(), "{} needs {}, which pruning removed", e["name"], parent.display());
+        }
+    }
+    let job = *children(launch.pid()).first().expect("the job runs");
+    send_signal(job, libc::SIGKILL);
+    launch.wait_exit(SECS20);
+    h.restart_detached(&dir);
+    log.wait_prefix("done ", Duration::from_secs(60));
+    assert_text_eq(&log.text(), &heap_expected(&reference, job), "dirty log after restarting the series");
+}

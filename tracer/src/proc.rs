@@ -349,3 +349,83 @@ impl Pagemap {
             .map_err(|e| TracerError::proc(format!("{} at {start:#x}", self.path), e))
     }
 }
+
+/// PAGEMAP_SCAN (Linux 6.7): ranges of pages by category, optionally
+/// write-protecting what matched (userfaultfd write-protect, async mode).
+pub mod scan {
+    /// `_IOWR('f', 16, struct pm_scan_arg)`.
+    const PAGEMAP_SCAN: u64 = 0xC060_6610;
+    /// Write-protect the matched pages.
+    pub const WP_MATCHING: u64 = 1 << 0;
+    /// Fail unless every area scanned is registered for async write-protect.
+    pub const CHECK_WPASYNC: u64 = 1 << 1;
+    pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+
+    #[repr(C)]
+    #[derive(Default)]
+    struct PmScanArg {
+        size: u64,
+        flags: u64,
+        start: u64,
+        end: u64,
+        walk_end: u64,
+        vec: u64,
+        vec_len: u64,
+        max_pages: u64,
+        category_inverted: u64,
+        category_mask: u64,
+        category_anyof_mask: u64,
+        return_mask: u64,
+    }
+
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct PageRegion {
+        start: u64,
+        end: u64,
+        categories: u64,
+    }
+
+    /// Regions per ioctl call.
+    const REGIONS: usize = 512;
+
+    /// The [start, end) ranges of pages in [start, end) that have every
+    /// category of `mask`, each run of pages once; with `flags` as above.
+    pub fn ranges(pagemap: &super::Pagemap, start: u64, end: u64, mask: u64, flags: u64) -> std::io::Result<Vec<(u64, u64)>> {
+        use std::os::fd::AsRawFd;
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut regions = [PageRegion::default(); REGIONS];
+        let mut at = start;
+        while at < end {
+            let mut arg = PmScanArg {
+                size: std::mem::size_of::<PmScanArg>() as u64,
+                flags,
+                start: at,
+                end,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: REGIONS as u64,
+                category_mask: mask,
+                return_mask: mask,
+                ..Default::default()
+            };
+            // SAFETY: `arg` and the `regions` it points to live across the
+            // call and are sized as the kernel's structures; the kernel writes
+            // at most `vec_len` regions and `walk_end`.
+            let n = unsafe { libc::ioctl(pagemap.file.as_raw_fd(), PAGEMAP_SCAN as _, &mut arg as *mut PmScanArg) };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for r in &regions[..n as usize] {
+                match out.last_mut() {
+                    Some(last) if last.1 == r.start => last.1 = r.end,
+                    _ => out.push((r.start, r.end)),
+                }
+            }
+            if arg.walk_end <= at {
+                break;
+            }
+            at = arg.walk_end;
+        }
+        Ok(out)
+    }
+}

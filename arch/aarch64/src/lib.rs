@@ -99,6 +99,8 @@ impl Arch for Aarch64 {
             Setpgid => 154,
             Setsid => 157,
             Wait4 => 260,
+            Userfaultfd => 282,
+            Ioctl => 29,
             Umask => 166,
             Prctl => 167,
             Getpid => 172,

@@ -77,6 +77,8 @@ pub enum Sysno {
     Clone3,
     Setsid,
     Wait4,
+    Userfaultfd,
+    Ioctl,
     Setpgid,
     ArchPrctl,
     Personality,

@@ -74,6 +74,8 @@ impl Arch for Armv7 {
             Umask => 60,
             Setsid => 66,
             Wait4 => 114,
+            Userfaultfd => 388,
+            Ioctl => 54,
             Munmap => 91,
             Setitimer => 104,
             Getitimer => 105,

@@ -79,6 +79,8 @@ impl Arch for X86_64 {
             Setpgid => 109,
             Setsid => 112,
             Wait4 => 61,
+            Userfaultfd => 323,
+            Ioctl => 16,
             Capset => 126,
             Sigaltstack => 131,
             Personality => 135,

@@ -27,7 +27,9 @@ fn writable(f: &proc::FdInfo) -> bool {
 pub fn collect(pids: &[i32]) -> Result<TreeFds> {
     let mut tables = Vec::new();
     for &pid in pids {
-        tables.push((pid, proc::fds(pid)?));
+        // cryo's own write tracking (see tracking.rs) is not the program's.
+        let fds: Vec<_> = proc::fds(pid)?.into_iter().filter(|f| !super::tracking::is_tracking_fd(pid, f.fd, &f.link)).collect();
+        tables.push((pid, fds));
     }
     // A pipe is the tree's own when the tree holds both of its ends; otherwise
     // it leads outside.

@@ -7,6 +7,7 @@
 //! Shared memory without a file to reopen (`VmaKind::Shmem`) is stored
 //! whole, once per tree: the first process that maps a given range stores it.
 
+use super::tracking::Tracked;
 use cryo_tracer::arch::page_size;
 use anyhow::{bail, Result};
 use cryo_image::{PageOrigin, PageRun, Vma, VmaKind};
@@ -59,7 +60,7 @@ impl Part {
 
 /// Bytes the runs take in the pages file.
 pub fn bytes(runs: &[PageRun]) -> u64 {
-    runs.iter().map(|r| r.npages * page_size()).sum()
+    runs.iter().filter(|r| r.origin != PageOrigin::Parent).map(|r| r.npages * page_size()).sum()
 }
 
 /// Write the runs of `part` into `out` at their file offsets: readable memory
@@ -89,7 +90,7 @@ pub fn stream(
         *queued = 0;
         Ok(())
     };
-    for run in runs {
+    for run in runs.iter().filter(|r| r.origin != PageOrigin::Parent) {
         let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
         if !part.holds(vma) {
             continue;
@@ -137,7 +138,9 @@ fn copy_unreadable(mem: &MemFile, addr: u64, len: u64, out: &File, offset: &mut 
 }
 
 /// The page runs to store, in address order, with their offsets in the pages file.
-pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile, shared: &mut SharedSeen) -> Result<Vec<PageRun>> {
+/// With `tracked`, pages unchanged since the parent image are marked
+/// [`PageOrigin::Parent`] and take no room in the pages file.
+pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile, shared: &mut SharedSeen, tracked: Option<&Tracked>) -> Result<Vec<PageRun>> {
     let ps = page_size();
     let pm = Pagemap::open(pid)?;
     let mut runs: Vec<PageRun> = Vec::new();
@@ -182,10 +185,11 @@ pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile, shared: &mut SharedSeen) ->
                     continue;
                 }
                 let page = addr + i as u64 * ps;
+                let origin = if tracked.is_some_and(|t| t.unchanged(page)) { PageOrigin::Parent } else { PageOrigin::Here };
                 let in_this_vma = runs.len() > first_run;
                 match runs.last_mut() {
-                    Some(r) if in_this_vma && r.vaddr + r.npages * ps == page => r.npages += 1,
-                    _ => runs.push(PageRun { vaddr: page, npages: 1, file_offset: 0, origin: PageOrigin::Here }),
+                    Some(r) if in_this_vma && r.origin == origin && r.vaddr + r.npages * ps == page => r.npages += 1,
+                    _ => runs.push(PageRun { vaddr: page, npages: 1, file_offset: 0, origin }),
                 }
             }
             addr = end;
@@ -198,7 +202,7 @@ pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile, shared: &mut SharedSeen) ->
             }
         }
     }
-    for r in &mut runs {
+    for r in runs.iter_mut().filter(|r| r.origin != PageOrigin::Parent) {
         r.file_offset = file_offset;
         file_offset += r.npages * ps;
     }

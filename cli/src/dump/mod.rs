@@ -9,9 +9,10 @@ mod fds;
 mod memory;
 mod pids;
 mod state;
+mod tracking;
 
 use anyhow::{Context, Result};
-use cryo_image::{DumpStats, FdImage, ImageWriter, Inventory, PageRun, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage, Vma};
+use cryo_image::{DumpStats, FdImage, ImageReader, ImageWriter, Inventory, PageOrigin, PageRun, Tracking, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage, Vma};
 use cryo_injector::{Parasite, Remote, Snapshot};
 use cryo_tracer::proc::MemFile;
 use std::fs::File;
@@ -27,6 +28,11 @@ pub struct Options {
     /// Write memory while the tree is stopped, never from a copy-on-write
     /// snapshot (always so with `kill`).
     pub direct: bool,
+    /// Store only the pages written since this image (incremental).
+    pub parent: Option<PathBuf>,
+    /// Leave write tracking in the tree, so that a later checkpoint can
+    /// name this one as its parent.
+    pub track: bool,
 }
 
 pub struct Summary {
@@ -39,6 +45,10 @@ pub struct Summary {
     /// tree was let go (low-freeze mode), and how many processes there were.
     pub snapshots: usize,
     pub processes: usize,
+    /// The parent image, when the image is incremental.
+    pub parent: Option<PathBuf>,
+    /// Bytes of the pages files of this image.
+    pub bytes: u64,
 }
 
 pub fn checkpoint(opts: &Options) -> Result<Summary> {
@@ -49,6 +59,10 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let mut tree = Tree::freeze(pid)?;
     let view = pids::PidView::of_root(pid)?;
 
+    let prev = match &opts.parent {
+        Some(dir) => Some(parent_tracking(dir, view.pid(pid)?)?),
+        None => None,
+    };
     let mut writer = ImageWriter::create(&opts.out)?;
     // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
@@ -60,54 +74,76 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let mut pages = 0;
     let mut cpu_features = 0;
     let mut deferred = Vec::new();
+    let mut incremental = false;
+    let mut bytes = 0;
     // Processes whose orphans they would reap: a snapshot forked below one
     // of them would end up as its child (see cryo_injector::snapshot).
     let mut reapers: Vec<i32> = Vec::new();
-    for seized in &mut tree.procs {
-        let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
-        let snapshot = !opts.kill && !opts.direct && !reaper_above(seized.pid, &tree_pids, &reapers, &view);
-        let frozen = dump_frozen(seized, &view, &mut writer, fds, &mut shared, &progress, snapshot)?;
-        let process = frozen.process;
-        if frozen.reaper {
-            reapers.push(seized.pid);
+    // Write tracking that this checkpoint started in processes already
+    // dumped: taken away again if a later step fails while the tree is frozen.
+    let mut started: Vec<(i32, [i32; 2])> = Vec::new();
+    let collected = (|| -> Result<()> {
+        for seized in &mut tree.procs {
+            let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
+            let snapshot = !opts.kill && !opts.direct && !reaper_above(seized.pid, &tree_pids, &reapers, &view);
+            let track = prev.is_some() || (opts.track && !opts.kill);
+            let earlier = prev.as_ref().and_then(|p| p.get(&view.pid(seized.pid).ok()?));
+            let how = How { snapshot, tracking: track.then_some(earlier) };
+            let frozen = dump_frozen(seized, &view, &mut writer, fds, &mut shared, &progress, how)?;
+            started.extend(frozen.started.map(|fds| (seized.pid, fds)));
+            incremental |= frozen.process.pages.iter().any(|r| r.origin == PageOrigin::Parent);
+            bytes += frozen.process.pages_bytes;
+            let process = frozen.process;
+            if frozen.reaper {
+                reapers.push(seized.pid);
+            }
+            if cpu_features == 0 {
+                cpu_features = process
+                    .threads
+                    .first()
+                    .map(|t| {
+                        let sets: Vec<(u32, &[u8])> = t.regsets.iter().map(|r| (r.note_type, r.data.as_slice())).collect();
+                        Native::cpu_features(&sets)
+                    })
+                    .unwrap_or(0);
+            }
+            fault::check("image-write")?;
+            writer.write_process(&process)?;
+            processes.push(ProcessEntry {
+                pid: process.pid,
+                ppid: process.ppid,
+                pgid: process.pgid,
+                sid: process.sid,
+                comm: process.comm.clone(),
+                threads: process.threads.len() as u32,
+                session_outside: session_leader_outside(seized.pid, &tree_pids),
+                state: ProcessState::Live,
+            });
+            pages += frozen.stored;
+            deferred.extend(frozen.deferred);
         }
-        if cpu_features == 0 {
-            cpu_features = process
-                .threads
-                .first()
-                .map(|t| {
-                    let sets: Vec<(u32, &[u8])> = t.regsets.iter().map(|r| (r.note_type, r.data.as_slice())).collect();
-                    Native::cpu_features(&sets)
-                })
-                .unwrap_or(0);
+        for z in &tree.zombies {
+            let (zpid, pgid, sid) = view.ids(z.pid)?;
+            processes.push(ProcessEntry {
+                pid: zpid,
+                ppid: view.parent(z.ppid),
+                pgid,
+                sid,
+                comm: z.comm.clone(),
+                threads: 0,
+                session_outside: session_leader_outside(z.pid, &tree_pids),
+                state: ProcessState::Zombie { status: z.status },
+            });
         }
-        fault::check("image-write")?;
-        writer.write_process(&process)?;
-        processes.push(ProcessEntry {
-            pid: process.pid,
-            ppid: process.ppid,
-            pgid: process.pgid,
-            sid: process.sid,
-            comm: process.comm.clone(),
-            threads: process.threads.len() as u32,
-            session_outside: session_leader_outside(seized.pid, &tree_pids),
-            state: ProcessState::Live,
-        });
-        pages += frozen.stored;
-        deferred.extend(frozen.deferred);
-    }
-    for z in &tree.zombies {
-        let (zpid, pgid, sid) = view.ids(z.pid)?;
-        processes.push(ProcessEntry {
-            pid: zpid,
-            ppid: view.parent(z.ppid),
-            pgid,
-            sid,
-            comm: z.comm.clone(),
-            threads: 0,
-            session_outside: session_leader_outside(z.pid, &tree_pids),
-            state: ProcessState::Zombie { status: z.status },
-        });
+        Ok(())
+    })();
+    if let Err(e) = collected {
+        for (pid, fds) in &started {
+            if let Some(seized) = tree.procs.iter_mut().find(|s| s.pid == *pid) {
+                tracking::close_remotely(seized, fds);
+            }
+        }
+        return Err(e);
     }
     // Without --kill the tree runs on before the image is completed (every
     // process is cured already): finishing the image is no reason to keep it
@@ -134,7 +170,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         root_pid: view.pid(pid)?,
         processes,
         pipes: tree_fds.pipes,
-        parent: None,
+        parent: if incremental { opts.parent.as_deref().map(|p| relative_parent(p, &opts.out)).transpose()? } else { None },
         cpu_features,
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
     };
@@ -151,7 +187,43 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         image: opts.out.clone(),
         snapshots,
         processes: live,
+        parent: if incremental { opts.parent.clone() } else { None },
+        bytes,
     })
+}
+
+/// The write tracking each process of the parent image left, by pid as the
+/// tree sees it. The parent must be a complete image of the same tree.
+fn parent_tracking(dir: &std::path::Path, root: i32) -> Result<std::collections::HashMap<i32, Tracking>> {
+    let img = ImageReader::open(dir).with_context(|| format!("opening the parent image {}", dir.display()))?;
+    if img.inventory.root_pid != root {
+        anyhow::bail!(
+            "{} is an image of process {}, not of this tree (root {root}); name an image of the same tree as --parent",
+            dir.display(),
+            img.inventory.root_pid
+        );
+    }
+    let mut out = std::collections::HashMap::new();
+    for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
+        if let Some(t) = img.read_process(e.pid)?.tracking {
+            out.insert(e.pid, t);
+        }
+    }
+    if out.is_empty() {
+        tracing::warn!("{} was taken without write tracking; this checkpoint is a full one (take the parent with --track)", dir.display());
+    }
+    Ok(out)
+}
+
+/// How an image names its parent: relative when they are side by side (a
+/// series can move), else absolute.
+fn relative_parent(parent: &std::path::Path, image: &std::path::Path) -> Result<String> {
+    let canon = std::fs::canonicalize(parent).with_context(|| format!("resolving {}", parent.display()))?;
+    let here = std::fs::canonicalize(image).with_context(|| format!("resolving {}", image.display()))?;
+    match (canon.parent(), canon.file_name()) {
+        (Some(dir), Some(name)) if here.parent() == Some(dir) => Ok(format!("../{}", name.to_string_lossy())),
+        _ => Ok(canon.to_string_lossy().into_owned()),
+    }
 }
 
 /// Whether the leader of `pid`'s session is alive and not part of the tree.
@@ -202,12 +274,63 @@ struct Frozen {
     stored: u64,
     /// The process reaps orphans (PR_SET_CHILD_SUBREAPER).
     reaper: bool,
+    /// Write tracking this checkpoint started: the userfaultfd and token fds.
+    started: Option<[i32; 2]>,
     deferred: Option<Deferred>,
 }
 
+/// How a process's memory is dumped.
+struct How<'a> {
+    /// Leave private memory to a copy-on-write snapshot where possible.
+    snapshot: bool,
+    /// Track writes (see tracking.rs), with what the parent image left.
+    tracking: Option<Option<&'a Tracking>>,
+}
+
+/// Choose the pages (and which are unchanged since the parent), write what
+/// must be written while frozen, and fork the snapshot for the rest.
+#[allow(clippy::too_many_arguments)]
+fn pages_while_frozen(
+    seized: &mut Seized,
+    remote: &mut Remote,
+    parasite: &mut Parasite,
+    vmas: &[Vma],
+    st: &state::State,
+    tracked: Option<&tracking::Tracked>,
+    writer: &mut ImageWriter,
+    view: &pids::PidView,
+    shared: &mut memory::SharedSeen,
+    progress: &indicatif::ProgressBar,
+    snapshot: bool,
+) -> Result<(Vec<PageRun>, Option<Snapshot>, File)> {
+    let pid = seized.pid;
+    let pages_file = writer.create_pages(view.pid(pid)?)?;
+    let runs = memory::select(pid, vmas, &remote.mem, shared, tracked)?;
+    progress.inc_length(memory::bytes(&runs));
+    let mem = MemFile::open(pid)?;
+    let splice = |part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
+        memory::stream(&runs, vmas, part, &mem, &pages_file, progress, |iovs, off| {
+            Ok(parasite.stream_pages(seized, remote, iovs, &pages_file, off)?)
+        })
+    };
+    let mut snap = None;
+    if snapshot && !st.child_subreaper && !vmas.iter().any(|v| v.has_flag("dc") || v.has_flag("wf")) {
+        splice(memory::Part::Frozen, seized, remote, parasite)?;
+        match parasite.fork_snapshot(seized, remote) {
+            Ok(s) => snap = Some(s),
+            Err(e) => {
+                tracing::warn!("process {pid}: no copy-on-write snapshot ({e}); writing its memory while it is stopped");
+                splice(memory::Part::Private, seized, remote, parasite)?;
+            }
+        }
+    } else {
+        splice(memory::Part::All, seized, remote, parasite)?;
+    }
+    Ok((runs, snap, pages_file))
+}
+
 /// Everything done while the process is frozen. On error the parasite has
-/// been unloaded (as far as possible) before returning. With `snapshot`,
-/// private memory is left to a copy-on-write snapshot where possible.
+/// been unloaded (as far as possible) before returning.
 fn dump_frozen(
     seized: &mut Seized,
     view: &pids::PidView,
@@ -215,7 +338,7 @@ fn dump_frozen(
     fds: Vec<FdImage>,
     shared: &mut memory::SharedSeen,
     progress: &indicatif::ProgressBar,
-    snapshot: bool,
+    how: How,
 ) -> Result<Frozen> {
     let pid = seized.pid;
     let vmas = proc::vmas(pid)?;
@@ -236,35 +359,36 @@ fn dump_frozen(
             per_thread.push(state::collect_thread(seized, &mut r, &mut parasite)?);
         }
         parasite.open_pipe(seized, &mut remote)?;
-        let pages_file = writer.create_pages(view.pid(pid)?)?;
-        let runs = memory::select(pid, &vmas, &remote.mem, shared)?;
-        progress.inc_length(memory::bytes(&runs));
-        let mem = MemFile::open(pid)?;
-        let splice = |part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
-            memory::stream(&runs, &vmas, part, &mem, &pages_file, progress, |iovs, off| {
-                Ok(parasite.stream_pages(seized, remote, iovs, &pages_file, off)?)
-            })
-        };
-        let mut snap = None;
-        if snapshot && !st.child_subreaper && !vmas.iter().any(|v| v.has_flag("dc") || v.has_flag("wf")) {
-            splice(memory::Part::Frozen, seized, &mut remote, &mut parasite)?;
-            match parasite.fork_snapshot(seized, &mut remote) {
-                Ok(s) => snap = Some(s),
-                Err(e) => {
-                    tracing::warn!("process {pid}: no copy-on-write snapshot ({e}); writing its memory while it is stopped");
-                    splice(memory::Part::Private, seized, &mut remote, &mut parasite)?;
+        let tracked = match &how.tracking {
+            Some(prev) => match tracking::track(seized, &mut remote, &mut parasite, &vmas, *prev)? {
+                Ok(t) => {
+                    if let Some(why) = &t.lost {
+                        tracing::warn!("{why}; its memory is stored whole");
+                    }
+                    Some(t)
                 }
+                Err(why) => {
+                    tracing::warn!("{why}; storing all memory of process {pid} (a full checkpoint)");
+                    None
+                }
+            },
+            None => None,
+        };
+        let rest = pages_while_frozen(seized, &mut remote, &mut parasite, &vmas, &st, tracked.as_ref(), writer, view, shared, progress, how.snapshot);
+        if rest.is_err() {
+            if let Some(t) = &tracked {
+                tracking::undo(seized, &mut remote, &mut parasite, t);
             }
-        } else {
-            splice(memory::Part::All, seized, &mut remote, &mut parasite)?;
         }
-        let stored: u64 = runs.iter().map(|r| r.npages).sum();
-        let bytes = memory::bytes(&runs);
-        Ok((st, per_thread, runs, bytes, stored, snap, pages_file))
+        let (runs, snap, pages_file) = rest?;
+        let started = tracked.as_ref().filter(|t| t.created).map(|t| [t.info.fd, t.token_fd]);
+        Ok((st, per_thread, runs, snap, pages_file, tracked.map(|t| t.info), started))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    let (st, per_thread, runs, pages_bytes, stored, snap, pages_file) = inside?;
+    let (st, per_thread, runs, snap, pages_file, tracking, started) = inside?;
     cured.context("removing the parasite from the target")?;
+    let pages_bytes = memory::bytes(&runs);
+    let stored: u64 = runs.iter().filter(|r| r.origin != PageOrigin::Parent).map(|r| r.npages).sum();
 
     let status = proc::status(pid)?;
     let stat = proc::stat(pid)?;
@@ -344,8 +468,9 @@ fn dump_frozen(
         itimers: st.itimers,
         fds,
         shared_pending: status.shd_pnd,
+        tracking,
     };
     let reaper = st.child_subreaper;
     let deferred = snap.map(|snapshot| Deferred { parasite, snapshot, runs, vmas: process.vmas.clone(), pages: pages_file });
-    Ok(Frozen { process, stored, reaper, deferred })
+    Ok(Frozen { process, stored, reaper, started, deferred })
 }

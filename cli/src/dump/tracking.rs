@@ -1,0 +1,292 @@
+//! Write tracking for incremental checkpoints.
+//!
+//! Soft-dirty bits are not available (compiled out here, absent on arm64),
+//! so cryo uses userfaultfd write-protection in async mode: the parasite
+//! makes the target create a userfaultfd (UFFD_USER_MODE_ONLY,
+//! UFFD_FEATURE_WP_ASYNC) and register its private memory for
+//! write-protection; PAGEMAP_SCAN on /proc/PID/pagemap then reports the
+//! pages written since the last scan and write-protects them again in the
+//! same pass. A write to a protected page costs the program one minor fault;
+//! nothing waits for cryo.
+//!
+//! The userfaultfd stays in the target between checkpoints (close-on-exec,
+//! at a high fd number below 4096 and the fd limit), so that two separate
+//! cryo runs (`cryo checkpoint --parent`) and the checkpoints of `cryo
+//! attach` work alike; the fd dump ignores it. Next to it lies a generation
+//! token, an empty memfd named `cryo-track:<generation>`, renewed at every
+//! tracked checkpoint before the scan. An image records the generation its
+//! scan began: a later checkpoint is incremental against it only while the
+//! target still holds that generation, so a checkpoint that scanned and then
+//! failed, or any tracked checkpoint taken since, makes the next one against
+//! the old parent a full one instead of one that misses writes.
+//!
+//! Tracking is lost, and the memory concerned stored whole, when the fd is
+//! gone (closed by the program, or exec), for areas that are new or were
+//! moved (mremap drops the registration), and in forked children (the
+//! registration is not inherited).
+
+use anyhow::Result;
+use cryo_image::{Tracking, Vma, VmaKind};
+use cryo_injector::{Arg, Batch, Parasite, Remote};
+use cryo_tracer::arch::Sysno;
+use cryo_tracer::proc::{scan, Pagemap};
+use cryo_tracer::{fault, proc, Seized};
+use std::os::unix::fs::MetadataExt;
+
+const UFFD_USER_MODE_ONLY: u64 = 1;
+const UFFD_API: u64 = 0xAA;
+const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+/// `_IOWR(0xAA, 0x3F, struct uffdio_api)`.
+const UFFDIO_API: u64 = 0xC018_AA3F;
+/// `_IOWR(0xAA, 0x00, struct uffdio_register)`.
+const UFFDIO_REGISTER: u64 = 0xC020_AA00;
+const UFFDIO_REGISTER_MODE_WP: u64 = 2;
+const LINK: &str = "anon_inode:[userfaultfd]";
+
+/// What a tracked checkpoint learnt about a process's memory.
+pub struct Tracked {
+    /// To record in the image, for the next checkpoint.
+    pub info: Tracking,
+    /// Areas tracked without a break since the parent image: only their
+    /// written pages are new.
+    pub since_parent: Vec<(u64, u64)>,
+    /// Pages written since the parent image (or since registration) in
+    /// tracked areas, as sorted address ranges.
+    pub written: Vec<(u64, u64)>,
+    /// Why some or all memory is stored whole although a parent was given.
+    pub lost: Option<String>,
+    /// The userfaultfd was made by this checkpoint.
+    pub created: bool,
+    /// The generation token's fd.
+    pub token_fd: i32,
+}
+
+impl Tracked {
+    /// Is the page at `addr` unchanged since the parent image?
+    pub fn unchanged(&self, addr: u64) -> bool {
+        let within = |ranges: &[(u64, u64)]| {
+            let i = ranges.partition_point(|r| r.1 <= addr);
+            ranges.get(i).is_some_and(|r| r.0 <= addr)
+        };
+        within(&self.since_parent) && !within(&self.written)
+    }
+}
+
+/// Is fd `fd` of `pid` (with /proc link `link`) cryo's tracking: its
+/// userfaultfd (async write-protect, which programs hardly use themselves)
+/// or its generation token?
+pub fn is_tracking_fd(pid: i32, fd: i32, link: &str) -> bool {
+    if link.starts_with(TOKEN_LINK) {
+        return true;
+    }
+    link == LINK && uffd_features(pid, fd).is_some_and(|f| f & UFFD_FEATURE_WP_ASYNC != 0)
+}
+
+/// Features of a userfaultfd, from the `API:` line of its fdinfo.
+fn uffd_features(pid: i32, fd: i32) -> Option<u64> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let api = info.lines().find_map(|l| l.strip_prefix("API:"))?;
+    u64::from_str_radix(api.trim().split(':').nth(1)?, 16).ok()
+}
+
+const TOKEN_NAME: &str = "cryo-track:";
+const TOKEN_LINK: &str = "/memfd:cryo-track:";
+
+/// An fd of cryo's tracking in a process, with the userfaultfd's inode or
+/// the token's generation.
+type Found = Option<(i32, u64)>;
+
+/// The tracking cryo left in a process: its userfaultfd and generation token.
+fn find(pid: i32) -> Result<(Found, Found)> {
+    let (mut uffd, mut token) = (None, None);
+    for f in proc::fds(pid)? {
+        if let Some(g) = f.link.strip_prefix(TOKEN_LINK) {
+            token = g.split_whitespace().next().and_then(|g| g.parse().ok()).map(|g| (f.fd, g));
+        } else if uffd.is_none() && is_tracking_fd(pid, f.fd, &f.link) {
+            let ino = std::fs::metadata(format!("/proc/{pid}/fd/{}", f.fd)).map(|m| m.ino()).unwrap_or(0);
+            uffd = Some((f.fd, ino));
+        }
+    }
+    Ok((uffd, token))
+}
+
+fn trackable(v: &Vma) -> bool {
+    !v.shared && matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack | VmaKind::File) && !v.has_flag("io") && !v.has_flag("pf")
+}
+
+/// Start or continue tracking in the frozen process. `Ok(Err(why))` when
+/// this kernel or process cannot be tracked: the checkpoint is then full.
+pub fn track(
+    seized: &mut Seized,
+    remote: &mut Remote,
+    parasite: &mut Parasite,
+    vmas: &[Vma],
+    prev: Option<&Tracking>,
+) -> Result<std::result::Result<Tracked, String>> {
+    let pid = seized.pid;
+    fault::check("tracking")?;
+    let (uffd, token) = find(pid)?;
+    let continuous = |t: &Tracking| uffd.is_some_and(|(_, ino)| ino == t.inode) && token.is_some_and(|(_, g)| g == t.generation);
+    let lost = match prev {
+        Some(t) if !continuous(t) => Some(format!(
+            "the write tracking of process {pid} is not the one its parent image left (closed, exec, or a tracked checkpoint since)"
+        )),
+        _ => None,
+    };
+    let (fd, inode, created) = match uffd {
+        Some((fd, ino)) => (fd, ino, false),
+        None => match create(seized, remote, parasite)? {
+            Ok(fd) => (fd, std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).map(|m| m.ino()).unwrap_or(0), true),
+            Err(why) => return Ok(Err(why)),
+        },
+    };
+    let generation = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64 ^ pid as u64;
+    let mut reg = Batch::new();
+    let name = reg.cstr(&format!("{TOKEN_NAME}{generation}"));
+    let memfd = reg.call(Sysno::MemfdCreate, &[Arg::Data(name), (libc::MFD_CLOEXEC as u64).into()]);
+    let new_token = reg.call(Sysno::Fcntl, &[Arg::Result(memfd), (libc::F_DUPFD_CLOEXEC as u64).into(), high_fd(pid).into()]);
+    reg.call(Sysno::Close, &[Arg::Result(memfd)]);
+    if let Some((old, _)) = token {
+        reg.call_may_fail(Sysno::Close, &[(old as u64).into()]);
+    }
+    let first_reg = reg.len();
+    // Areas new since the last registration (or all, with a new fd).
+    let mut wanted = Vec::new();
+    for v in vmas.iter().filter(|v| trackable(v) && (created || !v.has_flag("uw"))) {
+        let mut arg = Vec::with_capacity(32);
+        for x in [v.start, v.len(), UFFDIO_REGISTER_MODE_WP, 0] {
+            arg.extend_from_slice(&x.to_le_bytes());
+        }
+        let at = reg.data(&arg);
+        reg.call_may_fail(Sysno::Ioctl, &[(fd as u64).into(), UFFDIO_REGISTER.into(), Arg::Data(at)]);
+        wanted.push(v.start);
+    }
+    let out = match parasite.run(seized, remote, &reg) {
+        Ok(out) => out,
+        Err(e) => {
+            if created {
+                let mut b = Batch::new();
+                b.call_may_fail(Sysno::Close, &[(fd as u64).into()]);
+                let _ = parasite.run(seized, remote, &b);
+            }
+            return Err(e.into());
+        }
+    };
+    let token_fd = out.results[new_token] as i32;
+    let results = &out.results[first_reg..];
+    let newly: Vec<u64> = wanted.iter().zip(results).filter(|(_, &r)| r == 0).map(|(&a, _)| a).collect();
+    if let Some((a, r)) = wanted.iter().zip(results).find(|(_, &r)| r != 0) {
+        tracing::debug!("process {pid}: area {a:#x} cannot be tracked (errno {})", -r);
+    }
+
+    let pagemap = Pagemap::open(pid)?;
+    let now = proc::vmas(pid)?;
+    let mut ranges = Vec::new();
+    let mut since_parent = Vec::new();
+    let mut written = Vec::new();
+    for v in now.iter().filter(|v| v.has_flag("uw") && trackable(v)) {
+        let scanned = scan::ranges(&pagemap, v.start, v.end, scan::PAGE_IS_WRITTEN, scan::WP_MATCHING | scan::CHECK_WPASYNC);
+        match scanned {
+            Ok(w) => written.extend(w),
+            Err(e) => {
+                let mut b = Batch::new();
+                for f in if created { vec![fd, token_fd] } else { vec![token_fd] } {
+                    b.call_may_fail(Sysno::Close, &[(f as u64).into()]);
+                }
+                parasite.run(seized, remote, &b)?;
+                return Ok(Err(format!("PAGEMAP_SCAN on process {pid} failed ({e}); this kernel cannot track writes (needs Linux 6.7+)")));
+            }
+        }
+        ranges.push((v.start, v.end));
+        let was_tracked = prev.is_some_and(|t| continuous(t) && t.ranges.iter().any(|r| r.0 <= v.start && v.end <= r.1));
+        if was_tracked && !newly.contains(&v.start) {
+            since_parent.push((v.start, v.end));
+        }
+    }
+    written.sort();
+    Ok(Ok(Tracked { info: Tracking { fd, inode, generation, ranges }, since_parent, written, lost, created, token_fd }))
+}
+
+/// Where the userfaultfd goes: out of the way of the program's own fds,
+/// below its limit and without growing its fd table much.
+fn high_fd(pid: i32) -> u64 {
+    // libc types the resource numbers differently per target.
+    #[allow(clippy::unnecessary_cast)]
+    let nofile = libc::RLIMIT_NOFILE as u32;
+    let soft = super::state::rlimits(pid).iter().find(|r| r.resource == nofile).map_or(1024, |r| r.cur);
+    soft.min(4096).saturating_sub(32).max(3)
+}
+
+/// When the checkpoint fails while the process is still frozen: a
+/// userfaultfd this checkpoint created goes again (closing it also drops its
+/// registrations and write-protection), so the process leaves as it came.
+pub fn undo(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite, t: &Tracked) {
+    if !t.created {
+        return;
+    }
+    let mut b = Batch::new();
+    for fd in [t.info.fd, t.token_fd] {
+        b.call_may_fail(Sysno::Close, &[(fd as u64).into()]);
+    }
+    if let Err(e) = parasite.run(seized, remote, &b) {
+        tracing::warn!("process {}: closing the write tracking fds: {e}", seized.pid);
+    }
+}
+
+/// [`undo`] for a process whose parasite is gone but which is still frozen:
+/// the fds are closed by remote syscalls through a temporary gadget.
+pub fn close_remotely(seized: &mut Seized, fds: &[i32]) {
+    let pid = seized.pid;
+    let closed = (|| -> Result<()> {
+        let vmas = proc::vmas(pid)?;
+        let mut remote = Remote::bootstrap(seized, pid, &vmas)?;
+        let mut result = Ok(());
+        for &fd in fds {
+            if let Err(e) = remote.syscall_raw(seized, Sysno::Close, [fd as u64, 0, 0, 0, 0, 0]) {
+                result = Err(e.into());
+                break;
+            }
+        }
+        remote.drop_bootstrap()?;
+        result
+    })();
+    if let Err(e) = closed {
+        tracing::warn!("process {pid}: could not take the write tracking away again ({e}); it only costs the process one page fault per page written");
+    }
+}
+
+/// Create the userfaultfd in the target at a high fd number.
+fn create(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite) -> Result<std::result::Result<i32, String>> {
+    let pid = seized.pid;
+    let mut b = Batch::new();
+    let flags = UFFD_USER_MODE_ONLY | (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+    let uffd = b.call_may_fail(Sysno::Userfaultfd, &[flags.into()]);
+    let out = parasite.run(seized, remote, &b)?;
+    let raw = out.results[uffd];
+    if cryo_parasite::abi::is_error(raw) {
+        let why = nix::errno::Errno::from_raw(-raw as i32);
+        return Ok(Err(format!("userfaultfd is not available to process {pid} ({why}); needs Linux 5.11+ with UFFD_USER_MODE_ONLY")));
+    }
+    let high = high_fd(pid);
+    let mut b = Batch::new();
+    let mut api = Vec::with_capacity(24);
+    for x in [UFFD_API, UFFD_FEATURE_WP_ASYNC, 0] {
+        api.extend_from_slice(&x.to_le_bytes());
+    }
+    let at = b.data(&api);
+    let api_call = b.call_may_fail(Sysno::Ioctl, &[(raw as u64).into(), UFFDIO_API.into(), Arg::Data(at)]);
+    let dup = b.call_may_fail(Sysno::Fcntl, &[(raw as u64).into(), (libc::F_DUPFD_CLOEXEC as u64).into(), high.into()]);
+    b.call_may_fail(Sysno::Close, &[(raw as u64).into()]);
+    let out = parasite.run(seized, remote, &b)?;
+    let (api_r, dup_r) = (out.results[api_call], out.results[dup]);
+    if api_r != 0 || cryo_parasite::abi::is_error(dup_r) {
+        if !cryo_parasite::abi::is_error(dup_r) {
+            let mut close = Batch::new();
+            close.call_may_fail(Sysno::Close, &[(dup_r as u64).into()]);
+            parasite.run(seized, remote, &close)?;
+        }
+        let errno = nix::errno::Errno::from_raw(-(if api_r != 0 { api_r } else { dup_r }) as i32);
+        return Ok(Err(format!("this kernel's userfaultfd has no async write-protect mode ({errno}); needs Linux 6.7+")));
+    }
+    Ok(Ok(dup_r as i32))
+}
