@@ -38,7 +38,7 @@ enum Cmd {
         output: Option<PathBuf>,
         /// Ask the `cryo attach` working on DIR for a checkpoint now, and wait
         /// until it is complete.
-        #[arg(long, value_name = "DIR", conflicts_with_all = ["pid", "output", "kill", "parent", "track"])]
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["pid", "output", "kill", "parent", "track", "compress"])]
         now: Option<PathBuf>,
         /// Kill the process after a successful checkpoint, while still frozen,
         /// so nothing runs between the image and the kill.
@@ -62,6 +62,10 @@ enum Cmd {
         /// that a later checkpoint can be incremental against this one.
         #[arg(long)]
         track: bool,
+        /// Compress the pages (in parallel; off by default, as writing raw
+        /// pages is fastest where the disk keeps up).
+        #[arg(long, value_enum, value_name = "CODEC")]
+        compress: Option<Compress>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -144,11 +148,36 @@ struct ScheduleArgs {
     /// written since the image before (1: every image full).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     full_every: u32,
+    /// Compress the images' pages.
+    #[arg(long, value_enum, value_name = "CODEC")]
+    compress: Option<Compress>,
+}
+
+/// `--compress`: lz4 is the fastest, zstd packs tighter.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Compress {
+    Lz4,
+    Zstd,
+}
+
+impl Compress {
+    fn codec(self) -> cryo_image::codec::Codec {
+        match self {
+            Compress::Lz4 => cryo_image::codec::Codec::Lz4,
+            Compress::Zstd => cryo_image::codec::Codec::Zstd,
+        }
+    }
 }
 
 impl ScheduleArgs {
     fn schedule(self) -> periodic::Schedule {
-        periodic::Schedule { interval: self.interval, keep: self.keep, dir: self.output, full_every: self.full_every }
+        periodic::Schedule {
+            interval: self.interval,
+            keep: self.keep,
+            dir: self.output,
+            full_every: self.full_every,
+            compress: self.compress.map(Compress::codec),
+        }
     }
 }
 
@@ -206,9 +235,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Checkpoint { pid, output, kill, leave_running: _, direct, parent, track, json, now: None } => {
+        Cmd::Checkpoint { pid, output, kill, leave_running: _, direct, parent, track, compress, json, now: None } => {
             let (Some(pid), Some(out)) = (pid, output) else { anyhow::bail!("checkpoint needs a PID and -o DIR") };
-            let s = dump::checkpoint(&dump::Options { pid, out, kill, direct, parent, track })?;
+            let compress = compress.map(Compress::codec);
+            let s = dump::checkpoint(&dump::Options { pid, out, kill, direct, parent, track, compress })?;
             if json {
                 println!(
                     "{}",

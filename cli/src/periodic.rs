@@ -21,6 +21,7 @@ pub struct Schedule {
     /// Every Nth image is full; the others are incremental against the one
     /// before. The first image of an attach is always full.
     pub full_every: u32,
+    pub compress: Option<cryo_image::codec::Codec>,
 }
 
 /// The chain of images this attach made: the last one and how many images
@@ -182,7 +183,7 @@ fn take(series: &Series, job: &mut Job, s: &Schedule, chain: &mut Chain) {
     let result = (|| -> Result<PathBuf> {
         let out = series.next_path()?;
         let parent = chain.last.clone().filter(|_| chain.since_full + 1 < s.full_every);
-        let sum = dump::checkpoint(&dump::Options { pid: job.pid(), out: out.clone(), kill: false, direct: false, parent, track: s.full_every > 1 })?;
+        let sum = dump::checkpoint(&dump::Options { pid: job.pid(), out: out.clone(), kill: false, direct: false, parent, track: s.full_every > 1, compress: s.compress })?;
         series.commit(&out)?;
         chain.since_full = if sum.parent.is_some() { chain.since_full + 1 } else { 0 };
         chain.last = Some(out.clone());

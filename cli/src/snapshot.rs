@@ -7,6 +7,7 @@
 //! zero otherwise (anonymous memory that was never touched).
 
 use anyhow::{bail, Context, Result};
+use cryo_image::codec::PagesReader;
 use cryo_image::{ImageReader, Inventory, PageOrigin, PageRun, ProcessImage, Vma, VmaKind};
 use cryo_tracer::arch::{Arch, Native};
 use std::cell::RefCell;
@@ -20,7 +21,7 @@ pub struct ProcessMemory {
     ps: u64,
     vmas: Vec<Vma>,
     runs: Vec<PageRun>,
-    pages: File,
+    pages: RefCell<PagesReader>,
     pages_path: PathBuf,
     /// The image this one is incremental against, opened on first use.
     parent: RefCell<Option<Option<Box<ProcessMemory>>>>,
@@ -47,7 +48,7 @@ impl ProcessMemory {
             ps: img.inventory.page_size,
             vmas: p.vmas.clone(),
             runs: p.pages.clone(),
-            pages: img.open_pages(p.pid)?,
+            pages: RefCell::new(PagesReader::new(img.open_pages(p.pid)?, p.compression.clone())),
             pages_path: img.pages_path(p.pid),
             parent: RefCell::new(None),
             parent_dir,
@@ -85,6 +86,7 @@ impl ProcessMemory {
                 return self.read_parent_page(v, addr, page);
             }
             self.pages
+                .borrow_mut()
                 .read_exact_at(page, r.file_offset + (addr - r.vaddr))
                 .with_context(|| format!("reading {}", self.pages_path.display()))?;
             return Ok(Source::Image);

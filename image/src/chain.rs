@@ -7,6 +7,7 @@
 //! ([`ImageReader::open`] checks that), and hold the same process.
 
 use crate::dir::ImageReader;
+use crate::codec::Compression;
 use crate::model::{PageOrigin, ProcessImage};
 use crate::{ImageError, Result};
 use std::path::{Path, PathBuf};
@@ -24,10 +25,17 @@ pub struct SourceRun {
     pub file_offset: u64,
 }
 
+/// A pages file of the chain, and how to read it.
+#[derive(Debug, Clone)]
+pub struct PagesFile {
+    pub path: PathBuf,
+    pub compression: Option<Compression>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ResolvedPages {
     /// The pages files the runs read from: this image's first, then its ancestors'.
-    pub files: Vec<PathBuf>,
+    pub files: Vec<PagesFile>,
     /// Sorted by address.
     pub runs: Vec<SourceRun>,
 }
@@ -50,7 +58,7 @@ fn invalid(path: &Path, what: String) -> ImageError {
 /// Where every stored page of process `p` of image `img` comes from.
 pub fn resolve(img: &ImageReader, p: &ProcessImage) -> Result<ResolvedPages> {
     let ps = img.inventory.page_size;
-    let mut out = ResolvedPages { files: vec![img.pages_path(p.pid)], runs: Vec::new() };
+    let mut out = ResolvedPages { files: vec![PagesFile { path: img.pages_path(p.pid), compression: p.compression.clone() }], runs: Vec::new() };
     // Address ranges still to find in an older image.
     let mut wanted: Vec<(u64, u64)> = Vec::new();
     for r in &p.pages {
@@ -84,7 +92,7 @@ pub fn resolve(img: &ImageReader, p: &ProcessImage) -> Result<ResolvedPages> {
         }
         let q = up.read_process(p.pid)?;
         let file = out.files.len();
-        out.files.push(up.pages_path(p.pid));
+        out.files.push(PagesFile { path: up.pages_path(p.pid), compression: q.compression.clone() });
         let mut still = Vec::new();
         for (start, end) in wanted {
             take_from(&q, ps, start, end, file, &mut out.runs, &mut still);
@@ -170,6 +178,7 @@ mod tests {
             fds: Vec::new(),
             shared_pending: 0,
             tracking: None,
+            compression: None,
         }
     }
 }

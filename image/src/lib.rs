@@ -16,6 +16,7 @@
 pub mod meta;
 pub mod model;
 pub mod chain;
+pub mod codec;
 mod dir;
 pub mod series;
 

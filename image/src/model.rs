@@ -89,7 +89,9 @@ pub struct ProcessImage {
     pub rlimits: Vec<Rlimit>,
     pub mm: MmState,
     pub vmas: Vec<Vma>,
-    /// Pages stored, sorted by address; `file_offset`s index `pages-<pid>.img`.
+    /// Pages stored, sorted by address; `file_offset`s index `pages-<pid>.img`
+    /// (its raw stream, when compressed). Pages that were all zero are not
+    /// stored: like untouched ones, they read as zero.
     pub pages: Vec<PageRun>,
     /// Size of `pages-<pid>.img`; a shorter file is truncated.
     pub pages_bytes: u64,
@@ -108,6 +110,9 @@ pub struct ProcessImage {
     /// Write tracking left in the process for the next incremental
     /// checkpoint (not restored).
     pub tracking: Option<Tracking>,
+    /// `pages-<pid>.img` is compressed: page runs' `file_offset`s are
+    /// offsets into its raw stream (see `codec`).
+    pub compression: Option<crate::codec::Compression>,
 }
 
 /// A userfaultfd (write-protect, async mode) that cryo left in the process:

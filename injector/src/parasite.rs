@@ -254,14 +254,14 @@ impl Parasite {
     /// Stream the memory in `iovs` into `out` at `*offset` through the page
     /// pipe: the parasite vmsplices, the tracer splices into the file at the
     /// same time, so neither holds the pages in a buffer.
-    pub fn stream_pages(&mut self, seized: &mut Seized, remote: &mut Remote, iovs: &[IoVec], out: &File, offset: &mut u64) -> Result<()> {
+    pub fn stream_pages(&mut self, seized: &mut Seized, remote: &mut Remote, iovs: &[IoVec], drain: &mut Drain) -> Result<()> {
         let pid = seized.pid;
         fault::check("pages")?;
         let (rd, wr) = match &self.pipe {
             Some((rd, wr)) => (rd.as_raw_fd(), *wr),
             None => return Err(InjectError::Command { pid, what: "page pipe not open".into() }),
         };
-        self.stream_through(seized, remote, (rd, wr), iovs, out, offset)
+        self.stream_through(seized, remote, (rd, wr), iovs, drain)
     }
 
     /// The page pipe: a second handle on the tracer's read end, and the
@@ -279,8 +279,7 @@ impl Parasite {
         remote: &mut Remote,
         (rd, wr): (i32, u64),
         iovs: &[IoVec],
-        out: &File,
-        offset: &mut u64,
+        drain: &mut Drain,
     ) -> Result<()> {
         let pid = seized.pid;
         for chunk in iovs.chunks(abi::MAX_IOVECS.min(4096)) {
@@ -290,7 +289,7 @@ impl Parasite {
             let mut moved = 0u64;
             let mut trapped = false;
             while moved < total {
-                let n = splice_some(rd, out, offset, total - moved)
+                let n = drain_some(rd, total - moved, drain)
                     .map_err(|e| InjectError::io(format!("writing pages of {pid} to the image"), e))?;
                 moved += n;
                 if n == 0 {
@@ -298,7 +297,7 @@ impl Parasite {
                     if let Some(stop) = ptrace::wait_flags(remote.tid, libc::WNOHANG)? {
                         if remote.on_stop(seized, stop)?.is_some() {
                             trapped = true;
-                            if splice_some(rd, out, offset, total - moved).unwrap_or(0) == 0 {
+                            if drain_some(rd, total - moved, drain).unwrap_or(0) == 0 {
                                 break;
                             }
                         }
@@ -339,9 +338,14 @@ impl Parasite {
     }
 }
 
-/// Splice up to `max` bytes from the pipe into the file at `offset`,
-/// waiting up to a few ms for data. Returns 0 when nothing came.
-fn splice_some(rd: i32, out: &File, offset: &mut u64, max: u64) -> std::io::Result<u64> {
+/// Takes up to `max` bytes that are waiting in the page pipe `rd` (the
+/// order is the order of the iovecs streamed) and returns how many it took,
+/// 0 if none were there. The caller decides where they go: spliced into a
+/// file, or read and looked at.
+pub type Drain<'a> = dyn FnMut(i32, u64) -> std::io::Result<u64> + 'a;
+
+/// Wait up to a few ms for pages in the pipe, then drain them.
+fn drain_some(rd: i32, max: u64, drain: &mut Drain) -> std::io::Result<u64> {
     let mut pfd = libc::pollfd { fd: rd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd.
     let r = unsafe { libc::poll(&mut pfd, 1, Duration::from_millis(5).as_millis() as i32) };
@@ -352,14 +356,5 @@ fn splice_some(rd: i32, out: &File, offset: &mut u64, max: u64) -> std::io::Resu
     if r == 0 {
         return Ok(0);
     }
-    let mut off = *offset as libc::loff_t;
-    let len = max.min(PIPE_SIZE as u64 * 4) as usize;
-    // SAFETY: both fds are open; `off` is a valid in/out offset.
-    let n = unsafe { libc::splice(rd, std::ptr::null_mut(), out.as_raw_fd(), &mut off, len, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        return if e.kind() == std::io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
-    }
-    *offset = off as u64;
-    Ok(n as u64)
+    drain(rd, max)
 }

@@ -22,14 +22,13 @@
 //! Only the cloning thread is copied, which is all memory needs.
 
 use crate::batch::{Arg, Batch};
-use crate::parasite::Parasite;
+use crate::parasite::{Drain, Parasite};
 use crate::remote::Remote;
 use crate::{InjectError, Result};
 use cryo_parasite::abi::IoVec;
 use cryo_tracer::arch::Sysno;
 use cryo_tracer::ptrace::{self, Stop};
 use cryo_tracer::{fault, Seized};
-use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// The stopped copy-on-write fork the image's memory is read from.
@@ -169,11 +168,11 @@ fn kill_and_wait(host: i32) {
 impl Snapshot {
     /// Stream memory of the snapshot into `out` at `*offset` (see
     /// [`Parasite::stream_pages`]).
-    pub fn stream_pages(&mut self, parasite: &mut Parasite, iovs: &[IoVec], out: &File, offset: &mut u64) -> Result<()> {
+    pub fn stream_pages(&mut self, parasite: &mut Parasite, iovs: &[IoVec], drain: &mut Drain) -> Result<()> {
         fault::check("snapshot-pages")?;
         let seized = self.seized.as_mut().expect("the snapshot is adopted");
         let pipe = (self.pipe.0.as_raw_fd(), self.pipe.1);
-        parasite.stream_through(seized, &mut self.remote, pipe, iovs, out, offset)
+        parasite.stream_through(seized, &mut self.remote, pipe, iovs, drain)
     }
 
     /// /proc/PID/mem of the snapshot, for what vmsplice cannot read.

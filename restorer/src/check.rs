@@ -63,15 +63,21 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
         }
         prev_end = v.end;
     }
-    let mut file_end = 0;
+    // Stored runs lie in the pages file (its raw stream, when compressed),
+    // each in its own place: written as they left the process, not
+    // necessarily in address order.
+    let raw_bytes = p.compression.as_ref().map_or(p.pages_bytes, |c| c.raw_bytes);
+    let mut placed = Vec::new();
+    let mut prev_end = 0;
     for r in &p.pages {
         let len = r.npages.checked_mul(ps).ok_or_else(|| RestoreError::Corrupt("page run too long".into()))?;
         let Some(v) = p.vmas.iter().find(|v| v.start <= r.vaddr && r.vaddr < v.end) else {
             return bad(format!("pages at {:#x} lie outside every memory area", r.vaddr));
         };
-        if r.vaddr.checked_add(len).is_none_or(|e| e > v.end) {
-            return bad(format!("pages at {:#x} overrun their area", r.vaddr));
+        if r.vaddr < prev_end || r.vaddr.checked_add(len).is_none_or(|e| e > v.end) {
+            return bad(format!("pages at {:#x} overlap others or overrun their area", r.vaddr));
         }
+        prev_end = r.vaddr + len;
         if r.origin == PageOrigin::Parent {
             // In a parent image's pages file (cryo_image::chain checks those).
             continue;
@@ -79,13 +85,20 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
         if matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::Vsyscall) && r.origin != PageOrigin::Reference {
             return bad(format!("pages at {:#x} target the vDSO", r.vaddr));
         }
-        if r.file_offset != file_end {
-            return bad(format!("page index is out of order at {:#x}", r.vaddr));
+        if r.file_offset % ps != 0 || r.file_offset.checked_add(len).is_none_or(|e| e > raw_bytes) {
+            return bad(format!("pages at {:#x} lie beyond the end of the pages file", r.vaddr));
         }
-        file_end += len;
+        placed.push((r.file_offset, len));
     }
-    if file_end != p.pages_bytes {
-        return bad(format!("page index covers {file_end} bytes, pages file has {}", p.pages_bytes));
+    placed.sort();
+    if placed.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
+        return bad("two page runs share bytes of the pages file".into());
+    }
+    if let Some(c) = &p.compression {
+        let frames = c.raw_bytes.div_ceil(cryo_image::codec::FRAME_RAW);
+        if c.frames.len() as u64 != frames || c.frames.iter().any(|&(off, len)| off.checked_add(len as u64).is_none_or(|e| e > p.pages_bytes)) {
+            return bad("the compressed pages file's frame table does not match it".into());
+        }
     }
     if p.sigactions.len() > 64 || p.fds.len() > 1 << 20 {
         return bad("too many signal actions or fds".into());
@@ -96,7 +109,6 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
 /// The program holds pointers into its vDSO, which restart moves to the old
 /// address: the code there must be this kernel's. The image keeps a copy.
 pub fn vdso_matches(img: &ImageReader, p: &ProcessImage) -> Result<(), RestoreError> {
-    use std::os::unix::fs::FileExt;
     let Some(theirs) = p.vmas.iter().find(|v| v.kind == VmaKind::Vdso) else { return Ok(()) };
     let Some(run) = p.pages.iter().find(|r| r.vaddr == theirs.start && r.origin == PageOrigin::Reference) else {
         return Ok(());
@@ -115,7 +127,7 @@ pub fn vdso_matches(img: &ImageReader, p: &ProcessImage) -> Result<(), RestoreEr
     let mut a = vec![0u8; mine.len() as usize];
     let mut b = vec![0u8; a.len()];
     cryo_tracer::proc::MemFile::open(std::process::id() as i32)?.read(mine.start, &mut a)?;
-    img.open_pages(p.pid)?
+    cryo_image::codec::PagesReader::new(img.open_pages(p.pid)?, p.compression.clone())
         .read_exact_at(&mut b, run.file_offset)
         .map_err(|e| RestoreError::Io { what: "reading the image's vDSO copy".into(), source: e })?;
     if a != b {

@@ -6,6 +6,7 @@ use crate::shape::Member;
 use crate::shared::{self, Registry, Source};
 use crate::{layout, Result};
 use cryo_image::chain::ResolvedPages;
+use cryo_image::codec::{PagesReader, FRAME_RAW};
 use cryo_image::{Creds, FdTarget, PageOrigin, PipeImage, ProcessImage, ThreadImage, Vma, VmaKind};
 use cryo_injector::{Arg, Batch, BatchOutput, Parasite, Remote};
 use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
@@ -218,7 +219,7 @@ fn prepare(b: &mut Restoree, src: &ResolvedPages, in_userns: bool) -> Result<Tem
         batch.call(Sysno::Close, &[Arg::Result(o)]);
         h
     };
-    let pages: Vec<usize> = src.files.iter().map(|f| open_high(&mut batch, &f.to_string_lossy())).collect();
+    let pages: Vec<usize> = src.files.iter().map(|f| open_high(&mut batch, &f.path.to_string_lossy())).collect();
     let exe = in_userns.then(|| open_high(&mut batch, &p.exe));
     batch.call(Sysno::CloseRange, &[0.into(), (base - 1).into(), 0.into()]);
     let out = b.run("preparing fds", &batch)?;
@@ -382,7 +383,7 @@ struct Read {
 
 fn plan_reads(src: &ResolvedPages, ps: u64) -> Vec<Read> {
     let mut reads: Vec<Read> = Vec::new();
-    for r in &src.runs {
+    for r in src.runs.iter().filter(|r| src.files[r.file].compression.is_none()) {
         let mut addr = r.vaddr;
         let mut off = r.file_offset;
         let mut left = r.npages * ps;
@@ -405,7 +406,36 @@ fn plan_reads(src: &ResolvedPages, ps: u64) -> Vec<Read> {
     reads
 }
 
+/// Pages of compressed files: cryo decompresses them a frame at a time and
+/// writes them into the process through /proc/PID/mem.
+fn write_compressed_pages(b: &mut Restoree, src: &ResolvedPages, progress: &mut PageProgress) -> Result<()> {
+    let ps = cryo_tracer::arch::page_size();
+    for (i, f) in src.files.iter().enumerate().filter(|(_, f)| f.compression.is_some()) {
+        let file = std::fs::File::open(&f.path).map_err(|e| RestoreError::Io { what: format!("opening {}", f.path.display()), source: e })?;
+        let mut reader = PagesReader::new(file, f.compression.clone());
+        let mut runs: Vec<_> = src.runs.iter().filter(|r| r.file == i).collect();
+        runs.sort_by_key(|r| r.file_offset);
+        let mut buf = vec![0u8; FRAME_RAW as usize];
+        for r in runs {
+            let mut done = 0;
+            while done < r.npages * ps {
+                let n = (r.npages * ps - done).min(FRAME_RAW);
+                let chunk = &mut buf[..n as usize];
+                reader
+                    .read_exact_at(chunk, r.file_offset + done)
+                    .map_err(|e| RestoreError::Io { what: format!("reading {}", f.path.display()), source: e })?;
+                b.m.remote.mem.write(r.vaddr + done, chunk)?;
+                done += n;
+                progress.done += n;
+            }
+            progress.report();
+        }
+    }
+    Ok(())
+}
+
 fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &mut PageProgress) -> Result<()> {
+    write_compressed_pages(b, src, progress)?;
     let reads = plan_reads(src, cryo_tracer::arch::page_size());
     for chunk in reads.chunks(PREADV_PER_BATCH) {
         let mut batch = Batch::new();
@@ -426,7 +456,7 @@ fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &mut
             if out.results[i] as u64 != want {
                 return Err(RestoreError::Rebuild(format!(
                     "{}: read {} of {want} bytes at offset {off}",
-                    src.files[file].display(),
+                    src.files[file].path.display(),
                     out.results[i]
                 )));
             }

@@ -320,3 +320,93 @@ fn periodic_series_chains_incremental_images() {
     log.wait_prefix("done ", Duration::from_secs(60));
     assert_text_eq(&log.text(), &heap_expected(&reference, job), "dirty log after restarting the series");
 }
+
+// ---------------------------------------------------------------------------------------
+// Zero pages and compression
+// ---------------------------------------------------------------------------------------
+
+/// A python3 heap with 64 MiB of pages that were written but hold only
+/// zeros, and 1 MiB of random bytes: the zero pages are not stored, and
+/// after the restart the process still sees zeros and the same random bytes.
+#[test]
+fn zero_pages_are_not_stored() {
+    let h = Harness::with_cryo("zero-pages");
+    let script = "import os, time, zlib\n\
+                  zero = bytearray(64 << 20)\n\
+                  for i in range(0, len(zero), 4096):\n    zero[i] = 0\n\
+                  tail = bytearray(os.urandom(1 << 20))\n\
+                  crc = zlib.crc32(tail)\n\
+                  for i in range(1, 41):\n    print(f'count {i} zero {any(zero)} crc {zlib.crc32(tail) == crc}', flush=True)\n    time.sleep(0.1)\n\
+                  print('done', flush=True)\n";
+    let script = h.write_file("zero.py", script, 0o644);
+    let (mut p, log) = h.spawn(&["/usr/bin/python3", "-u", script.to_str().unwrap()], "count.log");
+    log.wait_prefix("count 5 ", SECS20);
+    let rss_kb: u64 = status_field(p.pid(), "VmRSS").unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(rss_kb > 64 << 10, "the zero pages are resident: {rss_kb} kB");
+    let img = h.path("img");
+    let (_, v) = checkpoint_json(&h, p.pid(), &img, &["--kill"], &[]);
+    assert!(p.wait_timeout(SECS20).is_some());
+    let bytes = v["bytes"].as_u64().unwrap();
+    assert!(bytes < 40 << 20, "64 MiB of zero pages are not stored ({bytes} bytes, RSS {rss_kb} kB): {v}");
+    h.restart_detached(&img);
+    log.wait_line("done");
+    let lines = log.lines();
+    assert_eq!(assert_consecutive(&lines, "count ", "zero pages"), 40);
+    assert!(lines.iter().filter(|l| l.starts_with("count")).all(|l| l.ends_with("zero False crc True")), "{lines:?}");
+}
+
+/// `--compress lz4|zstd` images restart to the same state: a low-freeze one
+/// (lz4) and an incremental chain over a compressed parent (zstd).
+#[test]
+fn compressed_images_restart() {
+    let h = Harness::with_cryo("compress");
+    let (mut p, log, reference) = heap_running(&h);
+    let pid = p.pid();
+    let img = h.path("lz4");
+    let (_, v) = checkpoint_json(&h, pid, &img, &["--compress", "lz4"], &[]);
+    assert_eq!(v["snapshots"], 1, "{v}");
+    let out = h.cryo_run(&["inspect", img.to_str().unwrap()]);
+    out.assert_ok();
+    restart_matches_reference(&h, &mut p, &log, &reference, &img);
+
+    let h = Harness::with_cryo("compress-incremental");
+    let (mut p, log, reference) = dirty_running(&h, "150", "40");
+    let pid = p.pid();
+    let (z0, z1) = (h.path("z0"), h.path("z1"));
+    checkpoint_json(&h, pid, &z0, &["--track", "--compress", "zstd"], &[]);
+    let (_, v1) = checkpoint_json(&h, pid, &z1, &["--parent", z0.to_str().unwrap(), "--kill"], &[]);
+    assert!(v1["parent"].is_string(), "{v1}");
+    assert!(p.wait_timeout(SECS20).is_some());
+    let core = h.path("core");
+    h.cryo_run(&["core", z1.to_str().unwrap(), "-o", core.to_str().unwrap()]).assert_ok();
+    h.restart_detached(&z1);
+    log.wait_prefix("done ", Duration::from_secs(60));
+    assert_text_eq(&log.text(), &heap_expected(&reference, pid), "dirty log after restarting a chain over a zstd image");
+}
+
+/// Compressible memory (python3, 64 MiB of a repeated pattern) makes a small
+/// compressed image with either codec.
+#[test]
+fn compression_shrinks_compressible_memory() {
+    for codec in ["lz4", "zstd"] {
+        let h = Harness::with_cryo(&format!("compressible-{codec}"));
+        let script = "import time, zlib\n\
+                      data = bytearray(b'cryo-1234' * (7 << 20))\n\
+                      crc = zlib.crc32(data)\n\
+                      for i in range(1, 31):\n    print(f'count {i} same {zlib.crc32(data) == crc}', flush=True)\n    time.sleep(0.1)\n\
+                      print('done', flush=True)\n";
+        let script = h.write_file("pattern.py", script, 0o644);
+        let (mut p, log) = h.spawn(&["/usr/bin/python3", "-u", script.to_str().unwrap()], "count.log");
+        log.wait_prefix("count 3 ", SECS20);
+        let img = h.path("img");
+        let (_, v) = checkpoint_json(&h, p.pid(), &img, &["--kill", "--compress", codec], &[]);
+        assert!(p.wait_timeout(SECS20).is_some());
+        let bytes = v["bytes"].as_u64().unwrap();
+        assert!(bytes < 16 << 20, "{codec}: 63 MiB of a pattern compress ({bytes} bytes): {v}");
+        h.restart_detached(&img);
+        log.wait_line("done");
+        let lines = log.lines();
+        assert_eq!(assert_consecutive(&lines, "count ", codec), 30);
+        assert!(lines.iter().filter(|l| l.starts_with("count")).all(|l| l.ends_with("same True")), "{codec}: {lines:?}");
+    }
+}

@@ -15,8 +15,8 @@ use cryo_parasite::abi::IoVec;
 use cryo_tracer::proc::{pagemap, MemFile, Pagemap};
 use indicatif::ProgressBar;
 use std::collections::HashSet;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use super::sink::Sink;
+use cryo_injector::parasite::Drain;
 
 /// Pagemap entries are read this many pages at a time, so a huge sparse
 /// reservation does not need a huge buffer.
@@ -63,88 +63,146 @@ pub fn bytes(runs: &[PageRun]) -> u64 {
     runs.iter().filter(|r| r.origin != PageOrigin::Parent).map(|r| r.npages * page_size()).sum()
 }
 
-/// Write the runs of `part` into `out` at their file offsets: readable memory
-/// through `splice` (vmsplice by a parasite), the rest through `mem`.
+/// Bytes read from the page pipe at a time (the pipe's size).
+const READ_CHUNK: usize = 1 << 20;
+
+/// Send the runs of `part` to `sink`: readable memory through `splice`
+/// (vmsplice by a parasite into the page pipe, which the given drain
+/// empties), the rest read through `mem`.
 pub fn stream(
     runs: &[PageRun],
     vmas: &[Vma],
     part: Part,
     mem: &MemFile,
-    out: &File,
+    sink: &mut Sink,
     progress: &ProgressBar,
-    mut splice: impl FnMut(&[IoVec], &mut u64) -> Result<()>,
+    mut splice: impl FnMut(&[IoVec], &mut Drain) -> Result<()>,
 ) -> Result<()> {
     let ps = page_size();
+    let mut buf = vec![0u8; READ_CHUNK];
     let mut iovs: Vec<IoVec> = Vec::new();
-    // File offset where the queued iovecs start, and their bytes.
-    let mut at_offset = 0u64;
+    // Per iovec: its chosen run, origin, and whether zero pages may be dropped.
+    let mut origins: Vec<(usize, PageOrigin, bool)> = Vec::new();
     let mut queued = 0u64;
-    let mut flush = |iovs: &mut Vec<IoVec>, at_offset: u64, queued: &mut u64| -> Result<()> {
+    let mut flush = |iovs: &mut Vec<IoVec>, origins: &mut Vec<(usize, PageOrigin, bool)>, sink: &mut Sink| -> Result<()> {
         if iovs.is_empty() {
             return Ok(());
         }
-        let mut off = at_offset;
-        splice(iovs, &mut off)?;
-        progress.inc(*queued);
+        {
+            let mut into = PipeReader { iovs, origins, at: 0, off: 0, buf: &mut buf, filled: 0, ps, sink, progress };
+            splice(iovs, &mut |rd, max| into.drain(rd, max))?;
+        }
         iovs.clear();
-        *queued = 0;
+        origins.clear();
         Ok(())
     };
-    for run in runs.iter().filter(|r| r.origin != PageOrigin::Parent) {
+    for (group, run) in runs.iter().enumerate().filter(|(_, r)| r.origin != PageOrigin::Parent) {
         let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
         if !part.holds(vma) {
             continue;
         }
         let len = run.npages * ps;
+        let dedupe = droppable_if_zero(vma, run);
         if !vmsplice_readable(vma) {
             // vmsplice needs read access and ordinary pages; /proc/PID/mem does not.
-            let mut off = run.file_offset;
-            copy_unreadable(mem, run.vaddr, len, out, &mut off)?;
+            copy_unreadable(mem, group, run, sink, dedupe)?;
             progress.inc(len);
             continue;
-        }
-        if at_offset + queued != run.file_offset {
-            flush(&mut iovs, at_offset, &mut queued)?;
-            at_offset = run.file_offset;
         }
         // Pieces of a bounded size, so progress shows within one big area.
         let mut at = 0;
         while at < len {
             let piece = (len - at).min(STREAM_PIECE);
             iovs.push(IoVec { base: run.vaddr + at, len: piece });
+            origins.push((group, run.origin, dedupe));
             queued += piece;
             at += piece;
             if iovs.len() >= IOV_BATCH || queued >= STREAM_PIECE {
-                let next = at_offset + queued;
-                flush(&mut iovs, at_offset, &mut queued)?;
-                at_offset = next;
+                flush(&mut iovs, &mut origins, sink)?;
+                queued = 0;
             }
         }
     }
-    flush(&mut iovs, at_offset, &mut queued)
+    flush(&mut iovs, &mut origins, sink)
 }
 
-fn copy_unreadable(mem: &MemFile, addr: u64, len: u64, out: &File, offset: &mut u64) -> Result<()> {
+/// Empties the page pipe into the sink, knowing which address each byte
+/// came from: the pages arrive in the order of the iovecs.
+struct PipeReader<'a> {
+    iovs: &'a [IoVec],
+    origins: &'a [(usize, PageOrigin, bool)],
+    /// The iovec the next byte belongs to, and how far into it.
+    at: usize,
+    off: u64,
+    buf: &'a mut [u8],
+    filled: usize,
+    ps: u64,
+    sink: &'a mut Sink,
+    progress: &'a ProgressBar,
+}
+
+impl PipeReader<'_> {
+    fn drain(&mut self, rd: i32, max: u64) -> std::io::Result<u64> {
+        let want = (self.buf.len() - self.filled).min(max as usize);
+        // SAFETY: reading into the unfilled part of our own buffer, at most its length.
+        let n = unsafe { libc::read(rd, self.buf[self.filled..].as_mut_ptr().cast(), want) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) { Ok(0) } else { Err(e) };
+        }
+        self.filled += n as usize;
+        let whole = self.filled / self.ps as usize * self.ps as usize;
+        let mut done = 0usize;
+        while done < whole {
+            let v = self.iovs[self.at];
+            let take = ((v.len - self.off) as usize).min(whole - done);
+            let (group, origin, dedupe) = self.origins[self.at];
+            self.sink
+                .push(group, v.base + self.off, &self.buf[done..done + take], origin, dedupe)
+                .map_err(std::io::Error::other)?;
+            done += take;
+            self.off += take as u64;
+            if self.off == v.len {
+                self.at += 1;
+                self.off = 0;
+            }
+        }
+        self.buf.copy_within(whole..self.filled, 0);
+        self.filled -= whole;
+        self.progress.inc(whole as u64);
+        Ok(n as u64)
+    }
+}
+
+/// A page that is all zero need not be stored where a page the image does
+/// not have reads as zero on restart: anonymous and shared memory. In a
+/// private file mapping it would read as the file's bytes instead; pages
+/// kept for debuggers (`Reference`) stay too.
+fn droppable_if_zero(v: &Vma, run: &PageRun) -> bool {
+    run.origin == PageOrigin::Here && v.kind != VmaKind::File
+}
+
+fn copy_unreadable(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, dedupe: bool) -> Result<()> {
+    let len = run.npages * page_size();
     let mut buf = vec![0u8; (1 << 20).min(len as usize)];
     let mut done = 0;
     while done < len {
         let n = buf.len().min((len - done) as usize);
-        mem.read(addr + done, &mut buf[..n])?;
-        out.write_all_at(&buf[..n], *offset)?;
-        *offset += n as u64;
+        mem.read(run.vaddr + done, &mut buf[..n])?;
+        sink.push(group, run.vaddr + done, &buf[..n], run.origin, dedupe)?;
         done += n as u64;
     }
     Ok(())
 }
 
-/// The page runs to store, in address order, with their offsets in the pages file.
+/// The page runs to store, in address order (their offsets in the pages
+/// file come as they are written: see [`Sink`]).
 /// With `tracked`, pages unchanged since the parent image are marked
 /// [`PageOrigin::Parent`] and take no room in the pages file.
 pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile, shared: &mut SharedSeen, tracked: Option<&Tracked>) -> Result<Vec<PageRun>> {
     let ps = page_size();
     let pm = Pagemap::open(pid)?;
     let mut runs: Vec<PageRun> = Vec::new();
-    let mut file_offset = 0u64;
     let mut ents = Vec::new();
     for v in vmas {
         if v.kind == VmaKind::Vdso {
@@ -201,10 +259,6 @@ pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile, shared: &mut SharedSeen, tr
                 runs.insert(first_run, PageRun { vaddr: v.start, npages: 1, file_offset: 0, origin: PageOrigin::Reference });
             }
         }
-    }
-    for r in runs.iter_mut().filter(|r| r.origin != PageOrigin::Parent) {
-        r.file_offset = file_offset;
-        file_offset += r.npages * ps;
     }
     Ok(runs)
 }

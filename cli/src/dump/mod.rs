@@ -8,6 +8,7 @@
 mod fds;
 mod memory;
 mod pids;
+mod sink;
 mod state;
 mod tracking;
 
@@ -15,7 +16,8 @@ use anyhow::{Context, Result};
 use cryo_image::{DumpStats, FdImage, ImageReader, ImageWriter, Inventory, PageOrigin, PageRun, Tracking, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage, Vma};
 use cryo_injector::{Parasite, Remote, Snapshot};
 use cryo_tracer::proc::MemFile;
-use std::fs::File;
+use cryo_image::codec::Codec;
+use sink::Sink;
 use cryo_tracer::arch::{page_size, Arch, Native};
 use cryo_tracer::{fault, proc, ptrace, Seized, Tree};
 use std::path::PathBuf;
@@ -33,6 +35,8 @@ pub struct Options {
     /// Leave write tracking in the tree, so that a later checkpoint can
     /// name this one as its parent.
     pub track: bool,
+    /// Compress the pages files.
+    pub compress: Option<Codec>,
 }
 
 pub struct Summary {
@@ -71,11 +75,9 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let mut shared = memory::SharedSeen::new();
     let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
-    let mut pages = 0;
+    let mut totals = Totals::default();
     let mut cpu_features = 0;
-    let mut deferred = Vec::new();
-    let mut incremental = false;
-    let mut bytes = 0;
+    let mut deferred: Vec<Pending> = Vec::new();
     // Processes whose orphans they would reap: a snapshot forked below one
     // of them would end up as its child (see cryo_injector::snapshot).
     let mut reapers: Vec<i32> = Vec::new();
@@ -88,15 +90,14 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             let snapshot = !opts.kill && !opts.direct && !reaper_above(seized.pid, &tree_pids, &reapers, &view);
             let track = prev.is_some() || (opts.track && !opts.kill);
             let earlier = prev.as_ref().and_then(|p| p.get(&view.pid(seized.pid).ok()?));
-            let how = How { snapshot, tracking: track.then_some(earlier) };
+            let how = How { snapshot, tracking: track.then_some(earlier), compress: opts.compress };
             let frozen = dump_frozen(seized, &view, &mut writer, fds, &mut shared, &progress, how)?;
             started.extend(frozen.started.map(|fds| (seized.pid, fds)));
-            incremental |= frozen.process.pages.iter().any(|r| r.origin == PageOrigin::Parent);
-            bytes += frozen.process.pages_bytes;
-            let process = frozen.process;
+            let pending = frozen.pending;
             if frozen.reaper {
                 reapers.push(seized.pid);
             }
+            let process = &pending.process;
             if cpu_features == 0 {
                 cpu_features = process
                     .threads
@@ -107,8 +108,6 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
                     })
                     .unwrap_or(0);
             }
-            fault::check("image-write")?;
-            writer.write_process(&process)?;
             processes.push(ProcessEntry {
                 pid: process.pid,
                 ppid: process.ppid,
@@ -119,8 +118,11 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
                 session_outside: session_leader_outside(seized.pid, &tree_pids),
                 state: ProcessState::Live,
             });
-            pages += frozen.stored;
-            deferred.extend(frozen.deferred);
+            if pending.snapshot.is_some() {
+                deferred.push(pending);
+            } else {
+                totals.add(pending.complete(&mut writer)?);
+            }
         }
         for z in &tree.zombies {
             let (zpid, pgid, sid) = view.ids(z.pid)?;
@@ -156,8 +158,13 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let frozen_us = frozen.elapsed().as_micros() as u64;
     let snapshots = deferred.len();
     // Each snapshot is killed as soon as its memory is written (or on error).
-    for d in deferred {
-        d.write(&progress)?;
+    for mut d in deferred {
+        d.write_from_snapshot(&progress)?;
+        totals.add(d.complete(&mut writer)?);
+    }
+    let Totals { pages, bytes, incremental, zero_pages } = totals;
+    if zero_pages > 0 {
+        tracing::info!("{zero_pages} pages were all zero and not stored");
     }
     let inventory = Inventory {
         cryo_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -247,36 +254,68 @@ fn reaper_above(pid: i32, tree: &[i32], reapers: &[i32], view: &pids::PidView) -
     false
 }
 
-/// A process's memory still to be written from its copy-on-write snapshot,
-/// after the tree was let go.
-struct Deferred {
-    parasite: Parasite,
-    snapshot: Snapshot,
-    runs: Vec<PageRun>,
-    vmas: Vec<Vma>,
-    pages: File,
+/// A process's image whose pages are still being written: from its
+/// copy-on-write snapshot after the tree was let go, if it has one.
+struct Pending {
+    process: ProcessImage,
+    /// The pages chosen, including those unchanged since the parent image.
+    chosen: Vec<PageRun>,
+    sink: Sink,
+    snapshot: Option<(Parasite, Snapshot)>,
 }
 
-impl Deferred {
-    fn write(mut self, progress: &indicatif::ProgressBar) -> Result<()> {
-        let pid = self.snapshot.pid;
-        let mem = MemFile::open(pid)?;
-        let (parasite, snapshot) = (&mut self.parasite, &mut self.snapshot);
-        memory::stream(&self.runs, &self.vmas, memory::Part::Private, &mem, &self.pages, progress, |iovs, off| {
-            Ok(snapshot.stream_pages(parasite, iovs, &self.pages, off)?)
+/// Pages stored, bytes written, and whether any page is in a parent image.
+#[derive(Default)]
+struct Totals {
+    pages: u64,
+    bytes: u64,
+    incremental: bool,
+    zero_pages: u64,
+}
+
+impl Totals {
+    fn add(&mut self, t: Totals) {
+        self.pages += t.pages;
+        self.bytes += t.bytes;
+        self.incremental |= t.incremental;
+        self.zero_pages += t.zero_pages;
+    }
+}
+
+impl Pending {
+    fn write_from_snapshot(&mut self, progress: &indicatif::ProgressBar) -> Result<()> {
+        let Some((mut parasite, mut snapshot)) = self.snapshot.take() else { return Ok(()) };
+        let mem = MemFile::open(snapshot.pid)?;
+        memory::stream(&self.chosen, &self.process.vmas, memory::Part::Private, &mem, &mut self.sink, progress, |iovs, drain| {
+            Ok(snapshot.stream_pages(&mut parasite, iovs, drain)?)
         })
         .context("writing memory from the snapshot")
+    }
+
+    /// Complete the page index and write the process's image.
+    fn complete(self, writer: &mut ImageWriter) -> Result<Totals> {
+        let Pending { mut process, chosen, sink, .. } = self;
+        let zero_pages = sink.zero_pages;
+        let (mut runs, compression, len) = sink.finish()?;
+        let incremental = chosen.iter().any(|r| r.origin == PageOrigin::Parent);
+        runs.extend(chosen.into_iter().filter(|r| r.origin == PageOrigin::Parent));
+        runs.sort_by_key(|r| r.vaddr);
+        let pages = runs.iter().filter(|r| r.origin != PageOrigin::Parent).map(|r| r.npages).sum();
+        process.pages = runs;
+        process.pages_bytes = len;
+        process.compression = compression;
+        fault::check("image-write")?;
+        writer.write_process(&process)?;
+        Ok(Totals { pages, bytes: len, incremental, zero_pages })
     }
 }
 
 struct Frozen {
-    process: ProcessImage,
-    stored: u64,
     /// The process reaps orphans (PR_SET_CHILD_SUBREAPER).
     reaper: bool,
     /// Write tracking this checkpoint started: the userfaultfd and token fds.
     started: Option<[i32; 2]>,
-    deferred: Option<Deferred>,
+    pending: Pending,
 }
 
 /// How a process's memory is dumped.
@@ -285,6 +324,7 @@ struct How<'a> {
     snapshot: bool,
     /// Track writes (see tracking.rs), with what the parent image left.
     tracking: Option<Option<&'a Tracking>>,
+    compress: Option<Codec>,
 }
 
 /// Choose the pages (and which are unchanged since the parent), write what
@@ -302,16 +342,15 @@ fn pages_while_frozen(
     shared: &mut memory::SharedSeen,
     progress: &indicatif::ProgressBar,
     snapshot: bool,
-) -> Result<(Vec<PageRun>, Option<Snapshot>, File)> {
+    compress: Option<Codec>,
+) -> Result<(Vec<PageRun>, Option<Snapshot>, Sink)> {
     let pid = seized.pid;
-    let pages_file = writer.create_pages(view.pid(pid)?)?;
+    let mut sink = Sink::new(writer.create_pages(view.pid(pid)?)?, compress, page_size())?;
     let runs = memory::select(pid, vmas, &remote.mem, shared, tracked)?;
     progress.inc_length(memory::bytes(&runs));
     let mem = MemFile::open(pid)?;
-    let splice = |part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
-        memory::stream(&runs, vmas, part, &mem, &pages_file, progress, |iovs, off| {
-            Ok(parasite.stream_pages(seized, remote, iovs, &pages_file, off)?)
-        })
+    let mut splice = |part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
+        memory::stream(&runs, vmas, part, &mem, &mut sink, progress, |iovs, drain| Ok(parasite.stream_pages(seized, remote, iovs, drain)?))
     };
     let mut snap = None;
     if snapshot && !st.child_subreaper && !vmas.iter().any(|v| v.has_flag("dc") || v.has_flag("wf")) {
@@ -326,7 +365,7 @@ fn pages_while_frozen(
     } else {
         splice(memory::Part::All, seized, remote, parasite)?;
     }
-    Ok((runs, snap, pages_file))
+    Ok((runs, snap, sink))
 }
 
 /// Everything done while the process is frozen. On error the parasite has
@@ -374,21 +413,20 @@ fn dump_frozen(
             },
             None => None,
         };
-        let rest = pages_while_frozen(seized, &mut remote, &mut parasite, &vmas, &st, tracked.as_ref(), writer, view, shared, progress, how.snapshot);
+        let rest =
+            pages_while_frozen(seized, &mut remote, &mut parasite, &vmas, &st, tracked.as_ref(), writer, view, shared, progress, how.snapshot, how.compress);
         if rest.is_err() {
             if let Some(t) = &tracked {
                 tracking::undo(seized, &mut remote, &mut parasite, t);
             }
         }
-        let (runs, snap, pages_file) = rest?;
+        let (runs, snap, sink) = rest?;
         let started = tracked.as_ref().filter(|t| t.created).map(|t| [t.info.fd, t.token_fd]);
-        Ok((st, per_thread, runs, snap, pages_file, tracked.map(|t| t.info), started))
+        Ok((st, per_thread, runs, snap, sink, tracked.map(|t| t.info), started))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    let (st, per_thread, runs, snap, pages_file, tracking, started) = inside?;
+    let (st, per_thread, chosen, snap, sink, tracking, started) = inside?;
     cured.context("removing the parasite from the target")?;
-    let pages_bytes = memory::bytes(&runs);
-    let stored: u64 = runs.iter().filter(|r| r.origin != PageOrigin::Parent).map(|r| r.npages).sum();
 
     let status = proc::status(pid)?;
     let stat = proc::stat(pid)?;
@@ -459,8 +497,8 @@ fn dump_frozen(
         rlimits: state::rlimits(pid),
         mm,
         vmas,
-        pages: runs.clone(),
-        pages_bytes,
+        pages: Vec::new(),
+        pages_bytes: 0,
         threads,
         exit_signal: stat.exit_signal,
         child_subreaper: st.child_subreaper,
@@ -469,8 +507,9 @@ fn dump_frozen(
         fds,
         shared_pending: status.shd_pnd,
         tracking,
+        compression: None,
     };
     let reaper = st.child_subreaper;
-    let deferred = snap.map(|snapshot| Deferred { parasite, snapshot, runs, vmas: process.vmas.clone(), pages: pages_file });
-    Ok(Frozen { process, stored, reaper, started, deferred })
+    let snapshot = snap.map(|s| (parasite, s));
+    Ok(Frozen { reaper, started, pending: Pending { process, chosen, sink, snapshot } })
 }

@@ -1,0 +1,266 @@
+//! Where a process's pages go once they left it: pages that are all zero
+//! are dropped (they read as zero on restart, like untouched ones), the
+//! others appended to the pages file, raw, or in compressed frames that
+//! worker threads compress while the next pages arrive. At most a few frames
+//! are held at a time, whatever the size of the process.
+
+use anyhow::{anyhow, Context, Result};
+use cryo_image::codec::{self, Codec, Compression, FRAME_RAW};
+use cryo_image::{PageOrigin, PageRun};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// What the compressing workers share: where the file ends, each frame's
+/// place, and the first error.
+#[derive(Default)]
+struct Shared {
+    file_len: u64,
+    frames: Vec<Option<(u64, u32)>>,
+    error: Option<String>,
+}
+
+struct Workers {
+    tx: Option<SyncSender<(usize, Vec<u8>)>>,
+    threads: Vec<JoinHandle<()>>,
+    shared: Arc<Mutex<Shared>>,
+    /// Buffers handed back by the workers, so frames are not reallocated.
+    spare: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+pub struct Sink {
+    file: Arc<File>,
+    codec: Option<Codec>,
+    ps: u64,
+    /// Raw bytes appended so far: the raw offset of the next page.
+    raw: u64,
+    runs: Vec<PageRun>,
+    /// The chosen run the last output run belongs to: output runs never
+    /// merge across chosen runs (which never cross a memory area's end).
+    group: usize,
+    pub zero_pages: u64,
+    /// The next page starts a new output run.
+    split: bool,
+    /// Compressed mode: raw bytes of the frame being filled.
+    frame: Vec<u8>,
+    next_frame: usize,
+    workers: Option<Workers>,
+}
+
+/// Does the page hold only zero bytes?
+pub fn is_zero(page: &[u8]) -> bool {
+    page.chunks(64).all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+}
+
+impl Sink {
+    pub fn new(file: File, codec: Option<Codec>, ps: u64) -> Result<Sink> {
+        let file = Arc::new(file);
+        let workers = match codec {
+            None => None,
+            Some(c) if !c.available() => return Err(anyhow!("this cryo was built without {} support; use --compress lz4", c.name())),
+            Some(c) => Some(Workers::start(c, file.clone())),
+        };
+        Ok(Sink { file, codec, ps, raw: 0, runs: Vec::new(), group: usize::MAX, split: true, zero_pages: 0, frame: Vec::new(), next_frame: 0, workers })
+    }
+
+    /// Append `data` (whole pages) that lies at `vaddr` in the process, in
+    /// chosen run number `group`. With `dedupe`, pages that are all zero are
+    /// dropped.
+    pub fn push(&mut self, group: usize, vaddr: u64, data: &[u8], origin: PageOrigin, dedupe: bool) -> Result<()> {
+        if group != self.group {
+            self.group = group;
+            self.split = true;
+        }
+        let ps = self.ps as usize;
+        debug_assert_eq!(data.len() % ps, 0);
+        let mut span_start: Option<usize> = None;
+        for (i, page) in data.chunks(ps).enumerate() {
+            let keep = !dedupe || !is_zero(page);
+            if !keep {
+                self.zero_pages += 1;
+            }
+            match (keep, span_start) {
+                (true, None) => span_start = Some(i),
+                (false, Some(s)) => {
+                    self.append(vaddr + (s * ps) as u64, &data[s * ps..i * ps], origin)?;
+                    span_start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = span_start {
+            self.append(vaddr + (s * ps) as u64, &data[s * ps..], origin)?;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, vaddr: u64, bytes: &[u8], origin: PageOrigin) -> Result<()> {
+        let npages = bytes.len() as u64 / self.ps;
+        let split = std::mem::take(&mut self.split);
+        match self.runs.last_mut() {
+            Some(r) if !split && r.origin == origin && r.vaddr + r.npages * self.ps == vaddr && r.file_offset + r.npages * self.ps == self.raw => {
+                r.npages += npages
+            }
+            _ => self.runs.push(PageRun { vaddr, npages, file_offset: self.raw, origin }),
+        }
+        self.raw += bytes.len() as u64;
+        if self.codec.is_none() {
+            return self.file.write_all_at(bytes, self.raw - bytes.len() as u64).context("writing pages to the image");
+        }
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let n = rest.len().min(FRAME_RAW as usize - self.frame.len());
+            self.frame.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.frame.len() as u64 == FRAME_RAW {
+                self.send_frame()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_frame(&mut self) -> Result<()> {
+        let w = self.workers.as_mut().expect("compressed mode has workers");
+        let fresh = w.spare.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+        let frame = std::mem::replace(&mut self.frame, fresh);
+        self.frame.clear();
+        let tx = w.tx.as_ref().expect("workers run until finish");
+        if tx.send((self.next_frame, frame)).is_err() {
+            return Err(w.error().unwrap_or_else(|| anyhow!("the compressing threads stopped")));
+        }
+        self.next_frame += 1;
+        Ok(())
+    }
+
+    /// The page runs written (sorted by address), how the file is
+    /// compressed, and the file's length.
+    pub fn finish(mut self) -> Result<(Vec<PageRun>, Option<Compression>, u64)> {
+        let compression = match self.codec {
+            None => None,
+            Some(codec) => {
+                if !self.frame.is_empty() {
+                    self.send_frame()?;
+                }
+                let mut w = self.workers.take().expect("compressed mode has workers");
+                let frames = w.join()?;
+                Some(Compression { codec, raw_bytes: self.raw, frames })
+            }
+        };
+        let len = self.file.metadata().context("the pages file")?.len();
+        let mut runs = std::mem::take(&mut self.runs);
+        runs.sort_by_key(|r| r.vaddr);
+        Ok((runs, compression, len))
+    }
+}
+
+impl Workers {
+    fn start(codec: Codec, file: Arc<File>) -> Workers {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        // Frames in flight: bounded, so memory does not grow with the process.
+        let (tx, rx) = sync_channel::<(usize, Vec<u8>)>(n);
+        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let spare = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..n)
+            .map(|_| {
+                let (rx, shared, spare, file) = (rx.clone(), shared.clone(), spare.clone(), file.clone());
+                std::thread::spawn(move || loop {
+                    let Ok((i, raw)) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else { return };
+                    let done = codec::compress(codec, &raw).and_then(|c| {
+                        let off = {
+                            let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                            let off = s.file_len;
+                            s.file_len += c.len() as u64;
+                            off
+                        };
+                        file.write_all_at(&c, off)?;
+                        Ok((off, c.len() as u32))
+                    });
+                    let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    match done {
+                        Ok(place) => {
+                            if s.frames.len() <= i {
+                                s.frames.resize(i + 1, None);
+                            }
+                            s.frames[i] = Some(place);
+                        }
+                        Err(e) => {
+                            s.error.get_or_insert_with(|| format!("compressing pages: {e}"));
+                            return;
+                        }
+                    }
+                    drop(s);
+                    spare.lock().unwrap_or_else(|e| e.into_inner()).push(raw);
+                })
+            })
+            .collect();
+        Workers { tx: Some(tx), threads, shared, spare }
+    }
+
+    fn error(&self) -> Option<anyhow::Error> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).error.clone().map(|e| anyhow!(e))
+    }
+
+    /// Wait for every frame; their places in the file, in raw order.
+    fn join(&mut self) -> Result<Vec<(u64, u32)>> {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(e) = self.error() {
+            return Err(e);
+        }
+        let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        s.frames.iter().enumerate().map(|(i, f)| f.ok_or_else(|| anyhow!("frame {i} of the pages was not written"))).collect()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_pages_are_dropped_and_runs_follow_the_raw_stream() {
+        let dir = std::env::temp_dir().join(format!("cryo-sink-{}", std::process::id()));
+        let ps = 4096u64;
+        for codec in [None, Some(Codec::Lz4)] {
+            let path = dir.with_extension(codec.map_or("raw", |c| c.name()));
+            let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+            let mut sink = Sink::new(file, codec, ps).unwrap();
+            let mut data = vec![0u8; 4 * ps as usize];
+            data[0] = 1; // page 0 kept, 1 and 2 zero, 3 kept
+            data[3 * ps as usize + 5] = 7;
+            sink.push(0, 0x10000, &data, PageOrigin::Here, true).unwrap();
+            sink.push(1, 0x14000, &vec![0u8; ps as usize], PageOrigin::Here, false).unwrap();
+            sink.push(2, 0x20000, &vec![0u8; ps as usize], PageOrigin::Reference, false).unwrap();
+            assert_eq!(sink.zero_pages, 2);
+            let (runs, comp, _) = sink.finish().unwrap();
+            let pr = |vaddr, npages, file_offset, origin| PageRun { vaddr, npages, file_offset, origin };
+            assert_eq!(
+                runs,
+                vec![
+                    pr(0x10000, 1, 0, PageOrigin::Here),
+                    pr(0x13000, 1, ps, PageOrigin::Here),
+                    pr(0x14000, 1, 2 * ps, PageOrigin::Here),
+                    pr(0x20000, 1, 3 * ps, PageOrigin::Reference)
+                ]
+            );
+            let mut r = codec::PagesReader::new(File::open(&path).unwrap(), comp);
+            let mut page = vec![0u8; ps as usize];
+            r.read_exact_at(&mut page, ps).unwrap();
+            assert_eq!(page[5], 7);
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
