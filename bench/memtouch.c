@@ -1,5 +1,7 @@
 /* memtouch MIB: fill MIB MiB of anonymous memory with non-zero data, print "ready",
- * then sleep in a loop (the checkpoint target for bench/run.sh). */
+ * then sleep (the checkpoint target for bench/run.sh). Each SIGUSR1 rewrites 1% of
+ * the pages (every 100th) and prints "dirtied N". */
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +19,21 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < n / 8; i++)
         p[i] = (i + 1) * 0x9E3779B97F4A7C15ULL;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &set, NULL);
     printf("ready %zu MiB pid %d\n", mib, (int)getpid());
     fflush(stdout);
-    for (;;)
-        sleep(1);
+    for (uint64_t round = 1;; round++) {
+        int sig;
+        if (sigwait(&set, &sig) != 0)
+            return 1;
+        size_t pages = n / 4096, dirtied = 0;
+        for (size_t pg = 0; pg < pages; pg += 100, dirtied++)
+            for (size_t w = 0; w < 4096 / 8; w++)
+                p[pg * 512 + w] ^= round;
+        printf("dirtied %zu round %llu\n", dirtied, (unsigned long long)round);
+        fflush(stdout);
+    }
 }

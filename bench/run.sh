@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# bench/run.sh [MIB]: how fast is cryo compared to copying the same memory?
+# bench/run.sh [MIB...]: how fast is cryo compared to copying the same memory?
 #
-# Builds cryo (release), starts a program that touches MIB MiB (default 1024) of
-# anonymous memory and then idles, and measures in the same run:
-#   - cryo checkpoint --kill  (wall time)
-#   - cryo restart --detach   (wall time, until the tree runs)
-#   - image size
-#   - memcpy of MIB MiB (pre-faulted buffers)
-#   - dd of MIB MiB from /dev/zero to a file on the image's file system (plain, page cache)
-# and prints a table with ratios. Measures only; no pass/fail.
-# As root, the workload and cryo run as the unprivileged user cryo-test.
-# The image is deleted at the end unless CRYO_BENCH_KEEP=1.
+# Builds cryo (release) and, for each size (default: 1024 and 4096 MiB) of touched
+# anonymous memory and for a python3 heap (CRYO_BENCH_PY_MIB, default 512 MiB of
+# objects; 0 skips it), measures in the same run:
+#   - cryo checkpoint --kill (memory written while stopped), its stop
+#   - cryo checkpoint (default: low-freeze, memory written from a snapshot), its stop
+#   - cryo checkpoint --direct (leave running, memory written while stopped), its stop
+#   - an incremental checkpoint after 1% of the pages were rewritten (anonymous only)
+#   - cryo restart --detach (until the tree runs), and reading the image back from the
+#     page cache (cat), the floor of a restart
+#   - image size, and cryo's peak RSS (/usr/bin/time maxrss) over all of the above
+#   - memcpy of the same size, dd of the same size to a file next to the image (page
+#     cache, no sync), gdb's gcore of the same process where gdb is installed
+# and prints, per workload, a table with ratios and the issue's goals next to them.
+# Measures only; no pass/fail. As root, the workloads and cryo run as the unprivileged
+# user cryo-test. Images are deleted at the end unless CRYO_BENCH_KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/scripts/common.sh
 
-MIB=${1:-1024}
-need gcc setpriv
+SIZES=("$@")
+[ ${#SIZES[@]} -gt 0 ] || SIZES=(1024 4096)
+PY_MIB=${CRYO_BENCH_PY_MIB:-512}
+need gcc setpriv python3
+[ -x /usr/bin/time ] || need time
 build_cryo release
 user_init
 
@@ -25,8 +33,8 @@ PIDS=()
 cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    rm -f "$W/dd.out"
-    [ -n "${CRYO_BENCH_KEEP:-}" ] || rm -rf "$W/image"
+    rm -f "$W/dd.out" "$W"/core.*
+    [ -n "${CRYO_BENCH_KEEP:-}" ] || rm -rf "$W"/img-* "$W"/lf-* "$W"/inc-* "$W"/direct-*
 }
 trap cleanup EXIT
 
@@ -34,53 +42,148 @@ make_workdir "$W"
 install -m 0755 target/release/cryo "$W/cryo"
 gcc -O2 -o "$W/memtouch" bench/memtouch.c
 gcc -O2 -o "$W/memcpy" bench/memcpy.c
+install -m 0644 bench/pyheap.py "$W/pyheap.py"
 chmod 0755 "$W/memtouch" "$W/memcpy"
+have_gcore=$(command -v gcore >/dev/null && echo 1 || echo 0)
 
-echo "bench: $MIB MiB, work dir $W ($(df -hT "$W" | awk 'NR==2 {print $2" on "$7}')), uid $RUN_UID"
+echo "bench: work dir $W ($(df -hT "$W" | awk 'NR==2 {print $2" on "$7}')), uid $RUN_UID, $(nproc) CPUs, kernel $(uname -r)"
 
-# Baselines first, so neither competes with the image's dirty page cache.
-cpy=$(run_as "$W" ./memcpy "$MIB")
-t0=$(now)
-run_as "$W" dd if=/dev/zero of=dd.out bs=1M count="$MIB" status=none
-t1=$(now)
-ddt=$(elapsed "$t0" "$t1")
-rm -f "$W/dd.out"
-sync
-
-start_bg "$W" memtouch.log "$W/memtouch.pid" ./memtouch "$MIB"
-PID=$(cat "$W/memtouch.pid")
-PIDS+=("$PID")
-for _ in $(seq 1 600); do
-    grep -q '^ready' "$W/memtouch.log" 2>/dev/null && break
-    sleep 0.1
-done
-grep -q '^ready' "$W/memtouch.log" || { echo "memtouch did not get ready" >&2; exit 1; }
-rss=$(awk '/^VmRSS/ {print $2}' /proc/"$PID"/status)
-
-t0=$(now)
-run_as "$W" ./cryo checkpoint "$PID" -o image --kill
-t1=$(now)
-ckpt=$(elapsed "$t0" "$t1")
-img_bytes=$(du -sb "$W/image" | cut -f1)
-
-t0=$(now)
-run_as "$W" ./cryo restart image --detach --pidfile restored.pid
-t1=$(now)
-rst=$(elapsed "$t0" "$t1")
-HOST=$(cat "$W/restored.pid")
-PIDS+=("$HOST")
-alive "$HOST" || echo "warning: restored pid $HOST is not running" >&2
-rss_after=$(awk '/^VmRSS/ {print $2}' /proc/"$HOST"/status 2>/dev/null || echo '?')
-kill -KILL "$HOST" 2>/dev/null || true
-
-
+# timed NAME CMD...: run CMD as the run user; wall seconds in T, peak RSS (KiB) in
+# PEAK, stdout in $W/NAME.out. Peak RSS of cryo runs is kept in MAXRSS.
+MAXRSS=0
+timed() {
+    local name=$1
+    shift
+    local t0 t1
+    t0=$(now)
+    run_as "$W" /usr/bin/time -f '%M' -o "$name.rss" "$@" >"$W/$name.out"
+    t1=$(now)
+    T=$(elapsed "$t0" "$t1")
+    PEAK=$(tail -1 "$W/$name.rss")
+    if [ "$1" = ./cryo ]; then
+        [ "$PEAK" -gt "$MAXRSS" ] && MAXRSS=$PEAK
+    fi
+    return 0
+}
+json() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(v if v is not None else "")' "$W/$1.out" "$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
-echo
-printf '%-34s %10s %12s %12s\n' "what ($MIB MiB, RSS ${rss} kB)" "seconds" "vs memcpy" "vs dd"
-printf '%-34s %10s %12s %12s\n' "cryo checkpoint --kill" "$ckpt" "$(ratio "$ckpt" "$cpy")" "$(ratio "$ckpt" "$ddt")"
-printf '%-34s %10s %12s %12s\n' "cryo restart --detach" "$rst" "$(ratio "$rst" "$cpy")" "$(ratio "$rst" "$ddt")"
-printf '%-34s %10s %12s %12s\n' "memcpy" "$cpy" "1.00x" "$(ratio "$cpy" "$ddt")"
-printf '%-34s %10s %12s %12s\n' "dd to file (no sync)" "$ddt" "$(ratio "$ddt" "$cpy")" "1.00x"
-echo
-awk -v b="$img_bytes" -v m="$MIB" 'BEGIN { printf "image size: %.1f MiB (%.2fx of the touched memory)\n", b / 1048576, b / 1048576 / m }'
-echo "restored RSS right after restart: ${rss_after} kB"
+ms() { awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+goal() { # goal LABEL VALUE LIMIT UNIT: "label value (goal <= limit) ok|MISSED"
+    awk -v l="$1" -v v="$2" -v m="$3" -v u="$4" 'BEGIN { printf "  %-40s %8.3g%-4s (goal <= %g%s) %s\n", l, v, u, m, u, (v <= m ? "ok" : "MISSED") }'
+}
+
+# wait_line FILE PREFIX: until FILE has a line starting with PREFIX.
+wait_line() {
+    for _ in $(seq 1 1200); do
+        grep -q "^$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "timed out waiting for '$2' in $1" >&2
+    exit 1
+}
+
+# bench_one NAME KIND CMD...: one workload (KIND anon: incremental measured too);
+# memcpy and dd move as many bytes as the workload has resident.
+bench_one() {
+    local name=$1 kind=$2
+    shift 2
+    MAXRSS=0
+    start_bg "$W" "$name.log" "$W/$name.pid" "$@"
+    local pid
+    pid=$(cat "$W/$name.pid")
+    PIDS+=("$pid")
+    wait_line "$W/$name.log" ready
+    local rss size
+    rss=$(awk '/^VmRSS/ {print $2}' /proc/"$pid"/status)
+    size=$(( (rss + 1023) / 1024 ))
+
+    local cpy ddt
+    cpy=$(run_as "$W" ./memcpy "$size")
+    local t0 t1
+    t0=$(now)
+    run_as "$W" dd if=/dev/zero of=dd.out bs=1M count="$size" status=none
+    t1=$(now)
+    ddt=$(elapsed "$t0" "$t1")
+    rm -f "$W/dd.out"
+    sync
+
+    local gct=-
+    if [ "$have_gcore" = 1 ]; then
+        timed gcore gcore -o core "$pid"
+        gct=$T
+        rm -f "$W"/core.*
+        sync
+    fi
+
+    timed lf ./cryo checkpoint "$pid" -o "lf-$name" --track --json
+    local lf_t=$T lf_frozen
+    lf_frozen=$(json lf frozen_us)
+
+    local inc_t=- inc_bytes=0 inc_frozen=0
+    if [ "$kind" = anon ]; then
+        kill -USR1 "$pid"
+        wait_line "$W/$name.log" "dirtied"
+        timed inc ./cryo checkpoint "$pid" -o "inc-$name" --parent "lf-$name" --json
+        inc_t=$T
+        inc_bytes=$(json inc bytes)
+        inc_frozen=$(json inc frozen_us)
+        [ -n "$(json inc parent)" ] || echo "warning: the incremental checkpoint was a full one" >&2
+    fi
+    rm -rf "$W/inc-$name" "$W/lf-$name"
+    sync
+
+    timed direct ./cryo checkpoint "$pid" -o "direct-$name" --direct --json
+    local dir_t=$T dir_frozen
+    dir_frozen=$(json direct frozen_us)
+    rm -rf "$W/direct-$name"
+    sync
+
+    timed kill ./cryo checkpoint "$pid" -o "img-$name" --kill --json
+    local kill_t=$T kill_frozen img_bytes
+    kill_frozen=$(json kill frozen_us)
+    img_bytes=$(du -sb "$W/img-$name" | cut -f1)
+
+    timed restart ./cryo restart "img-$name" --detach --pidfile "$name.restored"
+    local rst_t=$T host
+    host=$(cat "$W/$name.restored")
+    PIDS+=("$host")
+    alive "$host" || echo "warning: restored pid $host is not running" >&2
+    kill -KILL "$host" 2>/dev/null || true
+    timed read sh -c "cat img-$name/pages-*.img > /dev/null"
+    local rd_t=$T
+    rm -rf "$W/img-$name"
+
+    local gib
+    gib=$(awk -v k="$rss" 'BEGIN { printf "%.3f", k / 1048576 }')
+    echo
+    echo "== $name: RSS $(mib $((rss * 1024))) MiB =="
+    printf '%-40s %9s %10s %8s %9s\n' "what" "seconds" "vs memcpy" "vs dd" "vs gcore"
+    row() { printf '%-40s %9s %10s %8s %9s\n' "$1" "$2" "$(ratio "$2" "$cpy")" "$(ratio "$2" "$ddt")" "$( [ "$gct" = - ] && echo - || ratio "$2" "$gct")"; }
+    row "cryo checkpoint --kill" "$kill_t"
+    row "cryo checkpoint (low-freeze, default)" "$lf_t"
+    row "cryo checkpoint --direct" "$dir_t"
+    [ "$inc_t" = - ] || row "incremental checkpoint, 1% rewritten" "$inc_t"
+    row "cryo restart --detach" "$rst_t"
+    row "read the image from the page cache" "$rd_t"
+    row "memcpy" "$cpy"
+    row "dd to a file (no sync)" "$ddt"
+    [ "$gct" = - ] || row "gdb gcore" "$gct"
+    echo "stopped: --kill $(ms "$kill_frozen") ms, --direct $(ms "$dir_frozen") ms, low-freeze $(ms "$lf_frozen") ms$( [ "$inc_t" = - ] || echo ", incremental $(ms "$inc_frozen") ms")"
+    echo "image: $(mib "$img_bytes") MiB$( [ "$inc_t" = - ] || echo "; incremental image: $(mib "$inc_bytes") MiB"); cryo peak RSS: $(mib $((MAXRSS * 1024))) MiB"
+    echo "goals (issue 5):"
+    goal "checkpoint --kill / dd" "$(awk -v a="$kill_t" -v b="$ddt" 'BEGIN { print a / b }')" 1.2 x
+    [ "$gct" = - ] || goal "checkpoint --kill / gcore" "$(awk -v a="$kill_t" -v b="$gct" 'BEGIN { print a / b }')" 0.6 x
+    goal "low-freeze stop per GiB" "$(awk -v f="$lf_frozen" -v g="$gib" 'BEGIN { print f / 1000 / g }')" 20 ms
+    goal "restart / read from cache" "$(awk -v a="$rst_t" -v b="$rd_t" 'BEGIN { print a / b }')" 2 x
+    [ "$inc_t" = - ] || goal "incremental (1%) / full checkpoint" "$(awk -v a="$inc_t" -v b="$kill_t" 'BEGIN { print 100 * a / b }')" 5 %
+    goal "cryo peak RSS" "$(awk -v k="$MAXRSS" 'BEGIN { print k / 1024 }')" 64 MiB
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+for size in "${SIZES[@]}"; do
+    bench_one "anon-$size" anon ./memtouch "$size"
+done
+if [ "$PY_MIB" != 0 ]; then
+    bench_one "python3-heap" python /usr/bin/python3 pyheap.py "$PY_MIB"
+fi

@@ -41,6 +41,11 @@ impl Batch {
         self.calls.is_empty()
     }
 
+    /// Bytes of the data area so far.
+    pub fn data_len(&self) -> usize {
+        self.data.len()
+    }
+
     /// Copy bytes into the data area (8-byte aligned); returns their offset.
     pub fn data(&mut self, bytes: &[u8]) -> usize {
         let off = self.data.len().next_multiple_of(8);

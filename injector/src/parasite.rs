@@ -193,8 +193,12 @@ impl Parasite {
 
     /// Capacity check for a batch: entries plus data must fit the command area.
     pub fn fits(batch: &Batch) -> bool {
-        std::mem::size_of::<CmdHeader>() + batch.len() * std::mem::size_of::<SyscallEntry>() + batch.data.len() + 8
-            <= abi::CMD_AREA_SIZE
+        Self::fits_counts(batch.len(), batch.data.len())
+    }
+
+    /// Would a batch of `calls` syscalls and `data` bytes of data fit?
+    pub fn fits_counts(calls: usize, data: usize) -> bool {
+        std::mem::size_of::<CmdHeader>() + calls * std::mem::size_of::<SyscallEntry>() + data + 8 <= abi::CMD_AREA_SIZE
     }
 
     /// Run a batch of syscalls inside the target. Stops at the first failing

@@ -91,7 +91,10 @@ fn restore_tree(
     let mut reg = Registry::new(images.values());
     let ps = img.inventory.page_size;
     let mut pages = rebuild::PageProgress::new(progress, sources.values().map(|s| s.bytes(ps)).sum());
+    let t = std::time::Instant::now();
+    let stage = |what: &str| tracing::debug!("restart: {what} done after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     let members = shape::create(&img.inventory.processes, images, sandbox, &mut reg)?;
+    stage("creating the processes");
     let root_host = members[0].host;
     let mut live = Vec::new();
     for m in members {
@@ -105,10 +108,12 @@ fn restore_tree(
     for (m, p) in live {
         tree.push(Restoree::load(m, p, &reg)?);
     }
+    stage("loading the restorer");
     for r in &mut tree {
         let src = &sources[&r.pid()];
         r.memory(src, &mut reg, &mut pages, in_userns)?;
     }
+    stage("memory");
     for r in &mut tree {
         r.fds(&mut reg, &img.inventory.pipes)?;
     }
@@ -122,5 +127,6 @@ fn restore_tree(
     for r in tree {
         r.release()?;
     }
+    stage("threads, registers and release");
     Ok(root_host)
 }

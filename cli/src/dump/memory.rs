@@ -15,7 +15,7 @@ use cryo_parasite::abi::IoVec;
 use cryo_tracer::proc::{pagemap, MemFile, Pagemap};
 use indicatif::ProgressBar;
 use std::collections::HashSet;
-use super::sink::Sink;
+use super::sink::{Piece, Seg, Sink};
 use cryo_injector::parasite::Drain;
 
 /// Pagemap entries are read this many pages at a time, so a huge sparse
@@ -63,8 +63,9 @@ pub fn bytes(runs: &[PageRun]) -> u64 {
     runs.iter().filter(|r| r.origin != PageOrigin::Parent).map(|r| r.npages * page_size()).sum()
 }
 
-/// Bytes read from the page pipe at a time (the pipe's size).
-const READ_CHUNK: usize = 1 << 20;
+/// Bytes of pages handed to the sink's thread at a time: small enough to
+/// stay in the CPU cache between the read and the write.
+pub const PIECE: usize = 256 << 10;
 
 /// Send the runs of `part` to `sink`: readable memory through `splice`
 /// (vmsplice by a parasite into the page pipe, which the given drain
@@ -79,7 +80,6 @@ pub fn stream(
     mut splice: impl FnMut(&[IoVec], &mut Drain) -> Result<()>,
 ) -> Result<()> {
     let ps = page_size();
-    let mut buf = vec![0u8; READ_CHUNK];
     let mut iovs: Vec<IoVec> = Vec::new();
     // Per iovec: its chosen run, origin, and whether zero pages may be dropped.
     let mut origins: Vec<(usize, PageOrigin, bool)> = Vec::new();
@@ -89,7 +89,8 @@ pub fn stream(
             return Ok(());
         }
         {
-            let mut into = PipeReader { iovs, origins, at: 0, off: 0, buf: &mut buf, filled: 0, ps, sink, progress };
+            let buf = sink.buffer();
+            let mut into = PipeReader { iovs, origins, at: 0, off: 0, buf, filled: 0, ps, sink, progress };
             splice(iovs, &mut |rd, max| into.drain(rd, max))?;
         }
         iovs.clear();
@@ -134,7 +135,7 @@ struct PipeReader<'a> {
     /// The iovec the next byte belongs to, and how far into it.
     at: usize,
     off: u64,
-    buf: &'a mut [u8],
+    buf: Vec<u8>,
     filled: usize,
     ps: u64,
     sink: &'a mut Sink,
@@ -152,24 +153,31 @@ impl PipeReader<'_> {
         }
         self.filled += n as usize;
         let whole = self.filled / self.ps as usize * self.ps as usize;
-        let mut done = 0usize;
-        while done < whole {
-            let v = self.iovs[self.at];
-            let take = ((v.len - self.off) as usize).min(whole - done);
-            let (group, origin, dedupe) = self.origins[self.at];
-            self.sink
-                .push(group, v.base + self.off, &self.buf[done..done + take], origin, dedupe)
-                .map_err(std::io::Error::other)?;
-            done += take;
-            self.off += take as u64;
-            if self.off == v.len {
-                self.at += 1;
-                self.off = 0;
+        let rest = self.filled - whole;
+        // Send once the buffer is full, or when the pipe gave all it will.
+        let last = n as u64 == max;
+        if whole > 0 && (self.filled == self.buf.len() || last) {
+            let mut segs = Vec::new();
+            let mut done = 0usize;
+            while done < whole {
+                let v = self.iovs[self.at];
+                let take = ((v.len - self.off) as usize).min(whole - done);
+                let (group, origin, dedupe) = self.origins[self.at];
+                segs.push(Seg { group, vaddr: v.base + self.off, len: take, origin, dedupe });
+                done += take;
+                self.off += take as u64;
+                if self.off == v.len {
+                    self.at += 1;
+                    self.off = 0;
+                }
             }
+            let mut next = self.sink.buffer();
+            next[..rest].copy_from_slice(&self.buf[whole..self.filled]);
+            let full = std::mem::replace(&mut self.buf, next);
+            self.filled = rest;
+            self.sink.send(Piece { buf: full, segs }).map_err(std::io::Error::other)?;
+            self.progress.inc(whole as u64);
         }
-        self.buf.copy_within(whole..self.filled, 0);
-        self.filled -= whole;
-        self.progress.inc(whole as u64);
         Ok(n as u64)
     }
 }

@@ -295,8 +295,7 @@ impl Pending {
     /// Complete the page index and write the process's image.
     fn complete(self, writer: &mut ImageWriter) -> Result<Totals> {
         let Pending { mut process, chosen, sink, .. } = self;
-        let zero_pages = sink.zero_pages;
-        let (mut runs, compression, len) = sink.finish()?;
+        let (mut runs, compression, len, zero_pages) = sink.finish()?;
         let incremental = chosen.iter().any(|r| r.origin == PageOrigin::Parent);
         runs.extend(chosen.into_iter().filter(|r| r.origin == PageOrigin::Parent));
         runs.sort_by_key(|r| r.vaddr);
@@ -345,7 +344,7 @@ fn pages_while_frozen(
     compress: Option<Codec>,
 ) -> Result<(Vec<PageRun>, Option<Snapshot>, Sink)> {
     let pid = seized.pid;
-    let mut sink = Sink::new(writer.create_pages(view.pid(pid)?)?, compress, page_size())?;
+    let mut sink = Sink::new(writer.create_pages(view.pid(pid)?)?, compress, page_size(), memory::PIECE)?;
     let runs = memory::select(pid, vmas, &remote.mem, shared, tracked)?;
     progress.inc_length(memory::bytes(&runs));
     let mem = MemFile::open(pid)?;

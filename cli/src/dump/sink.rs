@@ -1,7 +1,9 @@
 //! Where a process's pages go once they left it: pages that are all zero
 //! are dropped (they read as zero on restart, like untouched ones), the
 //! others appended to the pages file, raw, or in compressed frames that
-//! worker threads compress while the next pages arrive. At most a few frames
+//! worker threads compress while the next pages arrive. A thread of its own
+//! looks at and writes one piece while the next is read from the process,
+//! so reading and writing run on two CPUs. At most a few pieces and frames
 //! are held at a time, whatever the size of the process.
 
 use anyhow::{anyhow, Context, Result};
@@ -30,7 +32,8 @@ struct Workers {
     spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
-pub struct Sink {
+/// The writing end: runs on the sink's thread.
+struct Core {
     file: Arc<File>,
     codec: Option<Codec>,
     ps: u64,
@@ -40,7 +43,7 @@ pub struct Sink {
     /// The chosen run the last output run belongs to: output runs never
     /// merge across chosen runs (which never cross a memory area's end).
     group: usize,
-    pub zero_pages: u64,
+    zero_pages: u64,
     /// The next page starts a new output run.
     split: bool,
     /// Compressed mode: raw bytes of the frame being filled.
@@ -54,21 +57,21 @@ pub fn is_zero(page: &[u8]) -> bool {
     page.chunks(64).all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
 }
 
-impl Sink {
-    pub fn new(file: File, codec: Option<Codec>, ps: u64) -> Result<Sink> {
+impl Core {
+    fn new(file: File, codec: Option<Codec>, ps: u64) -> Result<Core> {
         let file = Arc::new(file);
         let workers = match codec {
             None => None,
             Some(c) if !c.available() => return Err(anyhow!("this cryo was built without {} support; use --compress lz4", c.name())),
             Some(c) => Some(Workers::start(c, file.clone())),
         };
-        Ok(Sink { file, codec, ps, raw: 0, runs: Vec::new(), group: usize::MAX, split: true, zero_pages: 0, frame: Vec::new(), next_frame: 0, workers })
+        Ok(Core { file, codec, ps, raw: 0, runs: Vec::new(), group: usize::MAX, split: true, zero_pages: 0, frame: Vec::new(), next_frame: 0, workers })
     }
 
     /// Append `data` (whole pages) that lies at `vaddr` in the process, in
     /// chosen run number `group`. With `dedupe`, pages that are all zero are
     /// dropped.
-    pub fn push(&mut self, group: usize, vaddr: u64, data: &[u8], origin: PageOrigin, dedupe: bool) -> Result<()> {
+    fn push(&mut self, group: usize, vaddr: u64, data: &[u8], origin: PageOrigin, dedupe: bool) -> Result<()> {
         if group != self.group {
             self.group = group;
             self.split = true;
@@ -136,7 +139,7 @@ impl Sink {
 
     /// The page runs written (sorted by address), how the file is
     /// compressed, and the file's length.
-    pub fn finish(mut self) -> Result<(Vec<PageRun>, Option<Compression>, u64)> {
+    fn finish(mut self) -> Result<(Vec<PageRun>, Option<Compression>, u64)> {
         let compression = match self.codec {
             None => None,
             Some(codec) => {
@@ -152,6 +155,104 @@ impl Sink {
         let mut runs = std::mem::take(&mut self.runs);
         runs.sort_by_key(|r| r.vaddr);
         Ok((runs, compression, len))
+    }
+}
+
+/// Bytes of the process in a piece: which chosen run they belong to, where
+/// they lie, and whether zero pages among them may be dropped.
+pub struct Seg {
+    pub group: usize,
+    pub vaddr: u64,
+    pub len: usize,
+    pub origin: PageOrigin,
+    pub dedupe: bool,
+}
+
+/// A buffer of pages and what they are, in order.
+pub struct Piece {
+    pub buf: Vec<u8>,
+    pub segs: Vec<Seg>,
+}
+
+/// Pieces in flight between the reader and the sink's thread.
+const PIECES: usize = 4;
+
+pub struct Sink {
+    tx: Option<SyncSender<Piece>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<JoinHandle<Result<(Vec<PageRun>, Option<Compression>, u64, u64)>>>,
+    piece_bytes: usize,
+}
+
+impl Sink {
+    /// A sink writing `file`; pieces hold up to `piece_bytes`.
+    pub fn new(file: File, codec: Option<Codec>, ps: u64, piece_bytes: usize) -> Result<Sink> {
+        let mut core = Core::new(file, codec, ps)?;
+        let (tx, rx) = sync_channel::<Piece>(PIECES);
+        let (spare_tx, spare) = sync_channel::<Vec<u8>>(PIECES + 2);
+        let thread = std::thread::spawn(move || {
+            for piece in rx {
+                let mut at = 0;
+                for s in &piece.segs {
+                    core.push(s.group, s.vaddr, &piece.buf[at..at + s.len], s.origin, s.dedupe)?;
+                    at += s.len;
+                }
+                let _ = spare_tx.try_send(piece.buf);
+            }
+            let zero = core.zero_pages;
+            let (runs, comp, len) = core.finish()?;
+            Ok((runs, comp, len, zero))
+        });
+        Ok(Sink { tx: Some(tx), spare, thread: Some(thread), piece_bytes })
+    }
+
+    /// An empty buffer of `piece_bytes` for the next piece: one the thread
+    /// is done with, or a new one (the bounded channel bounds how many live).
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.spare.try_recv().unwrap_or_else(|_| vec![0u8; self.piece_bytes])
+    }
+
+    pub fn send(&mut self, piece: Piece) -> Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(piece).is_ok()).unwrap_or(false);
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped: its error says why.
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => Err(e),
+            _ => Err(anyhow!("the thread writing pages stopped")),
+        }
+    }
+
+    /// Send a copy of `data` (whole pages at `vaddr`).
+    pub fn push(&mut self, group: usize, vaddr: u64, data: &[u8], origin: PageOrigin, dedupe: bool) -> Result<()> {
+        for (i, chunk) in data.chunks(self.piece_bytes).enumerate() {
+            let mut buf = self.buffer();
+            buf[..chunk.len()].copy_from_slice(chunk);
+            let vaddr = vaddr + (i * self.piece_bytes) as u64;
+            self.send(Piece { buf, segs: vec![Seg { group, vaddr, len: chunk.len(), origin, dedupe }] })?;
+        }
+        Ok(())
+    }
+
+    /// The page runs written (sorted by address), how the file is
+    /// compressed, its length, and the zero pages dropped.
+    pub fn finish(mut self) -> Result<(Vec<PageRun>, Option<Compression>, u64, u64)> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(anyhow!("the thread writing pages panicked")),
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -237,15 +338,15 @@ mod tests {
         for codec in [None, Some(Codec::Lz4)] {
             let path = dir.with_extension(codec.map_or("raw", |c| c.name()));
             let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
-            let mut sink = Sink::new(file, codec, ps).unwrap();
+            let mut sink = Sink::new(file, codec, ps, 64 << 10).unwrap();
             let mut data = vec![0u8; 4 * ps as usize];
             data[0] = 1; // page 0 kept, 1 and 2 zero, 3 kept
             data[3 * ps as usize + 5] = 7;
             sink.push(0, 0x10000, &data, PageOrigin::Here, true).unwrap();
             sink.push(1, 0x14000, &vec![0u8; ps as usize], PageOrigin::Here, false).unwrap();
             sink.push(2, 0x20000, &vec![0u8; ps as usize], PageOrigin::Reference, false).unwrap();
-            assert_eq!(sink.zero_pages, 2);
-            let (runs, comp, _) = sink.finish().unwrap();
+            let (runs, comp, _, zero) = sink.finish().unwrap();
+            assert_eq!(zero, 2);
             let pr = |vaddr, npages, file_offset, origin| PageRun { vaddr, npages, file_offset, origin };
             assert_eq!(
                 runs,
