@@ -295,7 +295,7 @@ impl Pending {
     /// Complete the page index and write the process's image.
     fn complete(self, writer: &mut ImageWriter) -> Result<Totals> {
         let Pending { mut process, chosen, sink, .. } = self;
-        let (mut runs, compression, len, zero_pages) = sink.finish()?;
+        let sink::Written { mut runs, compression, len, zero_pages } = sink.finish()?;
         let incremental = chosen.iter().any(|r| r.origin == PageOrigin::Parent);
         runs.extend(chosen.into_iter().filter(|r| r.origin == PageOrigin::Parent));
         runs.sort_by_key(|r| r.vaddr);

@@ -174,13 +174,22 @@ pub struct Piece {
     pub segs: Vec<Seg>,
 }
 
+/// What a sink wrote: the page runs (sorted by address), how the file is
+/// compressed, its length, and how many zero pages it dropped.
+pub struct Written {
+    pub runs: Vec<PageRun>,
+    pub compression: Option<Compression>,
+    pub len: u64,
+    pub zero_pages: u64,
+}
+
 /// Pieces in flight between the reader and the sink's thread.
 const PIECES: usize = 4;
 
 pub struct Sink {
     tx: Option<SyncSender<Piece>>,
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
-    thread: Option<JoinHandle<Result<(Vec<PageRun>, Option<Compression>, u64, u64)>>>,
+    thread: Option<JoinHandle<Result<Written>>>,
     piece_bytes: usize,
 }
 
@@ -199,9 +208,9 @@ impl Sink {
                 }
                 let _ = spare_tx.try_send(piece.buf);
             }
-            let zero = core.zero_pages;
-            let (runs, comp, len) = core.finish()?;
-            Ok((runs, comp, len, zero))
+            let zero_pages = core.zero_pages;
+            let (runs, compression, len) = core.finish()?;
+            Ok(Written { runs, compression, len, zero_pages })
         });
         Ok(Sink { tx: Some(tx), spare, thread: Some(thread), piece_bytes })
     }
@@ -236,9 +245,8 @@ impl Sink {
         Ok(())
     }
 
-    /// The page runs written (sorted by address), how the file is
-    /// compressed, its length, and the zero pages dropped.
-    pub fn finish(mut self) -> Result<(Vec<PageRun>, Option<Compression>, u64, u64)> {
+    /// Wait until every page is written.
+    pub fn finish(mut self) -> Result<Written> {
         self.tx = None;
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(r)) => r,
@@ -345,8 +353,8 @@ mod tests {
             sink.push(0, 0x10000, &data, PageOrigin::Here, true).unwrap();
             sink.push(1, 0x14000, &vec![0u8; ps as usize], PageOrigin::Here, false).unwrap();
             sink.push(2, 0x20000, &vec![0u8; ps as usize], PageOrigin::Reference, false).unwrap();
-            let (runs, comp, _, zero) = sink.finish().unwrap();
-            assert_eq!(zero, 2);
+            let Written { runs, compression: comp, zero_pages, .. } = sink.finish().unwrap();
+            assert_eq!(zero_pages, 2);
             let pr = |vaddr, npages, file_offset, origin| PageRun { vaddr, npages, file_offset, origin };
             assert_eq!(
                 runs,
