@@ -208,6 +208,39 @@ pub fn vmas(pid: i32) -> Result<Vec<Vma>> {
     Ok(out)
 }
 
+/// The memory map from /proc/PID/maps: like [`vmas`] without the VmFlags,
+/// and cheap (smaps walks every page table to count pages).
+pub fn maps(pid: i32) -> Result<Vec<Vma>> {
+    let path = format!("/proc/{pid}/maps");
+    let text = read(&path)?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(first) = line.split_whitespace().next() else { continue };
+        let Some((a, b)) = first.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else { continue };
+        out.push(parse_maps_line(&path, line, start, end)?);
+    }
+    Ok(out)
+}
+
+/// [`vmas`] of a stopped process, taking the flags from `earlier` (read
+/// before it was stopped) when its map has not changed since: the areas,
+/// their protection, offsets and files are compared. A flag changed on a
+/// whole area in between goes unseen; callers check what matters for
+/// correctness another way.
+pub fn vmas_since(pid: i32, earlier: Option<&[Vma]>) -> Result<Vec<Vma>> {
+    if let Some(earlier) = earlier {
+        let now = maps(pid)?;
+        let same = |a: &Vma, b: &Vma| {
+            (a.start, a.end, a.prot, a.shared, a.offset, a.dev, a.inode, &a.name) == (b.start, b.end, b.prot, b.shared, b.offset, b.dev, b.inode, &b.name)
+        };
+        if now.len() == earlier.len() && now.iter().zip(earlier).all(|(a, b)| same(a, b)) {
+            return Ok(earlier.to_vec());
+        }
+    }
+    vmas(pid)
+}
+
 fn parse_maps_line(path: &str, line: &str, start: u64, end: u64) -> Result<Vma> {
     // start-end perms offset dev inode [name]; the name may contain spaces.
     let mut it = line.splitn(6, ' ');

@@ -48,7 +48,7 @@ fn vmsplice_readable(v: &Vma) -> bool {
 }
 
 impl Part {
-    fn holds(self, v: &Vma) -> bool {
+    pub fn holds(self, v: &Vma) -> bool {
         let frozen = v.kind == VmaKind::Shmem || !vmsplice_readable(v);
         match self {
             Part::All => true,
@@ -207,12 +207,15 @@ fn copy_unreadable(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, 
 /// file come as they are written: see [`Sink`]).
 /// With `tracked`, pages unchanged since the parent image are marked
 /// [`PageOrigin::Parent`] and take no room in the pages file.
-pub fn select(pid: i32, vmas: &[Vma], mem: &MemFile, shared: &mut SharedSeen, tracked: Option<&Tracked>) -> Result<Vec<PageRun>> {
+/// Only the areas of `part` are looked at: in low-freeze mode the private
+/// ones are chosen from the snapshot, whose page tables are the target's
+/// as they were at the fork, after the target was let go.
+pub fn select(pid: i32, vmas: &[Vma], part: Part, mem: &MemFile, shared: &mut SharedSeen, tracked: Option<&Tracked>) -> Result<Vec<PageRun>> {
     let ps = page_size();
     let pm = Pagemap::open(pid)?;
     let mut runs: Vec<PageRun> = Vec::new();
     let mut ents = Vec::new();
-    for v in vmas {
+    for v in vmas.iter().filter(|v| part.holds(v)) {
         if v.kind == VmaKind::Vdso {
             // Not restored (the kernel provides it), but debuggers read it from cores.
             runs.push(PageRun { vaddr: v.start, npages: v.len() / ps, file_offset: 0, origin: PageOrigin::Reference });

@@ -58,6 +58,7 @@ pub struct Summary {
 pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let t0 = Instant::now();
     let pid = opts.pid;
+    let maps_before = maps_before_the_freeze(pid);
     // The stop counts from the first seize to the release.
     let frozen = Instant::now();
     let mut tree = Tree::freeze(pid)?;
@@ -91,7 +92,8 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             let track = prev.is_some() || (opts.track && !opts.kill);
             let earlier = prev.as_ref().and_then(|p| p.get(&view.pid(seized.pid).ok()?));
             let how = How { snapshot, tracking: track.then_some(earlier), compress: opts.compress };
-            let frozen = dump_frozen(seized, &view, &mut writer, fds, &mut shared, &progress, how)?;
+            let vmas = proc::vmas_since(seized.pid, maps_before.get(&seized.pid).map(Vec::as_slice))?;
+            let frozen = dump_frozen(seized, vmas, &view, &mut writer, fds, &mut shared, &progress, how)?;
             started.extend(frozen.started.map(|fds| (seized.pid, fds)));
             let pending = frozen.pending;
             if frozen.reaper {
@@ -199,6 +201,22 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     })
 }
 
+/// The memory maps of the tree (root and descendants), with VmFlags, read
+/// before the freeze: /proc/PID/smaps walks every page table (tens of ms for
+/// GiBs), which need not happen while the tree is stopped. Used only where
+/// the map is unchanged once stopped (proc::vmas_since).
+fn maps_before_the_freeze(root: i32) -> std::collections::HashMap<i32, Vec<Vma>> {
+    let mut out = std::collections::HashMap::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        if let Ok(v) = proc::vmas(pid) {
+            out.insert(pid, v);
+        }
+        todo.extend(proc::children(pid).unwrap_or_default());
+    }
+    out
+}
+
 /// The write tracking each process of the parent image left, by pid as the
 /// tree sees it. The parent must be a complete image of the same tree.
 fn parent_tracking(dir: &std::path::Path, root: i32) -> Result<std::collections::HashMap<i32, Tracking>> {
@@ -262,6 +280,8 @@ struct Pending {
     chosen: Vec<PageRun>,
     sink: Sink,
     snapshot: Option<(Parasite, Snapshot)>,
+    /// What write tracking said, for choosing pages from the snapshot.
+    tracked: Option<tracking::Tracked>,
 }
 
 /// Pages stored, bytes written, and whether any page is in a parent image.
@@ -286,10 +306,16 @@ impl Pending {
     fn write_from_snapshot(&mut self, progress: &indicatif::ProgressBar) -> Result<()> {
         let Some((mut parasite, mut snapshot)) = self.snapshot.take() else { return Ok(()) };
         let mem = MemFile::open(snapshot.pid)?;
-        memory::stream(&self.chosen, &self.process.vmas, memory::Part::Private, &mem, &mut self.sink, progress, |iovs, drain| {
-            Ok(snapshot.stream_pages(&mut parasite, iovs, drain)?)
-        })
-        .context("writing memory from the snapshot")
+        let part = memory::Part::Private;
+        let vmas = &self.process.vmas;
+        same_after_fork(self.process.pid, vmas, &proc::vmas(snapshot.pid)?)?;
+        let private = memory::select(snapshot.pid, vmas, part, &mem, &mut memory::SharedSeen::new(), self.tracked.as_ref())
+            .context("choosing pages in the snapshot")?;
+        progress.inc_length(memory::bytes(&private));
+        memory::stream(&private, vmas, part, &mem, &mut self.sink, progress, |iovs, drain| Ok(snapshot.stream_pages(&mut parasite, iovs, drain)?))
+            .context("writing memory from the snapshot")?;
+        self.chosen.extend(private);
+        Ok(())
     }
 
     /// Complete the page index and write the process's image.
@@ -307,6 +333,22 @@ impl Pending {
         writer.write_process(&process)?;
         Ok(Totals { pages, bytes: len, incremental, zero_pages })
     }
+}
+
+/// Every private area is in the snapshot as it was in the process, and none
+/// is wiped on fork: the flags cryo went by (read before the freeze) may have
+/// changed in between (MADV_DONTFORK, MADV_WIPEONFORK).
+fn same_after_fork(pid: i32, vmas: &[Vma], forked: &[Vma]) -> Result<()> {
+    for v in vmas.iter().filter(|v| memory::Part::Private.holds(v)) {
+        let twin = forked.iter().find(|f| f.start == v.start && f.end == v.end);
+        if twin.is_none_or(|f| f.has_flag("wf")) {
+            anyhow::bail!(
+                "process {pid} changed how its memory at {:#x} is forked (MADV_DONTFORK/WIPEONFORK) during the checkpoint; checkpoint it again, or with --direct",
+                v.start
+            );
+        }
+    }
+    Ok(())
 }
 
 struct Frozen {
@@ -345,32 +387,45 @@ fn pages_while_frozen(
 ) -> Result<(Vec<PageRun>, Option<Snapshot>, Sink)> {
     let pid = seized.pid;
     let mut sink = Sink::new(writer.create_pages(view.pid(pid)?)?, compress, page_size(), memory::PIECE)?;
-    let runs = memory::select(pid, vmas, &remote.mem, shared, tracked)?;
-    progress.inc_length(memory::bytes(&runs));
+    let t = std::time::Instant::now();
+    let stage = |what: &str| tracing::debug!("process {pid}: {what} after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     let mem = MemFile::open(pid)?;
-    let mut splice = |part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
-        memory::stream(&runs, vmas, part, &mem, &mut sink, progress, |iovs, drain| Ok(parasite.stream_pages(seized, remote, iovs, drain)?))
+    let use_snapshot = snapshot && !st.child_subreaper && !vmas.iter().any(|v| v.has_flag("dc") || v.has_flag("wf"));
+    let first = if use_snapshot { memory::Part::Frozen } else { memory::Part::All };
+    let mut chosen = memory::select(pid, vmas, first, &remote.mem, shared, tracked)?;
+    stage("pages chosen");
+    progress.inc_length(memory::bytes(&chosen));
+    let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
+        memory::stream(runs, vmas, part, &mem, &mut sink, progress, |iovs, drain| Ok(parasite.stream_pages(seized, remote, iovs, drain)?))
     };
-    let mut snap = None;
-    if snapshot && !st.child_subreaper && !vmas.iter().any(|v| v.has_flag("dc") || v.has_flag("wf")) {
-        splice(memory::Part::Frozen, seized, remote, parasite)?;
-        match parasite.fork_snapshot(seized, remote) {
-            Ok(s) => snap = Some(s),
-            Err(e) => {
-                tracing::warn!("process {pid}: no copy-on-write snapshot ({e}); writing its memory while it is stopped");
-                splice(memory::Part::Private, seized, remote, parasite)?;
-            }
-        }
-    } else {
-        splice(memory::Part::All, seized, remote, parasite)?;
+    splice(&chosen, first, seized, remote, parasite)?;
+    if !use_snapshot {
+        return Ok((chosen, None, sink));
     }
-    Ok((runs, snap, sink))
+    stage("shared memory written");
+    let forked = parasite.fork_snapshot(seized, remote);
+    stage("snapshot forked");
+    match forked {
+        // Private memory is chosen and written from the snapshot later.
+        Ok(s) => Ok((chosen, Some(s), sink)),
+        Err(e) => {
+            tracing::warn!("process {pid}: no copy-on-write snapshot ({e}); writing its memory while it is stopped");
+            let private = memory::select(pid, vmas, memory::Part::Private, &remote.mem, shared, tracked)?;
+            progress.inc_length(memory::bytes(&private));
+            splice(&private, memory::Part::Private, seized, remote, parasite)?;
+            chosen.extend(private);
+            chosen.sort_by_key(|r| r.vaddr);
+            Ok((chosen, None, sink))
+        }
+    }
 }
 
 /// Everything done while the process is frozen. On error the parasite has
 /// been unloaded (as far as possible) before returning.
+#[allow(clippy::too_many_arguments)]
 fn dump_frozen(
     seized: &mut Seized,
+    vmas: Vec<Vma>,
     view: &pids::PidView,
     writer: &mut ImageWriter,
     fds: Vec<FdImage>,
@@ -379,7 +434,6 @@ fn dump_frozen(
     how: How,
 ) -> Result<Frozen> {
     let pid = seized.pid;
-    let vmas = proc::vmas(pid)?;
     let mut remote = Remote::bootstrap(seized, pid, &vmas)?;
     let mut parasite = match Parasite::load(seized, &mut remote, None) {
         Ok(p) => p,
@@ -397,6 +451,7 @@ fn dump_frozen(
             per_thread.push(state::collect_thread(seized, &mut r, &mut parasite)?);
         }
         parasite.open_pipe(seized, &mut remote)?;
+        let t = std::time::Instant::now();
         let tracked = match &how.tracking {
             Some(prev) => match tracking::track(seized, &mut remote, &mut parasite, &vmas, *prev)? {
                 Ok(t) => {
@@ -412,6 +467,9 @@ fn dump_frozen(
             },
             None => None,
         };
+        if how.tracking.is_some() {
+            tracing::debug!("process {pid}: write tracking took {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
+        }
         let rest =
             pages_while_frozen(seized, &mut remote, &mut parasite, &vmas, &st, tracked.as_ref(), writer, view, shared, progress, how.snapshot, how.compress);
         if rest.is_err() {
@@ -421,10 +479,11 @@ fn dump_frozen(
         }
         let (runs, snap, sink) = rest?;
         let started = tracked.as_ref().filter(|t| t.created).map(|t| [t.info.fd, t.token_fd]);
-        Ok((st, per_thread, runs, snap, sink, tracked.map(|t| t.info), started))
+        Ok((st, per_thread, runs, snap, sink, tracked, started))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    let (st, per_thread, chosen, snap, sink, tracking, started) = inside?;
+    let (st, per_thread, chosen, snap, sink, tracked, started) = inside?;
+    let tracking = tracked.as_ref().map(|t| t.info.clone());
     cured.context("removing the parasite from the target")?;
 
     let status = proc::status(pid)?;
@@ -510,5 +569,5 @@ fn dump_frozen(
     };
     let reaper = st.child_subreaper;
     let snapshot = snap.map(|s| (parasite, s));
-    Ok(Frozen { reaper, started, pending: Pending { process, chosen, sink, snapshot } })
+    Ok(Frozen { reaper, started, pending: Pending { process, chosen, sink, snapshot, tracked } })
 }

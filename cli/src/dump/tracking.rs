@@ -44,6 +44,7 @@ const UFFDIO_REGISTER_MODE_WP: u64 = 2;
 const LINK: &str = "anon_inode:[userfaultfd]";
 
 /// What a tracked checkpoint learnt about a process's memory.
+#[derive(Clone)]
 pub struct Tracked {
     /// To record in the image, for the next checkpoint.
     pub info: Tracking,
@@ -180,11 +181,12 @@ pub fn track(
     }
 
     let pagemap = Pagemap::open(pid)?;
-    let now = proc::vmas(pid)?;
     let mut ranges = Vec::new();
     let mut since_parent = Vec::new();
     let mut written = Vec::new();
-    for v in now.iter().filter(|v| v.has_flag("uw") && trackable(v)) {
+    // Tracked now: registered before (and not just replaced by a new fd) or just now.
+    let tracked_now = |v: &&Vma| trackable(v) && ((v.has_flag("uw") && !created) || newly.contains(&v.start));
+    for v in vmas.iter().filter(tracked_now) {
         let scanned = scan::ranges(&pagemap, v.start, v.end, scan::PAGE_IS_WRITTEN, scan::WP_MATCHING | scan::CHECK_WPASYNC);
         match scanned {
             Ok(w) => written.extend(w),
