@@ -59,6 +59,14 @@ fn restart_matches_reference(h: &Harness, p: &mut Proc, log: &Log, reference: &s
     assert_text_eq(&log.text(), &heap_expected(reference, pid), "heap log after restarting the low-freeze image");
 }
 
+/// Restart `img` (the original is gone) and check that the workload (heap
+/// or dirty) finishes with the reference run's log.
+fn restart_finishes_as_reference(h: &Harness, img: &std::path::Path, log: &Log, reference: &str, pid: i32, what: &str) {
+    h.restart_detached(img);
+    log.wait_prefix("done ", Duration::from_secs(60));
+    assert_text_eq(&log.text(), &heap_expected(reference, pid), what);
+}
+
 /// The default (leave-running) checkpoint writes memory from a snapshot:
 /// the target is stopped for less than the whole checkpoint, runs on
 /// untraced with no child left behind, and the image restores the moment of
@@ -90,9 +98,7 @@ fn direct_checkpoint_uses_no_snapshot() {
     let (_, v) = checkpoint_json(&h, pid, &img, &["--kill"], &[]);
     assert_eq!(v["snapshots"], 0, "{v}");
     assert!(p.wait_timeout(SECS20).is_some(), "--kill left the target running");
-    h.restart_detached(&img);
-    log.wait_prefix("done ", Duration::from_secs(60));
-    assert_text_eq(&log.text(), &heap_expected(&reference, pid), "heap log after --kill and restart");
+    restart_finishes_as_reference(&h, &img, &log, &reference, pid, "heap log after --kill and restart");
 }
 
 /// A snapshot that cannot be made (injected at its fork, and after the
@@ -176,6 +182,7 @@ fn incremental_chain_stores_written_pages_and_restarts() {
     assert_running_untouched(pid, &log, 0, "after a --track checkpoint");
     let (_, v1) = checkpoint_json(&h, pid, &i1, &["--parent", i0.to_str().unwrap()], &[]);
     assert!(v1["parent"].is_string(), "incremental against i0: {v1}");
+    assert_eq!(v1["snapshots"], 0, "a small incremental image is written while stopped: {v1}");
     let b1 = v1["bytes"].as_u64().unwrap();
     assert!(b1 < 4 << 20, "the incremental image holds only the written pages ({b1} bytes): {v1}");
     assert_running_untouched(pid, &log, 0, "after an incremental checkpoint");
@@ -192,9 +199,7 @@ fn incremental_chain_stores_written_pages_and_restarts() {
     h.assert_no_leftovers(&[], "restart with a missing parent image");
     std::fs::rename(&moved, &i1).unwrap();
 
-    h.restart_detached(&i2);
-    log.wait_prefix("done ", Duration::from_secs(60));
-    assert_text_eq(&log.text(), &heap_expected(&reference, pid), "dirty log after restarting the incremental chain");
+    restart_finishes_as_reference(&h, &i2, &log, &reference, pid, "dirty log after restarting the incremental chain");
 }
 
 /// A parent without tracking, or one whose tracking another checkpoint has
@@ -226,7 +231,7 @@ fn incremental_falls_back_to_full_when_tracking_does_not_match() {
     let t2 = h.path("t2");
     let t3 = h.path("t3");
     let pid_s = pid.to_string();
-    let out = h.cryo_run_env(&["checkpoint", &pid_s, "-o", t3.to_str().unwrap(), "--parent", t2.to_str().unwrap()], &[("CRYO_FAULT", "snapshot-pages")]);
+    let out = h.cryo_run_env(&["checkpoint", &pid_s, "-o", t3.to_str().unwrap(), "--parent", t2.to_str().unwrap()], &[("CRYO_FAULT", "pages")]);
     out.assert_clean_failure();
     assert_running_untouched(pid, &log, 0, "after a failed incremental checkpoint");
     let (_, v4) = checkpoint_json(&h, pid, &h.path("t4"), &["--parent", t2.to_str().unwrap()], &[]);
@@ -318,9 +323,7 @@ fn periodic_series_chains_incremental_images() {
             assert!(parent.join("inventory.cryo").exists(), "{} needs {}, which pruning removed", e["name"], parent.display());
         }
     }
-    h.restart_detached(&dir);
-    log.wait_prefix("done ", Duration::from_secs(60));
-    assert_text_eq(&log.text(), &heap_expected(&reference, job), "dirty log after restarting the series");
+    restart_finishes_as_reference(&h, &dir, &log, &reference, job, "dirty log after restarting the series");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -381,9 +384,7 @@ fn compressed_images_restart() {
     assert!(p.wait_timeout(SECS20).is_some());
     let core = h.path("core");
     h.cryo_run(&["core", z1.to_str().unwrap(), "-o", core.to_str().unwrap()]).assert_ok();
-    h.restart_detached(&z1);
-    log.wait_prefix("done ", Duration::from_secs(60));
-    assert_text_eq(&log.text(), &heap_expected(&reference, pid), "dirty log after restarting a chain over a zstd image");
+    restart_finishes_as_reference(&h, &z1, &log, &reference, pid, "dirty log after restarting a chain over a zstd image");
 }
 
 /// Compressible memory (python3, 64 MiB of a repeated pattern) makes a small
@@ -437,4 +438,20 @@ fn memory_hidden_from_forks_is_dumped_directly() {
     for l in lines.iter().filter(|l| l.starts_with("tick ")) {
         assert_eq!(l.split_whitespace().nth(3), Some(sum.as_str()), "the areas came back as they were: {l}");
     }
+}
+
+/// An incremental checkpoint of a process that rewrote most of its memory
+/// is written from a snapshot like a full one, and restarts exactly.
+#[test]
+fn incremental_of_much_written_memory_uses_a_snapshot() {
+    let h = Harness::with_cryo("incremental-snapshot");
+    let (mut p, log, reference) = heap_running(&h);
+    let pid = p.pid();
+    let (t0, t1) = (h.path("t0"), h.path("t1"));
+    checkpoint_json(&h, pid, &t0, &["--track"], &[]);
+    log.wait_growth(log.line_count(), 3, SECS20);
+    let (_, v) = checkpoint_json(&h, pid, &t1, &["--parent", t0.to_str().unwrap()], &[]);
+    assert!(v["parent"].is_string(), "{v}");
+    assert_eq!(v["snapshots"], 1, "{v}");
+    restart_matches_reference(&h, &mut p, &log, &reference, &t1);
 }

@@ -422,9 +422,28 @@ pub mod scan {
     /// Regions per ioctl call.
     const REGIONS: usize = 512;
 
+    pub const PAGE_IS_FILE: u64 = 1 << 2;
+    pub const PAGE_IS_PRESENT: u64 = 1 << 3;
+    pub const PAGE_IS_SWAPPED: u64 = 1 << 4;
+    pub const PAGE_IS_PFNZERO: u64 = 1 << 5;
+
+    /// Which pages match: every category of `all` (after flipping those of
+    /// `inverted`), and one of `any` unless it is 0.
+    #[derive(Clone, Copy, Default)]
+    pub struct Query {
+        pub all: u64,
+        pub inverted: u64,
+        pub any: u64,
+    }
+
     /// The [start, end) ranges of pages in [start, end) that have every
     /// category of `mask`, each run of pages once; with `flags` as above.
     pub fn ranges(pagemap: &super::Pagemap, start: u64, end: u64, mask: u64, flags: u64) -> std::io::Result<Vec<(u64, u64)>> {
+        ranges_where(pagemap, start, end, Query { all: mask, ..Default::default() }, flags)
+    }
+
+    /// The ranges of pages in [start, end) that match `q`.
+    pub fn ranges_where(pagemap: &super::Pagemap, start: u64, end: u64, q: Query, flags: u64) -> std::io::Result<Vec<(u64, u64)>> {
         use std::os::fd::AsRawFd;
         let mut out: Vec<(u64, u64)> = Vec::new();
         let mut regions = [PageRegion::default(); REGIONS];
@@ -437,8 +456,10 @@ pub mod scan {
                 end,
                 vec: regions.as_mut_ptr() as u64,
                 vec_len: REGIONS as u64,
-                category_mask: mask,
-                return_mask: mask,
+                category_mask: q.all,
+                category_inverted: q.inverted,
+                category_anyof_mask: q.any,
+                return_mask: q.all | q.any,
                 ..Default::default()
             };
             // SAFETY: `arg` and the `regions` it points to live across the

@@ -9,10 +9,12 @@
 
 use super::tracking::Tracked;
 use cryo_tracer::arch::page_size;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use cryo_image::{PageOrigin, PageRun, Vma, VmaKind};
 use cryo_parasite::abi::IoVec;
+use cryo_tracer::proc::scan::{self, Query};
 use cryo_tracer::proc::{pagemap, MemFile, Pagemap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use indicatif::ProgressBar;
 use std::collections::HashSet;
 use super::sink::{Piece, Seg, Sink};
@@ -203,6 +205,59 @@ fn copy_unreadable(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, 
     Ok(())
 }
 
+/// Kernels without PAGEMAP_SCAN (before 6.7) are asked once.
+static NO_SCAN: AtomicBool = AtomicBool::new(false);
+
+/// The pages of a private area that hold data of the process: in anonymous
+/// memory the pages that exist (present or swapped) but for the shared zero
+/// page; in a file mapping the pages it wrote (anonymous copies). PAGEMAP_SCAN
+/// gives them as ranges; older kernels have the pagemap read page by page.
+fn stored_ranges(pm: &Pagemap, v: &Vma, ents: &mut Vec<u64>) -> Result<Vec<(u64, u64)>> {
+    let file_backed = v.kind == VmaKind::File;
+    if !NO_SCAN.load(Ordering::Relaxed) {
+        let scanned = if file_backed {
+            let written = Query { all: scan::PAGE_IS_PRESENT | scan::PAGE_IS_FILE, inverted: scan::PAGE_IS_FILE, any: 0 };
+            let swapped = Query { all: scan::PAGE_IS_SWAPPED, ..Default::default() };
+            scan::ranges_where(pm, v.start, v.end, written, 0).and_then(|mut a| {
+                a.extend(scan::ranges_where(pm, v.start, v.end, swapped, 0)?);
+                a.sort();
+                Ok(a)
+            })
+        } else {
+            let data = Query { all: scan::PAGE_IS_PFNZERO, inverted: scan::PAGE_IS_PFNZERO, any: scan::PAGE_IS_PRESENT | scan::PAGE_IS_SWAPPED };
+            scan::ranges_where(pm, v.start, v.end, data, 0)
+        };
+        match scanned {
+            Ok(r) => return Ok(r),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => NO_SCAN.store(true, Ordering::Relaxed),
+            Err(e) => return Err(e).with_context(|| format!("PAGEMAP_SCAN of {:#x}-{:#x}", v.start, v.end)),
+        }
+    }
+    let ps = page_size();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut addr = v.start;
+    while addr < v.end {
+        let end = v.end.min(addr + PAGEMAP_CHUNK * ps);
+        pm.entries(addr, end, ps, ents)?;
+        for (i, e) in ents.iter().enumerate() {
+            let keep = if file_backed {
+                (e & pagemap::PRESENT != 0 && e & pagemap::FILE_SHARED == 0) || e & pagemap::SWAPPED != 0
+            } else {
+                e & (pagemap::PRESENT | pagemap::SWAPPED) != 0
+            };
+            if keep {
+                let page = addr + i as u64 * ps;
+                match out.last_mut() {
+                    Some(last) if last.1 == page => last.1 += ps,
+                    _ => out.push((page, page + ps)),
+                }
+            }
+        }
+        addr = end;
+    }
+    Ok(out)
+}
+
 /// The page runs to store, in address order (their offsets in the pages
 /// file come as they are written: see [`Sink`]).
 /// With `tracked`, pages unchanged since the parent image are marked
@@ -240,28 +295,17 @@ pub fn select(pid: i32, vmas: &[Vma], part: Part, mem: &MemFile, shared: &mut Sh
             continue;
         }
         let first_run = runs.len();
-        let mut addr = v.start;
-        while addr < v.end {
-            let end = v.end.min(addr + PAGEMAP_CHUNK * ps);
-            pm.entries(addr, end, ps, &mut ents)?;
-            for (i, e) in ents.iter().enumerate() {
-                let keep = if file_backed {
-                    (e & pagemap::PRESENT != 0 && e & pagemap::FILE_SHARED == 0) || e & pagemap::SWAPPED != 0
-                } else {
-                    e & (pagemap::PRESENT | pagemap::SWAPPED) != 0
-                };
-                if !keep {
-                    continue;
-                }
-                let page = addr + i as u64 * ps;
+        for (start, end) in stored_ranges(&pm, v, &mut ents)? {
+            let mut page = start;
+            while page < end {
                 let origin = if tracked.is_some_and(|t| t.unchanged(page)) { PageOrigin::Parent } else { PageOrigin::Here };
                 let in_this_vma = runs.len() > first_run;
                 match runs.last_mut() {
                     Some(r) if in_this_vma && r.origin == origin && r.vaddr + r.npages * ps == page => r.npages += 1,
                     _ => runs.push(PageRun { vaddr: page, npages: 1, file_offset: 0, origin }),
                 }
+                page += ps;
             }
-            addr = end;
         }
         // Keep an ELF mapping's first page for build-ids (cores, inspect).
         if file_backed && v.offset == 0 && v.prot & libc::PROT_READ as u32 != 0 && runs[first_run..].first().is_none_or(|r| r.vaddr != v.start) {

@@ -368,6 +368,10 @@ struct How<'a> {
     compress: Option<Codec>,
 }
 
+/// An incremental checkpoint that writes at most 1/SMALL_FRACTION of the
+/// pages it keeps writes them while frozen instead of from a snapshot.
+const SMALL_FRACTION: u64 = 32;
+
 /// Choose the pages (and which are unchanged since the parent), write what
 /// must be written while frozen, and fork the snapshot for the rest.
 #[allow(clippy::too_many_arguments)]
@@ -390,10 +394,28 @@ fn pages_while_frozen(
     let t = std::time::Instant::now();
     let stage = |what: &str| tracing::debug!("process {pid}: {what} after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     let mem = MemFile::open(pid)?;
-    let use_snapshot = snapshot && !st.child_subreaper && !vmas.iter().any(|v| v.has_flag("dc") || v.has_flag("wf"));
-    let first = if use_snapshot { memory::Part::Frozen } else { memory::Part::All };
+    let mut use_snapshot = snapshot && !st.child_subreaper && !vmas.iter().any(|v| v.has_flag("dc") || v.has_flag("wf"));
+    // An incremental checkpoint writes little: choosing its pages while
+    // frozen and writing them at once stops the process for less than
+    // forking a snapshot would (a page-table copy of all its memory).
+    let incremental = tracked.is_some_and(|t| !t.since_parent.is_empty());
+    let first = if use_snapshot && !incremental { memory::Part::Frozen } else { memory::Part::All };
     let mut chosen = memory::select(pid, vmas, first, &remote.mem, shared, tracked)?;
     stage("pages chosen");
+    if use_snapshot && incremental {
+        let kept: u64 = chosen.iter().map(|r| r.npages).sum();
+        let new: u64 = chosen.iter().filter(|r| r.origin == PageOrigin::Here).map(|r| r.npages).sum();
+        use_snapshot = new * SMALL_FRACTION > kept;
+        if use_snapshot {
+            // Written from the snapshot after all: keep only what must be
+            // written while frozen; the rest is chosen again there.
+            chosen.retain(|r| {
+                let v = vmas.iter().find(|v| v.start <= r.vaddr && r.vaddr < v.end).expect("run lies in a vma");
+                memory::Part::Frozen.holds(v)
+            });
+        }
+    }
+    let first = if use_snapshot { memory::Part::Frozen } else { memory::Part::All };
     progress.inc_length(memory::bytes(&chosen));
     let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
         memory::stream(runs, vmas, part, &mem, &mut sink, progress, |iovs, drain| Ok(parasite.stream_pages(seized, remote, iovs, drain)?))
