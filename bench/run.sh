@@ -8,8 +8,9 @@
 #   - cryo checkpoint (default: low-freeze, memory written from a snapshot), its stop
 #   - cryo checkpoint --direct (leave running, memory written while stopped), its stop
 #   - an incremental checkpoint after 1% of the pages were rewritten (anonymous only)
-#   - cryo restart --detach (until the tree runs), and reading the image back from the
-#     page cache (cat), the floor of a restart
+#   - cryo restart --detach (until the tree runs), reading the image back from the
+#     page cache (cat), and reading it into fresh anonymous memory (bench/readinto.c:
+#     what a restart must do at the least: the kernel zeroes every new page)
 #   - image size, and cryo's peak RSS (/usr/bin/time maxrss) over all of the above
 #   - memcpy of the same size, dd of the same size to a file next to the image (page
 #     cache, no sync), gdb's gcore of the same process where gdb is installed
@@ -42,8 +43,9 @@ make_workdir "$W"
 install -m 0755 target/release/cryo "$W/cryo"
 gcc -O2 -o "$W/memtouch" bench/memtouch.c
 gcc -O2 -o "$W/memcpy" bench/memcpy.c
+gcc -O2 -o "$W/readinto" bench/readinto.c
 install -m 0644 bench/pyheap.py "$W/pyheap.py"
-chmod 0755 "$W/memtouch" "$W/memcpy"
+chmod 0755 "$W/memtouch" "$W/memcpy" "$W/readinto"
 have_gcore=$(command -v gcore >/dev/null && echo 1 || echo 0)
 
 echo "bench: work dir $W ($(df -hT "$W" | awk 'NR==2 {print $2" on "$7}')), uid $RUN_UID, $(nproc) CPUs, kernel $(uname -r)"
@@ -116,9 +118,16 @@ bench_one() {
         sync
     fi
 
-    timed lf ./cryo checkpoint "$pid" -o "lf-$name" --track --json
+    timed lf ./cryo checkpoint "$pid" -o "lf-$name" --json
     local lf_t=$T lf_frozen
     lf_frozen=$(json lf frozen_us)
+    rm -rf "$W/lf-$name"
+    sync
+    # The parent of the incremental one; starting write tracking costs a
+    # scan of all memory while stopped, once.
+    timed track ./cryo checkpoint "$pid" -o "lf-$name" --track --json
+    local tr_t=$T tr_frozen
+    tr_frozen=$(json track frozen_us)
 
     local inc_t=- inc_bytes=0 inc_frozen=0
     if [ "$kind" = anon ]; then
@@ -152,6 +161,8 @@ bench_one() {
     kill -KILL "$host" 2>/dev/null || true
     timed read sh -c "cat img-$name/pages-*.img > /dev/null"
     local rd_t=$T
+    local into_t
+    into_t=$(run_as "$W" sh -c "./readinto img-$name/pages-*.img")
     rm -rf "$W/img-$name"
 
     local gib
@@ -162,20 +173,23 @@ bench_one() {
     row() { printf '%-40s %9s %10s %8s %9s\n' "$1" "$2" "$(ratio "$2" "$cpy")" "$(ratio "$2" "$ddt")" "$( [ "$gct" = - ] && echo - || ratio "$2" "$gct")"; }
     row "cryo checkpoint --kill" "$kill_t"
     row "cryo checkpoint (low-freeze, default)" "$lf_t"
+    row "cryo checkpoint --track" "$tr_t"
     row "cryo checkpoint --direct" "$dir_t"
     [ "$inc_t" = - ] || row "incremental checkpoint, 1% rewritten" "$inc_t"
     row "cryo restart --detach" "$rst_t"
     row "read the image from the page cache" "$rd_t"
+    row "read it into fresh memory (C floor)" "$into_t"
     row "memcpy" "$cpy"
     row "dd to a file (no sync)" "$ddt"
     [ "$gct" = - ] || row "gdb gcore" "$gct"
-    echo "stopped: --kill $(ms "$kill_frozen") ms, --direct $(ms "$dir_frozen") ms, low-freeze $(ms "$lf_frozen") ms$( [ "$inc_t" = - ] || echo ", incremental $(ms "$inc_frozen") ms")"
+    echo "stopped: --kill $(ms "$kill_frozen") ms, --direct $(ms "$dir_frozen") ms, low-freeze $(ms "$lf_frozen") ms, --track $(ms "$tr_frozen") ms$( [ "$inc_t" = - ] || echo ", incremental $(ms "$inc_frozen") ms")"
     echo "image: $(mib "$img_bytes") MiB$( [ "$inc_t" = - ] || echo "; incremental image: $(mib "$inc_bytes") MiB"); cryo peak RSS: $(mib $((MAXRSS * 1024))) MiB"
     echo "goals (issue 5):"
     goal "checkpoint --kill / dd" "$(awk -v a="$kill_t" -v b="$ddt" 'BEGIN { print a / b }')" 1.2 x
     [ "$gct" = - ] || goal "checkpoint --kill / gcore" "$(awk -v a="$kill_t" -v b="$gct" 'BEGIN { print a / b }')" 0.6 x
     goal "low-freeze stop per GiB" "$(awk -v f="$lf_frozen" -v g="$gib" 'BEGIN { print f / 1000 / g }')" 20 ms
     goal "restart / read from cache" "$(awk -v a="$rst_t" -v b="$rd_t" 'BEGIN { print a / b }')" 2 x
+    echo "  (restart / reading into fresh memory: $(ratio "$rst_t" "$into_t"))"
     [ "$inc_t" = - ] || goal "incremental (1%) / full checkpoint" "$(awk -v a="$inc_t" -v b="$kill_t" 'BEGIN { print 100 * a / b }')" 5 %
     goal "cryo peak RSS" "$(awk -v k="$MAXRSS" 'BEGIN { print k / 1024 }')" 64 MiB
     kill -KILL "$pid" 2>/dev/null || true
