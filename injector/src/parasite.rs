@@ -268,6 +268,28 @@ impl Parasite {
         self.stream_through(seized, remote, (rd, wr), iovs, drain)
     }
 
+    /// Which pages of `iovs` (page-aligned, present, readable memory of the
+    /// process `remote` runs in) hold only zeros: one bool per page, in order.
+    /// The parasite looks at them in place, so they need not be copied out.
+    pub fn zero_pages(&mut self, seized: &mut Seized, remote: &mut Remote, iovs: &[IoVec], page_size: u64) -> Result<Vec<bool>> {
+        let pid = seized.pid;
+        let pages: u64 = iovs.iter().map(|v| v.len / page_size).sum();
+        let records = std::mem::size_of::<CmdHeader>() + std::mem::size_of_val(iovs);
+        if iovs.len() > abi::MAX_IOVECS || records + pages.div_ceil(8) as usize > abi::CMD_AREA_SIZE {
+            return Err(InjectError::Command { pid, what: format!("{} iovecs of {pages} pages are too many to look at at once", iovs.len()) });
+        }
+        self.write_command(abi::CMD_ZERO_PAGES, iovs.len() as u64, page_size, as_bytes(iovs));
+        self.start(seized, remote)?;
+        remote.wait_trap(seized)?;
+        let hdr = self.header();
+        if hdr.status != 0 {
+            return Err(InjectError::Command { pid, what: format!("looking for zero pages: {}", nix::errno::Errno::from_raw(-hdr.status as i32)) });
+        }
+        let mut bitmap = vec![0u8; pages.div_ceil(8) as usize];
+        self.local.read(self.cmd_off + records, &mut bitmap);
+        Ok((0..pages as usize).map(|i| bitmap[i / 8] & (1 << (i % 8)) != 0).collect())
+    }
+
     /// The page pipe: a second handle on the tracer's read end, and the
     /// number of the write end in the target (a fork of the target has it too).
     pub fn page_pipe(&self) -> Option<(OwnedFd, u64)> {
@@ -347,6 +369,23 @@ impl Parasite {
 /// 0 if none were there. The caller decides where they go: spliced into a
 /// file, or read and looked at.
 pub type Drain<'a> = dyn FnMut(i32, u64) -> std::io::Result<u64> + 'a;
+
+/// A drain that splices the pipe's pages into `out` at `*offset` (moving
+/// it on): the pages go to the file without passing through cryo's memory.
+pub fn splice_into<'a>(out: &'a File, offset: &'a mut u64) -> impl FnMut(i32, u64) -> std::io::Result<u64> + 'a {
+    move |rd, max| {
+        let mut off = *offset as libc::loff_t;
+        let len = max.min(PIPE_SIZE as u64 * 4) as usize;
+        // SAFETY: both fds are open; `off` is a valid in/out offset.
+        let n = unsafe { libc::splice(rd, std::ptr::null_mut(), out.as_raw_fd(), &mut off, len, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return if e.kind() == std::io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+        }
+        *offset = off as u64;
+        Ok(n as u64)
+    }
+}
 
 /// Wait up to a few ms for pages in the pipe, then drain them.
 fn drain_some(rd: i32, max: u64, drain: &mut Drain) -> std::io::Result<u64> {

@@ -175,6 +175,12 @@ impl Snapshot {
         parasite.stream_through(seized, &mut self.remote, pipe, iovs, drain)
     }
 
+    /// [`Parasite::zero_pages`] in the snapshot.
+    pub fn zero_pages(&mut self, parasite: &mut Parasite, iovs: &[IoVec], page_size: u64) -> Result<Vec<bool>> {
+        let seized = self.seized.as_mut().expect("the snapshot is adopted");
+        parasite.zero_pages(seized, &mut self.remote, iovs, page_size)
+    }
+
     /// /proc/PID/mem of the snapshot, for what vmsplice cannot read.
     pub fn mem(&self) -> &cryo_tracer::proc::MemFile {
         &self.remote.mem

@@ -11,6 +11,12 @@ pub const CMD_SYSCALLS: u32 = 1;
 /// pipe whose fd is `CmdHeader::arg0`, looping over partial writes.
 pub const CMD_VMSPLICE: u32 = 2;
 
+/// Look at the pages of the `CmdHeader::count` [`IoVec`] records that follow
+/// the header (page size `arg0`) and set bit i of the bitmap that follows the
+/// records when page i (counted across the records) holds only zero bytes.
+/// `done`: the number of zero pages.
+pub const CMD_ZERO_PAGES: u32 = 3;
+
 /// `SyscallEntry::flags`: a failing syscall does not stop the batch.
 pub const SYSCALL_IGNORE_ERROR: u32 = 1;
 

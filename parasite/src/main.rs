@@ -26,8 +26,8 @@ mod blob {
     use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
     use cryo_parasite::abi::{
-        is_error, widen_return, CmdHeader, IoVec, SyscallEntry, CMD_MAGIC, CMD_SYSCALLS, CMD_VMSPLICE,
-        MAX_IOVECS, MAX_SYSCALLS, STATUS_BAD_COMMAND, SYSCALL_IGNORE_ERROR,
+        is_error, widen_return, CmdHeader, IoVec, SyscallEntry, CMD_MAGIC, CMD_SYSCALLS, CMD_VMSPLICE, CMD_ZERO_PAGES,
+        CMD_AREA_SIZE, MAX_IOVECS, MAX_SYSCALLS, STATUS_BAD_COMMAND, SYSCALL_IGNORE_ERROR,
     };
 
     /// The raw syscall/trap primitives of the CPU this blob is built for.
@@ -102,6 +102,8 @@ mod blob {
             CMD_SYSCALLS => unsafe { run_syscalls(h, count) },
             // SAFETY: as above.
             CMD_VMSPLICE => unsafe { run_vmsplice(h, count) },
+            // SAFETY: as above.
+            CMD_ZERO_PAGES => unsafe { run_zero_pages(h, count) },
             _ => (STATUS_BAD_COMMAND, 0),
         }
     }
@@ -248,6 +250,63 @@ mod blob {
             }
         }
         (0, total)
+    }
+
+    /// CMD_ZERO_PAGES: a bitmap of the pages that hold only zeros. A page
+    /// with data is mostly told by its first word; only zero pages are read
+    /// whole. Returns (status, zero pages).
+    ///
+    /// # Safety
+    /// `h` heads a command area of `CMD_AREA_SIZE` bytes; the iovecs describe
+    /// readable, page-aligned memory of this process, present in it.
+    unsafe fn run_zero_pages(h: *mut CmdHeader, count: u64) -> (i64, u64) {
+        // SAFETY: `h` points to a readable header.
+        let ps = unsafe { read_volatile(addr_of!((*h).arg0)) } as usize;
+        if count > MAX_IOVECS as u64 || ps == 0 || ps % 8 != 0 {
+            return (-EINVAL, 0);
+        }
+        let n = count as usize;
+        // SAFETY: the records follow the header; `n <= MAX_IOVECS`.
+        let recs = unsafe { h.add(1).cast::<IoVec>() };
+        // SAFETY: the bitmap follows the records, inside the command area as
+        // long as the tracer sized the command to fit (it checks, and the
+        // blob bounds every write below by the area's end).
+        let bitmap = unsafe { recs.add(n).cast::<u8>() };
+        let area_end = h as usize + CMD_AREA_SIZE;
+        let mut page = 0usize;
+        let mut zero = 0u64;
+        let mut r = 0usize;
+        while r < n {
+            // SAFETY: `r < n`: a record inside the command area.
+            let (base, len) = unsafe { read_iov(recs.add(r)) };
+            let mut at = 0u64;
+            while at < len {
+                let p = (base + at) as usize as *const u64;
+                let mut w = 0usize;
+                // SAFETY: the page lies in memory the tracer named (contract).
+                while w < ps / 8 && unsafe { read_volatile(p.add(w)) } == 0 {
+                    w += 1;
+                }
+                let byte = bitmap as usize + page / 8;
+                if byte >= area_end {
+                    return (-EINVAL, zero);
+                }
+                // SAFETY: `byte` is inside the command area (checked above).
+                unsafe {
+                    let b = byte as *mut u8;
+                    let old = if page % 8 == 0 { 0 } else { read_volatile(b) };
+                    let bit = if w == ps / 8 { 1u8 << (page % 8) } else { 0 };
+                    write_volatile(b, old | bit);
+                }
+                if w == ps / 8 {
+                    zero += 1;
+                }
+                page += 1;
+                at += ps as u64;
+            }
+            r += 1;
+        }
+        (0, zero)
     }
 
     /// (base, len) of an [`IoVec`] record.

@@ -72,6 +72,13 @@ pub const PIECE: usize = 256 << 10;
 /// Send the runs of `part` to `sink`: readable memory through `splice`
 /// (vmsplice by a parasite into the page pipe, which the given drain
 /// empties), the rest read through `mem`.
+/// Where pages come from: a parasite in the process (or its snapshot) that
+/// vmsplices them into the page pipe and can say which are all zero.
+pub trait PageSource {
+    fn stream(&mut self, iovs: &[IoVec], drain: &mut Drain) -> Result<()>;
+    fn zero_pages(&mut self, iovs: &[IoVec]) -> Result<Vec<bool>>;
+}
+
 pub fn stream(
     runs: &[PageRun],
     vmas: &[Vma],
@@ -79,7 +86,7 @@ pub fn stream(
     mem: &MemFile,
     sink: &mut Sink,
     progress: &ProgressBar,
-    mut splice: impl FnMut(&[IoVec], &mut Drain) -> Result<()>,
+    src: &mut dyn PageSource,
 ) -> Result<()> {
     let ps = page_size();
     let mut iovs: Vec<IoVec> = Vec::new();
@@ -90,10 +97,12 @@ pub fn stream(
         if iovs.is_empty() {
             return Ok(());
         }
-        {
+        if sink.splice_target().is_some() {
+            splice_batch(iovs, origins, sink, progress, &mut *src, ps)?;
+        } else {
             let buf = sink.buffer();
             let mut into = PipeReader { iovs, origins, at: 0, off: 0, buf, filled: 0, ps, sink, progress };
-            splice(iovs, &mut |rd, max| into.drain(rd, max))?;
+            src.stream(iovs, &mut |rd, max| into.drain(rd, max))?;
         }
         iovs.clear();
         origins.clear();
@@ -127,6 +136,37 @@ pub fn stream(
         }
     }
     flush(&mut iovs, &mut origins, sink)
+}
+
+/// Raw mode: ask which pages are all zero, note the others as the next
+/// runs of the pages file, and splice exactly those into it.
+fn splice_batch(iovs: &[IoVec], origins: &[(usize, PageOrigin, bool)], sink: &mut Sink, progress: &ProgressBar, src: &mut dyn PageSource, ps: u64) -> Result<()> {
+    let looked: Vec<IoVec> = iovs.iter().zip(origins).filter(|(_, o)| o.2).map(|(v, _)| *v).collect();
+    let zero = if looked.is_empty() { Vec::new() } else { src.zero_pages(&looked)? };
+    let mut zero = zero.into_iter();
+    let (file, start) = sink.splice_target().expect("raw mode");
+    let mut out: Vec<IoVec> = Vec::new();
+    let mut skipped = 0;
+    for (v, &(group, origin, dedupe)) in iovs.iter().zip(origins) {
+        let mut page = v.base;
+        while page < v.base + v.len {
+            if dedupe && zero.next() == Some(true) {
+                skipped += 1;
+            } else {
+                match out.last_mut() {
+                    Some(last) if last.base + last.len == page => last.len += ps,
+                    _ => out.push(IoVec { base: page, len: ps }),
+                }
+                sink.spliced(group, page, ps, origin);
+            }
+            page += ps;
+        }
+    }
+    sink.skipped_zero_pages(skipped);
+    let mut offset = start;
+    src.stream(&out, &mut cryo_injector::parasite::splice_into(&file, &mut offset))?;
+    progress.inc(iovs.iter().map(|v| v.len).sum());
+    Ok(())
 }
 
 /// Empties the page pipe into the sink, knowing which address each byte
@@ -185,11 +225,13 @@ impl PipeReader<'_> {
 }
 
 /// A page that is all zero need not be stored where a page the image does
-/// not have reads as zero on restart: anonymous and shared memory. In a
-/// private file mapping it would read as the file's bytes instead; pages
-/// kept for debuggers (`Reference`) stay too.
+/// not have reads as zero on restart: anonymous memory. In a private file
+/// mapping it would read as the file's bytes instead; pages kept for
+/// debuggers (`Reference`) stay too.
 fn droppable_if_zero(v: &Vma, run: &PageRun) -> bool {
-    run.origin == PageOrigin::Here && v.kind != VmaKind::File
+    // Shared memory is left alone: the parasite would look at the pages of
+    // its object beyond the end of a file, which fault (SIGBUS).
+    run.origin == PageOrigin::Here && matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack)
 }
 
 fn copy_unreadable(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, dedupe: bool) -> Result<()> {

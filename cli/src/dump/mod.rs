@@ -312,8 +312,8 @@ impl Pending {
         let private = memory::select(snapshot.pid, vmas, part, &mem, &mut memory::SharedSeen::new(), self.tracked.as_ref())
             .context("choosing pages in the snapshot")?;
         progress.inc_length(memory::bytes(&private));
-        memory::stream(&private, vmas, part, &mem, &mut self.sink, progress, |iovs, drain| Ok(snapshot.stream_pages(&mut parasite, iovs, drain)?))
-            .context("writing memory from the snapshot")?;
+        let mut src = FromSnapshot { parasite: &mut parasite, snapshot: &mut snapshot };
+        memory::stream(&private, vmas, part, &mem, &mut self.sink, progress, &mut src).context("writing memory from the snapshot")?;
         self.chosen.extend(private);
         Ok(())
     }
@@ -368,6 +368,37 @@ struct How<'a> {
     compress: Option<Codec>,
 }
 
+/// Pages from the frozen process itself.
+struct FromTarget<'a> {
+    seized: &'a mut Seized,
+    remote: &'a mut Remote,
+    parasite: &'a mut Parasite,
+}
+
+impl memory::PageSource for FromTarget<'_> {
+    fn stream(&mut self, iovs: &[cryo_parasite::abi::IoVec], drain: &mut cryo_injector::parasite::Drain) -> Result<()> {
+        Ok(self.parasite.stream_pages(self.seized, self.remote, iovs, drain)?)
+    }
+    fn zero_pages(&mut self, iovs: &[cryo_parasite::abi::IoVec]) -> Result<Vec<bool>> {
+        Ok(self.parasite.zero_pages(self.seized, self.remote, iovs, page_size())?)
+    }
+}
+
+/// Pages from a process's copy-on-write snapshot.
+struct FromSnapshot<'a> {
+    parasite: &'a mut Parasite,
+    snapshot: &'a mut Snapshot,
+}
+
+impl memory::PageSource for FromSnapshot<'_> {
+    fn stream(&mut self, iovs: &[cryo_parasite::abi::IoVec], drain: &mut cryo_injector::parasite::Drain) -> Result<()> {
+        Ok(self.snapshot.stream_pages(self.parasite, iovs, drain)?)
+    }
+    fn zero_pages(&mut self, iovs: &[cryo_parasite::abi::IoVec]) -> Result<Vec<bool>> {
+        Ok(self.snapshot.zero_pages(self.parasite, iovs, page_size())?)
+    }
+}
+
 /// An incremental checkpoint that writes at most 1/SMALL_FRACTION of the
 /// pages it keeps writes them while frozen instead of from a snapshot.
 const SMALL_FRACTION: u64 = 32;
@@ -418,7 +449,7 @@ fn pages_while_frozen(
     let first = if use_snapshot { memory::Part::Frozen } else { memory::Part::All };
     progress.inc_length(memory::bytes(&chosen));
     let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
-        memory::stream(runs, vmas, part, &mem, &mut sink, progress, |iovs, drain| Ok(parasite.stream_pages(seized, remote, iovs, drain)?))
+        memory::stream(runs, vmas, part, &mem, &mut sink, progress, &mut FromTarget { seized, remote, parasite })
     };
     splice(&chosen, first, seized, remote, parasite)?;
     if !use_snapshot {

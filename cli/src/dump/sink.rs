@@ -32,8 +32,8 @@ struct Workers {
     spare: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
-/// The writing end: runs on the sink's thread.
-struct Core {
+/// The writing end (on the sink's thread when it has one).
+pub struct Core {
     file: Arc<File>,
     codec: Option<Codec>,
     ps: u64,
@@ -99,6 +99,23 @@ impl Core {
         Ok(())
     }
 
+    /// Note `len` bytes at `vaddr` as the next ones of the raw stream.
+    fn record(&mut self, group: usize, vaddr: u64, len: u64, origin: PageOrigin) {
+        if group != self.group {
+            self.group = group;
+            self.split = true;
+        }
+        let npages = len / self.ps;
+        let split = std::mem::take(&mut self.split);
+        match self.runs.last_mut() {
+            Some(r) if !split && r.origin == origin && r.vaddr + r.npages * self.ps == vaddr && r.file_offset + r.npages * self.ps == self.raw => {
+                r.npages += npages
+            }
+            _ => self.runs.push(PageRun { vaddr, npages, file_offset: self.raw, origin }),
+        }
+        self.raw += len;
+    }
+
     fn append(&mut self, vaddr: u64, bytes: &[u8], origin: PageOrigin) -> Result<()> {
         let npages = bytes.len() as u64 / self.ps;
         let split = std::mem::take(&mut self.split);
@@ -139,6 +156,12 @@ impl Core {
 
     /// The page runs written (sorted by address), how the file is
     /// compressed, and the file's length.
+    fn written(self) -> Result<Written> {
+        let zero_pages = self.zero_pages;
+        let (runs, compression, len) = self.finish()?;
+        Ok(Written { runs, compression, len, zero_pages })
+    }
+
     fn finish(mut self) -> Result<(Vec<PageRun>, Option<Compression>, u64)> {
         let compression = match self.codec {
             None => None,
@@ -186,7 +209,16 @@ pub struct Written {
 /// Pieces in flight between the reader and the sink's thread.
 const PIECES: usize = 4;
 
-pub struct Sink {
+/// Raw pages go straight from the page pipe to the file (splice, no copy
+/// through cryo): the parasite says beforehand which pages are all zero.
+/// Compressed pages pass through cryo's memory, in pieces that a thread of
+/// the sink looks at, compresses and writes.
+pub enum Sink {
+    Direct(Core),
+    Threaded(Threaded),
+}
+
+pub struct Threaded {
     tx: Option<SyncSender<Piece>>,
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
     thread: Option<JoinHandle<Result<Written>>>,
@@ -197,6 +229,9 @@ impl Sink {
     /// A sink writing `file`; pieces hold up to `piece_bytes`.
     pub fn new(file: File, codec: Option<Codec>, ps: u64, piece_bytes: usize) -> Result<Sink> {
         let mut core = Core::new(file, codec, ps)?;
+        if codec.is_none() {
+            return Ok(Sink::Direct(core));
+        }
         let (tx, rx) = sync_channel::<Piece>(PIECES);
         let (spare_tx, spare) = sync_channel::<Vec<u8>>(PIECES + 2);
         let thread = std::thread::spawn(move || {
@@ -208,27 +243,62 @@ impl Sink {
                 }
                 let _ = spare_tx.try_send(piece.buf);
             }
-            let zero_pages = core.zero_pages;
-            let (runs, compression, len) = core.finish()?;
-            Ok(Written { runs, compression, len, zero_pages })
+            core.written()
         });
-        Ok(Sink { tx: Some(tx), spare, thread: Some(thread), piece_bytes })
+        Ok(Sink::Threaded(Threaded { tx: Some(tx), spare, thread: Some(thread), piece_bytes }))
+    }
+
+    /// Where spliced pages go: the file and the offset of the next raw byte
+    /// (Direct mode only).
+    pub fn splice_target(&self) -> Option<(Arc<File>, u64)> {
+        match self {
+            Sink::Direct(core) => Some((core.file.clone(), core.raw)),
+            Sink::Threaded(_) => None,
+        }
+    }
+
+    /// Note pages about to be spliced at the end of the file (Direct mode),
+    /// or zero pages left out.
+    pub fn spliced(&mut self, group: usize, vaddr: u64, len: u64, origin: PageOrigin) {
+        if let Sink::Direct(core) = self {
+            core.record(group, vaddr, len, origin);
+        }
+    }
+
+    pub fn skipped_zero_pages(&mut self, n: u64) {
+        if let Sink::Direct(core) = self {
+            core.zero_pages += n;
+        }
     }
 
     /// An empty buffer of `piece_bytes` for the next piece: one the thread
     /// is done with, or a new one (the bounded channel bounds how many live).
     pub fn buffer(&mut self) -> Vec<u8> {
-        self.spare.try_recv().unwrap_or_else(|_| vec![0u8; self.piece_bytes])
+        match self {
+            Sink::Threaded(t) => t.spare.try_recv().unwrap_or_else(|_| vec![0u8; t.piece_bytes]),
+            Sink::Direct(_) => vec![0u8; PIECE_DIRECT],
+        }
     }
 
     pub fn send(&mut self, piece: Piece) -> Result<()> {
-        let sent = self.tx.as_ref().map(|tx| tx.send(piece).is_ok()).unwrap_or(false);
+        let t = match self {
+            Sink::Threaded(t) => t,
+            Sink::Direct(core) => {
+                let mut at = 0;
+                for s in &piece.segs {
+                    core.push(s.group, s.vaddr, &piece.buf[at..at + s.len], s.origin, s.dedupe)?;
+                    at += s.len;
+                }
+                return Ok(());
+            }
+        };
+        let sent = t.tx.as_ref().map(|tx| tx.send(piece).is_ok()).unwrap_or(false);
         if sent {
             return Ok(());
         }
         // The thread stopped: its error says why.
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
+        t.tx = None;
+        match t.thread.take().map(|t| t.join()) {
             Some(Ok(Err(e))) => Err(e),
             _ => Err(anyhow!("the thread writing pages stopped")),
         }
@@ -236,26 +306,38 @@ impl Sink {
 
     /// Send a copy of `data` (whole pages at `vaddr`).
     pub fn push(&mut self, group: usize, vaddr: u64, data: &[u8], origin: PageOrigin, dedupe: bool) -> Result<()> {
-        for (i, chunk) in data.chunks(self.piece_bytes).enumerate() {
+        let piece_bytes = match self {
+            Sink::Direct(core) => return core.push(group, vaddr, data, origin, dedupe),
+            Sink::Threaded(t) => t.piece_bytes,
+        };
+        for (i, chunk) in data.chunks(piece_bytes).enumerate() {
             let mut buf = self.buffer();
             buf[..chunk.len()].copy_from_slice(chunk);
-            let vaddr = vaddr + (i * self.piece_bytes) as u64;
+            let vaddr = vaddr + (i * piece_bytes) as u64;
             self.send(Piece { buf, segs: vec![Seg { group, vaddr, len: chunk.len(), origin, dedupe }] })?;
         }
         Ok(())
     }
 
     /// Wait until every page is written.
-    pub fn finish(mut self) -> Result<Written> {
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            _ => Err(anyhow!("the thread writing pages panicked")),
+    pub fn finish(self) -> Result<Written> {
+        match self {
+            Sink::Direct(core) => core.written(),
+            Sink::Threaded(mut t) => {
+                t.tx = None;
+                match t.thread.take().map(|t| t.join()) {
+                    Some(Ok(r)) => r,
+                    _ => Err(anyhow!("the thread writing pages panicked")),
+                }
+            }
         }
     }
 }
 
-impl Drop for Sink {
+/// Buffer size for pieces in Direct mode (only reads through /proc/PID/mem).
+const PIECE_DIRECT: usize = 1 << 20;
+
+impl Drop for Threaded {
     fn drop(&mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
