@@ -338,15 +338,19 @@ pub fn select(pid: i32, vmas: &[Vma], part: Part, mem: &MemFile, shared: &mut Sh
         }
         let first_run = runs.len();
         for (start, end) in stored_ranges(&pm, v, &mut ents)? {
-            let mut page = start;
-            while page < end {
-                let origin = if tracked.is_some_and(|t| t.unchanged(page)) { PageOrigin::Parent } else { PageOrigin::Here };
+            // In pieces that are unchanged since the parent image or not.
+            let mut at = start;
+            while at < end {
+                let (unchanged, until) = tracked.map_or((false, u64::MAX), |t| t.unchanged_until(at));
+                let stop = until.min(end);
+                let origin = if unchanged { PageOrigin::Parent } else { PageOrigin::Here };
+                let npages = (stop - at) / ps;
                 let in_this_vma = runs.len() > first_run;
                 match runs.last_mut() {
-                    Some(r) if in_this_vma && r.origin == origin && r.vaddr + r.npages * ps == page => r.npages += 1,
-                    _ => runs.push(PageRun { vaddr: page, npages: 1, file_offset: 0, origin }),
+                    Some(r) if in_this_vma && r.origin == origin && r.vaddr + r.npages * ps == at => r.npages += npages,
+                    _ => runs.push(PageRun { vaddr: at, npages, file_offset: 0, origin }),
                 }
-                page += ps;
+                at = stop;
             }
         }
         // Keep an ELF mapping's first page for build-ids (cores, inspect).

@@ -63,13 +63,21 @@ pub struct Tracked {
 }
 
 impl Tracked {
-    /// Is the page at `addr` unchanged since the parent image?
-    pub fn unchanged(&self, addr: u64) -> bool {
-        let within = |ranges: &[(u64, u64)]| {
+    /// Whether the page at `addr` is unchanged since the parent image, and
+    /// the address up to which every page is the same in that respect.
+    pub fn unchanged_until(&self, addr: u64) -> (bool, u64) {
+        // (inside, where that ends) for a sorted list of ranges.
+        let at = |ranges: &[(u64, u64)]| {
             let i = ranges.partition_point(|r| r.1 <= addr);
-            ranges.get(i).is_some_and(|r| r.0 <= addr)
+            match ranges.get(i) {
+                Some(r) if r.0 <= addr => (true, r.1),
+                Some(r) => (false, r.0),
+                None => (false, u64::MAX),
+            }
         };
-        within(&self.since_parent) && !within(&self.written)
+        let (tracked, t_end) = at(&self.since_parent);
+        let (written, w_end) = at(&self.written);
+        (tracked && !written, t_end.min(w_end))
     }
 }
 
@@ -291,4 +299,28 @@ fn create(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite) -> 
         return Ok(Err(format!("this kernel's userfaultfd has no async write-protect mode ({errno}); needs Linux 6.7+")));
     }
     Ok(Ok(dup_r as i32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_unchanged_since_the_parent() {
+        let t = Tracked {
+            info: Tracking { fd: 0, inode: 0, generation: 0, ranges: Vec::new() },
+            since_parent: vec![(0x1000, 0x9000), (0x20000, 0x30000)],
+            written: vec![(0x3000, 0x5000), (0x22000, 0x23000)],
+            lost: None,
+            created: false,
+            token_fd: 0,
+        };
+        assert_eq!(t.unchanged_until(0x0), (false, 0x1000), "before any tracked area");
+        assert_eq!(t.unchanged_until(0x1000), (true, 0x3000));
+        assert_eq!(t.unchanged_until(0x3000), (false, 0x5000), "written");
+        assert_eq!(t.unchanged_until(0x5000), (true, 0x9000));
+        assert_eq!(t.unchanged_until(0x9000), (false, 0x20000), "untracked gap");
+        assert_eq!(t.unchanged_until(0x22000), (false, 0x23000));
+        assert_eq!(t.unchanged_until(0x30000), (false, u64::MAX));
+    }
 }
