@@ -453,6 +453,7 @@ fn pages_while_frozen(
     };
     splice(&chosen, first, seized, remote, parasite)?;
     if !use_snapshot {
+        stage("pages written");
         return Ok((chosen, None, sink));
     }
     stage("shared memory written");
