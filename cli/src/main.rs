@@ -2,6 +2,7 @@
 
 mod coredump;
 mod dump;
+mod guard;
 mod inspect;
 mod periodic;
 mod progress;
@@ -188,7 +189,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Checkpoint { pid, output, kill, leave_running: _, json, now: None } => {
             let (Some(pid), Some(out)) = (pid, output) else { anyhow::bail!("checkpoint needs a PID and -o DIR") };
-            let s = dump::checkpoint(&dump::Options { pid, out, kill })?;
+            let s = guard::in_worker(|| dump::checkpoint(&dump::Options { pid, out, kill }))?;
             if json {
                 println!(
                     "{}",
@@ -230,6 +231,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             });
             let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns, progress: Some(report) };
+            // Ctrl-C during the rebuild: kill what was created, not leave it half-made.
+            guard::abort_on_signals();
             let code = cryo_restorer::restart(&opts);
             bar.finish_and_clear();
             let code = code?;

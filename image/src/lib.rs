@@ -7,12 +7,14 @@
 //!   fds, signal state.
 //! - `pages-<pid>.img`: raw page contents, page-aligned, in the order of the
 //!   page index; never serialized through serde, so dump and restore stream it.
+//!   Its CRC32 is in the process file.
 //!
 //! Every metadata file is framed as [`meta::Header`] + postcard payload, and the
 //! header carries the payload's length and CRC32. Because each file is one
 //! framed blob, a directory can later travel as a stream of (name, length,
 //! bytes) records without changing what a file holds.
 
+pub mod digest;
 pub mod meta;
 pub mod model;
 mod dir;
@@ -23,7 +25,7 @@ pub use series::{Series, SeriesEntry};
 pub use model::*;
 
 /// Version of the on-disk layout; an image of another version is refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 pub const INVENTORY_FILE: &str = "inventory.cryo";
 

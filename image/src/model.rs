@@ -93,6 +93,8 @@ pub struct ProcessImage {
     pub pages: Vec<PageRun>,
     /// Size of `pages-<pid>.img`; a shorter file is truncated.
     pub pages_bytes: u64,
+    /// CRC32 of `pages-<pid>.img`.
+    pub pages_crc: u32,
     pub threads: Vec<ThreadImage>,
     /// Signal sent to the parent when this process exits (normally SIGCHLD).
     pub exit_signal: i32,

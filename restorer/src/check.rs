@@ -11,6 +11,8 @@ pub enum RestoreError {
     Image(#[from] ImageError),
     #[error("the image was taken on {image}, this machine is {here}: restart it on a {image} machine")]
     Arch { image: String, here: String },
+    #[error("the image was taken on a CPU with {missing} (state components {mask:#x}), which this CPU lacks; its program may use them: restart it on a machine with that CPU feature")]
+    CpuFeatures { missing: String, mask: u64 },
     #[error("the image is damaged: {0}")]
     Corrupt(String),
     #[error("{what} {path} is missing or unreadable ({source}); restore needs it at the same path")]
@@ -37,6 +39,15 @@ pub fn image_fits_this_machine(img: &ImageReader) -> Result<(), RestoreError> {
     let ps = cryo_tracer::arch::page_size();
     if inv.page_size != ps {
         return Err(RestoreError::Corrupt(format!("page size {} in the image, {ps} here", inv.page_size)));
+    }
+    let missing = inv.cpu_features & !Native::host_cpu_features();
+    if missing != 0 && Native::host_cpu_features() != 0 {
+        let mut names: Vec<String> = (0..64)
+            .filter(|b| missing & (1u64 << b) != 0)
+            .map(|b| Native::cpu_feature_name(b).map_or(format!("bit {b}"), str::to_string))
+            .collect();
+        names.dedup();
+        return Err(RestoreError::CpuFeatures { missing: names.join(", "), mask: missing });
     }
     if !inv.processes.iter().any(|p| p.pid == inv.root_pid) {
         return Err(RestoreError::Corrupt(format!("root pid {} is not among the image's processes", inv.root_pid)));

@@ -57,7 +57,15 @@ pub fn restart(opts: &Options) -> Result<u8> {
     }
 
     let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns(img.inventory.root_pid)? } else { ns::Sandbox::plain() };
-    let root_host = match restore_tree(&img, &images, &mut sandbox, opts.progress.clone()) {
+    // Checked beside the rebuild; nothing runs before every pages file passed.
+    let digests: Vec<_> = images
+        .values()
+        .map(|p| {
+            let (path, len, crc) = (img.pages_path(p.pid), p.pages_bytes, p.pages_crc);
+            std::thread::spawn(move || cryo_image::digest::verify(&path, len, crc))
+        })
+        .collect();
+    let root_host = match restore_tree(&img, &images, &mut sandbox, opts.progress.clone(), digests) {
         Ok(h) => h,
         Err(e) => {
             sandbox.kill_all();
@@ -75,12 +83,24 @@ pub fn restart(opts: &Options) -> Result<u8> {
     Ok(foreground::wait(&sandbox, root_host))
 }
 
+/// A point where a restart may stop (a test's CRYO_FAULT, or a signal to cryo).
+fn stage(name: &str) -> Result<()> {
+    cryo_tracer::fault::check(name).map_err(RestoreError::from)
+}
+
 /// Create the tree, then rebuild it stage by stage across all processes, so
 /// that no process runs before every one is ready. Returns the root's host pid.
-fn restore_tree(img: &ImageReader, images: &HashMap<i32, ProcessImage>, sandbox: &mut ns::Sandbox, progress: Option<Progress>) -> Result<i32> {
+fn restore_tree(
+    img: &ImageReader,
+    images: &HashMap<i32, ProcessImage>,
+    sandbox: &mut ns::Sandbox,
+    progress: Option<Progress>,
+    digests: Vec<std::thread::JoinHandle<std::result::Result<(), cryo_image::ImageError>>>,
+) -> Result<i32> {
     let in_userns = sandbox.init.is_some();
     let mut reg = Registry::new(images.values());
     let mut pages = rebuild::PageProgress::new(progress, images.values().map(|p| p.pages_bytes).sum());
+    stage("restart-shape")?;
     let members = shape::create(&img.inventory.processes, images, sandbox, &mut reg)?;
     let root_host = members[0].host;
     let mut live = Vec::new();
@@ -93,22 +113,31 @@ fn restore_tree(img: &ImageReader, images: &HashMap<i32, ProcessImage>, sandbox:
     }
     let mut tree = Vec::new();
     for (m, p) in live {
+        stage("restart-load")?;
         tree.push(Restoree::load(m, p, &reg)?);
     }
     for r in &mut tree {
+        stage("restart-memory")?;
         r.memory(img, &mut reg, &mut pages, in_userns)?;
     }
     for r in &mut tree {
+        stage("restart-fds")?;
         r.fds(&mut reg, &img.inventory.pipes)?;
     }
     for r in &mut tree {
+        stage("restart-state")?;
         r.process_state()?;
         r.close_temps()?;
     }
     for r in &mut tree {
+        stage("restart-finish")?;
         r.finish()?;
     }
+    for d in digests {
+        d.join().map_err(|_| RestoreError::Rebuild("the page checksum thread panicked".into()))??;
+    }
     for r in tree {
+        stage("restart-release")?;
         r.release()?;
     }
     Ok(root_host)

@@ -111,8 +111,12 @@ impl Sandbox {
         self.spawned.push(host_pid);
     }
 
-    /// No more processes to create: init starts reaping.
+    /// No more processes to create: init starts reaping, and from now on
+    /// outlives cryo.
     pub fn done_spawning(&mut self) {
+        if let Some(to) = self.to_init.as_mut() {
+            let _ = to.write_all(&DONE.to_le_bytes());
+        }
         self.to_init.take();
         self.from_init.take();
     }
@@ -199,11 +203,19 @@ struct CloneArgs {
     set_tid_size: u64,
 }
 
+/// The request that ends the creation of processes (no process has pid 0).
+const DONE: i32 = 0;
+
 /// pid 1 of the restore namespace. Mounts a /proc of its own, creates
 /// processes with requested pids, reaps, and leaves with the status of the
 /// restored root, `root` (its pid here; a session helper may have created it,
 /// and it was reparented to init when the helper exited).
 fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File, root: i32) -> ! {
+    // Until cryo says the tree is complete, cryo's death (even by SIGKILL)
+    // takes init and so the whole half-restored namespace with it. If cryo
+    // died before this, `go` reads EOF below.
+    // SAFETY: prctl without memory arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let mut go = go;
     let mut b = [0u8; 1];
     if go.read_exact(&mut b).is_err() {
@@ -212,9 +224,18 @@ fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File, 
     }
     mount_proc();
     let mut pidbuf = [0u8; 4];
-    // One request per process; EOF when cryo is done.
-    while req.read_exact(&mut pidbuf).is_ok() {
+    // One request per process, then DONE; EOF before DONE: cryo failed.
+    loop {
+        if req.read_exact(&mut pidbuf).is_err() {
+            // SAFETY: _exit has no preconditions.
+            unsafe { libc::_exit(127) };
+        }
         let want = i32::from_le_bytes(pidbuf);
+        if want == DONE {
+            // SAFETY: prctl without memory arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+            break;
+        }
         let set_tid = [want];
         let args = CloneArgs {
             exit_signal: libc::SIGCHLD as u64,
@@ -231,10 +252,7 @@ fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File, 
             park();
         }
         let r = if r < 0 { -(Errno::last() as i32) } else { r as i32 };
-        if ans.write_all(&r.to_le_bytes()).is_err() {
-            break;
-        }
-        if r < 0 {
+        if ans.write_all(&r.to_le_bytes()).is_err() || r < 0 {
             // SAFETY: _exit has no preconditions.
             unsafe { libc::_exit(127) };
         }

@@ -188,6 +188,10 @@ pub fn proc_state(pid: i32) -> Option<char> {
     status_field(pid, "State").and_then(|s| s.chars().next())
 }
 
+pub fn ppid_of(pid: i32) -> Option<i32> {
+    status_field(pid, "PPid").and_then(|v| v.parse().ok())
+}
+
 pub fn tracer_pid(pid: i32) -> Option<i32> {
     status_field(pid, "TracerPid").and_then(|s| s.parse().ok())
 }

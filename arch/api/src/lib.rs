@@ -173,6 +173,16 @@ pub trait Arch {
         0
     }
 
+    /// The same features of the CPU this runs on (call only for the native arch).
+    fn host_cpu_features() -> u64 {
+        0
+    }
+
+    /// Names of feature bits, for a refusal a person can act on.
+    fn cpu_feature_name(_bit: u32) -> Option<&'static str> {
+        None
+    }
+
     /// Bytes of a pointer inside structures the kernel reads without a compat
     /// translation (prctl_mm_map's auxv pointer), given the kernel's machine name
     /// (uname -m): a 32-bit process on a 64-bit kernel must lay them out with

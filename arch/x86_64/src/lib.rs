@@ -186,6 +186,28 @@ impl Arch for X86_64 {
             .unwrap_or(0)
     }
 
+    fn host_cpu_features() -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        return raw::xcr0();
+        #[cfg(not(target_arch = "x86_64"))]
+        0
+    }
+
+    fn cpu_feature_name(bit: u32) -> Option<&'static str> {
+        Some(match bit {
+            0 => "x87",
+            1 => "SSE",
+            2 => "AVX",
+            3 | 4 => "MPX",
+            5..=7 => "AVX-512",
+            9 => "PKRU",
+            11 | 12 => "CET",
+            17 | 18 => "AMX",
+            19 => "APX",
+            _ => return None,
+        })
+    }
+
     fn needs_icache_flush() -> bool {
         false
     }

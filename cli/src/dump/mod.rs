@@ -24,6 +24,7 @@ pub struct Options {
     pub kill: bool,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub pid: i32,
     pub frozen_us: u64,
@@ -48,11 +49,12 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let mut shared = memory::SharedSeen::new();
     let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
+    let mut digests = Vec::new();
     let mut pages = 0;
     let mut cpu_features = 0;
     for seized in &mut tree.procs {
         let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
-        let (process, stored) = dump_frozen(seized, &view, &mut writer, fds, &mut shared, &progress)?;
+        let (process, stored, digest) = dump_frozen(seized, &view, &mut writer, fds, &mut shared, &progress)?;
         if cpu_features == 0 {
             cpu_features = process
                 .threads
@@ -63,8 +65,6 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
                 })
                 .unwrap_or(0);
         }
-        fault::check("image-write")?;
-        writer.write_process(&process)?;
         processes.push(ProcessEntry {
             pid: process.pid,
             ppid: process.ppid,
@@ -76,6 +76,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             state: ProcessState::Live,
         });
         pages += stored;
+        digests.push((process, digest));
     }
     for z in &tree.zombies {
         let (zpid, pgid, sid) = view.ids(z.pid)?;
@@ -98,6 +99,11 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         std::mem::replace(&mut tree, Tree::empty()).release().context("resuming the checkpointed tree")?;
     }
     let frozen_us = frozen.elapsed().as_micros() as u64;
+    for (mut process, digest) in digests {
+        process.pages_crc = digest.finish()?;
+        fault::check("image-write")?;
+        writer.write_process(&process)?;
+    }
     let inventory = Inventory {
         cryo_version: env!("CARGO_PKG_VERSION").to_string(),
         arch: Native::NAME.to_string(),
@@ -136,7 +142,7 @@ fn dump_frozen(
     fds: Vec<FdImage>,
     shared: &mut memory::SharedSeen,
     progress: &indicatif::ProgressBar,
-) -> Result<(ProcessImage, u64)> {
+) -> Result<(ProcessImage, u64, Digest)> {
     let pid = seized.pid;
     let vmas = proc::vmas(pid)?;
     let mut remote = Remote::bootstrap(seized, pid, &vmas)?;
@@ -158,10 +164,10 @@ fn dump_frozen(
         parasite.open_pipe(seized, &mut remote)?;
         let pages_file = writer.create_pages(view.pid(pid)?)?;
         let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file, shared, progress)?;
-        Ok((st, per_thread, pages))
+        Ok((st, per_thread, pages, pages_file))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    let (st, per_thread, pages) = inside?;
+    let (st, per_thread, pages, pages_file) = inside?;
     cured.context("removing the parasite from the target")?;
 
     let status = proc::status(pid)?;
@@ -235,6 +241,8 @@ fn dump_frozen(
         vmas,
         pages: pages.runs,
         pages_bytes: pages.bytes,
+        // Set once the digest of the pages file is done (see `Digest`).
+        pages_crc: 0,
         threads,
         exit_signal: stat.exit_signal,
         child_subreaper: st.child_subreaper,
@@ -243,5 +251,25 @@ fn dump_frozen(
         fds,
         shared_pending: status.shd_pnd,
     };
-    Ok((process, pages.stored))
+    let digest = Digest::start(pages_file, pages.bytes)?;
+    Ok((process, pages.stored, digest))
+}
+
+/// The checksum of a process's pages file, computed on another thread from
+/// the moment the file is complete, so it overlaps the rest of the dump.
+struct Digest(std::thread::JoinHandle<std::io::Result<u32>>);
+
+impl Digest {
+    fn start(file: std::fs::File, len: u64) -> Result<Digest> {
+        let h = std::thread::Builder::new()
+            .name("page-digest".into())
+            .spawn(move || cryo_image::digest::crc_of(&file, len))
+            .context("starting the page checksum thread")?;
+        Ok(Digest(h))
+    }
+
+    fn finish(self) -> Result<u32> {
+        let crc = self.0.join().map_err(|_| anyhow::anyhow!("the page checksum thread panicked"))?;
+        crc.context("reading back the pages file for its checksum")
+    }
 }
