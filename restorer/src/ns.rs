@@ -115,7 +115,13 @@ impl Sandbox {
     /// outlives cryo.
     pub fn done_spawning(&mut self) {
         if let Some(to) = self.to_init.as_mut() {
-            let _ = to.write_all(&DONE.to_le_bytes());
+            // Wait for init's answer: until it has cleared its parent-death
+            // signal, cryo exiting would still take the tree down.
+            let mut ack = [0u8; 4];
+            let acked = to.write_all(&DONE.to_le_bytes()).and_then(|()| self.from_init.as_mut().expect("init pipe").read_exact(&mut ack));
+            if let Err(e) = acked {
+                tracing::warn!("the namespace init did not confirm the end of the restore: {e}");
+            }
         }
         self.to_init.take();
         self.from_init.take();
@@ -234,6 +240,7 @@ fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File, 
         if want == DONE {
             // SAFETY: prctl without memory arguments.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+            let _ = ans.write_all(&DONE.to_le_bytes());
             break;
         }
         let set_tid = [want];
@@ -259,7 +266,7 @@ fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File, 
     }
     drop(req);
     drop(ans);
-    detach_stdio();
+    detach_stdio_and_fds();
     reap_until(root)
 }
 
@@ -277,8 +284,11 @@ fn mount_proc() {
     }
 }
 
-/// init must not keep cryo's stdout or a terminal open on behalf of the tree.
-fn detach_stdio() {
+/// init must not keep cryo's stdout, a terminal or any other fd cryo
+/// inherited open on behalf of the tree.
+fn detach_stdio_and_fds() {
+    // SAFETY: closes only fds this process owns and no longer uses.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let null = c"/dev/null";
     // SAFETY: valid path; dup2 onto our own std fds.
     unsafe {

@@ -1229,6 +1229,28 @@ pub fn assert_running_untouched(pid: i32, log: &Log, tracer: i32, context: &str)
     log.wait_growth(base, 2, Duration::from_secs(10));
 }
 
+/// What can be seen of a process from outside and must not change when a
+/// checkpoint fails: its memory map, its fds and where they lead, their
+/// offsets and flags, and its signal masks.
+pub fn outside_view(pid: i32) -> String {
+    let mut out = read_maps(pid);
+    let mut fds: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    fds.sort();
+    for fd in fds {
+        let target = fs::read_link(format!("/proc/{pid}/fd/{fd}")).map(|t| t.display().to_string()).unwrap_or_default();
+        // pos: moves as the program writes its log; flags and mnt_id must not.
+        let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        let keep: Vec<&str> = info.lines().filter(|l| l.starts_with("flags:") || l.starts_with("mnt_id:")).collect();
+        out.push_str(&format!("fd {fd} -> {target} {}\n", keep.join(" ")));
+    }
+    for key in ["SigBlk", "SigIgn", "SigCgt", "Threads"] {
+        out.push_str(&format!("{key}: {}\n", status_field(pid, key).unwrap_or_default()));
+    }
+    out
+}
+
 /// Parse lines `PREFIX N ...` and assert the numbers run 1, 2, ..., n without a repeat or
 /// a gap; returns n.
 pub fn assert_consecutive(lines: &[String], prefix: &str, context: &str) -> u64 {

@@ -155,6 +155,18 @@ pub trait Arch {
     /// Rewrite registers of a thread frozen inside a syscall so it behaves as the
     /// kernel's own restart would, for a resume that bypasses that logic.
     fn restart_fixup(gp: &mut [u8]) -> RestartFixup;
+
+    /// Number of restart_syscall, which the kernel issues to resume a sleep
+    /// (nanosleep, futex wait, poll) that a stop interrupted; its state lives
+    /// in the kernel and is lost across a restore (None: not on this CPU).
+    const RESTART_SYSCALL: Option<u64> = None;
+    /// The syscall number the code just before pc loaded for its syscall
+    /// instruction (x86_64: `mov eax, imm32; syscall`), if it is that plain.
+    fn syscall_nr_in_code(_code_before_pc: &[u8]) -> Option<u64> {
+        None
+    }
+    /// Make saved registers say the thread was interrupted in syscall `nr`.
+    fn set_interrupted_syscall(_gp: &mut [u8], _nr: u64) {}
     /// Mark the registers as "not in a syscall" so a register load does not
     /// trigger the kernel's restart logic again.
     fn clear_syscall(gp: &mut [u8]);

@@ -166,6 +166,21 @@ impl Arch for X86_64 {
         fix
     }
 
+    const RESTART_SYSCALL: Option<u64> = Some(219);
+
+    fn syscall_nr_in_code(code: &[u8]) -> Option<u64> {
+        // b8 imm32 (mov eax, imm32) then 0f 05 (syscall), ending at pc.
+        let n = code.len();
+        if n < 7 || code[n - 2..] != [0x0f, 0x05] || code[n - 7] != 0xb8 {
+            return None;
+        }
+        Some(u32::from_le_bytes(code[n - 6..n - 2].try_into().ok()?) as u64)
+    }
+
+    fn set_interrupted_syscall(gp: &mut [u8], nr: u64) {
+        set_word(gp, reg::ORIG_RAX, nr);
+    }
+
     fn clear_syscall(gp: &mut [u8]) {
         set_word(gp, reg::ORIG_RAX, u64::MAX);
     }

@@ -183,7 +183,18 @@ fn dump_frozen(
         threads.push(ThreadImage {
             tid: view.pid(t.tid)?,
             comm: tstatus.name.clone(),
-            regsets: t.regsets.iter().map(|(nt, d)| RegSet { note_type: *nt, data: d.clone() }).collect(),
+            regsets: t
+                .regsets
+                .iter()
+                .enumerate()
+                .map(|(i, (nt, d))| {
+                    let mut data = d.clone();
+                    if i == 0 {
+                        state::record_original_syscall(pid, t.tid, &mut data);
+                    }
+                    RegSet { note_type: *nt, data }
+                })
+                .collect(),
             sigmask: t.sigmask,
             pending,
             sigaltstack: ts.sigaltstack,

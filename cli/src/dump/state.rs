@@ -111,3 +111,27 @@ pub fn rlimits(pid: i32) -> Vec<Rlimit> {
         })
         .collect()
 }
+
+/// A thread frozen in restart_syscall (a sleep resumed after an earlier stop,
+/// e.g. a previous checkpoint) would, restored, run restart_syscall without
+/// the kernel state it needs and get EINTR. Record instead the syscall its
+/// code made, which the restore issues again with the arguments still in
+/// its registers.
+pub fn record_original_syscall(pid: i32, tid: i32, gp: &mut [u8]) {
+    let (Some(restart), Some((nr, _))) = (Native::RESTART_SYSCALL, Native::interrupted_syscall(gp)) else { return };
+    if nr != restart {
+        return;
+    }
+    let pc = Native::pc(gp);
+    let mut code = [0u8; 16];
+    let found = pc
+        .checked_sub(code.len() as u64)
+        .and_then(|at| cryo_tracer::proc::MemFile::open(pid).ok()?.read(at, &mut code).ok())
+        .and_then(|()| Native::syscall_nr_in_code(&code));
+    match found {
+        Some(orig) => Native::set_interrupted_syscall(gp, orig),
+        None => tracing::warn!(
+            "thread {tid} sleeps in a resumed syscall whose number its code does not show; after a restart that call returns EINTR"
+        ),
+    }
+}
