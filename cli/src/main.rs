@@ -68,6 +68,10 @@ enum Cmd {
         /// (for systems where unprivileged user namespaces are disabled).
         #[arg(long)]
         no_pid_ns: bool,
+        /// Restart even if files the process had open changed since the
+        /// checkpoint (warned); without it such a restart is refused.
+        #[arg(long)]
+        allow_changed_files: bool,
     },
     /// Write an ELF core file from an image, for `gdb PROGRAM FILE`.
     Core {
@@ -210,7 +214,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Restart { dir, detach, pidfile, no_pid_ns } => {
+        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files } => {
             let dir = if cryo_image::Series::is_series(&dir) {
                 let latest = cryo_image::Series::open(&dir).latest()?;
                 eprintln!("cryo: restarting the latest complete image, {}", latest.display());
@@ -229,7 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     shown.finish_and_clear();
                 }
             });
-            let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns, progress: Some(report) };
+            let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns, allow_changed_files, progress: Some(report) };
             let code = cryo_restorer::restart(&opts);
             bar.finish_and_clear();
             let code = code?;

@@ -23,7 +23,7 @@ pub use series::{Series, SeriesEntry};
 pub use model::*;
 
 /// Version of the on-disk layout; an image of another version is refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 pub const INVENTORY_FILE: &str = "inventory.cryo";
 
@@ -33,6 +33,11 @@ pub fn process_file(pid: i32) -> String {
 
 pub fn pages_file(pid: i32) -> String {
     format!("pages-{pid}.img")
+}
+
+/// The bytes of an unlinked file (see `UnlinkedFile`), raw.
+pub fn unlinked_file(dev: u64, inode: u64) -> String {
+    format!("file-{dev:x}-{inode}.img")
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,11 @@ pub struct Inventory {
     pub processes: Vec<ProcessEntry>,
     /// Pipes with both ends inside the tree, with the bytes that were in them.
     pub pipes: Vec<PipeImage>,
+    /// FIFOs (named pipes) the tree reads from, with the bytes queued in them.
+    pub fifos: Vec<PipeImage>,
+    /// Files with no path to reopen (deleted while open, memfds): their
+    /// bytes are in the image.
+    pub unlinked: Vec<UnlinkedFile>,
     /// Image this one is incremental against (pages marked `PageOrigin::Parent`
     /// are read from it), as a path relative to this image's directory.
     pub parent: Option<String>,
@@ -105,6 +110,24 @@ pub struct ProcessImage {
     pub fds: Vec<FdImage>,
     /// Signals pending for the whole process (shared pending set).
     pub shared_pending: u64,
+    /// timer_create() timers, by id.
+    pub posix_timers: Vec<PosixTimer>,
+}
+
+/// A POSIX timer (timer_create), as /proc/PID/timers and timer_gettime tell it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    /// SIGEV_SIGNAL, SIGEV_NONE or SIGEV_THREAD_ID (with `tid`).
+    pub notify: i32,
+    pub signo: i32,
+    /// sigev_value: what the program gets in si_value.
+    pub value: u64,
+    pub tid: i32,
+    /// Time left until it fires (0: disarmed), and its period.
+    pub value_ns: u64,
+    pub interval_ns: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
@@ -272,6 +295,63 @@ pub struct FdImage {
     pub flags: u32,
     pub pos: u64,
     pub target: FdTarget,
+    /// Locks held through this fd: flock and OFD locks belong to its open
+    /// file description, POSIX locks to the process.
+    pub locks: Vec<FileLock>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    Flock,
+    Posix,
+    /// Open file description lock (F_OFD_SETLK).
+    Ofd,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLock {
+    pub kind: LockKind,
+    pub write: bool,
+    pub start: u64,
+    /// Bytes covered; 0 up to the end of the file (and beyond).
+    pub len: u64,
+}
+
+/// A file without a path to reopen it by. Restored as one object per
+/// (dev, inode) however many fds and processes hold it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct UnlinkedFile {
+    pub dev: u64,
+    pub inode: u64,
+    pub kind: UnlinkedKind,
+    pub size: u64,
+    pub mode: u32,
+    /// File in the image holding its bytes (raw, `size` long).
+    pub data: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum UnlinkedKind {
+    /// A regular file deleted while open; recreated as an unlinked file
+    /// (O_TMPFILE) in the same directory where it can, a memfd otherwise.
+    Deleted { path: String },
+    /// memfd_create(name) with its F_GET_SEALS seals.
+    Memfd { name: String, seals: u32 },
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpollWatch {
+    /// The watched fd, in the same process.
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub path: String,
+    pub mask: u32,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -285,4 +365,16 @@ pub enum FdTarget {
     /// A pipe, terminal or socket that led outside the checkpointed tree: on
     /// restart it is connected to `cryo restart`'s own fd `stdio` (0, 1 or 2).
     Outside { stdio: u8, what: String },
+    /// A file of `Inventory::unlinked`.
+    Unlinked { dev: u64, inode: u64 },
+    /// A FIFO, reopened by path; the bytes queued in it (if the tree reads
+    /// it) are in `Inventory::fifos` under `inode`.
+    Fifo { path: String, inode: u64 },
+    EventFd { count: u64, semaphore: bool },
+    /// Clock, time left until it fires, period, expirations not yet read.
+    TimerFd { clock: i32, value_ns: u64, interval_ns: u64, ticks: u64 },
+    SignalFd { mask: u64 },
+    /// Restored after every other fd of the process, which it may watch.
+    Epoll { watches: Vec<EpollWatch> },
+    Inotify { watches: Vec<InotifyWatch> },
 }

@@ -30,6 +30,8 @@ pub struct Options {
     pub pidfile: Option<PathBuf>,
     /// Restore inside a new user+pid namespace so the processes keep their pids.
     pub pid_ns: bool,
+    /// Restart even if files the tree had open changed since the checkpoint.
+    pub allow_changed_files: bool,
     /// Told (bytes read so far, bytes in all) as pages go into place.
     pub progress: Option<Progress>,
 }
@@ -48,6 +50,7 @@ pub fn restart(opts: &Options) -> Result<u8> {
         let p = img.read_process(e.pid)?;
         check::process_is_sane(&p)?;
         check::files_exist(&p)?;
+        check::files_unchanged(&p, opts.allow_changed_files)?;
         check::vdso_matches(&img, &p)?;
         images.insert(e.pid, p);
     }
@@ -99,7 +102,7 @@ fn restore_tree(img: &ImageReader, images: &HashMap<i32, ProcessImage>, sandbox:
         r.memory(img, &mut reg, &mut pages, in_userns)?;
     }
     for r in &mut tree {
-        r.fds(&mut reg, &img.inventory.pipes)?;
+        r.fds(&mut reg, img)?;
     }
     for r in &mut tree {
         r.process_state()?;

@@ -260,6 +260,9 @@ pub struct FdInfo {
     pub pos: u64,
     /// f_flags, octal in fdinfo; includes O_CLOEXEC when close-on-exec is set.
     pub flags: u32,
+    /// The whole of /proc/PID/fdinfo/FD: kind-specific lines (locks, eventfd
+    /// count, timerfd settings, epoll and inotify watches) follow pos and flags.
+    pub info: String,
 }
 
 pub fn fds(pid: i32) -> Result<Vec<FdInfo>> {
@@ -287,7 +290,7 @@ pub fn fds(pid: i32) -> Result<Vec<FdInfo>> {
                 flags = u32::from_str_radix(v.trim(), 8).unwrap_or(0);
             }
         }
-        out.push(FdInfo { fd, link, pos, flags });
+        out.push(FdInfo { fd, link, pos, flags, info });
     }
     out.sort_by_key(|f| f.fd);
     Ok(out)

@@ -44,7 +44,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
     let tree_pids = tree.pids();
-    let mut tree_fds = fds::collect(&tree_pids)?;
+    let mut tree_fds = fds::collect(&tree_pids, &mut writer)?;
     let mut shared = memory::SharedSeen::new();
     let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
@@ -109,6 +109,8 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         root_pid: view.pid(pid)?,
         processes,
         pipes: tree_fds.pipes,
+        fifos: tree_fds.fifos,
+        unlinked: tree_fds.unlinked,
         parent: None,
         cpu_features,
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
@@ -149,6 +151,7 @@ fn dump_frozen(
     };
     let inside = (|| -> Result<_> {
         let st = state::collect(seized, &mut remote, &mut parasite)?;
+        let timers = state::posix_timers(seized, &mut remote, &mut parasite, view)?;
         let mut per_thread = vec![state::collect_thread(seized, &mut remote, &mut parasite)?];
         let others: Vec<i32> = seized.threads.iter().skip(1).map(|t| t.tid).collect();
         for tid in others {
@@ -158,10 +161,10 @@ fn dump_frozen(
         parasite.open_pipe(seized, &mut remote)?;
         let pages_file = writer.create_pages(view.pid(pid)?)?;
         let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file, shared, progress)?;
-        Ok((st, per_thread, pages))
+        Ok((st, timers, per_thread, pages))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    let (st, per_thread, pages) = inside?;
+    let (st, timers, per_thread, pages) = inside?;
     cured.context("removing the parasite from the target")?;
 
     let status = proc::status(pid)?;
@@ -242,6 +245,7 @@ fn dump_frozen(
         itimers: st.itimers,
         fds,
         shared_pending: status.shd_pnd,
+        posix_timers: timers,
     };
     Ok((process, pages.stored))
 }

@@ -1,0 +1,167 @@
+//! The fd table a real program has (issue 4): files in every mode, files
+//! deleted while open, memfds, locks, FIFOs, devices, kernel objects
+//! (eventfd, timerfd, signalfd, epoll, inotify), POSIX timers and itimers.
+//! The workload checks itself after the restart and says OK or BAD per kind.
+
+use cryo_tests::*;
+use serde_json::Value;
+use std::io::Write;
+use std::time::Duration;
+
+const SECS20: Duration = Duration::from_secs(20);
+
+fn inspect_json(h: &Harness, img: &std::path::Path) -> Value {
+    let out = h.cryo_run(&["inspect", img.to_str().unwrap(), "--json"]);
+    out.assert_ok();
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("inspect --json: {e}\n{}", out.stdout))
+}
+
+/// The kinds of the root's fds as `inspect --json` names them.
+fn fd_kinds(v: &Value) -> Vec<String> {
+    v["processes"][0]["fds"]
+        .as_array()
+        .or_else(|| v["fds"].as_array())
+        .unwrap_or_else(|| panic!("inspect lists no fds: {v}"))
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Let the restored workload check itself: every check it makes passes.
+fn go_and_check(h: &Harness, log: &Log, expected: &[&str]) {
+    h.write_file("go", "", 0o644);
+    log.wait_prefix("done ", SECS20);
+    let lines = log.lines();
+    let text = lines.join("\n");
+    assert!(!lines.iter().any(|l| l.starts_with("BAD")), "the restored program found faults:\n{text}");
+    for what in expected {
+        assert!(lines.contains(&format!("OK {what}")), "no check of {what}:\n{text}");
+    }
+    assert_eq!(lines.last().map(String::as_str), Some("done ok"), "{text}");
+}
+
+fn checkpoint_and_restart(h: &Harness, mode: &str) -> (Log, Value) {
+    let prog = h.compile("fdkinds");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), mode], &format!("{mode}.log"));
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let inv = inspect_json(h, &img);
+    h.restart_detached(&img);
+    (log, inv)
+}
+
+#[test]
+fn files_deleted_memfd_locks_fifo_devices() {
+    let h = Harness::with_cryo("fds-files");
+    let prog = h.compile("fdkinds");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "files"], "files.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let kinds = fd_kinds(&inspect_json(&h, &img));
+    for k in ["unlinked", "fifo", "device", "file"] {
+        assert!(kinds.iter().any(|x| x == k), "inspect shows a {k} fd: {kinds:?}");
+    }
+    // Bytes another writer appends meanwhile: the O_APPEND fd writes after them.
+    std::fs::OpenOptions::new().append(true).open(h.path("append.log")).unwrap().write_all(b"outside\n").unwrap();
+    // The deleted file's directory and a FIFO must be there again; the locks free.
+    h.restart_detached(&img);
+    go_and_check(
+        &h,
+        &log,
+        &[
+            "offset",
+            "append-flag",
+            "append-at-end",
+            "o-path",
+            "o-directory",
+            "deleted-unlinked",
+            "deleted-offset",
+            "deleted-contents",
+            "memfd-name",
+            "memfd-seals",
+            "memfd-contents",
+            "locks",
+            "fifo-queued",
+            "dev-null",
+            "dev-zero",
+            "dev-urandom",
+            "dev-urandom-path",
+        ],
+    );
+}
+
+#[test]
+fn eventfd_timerfd_signalfd_epoll_inotify_timers() {
+    let h = Harness::with_cryo("fds-kernel");
+    let (log, inv) = checkpoint_and_restart(&h, "kernel");
+    let kinds = fd_kinds(&inv);
+    for k in ["eventfd", "timerfd", "signalfd", "epoll", "inotify"] {
+        assert!(kinds.iter().any(|x| x == k), "inspect shows a {k} fd: {kinds:?}");
+    }
+    go_and_check(
+        &h,
+        &log,
+        &[
+            "eventfd-semaphore",
+            "eventfd-count",
+            "epoll-ready",
+            "epoll-pipe",
+            "timerfd-settings",
+            "timerfd-ticks",
+            "signalfd",
+            "inotify",
+            "posix-timer-idle",
+            "posix-timer-deleted",
+            "posix-timer-fires",
+            "itimer",
+        ],
+    );
+}
+
+/// A file the program only reads changed after the checkpoint: restart
+/// refuses, naming the file and the option; with --allow-changed-files it
+/// restarts (warning).
+#[test]
+fn changed_file_refused_unless_allowed() {
+    let h = Harness::with_cryo("fds-changed");
+    let prog = h.compile("fdkinds");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "files"], "files.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    std::fs::write(h.path("data.txt"), "changed meanwhile, and longer than before").unwrap();
+    let out = h.cryo_run(&["restart", img.to_str().unwrap(), "--detach"]);
+    out.assert_clean_failure().assert_stderr_mentions(&["data.txt", "changed", "--allow-changed-files"]);
+    h.assert_no_leftovers(&[], "after the refused restart");
+
+    let pf = h.path("allowed.pid");
+    h.register_pidfile(&pf);
+    let out = h.cryo_run(&["restart", img.to_str().unwrap(), "--detach", "--allow-changed-files", "--pidfile", pf.to_str().unwrap()]);
+    out.assert_ok();
+    assert!(out.stderr.contains("data.txt"), "a warning names the changed file: {}", out.describe());
+    h.write_file("go", "", 0o644);
+    log.wait_prefix("done ", SECS20);
+    // The program reads on at its old offset, in the new contents.
+    assert!(log.lines().iter().any(|l| l.starts_with("BAD offset")), "{}", log.text());
+}
+
+/// An fd kind cryo cannot restore yet fails the checkpoint up front with
+/// the fd, the process and the reason, and the program runs on untouched.
+#[test]
+fn unsupported_fd_refused_naming_it() {
+    let h = Harness::with_cryo("fds-refused");
+    let prog = h.compile("fdkinds");
+    let (p, log) = h.spawn(&[prog.to_str().unwrap(), "socket"], "socket.log");
+    log.wait_line("ready");
+    let pid = p.pid();
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("process {pid}"), "socket"]);
+    assert!(!img.join("inventory.cryo").exists(), "no image is left");
+    assert_eq!(tracer_pid(pid), Some(0), "untraced after the refusal");
+    assert!(!read_maps(pid).contains("memfd:cryo"), "no parasite left");
+    h.write_file("go", "", 0o644);
+    log.wait_line("done ok");
+}
