@@ -23,6 +23,8 @@ pub struct Inventory {
     /// Files with no path to reopen (deleted while open, memfds): their
     /// bytes are in the image.
     pub unlinked: Vec<UnlinkedFile>,
+    /// Unix sockets of the tree, with the bytes queued to be read from them.
+    pub unix: Vec<UnixSocket>,
     /// Image this one is incremental against (pages marked `PageOrigin::Parent`
     /// are read from it), as a path relative to this image's directory.
     pub parent: Option<String>,
@@ -377,4 +379,37 @@ pub enum FdTarget {
     /// Restored after every other fd of the process, which it may watch.
     Epoll { watches: Vec<EpollWatch> },
     Inotify { watches: Vec<InotifyWatch> },
+    /// A socket of `Inventory::unix`.
+    Unix { inode: u64 },
+}
+
+/// A Unix socket as sock_diag describes it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct UnixSocket {
+    pub inode: u64,
+    /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+    pub kind: i32,
+    pub role: UnixRole,
+    /// The address it is bound to: a path, or an abstract name starting with
+    /// a NUL byte.
+    pub name: Option<Vec<u8>>,
+    /// What waits to be read from it: one entry per datagram or record
+    /// (SOCK_DGRAM, SOCK_SEQPACKET), byte runs for a stream.
+    pub queued: Vec<Vec<u8>>,
+    /// SHUT_RD (1) / SHUT_WR (2) bits of shutdown() calls on it.
+    pub shutdown: u8,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum UnixRole {
+    /// listen() was called; no connection waited to be accepted.
+    Listen { backlog: u32 },
+    /// Connected to another socket of the tree (socketpair, or connect and
+    /// accept): restored as a socketpair.
+    Pair { peer: u64 },
+    /// A datagram socket connected to an address outside the tree (syslog's
+    /// /dev/log): connected again by name.
+    ConnectedTo { peer_name: Vec<u8> },
+    /// Neither listening nor connected.
+    Unconnected,
 }

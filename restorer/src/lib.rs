@@ -55,6 +55,7 @@ pub fn restart(opts: &Options) -> Result<u8> {
         images.insert(e.pid, p);
     }
     check::tree_is_sane(&img.inventory, &images)?;
+    rebuild::sockets::clear_stale_names(&img.inventory.unix)?;
     if !opts.pid_ns && img.inventory.processes.len() > 1 {
         tracing::warn!("restoring a tree without a pid namespace: its processes get new pids, which pids they remember will not match");
     }

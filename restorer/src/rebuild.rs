@@ -11,7 +11,11 @@ use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
 use cryo_tracer::{proc, ptrace};
 
 mod fds;
+pub(crate) mod sockets;
 mod timers;
+
+/// Bytes of socket data sent per batch (the command area holds 256 KiB).
+const SOCK_CHUNK: usize = 128 << 10;
 
 const AT_FDCWD: u64 = -100i64 as u64;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;

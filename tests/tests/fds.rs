@@ -165,3 +165,63 @@ fn unsupported_fd_refused_naming_it() {
     h.write_file("go", "", 0o644);
     log.wait_line("done ok");
 }
+
+/// Unix sockets: pairs of every type with bytes queued on both sides (one
+/// end in a child), a named listener with an accepted connection, an
+/// abstract listener, a bound datagram socket with datagrams waiting.
+#[test]
+fn unix_sockets_pairs_listeners_and_queued_bytes() {
+    let h = Harness::with_cryo("fds-unix");
+    let prog = h.compile("unixsock");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "all"], "unix.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let kinds = fd_kinds(&inspect_json(&h, &img));
+    assert!(kinds.iter().filter(|k| *k == "unix").count() >= 8, "inspect shows the sockets: {kinds:?}");
+    // The dead listener's socket file is still there; restart replaces it.
+    assert!(h.path("srv.sock").exists());
+    h.restart_detached(&img);
+    go_and_check(
+        &h,
+        &log,
+        &[
+            "stream-pair-child",
+            "stream-pair-queued",
+            "dgram-pair-bounds",
+            "seqpacket-pair-bounds",
+            "seqpacket-pair-empty",
+            "accepted-queued",
+            "accepted-reply",
+            "listener-accepts",
+            "abstract-listener-accepts",
+            "bound-dgram-queued",
+            "listener-name",
+        ],
+    );
+}
+
+/// Sockets that cannot come back are refused up front, naming the fd and
+/// the reason, and the program runs on: an fd in flight (SCM_RIGHTS), and a
+/// stream connected to a process outside the tree.
+#[test]
+fn unix_sockets_that_cannot_come_back_are_refused() {
+    let h = Harness::with_cryo("fds-unix-refused");
+    let prog = h.compile("unixsock");
+    let (p, log) = h.spawn(&[prog.to_str().unwrap(), "rights"], "rights.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &p.pid().to_string(), "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&[&format!("process {}", p.pid()), "SCM_RIGHTS"]);
+    assert_eq!(tracer_pid(p.pid()), Some(0), "untraced after the refusal");
+
+    let (_server, slog) = h.spawn(&[prog.to_str().unwrap(), "server"], "server.log");
+    slog.wait_line("listening");
+    let (c, clog) = h.spawn(&[prog.to_str().unwrap(), "client"], "client.log");
+    clog.wait_line("ready");
+    let out = h.cryo_run(&["checkpoint", &c.pid().to_string(), "-o", h.path("img2").to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", "ext.sock", "outside the checkpointed tree"]);
+    h.write_file("go", "", 0o644);
+    log.wait_line("done ok");
+    clog.wait_line("done ok");
+}

@@ -111,6 +111,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         pipes: tree_fds.pipes,
         fifos: tree_fds.fifos,
         unlinked: tree_fds.unlinked,
+        unix: tree_fds.unix,
         parent: None,
         cpu_features,
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },

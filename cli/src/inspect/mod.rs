@@ -355,6 +355,7 @@ fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> 
                 FdTarget::SignalFd { .. } => ("signalfd", None, None),
                 FdTarget::Epoll { .. } => ("epoll", None, None),
                 FdTarget::Inotify { .. } => ("inotify", None, None),
+                FdTarget::Unix { .. } => ("unix", None, None),
             };
             FdReport {
                 fd: f.fd,
@@ -514,6 +515,7 @@ fn fd_desc(t: &FdTarget) -> String {
             let paths: Vec<String> = watches.iter().map(|w| format!("{} {}", w.wd, w.path)).collect();
             format!("inotify watching {}", paths.join(", "))
         }
+        FdTarget::Unix { inode } => format!("unix socket {inode}"),
     }
 }
 

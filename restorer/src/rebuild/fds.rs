@@ -51,6 +51,9 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
                 let fd = unlinked_here(b, u, img, reg)?;
                 local.insert((*dev, *inode), fd);
             }
+            FdTarget::Unix { inode } if !reg.sockets.contains_key(inode) => {
+                super::sockets::create(b, &inv.unix, *inode, reg)?;
+            }
             FdTarget::Fifo { path, inode } if !reg.fifos.contains(inode) => {
                 let queued = inv.fifos.iter().find(|x| x.inode == *inode);
                 keep_fifo(b, path, queued)?;
@@ -155,6 +158,11 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
                 set_flags(&mut batch, f);
             }
             FdTarget::Epoll { .. } => unreachable!("epoll sets are made below"),
+            FdTarget::Unix { inode } => {
+                let got = fetch_fd(&mut batch, reg.sockets[inode], b.inside);
+                place(&mut batch, got, f, base);
+                set_flags(&mut batch, f);
+            }
         }
         reg.files.insert(f.file_id, Source { pid: b.inside, fd: f.fd });
     }

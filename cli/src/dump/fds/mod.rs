@@ -4,6 +4,7 @@
 
 mod fdinfo;
 mod paths;
+mod unix;
 mod unlinked;
 
 use anyhow::{Context, Result};
@@ -22,6 +23,7 @@ pub struct TreeFds {
     pub pipes: Vec<PipeImage>,
     pub fifos: Vec<PipeImage>,
     pub unlinked: Vec<UnlinkedFile>,
+    pub unix: Vec<cryo_image::UnixSocket>,
 }
 
 fn pipe_inode(link: &str) -> Option<u64> {
@@ -55,6 +57,7 @@ pub fn collect(pids: &[i32], writer: &mut ImageWriter) -> Result<TreeFds> {
     let fifos = tree_fifos(&tables)?;
     let mut ids = FileIds::default();
     let mut unlinked = unlinked::Saver::default();
+    let mut unix = unix::UnixTable::new(tables.iter().flat_map(|(_, fds)| fds.iter().filter_map(|f| unix::socket_inode(&f.link))).collect())?;
     let mut per_process = HashMap::new();
     for (pid, fds) in &tables {
         let mut out = Vec::new();
@@ -63,7 +66,13 @@ pub fn collect(pids: &[i32], writer: &mut ImageWriter) -> Result<TreeFds> {
             let flags = f.flags & !(libc::O_CLOEXEC as u32);
             let target = match pipe_inode(&f.link) {
                 Some(inode) if pipes.iter().any(|p| p.inode == inode) => FdTarget::Pipe { inode, write: writable(f) },
-                _ => classify(*pid, f, fds, &mut unlinked, writer)?,
+                _ => match unix::socket_inode(&f.link).filter(|i| unix.is_unix(*i)) {
+                    Some(inode) => {
+                        unix.save(*pid, f.fd, inode).map_err(|why| refuse(*pid, f, why))?;
+                        FdTarget::Unix { inode }
+                    }
+                    None => classify(*pid, f, fds, &mut unlinked, writer)?,
+                },
             };
             let locks = fdinfo::locks(&f.info).map_err(|e| refuse(*pid, f, e))?;
             let file_id = ids.assign(*pid, f);
@@ -71,7 +80,7 @@ pub fn collect(pids: &[i32], writer: &mut ImageWriter) -> Result<TreeFds> {
         }
         per_process.insert(*pid, out);
     }
-    Ok(TreeFds { per_process, pipes, fifos, unlinked: unlinked.files })
+    Ok(TreeFds { per_process, pipes, fifos, unlinked: unlinked.files, unix: unix.saved })
 }
 
 /// A pipe is the tree's own when the tree holds both of its ends; otherwise
@@ -167,7 +176,7 @@ fn classify(pid: i32, f: &proc::FdInfo, table: &[proc::FdInfo], unlinked: &mut u
         return kernel_object(pid, f, kind, table);
     }
     if link.starts_with("socket:") {
-        return Err(refuse(pid, f, "sockets cannot be checkpointed yet"));
+        return Err(refuse(pid, f, "sockets other than Unix sockets cannot be checkpointed yet"));
     }
     if link.starts_with("/memfd:") || link.ends_with(" (deleted)") {
         let md = fd_metadata(pid, f)?;
