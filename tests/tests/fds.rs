@@ -153,12 +153,12 @@ fn changed_file_refused_unless_allowed() {
 fn unsupported_fd_refused_naming_it() {
     let h = Harness::with_cryo("fds-refused");
     let prog = h.compile("fdkinds");
-    let (p, log) = h.spawn(&[prog.to_str().unwrap(), "socket"], "socket.log");
+    let (p, log) = h.spawn(&[prog.to_str().unwrap(), "netlink"], "netlink.log");
     log.wait_line("ready");
     let pid = p.pid();
     let img = h.path("img");
     let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
-    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("process {pid}"), "socket"]);
+    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("process {pid}"), "netlink socket"]);
     assert!(!img.join("inventory.cryo").exists(), "no image is left");
     assert_eq!(tracer_pid(pid), Some(0), "untraced after the refusal");
     assert!(!read_maps(pid).contains("memfd:cryo"), "no parasite left");

@@ -2,8 +2,8 @@
  * restart. Mode "files": O_APPEND, O_PATH, O_DIRECTORY, a file deleted while
  * open, a sealed memfd, flock/POSIX/OFD locks, a FIFO with queued bytes,
  * /dev/null, /dev/zero, /dev/urandom. Mode "kernel": eventfd, timerfd,
- * signalfd, epoll, inotify, POSIX timers, itimers. Mode "socket": holds a
- * socketpair (which cryo must refuse).
+ * signalfd, epoll, inotify, POSIX timers, itimers. Mode "netlink": holds a
+ * netlink socket (which cryo must refuse).
  * It sets everything up, prints "ready", waits for a file "go" in its cwd,
  * then checks and prints "OK <what>" or "BAD <what>: ...", then "done". */
 #define _GNU_SOURCE
@@ -264,8 +264,7 @@ int main(int argc, char **argv) {
     else if (strcmp(mode, "kernel") == 0)
         r = kernel();
     else {
-        int sv[2];
-        socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+        if (socket(AF_NETLINK, SOCK_RAW, 0) < 0) die("netlink socket");
         wait_go();
         r = 0;
     }

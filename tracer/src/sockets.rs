@@ -238,3 +238,31 @@ fn has_rights(mh: &libc::msghdr) -> bool {
     }
     found
 }
+
+fn sockopt_int(fd: i32, opt: i32) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are valid out-pointers of the sizes given.
+    if unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut v as *mut libc::c_int).cast(), &mut len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// Address family (SO_DOMAIN) and type (SO_TYPE) of a socket another process holds.
+pub fn domain_and_type(pid: i32, fd: i32) -> io::Result<(i32, i32)> {
+    let s = take_fd(pid, fd)?;
+    Ok((sockopt_int(s.as_raw_fd(), libc::SO_DOMAIN)?, sockopt_int(s.as_raw_fd(), libc::SO_TYPE)?))
+}
+
+/// A name for an address family, for messages.
+pub fn family_name(domain: i32) -> String {
+    match domain {
+        libc::AF_UNIX => "Unix".into(),
+        libc::AF_INET => "IPv4".into(),
+        libc::AF_INET6 => "IPv6".into(),
+        libc::AF_NETLINK => "netlink".into(),
+        libc::AF_PACKET => "packet".into(),
+        d => format!("family {d}"),
+    }
+}

@@ -176,7 +176,11 @@ fn classify(pid: i32, f: &proc::FdInfo, table: &[proc::FdInfo], unlinked: &mut u
         return kernel_object(pid, f, kind, table);
     }
     if link.starts_with("socket:") {
-        return Err(refuse(pid, f, "sockets other than Unix sockets cannot be checkpointed yet"));
+        let family = match cryo_tracer::sockets::domain_and_type(pid, f.fd) {
+            Ok((domain, _)) => cryo_tracer::sockets::family_name(domain),
+            Err(e) => format!("unknown kind ({e})"),
+        };
+        return Err(refuse(pid, f, format!("a {family} socket, which cryo cannot checkpoint yet")));
     }
     if link.starts_with("/memfd:") || link.ends_with(" (deleted)") {
         let md = fd_metadata(pid, f)?;
