@@ -47,6 +47,11 @@ enum Cmd {
         /// Let the process run on after the checkpoint (the default).
         #[arg(long)]
         leave_running: bool,
+        /// TCP connections to outside the tree come back as connections that
+        /// were reset (the program sees ECONNRESET and can reconnect); without
+        /// it they make the checkpoint fail.
+        #[arg(long)]
+        tcp_close: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -190,9 +195,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Checkpoint { pid, output, kill, leave_running: _, json, now: None } => {
+        Cmd::Checkpoint { pid, output, kill, leave_running: _, tcp_close, json, now: None } => {
             let (Some(pid), Some(out)) = (pid, output) else { anyhow::bail!("checkpoint needs a PID and -o DIR") };
-            let s = dump::checkpoint(&dump::Options { pid, out, kill })?;
+            let s = dump::checkpoint(&dump::Options { pid, out, kill, tcp_close })?;
             if json {
                 println!(
                     "{}",

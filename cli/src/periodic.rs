@@ -168,7 +168,7 @@ fn comm(pid: i32) -> String {
 fn take(series: &Series, job: &mut Job, keep: usize) {
     let result = (|| -> Result<PathBuf> {
         let out = series.next_path()?;
-        let sum = dump::checkpoint(&dump::Options { pid: job.pid(), out: out.clone(), kill: false })?;
+        let sum = dump::checkpoint(&dump::Options { pid: job.pid(), out: out.clone(), kill: false, tcp_close: false })?;
         series.commit(&out)?;
         say!(
             "checkpoint {} complete: {} pages, job stopped for {:.1} ms",

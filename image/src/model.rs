@@ -25,6 +25,8 @@ pub struct Inventory {
     pub unlinked: Vec<UnlinkedFile>,
     /// Unix sockets of the tree, with the bytes queued to be read from them.
     pub unix: Vec<UnixSocket>,
+    /// TCP and UDP sockets of the tree.
+    pub inet: Vec<InetSocket>,
     /// Image this one is incremental against (pages marked `PageOrigin::Parent`
     /// are read from it), as a path relative to this image's directory.
     pub parent: Option<String>,
@@ -381,6 +383,46 @@ pub enum FdTarget {
     Inotify { watches: Vec<InotifyWatch> },
     /// A socket of `Inventory::unix`.
     Unix { inode: u64 },
+    /// A socket of `Inventory::inet`.
+    Inet { inode: u64 },
+}
+
+/// A TCP or UDP socket. Addresses are written as `std::net::SocketAddr`
+/// prints them ("127.0.0.1:6379", "[::1]:80").
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct InetSocket {
+    pub inode: u64,
+    /// AF_INET or AF_INET6.
+    pub family: i32,
+    /// SOCK_STREAM (TCP) or SOCK_DGRAM (UDP).
+    pub kind: i32,
+    pub role: InetRole,
+    /// Bound address, if any.
+    pub local: Option<String>,
+    /// Bytes received and not yet read (TCP).
+    pub queued: Vec<u8>,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub keepalive: bool,
+    pub nodelay: bool,
+    pub v6only: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum InetRole {
+    /// A listening TCP socket with nothing waiting to be accepted.
+    Listen { backlog: u32 },
+    /// One end of a TCP connection whose other end the tree holds too;
+    /// `accepted` is the end that came from accept() (or that plays it at
+    /// restart).
+    Pair { peer: u64, accepted: bool },
+    /// A TCP connection to outside the tree, checkpointed with --tcp-close:
+    /// restored as a connection that was reset.
+    Reset,
+    /// A UDP socket connected to `peer`.
+    Connected { peer: String },
+    /// Bound or not, neither listening nor connected.
+    Unconnected,
 }
 
 /// A Unix socket as sock_diag describes it.

@@ -11,6 +11,7 @@ use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
 use cryo_tracer::{proc, ptrace};
 
 mod fds;
+mod inet;
 pub(crate) mod sockets;
 mod timers;
 

@@ -52,8 +52,10 @@ pub struct Registry {
     pub objects: HashMap<(u64, u64), Source>,
     /// FIFOs (by inode) some process keeps open until every holder has opened them.
     pub fifos: HashSet<u64>,
-    /// Unix sockets created so far, by inode, above the image's fds of their creator.
+    /// Sockets created so far, by inode, above the image's fds of their creator.
     pub sockets: HashMap<u64, Source>,
+    /// Every TCP/UDP socket of the tree is made (by the first process rebuilt).
+    pub inet_made: bool,
 }
 
 impl Registry {

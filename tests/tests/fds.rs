@@ -225,3 +225,57 @@ fn unix_sockets_that_cannot_come_back_are_refused() {
     log.wait_line("done ok");
     clog.wait_line("done ok");
 }
+
+/// TCP without privileges: a loopback connection whose both ends are in
+/// the tree (one in a child) comes back with the unread bytes on both sides,
+/// the listener keeps its port and accepts a new client from outside, and a
+/// connected UDP socket sends to a bound one.
+#[test]
+fn tcp_connection_inside_the_tree_and_listener() {
+    use std::io::{BufRead, BufReader};
+    let h = Harness::with_cryo("fds-tcp");
+    let prog = h.compile("tcp");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "pair"], "tcp.log");
+    log.wait_line("ready");
+    let port: u16 = log.wait_prefix("port ", SECS20).split_whitespace().nth(1).unwrap().parse().unwrap();
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let kinds = fd_kinds(&inspect_json(&h, &img));
+    assert!(kinds.iter().filter(|k| *k == "inet").count() >= 3, "inspect shows the sockets: {kinds:?}");
+    h.restart_detached(&img);
+    h.write_file("go", "", 0o644);
+    log.wait_line("accepting");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the restored listener accepts");
+    s.set_read_timeout(Some(SECS20)).unwrap();
+    s.write_all(b"ping\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    assert_eq!(line, "pong\n");
+    go_and_check(&h, &log, &["tcp-unread-bytes", "tcp-child-side", "tcp-child-exit", "tcp-listener-port", "udp-connected", "tcp-new-client"]);
+}
+
+/// A TCP connection to a server outside the tree: refused by default with
+/// the reason and the way out; with --tcp-close it comes back reset, and
+/// the program sees ECONNRESET.
+#[test]
+fn tcp_connection_to_outside_refused_or_reset() {
+    let h = Harness::with_cryo("fds-tcp-outside");
+    let prog = h.compile("tcp");
+    let portfile = h.path("server.port");
+    let (_server, slog) = h.spawn(&[prog.to_str().unwrap(), "server", portfile.to_str().unwrap()], "server.log");
+    slog.wait_line("listening");
+    let port = std::fs::read_to_string(&portfile).unwrap().trim().to_string();
+    let (mut c, log) = h.spawn(&[prog.to_str().unwrap(), "client", &port], "client.log");
+    log.wait_line("ready");
+    let pid = c.pid().to_string();
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("127.0.0.1:{port}"), "outside the checkpointed tree", "--tcp-close"]);
+    assert_eq!(tracer_pid(c.pid()), Some(0), "untraced after the refusal");
+
+    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill", "--tcp-close"]);
+    out.assert_ok();
+    assert!(c.wait_timeout(SECS20).is_some(), "killed by the checkpoint");
+    h.restart_detached(&img);
+    go_and_check(&h, &log, &["tcp-reset"]);
+}

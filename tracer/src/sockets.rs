@@ -266,3 +266,99 @@ pub fn family_name(domain: i32) -> String {
         d => format!("family {d}"),
     }
 }
+
+/// An IPv4/IPv6 socket another process holds, as the socket API tells it
+/// through a reference taken with pidfd_getfd.
+#[derive(Debug, Clone)]
+pub struct InetInfo {
+    pub domain: i32,
+    pub kind: i32,
+    pub local: Option<std::net::SocketAddr>,
+    pub peer: Option<std::net::SocketAddr>,
+    /// tcpi_state (TCP only): 1 established, 7 closed, 10 listening, ...
+    pub tcp_state: u8,
+    /// Listening TCP socket: connections waiting to be accepted, and the backlog.
+    pub accept_queue: u32,
+    pub backlog: u32,
+    /// Bytes sent but not yet acknowledged by the peer (SIOCOUTQ).
+    pub unacked: i32,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub keepalive: bool,
+    pub nodelay: bool,
+    pub v6only: bool,
+}
+
+fn to_std(a: &nix::sys::socket::SockaddrStorage) -> Option<std::net::SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(std::net::SocketAddr::V4(std::net::SocketAddrV4::new(v4.ip(), v4.port())));
+    }
+    a.as_sockaddr_in6().map(|v6| std::net::SocketAddr::V6(std::net::SocketAddrV6::new(v6.ip(), v6.port(), v6.flowinfo(), v6.scope_id())))
+}
+
+fn opt_at(fd: i32, level: i32, opt: i32) -> i32 {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are valid out-pointers of the sizes given.
+    unsafe { libc::getsockopt(fd, level, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
+    v
+}
+
+pub fn inet_info(pid: i32, fd: i32) -> io::Result<InetInfo> {
+    use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
+    let s = take_fd(pid, fd)?;
+    let raw = s.as_raw_fd();
+    let domain = sockopt_int(raw, libc::SO_DOMAIN)?;
+    let kind = sockopt_int(raw, libc::SO_TYPE)?;
+    let local = getsockname::<SockaddrStorage>(raw).ok().as_ref().and_then(to_std).filter(|a| a.port() != 0 || !a.ip().is_unspecified());
+    let peer = getpeername::<SockaddrStorage>(raw).ok().as_ref().and_then(to_std);
+    let mut info = InetInfo {
+        domain,
+        kind,
+        local,
+        peer,
+        tcp_state: 0,
+        accept_queue: 0,
+        backlog: 0,
+        unacked: 0,
+        reuseaddr: opt_at(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR) != 0,
+        reuseport: opt_at(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT) != 0,
+        keepalive: opt_at(raw, libc::SOL_SOCKET, libc::SO_KEEPALIVE) != 0,
+        nodelay: false,
+        v6only: domain == libc::AF_INET6 && opt_at(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) != 0,
+    };
+    if kind == libc::SOCK_STREAM {
+        // struct tcp_info: state (u8) first; unacked and sacked (u32) at 24 and 28
+        // hold the accept queue and the backlog of a listening socket.
+        let mut ti = [0u8; 104];
+        let mut len = ti.len() as libc::socklen_t;
+        // SAFETY: ti and len are valid out-pointers of the sizes given.
+        if unsafe { libc::getsockopt(raw, libc::IPPROTO_TCP, libc::TCP_INFO, ti.as_mut_ptr().cast(), &mut len) } == 0 {
+            info.tcp_state = ti[0];
+            info.accept_queue = u32_at(&ti, 24);
+            info.backlog = u32_at(&ti, 28);
+        }
+        info.nodelay = opt_at(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY) != 0;
+        let mut outq: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int to the valid pointer.
+        unsafe { libc::ioctl(raw, libc::TIOCOUTQ, &mut outq) };
+        info.unacked = outq;
+    }
+    Ok(info)
+}
+
+/// Make a TCP socket another process holds send a reset instead of a FIN
+/// when it is closed (SO_LINGER with no time), so no TIME_WAIT keeps its
+/// ports from being bound again at restart.
+pub fn abort_on_close(pid: i32, fd: i32) -> io::Result<()> {
+    let s = take_fd(pid, fd)?;
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: l is a valid linger for the duration of the call.
+    let r = unsafe {
+        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, (&l as *const libc::linger).cast(), std::mem::size_of::<libc::linger>() as u32)
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

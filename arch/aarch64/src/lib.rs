@@ -140,6 +140,9 @@ impl Arch for Aarch64 {
             Connect => 203,
             Sendto => 206,
             Shutdown => 210,
+            Accept4 => 242,
+            Getsockname => 204,
+            Setsockopt => 208,
             ArchPrctl | SetTls => return None,
         })
     }

@@ -110,6 +110,9 @@ pub enum Sysno {
     Connect,
     Sendto,
     Shutdown,
+    Accept4,
+    Getsockname,
+    Setsockopt,
     /// Set the calling thread's TLS register where no register set can
     /// (32-bit ARM's private `set_tls`); `None` elsewhere.
     SetTls,

@@ -130,6 +130,9 @@ impl Arch for Armv7 {
             Connect => 283,
             Sendto => 290,
             Shutdown => 293,
+            Accept4 => 366,
+            Getsockname => 286,
+            Setsockopt => 294,
             SetTls => ARM_NR_SET_TLS,
             ArchPrctl => return None,
         })

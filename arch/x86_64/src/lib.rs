@@ -125,6 +125,9 @@ impl Arch for X86_64 {
             Connect => 42,
             Sendto => 44,
             Shutdown => 48,
+            Accept4 => 288,
+            Getsockname => 51,
+            Setsockopt => 54,
             SetTls => return None,
         })
     }

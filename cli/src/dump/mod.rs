@@ -22,6 +22,9 @@ pub struct Options {
     pub pid: i32,
     pub out: PathBuf,
     pub kill: bool,
+    /// Restore TCP connections to outside the tree as reset connections
+    /// instead of refusing the checkpoint.
+    pub tcp_close: bool,
 }
 
 pub struct Summary {
@@ -44,7 +47,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
     let tree_pids = tree.pids();
-    let mut tree_fds = fds::collect(&tree_pids, &mut writer)?;
+    let mut tree_fds = fds::collect(&tree_pids, &mut writer, opts.tcp_close)?;
     let mut shared = memory::SharedSeen::new();
     let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
@@ -112,6 +115,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         fifos: tree_fds.fifos,
         unlinked: tree_fds.unlinked,
         unix: tree_fds.unix,
+        inet: tree_fds.inet,
         parent: None,
         cpu_features,
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
@@ -119,6 +123,13 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     writer.finish(&inventory).context("completing the image")?;
     progress.finish_and_clear();
     if !released {
+        // The tree's TCP connections end with a reset, so no TIME_WAIT keeps
+        // their ports from the restart.
+        for (pid, fd) in &tree_fds.abort_on_kill {
+            if let Err(e) = cryo_tracer::sockets::abort_on_close(*pid, *fd) {
+                tracing::debug!("fd {fd} of process {pid}: SO_LINGER: {e}");
+            }
+        }
         tree.kill().context("killing the checkpointed tree")?;
     }
     Ok(Summary { pid, frozen_us, total_us: t0.elapsed().as_micros() as u64, pages, image: opts.out.clone() })

@@ -356,6 +356,7 @@ fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> 
                 FdTarget::Epoll { .. } => ("epoll", None, None),
                 FdTarget::Inotify { .. } => ("inotify", None, None),
                 FdTarget::Unix { .. } => ("unix", None, None),
+                FdTarget::Inet { .. } => ("inet", None, None),
             };
             FdReport {
                 fd: f.fd,
@@ -516,6 +517,7 @@ fn fd_desc(t: &FdTarget) -> String {
             format!("inotify watching {}", paths.join(", "))
         }
         FdTarget::Unix { inode } => format!("unix socket {inode}"),
+        FdTarget::Inet { inode } => format!("TCP/UDP socket {inode}"),
     }
 }
 

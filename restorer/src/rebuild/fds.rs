@@ -29,6 +29,10 @@ const OPEN_ONLY: u32 = (libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32;
 pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Result<()> {
     let p = b.p;
     let inv = &img.inventory;
+    if !reg.inet_made && !inv.inet.is_empty() {
+        super::inet::create_all(b, &inv.inet, reg)?;
+    }
+    reg.inet_made = true;
     // Objects this process needs that it is the first to hold are made first.
     let mut local: HashMap<(u64, u64), u64> = HashMap::new();
     for f in &p.fds {
@@ -158,8 +162,9 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
                 set_flags(&mut batch, f);
             }
             FdTarget::Epoll { .. } => unreachable!("epoll sets are made below"),
-            FdTarget::Unix { inode } => {
-                let got = fetch_fd(&mut batch, reg.sockets[inode], b.inside);
+            FdTarget::Unix { inode } | FdTarget::Inet { inode } => {
+                let src = *reg.sockets.get(inode).ok_or_else(|| RestoreError::Corrupt(format!("process {}: fd {} is a socket the image does not hold", p.pid, f.fd)))?;
+                let got = fetch_fd(&mut batch, src, b.inside);
                 place(&mut batch, got, f, base);
                 set_flags(&mut batch, f);
             }

@@ -3,6 +3,7 @@
 //! the reason.
 
 mod fdinfo;
+mod inet;
 mod paths;
 mod unix;
 mod unlinked;
@@ -24,6 +25,9 @@ pub struct TreeFds {
     pub fifos: Vec<PipeImage>,
     pub unlinked: Vec<UnlinkedFile>,
     pub unix: Vec<cryo_image::UnixSocket>,
+    pub inet: Vec<cryo_image::InetSocket>,
+    /// TCP connections to make abort (RST, no TIME_WAIT) when the tree is killed.
+    pub abort_on_kill: Vec<(i32, i32)>,
 }
 
 fn pipe_inode(link: &str) -> Option<u64> {
@@ -48,7 +52,7 @@ fn fd_metadata(pid: i32, f: &proc::FdInfo) -> Result<std::fs::Metadata> {
     std::fs::metadata(format!("/proc/{pid}/fd/{}", f.fd)).map_err(|e| refuse(pid, f, e))
 }
 
-pub fn collect(pids: &[i32], writer: &mut ImageWriter) -> Result<TreeFds> {
+pub fn collect(pids: &[i32], writer: &mut ImageWriter, tcp_close: bool) -> Result<TreeFds> {
     let mut tables = Vec::new();
     for &pid in pids {
         tables.push((pid, proc::fds(pid)?));
@@ -57,6 +61,7 @@ pub fn collect(pids: &[i32], writer: &mut ImageWriter) -> Result<TreeFds> {
     let fifos = tree_fifos(&tables)?;
     let mut ids = FileIds::default();
     let mut unlinked = unlinked::Saver::default();
+    let mut inet = inet::InetTable::new(&tables, tcp_close);
     let mut unix = unix::UnixTable::new(tables.iter().flat_map(|(_, fds)| fds.iter().filter_map(|f| unix::socket_inode(&f.link))).collect())?;
     let mut per_process = HashMap::new();
     for (pid, fds) in &tables {
@@ -71,7 +76,13 @@ pub fn collect(pids: &[i32], writer: &mut ImageWriter) -> Result<TreeFds> {
                         unix.save(*pid, f.fd, inode).map_err(|why| refuse(*pid, f, why))?;
                         FdTarget::Unix { inode }
                     }
-                    None => classify(*pid, f, fds, &mut unlinked, writer)?,
+                    None => match unix::socket_inode(&f.link).filter(|i| inet.is_inet(*i)) {
+                        Some(inode) => {
+                            inet.save(inode).map_err(|why| refuse(*pid, f, why))?;
+                            FdTarget::Inet { inode }
+                        }
+                        None => classify(*pid, f, fds, &mut unlinked, writer)?,
+                    },
                 },
             };
             let locks = fdinfo::locks(&f.info).map_err(|e| refuse(*pid, f, e))?;
@@ -80,7 +91,7 @@ pub fn collect(pids: &[i32], writer: &mut ImageWriter) -> Result<TreeFds> {
         }
         per_process.insert(*pid, out);
     }
-    Ok(TreeFds { per_process, pipes, fifos, unlinked: unlinked.files, unix: unix.saved })
+    Ok(TreeFds { per_process, pipes, fifos, unlinked: unlinked.files, unix: unix.saved, inet: inet.saved, abort_on_kill: inet.abort_on_kill })
 }
 
 /// A pipe is the tree's own when the tree holds both of its ends; otherwise
