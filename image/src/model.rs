@@ -343,6 +343,17 @@ pub enum UnlinkedKind {
     Memfd { name: String, seals: u32 },
 }
 
+/// Terminal settings (struct termios without the speeds, which c_cflag holds).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Termios {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub line: u8,
+    pub cc: Vec<u8>,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpollWatch {
     /// The watched fd, in the same process.
@@ -369,6 +380,10 @@ pub enum FdTarget {
     /// A pipe, terminal or socket that led outside the checkpointed tree: on
     /// restart it is connected to `cryo restart`'s own fd `stdio` (0, 1 or 2).
     Outside { stdio: u8, what: String },
+    /// The terminal the program ran on (outside the tree), with its settings:
+    /// on restart it is `cryo restart`'s own fd `stdio`, and that terminal
+    /// gets the settings (like criu --shell-job).
+    Terminal { stdio: u8, path: String, termios: Option<Termios> },
     /// A file of `Inventory::unlinked`.
     Unlinked { dev: u64, inode: u64 },
     /// A FIFO, reopened by path; the bytes queued in it (if the tree reads

@@ -15,6 +15,7 @@ mod ns;
 mod rebuild;
 mod shape;
 mod shared;
+mod terminal;
 
 use cryo_image::{ImageReader, ProcessImage, ProcessState};
 use rebuild::Restoree;
@@ -60,14 +61,21 @@ pub fn restart(opts: &Options) -> Result<u8> {
         tracing::warn!("restoring a tree without a pid namespace: its processes get new pids, which pids they remember will not match");
     }
 
+    let terminal = terminal::adopt(images.values());
     let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns(img.inventory.root_pid)? } else { ns::Sandbox::plain() };
     let root_host = match restore_tree(&img, &images, &mut sandbox, opts.progress.clone()) {
         Ok(h) => h,
         Err(e) => {
             sandbox.kill_all();
+            if let Some(t) = terminal {
+                t.restore();
+            }
             return Err(e);
         }
     };
+    if let Some(t) = &terminal {
+        t.notify(root_host);
+    }
     sandbox.done_spawning();
     if let Some(p) = &opts.pidfile {
         std::fs::write(p, format!("{root_host}\n"))
@@ -76,7 +84,11 @@ pub fn restart(opts: &Options) -> Result<u8> {
     if opts.detach {
         return Ok(0);
     }
-    Ok(foreground::wait(&sandbox, root_host))
+    let code = foreground::wait(&sandbox, root_host);
+    if let Some(t) = terminal {
+        t.restore();
+    }
+    Ok(code)
 }
 
 /// Create the tree, then rebuild it stage by stage across all processes, so
@@ -102,6 +114,7 @@ fn restore_tree(img: &ImageReader, images: &HashMap<i32, ProcessImage>, sandbox:
     for r in &mut tree {
         r.memory(img, &mut reg, &mut pages, in_userns)?;
     }
+    pages.finish();
     for r in &mut tree {
         r.fds(&mut reg, img)?;
     }

@@ -177,6 +177,14 @@ impl PageProgress {
             f(self.done, self.total);
         }
     }
+
+    /// Every page is in place (pages kept only for reference, such as the
+    /// vDSO copy, are never read): the caller clears its progress display
+    /// before the restored program can write to the terminal.
+    pub fn finish(&mut self) {
+        self.done = self.total;
+        self.report();
+    }
 }
 
 /// Standard signals the rebuild itself caused (a zombie child's SIGCHLD) are

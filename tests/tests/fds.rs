@@ -279,3 +279,85 @@ fn tcp_connection_to_outside_refused_or_reset() {
     h.restart_detached(&img);
     go_and_check(&h, &log, &["tcp-reset"]);
 }
+
+/// A real server nobody here wrote: redis-server on a loopback port. Keys
+/// written before the checkpoint are read back after the restart, and new
+/// clients connect and write.
+#[test]
+fn redis_server_keeps_its_keys() {
+    if !have("redis-server") || !have("redis-cli") {
+        panic!("redis-server is not installed (test.sh installs it: apt-get install redis-server)");
+    }
+    let h = Harness::with_cryo("fds-redis");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let (mut p, log) = h.spawn(
+        &["redis-server", "--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        "redis.log",
+    );
+    log.wait_for("redis ready", SECS20, |t| t.contains("Ready to accept connections"));
+    let cli = |args: &[&str]| -> String {
+        let out = std::process::Command::new("redis-cli").args(["-p", &port]).args(args).output().expect("run redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["set", "before", "written before the checkpoint"]), "OK");
+    assert_eq!(cli(&["rpush", "list", "a", "b", "c"]), "3");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    h.restart_detached(&img);
+    assert_eq!(cli(&["get", "before"]), "written before the checkpoint");
+    assert_eq!(cli(&["lrange", "list", "0", "-1"]), "a\nb\nc");
+    assert_eq!(cli(&["set", "after", "new client"]), "OK");
+    assert_eq!(cli(&["get", "after"]), "new client");
+    assert_eq!(cli(&["dbsize"]), "3");
+}
+
+/// An interactive program nobody here wrote, on a terminal: a python3 REPL
+/// in a tmux pane is checkpointed (--kill closes its pane) and restarted in
+/// a new pane by `cryo restart`, which hands it that pane's terminal in the
+/// line editor's raw mode: its variables are there, and what is typed is
+/// echoed once (by readline, not by the terminal as well).
+#[test]
+fn python_repl_in_tmux_moves_to_a_new_pane() {
+    if !have("tmux") {
+        panic!("tmux is not installed (test.sh installs it: apt-get install tmux)");
+    }
+    let h = Harness::with_cryo("fds-tmux");
+    let sock = format!("cryo-test-{}", std::process::id());
+    let tmux = |args: &[&str]| -> String {
+        // tmux runs pane commands with $SHELL (the test user's login shell may be nologin).
+        let out = h.command(Who::Test, "tmux").env("SHELL", "/bin/sh").arg("-L").arg(&sock).args(args).output().expect("run tmux");
+        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let screen_shows = |win: &str, what: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let s = tmux(&["capture-pane", "-p", "-t", win]);
+            if s.contains(what) {
+                return s;
+            }
+            assert!(start.elapsed() < SECS20, "pane {win} never showed {what:?}:\n{s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    tmux(&["new-session", "-d", "-s", "t", "-x", "100", "-y", "30", "sleep 100000"]);
+    tmux(&["new-window", "-t", "t", "-n", "py", "/usr/bin/python3 -q"]);
+    screen_shows("t:py", ">>>");
+    tmux(&["send-keys", "-t", "t:py", "x = 6 * 7", "Enter"]);
+    tmux(&["send-keys", "-t", "t:py", "x", "Enter"]);
+    screen_shows("t:py", "42");
+    let pid = tmux(&["list-panes", "-t", "t:py", "-F", "#{pane_pid}"]).trim().to_string();
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill"]);
+    out.assert_ok();
+    let cmd = format!("{} restart {}", h.cryo().display(), img.display());
+    tmux(&["new-window", "-t", "t", "-n", "back", &cmd]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&["send-keys", "-t", "t:back", "print(x + 1)", "Enter"]);
+    let screen = screen_shows("t:back", "43");
+    assert_eq!(screen.matches("print(x + 1)").count(), 1, "typed text is echoed once:\n{screen}");
+    assert!(!screen.contains("restart ["), "the progress bar is gone before the program runs:\n{screen}");
+    tmux(&["send-keys", "-t", "t:back", "exit()", "Enter"]);
+    let _ = h.command(Who::Test, "tmux").arg("-L").arg(&sock).arg("kill-server").status();
+}

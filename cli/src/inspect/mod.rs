@@ -348,6 +348,7 @@ fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> 
                     ("pipe", None, Some(PipeEnd { inode: *inode, end: if *write { "write" } else { "read" } }))
                 }
                 FdTarget::Outside { .. } => ("outside", None, None),
+                FdTarget::Terminal { path, .. } => ("terminal", Some(path.clone()), None),
                 FdTarget::Unlinked { .. } => ("unlinked", None, None),
                 FdTarget::Fifo { path, .. } => ("fifo", Some(path.clone()), None),
                 FdTarget::EventFd { .. } => ("eventfd", None, None),
@@ -501,6 +502,9 @@ fn fd_desc(t: &FdTarget) -> String {
         FdTarget::Device { path, .. } => format!("device {path}"),
         FdTarget::Pipe { inode, write } => format!("pipe {inode} ({} end)", if *write { "write" } else { "read" }),
         FdTarget::Outside { stdio, what } => format!("{what} (restored as cryo's fd {stdio})"),
+        FdTarget::Terminal { stdio, path, termios } => {
+            format!("terminal {path} (restored as cryo's fd {stdio}{})", if termios.is_some() { ", with its settings" } else { "" })
+        }
         FdTarget::Unlinked { dev, inode } => format!("file without a path (deleted or memfd), inode {inode} on {}:{}", dev >> 32, dev & 0xffff_ffff),
         FdTarget::Fifo { path, .. } => format!("fifo {path}"),
         FdTarget::EventFd { count, semaphore } => format!("eventfd count {count}{}", if *semaphore { " (semaphore)" } else { "" }),

@@ -77,7 +77,7 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
     for f in rest {
         let cloexec = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
         let shared_with = match f.target {
-            FdTarget::Outside { .. } => None,
+            FdTarget::Outside { .. } | FdTarget::Terminal { .. } => None,
             FdTarget::Pipe { inode, write } => reg.files.get(&f.file_id).or_else(|| reg.pipe_ends.get(&(inode, write))),
             _ => reg.files.get(&f.file_id),
         };
@@ -99,7 +99,7 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
                     batch.call_may_fail(Sysno::Lseek, &[(f.fd as u64).into(), f.pos.into(), (libc::SEEK_SET as u64).into()]);
                 }
             }
-            FdTarget::Outside { stdio: which, .. } => match stdio[*which as usize] {
+            FdTarget::Outside { stdio: which, .. } | FdTarget::Terminal { stdio: which, .. } => match stdio[*which as usize] {
                 Some(src) => {
                     batch.call(Sysno::Dup3, &[src.into(), (f.fd as u64).into(), cloexec.into()]);
                     continue;

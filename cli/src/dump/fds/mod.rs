@@ -219,7 +219,8 @@ fn classify(pid: i32, f: &proc::FdInfo, table: &[proc::FdInfo], unlinked: &mut u
             return Ok(FdTarget::Device { path: link.clone(), rdev: md.rdev() });
         }
         if link.starts_with("/dev/pts/") || link.starts_with("/dev/tty") || link == "/dev/console" {
-            return Ok(FdTarget::Outside { stdio: stdio_for(f), what: format!("terminal {link}") });
+            let termios = files::terminal_settings(pid, f.fd).ok();
+            return Ok(FdTarget::Terminal { stdio: stdio_for(f), path: link.clone(), termios });
         }
     }
     if ft.is_fifo() {
