@@ -364,9 +364,10 @@ fn unlinked_here(b: &mut Restoree, u: &UnlinkedFile, img: &ImageReader, reg: &mu
         batch.call(Sysno::Close, &[Arg::Result(got)]);
         let out = b.run(&what, &batch)?;
         let fd = out.results[h] as u64;
-        if !reg.objects.contains_key(&key) {
+        if let std::collections::hash_map::Entry::Vacant(e) = reg.objects.entry(key) {
+            // Made by the memory stage: it holds the mapped pages, not yet the whole file.
+            e.insert(Source { pid: b.inside, fd: fd as i32 });
             fill(b, u, img, fd, &what)?;
-            reg.objects.insert(key, Source { pid: b.inside, fd: fd as i32 });
         }
         return Ok(fd);
     }

@@ -44,16 +44,15 @@ fn parse(what: &str, s: &str) -> Result<SocketAddr> {
 }
 
 /// Builds one batch of socket calls whose fds stay above the image's fds.
-struct Calls<'b> {
+struct Calls {
     batch: Batch,
     base: u64,
     binds: Vec<(usize, String)>,
-    _b: std::marker::PhantomData<&'b ()>,
 }
 
-impl Calls<'_> {
+impl Calls {
     fn new(base: u64) -> Self {
-        Calls { batch: Batch::new(), base, binds: Vec::new(), _b: std::marker::PhantomData }
+        Calls { batch: Batch::new(), base, binds: Vec::new() }
     }
 
     fn socket(&mut self, family: i32, kind: i32) -> usize {

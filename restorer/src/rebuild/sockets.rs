@@ -31,7 +31,7 @@ fn describe(s: &UnixSocket) -> String {
     }
 }
 
-fn find<'a>(all: &'a [UnixSocket], inode: u64) -> Result<&'a UnixSocket> {
+fn find(all: &[UnixSocket], inode: u64) -> Result<&UnixSocket> {
     all.iter().find(|s| s.inode == inode).ok_or_else(|| RestoreError::Corrupt(format!("Unix socket {inode} is not in the image")))
 }
 
