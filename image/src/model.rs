@@ -27,6 +27,8 @@ pub struct Inventory {
     pub unix: Vec<UnixSocket>,
     /// TCP and UDP sockets of the tree.
     pub inet: Vec<InetSocket>,
+    /// Pseudo-terminals whose master the tree holds.
+    pub ptys: Vec<PtyImage>,
     /// Image this one is incremental against (pages marked `PageOrigin::Parent`
     /// are read from it), as a path relative to this image's directory.
     pub parent: Option<String>,
@@ -400,6 +402,24 @@ pub enum FdTarget {
     Unix { inode: u64 },
     /// A socket of `Inventory::inet`.
     Inet { inode: u64 },
+    /// The master (/dev/ptmx) or slave (/dev/pts/N) side of `Inventory::ptys[index]`.
+    PtyMaster { index: u32 },
+    PtySlave { index: u32 },
+}
+
+/// A pseudo-terminal of the tree. Recreated as a new pair (its number in
+/// /dev/pts may differ) with the slave's settings and window size.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PtyImage {
+    /// Its number in /dev/pts at the checkpoint.
+    pub index: u32,
+    pub termios: Termios,
+    /// rows, columns, x pixels, y pixels.
+    pub winsize: [u16; 4],
+    /// The session it is the controlling terminal of (a pid of the tree,
+    /// the session's leader), and that session's foreground process group.
+    pub session: Option<i32>,
+    pub foreground: i32,
 }
 
 /// A TCP or UDP socket. Addresses are written as `std::net::SocketAddr`

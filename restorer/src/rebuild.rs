@@ -12,6 +12,7 @@ use cryo_tracer::{proc, ptrace};
 
 mod fds;
 mod inet;
+mod pty;
 pub(crate) mod sockets;
 mod timers;
 

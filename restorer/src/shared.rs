@@ -54,6 +54,8 @@ pub struct Registry {
     pub fifos: HashSet<u64>,
     /// Sockets created so far, by inode, above the image's fds of their creator.
     pub sockets: HashMap<u64, Source>,
+    /// Pseudo-terminals made so far, by old number: (master, slave).
+    pub ptys: HashMap<u32, (Source, Source)>,
     /// Every TCP/UDP socket of the tree is made (by the first process rebuilt).
     pub inet_made: bool,
 }

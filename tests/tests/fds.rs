@@ -361,3 +361,25 @@ fn python_repl_in_tmux_moves_to_a_new_pane() {
     tmux(&["send-keys", "-t", "t:back", "exit()", "Enter"]);
     let _ = h.command(Who::Test, "tmux").arg("-L").arg(&sock).arg("kill-server").status();
 }
+
+/// A pseudo-terminal inside the tree: the parent holds the master, the
+/// child's session has the slave as controlling terminal. After the restart
+/// the child still has it as controlling terminal, is its foreground group,
+/// and sees its settings (no echo) and window size; the exchange goes on.
+#[test]
+fn pty_pair_inside_the_tree() {
+    let h = Harness::with_cryo("fds-pty");
+    let prog = h.compile("pty");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap()], "pty.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let kinds = fd_kinds(&inspect_json(&h, &img));
+    assert!(kinds.iter().any(|k| k == "pty-master"), "inspect shows the master: {kinds:?}");
+    h.restart_detached(&img);
+    h.write_file("go", "", 0o644);
+    log.wait_prefix("reply line 6", SECS20);
+    let lines = log.lines();
+    assert!(lines.contains(&"child sees rows 33 cols 99 echo off foreground 1 ctty 1".to_string()), "{}", lines.join("\n"));
+    assert_eq!(assert_consecutive(&lines, "reply line ", "replies through the pty"), 6);
+}

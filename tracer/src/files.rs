@@ -105,3 +105,31 @@ pub fn set_terminal(fd: std::os::fd::BorrowedFd, t: &cryo_image::Termios) -> std
     tcsetattr(fd, SetArg::TCSANOW, &new).map_err(std::io::Error::from)?;
     Ok(old)
 }
+
+/// Bytes waiting to be read from an fd another process holds (FIONREAD).
+pub fn queued_bytes(pid: i32, fd: i32) -> std::io::Result<i32> {
+    let f = take_fd(pid, fd)?;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the valid pointer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n)
+}
+
+/// A pseudo-terminal master another process holds: its number in /dev/pts,
+/// and the slave's window size (rows, columns, x and y pixels).
+pub fn pty_master(pid: i32, fd: i32) -> std::io::Result<(u32, [u16; 4])> {
+    let f = take_fd(pid, fd)?;
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int to the valid pointer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCGPTN, &mut n) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one struct winsize to the valid pointer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((n, [ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel]))
+}

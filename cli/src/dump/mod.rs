@@ -47,7 +47,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
     let tree_pids = tree.pids();
-    let mut tree_fds = fds::collect(&tree_pids, &mut writer, opts.tcp_close)?;
+    let mut tree_fds = fds::collect(&tree_pids, &view, &mut writer, opts.tcp_close)?;
     let mut shared = memory::SharedSeen::new();
     let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
@@ -116,6 +116,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         unlinked: tree_fds.unlinked,
         unix: tree_fds.unix,
         inet: tree_fds.inet,
+        ptys: tree_fds.ptys,
         parent: None,
         cpu_features,
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },

@@ -358,6 +358,8 @@ fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> 
                 FdTarget::Inotify { .. } => ("inotify", None, None),
                 FdTarget::Unix { .. } => ("unix", None, None),
                 FdTarget::Inet { .. } => ("inet", None, None),
+                FdTarget::PtyMaster { .. } => ("pty-master", None, None),
+                FdTarget::PtySlave { .. } => ("pty-slave", None, None),
             };
             FdReport {
                 fd: f.fd,
@@ -522,6 +524,8 @@ fn fd_desc(t: &FdTarget) -> String {
         }
         FdTarget::Unix { inode } => format!("unix socket {inode}"),
         FdTarget::Inet { inode } => format!("TCP/UDP socket {inode}"),
+        FdTarget::PtyMaster { index } => format!("pty master of /dev/pts/{index}"),
+        FdTarget::PtySlave { index } => format!("pty /dev/pts/{index} (its master is in the tree)"),
     }
 }
 

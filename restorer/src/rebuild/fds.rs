@@ -58,6 +58,9 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
             FdTarget::Unix { inode } if !reg.sockets.contains_key(inode) => {
                 super::sockets::create(b, &inv.unix, *inode, reg)?;
             }
+            FdTarget::PtyMaster { index } | FdTarget::PtySlave { index } if !reg.ptys.contains_key(index) => {
+                super::pty::create(b, &inv.ptys, *index, reg)?;
+            }
             FdTarget::Fifo { path, inode } if !reg.fifos.contains(inode) => {
                 let queued = inv.fifos.iter().find(|x| x.inode == *inode);
                 keep_fifo(b, path, queued)?;
@@ -162,6 +165,13 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
                 set_flags(&mut batch, f);
             }
             FdTarget::Epoll { .. } => unreachable!("epoll sets are made below"),
+            FdTarget::PtyMaster { index } | FdTarget::PtySlave { index } => {
+                let (master, slave) = reg.ptys[index];
+                let src = if matches!(f.target, FdTarget::PtyMaster { .. }) { master } else { slave };
+                let got = fetch_fd(&mut batch, src, b.inside);
+                place(&mut batch, got, f, base);
+                set_flags(&mut batch, f);
+            }
             FdTarget::Unix { inode } | FdTarget::Inet { inode } => {
                 let src = *reg.sockets.get(inode).ok_or_else(|| RestoreError::Corrupt(format!("process {}: fd {} is a socket the image does not hold", p.pid, f.fd)))?;
                 let got = fetch_fd(&mut batch, src, b.inside);
@@ -178,6 +188,7 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
         }
     }
     epolls(b, reg, &epoll_here)?;
+    super::pty::controlling(b, &inv.ptys, reg)?;
     locks(b)
 }
 

@@ -5,6 +5,7 @@
 mod fdinfo;
 mod inet;
 mod paths;
+mod pty;
 mod unix;
 mod unlinked;
 
@@ -26,6 +27,7 @@ pub struct TreeFds {
     pub unlinked: Vec<UnlinkedFile>,
     pub unix: Vec<cryo_image::UnixSocket>,
     pub inet: Vec<cryo_image::InetSocket>,
+    pub ptys: Vec<cryo_image::PtyImage>,
     /// TCP connections to make abort (RST, no TIME_WAIT) when the tree is killed.
     pub abort_on_kill: Vec<(i32, i32)>,
 }
@@ -52,7 +54,7 @@ fn fd_metadata(pid: i32, f: &proc::FdInfo) -> Result<std::fs::Metadata> {
     std::fs::metadata(format!("/proc/{pid}/fd/{}", f.fd)).map_err(|e| refuse(pid, f, e))
 }
 
-pub fn collect(pids: &[i32], writer: &mut ImageWriter, tcp_close: bool) -> Result<TreeFds> {
+pub fn collect(pids: &[i32], view: &super::pids::PidView, writer: &mut ImageWriter, tcp_close: bool) -> Result<TreeFds> {
     let mut tables = Vec::new();
     for &pid in pids {
         tables.push((pid, proc::fds(pid)?));
@@ -61,6 +63,7 @@ pub fn collect(pids: &[i32], writer: &mut ImageWriter, tcp_close: bool) -> Resul
     let fifos = tree_fifos(&tables)?;
     let mut ids = FileIds::default();
     let mut unlinked = unlinked::Saver::default();
+    let ptys = pty::collect(&tables, view)?;
     let mut inet = inet::InetTable::new(&tables, tcp_close);
     let mut unix = unix::UnixTable::new(tables.iter().flat_map(|(_, fds)| fds.iter().filter_map(|f| unix::socket_inode(&f.link))).collect())?;
     let mut per_process = HashMap::new();
@@ -71,6 +74,13 @@ pub fn collect(pids: &[i32], writer: &mut ImageWriter, tcp_close: bool) -> Resul
             let flags = f.flags & !(libc::O_CLOEXEC as u32);
             let target = match pipe_inode(&f.link) {
                 Some(inode) if pipes.iter().any(|p| p.inode == inode) => FdTarget::Pipe { inode, write: writable(f) },
+                _ if pty::is_master(&f.link) => {
+                    let (index, _) = files::pty_master(*pid, f.fd).map_err(|e| refuse(*pid, f, e))?;
+                    FdTarget::PtyMaster { index }
+                }
+                _ if pty::slave_index(&f.link).is_some_and(|i| ptys.iter().any(|p| p.index == i)) => {
+                    FdTarget::PtySlave { index: pty::slave_index(&f.link).expect("checked") }
+                }
                 _ => match unix::socket_inode(&f.link).filter(|i| unix.is_unix(*i)) {
                     Some(inode) => {
                         unix.save(*pid, f.fd, inode).map_err(|why| refuse(*pid, f, why))?;
@@ -91,7 +101,7 @@ pub fn collect(pids: &[i32], writer: &mut ImageWriter, tcp_close: bool) -> Resul
         }
         per_process.insert(*pid, out);
     }
-    Ok(TreeFds { per_process, pipes, fifos, unlinked: unlinked.files, unix: unix.saved, inet: inet.saved, abort_on_kill: inet.abort_on_kill })
+    Ok(TreeFds { per_process, pipes, fifos, unlinked: unlinked.files, unix: unix.saved, inet: inet.saved, ptys, abort_on_kill: inet.abort_on_kill })
 }
 
 /// A pipe is the tree's own when the tree holds both of its ends; otherwise
