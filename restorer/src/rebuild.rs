@@ -364,7 +364,8 @@ fn map_areas(b: &mut Restoree, reg: &mut Registry) -> Result<()> {
 fn create_memfd(batch: &mut Batch, v: &Vma, size: u64, base: u64) -> usize {
     let name = v.name.trim_end_matches(" (deleted)").trim_start_matches('/').trim_start_matches("memfd:");
     let name = batch.cstr(if name.is_empty() { "cryo-shmem" } else { name });
-    let m = batch.call(Sysno::MemfdCreate, &[Arg::Data(name), (libc::MFD_CLOEXEC as u64).into()]);
+    // Sealing allowed: an fd of the same memfd may bring seals back (fds stage).
+    let m = batch.call(Sysno::MemfdCreate, &[Arg::Data(name), ((libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64).into()]);
     let fd = batch.call(Sysno::Fcntl, &[Arg::Result(m), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()]);
     batch.call(Sysno::Close, &[Arg::Result(m)]);
     batch.call(Sysno::Ftruncate, &[Arg::Result(fd), size.into()]);

@@ -82,6 +82,7 @@ fn files_deleted_memfd_locks_fifo_devices() {
             "memfd-name",
             "memfd-seals",
             "memfd-contents",
+            "memfd-mapped-same-object",
             "locks",
             "fifo-queued",
             "dev-null",

@@ -81,6 +81,10 @@ static int files(void) {
     unlink("scratch.tmp");
     int mfd = memfd_create("cryo-test-memfd", MFD_ALLOW_SEALING);
     write(mfd, "memfd bytes", 11);
+    ftruncate(mfd, 4096);
+    char *shared = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    if (shared == MAP_FAILED) die("mmap memfd");
+    strcpy(shared + 100, "through the mapping");
     fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
     int l1 = open("lock1", O_RDWR | O_CREAT, 0644);
     if (flock(l1, LOCK_EX) < 0) die("flock");
@@ -119,9 +123,15 @@ static int files(void) {
     link_of(mfd, buf, sizeof buf);
     CHECK(strstr(buf, "memfd:cryo-test-memfd") != NULL, "memfd-name", "%s", buf);
     CHECK(fcntl(mfd, F_GET_SEALS) == (F_SEAL_SHRINK | F_SEAL_GROW), "memfd-seals", "seals %x", fcntl(mfd, F_GET_SEALS));
-    n = pread(mfd, buf, sizeof buf - 1, 0);
+    n = pread(mfd, buf, 11, 0);
     buf[n < 0 ? 0 : n] = 0;
     CHECK(strcmp(buf, "memfd bytes") == 0 && ftruncate(mfd, 100) < 0, "memfd-contents", "%s", buf);
+    n = pread(mfd, buf, 19, 100);
+    buf[n < 0 ? 0 : n] = 0;
+    strcpy(shared + 200, "after");
+    char after[8] = {0};
+    pread(mfd, after, 5, 200);
+    CHECK(strcmp(buf, "through the mapping") == 0 && strcmp(after, "after") == 0, "memfd-mapped-same-object", "%s / %s", buf, after);
     pid_t me = getpid(), child = fork();
     if (child == 0) {
         /* Another process sees every lock held. */

@@ -379,6 +379,7 @@ fn unlinked_here(b: &mut Restoree, u: &UnlinkedFile, img: &ImageReader, reg: &mu
             // Made by the memory stage: it holds the mapped pages, not yet the whole file.
             e.insert(Source { pid: b.inside, fd: fd as i32 });
             fill(b, u, img, fd, &what)?;
+            seal(b, u, fd, &what)?;
         }
         return Ok(fd);
     }
@@ -405,15 +406,20 @@ fn unlinked_here(b: &mut Restoree, u: &UnlinkedFile, img: &ImageReader, reg: &mu
     let out = b.run(&what, &batch)?;
     let fd = out.results[h] as u64;
     fill(b, u, img, fd, &what)?;
-    if let UnlinkedKind::Memfd { seals, .. } = u.kind {
-        if seals != 0 {
-            let mut batch = Batch::new();
-            batch.call(Sysno::Fcntl, &[fd.into(), (libc::F_ADD_SEALS as u64).into(), (seals as u64).into()]);
-            b.run(&format!("{what}: sealing it"), &batch)?;
-        }
-    }
+    seal(b, u, fd, &what)?;
     reg.objects.insert(key, Source { pid: b.inside, fd: fd as i32 });
     Ok(fd)
+}
+
+/// A memfd's seals, once its bytes are in.
+fn seal(b: &mut Restoree, u: &UnlinkedFile, fd: u64, what: &str) -> Result<()> {
+    let UnlinkedKind::Memfd { seals, .. } = u.kind else { return Ok(()) };
+    if seals == 0 {
+        return Ok(());
+    }
+    let mut batch = Batch::new();
+    batch.call(Sysno::Fcntl, &[fd.into(), (libc::F_ADD_SEALS as u64).into(), (seals as u64).into()]);
+    b.run(&format!("{what}: sealing it"), &batch).map(drop)
 }
 
 fn describe(u: &UnlinkedFile) -> String {
