@@ -27,31 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static int bad;
-#define CHECK(cond, what, ...)                                                   \
-    do {                                                                         \
-        if (cond)                                                                \
-            printf("OK %s\n", what);                                             \
-        else {                                                                   \
-            printf("BAD %s: ", what);                                            \
-            printf(__VA_ARGS__);                                                 \
-            printf(" (errno %d)\n", errno);                                      \
-            bad = 1;                                                             \
-        }                                                                        \
-        fflush(stdout);                                                          \
-    } while (0)
+#include "selfcheck.h"
 
-static void die(const char *what) {
-    perror(what);
-    exit(2);
-}
-
-static void wait_go(void) {
-    printf("ready\n");
-    fflush(stdout);
-    while (access("go", F_OK) != 0)
-        usleep(20000);
-}
 
 static void link_of(int fd, char *buf, size_t len) {
     char p[64];

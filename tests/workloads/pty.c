@@ -14,10 +14,8 @@
 #include <termios.h>
 #include <unistd.h>
 
-static void die(const char *what) {
-    perror(what);
-    exit(2);
-}
+#include "selfcheck.h"
+
 
 /* Read from the master up to a newline. */
 static int read_line(int fd, char *buf, size_t len) {
@@ -81,7 +79,7 @@ int main(void) {
         printf("%s\n", buf);
     }
     printf("ready\n");
-    while (access("go", F_OK) != 0) usleep(20000);
+    wait_for_go();
     dprintf(m, "report\n");
     read_line(m, buf, sizeof buf);
     printf("%s\n", buf);

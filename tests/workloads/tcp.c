@@ -20,31 +20,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int bad;
-#define CHECK(cond, what, ...)                                                   \
-    do {                                                                         \
-        if (cond)                                                                \
-            printf("OK %s\n", what);                                             \
-        else {                                                                   \
-            printf("BAD %s: ", what);                                            \
-            printf(__VA_ARGS__);                                                 \
-            printf(" (errno %d)\n", errno);                                      \
-            bad = 1;                                                             \
-        }                                                                        \
-        fflush(stdout);                                                          \
-    } while (0)
+#include "selfcheck.h"
 
-static void die(const char *what) {
-    perror(what);
-    exit(2);
-}
-
-static void wait_go(void) {
-    printf("ready\n");
-    fflush(stdout);
-    while (access("go", F_OK) != 0)
-        usleep(20000);
-}
 
 static struct sockaddr_in lo(int port) {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -109,7 +86,7 @@ static int pair(void) {
         int c = connect_to(port);
         setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         send(c, "hello from the client", 21, 0);
-        while (access("go", F_OK) != 0) usleep(20000);
+        wait_for_go();
         int ok = read_is(c, "hello from the server");
         int nd = 0;
         socklen_t l = sizeof nd;

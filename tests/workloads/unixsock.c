@@ -19,31 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int bad;
-#define CHECK(cond, what, ...)                                                   \
-    do {                                                                         \
-        if (cond)                                                                \
-            printf("OK %s\n", what);                                             \
-        else {                                                                   \
-            printf("BAD %s: ", what);                                            \
-            printf(__VA_ARGS__);                                                 \
-            printf(" (errno %d)\n", errno);                                      \
-            bad = 1;                                                             \
-        }                                                                        \
-        fflush(stdout);                                                          \
-    } while (0)
+#include "selfcheck.h"
 
-static void die(const char *what) {
-    perror(what);
-    exit(2);
-}
-
-static void wait_go(void) {
-    printf("ready\n");
-    fflush(stdout);
-    while (access("go", F_OK) != 0)
-        usleep(20000);
-}
 
 static socklen_t addr(struct sockaddr_un *a, const char *path, int abstract) {
     memset(a, 0, sizeof *a);
@@ -118,7 +95,7 @@ static int all(void) {
     if (child == 0) {
         /* The child holds the other end of the stream pair. */
         close(st[0]);
-        while (access("go", F_OK) != 0) usleep(20000);
+        wait_for_go();
         char buf[64] = {0};
         ssize_t n = recv(st[1], buf, sizeof buf - 1, MSG_DONTWAIT);
         int ok = n == 25 && strcmp(buf, "to the child in two sends") == 0;
