@@ -384,3 +384,37 @@ fn pty_pair_inside_the_tree() {
     assert!(lines.contains(&"child sees rows 33 cols 99 echo off foreground 1 ctty 1".to_string()), "{}", lines.join("\n"));
     assert_eq!(assert_consecutive(&lines, "reply line ", "replies through the pty"), 6);
 }
+
+/// Standard output on a Unix stream to a process outside the tree (a
+/// service logging to journald) stands for what the program talks to, like
+/// a pipe to outside: the checkpoint takes it, the restart connects it to
+/// `cryo restart`'s own stdout.
+#[test]
+fn stdout_on_a_unix_socket_to_outside() {
+    use std::io::{BufRead, BufReader};
+    let h = Harness::with_cryo("fds-stdout-socket");
+    let ticker = h.compile("ticker");
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut child = h
+        .command(Who::Test, &ticker)
+        .args(["50", "0", "0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut lines = BufReader::new(ours);
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert!(first.starts_with("tick 1 "), "{first}");
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap(), "--kill"]);
+    out.assert_ok();
+    child.wait().unwrap();
+    let v = inspect_json(&h, &img);
+    let fds = v["processes"][0]["fds"].as_array().unwrap();
+    assert_eq!(fds[1]["kind"], "outside", "{fds:?}");
+    let host = h.restart_detached(&img);
+    assert!(pid_alive(host), "the restored ticker runs");
+    send_signal(host, libc::SIGKILL);
+}

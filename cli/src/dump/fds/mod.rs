@@ -82,6 +82,11 @@ pub fn collect(pids: &[i32], view: &super::pids::PidView, writer: &mut ImageWrit
                     FdTarget::PtySlave { index: pty::slave_index(&f.link).expect("checked") }
                 }
                 _ => match unix::socket_inode(&f.link).filter(|i| unix.is_unix(*i)) {
+                    // Standard input/output on a socket to outside stands for
+                    // what the program talks to, like a pipe to outside.
+                    Some(inode) if f.fd <= 2 && unix.leads_outside(inode) => {
+                        FdTarget::Outside { stdio: stdio_for(f), what: format!("Unix socket {inode} to outside the tree") }
+                    }
                     Some(inode) => {
                         unix.save(*pid, f.fd, inode).map_err(|why| refuse(*pid, f, why))?;
                         FdTarget::Unix { inode }

@@ -32,6 +32,12 @@ impl UnixTable {
         self.diag.contains_key(&inode)
     }
 
+    /// A stream or seqpacket socket connected to a socket outside the tree
+    /// (a service's stdout to journald, say).
+    pub fn leads_outside(&self, inode: u64) -> bool {
+        self.diag.get(&inode).is_some_and(|d| d.kind as i32 != libc::SOCK_DGRAM && d.peer != 0 && !self.in_tree.contains(&d.peer))
+    }
+
     /// Record the socket (once per inode) with what is queued in it, read
     /// through fd `fd` of `pid`. Errors say why it cannot come back.
     pub fn save(&mut self, pid: i32, fd: i32, inode: u64) -> Result<(), String> {
