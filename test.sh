@@ -8,9 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
-for tool in gcc strace gdb perl; do
+for tool in gcc strace gdb perl tmux; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# The real programs of the fd tests (tests/tests/fds.rs).
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 if [ "$(id -u)" = 0 ]; then
     command -v useradd >/dev/null 2>&1 || missing+=(passwd)

@@ -48,6 +48,11 @@ enum Cmd {
         /// Let the process run on after the checkpoint (the default).
         #[arg(long)]
         leave_running: bool,
+        /// TCP connections to outside the tree come back as connections that
+        /// were reset (the program sees ECONNRESET and can reconnect); without
+        /// it they make the checkpoint fail.
+        #[arg(long)]
+        tcp_close: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -69,6 +74,10 @@ enum Cmd {
         /// (for systems where unprivileged user namespaces are disabled).
         #[arg(long)]
         no_pid_ns: bool,
+        /// Restart even if files the process had open changed since the
+        /// checkpoint (warned); without it such a restart is refused.
+        #[arg(long)]
+        allow_changed_files: bool,
     },
     /// Write an ELF core file from an image, for `gdb PROGRAM FILE`.
     Core {
@@ -187,9 +196,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Checkpoint { pid, output, kill, leave_running: _, json, now: None } => {
+        Cmd::Checkpoint { pid, output, kill, leave_running: _, tcp_close, json, now: None } => {
             let (Some(pid), Some(out)) = (pid, output) else { anyhow::bail!("checkpoint needs a PID and -o DIR") };
-            let s = guard::in_worker(|| dump::checkpoint(&dump::Options { pid, out, kill }))?;
+            let s = guard::in_worker(|| dump::checkpoint(&dump::Options { pid, out, kill, tcp_close }))?;
             if json {
                 println!(
                     "{}",
@@ -211,7 +220,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Restart { dir, detach, pidfile, no_pid_ns } => {
+        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files } => {
             let dir = if cryo_image::Series::is_series(&dir) {
                 let latest = cryo_image::Series::open(&dir).latest()?;
                 eprintln!("cryo: restarting the latest complete image, {}", latest.display());
@@ -230,7 +239,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     shown.finish_and_clear();
                 }
             });
-            let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns, progress: Some(report) };
+            let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns, allow_changed_files, progress: Some(report) };
             // Ctrl-C during the rebuild: kill what was created, not leave it half-made.
             guard::abort_on_signals();
             let code = cryo_restorer::restart(&opts);

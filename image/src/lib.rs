@@ -37,6 +37,11 @@ pub fn pages_file(pid: i32) -> String {
     format!("pages-{pid}.img")
 }
 
+/// The bytes of an unlinked file (see `UnlinkedFile`), raw.
+pub fn unlinked_file(dev: u64, inode: u64) -> String {
+    format!("file-{dev:x}-{inode}.img")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("{path}: {source}")]

@@ -15,6 +15,7 @@ mod ns;
 mod rebuild;
 mod shape;
 mod shared;
+mod terminal;
 
 use cryo_image::{ImageReader, ProcessImage, ProcessState};
 use rebuild::Restoree;
@@ -30,6 +31,8 @@ pub struct Options {
     pub pidfile: Option<PathBuf>,
     /// Restore inside a new user+pid namespace so the processes keep their pids.
     pub pid_ns: bool,
+    /// Restart even if files the tree had open changed since the checkpoint.
+    pub allow_changed_files: bool,
     /// Told (bytes read so far, bytes in all) as pages go into place.
     pub progress: Option<Progress>,
 }
@@ -48,14 +51,17 @@ pub fn restart(opts: &Options) -> Result<u8> {
         let p = img.read_process(e.pid)?;
         check::process_is_sane(&p)?;
         check::files_exist(&p)?;
+        check::files_unchanged(&p, opts.allow_changed_files)?;
         check::vdso_matches(&img, &p)?;
         images.insert(e.pid, p);
     }
     check::tree_is_sane(&img.inventory, &images)?;
+    rebuild::sockets::clear_stale_names(&img.inventory.unix)?;
     if !opts.pid_ns && img.inventory.processes.len() > 1 {
         tracing::warn!("restoring a tree without a pid namespace: its processes get new pids, which pids they remember will not match");
     }
 
+    let terminal = terminal::adopt(images.values());
     let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns(img.inventory.root_pid)? } else { ns::Sandbox::plain() };
     // Checked beside the rebuild; nothing runs before every pages file passed.
     let digests: Vec<_> = images
@@ -69,9 +75,15 @@ pub fn restart(opts: &Options) -> Result<u8> {
         Ok(h) => h,
         Err(e) => {
             sandbox.kill_all();
+            if let Some(t) = terminal {
+                t.restore();
+            }
             return Err(e);
         }
     };
+    if let Some(t) = &terminal {
+        t.notify(root_host);
+    }
     sandbox.done_spawning();
     if let Some(p) = &opts.pidfile {
         std::fs::write(p, format!("{root_host}\n"))
@@ -80,7 +92,11 @@ pub fn restart(opts: &Options) -> Result<u8> {
     if opts.detach {
         return Ok(0);
     }
-    Ok(foreground::wait(&sandbox, root_host))
+    let code = foreground::wait(&sandbox, root_host);
+    if let Some(t) = terminal {
+        t.restore();
+    }
+    Ok(code)
 }
 
 /// A point where a restart may stop (a test's CRYO_FAULT, or a signal to cryo).
@@ -120,9 +136,10 @@ fn restore_tree(
         stage("restart-memory")?;
         r.memory(img, &mut reg, &mut pages, in_userns)?;
     }
+    pages.finish();
     for r in &mut tree {
         stage("restart-fds")?;
-        r.fds(&mut reg, &img.inventory.pipes)?;
+        r.fds(&mut reg, img)?;
     }
     for r in &mut tree {
         stage("restart-state")?;

@@ -84,6 +84,35 @@ pub enum Sysno {
     PidfdOpen,
     PidfdGetfd,
     RtSigtimedwait,
+    /// sendfile with a NULL offset (sendfile64 where the plain one takes a 32-bit offset).
+    Sendfile,
+    Flock,
+    /// fcntl for the record-lock commands, taking `struct flock64` (its layout,
+    /// [`flock64`], is the same on every supported CPU): fcntl64 on 32-bit ARM.
+    FcntlLock,
+    Ioctl,
+    Eventfd2,
+    TimerfdCreate,
+    TimerfdSettime,
+    Signalfd4,
+    EpollCreate1,
+    EpollCtl,
+    InotifyInit1,
+    InotifyAddWatch,
+    TimerCreate,
+    TimerSettime,
+    TimerGettime,
+    TimerDelete,
+    Socket,
+    Socketpair,
+    Bind,
+    Listen,
+    Connect,
+    Sendto,
+    Shutdown,
+    Accept4,
+    Getsockname,
+    Setsockopt,
     /// Set the calling thread's TLS register where no register set can
     /// (32-bit ARM's private `set_tls`); `None` elsewhere.
     SetTls,
@@ -132,6 +161,22 @@ pub trait Arch {
     const PRPSINFO_UID_BYTES: usize = 4;
 
     /// Syscall number, or `None` where this arch does not have that call.
+    /// The fcntl command taking a `struct flock64` ([`flock64`]) with
+    /// [`Sysno::FcntlLock`]: F_SETLK on 64-bit CPUs, F_SETLK64 on 32-bit ARM.
+    const F_SETLK64: u64 = 6;
+    /// `struct epoll_event` is packed (12 bytes) on x86_64 and padded to 16
+    /// elsewhere.
+    const EPOLL_EVENT_PACKED: bool = false;
+
+    /// A `struct epoll_event` and its size.
+    fn epoll_event(events: u32, data: u64) -> ([u8; 16], usize) {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&events.to_le_bytes());
+        let at = if Self::EPOLL_EVENT_PACKED { 4 } else { 8 };
+        b[at..at + 8].copy_from_slice(&data.to_le_bytes());
+        (b, at + 8)
+    }
+
     fn sysno(call: Sysno) -> Option<u64>;
 
     fn pc(gp: &[u8]) -> u64;
@@ -292,4 +337,16 @@ pub fn get_u32(buf: &[u8], off: usize) -> u32 {
 /// Write a little-endian u32 at byte offset `off` of a register set.
 pub fn put_u32(buf: &mut [u8], off: usize, v: u32) {
     buf[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// `struct flock64` for [`Sysno::FcntlLock`]: l_type and l_whence (i16), then
+/// l_start and l_len (i64, 8-aligned), then l_pid. x86_64's and arm64's
+/// `struct flock` and 32-bit ARM EABI's `struct flock64` all lay it out this way.
+pub fn flock64(l_type: i16, start: u64, len: u64) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[0..2].copy_from_slice(&l_type.to_le_bytes());
+    // l_whence = SEEK_SET (0)
+    put_u64(&mut b, 8, start);
+    put_u64(&mut b, 16, len);
+    b
 }

@@ -40,6 +40,7 @@ impl Arch for X86_64 {
     const NAME: &'static str = "x86_64";
     const ELF_MACHINE: u16 = 62; // EM_X86_64
     const IS_64BIT: bool = true;
+    const EPOLL_EVENT_PACKED: bool = true;
     const REGSETS: &'static [RegSetSpec] = &[
         RegSetSpec { note_type: NT_PRSTATUS, name: "general", max_size: 27 * 8, core_note_owner: "CORE", access: RegSetAccess::Regset },
         RegSetSpec { note_type: NT_PRFPREG, name: "fxsave", max_size: 512, core_note_owner: "CORE", access: RegSetAccess::Regset },
@@ -101,6 +102,32 @@ impl Arch for X86_64 {
             PidfdGetfd => 438,
             RtSigtimedwait => 128,
             CloseRange => 436,
+            Sendfile => 40,
+            Flock => 73,
+            FcntlLock => 72,
+            Ioctl => 16,
+            Eventfd2 => 290,
+            TimerfdCreate => 283,
+            TimerfdSettime => 286,
+            Signalfd4 => 289,
+            EpollCreate1 => 291,
+            EpollCtl => 233,
+            InotifyInit1 => 294,
+            InotifyAddWatch => 254,
+            TimerCreate => 222,
+            TimerSettime => 223,
+            TimerGettime => 224,
+            TimerDelete => 226,
+            Socket => 41,
+            Socketpair => 53,
+            Bind => 49,
+            Listen => 50,
+            Connect => 42,
+            Sendto => 44,
+            Shutdown => 48,
+            Accept4 => 288,
+            Getsockname => 51,
+            Setsockopt => 54,
             SetTls => return None,
         })
     }

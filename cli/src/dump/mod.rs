@@ -22,6 +22,9 @@ pub struct Options {
     pub pid: i32,
     pub out: PathBuf,
     pub kill: bool,
+    /// Restore TCP connections to outside the tree as reset connections
+    /// instead of refusing the checkpoint.
+    pub tcp_close: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -45,7 +48,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
     let tree_pids = tree.pids();
-    let mut tree_fds = fds::collect(&tree_pids)?;
+    let mut tree_fds = fds::collect(&tree_pids, &view, &mut writer, opts.tcp_close)?;
     let mut shared = memory::SharedSeen::new();
     let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
@@ -115,6 +118,11 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         root_pid: view.pid(pid)?,
         processes,
         pipes: tree_fds.pipes,
+        fifos: tree_fds.fifos,
+        unlinked: tree_fds.unlinked,
+        unix: tree_fds.unix,
+        inet: tree_fds.inet,
+        ptys: tree_fds.ptys,
         parent: None,
         cpu_features,
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
@@ -122,6 +130,13 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     writer.finish(&inventory).context("completing the image")?;
     progress.finish_and_clear();
     if !released {
+        // The tree's TCP connections end with a reset, so no TIME_WAIT keeps
+        // their ports from the restart.
+        for (pid, fd) in &tree_fds.abort_on_kill {
+            if let Err(e) = cryo_tracer::sockets::abort_on_close(*pid, *fd) {
+                tracing::debug!("fd {fd} of process {pid}: SO_LINGER: {e}");
+            }
+        }
         tree.kill().context("killing the checkpointed tree")?;
     }
     Ok(Summary { pid, frozen_us, total_us: t0.elapsed().as_micros() as u64, pages, image: opts.out.clone() })
@@ -155,6 +170,7 @@ fn dump_frozen(
     };
     let inside = (|| -> Result<_> {
         let st = state::collect(seized, &mut remote, &mut parasite)?;
+        let timers = state::posix_timers(seized, &mut remote, &mut parasite, view)?;
         let mut per_thread = vec![state::collect_thread(seized, &mut remote, &mut parasite)?];
         let others: Vec<i32> = seized.threads.iter().skip(1).map(|t| t.tid).collect();
         for tid in others {
@@ -164,10 +180,10 @@ fn dump_frozen(
         parasite.open_pipe(seized, &mut remote)?;
         let pages_file = writer.create_pages(view.pid(pid)?)?;
         let pages = memory::dump(seized, &mut remote, &mut parasite, &vmas, &pages_file, shared, progress)?;
-        Ok((st, per_thread, pages, pages_file))
+        Ok((st, timers, per_thread, pages, pages_file))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    let (st, per_thread, pages, pages_file) = inside?;
+    let (st, timers, per_thread, pages, pages_file) = inside?;
     cured.context("removing the parasite from the target")?;
 
     let status = proc::status(pid)?;
@@ -261,6 +277,7 @@ fn dump_frozen(
         itimers: st.itimers,
         fds,
         shared_pending: status.shd_pnd,
+        posix_timers: timers,
     };
     let digest = Digest::start(pages_file, pages.bytes)?;
     Ok((process, pages.stored, digest))
