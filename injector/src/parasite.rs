@@ -271,8 +271,18 @@ impl Parasite {
             let mut moved = 0u64;
             let mut trapped = false;
             while moved < total {
-                let n = splice_some(rd, out, offset, total - moved)
-                    .map_err(|e| InjectError::io(format!("writing pages of {pid} to the image"), e))?;
+                let n = match splice_some(rd, out, offset, total - moved) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // The parasite may be blocked in vmsplice on the full pipe:
+                        // let it finish its command before anything else is done
+                        // to the thread (closing the pipe instead would leave it a SIGPIPE).
+                        if !trapped {
+                            let _ = self.drain_until_trap(seized, remote, rd);
+                        }
+                        return Err(InjectError::io(format!("writing pages of {pid} to the image"), e));
+                    }
+                };
                 moved += n;
                 if n == 0 {
                     // Nothing in the pipe: has the parasite stopped (failed)?
@@ -302,6 +312,26 @@ impl Parasite {
             }
         }
         Ok(())
+    }
+
+    /// Read and drop what the parasite still puts into the page pipe until it
+    /// reaches its trap.
+    fn drain_until_trap(&mut self, seized: &mut Seized, remote: &mut Remote, rd: i32) -> Result<()> {
+        let mut sink = vec![0u8; 1 << 20];
+        loop {
+            let mut pfd = libc::pollfd { fd: rd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 5) } > 0 {
+                // SAFETY: reading into our own buffer of that length.
+                unsafe { libc::read(rd, sink.as_mut_ptr().cast(), sink.len()) };
+                continue;
+            }
+            if let Some(stop) = ptrace::wait_flags(remote.tid, libc::WNOHANG)? {
+                if remote.on_stop(seized, stop)?.is_some() {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Unmap the blob and close the pipe in the target. The last syscall runs

@@ -49,7 +49,7 @@ pub fn restart(opts: &Options) -> Result<u8> {
     let mut images = HashMap::new();
     for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
         let p = img.read_process(e.pid)?;
-        check::process_is_sane(&p)?;
+        plan_process(&p)?;
         check::files_exist(&p)?;
         check::files_unchanged(&p, opts.allow_changed_files)?;
         check::vdso_matches(&img, &p)?;
@@ -97,6 +97,29 @@ pub fn restart(opts: &Options) -> Result<u8> {
         t.restore();
     }
     Ok(code)
+}
+
+/// What restart checks of one process image before creating anything, and
+/// the page reads it then plans; returns the number of reads. Every read
+/// lands inside one of the image's memory areas and inside its pages file:
+/// a hostile image cannot make restart write elsewhere. (Also the fuzzer's
+/// entry point: fuzz/.)
+pub fn plan_process(p: &ProcessImage) -> Result<usize> {
+    check::process_is_sane(p)?;
+    let reads = rebuild::plan_reads(p, cryo_tracer::arch::page_size());
+    for r in &reads {
+        let in_file = r.file_offset.checked_add(r.bytes).is_some_and(|end| end <= p.pages_bytes);
+        let in_areas = r.iovs.iter().all(|&(a, l)| p.vmas.iter().any(|v| v.start <= a && a.checked_add(l).is_some_and(|e| e <= v.end)));
+        if !in_file || !in_areas {
+            return Err(RestoreError::Corrupt(format!("process {}: a page read falls outside its areas or its pages file", p.pid)));
+        }
+    }
+    Ok(reads.len())
+}
+
+/// The tree-level checks of restart, for an inventory and its process images.
+pub fn check_tree(inv: &cryo_image::Inventory, images: &HashMap<i32, ProcessImage>) -> Result<()> {
+    check::tree_is_sane(inv, images)
 }
 
 /// A point where a restart may stop (a test's CRYO_FAULT, or a signal to cryo).

@@ -386,13 +386,13 @@ fn fetch_fd(batch: &mut Batch, src: Source, me: i32) -> usize {
 }
 
 /// One preadv: iovecs covering a contiguous stretch of the pages file.
-struct Read {
-    file_offset: u64,
-    iovs: Vec<(u64, u64)>,
-    bytes: u64,
+pub(crate) struct Read {
+    pub file_offset: u64,
+    pub iovs: Vec<(u64, u64)>,
+    pub bytes: u64,
 }
 
-fn plan_reads(p: &ProcessImage, ps: u64) -> Vec<Read> {
+pub(crate) fn plan_reads(p: &ProcessImage, ps: u64) -> Vec<Read> {
     let mut reads: Vec<Read> = Vec::new();
     for r in p.pages.iter().filter(|r| r.origin == PageOrigin::Here) {
         let mut addr = r.vaddr;

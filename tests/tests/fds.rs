@@ -343,7 +343,7 @@ fn python_repl_in_tmux_moves_to_a_new_pane() {
         }
     };
     tmux(&["new-session", "-d", "-s", "t", "-x", "100", "-y", "30", "sleep 100000"]);
-    tmux(&["new-window", "-t", "t", "-n", "py", "/usr/bin/python3 -q"]);
+    tmux(&["new-window", "-t", "t:", "-n", "py", "/usr/bin/python3 -q"]);
     screen_shows("t:py", ">>>");
     tmux(&["send-keys", "-t", "t:py", "x = 6 * 7", "Enter"]);
     tmux(&["send-keys", "-t", "t:py", "x", "Enter"]);
@@ -353,7 +353,7 @@ fn python_repl_in_tmux_moves_to_a_new_pane() {
     let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill"]);
     out.assert_ok();
     let cmd = format!("{} restart {}", h.cryo().display(), img.display());
-    tmux(&["new-window", "-t", "t", "-n", "back", &cmd]);
+    tmux(&["new-window", "-t", "t:", "-n", "back", &cmd]);
     std::thread::sleep(Duration::from_millis(500));
     tmux(&["send-keys", "-t", "t:back", "print(x + 1)", "Enter"]);
     let screen = screen_shows("t:back", "43");
