@@ -38,6 +38,21 @@ fi
 cargo build -p cryo-cli
 cargo test --workspace "$@"
 
+# Fuzz the image decoder and restart's checks and page-read planner for a bounded time
+# (CRYO_FUZZ_SECS, default 60; 0 skips), from a copy of the seed corpus in fuzz/corpus.
+# cargo fuzz passes -Z flags to rustc: RUSTC_BOOTSTRAP=1 lets the stable toolchain take
+# them. No sanitizer: the decoding path is safe Rust; what the fuzzer looks for is a
+# panic, a hang or an allocation beyond -rss_limit_mb.
+fuzz_secs=${CRYO_FUZZ_SECS-60}
+if [ "$fuzz_secs" != 0 ]; then
+    command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+    work_corpus=$(mktemp -d)
+    cp fuzz/corpus/image/* "$work_corpus"/
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none image "$work_corpus" -- \
+        -max_total_time="$fuzz_secs" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1)
+    rm -rf "$work_corpus"
+fi
+
 # The end-to-end scenarios of tests/vm (single process, threads, tree, pipes, files):
 # natively here, then inside aarch64 (two CPUs) and ARMv7 VMs under qemu-system (tests/vm/run.sh
 # builds static cross binaries, fetches Debian's kernels with apt and installs

@@ -288,3 +288,30 @@ fn twenty_cycles_of_a_tree() {
     assert_eq!(assert_consecutive(&lines, "msg ", "messages over 20 cycles"), 9000);
     assert_eq!(lines.last().map(String::as_str), Some("done 9000 shared 9000"));
 }
+
+/// `kill -9` of `cryo restart` in the middle of rebuilding a tree: the
+/// namespace's init dies with it, so nothing half-restored runs on.
+#[test]
+fn sigkill_of_restart_leaves_nothing_running() {
+    let h = Harness::with_cryo("kill9-restart");
+    let prog = h.compile("tree_pipes");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "150", "10"], "tree.log");
+    log.wait_prefix("msg 30 ", SECS20);
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    for stage in ["restart-memory@2", "restart-fds@3", "restart-finish@2"] {
+        let lines = log.line_count();
+        let mut cryo = h.cryo_spawn_env(
+            &["restart", img.to_str().unwrap(), "--detach"],
+            &[("CRYO_PAUSE", &format!("{stage}:1500"))],
+            std::process::Stdio::null(),
+        );
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(cryo.running(), "restart ended before the kill: {}", cryo.stderr_text());
+        send_signal(cryo.pid(), libc::SIGKILL);
+        cryo.wait_exit(SECS20);
+        h.assert_no_leftovers(&[], &format!("kill -9 of cryo restart paused at {stage}"));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(log.line_count(), lines, "the half-restored tree ran ({stage}):\n{}", log.text());
+    }
+}
