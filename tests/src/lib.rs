@@ -1090,6 +1090,18 @@ impl Harness {
 
     /// `cryo restart IMG --detach --pidfile F`; asserts success and returns the restored
     /// root's host pid (registered for cleanup).
+    /// The tree_pipes workload (a parent and three children talking over pipes,
+    /// `per_child` messages each), checkpointed with --kill after message 30:
+    /// the image and the workload's log.
+    pub fn killed_tree_image(&self, per_child: &str) -> (PathBuf, Log) {
+        let prog = self.compile("tree_pipes");
+        let (mut p, log) = self.spawn(&[prog.to_str().unwrap(), per_child, "10"], "tree.log");
+        log.wait_prefix("msg 30 ", Duration::from_secs(20));
+        let img = self.path("img");
+        self.checkpoint_kill(&mut p, &img);
+        (img, log)
+    }
+
     pub fn restart_detached(&self, img: &Path) -> i32 {
         let pf = self.path(&format!("restored-{}.pid", self.next()));
         self.register_pidfile(&pf);

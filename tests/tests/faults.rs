@@ -153,11 +153,7 @@ fn fault_each_remote_syscall() {
 #[test]
 fn restart_faults_leave_nothing_running() {
     let h = Harness::with_cryo("fault-restart");
-    let prog = h.compile("tree_pipes");
-    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "150", "10"], "tree.log");
-    log.wait_prefix("msg 30 ", SECS20);
-    let img = h.path("img");
-    h.checkpoint_kill(&mut p, &img);
+    let (img, log) = h.killed_tree_image("150");
     let stages = [
         "restart-shape",
         "restart-load@3",

@@ -294,11 +294,7 @@ fn twenty_cycles_of_a_tree() {
 #[test]
 fn sigkill_of_restart_leaves_nothing_running() {
     let h = Harness::with_cryo("kill9-restart");
-    let prog = h.compile("tree_pipes");
-    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "150", "10"], "tree.log");
-    log.wait_prefix("msg 30 ", SECS20);
-    let img = h.path("img");
-    h.checkpoint_kill(&mut p, &img);
+    let (img, log) = h.killed_tree_image("150");
     for stage in ["restart-memory@2", "restart-fds@3", "restart-finish@2"] {
         let lines = log.line_count();
         let mut cryo = h.cryo_spawn_env(
