@@ -400,6 +400,8 @@ fn stdout_on_a_unix_socket_to_outside() {
         .args(["50", "0", "0"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        // Not the test runner's stderr, which may be a file the test user cannot reopen.
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
