@@ -98,14 +98,24 @@ pub fn in_worker<T: Serialize + DeserializeOwned>(work: impl FnOnce() -> Result<
             "the checkpoint worker (pid {pid}) {how} without reporting; check that the target still runs (kill -CONT it if it is stopped)"
         ));
     }
-    match serde_json::from_slice::<Reply<T>>(&reply)? {
-        Reply::Ok(v) => Ok(v),
-        Reply::Err(e) => Err(anyhow!(e)),
+    let reply: Reply<T> = serde_json::from_slice(&reply)?;
+    fault::set_reached(reply.stages_reached);
+    match reply.result {
+        Outcome::Ok(v) => Ok(v),
+        Outcome::Err(e) => Err(anyhow!(e)),
     }
 }
 
 #[derive(Serialize, serde::Deserialize)]
-enum Reply<T> {
+struct Reply<T> {
+    result: Outcome<T>,
+    /// The worker's `fault` counts: a test's `CRYO_FAULT=stage@N` counts on
+    /// across the checkpoints of one `cryo attach`.
+    stages_reached: std::collections::HashMap<String, usize>,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+enum Outcome<T> {
     Ok(T),
     Err(String),
 }
@@ -124,10 +134,11 @@ fn worker_main<T: Serialize>(wr: OwnedFd, parent: i32, work: impl FnOnce() -> Re
     if unsafe { libc::getppid() } != parent {
         fault::request_abort(libc::SIGTERM);
     }
-    let reply = match work() {
-        Ok(v) => Reply::Ok(v),
-        Err(e) => Reply::Err(crate::one_line(&e)),
+    let result = match work() {
+        Ok(v) => Outcome::Ok(v),
+        Err(e) => Outcome::Err(crate::one_line(&e)),
     };
+    let reply = Reply { result, stages_reached: fault::reached() };
     let bytes = serde_json::to_vec(&reply).unwrap_or_default();
     let _ = std::fs::File::from(wr).write_all(&bytes);
     // SAFETY: _exit skips the parent's atexit work, which is not ours to run.

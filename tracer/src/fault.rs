@@ -65,6 +65,18 @@ fn hits(nth: Option<usize>, count: usize) -> bool {
     nth.is_none_or(|n| n == count)
 }
 
+/// How often each stage was reached in this process, so a worker process can
+/// hand its counts back to the one that forked it ([`add_reached`]), and
+/// `@N` keeps counting across the checkpoints of a periodic run.
+pub fn reached() -> HashMap<String, usize> {
+    REACHED.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()
+}
+
+/// Take over the counts a worker reached (see [`reached`]).
+pub fn set_reached(counts: HashMap<String, usize>) {
+    *REACHED.lock().unwrap_or_else(|e| e.into_inner()) = Some(counts);
+}
+
 /// Fail if cryo was asked to stop or `CRYO_FAULT` names `stage`.
 pub fn check(stage: &str) -> Result<(), TracerError> {
     inject(stage)?;
