@@ -16,6 +16,11 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 if [ "$(id -u)" = 0 ]; then
     command -v useradd >/dev/null 2>&1 || missing+=(passwd)
+    # The migration test (tests/tests/migrate.rs) makes a second host: a
+    # network namespace with an sshd of its own.
+    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

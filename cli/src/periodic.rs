@@ -168,7 +168,7 @@ fn comm(pid: i32) -> String {
 fn take(series: &Series, job: &mut Job, keep: usize) {
     let result = (|| -> Result<PathBuf> {
         let out = series.next_path()?;
-        let opts = dump::Options { pid: job.pid(), out: out.clone(), kill: false, tcp_close: false };
+        let opts = dump::Options { pid: job.pid(), out: out.clone(), kill: false, tcp_close: false, hold: None };
         let sum = crate::guard::in_worker(|| dump::checkpoint(&opts))?;
         series.commit(&out)?;
         say!(

@@ -152,9 +152,14 @@ impl ImageReader {
         &self.dir
     }
 
+    /// A process's metadata only, without looking at its pages file (which a
+    /// stream being received may not have delivered yet).
+    pub fn read_process_meta(&self, pid: i32) -> Result<ProcessImage> {
+        read_meta(&self.dir.join(process_file(pid)), Kind::Process)
+    }
+
     pub fn read_process(&self, pid: i32) -> Result<ProcessImage> {
-        let path = self.dir.join(process_file(pid));
-        let p: ProcessImage = read_meta(&path, Kind::Process)?;
+        let p = self.read_process_meta(pid)?;
         let pages = self.dir.join(pages_file(pid));
         let have = fs::metadata(&pages).map_err(io_err(&pages))?.len();
         if have != p.pages_bytes {

@@ -19,6 +19,7 @@ pub mod meta;
 pub mod model;
 mod dir;
 pub mod series;
+pub mod stream;
 
 pub use dir::{ImageReader, ImageWriter};
 pub use series::{Series, SeriesEntry};
@@ -56,6 +57,8 @@ pub enum ImageError {
     Truncated { path: String, expected: u64, found: u64 },
     #[error("{path}: checksum mismatch: the file is corrupt")]
     Checksum { path: String },
+    #[error("{0}")]
+    Stream(String),
     #[error("{path}: undecodable contents: {source}")]
     Decode { path: String, source: postcard::Error },
     #[error("{path}: {what}")]

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 pub use check::RestoreError;
 
-pub struct Options {
+pub struct Options<'a> {
     pub image: PathBuf,
     pub detach: bool,
     pub pidfile: Option<PathBuf>,
@@ -35,7 +35,13 @@ pub struct Options {
     pub allow_changed_files: bool,
     /// Told (bytes read so far, bytes in all) as pages go into place.
     pub progress: Option<Progress>,
+    /// Asked, with the root's host pid, once the whole tree is rebuilt and
+    /// verified but before any of it runs; an error kills the rebuilt tree
+    /// and fails the restart (`cryo migrate`'s commit point).
+    pub before_release: Option<Gate<'a>>,
 }
+
+pub type Gate<'a> = &'a dyn Fn(i32) -> std::result::Result<(), String>;
 
 pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
 
@@ -43,19 +49,9 @@ pub type Result<T> = std::result::Result<T, RestoreError>;
 
 /// Restart the image. Returns the exit status to leave with: the restored
 /// root's (foreground), or 0 once the tree runs (detached).
-pub fn restart(opts: &Options) -> Result<u8> {
+pub fn restart(opts: &Options<'_>) -> Result<u8> {
     let img = ImageReader::open(&opts.image)?;
-    check::image_fits_this_machine(&img)?;
-    let mut images = HashMap::new();
-    for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
-        let p = img.read_process(e.pid)?;
-        plan_process(&p)?;
-        check::files_exist(&p)?;
-        check::files_unchanged(&p, opts.allow_changed_files)?;
-        check::vdso_matches(&img, &p)?;
-        images.insert(e.pid, p);
-    }
-    check::tree_is_sane(&img.inventory, &images)?;
+    let images = checked_images(&img, opts.allow_changed_files, true)?;
     rebuild::sockets::clear_stale_names(&img.inventory.unix)?;
     if !opts.pid_ns && img.inventory.processes.len() > 1 {
         tracing::warn!("restoring a tree without a pid namespace: its processes get new pids, which pids they remember will not match");
@@ -71,7 +67,7 @@ pub fn restart(opts: &Options) -> Result<u8> {
             std::thread::spawn(move || cryo_image::digest::verify(&path, len, crc))
         })
         .collect();
-    let root_host = match restore_tree(&img, &images, &mut sandbox, opts.progress.clone(), digests) {
+    let root_host = match restore_tree(&img, &images, &mut sandbox, opts, digests) {
         Ok(h) => h,
         Err(e) => {
             sandbox.kill_all();
@@ -97,6 +93,33 @@ pub fn restart(opts: &Options) -> Result<u8> {
         t.restore();
     }
     Ok(code)
+}
+
+/// Every check restart makes before creating anything (architecture, page
+/// size, CPU features, that the files the image refers to exist, the
+/// image's own consistency), on an image whose page files need not be there yet:
+/// a receiver of a stream runs them before the pages cross the wire.
+pub fn precheck(dir: &std::path::Path) -> Result<()> {
+    checked_images(&ImageReader::open(dir)?, false, false).map(drop)
+}
+
+fn checked_images(img: &ImageReader, allow_changed_files: bool, with_pages: bool) -> Result<HashMap<i32, ProcessImage>> {
+    check::image_fits_this_machine(img)?;
+    let mut images = HashMap::new();
+    for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
+        let p = if with_pages { img.read_process(e.pid)? } else { img.read_process_meta(e.pid)? };
+        plan_process(&p)?;
+        check::files_exist(&p)?;
+        // Both need the whole image: the vDSO is among the pages, and a file
+        // that grows (a log) is only warned about, once, by the real restart.
+        if with_pages {
+            check::files_unchanged(&p, allow_changed_files)?;
+            check::vdso_matches(img, &p)?;
+        }
+        images.insert(e.pid, p);
+    }
+    check::tree_is_sane(&img.inventory, &images)?;
+    Ok(images)
 }
 
 /// What restart checks of one process image before creating anything, and
@@ -133,12 +156,12 @@ fn restore_tree(
     img: &ImageReader,
     images: &HashMap<i32, ProcessImage>,
     sandbox: &mut ns::Sandbox,
-    progress: Option<Progress>,
+    opts: &Options<'_>,
     digests: Vec<std::thread::JoinHandle<std::result::Result<(), cryo_image::ImageError>>>,
 ) -> Result<i32> {
     let in_userns = sandbox.init.is_some();
     let mut reg = Registry::new(images.values());
-    let mut pages = rebuild::PageProgress::new(progress, images.values().map(|p| p.pages_bytes).sum());
+    let mut pages = rebuild::PageProgress::new(opts.progress.clone(), images.values().map(|p| p.pages_bytes).sum());
     stage("restart-shape")?;
     let members = shape::create(&img.inventory.processes, images, sandbox, &mut reg)?;
     let root_host = members[0].host;
@@ -175,6 +198,9 @@ fn restore_tree(
     }
     for d in digests {
         d.join().map_err(|_| RestoreError::Rebuild("the page checksum thread panicked".into()))??;
+    }
+    if let Some(gate) = &opts.before_release {
+        gate(root_host).map_err(RestoreError::Cancelled)?;
     }
     for r in tree {
         stage("restart-release")?;

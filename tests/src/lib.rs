@@ -344,7 +344,7 @@ impl Log {
         self.text().matches('\n').count()
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let mut s = format!(
             "--- {} ---\n{}",
             self.path.display(),

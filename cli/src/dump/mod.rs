@@ -18,13 +18,19 @@ use cryo_tracer::{fault, proc, ptrace, Seized, Tree};
 use std::path::PathBuf;
 use std::time::Instant;
 
-pub struct Options {
+/// Called with the complete image and the moment the freeze began, while a
+/// `--kill` tree is still frozen: an error releases the tree unharmed
+/// instead of killing it (streaming and migration send the image here).
+pub type Hold<'a> = &'a dyn Fn(&std::path::Path, Instant) -> Result<()>;
+
+pub struct Options<'a> {
     pub pid: i32,
     pub out: PathBuf,
     pub kill: bool,
     /// Restore TCP connections to outside the tree as reset connections
     /// instead of refusing the checkpoint.
     pub tcp_close: bool,
+    pub hold: Option<Hold<'a>>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -129,6 +135,10 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     };
     writer.finish(&inventory).context("completing the image")?;
     progress.finish_and_clear();
+    if let Some(hold) = opts.hold {
+        // On error `tree`, dropped, lets every process go.
+        hold(&opts.out, frozen)?;
+    }
     if !released {
         // The tree's TCP connections end with a reset, so no TIME_WAIT keeps
         // their ports from the restart.
@@ -138,8 +148,21 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             }
         }
         tree.kill().context("killing the checkpointed tree")?;
+        wait_dead(&tree_pids);
     }
     Ok(Summary { pid, frozen_us, total_us: t0.elapsed().as_micros() as u64, pages, image: opts.out.clone() })
+}
+
+/// Waits (a few seconds at most) until the killed tree has exited: its
+/// sockets and files are closed by then, so a restart that follows at once
+/// (`checkpoint --kill -o - | restart -`) finds its ports free.
+fn wait_dead(pids: &[i32]) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    for &pid in pids {
+        while proc::stat(pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X') && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
 }
 
 /// Whether the leader of `pid`'s session is alive and not part of the tree.
