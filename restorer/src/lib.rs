@@ -202,8 +202,9 @@ fn restore_tree(
     if let Some(gate) = &opts.before_release {
         gate(root_host).map_err(RestoreError::Cancelled)?;
     }
+    // The last point where the restart can still stop with nothing having run.
+    stage("restart-release")?;
     for r in tree {
-        stage("restart-release")?;
         r.release()?;
     }
     Ok(root_host)

@@ -161,7 +161,7 @@ fn restart_faults_leave_nothing_running() {
         "restart-fds@4",
         "restart-state@3",
         "restart-finish@2",
-        "restart-release@3",
+        "restart-release",
         "syscall@7",
         "syscall@60",
         "parasite-cmd@9",
