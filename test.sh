@@ -8,12 +8,19 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
-for tool in gcc strace gdb perl; do
+for tool in gcc strace gdb perl tmux; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# The real programs of the fd tests (tests/tests/fds.rs).
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 if [ "$(id -u)" = 0 ]; then
     command -v useradd >/dev/null 2>&1 || missing+=(passwd)
+    # The migration test (tests/tests/migrate.rs) makes a second host: a
+    # network namespace with an sshd of its own.
+    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -35,6 +42,21 @@ fi
 
 cargo build -p cryo-cli
 cargo test --workspace "$@"
+
+# Fuzz the image decoder and restart's checks and page-read planner for a bounded time
+# (CRYO_FUZZ_SECS, default 60; 0 skips), from a copy of the seed corpus in fuzz/corpus.
+# cargo fuzz passes -Z flags to rustc: RUSTC_BOOTSTRAP=1 lets the stable toolchain take
+# them. No sanitizer: the decoding path is safe Rust; what the fuzzer looks for is a
+# panic, a hang or an allocation beyond -rss_limit_mb.
+fuzz_secs=${CRYO_FUZZ_SECS-60}
+if [ "$fuzz_secs" != 0 ]; then
+    command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+    work_corpus=$(mktemp -d)
+    cp fuzz/corpus/image/* "$work_corpus"/
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none image "$work_corpus" -- \
+        -max_total_time="$fuzz_secs" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1)
+    rm -rf "$work_corpus"
+fi
 
 # The end-to-end scenarios of tests/vm (single process, threads, tree, pipes, files):
 # natively here, then inside aarch64 (two CPUs) and ARMv7 VMs under qemu-system (tests/vm/run.sh

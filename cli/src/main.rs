@@ -2,10 +2,13 @@
 
 mod coredump;
 mod dump;
+mod guard;
 mod inspect;
+mod migrate;
 mod periodic;
 mod progress;
 mod snapshot;
+mod streaming;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -33,7 +36,8 @@ enum Cmd {
         /// The process to checkpoint (one of yours): the root of the tree.
         #[arg(required_unless_present = "now")]
         pid: Option<i32>,
-        /// Image directory to create (must not exist, or be empty).
+        /// Image directory to create (must not exist, or be empty); `-`
+        /// writes the image as one stream to stdout (for `cryo restart -`).
         #[arg(short = 'o', long = "output", value_name = "DIR", required_unless_present = "now")]
         output: Option<PathBuf>,
         /// Ask the `cryo attach` working on DIR for a checkpoint now, and wait
@@ -49,6 +53,11 @@ enum Cmd {
         /// only while its state is collected and the snapshot forked.
         #[arg(long)]
         leave_running: bool,
+        /// TCP connections to outside the tree come back as connections that
+        /// were reset (the program sees ECONNRESET and can reconnect); without
+        /// it they make the checkpoint fail.
+        #[arg(long)]
+        tcp_close: bool,
         /// Write memory while the process is stopped, without a snapshot
         /// (always so with --kill).
         #[arg(long, conflicts_with = "kill")]
@@ -74,7 +83,8 @@ enum Cmd {
     #[command(visible_alias = "restore")]
     Restart {
         /// Image directory written by `cryo checkpoint`, or a directory of
-        /// periodic images (the latest complete one is restarted).
+        /// periodic images (the latest complete one is restarted); `-`
+        /// reads an image stream from stdin (`cryo checkpoint PID -o -`).
         dir: PathBuf,
         /// Return as soon as the process runs, instead of staying in the
         /// foreground as its parent and passing on its exit status.
@@ -87,6 +97,41 @@ enum Cmd {
         /// (for systems where unprivileged user namespaces are disabled).
         #[arg(long)]
         no_pid_ns: bool,
+        /// Restart even if files the process had open changed since the
+        /// checkpoint (warned); without it such a restart is refused.
+        #[arg(long)]
+        allow_changed_files: bool,
+        /// The receiving end of `cryo migrate` (status lines on stdout, waits
+        /// for the sender's commit before the tree runs; implies --detach).
+        #[arg(long, hide = true)]
+        handshake: bool,
+    },
+    /// Move a running tree to another host over ssh: freeze, stream, restore
+    /// there, and only then kill it here (on any failure it runs on here).
+    Migrate {
+        /// The process to move (one of yours): the root of the tree.
+        pid: i32,
+        /// Where to: anything ssh takes as a destination ([user@]host).
+        #[arg(long, value_name = "[USER@]HOST")]
+        to: String,
+        /// The ssh command and its options, e.g. "ssh -p 2222 -i key".
+        #[arg(long, value_name = "COMMAND")]
+        ssh_command: Option<String>,
+        /// How to run cryo on the other host (a shell command prefix).
+        #[arg(long, value_name = "PATH", default_value = "cryo")]
+        remote_cryo: String,
+        /// Restart there even if files the tree has open differ (warned).
+        #[arg(long)]
+        allow_changed_files: bool,
+        /// TCP connections to outside the tree come back as reset connections.
+        #[arg(long)]
+        tcp_close: bool,
+        /// Restore there without a new user+pid namespace (new pids).
+        #[arg(long)]
+        no_pid_ns: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Write an ELF core file from an image, for `gdb PROGRAM FILE`.
     Core {
@@ -235,10 +280,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Checkpoint { pid, output, kill, leave_running: _, direct, parent, track, compress, json, now: None } => {
+        Cmd::Checkpoint { pid, output, kill, leave_running: _, tcp_close, direct, parent, track, compress, json, now: None } => {
             let (Some(pid), Some(out)) = (pid, output) else { anyhow::bail!("checkpoint needs a PID and -o DIR") };
+            let to_stdout = out.as_os_str() == "-";
+            if to_stdout && json {
+                anyhow::bail!("--json and -o - both want stdout: drop --json (the summary goes to stderr)");
+            }
+            if to_stdout && (parent.is_some() || track || compress.is_some()) {
+                anyhow::bail!("-o - streams a full, uncompressed image: drop --parent, --track and --compress");
+            }
             let compress = compress.map(Compress::codec);
-            let s = dump::checkpoint(&dump::Options { pid, out, kill, direct, parent, track, compress })?;
+            let s = if to_stdout {
+                guard::in_worker(|| streaming::checkpoint_to_stdout(pid, kill, tcp_close))?
+            } else {
+                let opts = dump::Options { pid, out, kill, tcp_close, hold: None, direct, parent, track, compress };
+                guard::in_worker(|| dump::checkpoint(&opts))?
+            };
             if json {
                 println!(
                     "{}",
@@ -271,8 +328,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Restart { dir, detach, pidfile, no_pid_ns } => {
-            let dir = if cryo_image::Series::is_series(&dir) {
+        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files, handshake } => {
+            let from_stdin = dir.as_os_str() == "-";
+            if handshake && !from_stdin {
+                anyhow::bail!("--handshake is for `cryo restart -` as run by `cryo migrate`");
+            }
+            let dir = if from_stdin {
+                dir
+            } else if cryo_image::Series::is_series(&dir) {
                 let latest = cryo_image::Series::open(&dir).latest()?;
                 eprintln!("cryo: restarting the latest complete image, {}", latest.display());
                 latest
@@ -290,11 +353,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     shown.finish_and_clear();
                 }
             });
-            let opts = cryo_restorer::Options { image: dir, detach, pidfile, pid_ns: !no_pid_ns, progress: Some(report) };
-            let code = cryo_restorer::restart(&opts);
+            let opts = cryo_restorer::Options {
+                image: dir,
+                detach,
+                pidfile,
+                pid_ns: !no_pid_ns,
+                allow_changed_files,
+                progress: Some(report),
+                before_release: None,
+            };
+            // Ctrl-C during the rebuild: kill what was created, not leave it half-made.
+            guard::abort_on_signals();
+            let code = if from_stdin {
+                streaming::restart_from_stdin(&opts, handshake)
+            } else {
+                cryo_restorer::restart(&opts).map_err(anyhow::Error::from)
+            };
             bar.finish_and_clear();
             let code = code?;
             Ok(ExitCode::from(code))
+        }
+        Cmd::Migrate { pid, to, ssh_command, remote_cryo, allow_changed_files, tcp_close, no_pid_ns, json } => {
+            let o = migrate::Options { pid, to, ssh_command, remote_cryo, allow_changed_files, tcp_close, pid_ns: !no_pid_ns };
+            let r = guard::in_worker(|| migrate::run(&o))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "pid": r.pid, "host": r.host, "remote_pid": r.remote_pid, "downtime_us": r.downtime_us,
+                        "stream_bytes": r.stream_bytes, "total_us": r.total_us,
+                    })
+                );
+            } else {
+                eprintln!(
+                    "cryo: migrated {} to {} (pid {} there); down for {:.1} ms (freeze to running there), {:.1} MiB streamed, {:.1} ms in all",
+                    r.pid,
+                    r.host,
+                    r.remote_pid,
+                    r.downtime_us as f64 / 1000.0,
+                    r.stream_bytes as f64 / (1 << 20) as f64,
+                    r.total_us as f64 / 1000.0
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Core { dir, output, pid, all } => {
             for (path, n) in coredump::write(&dir, pid, all, &output)? {

@@ -183,7 +183,18 @@ fn take(series: &Series, job: &mut Job, s: &Schedule, chain: &mut Chain) {
     let result = (|| -> Result<PathBuf> {
         let out = series.next_path()?;
         let parent = chain.last.clone().filter(|_| chain.since_full + 1 < s.full_every);
-        let sum = dump::checkpoint(&dump::Options { pid: job.pid(), out: out.clone(), kill: false, direct: false, parent, track: s.full_every > 1, compress: s.compress })?;
+        let opts = dump::Options {
+            pid: job.pid(),
+            out: out.clone(),
+            kill: false,
+            tcp_close: false,
+            hold: None,
+            direct: false,
+            parent,
+            track: s.full_every > 1,
+            compress: s.compress,
+        };
+        let sum = crate::guard::in_worker(|| dump::checkpoint(&opts))?;
         series.commit(&out)?;
         chain.since_full = if sum.parent.is_some() { chain.since_full + 1 } else { 0 };
         chain.last = Some(out.clone());

@@ -30,6 +30,15 @@ pub struct SourceRun {
 pub struct PagesFile {
     pub path: PathBuf,
     pub compression: Option<Compression>,
+    /// Its size and CRC32, as its process image records them.
+    pub len: u64,
+    pub crc: u32,
+}
+
+impl PagesFile {
+    pub fn of(path: PathBuf, p: &ProcessImage) -> PagesFile {
+        PagesFile { path, compression: p.compression.clone(), len: p.pages_bytes, crc: p.pages_crc }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,7 +67,7 @@ fn invalid(path: &Path, what: String) -> ImageError {
 /// Where every stored page of process `p` of image `img` comes from.
 pub fn resolve(img: &ImageReader, p: &ProcessImage) -> Result<ResolvedPages> {
     let ps = img.inventory.page_size;
-    let mut out = ResolvedPages { files: vec![PagesFile { path: img.pages_path(p.pid), compression: p.compression.clone() }], runs: Vec::new() };
+    let mut out = ResolvedPages { files: vec![PagesFile::of(img.pages_path(p.pid), p)], runs: Vec::new() };
     // Address ranges still to find in an older image.
     let mut wanted: Vec<(u64, u64)> = Vec::new();
     for r in &p.pages {
@@ -92,7 +101,7 @@ pub fn resolve(img: &ImageReader, p: &ProcessImage) -> Result<ResolvedPages> {
         }
         let q = up.read_process(p.pid)?;
         let file = out.files.len();
-        out.files.push(PagesFile { path: up.pages_path(p.pid), compression: q.compression.clone() });
+        out.files.push(PagesFile::of(up.pages_path(p.pid), &q));
         let mut still = Vec::new();
         for (start, end) in wanted {
             take_from(&q, ps, start, end, file, &mut out.runs, &mut still);

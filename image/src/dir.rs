@@ -12,77 +12,111 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     move |source| ImageError::Io { path: path.display().to_string(), source }
 }
 
-/// Writes an image. Dropped before [`ImageWriter::finish`], it removes what it
-/// wrote, so a failed checkpoint never leaves something that looks like an image.
+/// Writes an image. Everything goes into a hidden `.NAME.partial-PID`
+/// directory beside the target, renamed to the target only once complete; a
+/// writer dropped before [`ImageWriter::finish`] removes it, so a failed
+/// checkpoint never leaves something that looks like an image, and one killed
+/// outright leaves only a hidden directory that the next writer there removes.
 pub struct ImageWriter {
     dir: PathBuf,
-    created_dir: bool,
-    files: Vec<PathBuf>,
+    partial: PathBuf,
     finished: bool,
 }
 
+const PARTIAL: &str = ".partial-";
+
+fn partial_prefix(dir: &Path) -> Option<String> {
+    Some(format!(".{}{PARTIAL}", dir.file_name()?.to_str()?))
+}
+
+/// Partial images of `dir` left by writers that no longer run.
+fn remove_stale_partials(dir: &Path, parent: &Path) {
+    let (Some(prefix), Ok(entries)) = (partial_prefix(dir), fs::read_dir(parent)) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<i32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl ImageWriter {
-    /// Creates `dir` (0700), or takes an existing empty directory of ours.
+    /// Prepares to write `dir`, which must not exist or be an empty directory.
     pub fn create(dir: &Path) -> Result<ImageWriter> {
-        let created_dir = match fs::read_dir(dir) {
+        match fs::read_dir(dir) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
                     return Err(ImageError::NotEmpty { path: dir.display().to_string() });
                 }
-                false
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::DirBuilder::new().mode(0o700).create(dir).map_err(io_err(dir))?;
-                true
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(dir)(e)),
+        }
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
         };
+        let prefix = partial_prefix(dir).ok_or_else(|| ImageError::Invalid {
+            path: dir.display().to_string(),
+            what: "not a usable directory name for an image".into(),
+        })?;
+        remove_stale_partials(dir, parent);
+        let partial = parent.join(format!("{prefix}{}", std::process::id()));
+        let _ = fs::remove_dir_all(&partial);
         // Whatever the umask, images hold memory and so secrets.
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
-        Ok(ImageWriter { dir: dir.to_path_buf(), created_dir, files: Vec::new(), finished: false })
+        fs::DirBuilder::new().mode(0o700).create(&partial).map_err(io_err(&partial))?;
+        fs::set_permissions(&partial, fs::Permissions::from_mode(0o700)).map_err(io_err(&partial))?;
+        Ok(ImageWriter { dir: dir.to_path_buf(), partial, finished: false })
     }
 
+    /// Where the image will be once complete.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// A new file in the image, created 0600.
     pub fn create_file(&mut self, name: &str) -> Result<File> {
-        let path = self.dir.join(name);
-        let f = OpenOptions::new()
+        let path = self.partial.join(name);
+        OpenOptions::new()
             .write(true)
             .read(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(io_err(&path))?;
-        self.files.push(path);
-        Ok(f)
+            .map_err(io_err(&path))
     }
 
     pub fn create_pages(&mut self, pid: i32) -> Result<File> {
         self.create_file(&pages_file(pid))
     }
 
-    pub fn write_process(&mut self, p: &ProcessImage) -> Result<()> {
-        let bytes = meta::encode(Kind::Process, p);
-        let name = process_file(p.pid);
-        let mut f = self.create_file(&name)?;
-        let path = self.dir.join(&name);
-        f.write_all(&bytes).map_err(io_err(&path))
+    /// CRC32 of a pages file this writer completed, read back from it (from
+    /// the page cache: the pages went there by splice, past cryo's memory).
+    pub fn pages_crc(&self, pid: i32, len: u64) -> Result<u32> {
+        let path = self.partial.join(pages_file(pid));
+        File::open(&path).and_then(|f| crate::digest::crc_of(&f, len)).map_err(io_err(&path))
     }
 
-    /// Writes the inventory under a temporary name and renames it into place:
-    /// from that moment, and not before, the directory is a complete image.
+    pub fn write_process(&mut self, p: &ProcessImage) -> Result<()> {
+        let name = process_file(p.pid);
+        self.write_meta(&name, &meta::encode(Kind::Process, p))
+    }
+
+    fn write_meta(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
+        let mut f = self.create_file(name)?;
+        let path = self.partial.join(name);
+        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io_err(&path))
+    }
+
+    /// Writes the inventory and renames the directory into place: from that
+    /// moment, and not before, `dir` is a complete image.
     pub fn finish(mut self, inv: &Inventory) -> Result<()> {
-        let bytes = meta::encode(Kind::Inventory, inv);
-        let tmp = format!("{INVENTORY_FILE}.tmp");
-        let mut f = self.create_file(&tmp)?;
-        let tmp_path = self.dir.join(&tmp);
-        f.write_all(&bytes).map_err(io_err(&tmp_path))?;
-        f.sync_all().map_err(io_err(&tmp_path))?;
-        let final_path = self.dir.join(INVENTORY_FILE);
-        fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
+        self.write_meta(INVENTORY_FILE, &meta::encode(Kind::Inventory, inv))?;
+        // Page files are not synced: that would cost a disk write of all of
+        // memory, and their checksums catch pages a crash lost.
+        // rename(2) replaces an empty directory, and nothing else.
+        fs::rename(&self.partial, &self.dir).map_err(io_err(&self.dir))?;
         self.finished = true;
         Ok(())
     }
@@ -90,14 +124,8 @@ impl ImageWriter {
 
 impl Drop for ImageWriter {
     fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        for f in &self.files {
-            let _ = fs::remove_file(f);
-        }
-        if self.created_dir {
-            let _ = fs::remove_dir(&self.dir);
+        if !self.finished {
+            let _ = fs::remove_dir_all(&self.partial);
         }
     }
 }
@@ -131,9 +159,14 @@ impl ImageReader {
         &self.dir
     }
 
+    /// A process's metadata only, without looking at its pages file (which a
+    /// stream being received may not have delivered yet).
+    pub fn read_process_meta(&self, pid: i32) -> Result<ProcessImage> {
+        read_meta(&self.dir.join(process_file(pid)), Kind::Process)
+    }
+
     pub fn read_process(&self, pid: i32) -> Result<ProcessImage> {
-        let path = self.dir.join(process_file(pid));
-        let p: ProcessImage = read_meta(&path, Kind::Process)?;
+        let p = self.read_process_meta(pid)?;
         let pages = self.dir.join(pages_file(pid));
         let have = fs::metadata(&pages).map_err(io_err(&pages))?.len();
         if have != p.pages_bytes {

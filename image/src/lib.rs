@@ -7,18 +7,21 @@
 //!   fds, signal state.
 //! - `pages-<pid>.img`: raw page contents, page-aligned, in the order of the
 //!   page index; never serialized through serde, so dump and restore stream it.
+//!   Its CRC32 is in the process file.
 //!
 //! Every metadata file is framed as [`meta::Header`] + postcard payload, and the
 //! header carries the payload's length and CRC32. Because each file is one
 //! framed blob, a directory can later travel as a stream of (name, length,
 //! bytes) records without changing what a file holds.
 
+pub mod digest;
 pub mod meta;
 pub mod model;
 pub mod chain;
 pub mod codec;
 mod dir;
 pub mod series;
+pub mod stream;
 
 pub use dir::{ImageReader, ImageWriter};
 pub use series::{Series, SeriesEntry};
@@ -37,6 +40,11 @@ pub fn pages_file(pid: i32) -> String {
     format!("pages-{pid}.img")
 }
 
+/// The bytes of an unlinked file (see `UnlinkedFile`), raw.
+pub fn unlinked_file(dev: u64, inode: u64) -> String {
+    format!("file-{dev:x}-{inode}.img")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("{path}: {source}")]
@@ -51,6 +59,8 @@ pub enum ImageError {
     Truncated { path: String, expected: u64, found: u64 },
     #[error("{path}: checksum mismatch: the file is corrupt")]
     Checksum { path: String },
+    #[error("{0}")]
+    Stream(String),
     #[error("{path}: undecodable contents: {source}")]
     Decode { path: String, source: postcard::Error },
     #[error("{path}: {what}")]

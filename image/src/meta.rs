@@ -39,14 +39,18 @@ pub struct Header {
 }
 
 pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
-    let payload = postcard::to_stdvec(value).expect("serializing to memory cannot fail");
+    frame(kind, &postcard::to_stdvec(value).expect("serializing to memory cannot fail"))
+}
+
+/// Header (with the payload's length and CRC) followed by the payload.
+pub fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(kind as u32).to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
     out
 }
 

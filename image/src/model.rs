@@ -18,6 +18,17 @@ pub struct Inventory {
     pub processes: Vec<ProcessEntry>,
     /// Pipes with both ends inside the tree, with the bytes that were in them.
     pub pipes: Vec<PipeImage>,
+    /// FIFOs (named pipes) the tree reads from, with the bytes queued in them.
+    pub fifos: Vec<PipeImage>,
+    /// Files with no path to reopen (deleted while open, memfds): their
+    /// bytes are in the image.
+    pub unlinked: Vec<UnlinkedFile>,
+    /// Unix sockets of the tree, with the bytes queued to be read from them.
+    pub unix: Vec<UnixSocket>,
+    /// TCP and UDP sockets of the tree.
+    pub inet: Vec<InetSocket>,
+    /// Pseudo-terminals whose master the tree holds.
+    pub ptys: Vec<PtyImage>,
     /// Image this one is incremental against (pages marked `PageOrigin::Parent`
     /// are read from it), as a path relative to this image's directory.
     pub parent: Option<String>,
@@ -95,6 +106,8 @@ pub struct ProcessImage {
     pub pages: Vec<PageRun>,
     /// Size of `pages-<pid>.img`; a shorter file is truncated.
     pub pages_bytes: u64,
+    /// CRC32 of `pages-<pid>.img`.
+    pub pages_crc: u32,
     pub threads: Vec<ThreadImage>,
     /// Signal sent to the parent when this process exits (normally SIGCHLD).
     pub exit_signal: i32,
@@ -107,12 +120,30 @@ pub struct ProcessImage {
     pub fds: Vec<FdImage>,
     /// Signals pending for the whole process (shared pending set).
     pub shared_pending: u64,
+    /// timer_create() timers, by id.
+    pub posix_timers: Vec<PosixTimer>,
     /// Write tracking left in the process for the next incremental
     /// checkpoint (not restored).
     pub tracking: Option<Tracking>,
     /// `pages-<pid>.img` is compressed: page runs' `file_offset`s are
     /// offsets into its raw stream (see `codec`).
     pub compression: Option<crate::codec::Compression>,
+}
+
+/// A POSIX timer (timer_create), as /proc/PID/timers and timer_gettime tell it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    /// SIGEV_SIGNAL, SIGEV_NONE or SIGEV_THREAD_ID (with `tid`).
+    pub notify: i32,
+    pub signo: i32,
+    /// sigev_value: what the program gets in si_value.
+    pub value: u64,
+    pub tid: i32,
+    /// Time left until it fires (0: disarmed), and its period.
+    pub value_ns: u64,
+    pub interval_ns: u64,
 }
 
 /// A userfaultfd (write-protect, async mode) that cryo left in the process:
@@ -296,6 +327,74 @@ pub struct FdImage {
     pub flags: u32,
     pub pos: u64,
     pub target: FdTarget,
+    /// Locks held through this fd: flock and OFD locks belong to its open
+    /// file description, POSIX locks to the process.
+    pub locks: Vec<FileLock>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    Flock,
+    Posix,
+    /// Open file description lock (F_OFD_SETLK).
+    Ofd,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLock {
+    pub kind: LockKind,
+    pub write: bool,
+    pub start: u64,
+    /// Bytes covered; 0 up to the end of the file (and beyond).
+    pub len: u64,
+}
+
+/// A file without a path to reopen it by. Restored as one object per
+/// (dev, inode) however many fds and processes hold it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct UnlinkedFile {
+    pub dev: u64,
+    pub inode: u64,
+    pub kind: UnlinkedKind,
+    pub size: u64,
+    pub mode: u32,
+    /// File in the image holding its bytes (raw, `size` long).
+    pub data: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum UnlinkedKind {
+    /// A regular file deleted while open; recreated as an unlinked file
+    /// (O_TMPFILE) in the same directory where it can, a memfd otherwise.
+    Deleted { path: String },
+    /// memfd_create(name) with its F_GET_SEALS seals.
+    Memfd { name: String, seals: u32 },
+}
+
+/// Terminal settings (struct termios without the speeds, which c_cflag holds).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Termios {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub line: u8,
+    pub cc: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpollWatch {
+    /// The watched fd, in the same process.
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub path: String,
+    pub mask: u32,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -309,4 +408,111 @@ pub enum FdTarget {
     /// A pipe, terminal or socket that led outside the checkpointed tree: on
     /// restart it is connected to `cryo restart`'s own fd `stdio` (0, 1 or 2).
     Outside { stdio: u8, what: String },
+    /// The terminal the program ran on (outside the tree), with its settings:
+    /// on restart it is `cryo restart`'s own fd `stdio`, and that terminal
+    /// gets the settings (like criu --shell-job).
+    Terminal { stdio: u8, path: String, termios: Option<Termios> },
+    /// A file of `Inventory::unlinked`.
+    Unlinked { dev: u64, inode: u64 },
+    /// A FIFO, reopened by path; the bytes queued in it (if the tree reads
+    /// it) are in `Inventory::fifos` under `inode`.
+    Fifo { path: String, inode: u64 },
+    EventFd { count: u64, semaphore: bool },
+    /// Clock, time left until it fires, period, expirations not yet read.
+    TimerFd { clock: i32, value_ns: u64, interval_ns: u64, ticks: u64 },
+    SignalFd { mask: u64 },
+    /// Restored after every other fd of the process, which it may watch.
+    Epoll { watches: Vec<EpollWatch> },
+    Inotify { watches: Vec<InotifyWatch> },
+    /// A socket of `Inventory::unix`.
+    Unix { inode: u64 },
+    /// A socket of `Inventory::inet`.
+    Inet { inode: u64 },
+    /// The master (/dev/ptmx) or slave (/dev/pts/N) side of `Inventory::ptys[index]`.
+    PtyMaster { index: u32 },
+    PtySlave { index: u32 },
+}
+
+/// A pseudo-terminal of the tree. Recreated as a new pair (its number in
+/// /dev/pts may differ) with the slave's settings and window size.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PtyImage {
+    /// Its number in /dev/pts at the checkpoint.
+    pub index: u32,
+    pub termios: Termios,
+    /// rows, columns, x pixels, y pixels.
+    pub winsize: [u16; 4],
+    /// The session it is the controlling terminal of (a pid of the tree,
+    /// the session's leader), and that session's foreground process group.
+    pub session: Option<i32>,
+    pub foreground: i32,
+}
+
+/// A TCP or UDP socket. Addresses are written as `std::net::SocketAddr`
+/// prints them ("127.0.0.1:6379", "[::1]:80").
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct InetSocket {
+    pub inode: u64,
+    /// AF_INET or AF_INET6.
+    pub family: i32,
+    /// SOCK_STREAM (TCP) or SOCK_DGRAM (UDP).
+    pub kind: i32,
+    pub role: InetRole,
+    /// Bound address, if any.
+    pub local: Option<String>,
+    /// Bytes received and not yet read (TCP).
+    pub queued: Vec<u8>,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub keepalive: bool,
+    pub nodelay: bool,
+    pub v6only: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum InetRole {
+    /// A listening TCP socket with nothing waiting to be accepted.
+    Listen { backlog: u32 },
+    /// One end of a TCP connection whose other end the tree holds too;
+    /// `accepted` is the end that came from accept() (or that plays it at
+    /// restart).
+    Pair { peer: u64, accepted: bool },
+    /// A TCP connection to outside the tree, checkpointed with --tcp-close:
+    /// restored as a connection that was reset.
+    Reset,
+    /// A UDP socket connected to `peer`.
+    Connected { peer: String },
+    /// Bound or not, neither listening nor connected.
+    Unconnected,
+}
+
+/// A Unix socket as sock_diag describes it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct UnixSocket {
+    pub inode: u64,
+    /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+    pub kind: i32,
+    pub role: UnixRole,
+    /// The address it is bound to: a path, or an abstract name starting with
+    /// a NUL byte.
+    pub name: Option<Vec<u8>>,
+    /// What waits to be read from it: one entry per datagram or record
+    /// (SOCK_DGRAM, SOCK_SEQPACKET), byte runs for a stream.
+    pub queued: Vec<Vec<u8>>,
+    /// SHUT_RD (1) / SHUT_WR (2) bits of shutdown() calls on it.
+    pub shutdown: u8,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum UnixRole {
+    /// listen() was called; no connection waited to be accepted.
+    Listen { backlog: u32 },
+    /// Connected to another socket of the tree (socketpair, or connect and
+    /// accept): restored as a socketpair.
+    Pair { peer: u64 },
+    /// A datagram socket connected to an address outside the tree (syslog's
+    /// /dev/log): connected again by name.
+    ConnectedTo { peer_name: Vec<u8> },
+    /// Neither listening nor connected.
+    Unconnected,
 }

@@ -100,7 +100,7 @@ impl Parasite {
         let fd = remote.syscall(seized, Sysno::MemfdCreate, [name, libc::MFD_CLOEXEC as u64, 0, 0, 0, 0])?;
         let result = Self::map_into(seized, remote, pid, fd, size, at);
         // The mapping keeps the memfd alive; the target's fd goes either way.
-        let _ = remote.syscall_raw(seized, Sysno::Close, [fd, 0, 0, 0, 0, 0]);
+        let _ = remote.syscall_unchecked(seized, Sysno::Close, [fd, 0, 0, 0, 0, 0]);
         let (base, memfd) = result?;
 
         let mut local = SharedMap::map(&memfd, size).map_err(|e| InjectError::io("mapping the parasite memfd", e))?;
@@ -168,7 +168,7 @@ impl Parasite {
     fn start(&self, seized: &mut Seized, remote: &Remote) -> Result<()> {
         let mut gp = remote.base_gp().to_vec();
         Native::prepare_call(&mut gp, self.entry, self.base + self.cmd_off as u64, self.stack_top);
-        seized.mark_modified(remote.tid);
+        seized.mark_modified(remote.tid)?;
         ptrace::set_regset(remote.tid, crate::remote::cryo_arch_gp_note(), &gp)?;
         ptrace::cont(remote.tid, 0)?;
         Ok(())
@@ -205,6 +205,9 @@ impl Parasite {
     /// call (unless marked may-fail) and reports which one.
     pub fn run(&mut self, seized: &mut Seized, remote: &mut Remote, batch: &Batch) -> Result<BatchOutput> {
         fault::check("parasite-cmd")?;
+        for _ in &batch.calls {
+            fault::check("syscall")?;
+        }
         let pid = seized.pid;
         if !Self::fits(batch) {
             return Err(InjectError::Command { pid, what: format!("batch of {} calls is too large", batch.len()) });
@@ -315,8 +318,18 @@ impl Parasite {
             let mut moved = 0u64;
             let mut trapped = false;
             while moved < total {
-                let n = drain_some(rd, total - moved, drain)
-                    .map_err(|e| InjectError::io(format!("writing pages of {pid} to the image"), e))?;
+                let n = match drain_some(rd, total - moved, drain) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // The parasite may be blocked in vmsplice on the full pipe:
+                        // let it finish its command before anything else is done
+                        // to the thread (closing the pipe instead would leave it a SIGPIPE).
+                        if !trapped {
+                            let _ = self.drain_until_trap(seized, remote, rd);
+                        }
+                        return Err(InjectError::io(format!("writing pages of {pid} to the image"), e));
+                    }
+                };
                 moved += n;
                 if n == 0 {
                     // Nothing in the pipe: has the parasite stopped (failed)?
@@ -348,12 +361,32 @@ impl Parasite {
         Ok(())
     }
 
+    /// Read and drop what the parasite still puts into the page pipe until it
+    /// reaches its trap.
+    fn drain_until_trap(&mut self, seized: &mut Seized, remote: &mut Remote, rd: i32) -> Result<()> {
+        let mut sink = vec![0u8; 1 << 20];
+        loop {
+            let mut pfd = libc::pollfd { fd: rd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, 5) } > 0 {
+                // SAFETY: reading into our own buffer of that length.
+                unsafe { libc::read(rd, sink.as_mut_ptr().cast(), sink.len()) };
+                continue;
+            }
+            if let Some(stop) = ptrace::wait_flags(remote.tid, libc::WNOHANG)? {
+                if remote.on_stop(seized, stop)?.is_some() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// Unmap the blob and close the pipe in the target. The last syscall runs
     /// from the gadget being unmapped, so it stops at the syscall's exit.
     pub fn unload(&mut self, seized: &mut Seized, remote: &mut Remote) -> Result<()> {
-        let cure_fault = fault::check("cure");
+        let cure_fault = fault::inject("cure");
         if let Some((_, wr)) = self.pipe.take() {
-            remote.syscall_raw(seized, Sysno::Close, [wr, 0, 0, 0, 0, 0])?;
+            remote.syscall_unchecked(seized, Sysno::Close, [wr, 0, 0, 0, 0, 0])?;
         }
         let r = remote.syscall_to_exit(seized, Sysno::Munmap, [self.base, self.size, 0, 0, 0, 0])?;
         if abi::is_error(r) {

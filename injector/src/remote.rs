@@ -45,7 +45,7 @@ impl Remote {
         let mem = MemFile::open(pid)?;
         let mut saved = vec![0u8; BOOT_SPOT_LEN];
         mem.read(spot, &mut saved)?;
-        seized.mark_modified(tid);
+        seized.mark_modified(tid)?;
         mem.write(spot, Native::SYSCALL_GADGET)?;
         let base_gp = seized.thread(tid).gp().to_vec();
         Ok(Remote { pid, tid, mem, gadget: spot, base_gp, boot: Some((spot, saved)), cloned: Vec::new() })
@@ -94,6 +94,13 @@ impl Remote {
 
     /// Run one syscall; returns the raw result (negative errno on failure).
     pub fn syscall_raw(&mut self, seized: &mut Seized, call: Sysno, args: [u64; 6]) -> Result<i64> {
+        cryo_tracer::fault::check("syscall")?;
+        self.syscall_unchecked(seized, call, args)
+    }
+
+    /// [`Self::syscall_raw`] for the steps that put the target back: they run even
+    /// when cryo was asked to stop.
+    pub fn syscall_unchecked(&mut self, seized: &mut Seized, call: Sysno, args: [u64; 6]) -> Result<i64> {
         let mut gp = self.base_gp.clone();
         Native::prepare_syscall(&mut gp, self.gadget, nr(call), &args);
         ptrace::set_regset(self.tid, cryo_arch_gp_note(), &gp)?;

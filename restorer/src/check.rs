@@ -11,6 +11,8 @@ pub enum RestoreError {
     Image(#[from] ImageError),
     #[error("the image was taken on {image}, this machine is {here}: restart it on a {image} machine")]
     Arch { image: String, here: String },
+    #[error("the image was taken on a CPU with {missing} (state components {mask:#x}), which this CPU lacks; its program may use them: restart it on a machine with that CPU feature")]
+    CpuFeatures { missing: String, mask: u64 },
     #[error("the image is damaged: {0}")]
     Corrupt(String),
     #[error("{what} {path} is missing or unreadable ({source}); restore needs it at the same path")]
@@ -27,6 +29,10 @@ pub enum RestoreError {
     Io { what: String, source: std::io::Error },
     #[error("restoring: {0}")]
     Rebuild(String),
+    #[error("{0}; nothing of the tree was left running")]
+    Cancelled(String),
+    #[error("{0}; the restored process would see other data than it had. Put the file back as it was, or pass --allow-changed-files to restart anyway")]
+    ChangedFile(String),
 }
 
 pub fn image_fits_this_machine(img: &ImageReader) -> Result<(), RestoreError> {
@@ -37,6 +43,15 @@ pub fn image_fits_this_machine(img: &ImageReader) -> Result<(), RestoreError> {
     let ps = cryo_tracer::arch::page_size();
     if inv.page_size != ps {
         return Err(RestoreError::Corrupt(format!("page size {} in the image, {ps} here", inv.page_size)));
+    }
+    let missing = inv.cpu_features & !Native::host_cpu_features();
+    if missing != 0 && Native::host_cpu_features() != 0 {
+        let mut names: Vec<String> = (0..64)
+            .filter(|b| missing & (1u64 << b) != 0)
+            .map(|b| Native::cpu_feature_name(b).map_or(format!("bit {b}"), str::to_string))
+            .collect();
+        names.dedup();
+        return Err(RestoreError::CpuFeatures { missing: names.join(", "), mask: missing });
     }
     if !inv.processes.iter().any(|p| p.pid == inv.root_pid) {
         return Err(RestoreError::Corrupt(format!("root pid {} is not among the image's processes", inv.root_pid)));
@@ -148,8 +163,46 @@ pub fn files_exist(p: &ProcessImage) -> Result<(), RestoreError> {
         }
     }
     for f in &p.fds {
-        if let FdTarget::File { path, .. } | FdTarget::Device { path, .. } = &f.target {
+        if let FdTarget::File { path, .. } | FdTarget::Device { path, .. } | FdTarget::Fifo { path, .. } = &f.target {
             check("open file", path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Files the tree had open must still be what it saw: a file it only read
+/// that changed size or time, or a file it wrote that is now shorter, would
+/// hand it data that does not match its state. Refused unless `allow`
+/// (`--allow-changed-files`), then warned. A file it writes that only grew
+/// (its own log, written on after a checkpoint that left it running) is
+/// warned about.
+pub fn files_unchanged(p: &ProcessImage, allow: bool) -> Result<(), RestoreError> {
+    use std::os::unix::fs::MetadataExt;
+    for f in &p.fds {
+        let FdTarget::File { path, size, mtime_ns, .. } = &f.target else { continue };
+        let Ok(md) = std::fs::metadata(path) else { continue };
+        if !md.is_file() {
+            continue;
+        }
+        let now_mtime = md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128;
+        if md.len() == *size && now_mtime == *mtime_ns {
+            continue;
+        }
+        let written = f.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32;
+        let what = format!(
+            "{path} (fd {} of process {}) changed since the checkpoint: {} bytes then, {} now{}",
+            f.fd,
+            p.pid,
+            size,
+            md.len(),
+            if now_mtime != *mtime_ns { ", modified since" } else { "" }
+        );
+        if written && md.len() >= *size {
+            tracing::warn!("{what}; the process writes it and carries on from its old offset");
+        } else if allow {
+            tracing::warn!("{what}; restarting anyway (--allow-changed-files)");
+        } else {
+            return Err(RestoreError::ChangedFile(what));
         }
     }
     Ok(())
@@ -172,9 +225,14 @@ pub fn tree_is_sane(inv: &Inventory, images: &HashMap<i32, ProcessImage>) -> Res
             return bad(format!("process {} is listed before its parent {}", e.pid, e.ppid));
         }
     }
-    for p in &inv.pipes {
+    for p in inv.pipes.iter().chain(&inv.fifos) {
         if p.data.len() > p.capacity as usize {
             return bad(format!("pipe {} holds more bytes than its capacity", p.inode));
+        }
+    }
+    for u in &inv.unlinked {
+        if u.data.contains('/') || u.data.starts_with('.') {
+            return bad(format!("the contents of file {} are said to be outside the image ({})", u.inode, u.data));
         }
     }
     for p in images.values() {
@@ -182,6 +240,11 @@ pub fn tree_is_sane(inv: &Inventory, images: &HashMap<i32, ProcessImage>) -> Res
             if let FdTarget::Pipe { inode, .. } = f.target {
                 if !inv.pipes.iter().any(|x| x.inode == inode) {
                     return bad(format!("process {}: fd {} refers to pipe {inode}, which the image does not hold", p.pid, f.fd));
+                }
+            }
+            if let FdTarget::Unlinked { dev, inode } = f.target {
+                if !inv.unlinked.iter().any(|u| u.dev == dev && u.inode == inode) {
+                    return bad(format!("process {}: fd {} refers to file {inode}, which the image does not hold", p.pid, f.fd));
                 }
             }
         }

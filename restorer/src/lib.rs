@@ -15,6 +15,7 @@ mod ns;
 mod rebuild;
 mod shape;
 mod shared;
+mod terminal;
 
 use cryo_image::chain::ResolvedPages;
 use cryo_image::{ImageReader, ProcessImage, ProcessState};
@@ -25,15 +26,23 @@ use std::path::PathBuf;
 
 pub use check::RestoreError;
 
-pub struct Options {
+pub struct Options<'a> {
     pub image: PathBuf,
     pub detach: bool,
     pub pidfile: Option<PathBuf>,
     /// Restore inside a new user+pid namespace so the processes keep their pids.
     pub pid_ns: bool,
+    /// Restart even if files the tree had open changed since the checkpoint.
+    pub allow_changed_files: bool,
     /// Told (bytes read so far, bytes in all) as pages go into place.
     pub progress: Option<Progress>,
+    /// Asked, with the root's host pid, once the whole tree is rebuilt and
+    /// verified but before any of it runs; an error kills the rebuilt tree
+    /// and fails the restart (`cryo migrate`'s commit point).
+    pub before_release: Option<Gate<'a>>,
 }
+
+pub type Gate<'a> = &'a dyn Fn(i32) -> std::result::Result<(), String>;
 
 pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
 
@@ -41,32 +50,42 @@ pub type Result<T> = std::result::Result<T, RestoreError>;
 
 /// Restart the image. Returns the exit status to leave with: the restored
 /// root's (foreground), or 0 once the tree runs (detached).
-pub fn restart(opts: &Options) -> Result<u8> {
+pub fn restart(opts: &Options<'_>) -> Result<u8> {
     let img = ImageReader::open(&opts.image)?;
-    check::image_fits_this_machine(&img)?;
-    let mut images = HashMap::new();
+    let images = checked_images(&img, opts.allow_changed_files, true)?;
+    rebuild::sockets::clear_stale_names(&img.inventory.unix)?;
     let mut pages = HashMap::new();
-    for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
-        let p = img.read_process(e.pid)?;
-        check::process_is_sane(&p)?;
-        check::files_exist(&p)?;
-        check::vdso_matches(&img, &p)?;
-        pages.insert(e.pid, cryo_image::chain::resolve(&img, &p)?);
-        images.insert(e.pid, p);
+    for p in images.values() {
+        pages.insert(p.pid, cryo_image::chain::resolve(&img, p)?);
     }
-    check::tree_is_sane(&img.inventory, &images)?;
     if !opts.pid_ns && img.inventory.processes.len() > 1 {
         tracing::warn!("restoring a tree without a pid namespace: its processes get new pids, which pids they remember will not match");
     }
 
+    let terminal = terminal::adopt(images.values());
     let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns(img.inventory.root_pid)? } else { ns::Sandbox::plain() };
-    let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts.progress.clone()) {
+    // Checked beside the rebuild; nothing runs before every pages file of
+    // the chain passed.
+    let mut files: Vec<_> = pages.values().flat_map(|src| src.files.iter().map(|f| (f.path.clone(), f.len, f.crc))).collect();
+    files.sort();
+    files.dedup();
+    let digests: Vec<_> = files
+        .into_iter()
+        .map(|(path, len, crc)| std::thread::spawn(move || cryo_image::digest::verify(&path, len, crc)))
+        .collect();
+    let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts, digests) {
         Ok(h) => h,
         Err(e) => {
             sandbox.kill_all();
+            if let Some(t) = terminal {
+                t.restore();
+            }
             return Err(e);
         }
     };
+    if let Some(t) = &terminal {
+        t.notify(root_host);
+    }
     sandbox.done_spawning();
     if let Some(p) = &opts.pidfile {
         std::fs::write(p, format!("{root_host}\n"))
@@ -75,7 +94,77 @@ pub fn restart(opts: &Options) -> Result<u8> {
     if opts.detach {
         return Ok(0);
     }
-    Ok(foreground::wait(&sandbox, root_host))
+    let code = foreground::wait(&sandbox, root_host);
+    if let Some(t) = terminal {
+        t.restore();
+    }
+    Ok(code)
+}
+
+/// Every check restart makes before creating anything (architecture, page
+/// size, CPU features, that the files the image refers to exist, the
+/// image's own consistency), on an image whose page files need not be there yet:
+/// a receiver of a stream runs them before the pages cross the wire.
+pub fn precheck(dir: &std::path::Path) -> Result<()> {
+    checked_images(&ImageReader::open(dir)?, false, false).map(drop)
+}
+
+fn checked_images(img: &ImageReader, allow_changed_files: bool, with_pages: bool) -> Result<HashMap<i32, ProcessImage>> {
+    check::image_fits_this_machine(img)?;
+    let mut images = HashMap::new();
+    for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
+        let p = if with_pages { img.read_process(e.pid)? } else { img.read_process_meta(e.pid)? };
+        plan_process(&p)?;
+        check::files_exist(&p)?;
+        // Both need the whole image: the vDSO is among the pages, and a file
+        // that grows (a log) is only warned about, once, by the real restart.
+        if with_pages {
+            check::files_unchanged(&p, allow_changed_files)?;
+            check::vdso_matches(img, &p)?;
+        }
+        images.insert(e.pid, p);
+    }
+    check::tree_is_sane(&img.inventory, &images)?;
+    Ok(images)
+}
+
+/// What restart checks of one process image before creating anything, and
+/// the page reads it then plans; returns the number of reads. Every read
+/// lands inside one of the image's memory areas and inside its pages file:
+/// a hostile image cannot make restart write elsewhere. (Also the fuzzer's
+/// entry point: fuzz/.)
+pub fn plan_process(p: &ProcessImage) -> Result<usize> {
+    use cryo_image::chain::{PagesFile, SourceRun};
+    check::process_is_sane(p)?;
+    // This image's own pages (those of parent images are checked with theirs).
+    let own = ResolvedPages {
+        files: vec![PagesFile::of(std::path::PathBuf::new(), p)],
+        runs: p
+            .pages
+            .iter()
+            .filter(|r| r.origin == cryo_image::PageOrigin::Here)
+            .map(|r| SourceRun { vaddr: r.vaddr, npages: r.npages, file: 0, file_offset: r.file_offset })
+            .collect(),
+    };
+    let reads = rebuild::plan_reads(&own, cryo_tracer::arch::page_size());
+    for r in &reads {
+        let in_file = r.file_offset.checked_add(r.bytes).is_some_and(|end| end <= p.pages_bytes);
+        let in_areas = r.iovs.iter().all(|&(a, l)| p.vmas.iter().any(|v| v.start <= a && a.checked_add(l).is_some_and(|e| e <= v.end)));
+        if !in_file || !in_areas {
+            return Err(RestoreError::Corrupt(format!("process {}: a page read falls outside its areas or its pages file", p.pid)));
+        }
+    }
+    Ok(reads.len())
+}
+
+/// The tree-level checks of restart, for an inventory and its process images.
+pub fn check_tree(inv: &cryo_image::Inventory, images: &HashMap<i32, ProcessImage>) -> Result<()> {
+    check::tree_is_sane(inv, images)
+}
+
+/// A point where a restart may stop (a test's CRYO_FAULT, or a signal to cryo).
+fn stage(name: &str) -> Result<()> {
+    cryo_tracer::fault::check(name).map_err(RestoreError::from)
 }
 
 /// Create the tree, then rebuild it stage by stage across all processes, so
@@ -85,16 +174,18 @@ fn restore_tree(
     images: &HashMap<i32, ProcessImage>,
     sources: &HashMap<i32, ResolvedPages>,
     sandbox: &mut ns::Sandbox,
-    progress: Option<Progress>,
+    opts: &Options<'_>,
+    digests: Vec<std::thread::JoinHandle<std::result::Result<(), cryo_image::ImageError>>>,
 ) -> Result<i32> {
     let in_userns = sandbox.init.is_some();
     let mut reg = Registry::new(images.values());
     let ps = img.inventory.page_size;
-    let mut pages = rebuild::PageProgress::new(progress, sources.values().map(|s| s.bytes(ps)).sum());
+    let mut pages = rebuild::PageProgress::new(opts.progress.clone(), sources.values().map(|s| s.bytes(ps)).sum());
     let t = std::time::Instant::now();
-    let stage = |what: &str| tracing::debug!("restart: {what} done after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
+    let logged = |what: &str| tracing::debug!("restart: {what} done after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
+    stage("restart-shape")?;
     let members = shape::create(&img.inventory.processes, images, sandbox, &mut reg)?;
-    stage("creating the processes");
+    logged("creating the processes");
     let root_host = members[0].host;
     let mut live = Vec::new();
     for m in members {
@@ -106,27 +197,41 @@ fn restore_tree(
     }
     let mut tree = Vec::new();
     for (m, p) in live {
+        stage("restart-load")?;
         tree.push(Restoree::load(m, p, &reg)?);
     }
-    stage("loading the restorer");
+    logged("loading the restorer");
     for r in &mut tree {
+        stage("restart-memory")?;
         let src = &sources[&r.pid()];
         r.memory(src, &mut reg, &mut pages, in_userns)?;
     }
-    stage("memory");
+    pages.finish();
+    logged("memory");
     for r in &mut tree {
-        r.fds(&mut reg, &img.inventory.pipes)?;
+        stage("restart-fds")?;
+        r.fds(&mut reg, img)?;
     }
     for r in &mut tree {
+        stage("restart-state")?;
         r.process_state()?;
         r.close_temps()?;
     }
     for r in &mut tree {
+        stage("restart-finish")?;
         r.finish()?;
     }
+    for d in digests {
+        d.join().map_err(|_| RestoreError::Rebuild("the page checksum thread panicked".into()))??;
+    }
+    if let Some(gate) = &opts.before_release {
+        gate(root_host).map_err(RestoreError::Cancelled)?;
+    }
+    // The last point where the restart can still stop with nothing having run.
+    stage("restart-release")?;
     for r in tree {
         r.release()?;
     }
-    stage("threads, registers and release");
+    logged("threads, registers and release");
     Ok(root_host)
 }

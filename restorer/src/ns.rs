@@ -111,8 +111,18 @@ impl Sandbox {
         self.spawned.push(host_pid);
     }
 
-    /// No more processes to create: init starts reaping.
+    /// No more processes to create: init starts reaping, and from now on
+    /// outlives cryo.
     pub fn done_spawning(&mut self) {
+        if let Some(to) = self.to_init.as_mut() {
+            // Wait for init's answer: until it has cleared its parent-death
+            // signal, cryo exiting would still take the tree down.
+            let mut ack = [0u8; 4];
+            let acked = to.write_all(&DONE.to_le_bytes()).and_then(|()| self.from_init.as_mut().expect("init pipe").read_exact(&mut ack));
+            if let Err(e) = acked {
+                tracing::warn!("the namespace init did not confirm the end of the restore: {e}");
+            }
+        }
         self.to_init.take();
         self.from_init.take();
     }
@@ -199,11 +209,19 @@ struct CloneArgs {
     set_tid_size: u64,
 }
 
+/// The request that ends the creation of processes (no process has pid 0).
+const DONE: i32 = 0;
+
 /// pid 1 of the restore namespace. Mounts a /proc of its own, creates
 /// processes with requested pids, reaps, and leaves with the status of the
 /// restored root, `root` (its pid here; a session helper may have created it,
 /// and it was reparented to init when the helper exited).
 fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File, root: i32) -> ! {
+    // Until cryo says the tree is complete, cryo's death (even by SIGKILL)
+    // takes init and so the whole half-restored namespace with it. If cryo
+    // died before this, `go` reads EOF below.
+    // SAFETY: prctl without memory arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let mut go = go;
     let mut b = [0u8; 1];
     if go.read_exact(&mut b).is_err() {
@@ -212,9 +230,19 @@ fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File, 
     }
     mount_proc();
     let mut pidbuf = [0u8; 4];
-    // One request per process; EOF when cryo is done.
-    while req.read_exact(&mut pidbuf).is_ok() {
+    // One request per process, then DONE; EOF before DONE: cryo failed.
+    loop {
+        if req.read_exact(&mut pidbuf).is_err() {
+            // SAFETY: _exit has no preconditions.
+            unsafe { libc::_exit(127) };
+        }
         let want = i32::from_le_bytes(pidbuf);
+        if want == DONE {
+            // SAFETY: prctl without memory arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
+            let _ = ans.write_all(&DONE.to_le_bytes());
+            break;
+        }
         let set_tid = [want];
         let args = CloneArgs {
             exit_signal: libc::SIGCHLD as u64,
@@ -231,17 +259,14 @@ fn init_main(go: std::fs::File, mut req: std::fs::File, mut ans: std::fs::File, 
             park();
         }
         let r = if r < 0 { -(Errno::last() as i32) } else { r as i32 };
-        if ans.write_all(&r.to_le_bytes()).is_err() {
-            break;
-        }
-        if r < 0 {
+        if ans.write_all(&r.to_le_bytes()).is_err() || r < 0 {
             // SAFETY: _exit has no preconditions.
             unsafe { libc::_exit(127) };
         }
     }
     drop(req);
     drop(ans);
-    detach_stdio();
+    detach_stdio_and_fds();
     reap_until(root)
 }
 
@@ -259,8 +284,11 @@ fn mount_proc() {
     }
 }
 
-/// init must not keep cryo's stdout or a terminal open on behalf of the tree.
-fn detach_stdio() {
+/// init must not keep cryo's stdout, a terminal or any other fd cryo
+/// inherited open on behalf of the tree.
+fn detach_stdio_and_fds() {
+    // SAFETY: closes only fds this process owns and no longer uses.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let null = c"/dev/null";
     // SAFETY: valid path; dup2 onto our own std fds.
     unsafe {

@@ -7,10 +7,19 @@ use crate::shared::{self, Registry, Source};
 use crate::{layout, Result};
 use cryo_image::chain::ResolvedPages;
 use cryo_image::codec::{PagesReader, FRAME_RAW};
-use cryo_image::{Creds, FdTarget, PageOrigin, PipeImage, ProcessImage, ThreadImage, Vma, VmaKind};
+use cryo_image::{Creds, ImageReader, PageOrigin, ProcessImage, ThreadImage, Vma, VmaKind};
 use cryo_injector::{Arg, Batch, BatchOutput, Parasite, Remote};
 use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
 use cryo_tracer::{proc, ptrace};
+
+mod fds;
+mod inet;
+mod pty;
+pub(crate) mod sockets;
+mod timers;
+
+/// Bytes of socket data sent per batch (the command area holds 256 KiB).
+const SOCK_CHUNK: usize = 128 << 10;
 
 const AT_FDCWD: u64 = -100i64 as u64;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -106,8 +115,8 @@ impl<'a> Restoree<'a> {
     }
 
     /// Stage 2: the fd table; shared descriptions come from their first holder.
-    pub fn fds(&mut self, reg: &mut Registry, pipes: &[PipeImage]) -> Result<()> {
-        install_fds(self, reg, pipes)
+    pub fn fds(&mut self, reg: &mut Registry, img: &ImageReader) -> Result<()> {
+        fds::install(self, reg, img)
     }
 
     /// Stage 3: cwd, umask, signal actions, timers, limits.
@@ -132,6 +141,8 @@ impl<'a> Restoree<'a> {
             let host = create_thread(self, t)?;
             self.threads.push(host);
         }
+        // After the threads: a timer may signal one of them.
+        timers::restore(self)?;
         // The main thread last: its capabilities were needed for clone3 set_tid.
         let mut main = thread_state(&p.threads[0], &p.creds);
         flush_pending(&mut main);
@@ -173,6 +184,14 @@ impl PageProgress {
         if let Some(f) = &self.report {
             f(self.done, self.total);
         }
+    }
+
+    /// Every page is in place (pages kept only for reference, such as the
+    /// vDSO copy, are never read): the caller clears its progress display
+    /// before the restored program can write to the terminal.
+    pub fn finish(&mut self) {
+        self.done = self.total;
+        self.report();
     }
 }
 
@@ -353,7 +372,8 @@ fn map_areas(b: &mut Restoree, reg: &mut Registry) -> Result<()> {
 fn create_memfd(batch: &mut Batch, v: &Vma, size: u64, base: u64) -> usize {
     let name = v.name.trim_end_matches(" (deleted)").trim_start_matches('/').trim_start_matches("memfd:");
     let name = batch.cstr(if name.is_empty() { "cryo-shmem" } else { name });
-    let m = batch.call(Sysno::MemfdCreate, &[Arg::Data(name), (libc::MFD_CLOEXEC as u64).into()]);
+    // Sealing allowed: an fd of the same memfd may bring seals back (fds stage).
+    let m = batch.call(Sysno::MemfdCreate, &[Arg::Data(name), ((libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64).into()]);
     let fd = batch.call(Sysno::Fcntl, &[Arg::Result(m), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()]);
     batch.call(Sysno::Close, &[Arg::Result(m)]);
     batch.call(Sysno::Ftruncate, &[Arg::Result(fd), size.into()]);
@@ -374,14 +394,14 @@ fn fetch_fd(batch: &mut Batch, src: Source, me: i32) -> usize {
 }
 
 /// One preadv: iovecs covering a contiguous stretch of the pages file.
-struct Read {
-    file: usize,
-    file_offset: u64,
-    iovs: Vec<(u64, u64)>,
-    bytes: u64,
+pub(crate) struct Read {
+    pub file: usize,
+    pub file_offset: u64,
+    pub iovs: Vec<(u64, u64)>,
+    pub bytes: u64,
 }
 
-fn plan_reads(src: &ResolvedPages, ps: u64) -> Vec<Read> {
+pub(crate) fn plan_reads(src: &ResolvedPages, ps: u64) -> Vec<Read> {
     let mut reads: Vec<Read> = Vec::new();
     for r in src.runs.iter().filter(|r| src.files[r.file].compression.is_none()) {
         let mut addr = r.vaddr;
@@ -514,117 +534,6 @@ fn protect_and_mm(b: &mut Restoree, exe_fd: Option<u64>) -> Result<()> {
     batch.data_pointer(map_at + auxv_ptr_at, auxv, word());
     batch.call(Sysno::Prctl, &[PR_SET_MM.into(), PR_SET_MM_MAP.into(), Arg::Data(map_at), 104u64.into(), 0.into()]);
     b.run("restoring mm fields (prctl PR_SET_MM_MAP)", &batch).map(drop)
-}
-
-fn install_fds(b: &mut Restoree, reg: &mut Registry, pipes: &[PipeImage]) -> Result<()> {
-    let p = b.p;
-    // Pipes this process is the first to hold are created first.
-    for f in &p.fds {
-        if let FdTarget::Pipe { inode, write } = f.target {
-            if !reg.files.contains_key(&f.file_id) && !reg.pipe_ends.contains_key(&(inode, write)) {
-                let pipe = pipes
-                    .iter()
-                    .find(|x| x.inode == inode)
-                    .ok_or_else(|| RestoreError::Corrupt(format!("process {}: fd {} is a pipe the image does not hold", p.pid, f.fd)))?;
-                create_pipe(b, pipe, reg)?;
-            }
-        }
-    }
-    let tmp = b.tmp();
-    let base = tmp.base;
-    let mut batch = Batch::new();
-    for f in &p.fds {
-        let cloexec = if f.cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-        let shared_with = match f.target {
-            FdTarget::Outside { .. } => None,
-            FdTarget::Pipe { inode, write } => reg.files.get(&f.file_id).or_else(|| reg.pipe_ends.get(&(inode, write))),
-            _ => reg.files.get(&f.file_id),
-        };
-        if let Some(&src) = shared_with {
-            if src.pid == b.inside {
-                batch.call(Sysno::Dup3, &[(src.fd as u64).into(), (f.fd as u64).into(), cloexec.into()]);
-            } else {
-                // Moved above the image's fds first: the lowest free fd may be f.fd itself.
-                let got = fetch_fd(&mut batch, src, b.inside);
-                let h = batch.call(Sysno::Fcntl, &[Arg::Result(got), (libc::F_DUPFD as u64).into(), base.into()]);
-                batch.call(Sysno::Close, &[Arg::Result(got)]);
-                batch.call(Sysno::Dup3, &[Arg::Result(h), (f.fd as u64).into(), cloexec.into()]);
-                batch.call(Sysno::Close, &[Arg::Result(h)]);
-            }
-            if let FdTarget::Pipe { .. } = f.target {
-                batch.call(Sysno::Fcntl, &[(f.fd as u64).into(), (libc::F_SETFL as u64).into(), (f.flags as u64).into()]);
-            }
-            reg.files.insert(f.file_id, Source { pid: b.inside, fd: f.fd });
-            continue;
-        }
-        let (path, seek) = match &f.target {
-            FdTarget::File { path, .. } => (path.clone(), true),
-            FdTarget::Device { path, .. } => (path.clone(), false),
-            FdTarget::Pipe { .. } => unreachable!("pipes were created above"),
-            FdTarget::Outside { stdio, .. } => match tmp.stdio[*stdio as usize] {
-                Some(src) => {
-                    batch.call(Sysno::Dup3, &[src.into(), (f.fd as u64).into(), cloexec.into()]);
-                    continue;
-                }
-                None => ("/dev/null".to_string(), false),
-            },
-        };
-        let flags = f.flags & !((libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32);
-        let path = batch.cstr(&path);
-        let o = batch.call(Sysno::Openat, &[AT_FDCWD.into(), Arg::Data(path), (flags as u64).into(), 0.into()]);
-        let h = batch.call(Sysno::Fcntl, &[Arg::Result(o), (libc::F_DUPFD as u64).into(), base.into()]);
-        batch.call(Sysno::Close, &[Arg::Result(o)]);
-        batch.call(Sysno::Dup3, &[Arg::Result(h), (f.fd as u64).into(), cloexec.into()]);
-        batch.call(Sysno::Close, &[Arg::Result(h)]);
-        if seek {
-            batch.call_may_fail(Sysno::Lseek, &[(f.fd as u64).into(), f.pos.into(), (libc::SEEK_SET as u64).into()]);
-        }
-        reg.files.insert(f.file_id, Source { pid: b.inside, fd: f.fd });
-    }
-    b.run("reopening files", &batch).map(drop)
-}
-
-/// Bytes of pipe data written per batch (the command area holds 256 KiB).
-const PIPE_CHUNK: usize = 128 << 10;
-
-/// Create a pipe of the tree with its old capacity and the bytes that were
-/// in it; both ends wait above the image's fds for their holders.
-fn create_pipe(b: &mut Restoree, pipe: &PipeImage, reg: &mut Registry) -> Result<()> {
-    let base = b.tmp().base;
-    let what = format!("recreating pipe {}", pipe.inode);
-    let mut batch = Batch::new();
-    let fds = batch.reserve(8);
-    batch.call(Sysno::Pipe2, &[Arg::Data(fds), (libc::O_CLOEXEC as u64).into()]);
-    let out = b.run(&what, &batch)?;
-    let (r, w) = (out.u32_at(fds) as u64, out.u32_at(fds + 4) as u64);
-    let mut batch = Batch::new();
-    let hr = batch.call(Sysno::Fcntl, &[r.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()]);
-    let hw = batch.call(Sysno::Fcntl, &[w.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()]);
-    batch.call(Sysno::Close, &[r.into()]);
-    batch.call(Sysno::Close, &[w.into()]);
-    let size = batch.call_may_fail(Sysno::Fcntl, &[Arg::Result(hw), (libc::F_SETPIPE_SZ as u64).into(), (pipe.capacity as u64).into()]);
-    let out = b.run(&what, &batch)?;
-    let (hr, hw) = (out.results[hr] as i32, out.results[hw] as i32);
-    let got = out.results[size];
-    // A write that does not fit would block the parasite forever.
-    if (got as usize) < pipe.data.len() {
-        return Err(RestoreError::Rebuild(format!(
-            "{what}: it held {} bytes but can only be given {got} bytes of room here (fs.pipe-max-size?)",
-            pipe.data.len()
-        )));
-    }
-    for chunk in pipe.data.chunks(PIPE_CHUNK) {
-        let mut batch = Batch::new();
-        let at = batch.data(chunk);
-        let n = batch.call(Sysno::Write, &[(hw as u64).into(), Arg::Data(at), (chunk.len() as u64).into()]);
-        let out = b.run(&what, &batch)?;
-        if out.results[n] as usize != chunk.len() {
-            return Err(RestoreError::Rebuild(format!("{what}: wrote {} of {} bytes", out.results[n], chunk.len())));
-        }
-    }
-    reg.pipe_ends.insert((pipe.inode, false), Source { pid: b.inside, fd: hr });
-    reg.pipe_ends.insert((pipe.inode, true), Source { pid: b.inside, fd: hw });
-    Ok(())
 }
 
 fn process_state(b: &mut Restoree) -> Result<()> {

@@ -7,7 +7,7 @@
 //! which is how one offset, one pipe and one page cache end up shared again.
 
 use cryo_image::{ProcessImage, Vma, VmaKind};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A process of the restored tree (by its pid as seen inside the restore
 /// namespace) and an fd number in it.
@@ -48,6 +48,16 @@ pub struct Registry {
     /// Shared memory objects: where their memfd is, and how big it must be.
     pub shmem: HashMap<(u64, u64), Source>,
     pub shmem_size: HashMap<(u64, u64), u64>,
+    /// Files without a path (deleted, memfd) recreated so far, by (dev, inode).
+    pub objects: HashMap<(u64, u64), Source>,
+    /// FIFOs (by inode) some process keeps open until every holder has opened them.
+    pub fifos: HashSet<u64>,
+    /// Sockets created so far, by inode, above the image's fds of their creator.
+    pub sockets: HashMap<u64, Source>,
+    /// Pseudo-terminals made so far, by old number: (master, slave).
+    pub ptys: HashMap<u32, (Source, Source)>,
+    /// Every TCP/UDP socket of the tree is made (by the first process rebuilt).
+    pub inet_made: bool,
 }
 
 impl Registry {

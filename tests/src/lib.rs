@@ -188,6 +188,10 @@ pub fn proc_state(pid: i32) -> Option<char> {
     status_field(pid, "State").and_then(|s| s.chars().next())
 }
 
+pub fn ppid_of(pid: i32) -> Option<i32> {
+    status_field(pid, "PPid").and_then(|v| v.parse().ok())
+}
+
 pub fn tracer_pid(pid: i32) -> Option<i32> {
     status_field(pid, "TracerPid").and_then(|s| s.parse().ok())
 }
@@ -340,7 +344,7 @@ impl Log {
         self.text().matches('\n').count()
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let mut s = format!(
             "--- {} ---\n{}",
             self.path.display(),
@@ -1086,6 +1090,18 @@ impl Harness {
 
     /// `cryo restart IMG --detach --pidfile F`; asserts success and returns the restored
     /// root's host pid (registered for cleanup).
+    /// The tree_pipes workload (a parent and three children talking over pipes,
+    /// `per_child` messages each), checkpointed with --kill after message 30:
+    /// the image and the workload's log.
+    pub fn killed_tree_image(&self, per_child: &str) -> (PathBuf, Log) {
+        let prog = self.compile("tree_pipes");
+        let (mut p, log) = self.spawn(&[prog.to_str().unwrap(), per_child, "10"], "tree.log");
+        log.wait_prefix("msg 30 ", Duration::from_secs(20));
+        let img = self.path("img");
+        self.checkpoint_kill(&mut p, &img);
+        (img, log)
+    }
+
     pub fn restart_detached(&self, img: &Path) -> i32 {
         let pf = self.path(&format!("restored-{}.pid", self.next()));
         self.register_pidfile(&pf);
@@ -1223,6 +1239,28 @@ pub fn assert_running_untouched(pid: i32, log: &Log, tracer: i32, context: &str)
             .join("\n")
     );
     log.wait_growth(base, 2, Duration::from_secs(10));
+}
+
+/// What can be seen of a process from outside and must not change when a
+/// checkpoint fails: its memory map, its fds and where they lead, their
+/// offsets and flags, and its signal masks.
+pub fn outside_view(pid: i32) -> String {
+    let mut out = read_maps(pid);
+    let mut fds: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    fds.sort();
+    for fd in fds {
+        let target = fs::read_link(format!("/proc/{pid}/fd/{fd}")).map(|t| t.display().to_string()).unwrap_or_default();
+        // pos: moves as the program writes its log; flags and mnt_id must not.
+        let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        let keep: Vec<&str> = info.lines().filter(|l| l.starts_with("flags:") || l.starts_with("mnt_id:")).collect();
+        out.push_str(&format!("fd {fd} -> {target} {}\n", keep.join(" ")));
+    }
+    for key in ["SigBlk", "SigIgn", "SigCgt", "Threads"] {
+        out.push_str(&format!("{key}: {}\n", status_field(pid, key).unwrap_or_default()));
+    }
+    out
 }
 
 /// Parse lines `PREFIX N ...` and assert the numbers run 1, 2, ..., n without a repeat or

@@ -226,3 +226,48 @@ fn foreign_vdso_is_refused() {
     h.assert_no_leftovers(&[], "refused restart with a foreign vDSO");
     assert_intact_restarts(&h, &img, pid, &log, &reference);
 }
+
+/// One flipped byte in the middle of the memory contents, same length: the
+/// pages file's checksum catches it and nothing of the image runs.
+#[test]
+fn corrupted_page_bytes_are_refused() {
+    let (h, img, pid, log, reference) = killed_heap_image("flipped-page");
+    let pages = pages_files(&img);
+    let largest = pages.iter().max_by_key(|p| fs::metadata(p).unwrap().len()).unwrap();
+    let rel = largest.strip_prefix(&img).unwrap();
+    let bad = h.path("bad-page-byte");
+    copy_tree(&h, &img, &bad);
+    let target = bad.join(rel);
+    let mut bytes = fs::read(&target).unwrap();
+    let mid = bytes.len() / 2 + 123;
+    bytes[mid] ^= 0x01;
+    fs::write(&target, &bytes).unwrap();
+    let lines = log.line_count();
+    let pf = bad.with_extension("pid");
+    h.register_pidfile(&pf);
+    let out = h.cryo_run(&["restart", bad.to_str().unwrap(), "--detach", "--pidfile", pf.to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&["checksum", &rel.display().to_string()]);
+    h.assert_no_leftovers(&[], "restart of an image with a flipped page byte");
+    assert_eq!(log.line_count(), lines, "the damaged image ran:\n{}", log.text());
+    assert_intact_restarts(&h, &img, pid, &log, &reference);
+}
+
+/// An image that belongs to someone else is not restored, whatever it holds.
+#[test]
+fn another_users_image_is_refused() {
+    if !is_root() {
+        println!("SKIP another_users_image_is_refused: needs root to give an image to {OTHER_USER}");
+        return;
+    }
+    let (h, img, pid, log, reference) = killed_heap_image("image-owner");
+    let other = h.ident(Who::Other);
+    let theirs = h.path("theirs");
+    copy_tree(&h, &img, &theirs);
+    for p in std::iter::once(theirs.clone()).chain(files_under(&theirs)) {
+        std::os::unix::fs::chown(&p, Some(other.uid), Some(other.gid)).unwrap();
+    }
+    let out = h.cryo_run(&["restart", theirs.to_str().unwrap(), "--detach"]);
+    out.assert_clean_failure().assert_stderr_mentions(&["owned by uid", "not by you"]);
+    h.assert_no_leftovers(&[], "restart of another user's image");
+    assert_intact_restarts(&h, &img, pid, &log, &reference);
+}

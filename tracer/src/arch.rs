@@ -10,7 +10,7 @@ pub use cryo_arch_aarch64::Aarch64 as Native;
 #[cfg(target_arch = "arm")]
 pub use cryo_arch_armv7::Armv7 as Native;
 
-pub use cryo_arch::{Arch, Sysno};
+pub use cryo_arch::{flock64, Arch, Sysno};
 
 /// Syscall number on the native architecture. Every call cryo issues exists on
 /// all three CPUs except where noted in `Sysno`; a missing one is a cryo bug.

@@ -36,6 +36,8 @@ pub enum TracerError {
     Parse { path: String, what: String },
     #[error("fault injected at stage '{0}' (CRYO_FAULT)")]
     Injected(String),
+    #[error("stopped by {} before finishing; everything cryo changed was undone", signal_name(*.sig))]
+    Interrupted { sig: i32 },
 }
 
 pub type Result<T> = std::result::Result<T, TracerError>;
@@ -45,7 +47,13 @@ impl TracerError {
     pub fn traced(pid: i32, tracer: i32) -> TracerError {
         let tracer_comm = crate::proc::status(tracer).map(|s| s.name).unwrap_or_else(|_| "?".into());
         if tracer_comm == "cryo" {
-            TracerError::Busy { pid, by: tracer }
+            // The tracer is usually the worker of the `cryo` a user started: name that one.
+            let parent = crate::proc::status(tracer).map(|s| s.ppid).unwrap_or(0);
+            let by = match crate::proc::status(parent) {
+                Ok(p) if p.name == "cryo" => parent,
+                _ => tracer,
+            };
+            TracerError::Busy { pid, by }
         } else {
             TracerError::AlreadyTraced { pid, tracer, tracer_comm }
         }
@@ -60,4 +68,8 @@ impl TracerError {
     pub fn proc(path: impl Into<String>, source: std::io::Error) -> TracerError {
         TracerError::Proc { path: path.into(), source }
     }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {sig}"))
 }

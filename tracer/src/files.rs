@@ -75,3 +75,61 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: the kernel just returned both fds to us.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
+
+/// The settings of a terminal another process holds open.
+pub fn terminal_settings(pid: i32, fd: i32) -> std::io::Result<cryo_image::Termios> {
+    let t = nix::sys::termios::tcgetattr(take_fd(pid, fd)?).map_err(std::io::Error::from)?;
+    Ok(cryo_image::Termios {
+        iflag: t.input_flags.bits() as u32,
+        oflag: t.output_flags.bits() as u32,
+        cflag: t.control_flags.bits() as u32,
+        lflag: t.local_flags.bits() as u32,
+        line: t.line_discipline,
+        cc: t.control_chars.to_vec(),
+    })
+}
+
+/// Give the terminal on `fd` (one of our own) saved settings; returns the
+/// settings it had, to put back later.
+pub fn set_terminal(fd: std::os::fd::BorrowedFd, t: &cryo_image::Termios) -> std::io::Result<nix::sys::termios::Termios> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, ControlFlags, InputFlags, LocalFlags, OutputFlags, SetArg};
+    let old = tcgetattr(fd).map_err(std::io::Error::from)?;
+    let mut new = old.clone();
+    new.input_flags = InputFlags::from_bits_retain(t.iflag as _);
+    new.output_flags = OutputFlags::from_bits_retain(t.oflag as _);
+    new.control_flags = ControlFlags::from_bits_retain(t.cflag as _);
+    new.local_flags = LocalFlags::from_bits_retain(t.lflag as _);
+    new.line_discipline = t.line;
+    let n = new.control_chars.len().min(t.cc.len());
+    new.control_chars[..n].copy_from_slice(&t.cc[..n]);
+    tcsetattr(fd, SetArg::TCSANOW, &new).map_err(std::io::Error::from)?;
+    Ok(old)
+}
+
+/// Bytes waiting to be read from an fd another process holds (FIONREAD).
+pub fn queued_bytes(pid: i32, fd: i32) -> std::io::Result<i32> {
+    let f = take_fd(pid, fd)?;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the valid pointer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n)
+}
+
+/// A pseudo-terminal master another process holds: its number in /dev/pts,
+/// and the slave's window size (rows, columns, x and y pixels).
+pub fn pty_master(pid: i32, fd: i32) -> std::io::Result<(u32, [u16; 4])> {
+    let f = take_fd(pid, fd)?;
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int to the valid pointer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCGPTN, &mut n) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes one struct winsize to the valid pointer.
+    if unsafe { libc::ioctl(f.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((n, [ws.ws_row, ws.ws_col, ws.ws_xpixel, ws.ws_ypixel]))
+}

@@ -8,6 +8,7 @@ pub mod files;
 pub mod proc;
 pub mod ptrace;
 pub mod seize;
+pub mod sockets;
 pub mod tree;
 
 pub use error::{Result, TracerError};

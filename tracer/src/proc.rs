@@ -93,6 +93,10 @@ pub struct Stat {
     pub ppid: i32,
     pub pgid: i32,
     pub sid: i32,
+    /// Controlling terminal (device number as stat encodes it; 0: none) and
+    /// its foreground process group.
+    pub tty_nr: u32,
+    pub tpgid: i32,
     /// Signal the parent gets when this process exits.
     pub exit_signal: i32,
     /// wait() status of an exited process (a zombie's), 0 otherwise.
@@ -127,6 +131,8 @@ pub fn stat(pid: i32) -> Result<Stat> {
         ppid: field(4)? as i32,
         pgid: field(5)? as i32,
         sid: field(6)? as i32,
+        tty_nr: field(7)? as u32,
+        tpgid: field(8)? as i32,
         exit_signal: field(38)? as i32,
         exit_code: field(52).unwrap_or(0) as i32,
         start_code: field(26)?,
@@ -293,6 +299,9 @@ pub struct FdInfo {
     pub pos: u64,
     /// f_flags, octal in fdinfo; includes O_CLOEXEC when close-on-exec is set.
     pub flags: u32,
+    /// The whole of /proc/PID/fdinfo/FD: kind-specific lines (locks, eventfd
+    /// count, timerfd settings, epoll and inotify watches) follow pos and flags.
+    pub info: String,
 }
 
 pub fn fds(pid: i32) -> Result<Vec<FdInfo>> {
@@ -320,7 +329,7 @@ pub fn fds(pid: i32) -> Result<Vec<FdInfo>> {
                 flags = u32::from_str_radix(v.trim(), 8).unwrap_or(0);
             }
         }
-        out.push(FdInfo { fd, link, pos, flags });
+        out.push(FdInfo { fd, link, pos, flags, info });
     }
     out.sort_by_key(|f| f.fd);
     Ok(out)

@@ -180,11 +180,17 @@ impl Seized {
         self.threads.iter().find(|t| t.tid == tid).expect("thread is seized")
     }
 
-    /// The injector is about to change this thread's registers.
-    pub fn mark_modified(&mut self, tid: i32) {
+    /// The injector is about to change this thread's registers. From now on
+    /// every signal is blocked in it, so one sent meanwhile stays queued in the
+    /// kernel, with its siginfo, until the thread has its own mask back.
+    pub fn mark_modified(&mut self, tid: i32) -> Result<()> {
         if let Some(t) = self.threads.iter_mut().find(|t| t.tid == tid) {
-            t.modified = true;
+            if !t.modified {
+                t.modified = true;
+                ptrace::set_sigmask(tid, !0)?;
+            }
         }
+        Ok(())
     }
 
     /// Remember a signal that arrived while the injector ran the thread.
@@ -196,6 +202,8 @@ impl Seized {
 
     /// Put registers back, re-send held signals, and detach every thread.
     pub fn release(mut self) -> Result<()> {
+        // An injected failure here still lets go of the process: through Drop.
+        fault::inject("detach")?;
         self.released = true;
         let mut first_err = None;
         for t in &self.threads {
@@ -282,6 +290,9 @@ fn wait_for_stop(t: &mut Thread) -> Result<bool> {
             None => {
                 if Instant::now() > deadline {
                     return Err(stuck(t.tid));
+                }
+                if let Some(sig) = fault::aborted() {
+                    return Err(TracerError::Interrupted { sig });
                 }
                 std::thread::sleep(Duration::from_millis(1));
                 continue;

@@ -87,6 +87,34 @@ pub enum Sysno {
     PidfdOpen,
     PidfdGetfd,
     RtSigtimedwait,
+    /// sendfile with a NULL offset (sendfile64 where the plain one takes a 32-bit offset).
+    Sendfile,
+    Flock,
+    /// fcntl for the record-lock commands, taking `struct flock64` (its layout,
+    /// [`flock64`], is the same on every supported CPU): fcntl64 on 32-bit ARM.
+    FcntlLock,
+    Eventfd2,
+    TimerfdCreate,
+    TimerfdSettime,
+    Signalfd4,
+    EpollCreate1,
+    EpollCtl,
+    InotifyInit1,
+    InotifyAddWatch,
+    TimerCreate,
+    TimerSettime,
+    TimerGettime,
+    TimerDelete,
+    Socket,
+    Socketpair,
+    Bind,
+    Listen,
+    Connect,
+    Sendto,
+    Shutdown,
+    Accept4,
+    Getsockname,
+    Setsockopt,
     /// Set the calling thread's TLS register where no register set can
     /// (32-bit ARM's private `set_tls`); `None` elsewhere.
     SetTls,
@@ -135,6 +163,22 @@ pub trait Arch {
     const PRPSINFO_UID_BYTES: usize = 4;
 
     /// Syscall number, or `None` where this arch does not have that call.
+    /// The fcntl command taking a `struct flock64` ([`flock64`]) with
+    /// [`Sysno::FcntlLock`]: F_SETLK on 64-bit CPUs, F_SETLK64 on 32-bit ARM.
+    const F_SETLK64: u64 = 6;
+    /// `struct epoll_event` is packed (12 bytes) on x86_64 and padded to 16
+    /// elsewhere.
+    const EPOLL_EVENT_PACKED: bool = false;
+
+    /// A `struct epoll_event` and its size.
+    fn epoll_event(events: u32, data: u64) -> ([u8; 16], usize) {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&events.to_le_bytes());
+        let at = if Self::EPOLL_EVENT_PACKED { 4 } else { 8 };
+        b[at..at + 8].copy_from_slice(&data.to_le_bytes());
+        (b, at + 8)
+    }
+
     fn sysno(call: Sysno) -> Option<u64>;
 
     fn pc(gp: &[u8]) -> u64;
@@ -158,6 +202,18 @@ pub trait Arch {
     /// Rewrite registers of a thread frozen inside a syscall so it behaves as the
     /// kernel's own restart would, for a resume that bypasses that logic.
     fn restart_fixup(gp: &mut [u8]) -> RestartFixup;
+
+    /// Number of restart_syscall, which the kernel issues to resume a sleep
+    /// (nanosleep, futex wait, poll) that a stop interrupted; its state lives
+    /// in the kernel and is lost across a restore (None: not on this CPU).
+    const RESTART_SYSCALL: Option<u64> = None;
+    /// The syscall number the code just before pc loaded for its syscall
+    /// instruction (x86_64: `mov eax, imm32; syscall`), if it is that plain.
+    fn syscall_nr_in_code(_code_before_pc: &[u8]) -> Option<u64> {
+        None
+    }
+    /// Make saved registers say the thread was interrupted in syscall `nr`.
+    fn set_interrupted_syscall(_gp: &mut [u8], _nr: u64) {}
     /// Mark the registers as "not in a syscall" so a register load does not
     /// trigger the kernel's restart logic again.
     fn clear_syscall(gp: &mut [u8]);
@@ -174,6 +230,16 @@ pub trait Arch {
     /// kernel reports it in the XSAVE area), checked before a restore.
     fn cpu_features(_regsets: &[(u32, &[u8])]) -> u64 {
         0
+    }
+
+    /// The same features of the CPU this runs on (call only for the native arch).
+    fn host_cpu_features() -> u64 {
+        0
+    }
+
+    /// Names of feature bits, for a refusal a person can act on.
+    fn cpu_feature_name(_bit: u32) -> Option<&'static str> {
+        None
     }
 
     /// Bytes of a pointer inside structures the kernel reads without a compat
@@ -273,4 +339,16 @@ pub fn get_u32(buf: &[u8], off: usize) -> u32 {
 /// Write a little-endian u32 at byte offset `off` of a register set.
 pub fn put_u32(buf: &mut [u8], off: usize, v: u32) {
     buf[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// `struct flock64` for [`Sysno::FcntlLock`]: l_type and l_whence (i16), then
+/// l_start and l_len (i64, 8-aligned), then l_pid. x86_64's and arm64's
+/// `struct flock` and 32-bit ARM EABI's `struct flock64` all lay it out this way.
+pub fn flock64(l_type: i16, start: u64, len: u64) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    b[0..2].copy_from_slice(&l_type.to_le_bytes());
+    // l_whence = SEEK_SET (0)
+    put_u64(&mut b, 8, start);
+    put_u64(&mut b, 16, len);
+    b
 }

@@ -34,6 +34,7 @@ impl Arch for Armv7 {
     const NAME: &'static str = "armv7";
     const ELF_MACHINE: u16 = 40; // EM_ARM
     const IS_64BIT: bool = false;
+    const F_SETLK64: u64 = 13;
     const REGSETS: &'static [RegSetSpec] = &[
         RegSetSpec { note_type: NT_PRSTATUS, name: "general", max_size: 18 * 4, core_note_owner: "CORE", access: RegSetAccess::Regset },
         // d0-d31 and fpscr.
@@ -109,6 +110,31 @@ impl Arch for Armv7 {
             PidfdGetfd => 438,
             RtSigtimedwait => 177,
             CloseRange => 436,
+            Sendfile => 239,
+            Flock => 143,
+            FcntlLock => 221,
+            Eventfd2 => 356,
+            TimerfdCreate => 350,
+            TimerfdSettime => 353,
+            Signalfd4 => 355,
+            EpollCreate1 => 357,
+            EpollCtl => 251,
+            InotifyInit1 => 360,
+            InotifyAddWatch => 317,
+            TimerCreate => 257,
+            TimerSettime => 258,
+            TimerGettime => 259,
+            TimerDelete => 261,
+            Socket => 281,
+            Socketpair => 288,
+            Bind => 282,
+            Listen => 284,
+            Connect => 283,
+            Sendto => 290,
+            Shutdown => 293,
+            Accept4 => 366,
+            Getsockname => 286,
+            Setsockopt => 294,
             SetTls => ARM_NR_SET_TLS,
             ArchPrctl => return None,
         })

@@ -40,6 +40,7 @@ impl Arch for X86_64 {
     const NAME: &'static str = "x86_64";
     const ELF_MACHINE: u16 = 62; // EM_X86_64
     const IS_64BIT: bool = true;
+    const EPOLL_EVENT_PACKED: bool = true;
     const REGSETS: &'static [RegSetSpec] = &[
         RegSetSpec { note_type: NT_PRSTATUS, name: "general", max_size: 27 * 8, core_note_owner: "CORE", access: RegSetAccess::Regset },
         RegSetSpec { note_type: NT_PRFPREG, name: "fxsave", max_size: 512, core_note_owner: "CORE", access: RegSetAccess::Regset },
@@ -104,6 +105,31 @@ impl Arch for X86_64 {
             PidfdGetfd => 438,
             RtSigtimedwait => 128,
             CloseRange => 436,
+            Sendfile => 40,
+            Flock => 73,
+            FcntlLock => 72,
+            Eventfd2 => 290,
+            TimerfdCreate => 283,
+            TimerfdSettime => 286,
+            Signalfd4 => 289,
+            EpollCreate1 => 291,
+            EpollCtl => 233,
+            InotifyInit1 => 294,
+            InotifyAddWatch => 254,
+            TimerCreate => 222,
+            TimerSettime => 223,
+            TimerGettime => 224,
+            TimerDelete => 226,
+            Socket => 41,
+            Socketpair => 53,
+            Bind => 49,
+            Listen => 50,
+            Connect => 42,
+            Sendto => 44,
+            Shutdown => 48,
+            Accept4 => 288,
+            Getsockname => 51,
+            Setsockopt => 54,
             SetTls => return None,
         })
     }
@@ -169,6 +195,21 @@ impl Arch for X86_64 {
         fix
     }
 
+    const RESTART_SYSCALL: Option<u64> = Some(219);
+
+    fn syscall_nr_in_code(code: &[u8]) -> Option<u64> {
+        // b8 imm32 (mov eax, imm32) then 0f 05 (syscall), ending at pc.
+        let n = code.len();
+        if n < 7 || code[n - 2..] != [0x0f, 0x05] || code[n - 7] != 0xb8 {
+            return None;
+        }
+        Some(u32::from_le_bytes(code[n - 6..n - 2].try_into().ok()?) as u64)
+    }
+
+    fn set_interrupted_syscall(gp: &mut [u8], nr: u64) {
+        set_word(gp, reg::ORIG_RAX, nr);
+    }
+
     fn clear_syscall(gp: &mut [u8]) {
         set_word(gp, reg::ORIG_RAX, u64::MAX);
     }
@@ -187,6 +228,28 @@ impl Arch for X86_64 {
             .find(|(t, d)| *t == NT_X86_XSTATE && d.len() >= 480)
             .map(|(_, d)| get_u64(d, 472))
             .unwrap_or(0)
+    }
+
+    fn host_cpu_features() -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        return raw::xcr0();
+        #[cfg(not(target_arch = "x86_64"))]
+        0
+    }
+
+    fn cpu_feature_name(bit: u32) -> Option<&'static str> {
+        Some(match bit {
+            0 => "x87",
+            1 => "SSE",
+            2 => "AVX",
+            3 | 4 => "MPX",
+            5..=7 => "AVX-512",
+            9 => "PKRU",
+            11 | 12 => "CET",
+            17 | 18 => "AMX",
+            19 => "APX",
+            _ => return None,
+        })
     }
 
     fn needs_icache_flush() -> bool {

@@ -54,3 +54,16 @@ pub fn trap() -> ! {
         unsafe { asm!("int3", options(nostack, preserves_flags)) }
     }
 }
+
+/// XCR0 of this CPU: the XSAVE state components the kernel enabled (0 where
+/// the OS has not enabled XSAVE).
+pub fn xcr0() -> u64 {
+    if core::arch::x86_64::__cpuid(1).ecx & (1 << 27) == 0 {
+        return 0;
+    }
+    let (lo, hi): (u32, u32);
+    // SAFETY: CPUID.1:ECX.OSXSAVE is set, so xgetbv is enabled; it only reads
+    // XCR0 (ecx = 0) into edx:eax and touches neither memory nor flags.
+    unsafe { asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    ((hi as u64) << 32) | lo as u64
+}

@@ -23,10 +23,19 @@ use cryo_tracer::{fault, proc, ptrace, Seized, Tree};
 use std::path::PathBuf;
 use std::time::Instant;
 
-pub struct Options {
+/// Called with the complete image and the moment the freeze began, while a
+/// `--kill` tree is still frozen: an error releases the tree unharmed
+/// instead of killing it (streaming and migration send the image here).
+pub type Hold<'a> = &'a dyn Fn(&std::path::Path, Instant) -> Result<()>;
+
+pub struct Options<'a> {
     pub pid: i32,
     pub out: PathBuf,
     pub kill: bool,
+    /// Restore TCP connections to outside the tree as reset connections
+    /// instead of refusing the checkpoint.
+    pub tcp_close: bool,
+    pub hold: Option<Hold<'a>>,
     /// Write memory while the tree is stopped, never from a copy-on-write
     /// snapshot (always so with `kill`).
     pub direct: bool,
@@ -39,6 +48,7 @@ pub struct Options {
     pub compress: Option<Codec>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub pid: i32,
     pub frozen_us: u64,
@@ -72,7 +82,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
     let tree_pids = tree.pids();
-    let mut tree_fds = fds::collect(&tree_pids)?;
+    let mut tree_fds = fds::collect(&tree_pids, &view, &mut writer, opts.tcp_close)?;
     let mut shared = memory::SharedSeen::new();
     let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
@@ -179,14 +189,31 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         root_pid: view.pid(pid)?,
         processes,
         pipes: tree_fds.pipes,
+        fifos: tree_fds.fifos,
+        unlinked: tree_fds.unlinked,
+        unix: tree_fds.unix,
+        inet: tree_fds.inet,
+        ptys: tree_fds.ptys,
         parent: if incremental { opts.parent.as_deref().map(|p| relative_parent(p, &opts.out)).transpose()? } else { None },
         cpu_features,
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
     };
     writer.finish(&inventory).context("completing the image")?;
     progress.finish_and_clear();
+    if let Some(hold) = opts.hold {
+        // On error `tree`, dropped, lets every process go.
+        hold(&opts.out, frozen)?;
+    }
     if !released {
+        // The tree's TCP connections end with a reset, so no TIME_WAIT keeps
+        // their ports from the restart.
+        for (pid, fd) in &tree_fds.abort_on_kill {
+            if let Err(e) = cryo_tracer::sockets::abort_on_close(*pid, *fd) {
+                tracing::debug!("fd {fd} of process {pid}: SO_LINGER: {e}");
+            }
+        }
         tree.kill().context("killing the checkpointed tree")?;
+        wait_dead(&tree_pids);
     }
     Ok(Summary {
         pid,
@@ -248,6 +275,18 @@ fn relative_parent(parent: &std::path::Path, image: &std::path::Path) -> Result<
     match (canon.parent(), canon.file_name()) {
         (Some(dir), Some(name)) if here.parent() == Some(dir) => Ok(format!("../{}", name.to_string_lossy())),
         _ => Ok(canon.to_string_lossy().into_owned()),
+    }
+}
+
+/// Waits (a few seconds at most) until the killed tree has exited: its
+/// sockets and files are closed by then, so a restart that follows at once
+/// (`checkpoint --kill -o - | restart -`) finds its ports free.
+fn wait_dead(pids: &[i32]) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    for &pid in pids {
+        while proc::stat(pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X') && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 }
 
@@ -329,6 +368,7 @@ impl Pending {
         process.pages = runs;
         process.pages_bytes = len;
         process.compression = compression;
+        process.pages_crc = writer.pages_crc(process.pid, len)?;
         fault::check("image-write")?;
         writer.write_process(&process)?;
         Ok(Totals { pages, bytes: len, incremental, zero_pages })
@@ -498,6 +538,7 @@ fn dump_frozen(
     };
     let inside = (|| -> Result<_> {
         let st = state::collect(seized, &mut remote, &mut parasite)?;
+        let timers = state::posix_timers(seized, &mut remote, &mut parasite, view)?;
         let mut per_thread = vec![state::collect_thread(seized, &mut remote, &mut parasite)?];
         let others: Vec<i32> = seized.threads.iter().skip(1).map(|t| t.tid).collect();
         for tid in others {
@@ -533,10 +574,10 @@ fn dump_frozen(
         }
         let (runs, snap, sink) = rest?;
         let started = tracked.as_ref().filter(|t| t.created).map(|t| [t.info.fd, t.token_fd]);
-        Ok((st, per_thread, runs, snap, sink, tracked, started))
+        Ok((st, timers, per_thread, runs, snap, sink, tracked, started))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    let (st, per_thread, chosen, snap, sink, tracked, started) = inside?;
+    let (st, timers, per_thread, chosen, snap, sink, tracked, started) = inside?;
     let tracking = tracked.as_ref().map(|t| t.info.clone());
     cured.context("removing the parasite from the target")?;
 
@@ -553,7 +594,18 @@ fn dump_frozen(
         threads.push(ThreadImage {
             tid: view.pid(t.tid)?,
             comm: tstatus.name.clone(),
-            regsets: t.regsets.iter().map(|(nt, d)| RegSet { note_type: *nt, data: d.clone() }).collect(),
+            regsets: t
+                .regsets
+                .iter()
+                .enumerate()
+                .map(|(i, (nt, d))| {
+                    let mut data = d.clone();
+                    if i == 0 {
+                        state::record_original_syscall(pid, t.tid, &mut data);
+                    }
+                    RegSet { note_type: *nt, data }
+                })
+                .collect(),
             sigmask: t.sigmask,
             pending,
             sigaltstack: ts.sigaltstack,
@@ -611,6 +663,8 @@ fn dump_frozen(
         vmas,
         pages: Vec::new(),
         pages_bytes: 0,
+        // Set when the pages file is complete (`Pending::complete`).
+        pages_crc: 0,
         threads,
         exit_signal: stat.exit_signal,
         child_subreaper: st.child_subreaper,
@@ -618,6 +672,7 @@ fn dump_frozen(
         itimers: st.itimers,
         fds,
         shared_pending: status.shd_pnd,
+        posix_timers: timers,
         tracking,
         compression: None,
     };

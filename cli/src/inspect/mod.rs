@@ -348,6 +348,18 @@ fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> 
                     ("pipe", None, Some(PipeEnd { inode: *inode, end: if *write { "write" } else { "read" } }))
                 }
                 FdTarget::Outside { .. } => ("outside", None, None),
+                FdTarget::Terminal { path, .. } => ("terminal", Some(path.clone()), None),
+                FdTarget::Unlinked { .. } => ("unlinked", None, None),
+                FdTarget::Fifo { path, .. } => ("fifo", Some(path.clone()), None),
+                FdTarget::EventFd { .. } => ("eventfd", None, None),
+                FdTarget::TimerFd { .. } => ("timerfd", None, None),
+                FdTarget::SignalFd { .. } => ("signalfd", None, None),
+                FdTarget::Epoll { .. } => ("epoll", None, None),
+                FdTarget::Inotify { .. } => ("inotify", None, None),
+                FdTarget::Unix { .. } => ("unix", None, None),
+                FdTarget::Inet { .. } => ("inet", None, None),
+                FdTarget::PtyMaster { .. } => ("pty-master", None, None),
+                FdTarget::PtySlave { .. } => ("pty-slave", None, None),
             };
             FdReport {
                 fd: f.fd,
@@ -492,6 +504,28 @@ fn fd_desc(t: &FdTarget) -> String {
         FdTarget::Device { path, .. } => format!("device {path}"),
         FdTarget::Pipe { inode, write } => format!("pipe {inode} ({} end)", if *write { "write" } else { "read" }),
         FdTarget::Outside { stdio, what } => format!("{what} (restored as cryo's fd {stdio})"),
+        FdTarget::Terminal { stdio, path, termios } => {
+            format!("terminal {path} (restored as cryo's fd {stdio}{})", if termios.is_some() { ", with its settings" } else { "" })
+        }
+        FdTarget::Unlinked { dev, inode } => format!("file without a path (deleted or memfd), inode {inode} on {}:{}", dev >> 32, dev & 0xffff_ffff),
+        FdTarget::Fifo { path, .. } => format!("fifo {path}"),
+        FdTarget::EventFd { count, semaphore } => format!("eventfd count {count}{}", if *semaphore { " (semaphore)" } else { "" }),
+        FdTarget::TimerFd { clock, value_ns, interval_ns, ticks } => {
+            format!("timerfd clock {clock}, fires in {value_ns} ns, every {interval_ns} ns, {ticks} unread")
+        }
+        FdTarget::SignalFd { mask } => format!("signalfd mask {mask:#x}"),
+        FdTarget::Epoll { watches } => {
+            let fds: Vec<String> = watches.iter().map(|w| format!("{}:{:#x}", w.fd, w.events)).collect();
+            format!("epoll watching {}", fds.join(" "))
+        }
+        FdTarget::Inotify { watches } => {
+            let paths: Vec<String> = watches.iter().map(|w| format!("{} {}", w.wd, w.path)).collect();
+            format!("inotify watching {}", paths.join(", "))
+        }
+        FdTarget::Unix { inode } => format!("unix socket {inode}"),
+        FdTarget::Inet { inode } => format!("TCP/UDP socket {inode}"),
+        FdTarget::PtyMaster { index } => format!("pty master of /dev/pts/{index}"),
+        FdTarget::PtySlave { index } => format!("pty /dev/pts/{index} (its master is in the tree)"),
     }
 }
 

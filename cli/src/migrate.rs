@@ -1,0 +1,285 @@
+//! `cryo migrate PID --to HOST`: move a tree to another host over ssh.
+//!
+//! A runs `ssh HOST cryo restart - --handshake`; the ssh channel's stdin
+//! carries the image stream to B, and B's stdout carries status lines back
+//! (see [`protocol`]). The order of events makes the tree run in exactly one
+//! place whatever fails:
+//!
+//! 1. B says `hello` (ssh works, cryo runs there). Only then A freezes.
+//! 2. A streams the image; B refuses early (architecture, CPU features,
+//!    files) after the metadata, verifies every checksum, rebuilds the tree
+//!    and says `ready PID` with the tree rebuilt but not yet running.
+//! 3. A kills its frozen tree and answers `commit`; B lets its tree run and
+//!    says `running PID`.
+//!
+//! Anything else before `ready` — a refusal, a failed restore, a cut
+//! stream, ssh dying — and A lets its tree go on untouched, and B kills what
+//! it rebuilt (it sees no `commit`). The one window left is a connection
+//! lost between `ready` and `commit`: A has killed its tree and B, without
+//! the commit, kills its own; A reports it.
+
+use crate::dump;
+use crate::streaming::Staging;
+use anyhow::{anyhow, bail, Context, Result};
+use cryo_tracer::fault;
+use std::cell::{Cell, RefCell};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The status lines B writes, and A's answer.
+pub mod protocol {
+    const TAG: &str = "cryo-migrate";
+    pub const VERSION: u32 = 1;
+    pub const COMMIT: &str = "commit";
+
+    pub fn hello() -> String {
+        format!("{TAG} hello {VERSION}")
+    }
+    pub fn received(bytes: u64) -> String {
+        format!("{TAG} received {bytes}")
+    }
+    pub fn ready(pid: i32) -> String {
+        format!("{TAG} ready {pid}")
+    }
+    pub fn running(pid: i32) -> String {
+        format!("{TAG} running {pid}")
+    }
+    pub fn failed(why: &str) -> String {
+        format!("{TAG} failed {}", why.replace('\n', " "))
+    }
+
+    /// A status line: its word and the rest.
+    pub fn parse(line: &str) -> Option<(&str, &str)> {
+        let rest = line.trim_end().strip_prefix(TAG)?.strip_prefix(' ')?;
+        Some(rest.split_once(' ').unwrap_or((rest, "")))
+    }
+}
+
+pub struct Options {
+    pub pid: i32,
+    pub to: String,
+    pub ssh_command: Option<String>,
+    pub remote_cryo: String,
+    pub allow_changed_files: bool,
+    pub tcp_close: bool,
+    pub pid_ns: bool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    pub pid: i32,
+    pub host: String,
+    /// The restored root's pid on the other host, as seen from outside.
+    pub remote_pid: i32,
+    /// From the freeze to the other host's "running".
+    pub downtime_us: u64,
+    pub stream_bytes: u64,
+    pub total_us: u64,
+}
+
+/// How long ssh may take to log in and start cryo on the other host.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long B may take to receive, check and rebuild the tree.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+
+pub fn run(o: &Options) -> Result<Report> {
+    let t0 = Instant::now();
+    let mut ssh = Remote::start(o)?;
+    ssh.expect("hello", CONNECT_TIMEOUT).map_err(|e| {
+        anyhow!("{e}; the process was not touched (check that `ssh {}` works and that {} runs there)", o.to, o.remote_cryo)
+    })?;
+    let staging = Staging::new()?;
+    let ssh = RefCell::new(ssh);
+    let frozen_at = Cell::new(None);
+    let sent = Cell::new(0);
+    let remote_pid = Cell::new(0);
+    let hold = |dir: &std::path::Path, frozen: Instant| -> Result<()> {
+        frozen_at.set(Some(frozen));
+        let mut ssh = ssh.borrow_mut();
+        let stdin = ssh.stdin.as_mut().context("the ssh channel is closed")?;
+        match cryo_image::stream::send(dir, stdin) {
+            Ok(t) => sent.set(t.bytes),
+            // B stopped reading: its status says why.
+            Err(e) => return Err(ssh.why_failed(&e.to_string())),
+        }
+        ssh.expect("received", RESTORE_TIMEOUT)?;
+        let pid = ssh.expect("ready", RESTORE_TIMEOUT)?;
+        remote_pid.set(pid.parse().unwrap_or(0));
+        Ok(())
+    };
+    let checkpoint = dump::checkpoint(&dump::Options {
+        pid: o.pid,
+        out: staging.image(),
+        kill: true,
+        tcp_close: o.tcp_close,
+        hold: Some(&hold),
+        direct: false,
+        parent: None,
+        track: false,
+        compress: None,
+    });
+    let mut ssh = ssh.into_inner();
+    if let Err(e) = checkpoint {
+        ssh.abandon();
+        return Err(e.context(format!("migration to {} failed; the process runs on here, untouched", o.to)));
+    }
+    drop(staging);
+    // The tree here is gone: from now on B's is the only copy.
+    let committed = ssh
+        .stdin
+        .as_mut()
+        .context("the ssh channel is closed")
+        .and_then(|s| writeln!(s, "{}", protocol::COMMIT).and_then(|()| s.flush()).context("sending commit"));
+    let running = committed.and_then(|()| ssh.expect("running", RESTORE_TIMEOUT));
+    let downtime_us = frozen_at.get().map_or(0, |f| f.elapsed().as_micros() as u64);
+    ssh.finish();
+    let running = running.map_err(|e| {
+        anyhow!(
+            "{e}; the tree was killed here after {} had rebuilt it, but it did not confirm that it runs there: check on {} (pid {})",
+            o.to,
+            o.to,
+            remote_pid.get()
+        )
+    })?;
+    Ok(Report {
+        pid: o.pid,
+        host: o.to.clone(),
+        remote_pid: running.parse().unwrap_or(remote_pid.get()),
+        downtime_us,
+        stream_bytes: sent.get(),
+        total_us: t0.elapsed().as_micros() as u64,
+    })
+}
+
+/// The ssh process running `cryo restart - --handshake` on the other host.
+struct Remote {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    status: BufReader<ChildStdout>,
+    host: String,
+}
+
+impl Remote {
+    fn start(o: &Options) -> Result<Remote> {
+        let ssh = o.ssh_command.as_deref().unwrap_or("ssh");
+        let mut argv = shlex::split(ssh).filter(|a| !a.is_empty()).ok_or_else(|| anyhow!("--ssh-command {ssh:?}: unbalanced quotes"))?;
+        if argv.is_empty() {
+            bail!("--ssh-command is empty");
+        }
+        let mut remote = format!("{} restart - --handshake", o.remote_cryo);
+        if o.allow_changed_files {
+            remote.push_str(" --allow-changed-files");
+        }
+        if !o.pid_ns {
+            remote.push_str(" --no-pid-ns");
+        }
+        argv.push(o.to.clone());
+        argv.push(remote);
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", argv[0]))?;
+        let stdin = child.stdin.take();
+        let status = BufReader::new(child.stdout.take().context("ssh has no stdout")?);
+        Ok(Remote { child, stdin, status, host: o.to.clone() })
+    }
+
+    /// Waits for the status line `word` and returns the rest of it. A
+    /// `failed` line, the end of the channel, a timeout or a signal to cryo
+    /// is an error saying why.
+    fn expect(&mut self, word: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(sig) = fault::aborted() {
+                bail!("cryo got {}", cryo_tracer::error::signal_name(sig));
+            }
+            if self.status.buffer().is_empty() && !readable(&self.status, Duration::from_millis(100))? {
+                if Instant::now() > deadline {
+                    bail!("{} did not answer `{word}` within {} s", self.host, timeout.as_secs());
+                }
+                continue;
+            }
+            let mut line = String::new();
+            if self.status.read_line(&mut line).context("reading from ssh")? == 0 {
+                return Err(self.ended(word));
+            }
+            match protocol::parse(&line) {
+                Some((w, rest)) if w == word => return Ok(rest.to_string()),
+                Some(("failed", why)) => bail!("{}: {why}", self.host),
+                Some(_) => continue,
+                // Not ours (a login banner, a shell's message): show it.
+                None => eprint!("{}: {line}", self.host),
+            }
+        }
+    }
+
+    /// The channel closed before `word`.
+    fn ended(&mut self, word: &str) -> anyhow::Error {
+        let status = wait_timeout(&mut self.child, Duration::from_secs(5));
+        anyhow!("the connection to {} ended before `{word}` ({status})", self.host)
+    }
+
+    /// The error after writing to B failed: B's own reason where it gave one.
+    fn why_failed(&mut self, write_error: &str) -> anyhow::Error {
+        self.stdin.take();
+        loop {
+            let mut line = String::new();
+            match self.status.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if let Some(("failed", why)) = protocol::parse(&line) {
+                        return anyhow!("{}: {why}", self.host);
+                    }
+                }
+            }
+        }
+        let status = wait_timeout(&mut self.child, Duration::from_secs(5));
+        anyhow!("the image stream to {} broke ({write_error}; ssh {status})", self.host)
+    }
+
+    /// Called off: closing B's stdin makes it kill whatever it rebuilt.
+    fn abandon(&mut self) {
+        self.stdin.take();
+        wait_timeout(&mut self.child, Duration::from_secs(10));
+    }
+
+    fn finish(mut self) {
+        self.stdin.take();
+        wait_timeout(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+fn readable(r: &BufReader<ChildStdout>, timeout: Duration) -> Result<bool> {
+    let mut pfd = libc::pollfd { fd: r.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(anyhow!("waiting for ssh: {e}"));
+    }
+    Ok(n > 0)
+}
+
+/// Waits for the ssh process a while, then kills it; says how it ended.
+fn wait_timeout(child: &mut Child, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return s.to_string(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return "killed: it did not exit".into();
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! `cryo checkpoint PID -o -` and `cryo restart -`: an image as one stream on
+//! stdout / stdin (format: cryo_image::stream), and the receiving end of
+//! `cryo migrate`'s handshake.
+//!
+//! Both ends stage the image in a private (0700) directory under $TMPDIR
+//! (default /var/tmp, on disk rather than in memory) that is removed as soon
+//! as it is no longer needed: memory use stays at one chunk whatever the
+//! image's size.
+
+use crate::dump;
+use crate::migrate::protocol;
+use anyhow::{anyhow, Context, Result};
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+/// A private directory for an image in transit, removed when dropped.
+pub struct Staging {
+    dir: tempfile::TempDir,
+}
+
+impl Staging {
+    pub fn new() -> Result<Staging> {
+        let base = std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let dir = tempfile::Builder::new()
+            .prefix("cryo-stream-")
+            .tempdir_in(&base)
+            .with_context(|| format!("creating a private directory for the image stream in {} (set TMPDIR to use another place)", base.display()))?;
+        Ok(Staging { dir })
+    }
+
+    /// Where the image goes (created by the image writer / the receiver).
+    pub fn image(&self) -> PathBuf {
+        self.dir.path().join("image")
+    }
+}
+
+/// One of our standard streams as a plain file, so large writes and reads
+/// go straight to the fd (no line buffering).
+fn std_file(fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<File> {
+    Ok(File::from(fd.try_clone_to_owned().with_context(|| format!("duplicating {what}"))?))
+}
+
+/// `cryo checkpoint PID -o -`. With `kill`, the tree dies only once the
+/// whole stream was written; if the reader goes away first, it runs on.
+pub fn checkpoint_to_stdout(pid: i32, kill: bool, tcp_close: bool) -> Result<dump::Summary> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        anyhow::bail!("-o - writes the image to stdout, which is a terminal: redirect it to a file or a pipe");
+    }
+    let staging = Staging::new()?;
+    let send = |dir: &std::path::Path, _frozen| -> Result<()> {
+        let mut out = std_file(std::io::stdout().as_fd(), "stdout")?;
+        cryo_image::stream::send(dir, &mut out)?;
+        Ok(())
+    };
+    let mut s = dump::checkpoint(&dump::Options { pid, out: staging.image(), kill, tcp_close, hold: Some(&send), direct: false, parent: None, track: false, compress: None })?;
+    s.image = PathBuf::from("-");
+    Ok(s)
+}
+
+/// `cryo restart -`: receive the stream from stdin, then restart it as
+/// `restart DIR` would (`opts.image` is ignored). With `handshake` (what
+/// `cryo migrate` runs on the other host) the sender is told each step on
+/// stdout and must answer `commit` before the rebuilt tree may run; the
+/// tree's outside stdio is then /dev/null, since stdin and stdout are the
+/// channel to the sender.
+pub fn restart_from_stdin(opts: &cryo_restorer::Options<'_>, handshake: bool) -> Result<u8> {
+    let mut input = BufReader::new(std_file(std::io::stdin().as_fd(), "stdin")?);
+    let status = RefCell::new(if handshake { Some(std_file(std::io::stdout().as_fd(), "stdout")?) } else { None });
+    let say = |line: String| {
+        if let Some(s) = status.borrow_mut().as_mut() {
+            // A sender that went away finds out from its side of the channel.
+            let _ = writeln!(s, "{line}").and_then(|()| s.flush());
+        }
+    };
+    say(protocol::hello());
+    let result = receive_and_restart(&mut input, opts, handshake, &say);
+    match &result {
+        Ok(pid) => say(protocol::running(*pid)),
+        Err(e) => say(protocol::failed(&crate::one_line(e))),
+    }
+    match result {
+        Ok(_) => Ok(0),
+        // The sender got the reason as a status line and shows it; saying it
+        // again on stderr (which ssh also passes on) would only repeat it.
+        Err(_) if handshake => Ok(1),
+        Err(e) => Err(e),
+    }
+}
+
+fn receive_and_restart(input: &mut BufReader<File>, opts: &cryo_restorer::Options<'_>, handshake: bool, say: &dyn Fn(String)) -> Result<i32> {
+    let staging = RefCell::new(Some(Staging::new()?));
+    let dir = staging.borrow().as_ref().map(Staging::image).unwrap_or_default();
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let allow = opts.allow_changed_files;
+    let precheck = || cryo_restorer::precheck(&dir).map_err(|e| cryo_image::ImageError::Stream(e.to_string()));
+    let got = cryo_image::stream::receive(input, &dir, precheck)?;
+    say(protocol::received(got.bytes));
+    if handshake {
+        detach_stdio()?;
+    } else {
+        wait_for_end(input)?;
+    }
+    let root = std::cell::Cell::new(0);
+    let input = RefCell::new(input);
+    let gate = |pid: i32| -> std::result::Result<(), String> {
+        root.set(pid);
+        // Every page is in place and verified: the staged image can go.
+        staging.borrow_mut().take();
+        if !handshake {
+            return Ok(());
+        }
+        say(protocol::ready(pid));
+        let mut line = String::new();
+        let _ = input.borrow_mut().read_line(&mut line);
+        if line.trim() == protocol::COMMIT {
+            Ok(())
+        } else {
+            Err("the sending side did not commit the migration (it stopped or the connection broke), so its tree runs on there".into())
+        }
+    };
+    let restore = cryo_restorer::Options {
+        image: dir.clone(),
+        detach: opts.detach || handshake,
+        pidfile: opts.pidfile.clone(),
+        pid_ns: opts.pid_ns,
+        allow_changed_files: allow,
+        progress: opts.progress.clone(),
+        before_release: Some(&gate),
+    };
+    cryo_restorer::restart(&restore)?;
+    Ok(root.get())
+}
+
+/// Without a handshake the sender's end of the stream closing is the only
+/// sign that `checkpoint --kill` has killed the original (it exits after the
+/// kill): restoring before that would find its ports still taken.
+fn wait_for_end(input: &mut BufReader<File>) -> Result<()> {
+    let mut rest = [0u8; 1];
+    match std::io::Read::read(input, &mut rest) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(anyhow!("bytes follow the end of the image stream: it is damaged or not one stream")),
+        Err(e) => Err(anyhow!("reading stdin after the image stream: {e}")),
+    }
+}
+
+/// The restored tree takes cryo's stdio where its own led outside; over a
+/// migration those are the channel to the sender, which must not stay open
+/// after cryo is done. Errors still reach the sender as status lines.
+fn detach_stdio() -> Result<()> {
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("opening /dev/null")?;
+    for fd in 0..3 {
+        nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd).map_err(|e| anyhow!("redirecting fd {fd} to /dev/null: {e}"))?;
+    }
+    Ok(())
+}

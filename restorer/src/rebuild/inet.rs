@@ -1,0 +1,247 @@
+//! TCP and UDP sockets of a rebuilt tree, all made by the first process
+//! rebuilt (the others fetch theirs with pidfd_getfd): connections first,
+//! each connected again over a stand-in listener on its old server address
+//! (so the accepted end has its old address, and the client its old port
+//! where it can), with the unread bytes sent again from the other end; then
+//! the reset stand-ins for connections that led outside; then listeners,
+//! which may share a port with the accepted ends (SO_REUSEADDR while they
+//! bind); then UDP and unconnected sockets.
+
+use super::{Restoree, SOCK_CHUNK};
+use crate::check::RestoreError;
+use crate::shared::{Registry, Source};
+use crate::Result;
+use cryo_image::{InetRole, InetSocket};
+use cryo_injector::{Arg, Batch, BatchOutput};
+use cryo_tracer::arch::Sysno;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+const EADDRINUSE: i64 = 98;
+
+/// `struct sockaddr_in` / `sockaddr_in6`.
+fn sockaddr(a: &SocketAddr) -> Vec<u8> {
+    let mut v = Vec::new();
+    match a {
+        SocketAddr::V4(a) => {
+            v.extend_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            v.extend_from_slice(&a.port().to_be_bytes());
+            v.extend_from_slice(&a.ip().octets());
+            v.resize(16, 0);
+        }
+        SocketAddr::V6(a) => {
+            v.extend_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            v.extend_from_slice(&a.port().to_be_bytes());
+            v.extend_from_slice(&a.flowinfo().to_be_bytes());
+            v.extend_from_slice(&a.ip().octets());
+            v.extend_from_slice(&a.scope_id().to_ne_bytes());
+        }
+    }
+    v
+}
+
+fn parse(what: &str, s: &str) -> Result<SocketAddr> {
+    s.parse().map_err(|_| RestoreError::Corrupt(format!("{what}: bad address {s:?}")))
+}
+
+/// Builds one batch of socket calls whose fds stay above the image's fds.
+struct Calls {
+    batch: Batch,
+    base: u64,
+    binds: Vec<(usize, String)>,
+}
+
+impl Calls {
+    fn new(base: u64) -> Self {
+        Calls { batch: Batch::new(), base, binds: Vec::new() }
+    }
+
+    fn socket(&mut self, family: i32, kind: i32) -> usize {
+        let o = self.batch.call(Sysno::Socket, &[(family as u64).into(), ((kind | libc::SOCK_CLOEXEC) as u64).into(), 0.into()]);
+        let h = self.batch.call(Sysno::Fcntl, &[Arg::Result(o), (libc::F_DUPFD_CLOEXEC as u64).into(), self.base.into()]);
+        self.batch.call(Sysno::Close, &[Arg::Result(o)]);
+        h
+    }
+
+    fn opt(&mut self, fd: usize, level: i32, opt: i32, v: i32) {
+        let at = self.batch.data(&v.to_ne_bytes());
+        self.batch.call(Sysno::Setsockopt, &[Arg::Result(fd), (level as u64).into(), (opt as u64).into(), Arg::Data(at), 4.into()]);
+    }
+
+    fn options(&mut self, fd: usize, s: &InetSocket) {
+        if s.reuseport {
+            self.opt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
+        }
+        if s.keepalive {
+            self.opt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+        }
+        if s.nodelay {
+            self.opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        }
+    }
+
+    /// bind; EADDRINUSE is reported by `check` with what to do.
+    fn bind(&mut self, fd: usize, a: &SocketAddr) {
+        let sa = sockaddr(a);
+        let at = self.batch.data(&sa);
+        let c = self.batch.call_may_fail(Sysno::Bind, &[Arg::Result(fd), Arg::Data(at), (sa.len() as u64).into()]);
+        self.binds.push((c, a.to_string()));
+    }
+
+    fn connect(&mut self, fd: usize, a: &SocketAddr) -> usize {
+        let sa = sockaddr(a);
+        let at = self.batch.data(&sa);
+        self.batch.call(Sysno::Connect, &[Arg::Result(fd), Arg::Data(at), (sa.len() as u64).into()])
+    }
+
+    fn run(self, b: &mut Restoree, what: &str, strict_binds: bool) -> Result<BatchOutput> {
+        let out = b.run(what, &self.batch)?;
+        for (c, addr) in self.binds {
+            let r = out.results[c];
+            if r == -EADDRINUSE && strict_binds {
+                return Err(RestoreError::Rebuild(format!(
+                    "{what}: address {addr} is in use: is the checkpointed program (or another) still running? Stop it, or checkpoint with --kill"
+                )));
+            }
+            if cryo_parasite::abi::is_error(r) && strict_binds {
+                return Err(RestoreError::Rebuild(format!("{what}: binding {addr}: errno {}", -r)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub fn create_all(b: &mut Restoree, all: &[InetSocket], reg: &mut Registry) -> Result<()> {
+    let base = b.tmp().base;
+    for s in all {
+        if let InetRole::Pair { peer, accepted: true } = s.role {
+            let c = all.iter().find(|x| x.inode == peer).ok_or_else(|| RestoreError::Corrupt(format!("TCP socket {peer} is not in the image")))?;
+            pair(b, s, c, reg)?;
+        }
+    }
+    for s in all.iter().filter(|s| s.role == InetRole::Reset) {
+        reset(b, s, reg)?;
+    }
+    for s in all.iter().filter(|s| matches!(s.role, InetRole::Listen { .. } | InetRole::Connected { .. } | InetRole::Unconnected)) {
+        let what = format!("recreating {} socket {}", if s.kind == libc::SOCK_STREAM { "TCP" } else { "UDP" }, s.local.as_deref().unwrap_or("(unbound)"));
+        let mut k = Calls::new(base);
+        let fd = k.socket(s.family, s.kind);
+        k.options(fd, s);
+        if s.v6only {
+            k.opt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1);
+        }
+        if let Some(l) = &s.local {
+            // Accepted connections on the same port were made just before.
+            k.opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+            k.bind(fd, &parse(&what, l)?);
+            if !s.reuseaddr {
+                k.opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 0);
+            }
+        }
+        match &s.role {
+            InetRole::Listen { backlog } => {
+                k.batch.call(Sysno::Listen, &[Arg::Result(fd), (*backlog as u64).into()]);
+            }
+            InetRole::Connected { peer } => {
+                k.connect(fd, &parse(&what, peer)?);
+            }
+            _ => {}
+        }
+        let out = k.run(b, &what, true)?;
+        reg.sockets.insert(s.inode, Source { pid: b.inside, fd: out.results[fd] as i32 });
+    }
+    Ok(())
+}
+
+/// A connection of the tree: a stand-in listener on the accepted end's old
+/// address, the other end bound to its old port (if still free) connects,
+/// accept gives the accepted end; each end's unread bytes are sent from the other.
+fn pair(b: &mut Restoree, acc: &InetSocket, cli: &InetSocket, reg: &mut Registry) -> Result<()> {
+    let what = format!("reconnecting TCP {} -> {}", cli.local.as_deref().unwrap_or("?"), acc.local.as_deref().unwrap_or("?"));
+    let server = parse(&what, acc.local.as_deref().unwrap_or(""))?;
+    let mut k = Calls::new(b.tmp().base);
+    let l = k.socket(acc.family, libc::SOCK_STREAM);
+    k.opt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+    k.bind(l, &server);
+    k.batch.call(Sysno::Listen, &[Arg::Result(l), 1.into()]);
+    let c = k.socket(cli.family, libc::SOCK_STREAM);
+    k.opt(c, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
+    let out = k.run(b, &what, true)?;
+    let (l, c) = (out.results[l] as u64, out.results[c] as u64);
+    // The client's old port, where it is free again; else any.
+    let mut k = Calls::new(b.tmp().base);
+    let cfd = k.batch.call(Sysno::Fcntl, &[c.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), 0.into()]);
+    if let Some(local) = &cli.local {
+        k.bind(cfd, &parse(&what, local)?);
+    }
+    k.connect(cfd, &server);
+    k.batch.call(Sysno::Close, &[Arg::Result(cfd)]);
+    let a = k.batch.call(Sysno::Accept4, &[l.into(), 0.into(), 0.into(), (libc::SOCK_CLOEXEC as u64).into()]);
+    let ah = k.batch.call(Sysno::Fcntl, &[Arg::Result(a), (libc::F_DUPFD_CLOEXEC as u64).into(), b.tmp().base.into()]);
+    k.batch.call(Sysno::Close, &[Arg::Result(a)]);
+    k.batch.call(Sysno::Close, &[l.into()]);
+    let binds = k.binds.clone();
+    let out = k.run(b, &what, false)?;
+    for (call, addr) in binds {
+        if cryo_parasite::abi::is_error(out.results[call]) {
+            tracing::warn!("{what}: the client's old address {addr} is taken (errno {}); it gets another port", -out.results[call]);
+        }
+    }
+    let a = out.results[ah] as u64;
+    let mut k = Calls::new(b.tmp().base);
+    for (fd, s) in [(a, acc), (c, cli)] {
+        let idx = k.batch.call(Sysno::Fcntl, &[fd.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), 0.into()]);
+        k.options(idx, s);
+        k.opt(idx, libc::SOL_SOCKET, libc::SO_REUSEADDR, s.reuseaddr as i32);
+        k.batch.call(Sysno::Close, &[Arg::Result(idx)]);
+    }
+    k.run(b, &what, true)?;
+    send_stream(b, &what, c, &acc.queued)?;
+    send_stream(b, &what, a, &cli.queued)?;
+    reg.sockets.insert(acc.inode, Source { pid: b.inside, fd: a as i32 });
+    reg.sockets.insert(cli.inode, Source { pid: b.inside, fd: c as i32 });
+    Ok(())
+}
+
+fn send_stream(b: &mut Restoree, what: &str, fd: u64, data: &[u8]) -> Result<()> {
+    for chunk in data.chunks(SOCK_CHUNK) {
+        let mut batch = Batch::new();
+        let at = batch.data(chunk);
+        let n = batch.call(Sysno::Sendto, &[fd.into(), Arg::Data(at), (chunk.len() as u64).into(), (libc::MSG_DONTWAIT as u64).into(), 0.into(), 0.into()]);
+        let out = b.run(what, &batch)?;
+        if out.results[n] as usize != chunk.len() {
+            return Err(RestoreError::Rebuild(format!("{what}: sent {} of {} unread bytes", out.results[n], chunk.len())));
+        }
+    }
+    Ok(())
+}
+
+/// A connection that led outside (--tcp-close): connected to a stand-in on
+/// loopback that aborts at once, so the program's next read or write on it
+/// reports ECONNRESET.
+fn reset(b: &mut Restoree, s: &InetSocket, reg: &mut Registry) -> Result<()> {
+    let what = format!("recreating TCP connection {} as reset", s.local.as_deref().unwrap_or("?"));
+    let lo: IpAddr = if s.family == libc::AF_INET6 { Ipv6Addr::LOCALHOST.into() } else { Ipv4Addr::LOCALHOST.into() };
+    let mut k = Calls::new(b.tmp().base);
+    let l = k.socket(s.family, libc::SOCK_STREAM);
+    k.bind(l, &SocketAddr::new(lo, 0));
+    k.batch.call(Sysno::Listen, &[Arg::Result(l), 1.into()]);
+    let name = k.batch.reserve(32);
+    let len = k.batch.data(&32u32.to_ne_bytes());
+    k.batch.call(Sysno::Getsockname, &[Arg::Result(l), Arg::Data(name), Arg::Data(len)]);
+    let c = k.socket(s.family, libc::SOCK_STREAM);
+    let out = k.run(b, &what, true)?;
+    let port = u16::from_be_bytes([out.data[name + 2], out.data[name + 3]]);
+    let (l, c) = (out.results[l] as u64, out.results[c] as u64);
+    let mut k = Calls::new(b.tmp().base);
+    let cfd = k.batch.call(Sysno::Fcntl, &[c.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), 0.into()]);
+    k.connect(cfd, &SocketAddr::new(lo, port));
+    k.batch.call(Sysno::Close, &[Arg::Result(cfd)]);
+    let a = k.batch.call(Sysno::Accept4, &[l.into(), 0.into(), 0.into(), (libc::SOCK_CLOEXEC as u64).into()]);
+    let linger = k.batch.data(&[1i32.to_ne_bytes(), 0i32.to_ne_bytes()].concat());
+    k.batch.call(Sysno::Setsockopt, &[Arg::Result(a), (libc::SOL_SOCKET as u64).into(), (libc::SO_LINGER as u64).into(), Arg::Data(linger), 8.into()]);
+    k.batch.call(Sysno::Close, &[Arg::Result(a)]);
+    k.batch.call(Sysno::Close, &[l.into()]);
+    k.run(b, &what, true)?;
+    reg.sockets.insert(s.inode, Source { pid: b.inside, fd: c as i32 });
+    Ok(())
+}

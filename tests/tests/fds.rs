@@ -1,0 +1,422 @@
+//! The fd table a real program has (issue 4): files in every mode, files
+//! deleted while open, memfds, locks, FIFOs, devices, kernel objects
+//! (eventfd, timerfd, signalfd, epoll, inotify), POSIX timers and itimers.
+//! The workload checks itself after the restart and says OK or BAD per kind.
+
+use cryo_tests::*;
+use serde_json::Value;
+use std::io::Write;
+use std::time::Duration;
+
+const SECS20: Duration = Duration::from_secs(20);
+
+fn inspect_json(h: &Harness, img: &std::path::Path) -> Value {
+    let out = h.cryo_run(&["inspect", img.to_str().unwrap(), "--json"]);
+    out.assert_ok();
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("inspect --json: {e}\n{}", out.stdout))
+}
+
+/// The kinds of the root's fds as `inspect --json` names them.
+fn fd_kinds(v: &Value) -> Vec<String> {
+    v["processes"][0]["fds"]
+        .as_array()
+        .or_else(|| v["fds"].as_array())
+        .unwrap_or_else(|| panic!("inspect lists no fds: {v}"))
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+/// Let the restored workload check itself: every check it makes passes.
+fn go_and_check(h: &Harness, log: &Log, expected: &[&str]) {
+    h.write_file("go", "", 0o644);
+    log.wait_prefix("done ", SECS20);
+    let lines = log.lines();
+    let text = lines.join("\n");
+    assert!(!lines.iter().any(|l| l.starts_with("BAD")), "the restored program found faults:\n{text}");
+    for what in expected {
+        assert!(lines.contains(&format!("OK {what}")), "no check of {what}:\n{text}");
+    }
+    assert_eq!(lines.last().map(String::as_str), Some("done ok"), "{text}");
+}
+
+fn checkpoint_and_restart(h: &Harness, mode: &str) -> (Log, Value) {
+    let prog = h.compile("fdkinds");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), mode], &format!("{mode}.log"));
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let inv = inspect_json(h, &img);
+    h.restart_detached(&img);
+    (log, inv)
+}
+
+#[test]
+fn files_deleted_memfd_locks_fifo_devices() {
+    let h = Harness::with_cryo("fds-files");
+    let prog = h.compile("fdkinds");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "files"], "files.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let kinds = fd_kinds(&inspect_json(&h, &img));
+    for k in ["unlinked", "fifo", "device", "file"] {
+        assert!(kinds.iter().any(|x| x == k), "inspect shows a {k} fd: {kinds:?}");
+    }
+    // Bytes another writer appends meanwhile: the O_APPEND fd writes after them.
+    std::fs::OpenOptions::new().append(true).open(h.path("append.log")).unwrap().write_all(b"outside\n").unwrap();
+    // The deleted file's directory and a FIFO must be there again; the locks free.
+    h.restart_detached(&img);
+    go_and_check(
+        &h,
+        &log,
+        &[
+            "offset",
+            "append-flag",
+            "append-at-end",
+            "o-path",
+            "o-directory",
+            "deleted-unlinked",
+            "deleted-offset",
+            "deleted-contents",
+            "memfd-name",
+            "memfd-seals",
+            "memfd-contents",
+            "memfd-mapped-same-object",
+            "locks",
+            "fifo-queued",
+            "dev-null",
+            "dev-zero",
+            "dev-urandom",
+            "dev-urandom-path",
+        ],
+    );
+}
+
+#[test]
+fn eventfd_timerfd_signalfd_epoll_inotify_timers() {
+    let h = Harness::with_cryo("fds-kernel");
+    let (log, inv) = checkpoint_and_restart(&h, "kernel");
+    let kinds = fd_kinds(&inv);
+    for k in ["eventfd", "timerfd", "signalfd", "epoll", "inotify"] {
+        assert!(kinds.iter().any(|x| x == k), "inspect shows a {k} fd: {kinds:?}");
+    }
+    go_and_check(
+        &h,
+        &log,
+        &[
+            "eventfd-semaphore",
+            "eventfd-count",
+            "epoll-ready",
+            "epoll-pipe",
+            "timerfd-settings",
+            "timerfd-ticks",
+            "signalfd",
+            "inotify",
+            "posix-timer-idle",
+            "posix-timer-deleted",
+            "posix-timer-fires",
+            "itimer",
+        ],
+    );
+}
+
+/// A file the program only reads changed after the checkpoint: restart
+/// refuses, naming the file and the option; with --allow-changed-files it
+/// restarts (warning).
+#[test]
+fn changed_file_refused_unless_allowed() {
+    let h = Harness::with_cryo("fds-changed");
+    let prog = h.compile("fdkinds");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "files"], "files.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    std::fs::write(h.path("data.txt"), "changed meanwhile, and longer than before").unwrap();
+    let out = h.cryo_run(&["restart", img.to_str().unwrap(), "--detach"]);
+    out.assert_clean_failure().assert_stderr_mentions(&["data.txt", "changed", "--allow-changed-files"]);
+    h.assert_no_leftovers(&[], "after the refused restart");
+
+    let pf = h.path("allowed.pid");
+    h.register_pidfile(&pf);
+    let out = h.cryo_run(&["restart", img.to_str().unwrap(), "--detach", "--allow-changed-files", "--pidfile", pf.to_str().unwrap()]);
+    out.assert_ok();
+    assert!(out.stderr.contains("data.txt"), "a warning names the changed file: {}", out.describe());
+    h.write_file("go", "", 0o644);
+    log.wait_prefix("done ", SECS20);
+    // The program reads on at its old offset, in the new contents.
+    assert!(log.lines().iter().any(|l| l.starts_with("BAD offset")), "{}", log.text());
+}
+
+/// An fd kind cryo cannot restore yet fails the checkpoint up front with
+/// the fd, the process and the reason, and the program runs on untouched.
+#[test]
+fn unsupported_fd_refused_naming_it() {
+    let h = Harness::with_cryo("fds-refused");
+    let prog = h.compile("fdkinds");
+    let (p, log) = h.spawn(&[prog.to_str().unwrap(), "netlink"], "netlink.log");
+    log.wait_line("ready");
+    let pid = p.pid();
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("process {pid}"), "netlink socket"]);
+    assert!(!img.join("inventory.cryo").exists(), "no image is left");
+    assert_eq!(tracer_pid(pid), Some(0), "untraced after the refusal");
+    assert!(!read_maps(pid).contains("memfd:cryo"), "no parasite left");
+    h.write_file("go", "", 0o644);
+    log.wait_line("done ok");
+}
+
+/// Unix sockets: pairs of every type with bytes queued on both sides (one
+/// end in a child), a named listener with an accepted connection, an
+/// abstract listener, a bound datagram socket with datagrams waiting.
+#[test]
+fn unix_sockets_pairs_listeners_and_queued_bytes() {
+    let h = Harness::with_cryo("fds-unix");
+    let prog = h.compile("unixsock");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "all"], "unix.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let kinds = fd_kinds(&inspect_json(&h, &img));
+    assert!(kinds.iter().filter(|k| *k == "unix").count() >= 8, "inspect shows the sockets: {kinds:?}");
+    // The dead listener's socket file is still there; restart replaces it.
+    assert!(h.path("srv.sock").exists());
+    h.restart_detached(&img);
+    go_and_check(
+        &h,
+        &log,
+        &[
+            "stream-pair-child",
+            "stream-pair-queued",
+            "dgram-pair-bounds",
+            "seqpacket-pair-bounds",
+            "seqpacket-pair-empty",
+            "accepted-queued",
+            "accepted-reply",
+            "listener-accepts",
+            "abstract-listener-accepts",
+            "bound-dgram-queued",
+            "listener-name",
+        ],
+    );
+}
+
+/// Sockets that cannot come back are refused up front, naming the fd and
+/// the reason, and the program runs on: an fd in flight (SCM_RIGHTS), and a
+/// stream connected to a process outside the tree.
+#[test]
+fn unix_sockets_that_cannot_come_back_are_refused() {
+    let h = Harness::with_cryo("fds-unix-refused");
+    let prog = h.compile("unixsock");
+    let (p, log) = h.spawn(&[prog.to_str().unwrap(), "rights"], "rights.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &p.pid().to_string(), "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&[&format!("process {}", p.pid()), "SCM_RIGHTS"]);
+    assert_eq!(tracer_pid(p.pid()), Some(0), "untraced after the refusal");
+
+    let (_server, slog) = h.spawn(&[prog.to_str().unwrap(), "server"], "server.log");
+    slog.wait_line("listening");
+    let (c, clog) = h.spawn(&[prog.to_str().unwrap(), "client"], "client.log");
+    clog.wait_line("ready");
+    let out = h.cryo_run(&["checkpoint", &c.pid().to_string(), "-o", h.path("img2").to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", "ext.sock", "outside the checkpointed tree"]);
+    h.write_file("go", "", 0o644);
+    log.wait_line("done ok");
+    clog.wait_line("done ok");
+}
+
+/// TCP without privileges: a loopback connection whose both ends are in
+/// the tree (one in a child) comes back with the unread bytes on both sides,
+/// the listener keeps its port and accepts a new client from outside, and a
+/// connected UDP socket sends to a bound one.
+#[test]
+fn tcp_connection_inside_the_tree_and_listener() {
+    use std::io::{BufRead, BufReader};
+    let h = Harness::with_cryo("fds-tcp");
+    let prog = h.compile("tcp");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "pair"], "tcp.log");
+    log.wait_line("ready");
+    let port: u16 = log.wait_prefix("port ", SECS20).split_whitespace().nth(1).unwrap().parse().unwrap();
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let kinds = fd_kinds(&inspect_json(&h, &img));
+    assert!(kinds.iter().filter(|k| *k == "inet").count() >= 3, "inspect shows the sockets: {kinds:?}");
+    h.restart_detached(&img);
+    h.write_file("go", "", 0o644);
+    log.wait_line("accepting");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the restored listener accepts");
+    s.set_read_timeout(Some(SECS20)).unwrap();
+    s.write_all(b"ping\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    assert_eq!(line, "pong\n");
+    go_and_check(&h, &log, &["tcp-unread-bytes", "tcp-child-side", "tcp-child-exit", "tcp-listener-port", "udp-connected", "tcp-new-client"]);
+}
+
+/// A TCP connection to a server outside the tree: refused by default with
+/// the reason and the way out; with --tcp-close it comes back reset, and
+/// the program sees ECONNRESET.
+#[test]
+fn tcp_connection_to_outside_refused_or_reset() {
+    let h = Harness::with_cryo("fds-tcp-outside");
+    let prog = h.compile("tcp");
+    let portfile = h.path("server.port");
+    let (_server, slog) = h.spawn(&[prog.to_str().unwrap(), "server", portfile.to_str().unwrap()], "server.log");
+    slog.wait_line("listening");
+    let port = std::fs::read_to_string(&portfile).unwrap().trim().to_string();
+    let (mut c, log) = h.spawn(&[prog.to_str().unwrap(), "client", &port], "client.log");
+    log.wait_line("ready");
+    let pid = c.pid().to_string();
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("127.0.0.1:{port}"), "outside the checkpointed tree", "--tcp-close"]);
+    assert_eq!(tracer_pid(c.pid()), Some(0), "untraced after the refusal");
+
+    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill", "--tcp-close"]);
+    out.assert_ok();
+    assert!(c.wait_timeout(SECS20).is_some(), "killed by the checkpoint");
+    h.restart_detached(&img);
+    go_and_check(&h, &log, &["tcp-reset"]);
+}
+
+/// A real server nobody here wrote: redis-server on a loopback port. Keys
+/// written before the checkpoint are read back after the restart, and new
+/// clients connect and write.
+#[test]
+fn redis_server_keeps_its_keys() {
+    if !have("redis-server") || !have("redis-cli") {
+        panic!("redis-server is not installed (test.sh installs it: apt-get install redis-server)");
+    }
+    let h = Harness::with_cryo("fds-redis");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let (mut p, log) = h.spawn(
+        &["redis-server", "--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"],
+        "redis.log",
+    );
+    log.wait_for("redis ready", SECS20, |t| t.contains("Ready to accept connections"));
+    let cli = |args: &[&str]| -> String {
+        let out = std::process::Command::new("redis-cli").args(["-p", &port]).args(args).output().expect("run redis-cli");
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["set", "before", "written before the checkpoint"]), "OK");
+    assert_eq!(cli(&["rpush", "list", "a", "b", "c"]), "3");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    h.restart_detached(&img);
+    assert_eq!(cli(&["get", "before"]), "written before the checkpoint");
+    assert_eq!(cli(&["lrange", "list", "0", "-1"]), "a\nb\nc");
+    assert_eq!(cli(&["set", "after", "new client"]), "OK");
+    assert_eq!(cli(&["get", "after"]), "new client");
+    assert_eq!(cli(&["dbsize"]), "3");
+}
+
+/// An interactive program nobody here wrote, on a terminal: a python3 REPL
+/// in a tmux pane is checkpointed (--kill closes its pane) and restarted in
+/// a new pane by `cryo restart`, which hands it that pane's terminal in the
+/// line editor's raw mode: its variables are there, and what is typed is
+/// echoed once (by readline, not by the terminal as well).
+#[test]
+fn python_repl_in_tmux_moves_to_a_new_pane() {
+    if !have("tmux") {
+        panic!("tmux is not installed (test.sh installs it: apt-get install tmux)");
+    }
+    let h = Harness::with_cryo("fds-tmux");
+    let sock = format!("cryo-test-{}", std::process::id());
+    let tmux = |args: &[&str]| -> String {
+        // tmux runs pane commands with $SHELL (the test user's login shell may be nologin).
+        let out = h.command(Who::Test, "tmux").env("SHELL", "/bin/sh").arg("-L").arg(&sock).args(args).output().expect("run tmux");
+        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let screen_shows = |win: &str, what: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let s = tmux(&["capture-pane", "-p", "-t", win]);
+            if s.contains(what) {
+                return s;
+            }
+            assert!(start.elapsed() < SECS20, "pane {win} never showed {what:?}:\n{s}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    tmux(&["new-session", "-d", "-s", "t", "-x", "100", "-y", "30", "sleep 100000"]);
+    tmux(&["new-window", "-t", "t:", "-n", "py", "/usr/bin/python3 -q"]);
+    screen_shows("t:py", ">>>");
+    tmux(&["send-keys", "-t", "t:py", "x = 6 * 7", "Enter"]);
+    tmux(&["send-keys", "-t", "t:py", "x", "Enter"]);
+    screen_shows("t:py", "42");
+    let pid = tmux(&["list-panes", "-t", "t:py", "-F", "#{pane_pid}"]).trim().to_string();
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill"]);
+    out.assert_ok();
+    let cmd = format!("{} restart {}", h.cryo().display(), img.display());
+    tmux(&["new-window", "-t", "t:", "-n", "back", &cmd]);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux(&["send-keys", "-t", "t:back", "print(x + 1)", "Enter"]);
+    let screen = screen_shows("t:back", "43");
+    assert_eq!(screen.matches("print(x + 1)").count(), 1, "typed text is echoed once:\n{screen}");
+    assert!(!screen.contains("restart ["), "the progress bar is gone before the program runs:\n{screen}");
+    tmux(&["send-keys", "-t", "t:back", "exit()", "Enter"]);
+    let _ = h.command(Who::Test, "tmux").arg("-L").arg(&sock).arg("kill-server").status();
+}
+
+/// A pseudo-terminal inside the tree: the parent holds the master, the
+/// child's session has the slave as controlling terminal. After the restart
+/// the child still has it as controlling terminal, is its foreground group,
+/// and sees its settings (no echo) and window size; the exchange goes on.
+#[test]
+fn pty_pair_inside_the_tree() {
+    let h = Harness::with_cryo("fds-pty");
+    let prog = h.compile("pty");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap()], "pty.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let kinds = fd_kinds(&inspect_json(&h, &img));
+    assert!(kinds.iter().any(|k| k == "pty-master"), "inspect shows the master: {kinds:?}");
+    h.restart_detached(&img);
+    h.write_file("go", "", 0o644);
+    log.wait_prefix("reply line 6", SECS20);
+    let lines = log.lines();
+    assert!(lines.contains(&"child sees rows 33 cols 99 echo off foreground 1 ctty 1".to_string()), "{}", lines.join("\n"));
+    assert_eq!(assert_consecutive(&lines, "reply line ", "replies through the pty"), 6);
+}
+
+/// Standard output on a Unix stream to a process outside the tree (a
+/// service logging to journald) stands for what the program talks to, like
+/// a pipe to outside: the checkpoint takes it, the restart connects it to
+/// `cryo restart`'s own stdout.
+#[test]
+fn stdout_on_a_unix_socket_to_outside() {
+    use std::io::{BufRead, BufReader};
+    let h = Harness::with_cryo("fds-stdout-socket");
+    let ticker = h.compile("ticker");
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut child = h
+        .command(Who::Test, &ticker)
+        .args(["50", "0", "0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        // Not the test runner's stderr, which may be a file the test user cannot reopen.
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let mut lines = BufReader::new(ours);
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert!(first.starts_with("tick 1 "), "{first}");
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap(), "--kill"]);
+    out.assert_ok();
+    child.wait().unwrap();
+    let v = inspect_json(&h, &img);
+    let fds = v["processes"][0]["fds"].as_array().unwrap();
+    assert_eq!(fds[1]["kind"], "outside", "{fds:?}");
+    let host = h.restart_detached(&img);
+    assert!(pid_alive(host), "the restored ticker runs");
+    send_signal(host, libc::SIGKILL);
+}

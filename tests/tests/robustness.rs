@@ -1,0 +1,313 @@
+//! cryo interrupted, the target signalled or gone mid-checkpoint, a full disk,
+//! and many checkpoint/restart cycles in a row: the target is never harmed.
+
+use cryo_tests::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const SECS20: Duration = Duration::from_secs(20);
+
+/// Wait until cryo has let go of `pid` (its worker may still be undoing).
+fn wait_untraced(pid: i32, context: &str) {
+    let start = Instant::now();
+    while tracer_pid(pid) != Some(0) {
+        assert!(start.elapsed() < SECS20, "{context}: pid {pid} still traced by {:?}", tracer_pid(pid));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// No complete image and no partial directory, or a complete image. (A
+/// checkpoint that lets the target go on writes the rest of its image after
+/// releasing it: its worker may still be finishing or undoing that.)
+fn image_complete_or_absent(img: &Path, context: &str) -> bool {
+    let parent = img.parent().unwrap();
+    let start = Instant::now();
+    loop {
+        let partial: Vec<_> = std::fs::read_dir(parent)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+            .map(|e| e.path())
+            .collect();
+        if partial.is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < SECS20, "{context}: partial images left: {partial:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !img.exists() {
+        return false;
+    }
+    assert!(img.join("inventory.cryo").exists(), "{context}: {} exists but is not a complete image", img.display());
+    true
+}
+
+/// The parasite is in place: the checkpoint is past the freeze and inside the target.
+fn wait_parasite(pid: i32, cryo: &mut Proc) {
+    let start = Instant::now();
+    while !read_maps(pid).contains("memfd:cryo") {
+        assert!(cryo.running(), "cryo ended before its parasite was seen:\n{}", cryo.stderr_text());
+        assert!(start.elapsed() < SECS20, "the parasite never appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// `kill -9` of `cryo checkpoint` at random moments: each time the target ends up
+/// running, untraced, without the parasite, with the same maps, fds and masks,
+/// and the image is complete or absent. Its own checksummed log proves its memory.
+#[test]
+fn sigkill_of_cryo_at_random_moments() {
+    let h = Harness::with_cryo("kill9");
+    let heap = h.compile("heap");
+    let heap = heap.to_str().unwrap();
+    let args = ["200", "30", "64"];
+    h.run_to_completion(&[heap, "ref.log", args[0], "0", args[2]], "ref.out", SECS20);
+    let reference = Log::new(h.path("ref.log")).text();
+    let (mut p, _out) = h.spawn(&[heap, "heap.log", args[0], args[1], args[2]], "heap.out");
+    let pid = p.pid();
+    let log = Log::new(h.path("heap.log"));
+    log.wait_prefix("step 2 ", SECS20);
+    let before = outside_view(pid);
+
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut completed = 0;
+    let mut delays = Vec::new();
+    for i in 0..25 {
+        let img = h.path(&format!("img{i}"));
+        let mut cryo = h.cryo_spawn(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()], std::process::Stdio::null());
+        let delay = Duration::from_micros(next(120_000));
+        delays.push(delay.as_micros());
+        std::thread::sleep(delay);
+        send_signal(cryo.pid(), libc::SIGKILL);
+        cryo.wait_exit(SECS20);
+        let context = format!("kill -9 of cryo after {delay:?} (iteration {i}, delays so far {delays:?})");
+        wait_untraced(pid, &context);
+        assert!(p.running(), "{context}: the target died");
+        assert!(!matches!(proc_state(pid), Some('t' | 'T')), "{context}: the target was left stopped");
+        assert_text_eq(&outside_view(pid), &before, &context);
+        if image_complete_or_absent(&img, &context) {
+            completed += 1;
+        }
+    }
+    eprintln!("{completed} of 25 checkpoints completed before the kill; delays (us) {delays:?}");
+    let st = p.wait_exit(Duration::from_secs(60));
+    assert!(st.success(), "heap exited with {}\n{}", describe_status(st), log.text());
+    assert_text_eq(&log.text(), &heap_expected(&reference, pid), "heap log after 25 killed checkpoints");
+}
+
+fn signals_workload(h: &Harness) -> (Proc, Log) {
+    let prog = h.compile("signals");
+    let (p, _) = h.spawn(&[prog.to_str().unwrap(), "sig.log"], "sig.out");
+    let log = Log::new(h.path("sig.log"));
+    log.wait_prefix("tick 5", SECS20);
+    (p, log)
+}
+
+/// Signals sent while cryo has the target stopped, with the parasite inside,
+/// arrive once each after the checkpoint, with their siginfo (SI_USER from the
+/// sender) intact; a SIGSTOP leaves the target stopped, as it asked.
+#[test]
+fn signals_during_checkpoint_arrive_after_it() {
+    let h = Harness::with_cryo("sig-during");
+    let (p, log) = signals_workload(&h);
+    let pid = p.pid();
+    let img = h.path("img");
+    let mut cryo = h.cryo_spawn_env(
+        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()],
+        &[("CRYO_PAUSE", "pages:1500")],
+        std::process::Stdio::null(),
+    );
+    wait_parasite(pid, &mut cryo);
+    let me = std::process::id() as i32;
+    for sig in [libc::SIGTERM, libc::SIGUSR1, libc::SIGCHLD] {
+        send_signal(pid, sig);
+    }
+    let during = log.line_count();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(log.line_count(), during, "the target ran during the checkpoint:\n{}", log.text());
+    assert!(cryo.wait_exit(SECS20).success(), "{}", cryo.stderr_text());
+    log.wait_growth(during, 5, SECS20);
+    let lines = log.lines();
+    for name in ["TERM", "USR1", "CHLD"] {
+        let got: Vec<&String> = lines.iter().filter(|l| l.starts_with(&format!("got {name} "))).collect();
+        assert_eq!(got.len(), 1, "SIG{name} delivered once:\n{}", lines.join("\n"));
+        assert_eq!(got[0], &format!("got {name} code 0 from {me}"), "SIG{name} kept its siginfo");
+    }
+    assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{}", lines.join("\n"));
+    assert!(image_complete_or_absent(&img, "after the signals"), "the checkpoint completed");
+
+    // SIGSTOP during a checkpoint: stopped afterwards, and SIGCONT goes on.
+    let img2 = h.path("img2");
+    let mut cryo = h.cryo_spawn_env(
+        &["checkpoint", &pid.to_string(), "-o", img2.to_str().unwrap()],
+        &[("CRYO_PAUSE", "pages:1000")],
+        std::process::Stdio::null(),
+    );
+    wait_parasite(pid, &mut cryo);
+    send_signal(pid, libc::SIGSTOP);
+    assert!(cryo.wait_exit(SECS20).success(), "{}", cryo.stderr_text());
+    let start = Instant::now();
+    while proc_state(pid) != Some('T') {
+        assert!(start.elapsed() < Duration::from_secs(5), "SIGSTOP sent during the checkpoint was lost: state {:?}", proc_state(pid));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stopped = log.line_count();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(log.line_count(), stopped, "the target ran while stopped");
+    send_signal(pid, libc::SIGCONT);
+    log.wait_for("SIGCONT handled", SECS20, |t| t.contains("got CONT code 0"));
+    assert_eq!(tracer_pid(pid), Some(0));
+}
+
+/// The target killed while cryo holds it: a clean error, no hang, no image.
+#[test]
+fn target_killed_during_checkpoint() {
+    let h = Harness::with_cryo("killed-during");
+    let (mut p, _log) = signals_workload(&h);
+    let pid = p.pid();
+    let img = h.path("img");
+    let mut cryo = h.cryo_spawn_env(
+        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()],
+        &[("CRYO_PAUSE", "pages:1000")],
+        std::process::Stdio::null(),
+    );
+    wait_parasite(pid, &mut cryo);
+    send_signal(pid, libc::SIGKILL);
+    let st = cryo.wait_exit(SECS20);
+    assert_eq!(st.code(), Some(1), "cryo fails cleanly: {}", cryo.stderr_text());
+    let err = cryo.stderr_text();
+    assert!(err.contains(&pid.to_string()) && err.contains("exited"), "the error names the process and what happened: {err}");
+    p.wait_exit(SECS20);
+    assert!(!image_complete_or_absent(&img, "target killed"), "no image of a process that died mid-checkpoint");
+}
+
+/// The target execs between cryo's checks and its seize: cryo checkpoints
+/// what runs by then or fails cleanly; either way nothing hangs or breaks.
+#[test]
+fn target_execs_during_checkpoint() {
+    let h = Harness::with_cryo("exec-during");
+    let script = h.write_file("execer.sh", "trap 'exec sleep 30' USR1\nwhile :; do sleep 0.05; done\n", 0o644);
+    let (mut p, _log) = h.spawn(&["bash", script.to_str().unwrap()], "execer.out");
+    let pid = p.pid();
+    std::thread::sleep(Duration::from_millis(300));
+    let img = h.path("img");
+    let mut cryo = h.cryo_spawn_env(
+        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()],
+        &[("CRYO_PAUSE", "seize@1:800")],
+        std::process::Stdio::null(),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    send_signal(pid, libc::SIGUSR1);
+    let start = Instant::now();
+    while cmdline(pid).starts_with("bash") {
+        assert!(start.elapsed() < SECS20, "bash never exec'd sleep");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = cryo.wait_exit(SECS20);
+    assert!(st.code().is_some(), "cryo crashed: {}", cryo.stderr_text());
+    wait_untraced(pid, "after the exec");
+    assert!(p.running() && cmdline(pid).starts_with("sleep"), "the exec'd program runs on");
+    if st.success() {
+        let inv = h.cryo_run(&["inspect", img.to_str().unwrap(), "--json"]);
+        inv.assert_ok();
+        assert!(inv.stdout.contains("\"sleep\""), "the image is of the program that runs now");
+    } else {
+        assert!(!image_complete_or_absent(&img, "exec"), "a failed checkpoint leaves no image");
+    }
+}
+
+/// A full file system: the checkpoint fails naming it, the target is untouched,
+/// and nothing is left on the small file system.
+#[test]
+fn disk_full_fails_cleanly() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (the harness runs cryo as cryo-test)");
+        return;
+    }
+    let h = Harness::with_cryo("disk-full");
+    let heap = h.compile("heap");
+    let (p, _out) = h.spawn(&[heap.to_str().unwrap(), "heap.log", "100000", "20", "48"], "heap.out");
+    let pid = p.pid();
+    let log = Log::new(h.path("heap.log"));
+    log.wait_prefix("step 2 ", SECS20);
+    let small = h.path("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m,mode=0777", "cryo-test-small", small.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&small);
+    let before = outside_view(pid);
+    let img = small.join("img");
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap(), "--kill"]);
+    out.assert_clean_failure().assert_stderr_mentions(&["No space left on device"]);
+    assert_running_untouched(pid, &log, 0, "after a checkpoint onto a full disk");
+    assert_text_eq(&outside_view(pid), &before, "maps, fds and masks after a full disk");
+    let left: Vec<_> = std::fs::read_dir(&small).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "the failed checkpoint left {left:?}");
+}
+
+/// Twenty checkpoint/restart cycles of a tree (restart of a restart of ...):
+/// its own checks (message sequence, shared counter, reaped children) pass.
+#[test]
+fn twenty_cycles_of_a_tree() {
+    let h = Harness::with_cryo("cycles");
+    let prog = h.compile("tree_pipes");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "3000", "10"], "tree.log");
+    log.wait_prefix("msg 30 ", SECS20);
+    h.checkpoint_kill(&mut p, &h.path("img0"));
+    let mut host = h.restart_detached(&h.path("img0"));
+    for i in 1..20 {
+        log.wait_growth(log.line_count(), 5, SECS20);
+        assert!(!log.text().contains("done "), "the tree finished before cycle {i}; give it more work");
+        let img = h.path(&format!("img{i}"));
+        h.cryo_run(&["checkpoint", &host.to_string(), "-o", img.to_str().unwrap(), "--kill"]).assert_ok();
+        let start = Instant::now();
+        while pid_alive(host) {
+            assert!(start.elapsed() < SECS20, "cycle {i}: the checkpointed tree was not killed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        host = h.restart_detached(&img);
+    }
+    log.wait_prefix("done ", Duration::from_secs(60));
+    let lines = log.lines();
+    assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{}", lines.join("\n"));
+    assert_eq!(assert_consecutive(&lines, "msg ", "messages over 20 cycles"), 9000);
+    assert_eq!(lines.last().map(String::as_str), Some("done 9000 shared 9000"));
+}
+
+/// `kill -9` of `cryo restart` in the middle of rebuilding a tree: the
+/// namespace's init dies with it, so nothing half-restored runs on.
+#[test]
+fn sigkill_of_restart_leaves_nothing_running() {
+    let h = Harness::with_cryo("kill9-restart");
+    let (img, log) = h.killed_tree_image("150");
+    for stage in ["restart-memory@2", "restart-fds@3", "restart-finish@2"] {
+        let lines = log.line_count();
+        let mut cryo = h.cryo_spawn_env(
+            &["restart", img.to_str().unwrap(), "--detach"],
+            &[("CRYO_PAUSE", &format!("{stage}:1500"))],
+            std::process::Stdio::null(),
+        );
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(cryo.running(), "restart ended before the kill: {}", cryo.stderr_text());
+        send_signal(cryo.pid(), libc::SIGKILL);
+        cryo.wait_exit(SECS20);
+        h.assert_no_leftovers(&[], &format!("kill -9 of cryo restart paused at {stage}"));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(log.line_count(), lines, "the half-restored tree ran ({stage}):\n{}", log.text());
+    }
+}
