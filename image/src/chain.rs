@@ -179,6 +179,7 @@ mod tests {
             vmas: Vec::new(),
             pages: Vec::new(),
             pages_bytes: 0,
+            pages_crc: 0,
             threads: Vec::new(),
             exit_signal: 17,
             child_subreaper: false,
@@ -186,6 +187,7 @@ mod tests {
             itimers: Vec::new(),
             fds: Vec::new(),
             shared_pending: 0,
+            posix_timers: Vec::new(),
             tracking: None,
             compression: None,
         }
