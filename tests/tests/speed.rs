@@ -7,8 +7,8 @@ use cryo_tests::*;
 use std::time::{Duration, Instant};
 
 const SECS20: Duration = Duration::from_secs(20);
-const STEPS: &str = "60";
-const MIB: &str = "32";
+const STEPS: &str = "150";
+const MIB: &str = "16";
 
 /// The heap workload, its reference log, and a running copy that rewrites
 /// its whole heap in a loop (so it writes memory while its snapshot is read).
@@ -18,7 +18,7 @@ fn heap_running(h: &Harness) -> (Proc, Log, String) {
     h.run_to_completion(&[heap, "ref.log", STEPS, "0", MIB], "ref.out", SECS20);
     let reference = Log::new(h.path("ref.log")).text();
     let (p, log) = {
-        let (p, _) = h.spawn(&[heap, "heap.log", STEPS, "15", MIB], "heap.out");
+        let (p, _) = h.spawn(&[heap, "heap.log", STEPS, "20", MIB], "heap.out");
         (p, Log::new(h.path("heap.log")))
     };
     log.wait_prefix("step 4 ", SECS20);
@@ -257,7 +257,7 @@ fn incremental_falls_back_to_full_when_tracking_does_not_match() {
 fn failed_tracked_checkpoint_leaves_no_tracking() {
     for stage in ["tracking", "pages", "image-write"] {
         let h = Harness::with_cryo(&format!("track-fault-{stage}"));
-        let (mut p, log, reference) = dirty_running(&h, "60", "30");
+        let (mut p, log, reference) = dirty_running(&h, "100", "30");
         let pid = p.pid();
         let pid_s = pid.to_string();
         let img = h.path("img");
