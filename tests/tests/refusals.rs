@@ -198,7 +198,9 @@ fn concurrent_checkpoint_is_refused() {
     let log = Log::new(h.path("heap.log"));
     log.wait_prefix("step 2 ", SECS20);
     let first_img = h.path("first");
-    let mut first = h.cryo_spawn(&["checkpoint", &pid.to_string(), "-o", first_img.to_str().unwrap()], std::process::Stdio::null());
+    // --direct: the first holds the process stopped for its whole run (a low-freeze
+    // checkpoint lets it go within milliseconds, and then a second one is no harm).
+    let mut first = h.cryo_spawn(&["checkpoint", &pid.to_string(), "-o", first_img.to_str().unwrap(), "--direct"], std::process::Stdio::null());
     let start = Instant::now();
     // The tracer is the checkpoint's worker, a child of the cryo started here.
     while !tracer_pid(pid).is_some_and(|t| t != 0 && (t == first.pid() || ppid_of(t) == Some(first.pid()))) {

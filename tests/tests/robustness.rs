@@ -109,7 +109,8 @@ fn signals_workload(h: &Harness) -> (Proc, Log) {
     (p, log)
 }
 
-/// Signals sent while cryo has the target stopped, with the parasite inside,
+/// Signals sent while cryo has the target stopped, with the parasite inside
+/// (--direct: a low-freeze checkpoint writes pages after letting it go),
 /// arrive once each after the checkpoint, with their siginfo (SI_USER from the
 /// sender) intact; a SIGSTOP leaves the target stopped, as it asked.
 #[test]
@@ -119,7 +120,7 @@ fn signals_during_checkpoint_arrive_after_it() {
     let pid = p.pid();
     let img = h.path("img");
     let mut cryo = h.cryo_spawn_env(
-        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()],
+        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap(), "--direct"],
         &[("CRYO_PAUSE", "pages:1500")],
         std::process::Stdio::null(),
     );
@@ -145,7 +146,7 @@ fn signals_during_checkpoint_arrive_after_it() {
     // SIGSTOP during a checkpoint: stopped afterwards, and SIGCONT goes on.
     let img2 = h.path("img2");
     let mut cryo = h.cryo_spawn_env(
-        &["checkpoint", &pid.to_string(), "-o", img2.to_str().unwrap()],
+        &["checkpoint", &pid.to_string(), "-o", img2.to_str().unwrap(), "--direct"],
         &[("CRYO_PAUSE", "pages:1000")],
         std::process::Stdio::null(),
     );
@@ -173,7 +174,7 @@ fn target_killed_during_checkpoint() {
     let pid = p.pid();
     let img = h.path("img");
     let mut cryo = h.cryo_spawn_env(
-        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()],
+        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap(), "--direct"],
         &[("CRYO_PAUSE", "pages:1000")],
         std::process::Stdio::null(),
     );

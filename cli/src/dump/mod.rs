@@ -271,9 +271,14 @@ fn parent_tracking(dir: &std::path::Path, root: i32) -> Result<std::collections:
 /// series can move), else absolute.
 fn relative_parent(parent: &std::path::Path, image: &std::path::Path) -> Result<String> {
     let canon = std::fs::canonicalize(parent).with_context(|| format!("resolving {}", parent.display()))?;
-    let here = std::fs::canonicalize(image).with_context(|| format!("resolving {}", image.display()))?;
+    // The image itself does not exist until it is complete (ImageWriter): its directory does.
+    let image_dir = match image.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let here_dir = std::fs::canonicalize(image_dir).with_context(|| format!("resolving {}", image_dir.display()))?;
     match (canon.parent(), canon.file_name()) {
-        (Some(dir), Some(name)) if here.parent() == Some(dir) => Ok(format!("../{}", name.to_string_lossy())),
+        (Some(dir), Some(name)) if here_dir == dir => Ok(format!("../{}", name.to_string_lossy())),
         _ => Ok(canon.to_string_lossy().into_owned()),
     }
 }
