@@ -1241,6 +1241,14 @@ pub fn assert_running_untouched(pid: i32, log: &Log, tracer: i32, context: &str)
     log.wait_growth(base, 2, Duration::from_secs(10));
 }
 
+/// Hidden partial image directories (`.NAME.partial-PID`) in `dir`: what a
+/// checkpoint writes before it renames a complete image into place.
+pub fn partial_images(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().contains(".partial-")).map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
 /// What can be seen of a process from outside and must not change when a
 /// checkpoint fails: its memory map, its fds and where they lead, their
 /// offsets and flags, and its signal masks.

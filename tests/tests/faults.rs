@@ -89,13 +89,7 @@ fn fault_case_with(stage: &str, kill: bool) {
 /// Nothing that looks like an image, and no hidden partial directory, is left.
 fn assert_no_partial_image(img: &std::path::Path, stage: &str) {
     assert!(!img.exists(), "CRYO_FAULT={stage} left {}", img.display());
-    let parent = img.parent().unwrap();
-    let partial: Vec<_> = std::fs::read_dir(parent)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
-        .map(|e| e.path())
-        .collect();
+    let partial = partial_images(img.parent().unwrap());
     assert!(partial.is_empty(), "CRYO_FAULT={stage} left partial images {partial:?}");
 }
 

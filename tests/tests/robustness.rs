@@ -23,12 +23,7 @@ fn image_complete_or_absent(img: &Path, context: &str) -> bool {
     let parent = img.parent().unwrap();
     let start = Instant::now();
     loop {
-        let partial: Vec<_> = std::fs::read_dir(parent)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
-            .map(|e| e.path())
-            .collect();
+        let partial = partial_images(parent);
         if partial.is_empty() {
             break;
         }
