@@ -198,8 +198,7 @@ fn concurrent_checkpoint_is_refused() {
     let log = Log::new(h.path("heap.log"));
     log.wait_prefix("step 2 ", SECS20);
     let first_img = h.path("first");
-    // --direct: the first holds the process stopped for its whole run (a low-freeze
-    // checkpoint lets it go within milliseconds, and then a second one is no harm).
+    // --direct: the first holds the process stopped (traced) for its whole run.
     let mut first = h.cryo_spawn(&["checkpoint", &pid.to_string(), "-o", first_img.to_str().unwrap(), "--direct"], std::process::Stdio::null());
     let start = Instant::now();
     // The tracer is the checkpoint's worker, a child of the cryo started here.
@@ -212,4 +211,23 @@ fn concurrent_checkpoint_is_refused() {
     assert!(first.wait_exit(SECS20).success(), "{}", first.stderr_text());
     h.cryo_run(&["inspect", first_img.to_str().unwrap()]).assert_ok();
     assert_running_untouched(pid, &log, 0, "after two overlapping checkpoints");
+
+    // A low-freeze checkpoint lets the process go long before its image is
+    // written: its lock still refuses a second one meanwhile.
+    let third_img = h.path("third");
+    let mut third = h.cryo_spawn_env(
+        &["checkpoint", &pid.to_string(), "-o", third_img.to_str().unwrap()],
+        &[("CRYO_PAUSE", "image-write:2000")],
+        std::process::Stdio::null(),
+    );
+    let start = Instant::now();
+    // Its image begun, and the process let go before the image is complete.
+    while partial_images(&h.path("")).is_empty() || tracer_pid(pid) != Some(0) {
+        assert!(start.elapsed() < SECS20, "the low-freeze checkpoint never released the process mid-image\n{}", third.stderr_text());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let fourth = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", h.path("fourth").to_str().unwrap()]);
+    fourth.assert_clean_failure().assert_stderr_mentions(&["another cryo", &third.pid().to_string()]);
+    assert!(third.wait_exit(SECS20).success(), "{}", third.stderr_text());
+    assert_running_untouched(pid, &log, 0, "after a checkpoint refused during a low-freeze one");
 }

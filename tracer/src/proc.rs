@@ -101,6 +101,9 @@ pub struct Stat {
     pub exit_signal: i32,
     /// wait() status of an exited process (a zombie's), 0 otherwise.
     pub exit_code: i32,
+    /// When the process started (clock ticks after boot): with the pid, names
+    /// one process even after its pid is reused.
+    pub start_time: u64,
     pub start_code: u64,
     pub end_code: u64,
     pub start_stack: u64,
@@ -135,6 +138,7 @@ pub fn stat(pid: i32) -> Result<Stat> {
         tpgid: field(8)? as i32,
         exit_signal: field(38)? as i32,
         exit_code: field(52).unwrap_or(0) as i32,
+        start_time: field(22)?,
         start_code: field(26)?,
         end_code: field(27)?,
         start_stack: field(28)?,

@@ -6,6 +6,7 @@
 //! it only becomes complete after the target was cured.
 
 mod fds;
+mod lock;
 mod memory;
 mod pids;
 mod sink;
@@ -72,6 +73,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     // The stop counts from the first seize to the release.
     let frozen = Instant::now();
     let mut tree = Tree::freeze(pid)?;
+    let _lock = lock::lock_tree(&tree.pids())?;
     let view = pids::PidView::of_root(pid)?;
 
     let prev = match &opts.parent {
