@@ -95,7 +95,7 @@ impl ImageWriter {
     /// the page cache: the pages went there by splice, past cryo's memory).
     pub fn pages_crc(&self, pid: i32, len: u64) -> Result<u32> {
         let path = self.partial.join(pages_file(pid));
-        File::open(&path).and_then(|f| crate::digest::crc_of(&f, len)).map_err(io_err(&path))
+        File::open(&path).and_then(|f| crate::digest::crc_of_parallel(&f, len)).map_err(io_err(&path))
     }
 
     pub fn write_process(&mut self, p: &ProcessImage) -> Result<()> {
