@@ -105,6 +105,10 @@ enum Cmd {
         /// for the sender's commit before the tree runs; implies --detach).
         #[arg(long, hide = true)]
         handshake: bool,
+        /// With --handshake: the images of a pre-copy follow one another
+        /// (`cryo migrate --precopy`).
+        #[arg(long, hide = true, requires = "handshake")]
+        rounds: bool,
     },
     /// Move a running tree to another host over ssh: freeze, stream, restore
     /// there, and only then kill it here (on any failure it runs on here).
@@ -129,6 +133,11 @@ enum Cmd {
         /// Restore there without a new user+pid namespace (new pids).
         #[arg(long)]
         no_pid_ns: bool,
+        /// Copy memory while the tree runs, in rounds that each send only
+        /// the pages written since the one before, and freeze it only for
+        /// the last: a short downtime for a large tree.
+        #[arg(long)]
+        precopy: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -328,7 +337,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files, handshake } => {
+        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files, handshake, rounds } => {
             let from_stdin = dir.as_os_str() == "-";
             if handshake && !from_stdin {
                 anyhow::bail!("--handshake is for `cryo restart -` as run by `cryo migrate`");
@@ -361,11 +370,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 allow_changed_files,
                 progress: Some(report),
                 before_release: None,
+                next_round: None,
             };
             // Ctrl-C during the rebuild: kill what was created, not leave it half-made.
             guard::abort_on_signals();
             let code = if from_stdin {
-                streaming::restart_from_stdin(&opts, handshake)
+                streaming::restart_from_stdin(&opts, handshake, rounds)
             } else {
                 cryo_restorer::restart(&opts).map_err(anyhow::Error::from)
             };
@@ -373,15 +383,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let code = code?;
             Ok(ExitCode::from(code))
         }
-        Cmd::Migrate { pid, to, ssh_command, remote_cryo, allow_changed_files, tcp_close, no_pid_ns, json } => {
-            let o = migrate::Options { pid, to, ssh_command, remote_cryo, allow_changed_files, tcp_close, pid_ns: !no_pid_ns };
+        Cmd::Migrate { pid, to, ssh_command, remote_cryo, allow_changed_files, tcp_close, no_pid_ns, precopy, json } => {
+            let o = migrate::Options { pid, to, ssh_command, remote_cryo, allow_changed_files, tcp_close, pid_ns: !no_pid_ns, precopy };
             let r = guard::in_worker(|| migrate::run(&o))?;
             if json {
                 println!(
                     "{}",
                     serde_json::json!({
                         "pid": r.pid, "host": r.host, "remote_pid": r.remote_pid, "downtime_us": r.downtime_us,
-                        "stream_bytes": r.stream_bytes, "total_us": r.total_us,
+                        "stream_bytes": r.stream_bytes, "total_us": r.total_us, "rounds": r.rounds,
                     })
                 );
             } else {
@@ -394,6 +404,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     r.stream_bytes as f64 / (1 << 20) as f64,
                     r.total_us as f64 / 1000.0
                 );
+                if r.rounds.len() > 1 {
+                    let sizes: Vec<String> = r.rounds.iter().map(|x| format!("{:.1}", x.pages_bytes as f64 / (1 << 20) as f64)).collect();
+                    eprintln!("cryo: pre-copy in {} rounds, MiB of pages each: {}", r.rounds.len(), sizes.join(", "));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -43,6 +43,14 @@ pub mod protocol {
     pub fn ready(pid: i32) -> String {
         format!("{TAG} ready {pid}")
     }
+    /// Sent by A before each image of a pre-copy.
+    pub fn round(k: u32, last: bool) -> String {
+        format!("{TAG} round {k} {}", if last { "last" } else { "more" })
+    }
+    /// B has brought the tree up to round `k`.
+    pub fn applied(k: u32) -> String {
+        format!("{TAG} applied {k}")
+    }
     pub fn running(pid: i32) -> String {
         format!("{TAG} running {pid}")
     }
@@ -65,6 +73,7 @@ pub struct Options {
     pub allow_changed_files: bool,
     pub tcp_close: bool,
     pub pid_ns: bool,
+    pub precopy: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -77,12 +86,30 @@ pub struct Report {
     pub downtime_us: u64,
     pub stream_bytes: u64,
     pub total_us: u64,
+    /// The pre-copy rounds sent while the tree ran, then the last one.
+    pub rounds: Vec<RoundReport>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy)]
+pub struct RoundReport {
+    /// Bytes of pages the round's image holds.
+    pub pages_bytes: u64,
+    pub stream_bytes: u64,
+    /// How long the tree was stopped for it (for the last round: until it was killed).
+    pub frozen_us: u64,
+    /// From the round's checkpoint to the other host's "applied" (or "ready").
+    pub total_us: u64,
 }
 
 /// How long ssh may take to log in and start cryo on the other host.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long B may take to receive, check and rebuild the tree.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Pre-copy rounds sent while the tree runs, at most.
+const MAX_ROUNDS: u32 = 8;
+/// A round this small (or a fiftieth of the first) is the last one sent
+/// while the tree runs: the tree writes little enough now.
+const SMALL_ROUND: u64 = 16 << 20;
 
 pub fn run(o: &Options) -> Result<Report> {
     let t0 = Instant::now();
@@ -92,46 +119,53 @@ pub fn run(o: &Options) -> Result<Report> {
     })?;
     let staging = Staging::new()?;
     let ssh = RefCell::new(ssh);
+    let mut rounds = Vec::new();
+    let parent = match o.precopy.then(|| precopy(o, &ssh, &staging, &mut rounds)).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            ssh.borrow_mut().abandon();
+            return Err(e.context(format!("migration to {} failed during pre-copy; the process runs on here", o.to)));
+        }
+    };
+    let last_round = rounds.len() as u32;
     let frozen_at = Cell::new(None);
     let sent = Cell::new(0);
     let remote_pid = Cell::new(0);
     let hold = |dir: &std::path::Path, frozen: Instant| -> Result<()> {
         frozen_at.set(Some(frozen));
         let mut ssh = ssh.borrow_mut();
-        let stdin = ssh.stdin.as_mut().context("the ssh channel is closed")?;
-        match cryo_image::stream::send(dir, stdin) {
-            Ok(t) => sent.set(t.bytes),
-            // B stopped reading: its status says why.
-            Err(e) => return Err(ssh.why_failed(&e.to_string())),
+        if o.precopy {
+            ssh.say(&protocol::round(last_round, true))?;
         }
+        sent.set(ssh.send(dir)?);
         ssh.expect("received", RESTORE_TIMEOUT)?;
         let pid = ssh.expect("ready", RESTORE_TIMEOUT)?;
         remote_pid.set(pid.parse().unwrap_or(0));
         Ok(())
     };
+    let out = if o.precopy { staging.image().with_file_name(format!("round-{last_round}")) } else { staging.image() };
     let checkpoint = dump::checkpoint(&dump::Options {
         pid: o.pid,
-        out: staging.image(),
+        out,
         kill: true,
         tcp_close: o.tcp_close,
         hold: Some(&hold),
         direct: false,
-        parent: None,
+        parent,
         track: false,
         compress: None,
     });
     let mut ssh = ssh.into_inner();
-    if let Err(e) = checkpoint {
-        ssh.abandon();
-        return Err(e.context(format!("migration to {} failed; the process runs on here, untouched", o.to)));
-    }
+    let checkpoint = match checkpoint {
+        Ok(c) => c,
+        Err(e) => {
+            ssh.abandon();
+            return Err(e.context(format!("migration to {} failed; the process runs on here, untouched", o.to)));
+        }
+    };
     drop(staging);
     // The tree here is gone: from now on B's is the only copy.
-    let committed = ssh
-        .stdin
-        .as_mut()
-        .context("the ssh channel is closed")
-        .and_then(|s| writeln!(s, "{}", protocol::COMMIT).and_then(|()| s.flush()).context("sending commit"));
+    let committed = ssh.say(protocol::COMMIT);
     let running = committed.and_then(|()| ssh.expect("running", RESTORE_TIMEOUT));
     let downtime_us = frozen_at.get().map_or(0, |f| f.elapsed().as_micros() as u64);
     ssh.finish();
@@ -143,14 +177,68 @@ pub fn run(o: &Options) -> Result<Report> {
             remote_pid.get()
         )
     })?;
+    rounds.push(RoundReport { pages_bytes: checkpoint.bytes, stream_bytes: sent.get(), frozen_us: downtime_us, total_us: checkpoint.total_us });
     Ok(Report {
         pid: o.pid,
         host: o.to.clone(),
         remote_pid: running.parse().unwrap_or(remote_pid.get()),
         downtime_us,
-        stream_bytes: sent.get(),
+        stream_bytes: rounds.iter().map(|r| r.stream_bytes).sum(),
         total_us: t0.elapsed().as_micros() as u64,
+        rounds,
     })
+}
+
+/// The rounds of a pre-copy: a tracked checkpoint of the running tree, sent
+/// whole, then incremental ones of the pages written meanwhile, until a
+/// round is small or no smaller than the one before. Each waits for B to
+/// have applied it, so that the last round, taken frozen, finds B ready.
+/// Returns the image the last round is to be incremental against.
+fn precopy(o: &Options, ssh: &RefCell<Remote>, staging: &Staging, rounds: &mut Vec<RoundReport>) -> Result<std::path::PathBuf> {
+    let mut parent: Option<std::path::PathBuf> = None;
+    for k in 0..MAX_ROUNDS {
+        let t = Instant::now();
+        let dir = staging.image().with_file_name(format!("round-{k}"));
+        let s = dump::checkpoint(&dump::Options {
+            pid: o.pid,
+            out: dir.clone(),
+            kill: false,
+            tcp_close: o.tcp_close,
+            hold: None,
+            direct: false,
+            parent: parent.clone(),
+            track: true,
+            compress: None,
+        })
+        .with_context(|| format!("pre-copy round {k}"))?;
+        let mut remote = ssh.borrow_mut();
+        remote.say(&protocol::round(k, false))?;
+        let sent = remote.send(&dir)?;
+        remote.expect("received", RESTORE_TIMEOUT)?;
+        remote.expect("applied", RESTORE_TIMEOUT)?;
+        drop(remote);
+        // B holds the pages now; the next round needs only the metadata.
+        remove_pages(&dir);
+        if let Some(p) = parent.replace(dir) {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        let first = rounds.first().map_or(s.bytes, |r: &RoundReport| r.pages_bytes);
+        let before = rounds.last().map(|r| r.pages_bytes);
+        rounds.push(RoundReport { pages_bytes: s.bytes, stream_bytes: sent, frozen_us: s.frozen_us, total_us: t.elapsed().as_micros() as u64 });
+        tracing::info!("pre-copy round {k}: {} KiB of pages", s.bytes >> 10);
+        if k > 0 && (s.bytes <= SMALL_ROUND || s.bytes * 50 <= first || before.is_some_and(|b| s.bytes * 2 > b)) {
+            break;
+        }
+    }
+    parent.context("no pre-copy round was taken")
+}
+
+fn remove_pages(dir: &std::path::Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("pages-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The ssh process running `cryo restart - --handshake` on the other host.
@@ -169,6 +257,9 @@ impl Remote {
             bail!("--ssh-command is empty");
         }
         let mut remote = format!("{} restart - --handshake", o.remote_cryo);
+        if o.precopy {
+            remote.push_str(" --rounds");
+        }
         if o.allow_changed_files {
             remote.push_str(" --allow-changed-files");
         }
@@ -187,6 +278,22 @@ impl Remote {
         let stdin = child.stdin.take();
         let status = BufReader::new(child.stdout.take().context("ssh has no stdout")?);
         Ok(Remote { child, stdin, status, host: o.to.clone() })
+    }
+
+    /// A line to B (a protocol line: `round`, `commit`).
+    fn say(&mut self, line: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("the ssh channel is closed")?;
+        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).with_context(|| format!("sending `{line}` to {}", self.host))
+    }
+
+    /// Streams the image in `dir` to B; returns the bytes sent.
+    fn send(&mut self, dir: &std::path::Path) -> Result<u64> {
+        let stdin = self.stdin.as_mut().context("the ssh channel is closed")?;
+        match cryo_image::stream::send(dir, stdin) {
+            Ok(t) => Ok(t.bytes),
+            // B stopped reading: its status says why.
+            Err(e) => Err(self.why_failed(&e.to_string())),
+        }
     }
 
     /// Waits for the status line `word` and returns the rest of it. A

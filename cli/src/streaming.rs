@@ -66,9 +66,11 @@ pub fn checkpoint_to_stdout(pid: i32, kill: bool, tcp_close: bool) -> Result<dum
 /// `cryo migrate` runs on the other host) the sender is told each step on
 /// stdout and must answer `commit` before the rebuilt tree may run; the
 /// tree's outside stdio is then /dev/null, since stdin and stdout are the
-/// channel to the sender.
-pub fn restart_from_stdin(opts: &cryo_restorer::Options<'_>, handshake: bool) -> Result<u8> {
-    let mut input = BufReader::new(std_file(std::io::stdin().as_fd(), "stdin")?);
+/// channel to the sender. With `rounds` (`migrate --precopy`) several
+/// images follow one another, each announced by a `round` line: the tree is
+/// rebuilt from the first and brought up to each later one.
+pub fn restart_from_stdin(opts: &cryo_restorer::Options<'_>, handshake: bool, rounds: bool) -> Result<u8> {
+    let input = RefCell::new(BufReader::new(std_file(std::io::stdin().as_fd(), "stdin")?));
     let status = RefCell::new(if handshake { Some(std_file(std::io::stdout().as_fd(), "stdout")?) } else { None });
     let say = |line: String| {
         if let Some(s) = status.borrow_mut().as_mut() {
@@ -77,7 +79,7 @@ pub fn restart_from_stdin(opts: &cryo_restorer::Options<'_>, handshake: bool) ->
         }
     };
     say(protocol::hello());
-    let result = receive_and_restart(&mut input, opts, handshake, &say);
+    let result = receive_and_restart(&input, opts, handshake, rounds, &say);
     match &result {
         Ok(pid) => say(protocol::running(*pid)),
         Err(e) => say(protocol::failed(&crate::one_line(e))),
@@ -91,21 +93,65 @@ pub fn restart_from_stdin(opts: &cryo_restorer::Options<'_>, handshake: bool) ->
     }
 }
 
-fn receive_and_restart(input: &mut BufReader<File>, opts: &cryo_restorer::Options<'_>, handshake: bool, say: &dyn Fn(String)) -> Result<i32> {
-    let staging = RefCell::new(Some(Staging::new()?));
-    let dir = staging.borrow().as_ref().map(Staging::image).unwrap_or_default();
-    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let allow = opts.allow_changed_files;
-    let precheck = || cryo_restorer::precheck(&dir).map_err(|e| cryo_image::ImageError::Stream(e.to_string()));
-    let got = cryo_image::stream::receive(input, &dir, precheck)?;
+type Input = RefCell<BufReader<File>>;
+
+/// Receives one image from the stream into a new directory `dir`.
+fn receive_image(input: &Input, dir: &std::path::Path, say: &dyn Fn(String)) -> Result<()> {
+    std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let precheck = || cryo_restorer::precheck(dir).map_err(|e| cryo_image::ImageError::Stream(e.to_string()));
+    let got = cryo_image::stream::receive(&mut *input.borrow_mut(), dir, precheck)?;
     say(protocol::received(got.bytes));
+    Ok(())
+}
+
+/// Reads the `round K more|last` line that comes before each image of a
+/// pre-copy; says whether it is the last.
+fn round_header(input: &Input, want: u32) -> Result<bool> {
+    let mut line = String::new();
+    input.borrow_mut().read_line(&mut line).context("reading the next round")?;
+    let bad = || anyhow!("expected round {want} from the sender, got {:?}: the stream is damaged or the sender stopped", line.trim());
+    let (k, kind) = match protocol::parse(&line) {
+        Some(("round", rest)) => rest.split_once(' ').ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    if k.parse::<u32>().ok() != Some(want) {
+        return Err(bad());
+    }
+    match kind.trim() {
+        "more" => Ok(false),
+        "last" => Ok(true),
+        _ => Err(bad()),
+    }
+}
+
+fn receive_and_restart(input: &Input, opts: &cryo_restorer::Options<'_>, handshake: bool, rounds: bool, say: &dyn Fn(String)) -> Result<i32> {
+    let staging = RefCell::new(Some(Staging::new()?));
+    let base = staging.borrow().as_ref().map(Staging::image).unwrap_or_default();
+    let round_dir = |k: u32| base.with_file_name(format!("round-{k}"));
+    let first = if rounds { round_dir(0) } else { base.clone() };
+    let only = rounds && round_header(input, 0)?;
+    receive_image(input, &first, say)?;
     if handshake {
         detach_stdio()?;
     } else {
-        wait_for_end(input)?;
+        wait_for_end(&mut input.borrow_mut())?;
     }
+    let round = std::cell::Cell::new(0u32);
+    let next = || -> std::result::Result<cryo_restorer::Round, String> {
+        let k = round.get();
+        say(protocol::applied(k));
+        // Its pages are in the tree's memory now.
+        let _ = std::fs::remove_dir_all(round_dir(k));
+        let step = || -> Result<cryo_restorer::Round> {
+            let last = round_header(input, k + 1)?;
+            let dir = round_dir(k + 1);
+            receive_image(input, &dir, say)?;
+            Ok(if last { cryo_restorer::Round::Last(dir) } else { cryo_restorer::Round::More(dir) })
+        };
+        round.set(k + 1);
+        step().map_err(|e| crate::one_line(&e))
+    };
     let root = std::cell::Cell::new(0);
-    let input = RefCell::new(input);
     let gate = |pid: i32| -> std::result::Result<(), String> {
         root.set(pid);
         // Every page is in place and verified: the staged image can go.
@@ -123,13 +169,14 @@ fn receive_and_restart(input: &mut BufReader<File>, opts: &cryo_restorer::Option
         }
     };
     let restore = cryo_restorer::Options {
-        image: dir.clone(),
+        image: first,
         detach: opts.detach || handshake,
         pidfile: opts.pidfile.clone(),
         pid_ns: opts.pid_ns,
-        allow_changed_files: allow,
+        allow_changed_files: opts.allow_changed_files,
         progress: opts.progress.clone(),
         before_release: Some(&gate),
+        next_round: (rounds && !only).then_some(&next as cryo_restorer::NextRound<'_>),
     };
     cryo_restorer::restart(&restore)?;
     Ok(root.get())

@@ -40,9 +40,26 @@ pub struct Options<'a> {
     /// verified but before any of it runs; an error kills the rebuilt tree
     /// and fails the restart (`cryo migrate`'s commit point).
     pub before_release: Option<Gate<'a>>,
+    /// Pre-copy: `image` is the first of several images of the running
+    /// tree; the tree is rebuilt from it and brought up to each later one
+    /// before it runs as the last one has it.
+    pub next_round: Option<NextRound<'a>>,
 }
 
 pub type Gate<'a> = &'a dyn Fn(i32) -> std::result::Result<(), String>;
+
+/// The next image of a pre-copy (`cryo migrate --precopy`): an incremental
+/// image whose parent is the image before it, received in a directory of
+/// its own. The previous round's directory is no longer read once this is
+/// asked for. An error stops the restart, leaving nothing running.
+pub type NextRound<'a> = &'a dyn Fn() -> std::result::Result<Round, String>;
+
+pub enum Round {
+    /// Another image follows this one.
+    More(PathBuf),
+    /// The last image: the tree runs as it has it.
+    Last(PathBuf),
+}
 
 pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
 
@@ -66,13 +83,10 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns(img.inventory.root_pid)? } else { ns::Sandbox::plain() };
     // Checked beside the rebuild; nothing runs before every pages file of
     // the chain passed.
-    let mut files: Vec<_> = pages.values().flat_map(|src| src.files.iter().map(|f| (f.path.clone(), f.len, f.crc))).collect();
-    files.sort();
-    files.dedup();
-    let digests: Vec<_> = files
-        .into_iter()
-        .map(|(path, len, crc)| std::thread::spawn(move || cryo_image::digest::verify(&path, len, crc)))
-        .collect();
+    let mut files: Vec<_> = pages.values().flat_map(|src| src.files.iter().cloned()).collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files.dedup_by(|a, b| a.path == b.path);
+    let digests = spawn_digests(files);
     let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts, digests) {
         Ok(h) => h,
         Err(e) => {
@@ -134,18 +148,9 @@ fn checked_images(img: &ImageReader, allow_changed_files: bool, with_pages: bool
 /// a hostile image cannot make restart write elsewhere. (Also the fuzzer's
 /// entry point: fuzz/.)
 pub fn plan_process(p: &ProcessImage) -> Result<usize> {
-    use cryo_image::chain::{PagesFile, SourceRun};
     check::process_is_sane(p)?;
     // This image's own pages (those of parent images are checked with theirs).
-    let own = ResolvedPages {
-        files: vec![PagesFile::of(std::path::PathBuf::new(), p)],
-        runs: p
-            .pages
-            .iter()
-            .filter(|r| r.origin == cryo_image::PageOrigin::Here)
-            .map(|r| SourceRun { vaddr: r.vaddr, npages: r.npages, file: 0, file_offset: r.file_offset })
-            .collect(),
-    };
+    let own = own_pages(PathBuf::new(), p);
     let reads = rebuild::plan_reads(&own, cryo_tracer::arch::page_size());
     for r in &reads {
         let in_file = r.file_offset.checked_add(r.bytes).is_some_and(|end| end <= p.pages_bytes);
@@ -155,6 +160,20 @@ pub fn plan_process(p: &ProcessImage) -> Result<usize> {
         }
     }
     Ok(reads.len())
+}
+
+/// The pages `p`'s own pages file (at `path`) holds, without its parents'.
+fn own_pages(path: PathBuf, p: &ProcessImage) -> ResolvedPages {
+    use cryo_image::chain::{PagesFile, SourceRun};
+    ResolvedPages {
+        files: vec![PagesFile::of(path, p)],
+        runs: p
+            .pages
+            .iter()
+            .filter(|r| r.origin == cryo_image::PageOrigin::Here)
+            .map(|r| SourceRun { vaddr: r.vaddr, npages: r.npages, file: 0, file_offset: r.file_offset })
+            .collect(),
+    }
 }
 
 /// The tree-level checks of restart, for an inventory and its process images.
@@ -175,7 +194,7 @@ fn restore_tree(
     sources: &HashMap<i32, ResolvedPages>,
     sandbox: &mut ns::Sandbox,
     opts: &Options<'_>,
-    digests: Vec<std::thread::JoinHandle<std::result::Result<(), cryo_image::ImageError>>>,
+    digests: Vec<Digest>,
 ) -> Result<i32> {
     let in_userns = sandbox.init.is_some();
     let mut reg = Registry::new(images.values());
@@ -198,16 +217,32 @@ fn restore_tree(
     let mut tree = Vec::new();
     for (m, p) in live {
         stage("restart-load")?;
-        tree.push(Restoree::load(m, p, &reg)?);
+        tree.push(Restoree::load(m, std::rc::Rc::new(p.clone()), &reg)?);
     }
     logged("loading the restorer");
+    let rounds = opts.next_round.is_some();
     for r in &mut tree {
         stage("restart-memory")?;
         let src = &sources[&r.pid()];
-        r.memory(src, &mut reg, &mut pages, in_userns)?;
+        r.memory(src, &mut reg, &mut pages, in_userns, rounds)?;
     }
     pages.finish();
     logged("memory");
+    let mut digests = digests;
+    let last = match opts.next_round {
+        Some(next) => {
+            // The first image's files may go once the next round is asked for.
+            join_digests(std::mem::take(&mut digests))?;
+            let last = apply_rounds(img, &mut tree, &mut reg, next, opts)?;
+            for r in &mut tree {
+                r.protect()?;
+            }
+            logged("pre-copy rounds");
+            Some(last)
+        }
+        None => None,
+    };
+    let img = last.as_ref().unwrap_or(img);
     for r in &mut tree {
         stage("restart-fds")?;
         r.fds(&mut reg, img)?;
@@ -221,9 +256,7 @@ fn restore_tree(
         stage("restart-finish")?;
         r.finish()?;
     }
-    for d in digests {
-        d.join().map_err(|_| RestoreError::Rebuild("the page checksum thread panicked".into()))??;
-    }
+    join_digests(digests)?;
     if let Some(gate) = &opts.before_release {
         gate(root_host).map_err(RestoreError::Cancelled)?;
     }
@@ -234,4 +267,61 @@ fn restore_tree(
     }
     logged("threads, registers and release");
     Ok(root_host)
+}
+
+type Digest = std::thread::JoinHandle<std::result::Result<(), cryo_image::ImageError>>;
+
+/// Checks pages files against their recorded checksums, beside the rebuild.
+fn spawn_digests(files: impl IntoIterator<Item = cryo_image::chain::PagesFile>) -> Vec<Digest> {
+    files.into_iter().map(|f| std::thread::spawn(move || cryo_image::digest::verify(&f.path, f.len, f.crc))).collect()
+}
+
+fn join_digests(digests: Vec<Digest>) -> Result<()> {
+    for d in digests {
+        d.join().map_err(|_| RestoreError::Rebuild("the page checksum thread panicked".into()))??;
+    }
+    Ok(())
+}
+
+/// The same processes, in the same groups, sessions and states: what a
+/// round may not change (the tree was created from the first image).
+fn same_tree(first: &cryo_image::Inventory, now: &cryo_image::Inventory) -> Result<()> {
+    let shape = |inv: &cryo_image::Inventory| -> Vec<_> {
+        inv.processes.iter().map(|e| (e.pid, e.ppid, e.pgid, e.sid, e.session_outside, e.state)).collect()
+    };
+    if shape(first) != shape(now) {
+        return Err(RestoreError::Rebuild(
+            "the tree's processes changed between pre-copy rounds (one started, ended or changed its group); migrate again, or without --precopy".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Brings every process of the rebuilt tree up to each round's image in
+/// turn; returns the last image.
+fn apply_rounds(first: &ImageReader, tree: &mut [Restoree], reg: &mut Registry, next: NextRound<'_>, opts: &Options<'_>) -> Result<ImageReader> {
+    let ps = first.inventory.page_size;
+    loop {
+        stage("restart-round")?;
+        let (dir, more) = match next().map_err(RestoreError::Cancelled)? {
+            Round::More(d) => (d, true),
+            Round::Last(d) => (d, false),
+        };
+        let img = ImageReader::open(&dir)?;
+        let mut images = checked_images(&img, opts.allow_changed_files, true)?;
+        same_tree(&first.inventory, &img.inventory)?;
+        let own: HashMap<i32, ResolvedPages> = images.values().map(|p| (p.pid, own_pages(img.pages_path(p.pid), p))).collect();
+        let digests = spawn_digests(own.values().flat_map(|o| o.files.clone()));
+        let mut pages = rebuild::PageProgress::new(opts.progress.clone(), own.values().map(|o| o.bytes(ps)).sum());
+        for r in tree.iter_mut() {
+            let p = images.remove(&r.pid()).ok_or_else(|| RestoreError::Corrupt(format!("process {} has no image in this round", r.pid())))?;
+            r.update(p, &own[&r.pid()], reg, &mut pages)?;
+        }
+        pages.finish();
+        join_digests(digests)?;
+        if !more {
+            rebuild::sockets::clear_stale_names(&img.inventory.unix)?;
+            return Ok(img);
+        }
+    }
 }

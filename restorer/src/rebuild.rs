@@ -11,9 +11,11 @@ use cryo_image::{Creds, ImageReader, PageOrigin, ProcessImage, ThreadImage, Vma,
 use cryo_injector::{Arg, Batch, BatchOutput, Parasite, Remote};
 use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
 use cryo_tracer::{proc, ptrace};
+use std::rc::Rc;
 
 mod fds;
 mod inet;
+mod rounds;
 mod pty;
 pub(crate) mod sockets;
 mod timers;
@@ -46,7 +48,7 @@ fn is_special(v: &Vma) -> bool {
 /// One process being rebuilt: the parasite runs batches of syscalls in it.
 pub struct Restoree<'a> {
     pub m: Member<'a>,
-    p: &'a ProcessImage,
+    p: Rc<ProcessImage>,
     /// Its pid as the restored processes see it.
     inside: i32,
     parasite: Parasite,
@@ -61,7 +63,7 @@ pub struct Restoree<'a> {
 impl<'a> Restoree<'a> {
     /// Load the parasite into a created process, somewhere neither cryo's
     /// memory nor the image's will be.
-    pub fn load(mut m: Member<'a>, p: &'a ProcessImage, reg: &Registry) -> Result<Restoree<'a>> {
+    pub fn load(mut m: Member<'a>, p: Rc<ProcessImage>, reg: &Registry) -> Result<Restoree<'a>> {
         let own_vmas = proc::vmas(m.host)?;
         let blob_size = Parasite::mapping_size()?;
         let specials: u64 = own_vmas.iter().filter(|v| is_special(v)).map(|v| v.len()).sum();
@@ -101,16 +103,29 @@ impl<'a> Restoree<'a> {
         self.tmp.as_ref().expect("fds prepared")
     }
 
-    /// Stage 1: the address space, replaced wholesale by the image's.
-    pub fn memory(&mut self, src: &ResolvedPages, reg: &mut Registry, pages_read: &mut PageProgress, in_userns: bool) -> Result<()> {
+    /// Stage 1: the address space, replaced wholesale by the image's. With
+    /// `rounds`, later images are to come ([`Restoree::update`]): memory
+    /// stays writable and mm fields are left to [`Restoree::protect`].
+    pub fn memory(&mut self, src: &ResolvedPages, reg: &mut Registry, pages_read: &mut PageProgress, in_userns: bool, rounds: bool) -> Result<()> {
         let tmp = prepare(self, src, in_userns)?;
         let (pages, exe) = (tmp.pages.clone(), tmp.exe);
         self.tmp = Some(tmp);
         let own = std::mem::take(&mut self.own_vmas);
         teardown(self, &own)?;
         move_vdso(self, &own, self.area + self.blob_size)?;
-        map_areas(self, reg)?;
+        let p = self.p.clone();
+        map_areas(self, reg, &p.vmas.iter().filter(|v| !is_special(v)).collect::<Vec<_>>())?;
         read_pages(self, src, &pages, pages_read)?;
+        if rounds {
+            return Ok(());
+        }
+        protect_and_mm(self, exe)
+    }
+
+    /// After the last pre-copy round: protections and mm fields as the last
+    /// image has them.
+    pub fn protect(&mut self) -> Result<()> {
+        let exe = self.tmp().exe;
         protect_and_mm(self, exe)
     }
 
@@ -136,7 +151,7 @@ impl<'a> Restoree<'a> {
     /// Stage 4: threads, per-thread state and credentials, then the main
     /// thread's registers. The process stays stopped until `release`.
     pub fn finish(&mut self) -> Result<()> {
-        let p = self.p;
+        let p = self.p.clone();
         for t in &p.threads[1..] {
             let host = create_thread(self, t)?;
             self.threads.push(host);
@@ -163,7 +178,7 @@ impl<'a> Restoree<'a> {
             ptrace::detach(tid, 0)?;
         }
         ptrace::detach(host, 0)?;
-        deliver_pending(host, self.p, &self.threads);
+        deliver_pending(host, &self.p, &self.threads);
         Ok(())
     }
 }
@@ -222,7 +237,7 @@ struct TempFds {
 }
 
 fn prepare(b: &mut Restoree, src: &ResolvedPages, in_userns: bool) -> Result<TempFds> {
-    let p = b.p;
+    let p = b.p.clone();
     let base = p.fds.iter().map(|f| f.fd as u64 + 1).max().unwrap_or(3).max(3);
     let mut batch = Batch::new();
     // The fork's own rseq area (cryo's glibc) is about to be unmapped.
@@ -231,19 +246,22 @@ fn prepare(b: &mut Restoree, src: &ResolvedPages, in_userns: bool) -> Result<Tem
     }
     let stdio: Vec<usize> =
         (0..3u64).map(|s| batch.call_may_fail(Sysno::Fcntl, &[s.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()])).collect();
-    let open_high = |batch: &mut Batch, path: &str| {
-        let path = batch.cstr(path);
-        let o = batch.call(Sysno::Openat, &[AT_FDCWD.into(), Arg::Data(path), ((libc::O_RDONLY | libc::O_CLOEXEC) as u64).into(), 0.into()]);
-        let h = batch.call(Sysno::Fcntl, &[Arg::Result(o), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()]);
-        batch.call(Sysno::Close, &[Arg::Result(o)]);
-        h
-    };
-    let pages: Vec<usize> = src.files.iter().map(|f| open_high(&mut batch, &f.path.to_string_lossy())).collect();
-    let exe = in_userns.then(|| open_high(&mut batch, &p.exe));
+    let pages: Vec<usize> = src.files.iter().map(|f| open_high(&mut batch, &f.path.to_string_lossy(), base)).collect();
+    let exe = in_userns.then(|| open_high(&mut batch, &p.exe, base));
     batch.call(Sysno::CloseRange, &[0.into(), (base - 1).into(), 0.into()]);
     let out = b.run("preparing fds", &batch)?;
     let ok = |i: usize| (!cryo_parasite::abi::is_error(out.results[i])).then_some(out.results[i] as u64);
     Ok(TempFds { base, stdio: [ok(stdio[0]), ok(stdio[1]), ok(stdio[2])], pages: pages.iter().map(|&i| out.results[i] as u64).collect(), exe: exe.map(|i| out.results[i] as u64) })
+}
+
+/// Open `path` read-only at an fd of at least `base`; returns the call
+/// giving the fd.
+fn open_high(batch: &mut Batch, path: &str, base: u64) -> usize {
+    let path = batch.cstr(path);
+    let o = batch.call(Sysno::Openat, &[AT_FDCWD.into(), Arg::Data(path), ((libc::O_RDONLY | libc::O_CLOEXEC) as u64).into(), 0.into()]);
+    let h = batch.call(Sysno::Fcntl, &[Arg::Result(o), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()]);
+    batch.call(Sysno::Close, &[Arg::Result(o)]);
+    h
 }
 
 /// Unmap everything of cryo's in the process, except the blob and the
@@ -310,16 +328,16 @@ fn build_prot(p: &ProcessImage, v: &Vma) -> u32 {
     }
 }
 
-fn map_areas(b: &mut Restoree, reg: &mut Registry) -> Result<()> {
-    let p = b.p;
+/// Map `areas` (of the process's image, or pieces of them) where they belong.
+fn map_areas(b: &mut Restoree, reg: &mut Registry, areas: &[&Vma]) -> Result<()> {
+    let p = b.p.clone();
     let base = b.tmp().base;
-    let areas: Vec<&Vma> = p.vmas.iter().filter(|v| !is_special(v)).collect();
     for chunk in areas.chunks(VMAS_PER_BATCH) {
         let mut batch = Batch::new();
         // Shared memory objects this batch creates: key, call giving the memfd.
         let mut created: Vec<((u64, u64), usize)> = Vec::new();
         for v in chunk {
-            let prot = build_prot(p, v) as u64;
+            let prot = build_prot(&p, v) as u64;
             let mut flags = libc::MAP_FIXED as u64 | if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE } as u64;
             if v.has_flag("gd") {
                 flags |= libc::MAP_GROWSDOWN as u64;
@@ -509,9 +527,9 @@ fn fits_with(batch: &Batch, r: &Read) -> bool {
 }
 
 fn protect_and_mm(b: &mut Restoree, exe_fd: Option<u64>) -> Result<()> {
-    let p = b.p;
+    let p = b.p.clone();
     let mut batch = Batch::new();
-    for v in p.vmas.iter().filter(|v| !is_special(v) && build_prot(p, v) != v.prot) {
+    for v in p.vmas.iter().filter(|v| !is_special(v) && build_prot(&p, v) != v.prot) {
         batch.call(Sysno::Mprotect, &[v.start.into(), v.len().into(), (v.prot as u64).into()]);
     }
     b.run("setting memory protections", &batch)?;
@@ -537,7 +555,7 @@ fn protect_and_mm(b: &mut Restoree, exe_fd: Option<u64>) -> Result<()> {
 }
 
 fn process_state(b: &mut Restoree) -> Result<()> {
-    let p = b.p;
+    let p = b.p.clone();
     let mut batch = Batch::new();
     let cwd = batch.cstr(&p.cwd);
     batch.call(Sysno::Chdir, &[Arg::Data(cwd)]);

@@ -316,3 +316,55 @@ fn cut_migration_leaves_the_tree_running_on_a() {
     out.assert_stderr_mentions(&["not touched"]);
     assert_running_untouched(pid, &log, 0, "after ssh failed");
 }
+
+/// Asks the migrant's root to check every page, and waits for its verdict
+/// from the namespace `net`.
+fn full_check(log: &Log, pid: i32, net: &str) {
+    let before = log.lines().iter().filter(|l| l.starts_with("full ")).count();
+    send_signal(pid, libc::SIGUSR1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let verdict = loop {
+        let fulls: Vec<String> = log.lines().into_iter().filter(|l| l.starts_with("full ")).collect();
+        if fulls.len() > before {
+            break fulls[before].clone();
+        }
+        assert!(Instant::now() < deadline, "no full check within 60 s:\n{}", log.describe());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(verdict.contains(" bad 0 ") && net_of(&verdict) == net, "{verdict}\n{}", log.describe());
+    assert_no_bad(log);
+}
+
+#[test]
+fn precopy_migrates_a_gigabyte_with_a_short_stop() {
+    let h = Harness::with_cryo("migrate-precopy");
+    let Some(b) = HostB::start(&h, 3) else { return };
+    let (mut p, log) = start_migrant(&h, "1024");
+    let pid = p.pid();
+    let here = my_net();
+    full_check(&log, pid, &here);
+
+    let out = migrate(&h, &b, pid, &["--precopy"], &b.ssh_command());
+    out.assert_ok();
+    let report: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}:\n{}", out.describe()));
+    eprintln!("migrate --precopy report: {report}");
+    let rounds = report["rounds"].as_array().unwrap();
+    assert!(rounds.len() >= 2, "a pre-copy round and the last one: {report}");
+    let first = rounds[0]["pages_bytes"].as_u64().unwrap();
+    let last = rounds.last().unwrap()["pages_bytes"].as_u64().unwrap();
+    assert!(first >= 1 << 30, "the first round carries the memory: {report}");
+    assert!(last * 20 < first, "the last round carries only what was written since: {report}");
+    assert!(report["downtime_us"].as_u64().unwrap() > 0, "{report}");
+    let remote = report["remote_pid"].as_i64().unwrap() as i32;
+
+    assert!(p.wait_timeout(Duration::from_secs(10)).is_some(), "the tree still runs on A after the migration");
+    let there = b.net();
+    let (tick, _) = last_of(&log, "tick").unwrap();
+    let (tcp, _) = last_of(&log, "tcp").unwrap();
+    log.wait_line(&format!("tick {} {there}", tick + 20));
+    log.wait_line(&format!("tcp {} {there}", tcp + 10));
+    // Every page as the program last wrote it: none left at an older round's
+    // content, dropped pages zero, the grown heap there.
+    full_check(&log, remote, &there);
+    assert!(!log.lines().iter().any(|l| l.starts_with("start ") && net_of(l) == there), "the tree started afresh on B");
+}

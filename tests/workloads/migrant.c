@@ -6,7 +6,10 @@
  * "client" connected to it (both in the tree) that sends numbers and expects
  * each back plus one. The root reads the pipe, checks the numbers run on
  * without gap and that sampled pages still hold their pattern, and rewrites
- * a few pages per tick (a low dirty rate). Every line names the network
+ * a few pages per tick (a low dirty rate), drops one (MADV_DONTNEED: it must
+ * read as zero until written again) and grows the heap now and then. A table
+ * of the generation each page holds lets SIGUSR1 check every page ("full N
+ * ok" or BAD lines): a page left at an older content is found. Every line names the network
  * namespace the process runs in, so the log shows on which "host" it ran:
  *   "tick N net:[INODE]", "tcp N net:[INODE]", any "BAD ..." on a mismatch. */
 #define _GNU_SOURCE
@@ -18,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -55,6 +59,32 @@ static int full(int fd, void *buf, size_t n, int writing) {
 }
 
 static uint64_t pattern(size_t page, uint64_t gen) { return page * 0x9e3779b97f4a7c15ull + gen; }
+
+#define DROPPED UINT32_MAX
+static volatile sig_atomic_t check_all;
+static void on_usr1(int sig) { (void)sig; check_all = 1; }
+
+/* Heap grown in steps of GROW bytes, each step filled with its number. */
+#define GROW (16 * 4096)
+static unsigned char *grown[4096];
+static size_t ngrown;
+
+static int page_ok(const uint64_t *mem, const uint32_t *gens, size_t p) {
+    if (gens[p] == DROPPED) return mem[p * 512] == 0 && mem[p * 512 + 1] == 0;
+    return mem[p * 512] == pattern(p, gens[p]) && mem[p * 512 + 1] == gens[p];
+}
+
+static void full_check(const uint64_t *mem, const uint32_t *gens, size_t pages, uint64_t tick) {
+    size_t bad = 0, dropped = 0;
+    for (size_t p = 0; p < pages; p++) {
+        if (!page_ok(mem, gens, p) && bad++ < 5) say("BAD full page %zu gen %u", p, gens[p]);
+        dropped += gens[p] == DROPPED;
+    }
+    for (size_t g = 0; g < ngrown; g++)
+        for (size_t i = 0; i < GROW; i += 4096)
+            if (grown[g][i] != (unsigned char)g && bad++ < 5) say("BAD heap step %zu", g);
+    say("full %llu ok pages %zu dropped %zu heap-steps %zu bad %zu", (unsigned long long)tick, pages, dropped, ngrown, bad);
+}
 
 int main(int argc, char **argv) {
     if (argc != 3) {
@@ -112,7 +142,9 @@ int main(int argc, char **argv) {
     /* Allocated after the forks: the memory is the root's alone. */
     size_t pages = (size_t)atol(argv[2]) * 256;
     uint64_t *mem = mmap(NULL, pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) return 3;
+    uint32_t *gens = mmap(NULL, pages * sizeof *gens, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED || gens == MAP_FAILED) return 3;
+    signal(SIGUSR1, on_usr1);
     /* Word 0 of a page: its pattern; word 1: the generation it was written in. */
     for (size_t p = 0; p < pages; p++) {
         mem[p * 512] = pattern(p, 0);
@@ -129,12 +161,27 @@ int main(int argc, char **argv) {
         /* Check a spread of pages, then rewrite four. */
         for (size_t i = 0; i < 64; i++) {
             size_t p = (want * 7919 + i * (pages / 64 + 1)) % pages;
-            if (mem[p * 512] != pattern(p, mem[p * 512 + 1])) say("BAD page %zu", p);
+            if (!page_ok(mem, gens, p)) say("BAD page %zu", p);
         }
         for (size_t i = 0; i < 4; i++) {
             size_t p = (want * 104729 + i) % pages;
             mem[p * 512 + 1] = want;
             mem[p * 512] = pattern(p, want);
+            gens[p] = want;
+        }
+        size_t drop = (want * 15485863) % pages;
+        madvise(mem + drop * 512, 4096, MADV_DONTNEED);
+        gens[drop] = DROPPED;
+        if (want % 10 == 0 && ngrown < sizeof grown / sizeof *grown) {
+            unsigned char *g = sbrk(GROW);
+            if (g != (void *)-1) {
+                memset(g, (unsigned char)ngrown, GROW);
+                grown[ngrown++] = g;
+            }
+        }
+        if (check_all) {
+            check_all = 0;
+            full_check(mem, gens, pages, want);
         }
         say("tick %llu", (unsigned long long)want);
     }

@@ -259,7 +259,8 @@ fn parent_tracking(dir: &std::path::Path, root: i32) -> Result<std::collections:
     }
     let mut out = std::collections::HashMap::new();
     for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
-        if let Some(t) = img.read_process(e.pid)?.tracking {
+        // Metadata only: a pre-copy removes the pages of the rounds it sent.
+        if let Some(t) = img.read_process_meta(e.pid)?.tracking {
             out.insert(e.pid, t);
         }
     }

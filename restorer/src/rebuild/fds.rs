@@ -27,7 +27,7 @@ const SENDFILE_CHUNK: u64 = 1 << 30;
 const OPEN_ONLY: u32 = (libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC) as u32;
 
 pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Result<()> {
-    let p = b.p;
+    let p = b.p.clone();
     let inv = &img.inventory;
     if !reg.inet_made && !inv.inet.is_empty() {
         super::inet::create_all(b, &inv.inet, reg)?;
@@ -249,7 +249,7 @@ fn epolls(b: &mut Restoree, reg: &mut Registry, fds: &[&FdImage]) -> Result<()> 
 /// flock, POSIX and OFD locks, taken again without waiting: if another
 /// process holds a conflicting lock now, the restart fails saying so.
 fn locks(b: &mut Restoree) -> Result<()> {
-    let p = b.p;
+    let p = b.p.clone();
     let mut batch = Batch::new();
     let mut taken: Vec<(usize, &FdImage, &FileLock)> = Vec::new();
     for f in &p.fds {

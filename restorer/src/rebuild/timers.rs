@@ -14,7 +14,7 @@ const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
 const SIGEVENT_SIZE: usize = 64;
 
 pub fn restore(b: &mut Restoree) -> Result<()> {
-    let p = b.p;
+    let p = b.p.clone();
     if p.posix_timers.is_empty() {
         return Ok(());
     }
