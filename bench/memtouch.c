@@ -1,6 +1,9 @@
-/* memtouch MIB: fill MIB MiB of anonymous memory with non-zero data, print "ready",
- * then sleep (the checkpoint target for bench/run.sh). Each SIGUSR1 rewrites 1% of
- * the pages (every 100th) and prints "dirtied N". */
+/* memtouch MIB [PAGES_PER_SEC]: fill MIB MiB of anonymous memory with non-zero data,
+ * print "ready", then sleep (the checkpoint target for bench/run.sh), or with
+ * PAGES_PER_SEC keep rewriting that many pages a second, one after the other (a
+ * steady dirty rate, for migration). Each SIGUSR1 rewrites 1% of the pages (every
+ * 100th) and prints "dirtied N". */
+#include <time.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,9 +28,20 @@ int main(int argc, char **argv)
     sigprocmask(SIG_BLOCK, &set, NULL);
     printf("ready %zu MiB pid %d\n", mib, (int)getpid());
     fflush(stdout);
+    size_t rate = argc > 2 ? strtoul(argv[2], NULL, 10) : 0, next = 0;
     for (uint64_t round = 1;; round++) {
         int sig;
-        if (sigwait(&set, &sig) != 0)
+        if (rate) {
+            /* Every 10 ms, a hundredth of a second's pages. */
+            struct timespec tick = {0, 10 * 1000 * 1000};
+            sig = sigtimedwait(&set, NULL, &tick);
+            if (sig < 0) {
+                for (size_t k = 0; k < (rate + 99) / 100; k++, next = (next + 1) % (n / 4096))
+                    p[next * 512] += 1;
+                round--;
+                continue;
+            }
+        } else if (sigwait(&set, &sig) != 0)
             return 1;
         size_t pages = n / 4096, dirtied = 0;
         for (size_t pg = 0; pg < pages; pg += 100, dirtied++)

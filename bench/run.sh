@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh [MIB...]: how fast is cryo compared to copying the same memory?
+# bench/run.sh [MIB...|migrate]: how fast is cryo compared to copying the same memory?
 #
 # Builds cryo (release) and, for each size (default: 1024 and 4096 MiB) of touched
 # anonymous memory and for a python3 heap (CRYO_BENCH_PY_MIB, default 512 MiB of
@@ -14,6 +14,8 @@
 #   - image size, and cryo's peak RSS (/usr/bin/time maxrss) over all of the above
 #   - memcpy of the same size, dd of the same size to a file next to the image (page
 #     cache, no sync), gdb's gcore of the same process where gdb is installed
+#   - cryo migrate of CRYO_BENCH_MIGRATE_MIB (default 1024; 0 skips it) MiB written at a
+#     low rate, to this same host, without and with --precopy: the downtime
 # and prints, per workload, a table with ratios and the issue's goals next to them.
 # Measures only; no pass/fail. As root, the workloads and cryo run as the unprivileged
 # user cryo-test. Images are deleted at the end unless CRYO_BENCH_KEEP=1.
@@ -24,6 +26,11 @@ cd "$(dirname "$0")/.."
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(1024 4096)
 PY_MIB=${CRYO_BENCH_PY_MIB:-512}
+# `bench/run.sh migrate`: only the migration figures.
+if [ "${SIZES[0]}" = migrate ]; then
+    SIZES=()
+    PY_MIB=0
+fi
 need gcc setpriv python3
 [ -x /usr/bin/time ] || need time
 build_cryo release
@@ -45,6 +52,7 @@ gcc -O2 -o "$W/memtouch" bench/memtouch.c
 gcc -O2 -o "$W/memcpy" bench/memcpy.c
 gcc -O2 -o "$W/readinto" bench/readinto.c
 install -m 0644 bench/pyheap.py "$W/pyheap.py"
+install -m 0755 bench/local-ssh "$W/local-ssh"
 chmod 0755 "$W/memtouch" "$W/memcpy" "$W/readinto"
 have_gcore=$(command -v gcore >/dev/null && echo 1 || echo 0)
 
@@ -195,9 +203,41 @@ bench_one() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
-for size in "${SIZES[@]}"; do
+# bench_migrate MIB: `cryo migrate` of MIB MiB rewritten at a low rate
+# (CRYO_BENCH_DIRTY pages a second, default 1000: 4 MiB/s), without and with
+# --precopy, to this same host through bench/local-ssh (a stand-in for ssh that
+# runs the command here: the transport is a pipe, where a real link adds its own
+# time per byte). Downtime: from the last freeze to the tree running "there".
+bench_migrate() {
+    local mib=$1 rate=${CRYO_BENCH_DIRTY:-1000} mode pid
+    echo
+    echo "== migrate: $mib MiB, $rate pages/s rewritten, to this host over a pipe =="
+    printf '%-28s %12s %10s %8s %s\n' "mode" "downtime ms" "total s" "rounds" "MiB per round"
+    for mode in plain precopy; do
+        start_bg "$W" "mig-$mode.log" "$W/mig-$mode.pid" ./memtouch "$mib" "$rate"
+        pid=$(cat "$W/mig-$mode.pid")
+        PIDS+=("$pid")
+        wait_line "$W/mig-$mode.log" ready
+        timed "mig-$mode" ./cryo migrate "$pid" --to localhost --ssh-command ./local-ssh --remote-cryo ./cryo --json \
+            $( [ "$mode" = precopy ] && echo --precopy )
+        PIDS+=("$(json "mig-$mode" remote_pid)")
+        kill -KILL "$(json "mig-$mode" remote_pid)" 2>/dev/null || true
+        python3 - "$W/mig-$mode.out" "$mode" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+rounds = r.get("rounds") or [{"pages_bytes": r["stream_bytes"]}]
+sizes = ", ".join("%.1f" % (x["pages_bytes"] / 2**20) for x in rounds)
+print("%-28s %12.1f %10.3f %8d %s" % ("migrate --" + sys.argv[2] if sys.argv[2] != "plain" else "migrate", r["downtime_us"] / 1000, r["total_us"] / 1e6, len(rounds), sizes))
+PY
+    done
+    goal "downtime with --precopy" "$(awk -v u="$(json mig-precopy downtime_us)" 'BEGIN { print u / 1000 }')" 100 ms
+}
+
+for size in "${SIZES[@]+"${SIZES[@]}"}"; do
     bench_one "anon-$size" anon ./memtouch "$size"
 done
 if [ "$PY_MIB" != 0 ]; then
     bench_one "python3-heap" python /usr/bin/python3 pyheap.py "$PY_MIB"
 fi
+MIGRATE_MIB=${CRYO_BENCH_MIGRATE_MIB:-1024}
+[ "$MIGRATE_MIB" = 0 ] || bench_migrate "$MIGRATE_MIB"
