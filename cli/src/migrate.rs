@@ -143,6 +143,16 @@ pub fn run(o: &Options) -> Result<Report> {
         remote_pid.set(pid.parse().unwrap_or(0));
         Ok(())
     };
+    // The tree here can no longer run: B's may, without waiting for this
+    // one's memory to be freed. The downtime ends with B's "running".
+    let running = RefCell::new(None);
+    let downtime = Cell::new(0);
+    let killed = || {
+        let mut ssh = ssh.borrow_mut();
+        let r = ssh.say(protocol::COMMIT).and_then(|()| ssh.expect("running", RESTORE_TIMEOUT));
+        downtime.set(frozen_at.get().map_or(0, |f: Instant| f.elapsed().as_micros() as u64));
+        *running.borrow_mut() = Some(r);
+    };
     let out = if o.precopy { staging.image().with_file_name(format!("round-{last_round}")) } else { staging.image() };
     let checkpoint = dump::checkpoint(&dump::Options {
         pid: o.pid,
@@ -154,6 +164,7 @@ pub fn run(o: &Options) -> Result<Report> {
         parent,
         track: false,
         compress: None,
+        killed: Some(&killed),
     });
     let mut ssh = ssh.into_inner();
     let checkpoint = match checkpoint {
@@ -165,9 +176,8 @@ pub fn run(o: &Options) -> Result<Report> {
     };
     drop(staging);
     // The tree here is gone: from now on B's is the only copy.
-    let committed = ssh.say(protocol::COMMIT);
-    let running = committed.and_then(|()| ssh.expect("running", RESTORE_TIMEOUT));
-    let downtime_us = frozen_at.get().map_or(0, |f| f.elapsed().as_micros() as u64);
+    let running = running.into_inner().unwrap_or_else(|| Err(anyhow!("the tree was not killed")));
+    let downtime_us = downtime.get();
     ssh.finish();
     let running = running.map_err(|e| {
         anyhow!(
@@ -209,6 +219,7 @@ fn precopy(o: &Options, ssh: &RefCell<Remote>, staging: &Staging, rounds: &mut V
             parent: parent.clone(),
             track: true,
             compress: None,
+            killed: None,
         })
         .with_context(|| format!("pre-copy round {k}"))?;
         let mut remote = ssh.borrow_mut();

@@ -193,6 +193,7 @@ fn take(series: &Series, job: &mut Job, s: &Schedule, chain: &mut Chain) {
             parent,
             track: s.full_every > 1,
             compress: s.compress,
+            killed: None,
         };
         let sum = crate::guard::in_worker(|| dump::checkpoint(&opts))?;
         series.commit(&out)?;

@@ -56,7 +56,7 @@ pub fn checkpoint_to_stdout(pid: i32, kill: bool, tcp_close: bool) -> Result<dum
         cryo_image::stream::send(dir, &mut out)?;
         Ok(())
     };
-    let mut s = dump::checkpoint(&dump::Options { pid, out: staging.image(), kill, tcp_close, hold: Some(&send), direct: false, parent: None, track: false, compress: None })?;
+    let mut s = dump::checkpoint(&dump::Options { pid, out: staging.image(), kill, tcp_close, hold: Some(&send), direct: false, parent: None, track: false, compress: None, killed: None })?;
     s.image = PathBuf::from("-");
     Ok(s)
 }
@@ -145,7 +145,9 @@ fn receive_and_restart(input: &Input, opts: &cryo_restorer::Options<'_>, handsha
         let step = || -> Result<cryo_restorer::Round> {
             let last = round_header(input, k + 1)?;
             let dir = round_dir(k + 1);
+            let t = std::time::Instant::now();
             receive_image(input, &dir, say)?;
+            tracing::debug!("round {} received in {:.1} ms", k + 1, t.elapsed().as_secs_f64() * 1000.0);
             Ok(if last { cryo_restorer::Round::Last(dir) } else { cryo_restorer::Round::More(dir) })
         };
         round.set(k + 1);

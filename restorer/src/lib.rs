@@ -247,25 +247,29 @@ fn restore_tree(
         stage("restart-fds")?;
         r.fds(&mut reg, img)?;
     }
+    logged("fds");
     for r in &mut tree {
         stage("restart-state")?;
         r.process_state()?;
         r.close_temps()?;
     }
+    logged("process state");
     for r in &mut tree {
         stage("restart-finish")?;
         r.finish()?;
     }
+    logged("threads and registers");
     join_digests(digests)?;
     if let Some(gate) = &opts.before_release {
         gate(root_host).map_err(RestoreError::Cancelled)?;
+        logged("the go-ahead");
     }
     // The last point where the restart can still stop with nothing having run.
     stage("restart-release")?;
     for r in tree {
         r.release()?;
     }
-    logged("threads, registers and release");
+    logged("release");
     Ok(root_host)
 }
 
@@ -307,8 +311,10 @@ fn apply_rounds(first: &ImageReader, tree: &mut [Restoree], reg: &mut Registry, 
             Round::More(d) => (d, true),
             Round::Last(d) => (d, false),
         };
+        let t = std::time::Instant::now();
         let img = ImageReader::open(&dir)?;
         let mut images = checked_images(&img, opts.allow_changed_files, true)?;
+        tracing::debug!("restart: round checked in {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
         same_tree(&first.inventory, &img.inventory)?;
         let own: HashMap<i32, ResolvedPages> = images.values().map(|p| (p.pid, own_pages(img.pages_path(p.pid), p))).collect();
         let digests = spawn_digests(own.values().flat_map(|o| o.files.clone()));
@@ -319,6 +325,7 @@ fn apply_rounds(first: &ImageReader, tree: &mut [Restoree], reg: &mut Registry, 
         }
         pages.finish();
         join_digests(digests)?;
+        tracing::debug!("restart: round applied in {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
         if !more {
             rebuild::sockets::clear_stale_names(&img.inventory.unix)?;
             return Ok(img);

@@ -47,6 +47,9 @@ pub struct Options<'a> {
     pub track: bool,
     /// Compress the pages files.
     pub compress: Option<Codec>,
+    /// Called with `kill` once the tree was sent SIGKILL (it can no longer
+    /// run), before waiting for it to be gone.
+    pub killed: Option<&'a dyn Fn()>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -215,6 +218,9 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             }
         }
         tree.kill().context("killing the checkpointed tree")?;
+        if let Some(killed) = opts.killed {
+            killed();
+        }
         wait_dead(&tree_pids);
     }
     Ok(Summary {
