@@ -368,3 +368,31 @@ fn precopy_migrates_a_gigabyte_with_a_short_stop() {
     full_check(&log, remote, &there);
     assert!(!log.lines().iter().any(|l| l.starts_with("start ") && net_of(l) == there), "the tree started afresh on B");
 }
+
+#[test]
+fn failed_precopy_leaves_the_tree_running_on_a() {
+    let h = Harness::with_cryo("migrate-precopy-fail");
+    let Some(b) = HostB::start(&h, 4) else { return };
+    let (p, log) = start_migrant(&h, "64");
+    let pid = p.pid();
+    // B fails as the second image arrives, after it rebuilt the tree from
+    // the first (which it then kills), while A's tree ran all along.
+    let remote = format!("CRYO_FAULT=restart-round {}", h.cryo().display());
+    let out = h.cryo_run(&[
+        "migrate", &pid.to_string(), "--to", &b.dest(), "--ssh-command", &b.ssh_command(), "--remote-cryo", &remote, "--precopy",
+    ]);
+    assert_one_cryo_line(&out);
+    out.assert_stderr_mentions(&["restart-round", "runs on here"]);
+    assert_running_untouched(pid, &log, 0, "after a failed pre-copy round on B");
+    assert!(!log.text().contains(&b.net()), "nothing ran on B:\n{}", log.describe());
+    full_check(&log, pid, &my_net());
+
+    // A stream cut during the first round.
+    let cutter = h.write_file("cut-ssh", "#!/bin/sh\nhead -c 3000000 | ssh \"$@\"\n", 0o755);
+    let out = migrate(&h, &b, pid, &["--precopy"], &format!("{} {}", cutter.display(), b.ssh_command().trim_start_matches("ssh ")));
+    assert_one_cryo_line(&out);
+    assert!(out.stderr.contains("runs on here"), "{}", out.describe());
+    assert_running_untouched(pid, &log, 0, "after a cut pre-copy");
+    assert!(!log.text().contains(&b.net()), "nothing ran on B:\n{}", log.describe());
+    full_check(&log, pid, &my_net());
+}
