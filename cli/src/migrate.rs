@@ -17,6 +17,11 @@
 //! it rebuilt (it sees no `commit`). The one window left is a connection
 //! lost between `ready` and `commit`: A has killed its tree and B, without
 //! the commit, kills its own; A reports it.
+//!
+//! With `--precopy`, step 2 is preceded by rounds taken while the tree runs
+//! (see [`precopy`]): B rebuilds the tree from the first and brings it up to
+//! each later one in place, and the frozen image of step 2 holds only the
+//! pages written since the last round.
 
 use crate::dump;
 use crate::streaming::Staging;
