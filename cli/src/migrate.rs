@@ -100,7 +100,7 @@ pub struct RoundReport {
     /// Bytes of pages the round's image holds.
     pub pages_bytes: u64,
     pub stream_bytes: u64,
-    /// How long the tree was stopped for it (for the last round: until it was killed).
+    /// How long the tree was stopped for it (for the last round: the downtime).
     pub frozen_us: u64,
     /// From the round's checkpoint to the other host's "applied" (or "ready").
     pub total_us: u64,
