@@ -163,6 +163,7 @@ fn splice_batch(iovs: &[IoVec], origins: &[(usize, PageOrigin, bool)], sink: &mu
         }
     }
     sink.skipped_zero_pages(skipped);
+    sink.reserve(start, out.iter().map(|v| v.len).sum());
     let mut offset = start;
     let mut end = start;
     let mut splice = cryo_injector::parasite::splice_into(&file, &mut offset);
