@@ -27,7 +27,7 @@ mod blob {
 
     use cryo_parasite::abi::{
         is_error, widen_return, CmdHeader, IoVec, SyscallEntry, CMD_MAGIC, CMD_SYSCALLS, CMD_VMSPLICE, CMD_ZERO_PAGES,
-        CMD_AREA_SIZE, MAX_IOVECS, MAX_SYSCALLS, STATUS_BAD_COMMAND, SYSCALL_IGNORE_ERROR,
+        CMD_AREA_SIZE, MAX_IOVECS, MAX_SYSCALLS, PIPE_SLICE, STATUS_BAD_COMMAND, SYSCALL_IGNORE_ERROR, VMSPLICE_TWO,
     };
 
     /// The raw syscall/trap primitives of the CPU this blob is built for.
@@ -183,7 +183,12 @@ mod blob {
         }
         let n = count as usize;
         // SAFETY: `h` points to a readable header.
-        let fd = unsafe { read_volatile(addr_of!((*h).arg0)) } as usize;
+        let (first, second) = unsafe { (read_volatile(addr_of!((*h).arg0)), read_volatile(addr_of!((*h).arg1))) };
+        let two = second & VMSPLICE_TWO != 0;
+        let fds = [first as usize, (second & 0xffff_ffff) as usize];
+        let mut which = 0usize;
+        // Bytes still to go into pipe `which` before the other's turn.
+        let mut slice_left = if two { PIPE_SLICE } else { u64::MAX };
         // SAFETY: the records follow the header; `n <= MAX_IOVECS` keeps every
         // `recs.add(r)`, `r < n`, inside the command area.
         let recs = unsafe { h.add(1).cast::<IoVec>() };
@@ -201,7 +206,7 @@ mod blob {
                 // SAFETY: `r < n`: a record inside the command area.
                 let (base, len) = unsafe { read_iov(recs.add(r)) };
                 let skip = if r == idx { off } else { 0 };
-                let take = len.wrapping_sub(skip).min(MAX_SEG);
+                let take = len.wrapping_sub(skip).min(MAX_SEG).min(slice_left - want);
                 local[k].write(KIovec {
                     base: base.wrapping_add(skip) as usize,
                     len: take as usize,
@@ -209,7 +214,7 @@ mod blob {
                 want += take;
                 k += 1;
                 r += 1;
-                if take < len.wrapping_sub(skip) {
+                if take < len.wrapping_sub(skip) || want == slice_left {
                     // Truncated segment: the kernel cannot move past it in
                     // this call, and the advance below assumes it does not.
                     break;
@@ -220,7 +225,7 @@ mod blob {
                 // SAFETY: `local[..k]` is initialised and lives across the call;
                 // the iovecs name memory the tracer asked to splice (contract).
                 let ret = unsafe {
-                    sys::syscall6(sys::SYS_VMSPLICE, [fd, local.as_ptr() as usize, k, 0, 0, 0])
+                    sys::syscall6(sys::SYS_VMSPLICE, [fds[which], local.as_ptr() as usize, k, 0, 0, 0])
                 } as i64;
                 if ret != -EINTR {
                     break ret;
@@ -234,6 +239,11 @@ mod blob {
                 return (-EIO, total);
             }
             total += ret as u64;
+            slice_left -= ret as u64;
+            if slice_left == 0 {
+                which ^= 1;
+                slice_left = PIPE_SLICE;
+            }
 
             // Advance past what was moved (zero-length records included).
             let mut moved = ret as u64;
