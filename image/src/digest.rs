@@ -1,8 +1,8 @@
 //! Checksums of page files. Pages go to disk by splice and come back by
 //! preadv straight into the restored process, so neither pass sees them:
-//! at a checkpoint a thread reads each part of the file back just after it
-//! was written (from the page cache, often still in the CPU's cache), while
-//! the next part is written; restart reads the file beside its own work.
+//! at a checkpoint a thread looks at each part of the file just after it was
+//! written (mapped from the page cache, often still in the CPU's cache),
+//! while the next part is written; restart reads the file beside its own work.
 
 use crate::{ImageError, Result};
 use crc32fast::Hasher;
