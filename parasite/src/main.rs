@@ -33,11 +33,11 @@ mod blob {
     /// The raw syscall/trap primitives of the CPU this blob is built for.
     mod sys {
         #[cfg(target_arch = "aarch64")]
-        pub use cryo_arch_aarch64::raw::{syscall6, trap, SYS_VMSPLICE};
+        pub use cryo_arch_aarch64::raw::{syscall6, trap, SYS_PPOLL, SYS_VMSPLICE};
         #[cfg(target_arch = "arm")]
-        pub use cryo_arch_armv7::raw::{syscall6, trap, SYS_VMSPLICE};
+        pub use cryo_arch_armv7::raw::{syscall6, trap, SYS_PPOLL, SYS_VMSPLICE};
         #[cfg(target_arch = "x86_64")]
-        pub use cryo_arch_x86_64::raw::{syscall6, trap, SYS_VMSPLICE};
+        pub use cryo_arch_x86_64::raw::{syscall6, trap, SYS_PPOLL, SYS_VMSPLICE};
     }
 
     const EINTR: i64 = 4;
@@ -49,6 +49,15 @@ mod blob {
     /// Largest segment length handed to the kernel (it rejects lengths that are
     /// negative as `ssize_t`, and moves at most MAX_RW_COUNT per call anyway).
     const MAX_SEG: u64 = isize::MAX as u64;
+
+    /// `struct pollfd`.
+    #[repr(C)]
+    struct PollFd {
+        fd: i32,
+        events: i16,
+        revents: i16,
+    }
+    const POLLOUT: i16 = 4;
 
     /// `struct iovec` as the kernel of this CPU sees it (2×u32 on 32-bit ARM).
     #[repr(C)]
@@ -221,6 +230,14 @@ mod blob {
                 }
             }
 
+            if two {
+                // Sleep until the pipe has room: vmsplice would first wait for
+                // the pipe's lock, held (spinning) while cryo empties the pipe.
+                let mut pfd = PollFd { fd: fds[which] as i32, events: POLLOUT, revents: 0 };
+                // SAFETY: one pollfd that lives across the call, no timeout, no
+                // signal mask; a failure only leaves the wait to vmsplice.
+                unsafe { sys::syscall6(sys::SYS_PPOLL, [addr_of_mut!(pfd) as usize, 1, 0, 0, 8, 0]) };
+            }
             let ret = loop {
                 // SAFETY: `local[..k]` is initialised and lives across the call;
                 // the iovecs name memory the tracer asked to splice (contract).
