@@ -14,7 +14,7 @@
 //!   while the target is still frozen), so the target's wait() never finds it.
 //!   Its exit reparents the snapshot to the namespace's reaper, which reaps it
 //!   when cryo kills it; the target is not its parent.
-//! - The snapshot closes every fd but the page pipe before the target runs
+//! - The snapshot closes every fd but the page pipes before the target runs
 //!   again (no pipe end, socket or lock is held on the target's behalf), and
 //!   carries PTRACE_O_EXITKILL: it dies with cryo. Dropping a [`Snapshot`]
 //!   kills it.
