@@ -1,50 +1,33 @@
 //! Checksums of page files. Pages go to disk by splice and come back by
 //! preadv straight into the restored process, so neither pass sees them:
-//! the checksum is a separate read of the file, which the callers run on
-//! another thread beside their work.
+//! at a checkpoint a thread looks at each part of the file just after it was
+//! written (mapped from the page cache, often still in the CPU's cache),
+//! while the next part is written; restart reads the file beside its own work.
 
 use crate::{ImageError, Result};
+use crc32fast::Hasher;
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 const CHUNK: usize = 1 << 20;
 
 /// CRC32 of the first `len` bytes of `f`.
 pub fn crc_of(f: &File, len: u64) -> std::io::Result<u32> {
-    Ok(range_crc(f, 0, len)?.finalize())
+    let mut h = Hasher::new();
+    update_from(f, &mut h, 0, len, &mut vec![0u8; CHUNK])?;
+    Ok(h.finalize())
 }
 
-/// [`crc_of`] on every CPU: the file in as many ranges, their CRCs combined.
-/// For a checkpoint that waits for it; restart checks beside its own work.
-pub fn crc_of_parallel(f: &File, len: u64) -> std::io::Result<u32> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let ranges = cpus.min(len.div_ceil(PARALLEL_MIN)).max(1);
-    let step = len.div_ceil(ranges).next_multiple_of(CHUNK as u64);
-    let parts: Vec<std::io::Result<crc32fast::Hasher>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..ranges)
-            .map(|i| (i * step, ((i + 1) * step).min(len)))
-            .filter(|(a, b)| a < b)
-            .map(|(a, b)| s.spawn(move || range_crc(f, a, b)))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("checksum thread panicked")))).collect()
-    });
-    let mut all = crc32fast::Hasher::new();
-    for part in parts {
-        all.combine(&part?);
-    }
-    Ok(all.finalize())
-}
-
-/// Below this, one thread is as fast as several.
-const PARALLEL_MIN: u64 = 64 << 20;
-
-fn range_crc(f: &File, from: u64, to: u64) -> std::io::Result<crc32fast::Hasher> {
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
+/// Add bytes `from..to` of `f` to `h`.
+fn update_from(f: &File, h: &mut Hasher, from: u64, to: u64, buf: &mut [u8]) -> std::io::Result<()> {
     let mut at = from;
     while at < to {
-        let n = CHUNK.min((to - at) as usize);
+        let n = buf.len().min((to - at) as usize);
         let got = f.read_at(&mut buf[..n], at)?;
         if got == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -52,7 +35,105 @@ fn range_crc(f: &File, from: u64, to: u64) -> std::io::Result<crc32fast::Hasher>
         h.update(&buf[..got]);
         at += got as u64;
     }
-    Ok(h)
+    Ok(())
+}
+
+/// Bytes of the file mapped at a time by [`Follower`].
+const WINDOW: u64 = 16 << 20;
+
+/// Add bytes `from..to` of `f` to `h`, looked at where they lie in the page
+/// cache (mapped, not copied out: a copy would cost as much as the write).
+fn mapped_update(f: &File, h: &mut Hasher, from: u64, to: u64) -> std::io::Result<()> {
+    // SAFETY: sysconf has no preconditions.
+    let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    let base = from / ps * ps;
+    let len = (to - base) as usize;
+    // SAFETY: a new read-only shared mapping of bytes the file has (`to` is
+    // within what was written); it is unmapped below and not kept.
+    let m = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED | libc::MAP_POPULATE, f.as_raw_fd(), base as libc::off_t) };
+    if m == libc::MAP_FAILED {
+        return update_from(f, h, from, to, &mut vec![0u8; CHUNK]);
+    }
+    // SAFETY: `m` maps `len` readable bytes of a file that cryo only
+    // appends to (its own, in a 0700 directory), so none of it is truncated
+    // away while mapped; the slice is dropped before the unmap.
+    h.update(unsafe { std::slice::from_raw_parts(m.cast::<u8>().add((from - base) as usize), (to - from) as usize) });
+    // SAFETY: unmapping exactly the mapping made above.
+    unsafe { libc::munmap(m, len) };
+    Ok(())
+}
+
+/// The CRC32 of a file being appended to, computed behind the writer: told
+/// how far the file is written, a thread of its own reads that part back.
+pub struct Follower {
+    tx: Option<SyncSender<u64>>,
+    thread: Option<JoinHandle<std::io::Result<u32>>>,
+}
+
+/// Marks of written ends in flight: the writer waits for the reader beyond.
+const MARKS: usize = 64;
+
+impl Follower {
+    pub fn new(f: Arc<File>) -> Follower {
+        let (tx, rx) = sync_channel::<u64>(MARKS);
+        let thread = std::thread::spawn(move || {
+            let mut h = Hasher::new();
+            let mut at = 0;
+            for end in rx {
+                while at < end {
+                    let to = end.min(at + WINDOW);
+                    mapped_update(&f, &mut h, at, to)?;
+                    at = to;
+                }
+            }
+            Ok(h.finalize())
+        });
+        Follower { tx: Some(tx), thread: Some(thread) }
+    }
+
+    /// The file's first `end` bytes are written (ends only grow).
+    pub fn written_to(&self, end: u64) {
+        // A reader that failed stopped taking marks; `finish` says why.
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(end);
+        }
+    }
+
+    /// The CRC32 of the file's first `len` bytes, all written by now.
+    pub fn finish(mut self, len: u64) -> std::io::Result<u32> {
+        self.written_to(len);
+        self.tx = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            _ => Err(std::io::Error::other("the thread checksumming pages panicked")),
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The CRC32 of a file made of pieces written in any order, from each
+/// piece's (offset, length, CRC32); None unless they cover the file from 0
+/// without gaps or overlaps.
+pub fn combine(mut pieces: Vec<(u64, u64, u32)>) -> Option<u32> {
+    pieces.sort_unstable_by_key(|p| p.0);
+    let mut all = Hasher::new();
+    let mut at = 0;
+    for (off, len, crc) in pieces {
+        if off != at {
+            return None;
+        }
+        all.combine(&Hasher::new_with_initial_len(crc, len));
+        at += len;
+    }
+    Some(all.finalize())
 }
 
 /// Check a page file against the checksum its process image records.
@@ -68,16 +149,25 @@ pub fn verify(path: &Path, len: u64, crc: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Seek, Write};
 
     #[test]
-    fn parallel_crc_is_the_crc() {
+    fn follower_and_combine_give_the_crc() {
         let mut f = scratch_file();
-        let data: Vec<u8> = (0..(150u32 << 20) / 4).flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes()).collect();
-        f.write_all(&data).unwrap();
+        let data: Vec<u8> = (0..(5u32 << 20) / 4).flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes()).collect();
+        let f2 = Arc::new(f.try_clone().unwrap());
+        let follower = Follower::new(f2);
+        for part in data.chunks(777_777) {
+            f.write_all(part).unwrap();
+            follower.written_to(f.stream_position().unwrap());
+        }
         let len = data.len() as u64;
-        assert_eq!(crc_of_parallel(&f, len).unwrap(), crc32fast::hash(&data));
+        assert_eq!(follower.finish(len).unwrap(), crc32fast::hash(&data));
         assert_eq!(crc_of(&f, len - 5).unwrap(), crc32fast::hash(&data[..data.len() - 5]));
+        let (a, b) = data.split_at(1000);
+        let pieces = vec![(1000, b.len() as u64, crc32fast::hash(b)), (0, 1000, crc32fast::hash(a))];
+        assert_eq!(combine(pieces.clone()), Some(crc32fast::hash(&data)));
+        assert_eq!(combine(pieces[..1].to_vec()), None);
     }
 
     fn scratch_file() -> File {

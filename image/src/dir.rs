@@ -91,13 +91,6 @@ impl ImageWriter {
         self.create_file(&pages_file(pid))
     }
 
-    /// CRC32 of a pages file this writer completed, read back from it (from
-    /// the page cache: the pages went there by splice, past cryo's memory).
-    pub fn pages_crc(&self, pid: i32, len: u64) -> Result<u32> {
-        let path = self.partial.join(pages_file(pid));
-        File::open(&path).and_then(|f| crate::digest::crc_of_parallel(&f, len)).map_err(io_err(&path))
-    }
-
     pub fn write_process(&mut self, p: &ProcessImage) -> Result<()> {
         let name = process_file(p.pid);
         self.write_meta(&name, &meta::encode(Kind::Process, p))

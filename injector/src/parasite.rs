@@ -21,8 +21,27 @@ pub struct Parasite {
     cmd_off: usize,
     stack_top: u64,
     gadget: u64,
-    /// Pipe for pages: the target holds the write end (`pipe_wr`), we the read end.
-    pipe: Option<(OwnedFd, u64)>,
+    /// Pipes for pages: the target holds the write ends, we the read ends.
+    pipe: Option<PagePipes>,
+}
+
+/// The two page pipes the parasite fills in turn (see `abi::CMD_VMSPLICE`):
+/// the tracer's read ends, and the numbers of the write ends in the target
+/// (a fork of the target has them too).
+pub struct PagePipes {
+    rd: [OwnedFd; 2],
+    pub wr: [u64; 2],
+}
+
+impl PagePipes {
+    /// Second handles on the read ends.
+    pub fn try_clone(&self) -> Option<PagePipes> {
+        Some(PagePipes { rd: [self.rd[0].try_clone().ok()?, self.rd[1].try_clone().ok()?], wr: self.wr })
+    }
+
+    fn read_ends(&self) -> [i32; 2] {
+        [self.rd[0].as_raw_fd(), self.rd[1].as_raw_fd()]
+    }
 }
 
 /// A MAP_SHARED mapping of the parasite's memfd in the tracer.
@@ -180,8 +199,8 @@ impl Parasite {
         from_bytes::<CmdHeader>(&b, 1)[0]
     }
 
-    fn write_command(&mut self, cmd: u32, count: u64, arg0: u64, records: &[u8]) {
-        let hdr = CmdHeader { magic: abi::CMD_MAGIC, cmd, count, arg0, arg1: 0, status: 0, done: 0 };
+    fn write_command(&mut self, cmd: u32, count: u64, [arg0, arg1]: [u64; 2], records: &[u8]) {
+        let hdr = CmdHeader { magic: abi::CMD_MAGIC, cmd, count, arg0, arg1, status: 0, done: 0 };
         self.local.write(self.cmd_off, as_bytes(&[hdr]));
         self.local.write(self.cmd_off + std::mem::size_of::<CmdHeader>(), records);
     }
@@ -217,7 +236,7 @@ impl Parasite {
         let data_off = (hdr_len + ents_len).next_multiple_of(8);
         let data_addr = self.base + (self.cmd_off + data_off) as u64;
         let entries = batch.entries(data_addr);
-        self.write_command(abi::CMD_SYSCALLS, entries.len() as u64, 0, as_bytes(&entries));
+        self.write_command(abi::CMD_SYSCALLS, entries.len() as u64, [0, 0], as_bytes(&entries));
         self.local.write(self.cmd_off + data_off, &batch.data_at(data_addr));
         self.start(seized, remote)?;
         remote.wait_trap(seized)?;
@@ -238,23 +257,40 @@ impl Parasite {
         Ok(BatchOutput { results: done.iter().map(|e| e.result).collect(), data })
     }
 
-    /// Create the page pipe: the target keeps the write end, the tracer takes
-    /// the read end with pidfd_getfd.
+    /// Create the page pipes: the target keeps the write ends, the tracer
+    /// takes the read ends with pidfd_getfd.
     pub fn open_pipe(&mut self, seized: &mut Seized, remote: &mut Remote) -> Result<()> {
         let mut b = Batch::new();
-        let fds = b.reserve(8);
-        b.call(Sysno::Pipe2, &[crate::Arg::Data(fds), (libc::O_CLOEXEC as u64).into()]);
+        let fds = [b.reserve(8), b.reserve(8)];
+        for f in fds {
+            b.call(Sysno::Pipe2, &[crate::Arg::Data(f), (libc::O_CLOEXEC as u64).into()]);
+        }
         let out = self.run(seized, remote, &b)?;
-        let (rd, wr) = (out.u32_at(fds) as u64, out.u32_at(fds + 4) as u64);
-        let taken = cryo_tracer::files::take_fd(seized.pid, rd as i32);
+        let ends = fds.map(|f| (out.u32_at(f) as u64, out.u32_at(f + 4) as u64));
+        let taken = ends.map(|(rd, _)| cryo_tracer::files::take_fd(seized.pid, rd as i32));
         let mut close = Batch::new();
-        close.call_may_fail(Sysno::Close, &[rd.into()]);
+        for (rd, _) in ends {
+            close.call_may_fail(Sysno::Close, &[rd.into()]);
+        }
+        let [a, b] = taken;
+        let local = match (a, b) {
+            (Ok(a), Ok(b)) => Ok([a, b]),
+            (Err(e), _) | (_, Err(e)) => {
+                // The target keeps nothing of a failed open.
+                for (_, wr) in ends {
+                    close.call_may_fail(Sysno::Close, &[wr.into()]);
+                }
+                Err(InjectError::io(format!("pidfd_getfd of a page pipe in {}", seized.pid), e))
+            }
+        };
         let closed = self.run(seized, remote, &close);
-        let local = taken.map_err(|e| InjectError::io(format!("pidfd_getfd of the page pipe in {}", seized.pid), e))?;
+        let local = local?;
         closed?;
-        // SAFETY: fcntl on an fd we own; a failure only leaves the default size.
-        unsafe { libc::fcntl(local.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-        self.pipe = Some((local, wr));
+        for rd in &local {
+            // SAFETY: fcntl on an fd we own; a failure only leaves the default size.
+            unsafe { libc::fcntl(rd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        }
+        self.pipe = Some(PagePipes { rd: local, wr: ends.map(|(_, wr)| wr) });
         Ok(())
     }
 
@@ -264,11 +300,12 @@ impl Parasite {
     pub fn stream_pages(&mut self, seized: &mut Seized, remote: &mut Remote, iovs: &[IoVec], drain: &mut Drain) -> Result<()> {
         let pid = seized.pid;
         fault::check("pages")?;
-        let (rd, wr) = match &self.pipe {
-            Some((rd, wr)) => (rd.as_raw_fd(), *wr),
-            None => return Err(InjectError::Command { pid, what: "page pipe not open".into() }),
+        let Some(pipes) = self.pipe.take() else {
+            return Err(InjectError::Command { pid, what: "page pipe not open".into() });
         };
-        self.stream_through(seized, remote, (rd, wr), iovs, drain)
+        let r = self.stream_through(seized, remote, &pipes, iovs, drain);
+        self.pipe = Some(pipes);
+        r
     }
 
     /// Which pages of `iovs` (page-aligned, present, readable memory of the
@@ -281,7 +318,7 @@ impl Parasite {
         if iovs.len() > abi::MAX_IOVECS || records + pages.div_ceil(8) as usize > abi::CMD_AREA_SIZE {
             return Err(InjectError::Command { pid, what: format!("{} iovecs of {pages} pages are too many to look at at once", iovs.len()) });
         }
-        self.write_command(abi::CMD_ZERO_PAGES, iovs.len() as u64, page_size, as_bytes(iovs));
+        self.write_command(abi::CMD_ZERO_PAGES, iovs.len() as u64, [page_size, 0], as_bytes(iovs));
         self.start(seized, remote)?;
         remote.wait_trap(seized)?;
         let hdr = self.header();
@@ -293,32 +330,29 @@ impl Parasite {
         Ok((0..pages as usize).map(|i| bitmap[i / 8] & (1 << (i % 8)) != 0).collect())
     }
 
-    /// The page pipe: a second handle on the tracer's read end, and the
-    /// number of the write end in the target (a fork of the target has it too).
-    pub fn page_pipe(&self) -> Option<(OwnedFd, u64)> {
-        let (rd, wr) = self.pipe.as_ref()?;
-        Some((rd.try_clone().ok()?, *wr))
+    /// The page pipes, with second handles on the read ends.
+    pub fn page_pipe(&self) -> Option<PagePipes> {
+        self.pipe.as_ref()?.try_clone()
     }
 
-    /// [`Parasite::stream_pages`] through a given pipe: (tracer's read end,
-    /// write end in the process `remote` runs in).
-    pub fn stream_through(
-        &mut self,
-        seized: &mut Seized,
-        remote: &mut Remote,
-        (rd, wr): (i32, u64),
-        iovs: &[IoVec],
-        drain: &mut Drain,
-    ) -> Result<()> {
+    /// [`Parasite::stream_pages`] through given pipes (whose write ends are
+    /// in the process `remote` runs in). The parasite fills them in turn, a
+    /// slice at a time: while the drain empties one, the next slice goes into
+    /// the other.
+    pub fn stream_through(&mut self, seized: &mut Seized, remote: &mut Remote, pipes: &PagePipes, iovs: &[IoVec], drain: &mut Drain) -> Result<()> {
         let pid = seized.pid;
+        let rd = pipes.read_ends();
         for chunk in iovs.chunks(abi::MAX_IOVECS.min(4096)) {
             let total: u64 = chunk.iter().map(|v| v.len).sum();
-            self.write_command(abi::CMD_VMSPLICE, chunk.len() as u64, wr, as_bytes(chunk));
+            self.write_command(abi::CMD_VMSPLICE, chunk.len() as u64, [pipes.wr[0], abi::VMSPLICE_TWO | pipes.wr[1]], as_bytes(chunk));
             self.start(seized, remote)?;
             let mut moved = 0u64;
             let mut trapped = false;
             while moved < total {
-                let n = match drain_some(rd, total - moved, drain) {
+                // The pipe the next byte is in, and how many follow it there.
+                let slice = moved / abi::PIPE_SLICE;
+                let max = (total - moved).min((slice + 1) * abi::PIPE_SLICE - moved);
+                let n = match drain_some(rd[(slice % 2) as usize], max, drain) {
                     Ok(n) => n,
                     Err(e) => {
                         // The parasite may be blocked in vmsplice on the full pipe:
@@ -332,14 +366,13 @@ impl Parasite {
                 };
                 moved += n;
                 if n == 0 {
-                    // Nothing in the pipe: has the parasite stopped (failed)?
+                    if trapped {
+                        // The parasite stopped early (failed): nothing more comes.
+                        break;
+                    }
+                    // Nothing in the pipe: has the parasite stopped?
                     if let Some(stop) = ptrace::wait_flags(remote.tid, libc::WNOHANG)? {
-                        if remote.on_stop(seized, stop)?.is_some() {
-                            trapped = true;
-                            if drain_some(rd, total - moved, drain).unwrap_or(0) == 0 {
-                                break;
-                            }
-                        }
+                        trapped = remote.on_stop(seized, stop)?.is_some();
                     }
                 }
             }
@@ -361,16 +394,18 @@ impl Parasite {
         Ok(())
     }
 
-    /// Read and drop what the parasite still puts into the page pipe until it
-    /// reaches its trap.
-    fn drain_until_trap(&mut self, seized: &mut Seized, remote: &mut Remote, rd: i32) -> Result<()> {
+    /// Read and drop what the parasite still puts into the page pipes until
+    /// it reaches its trap.
+    fn drain_until_trap(&mut self, seized: &mut Seized, remote: &mut Remote, rd: [i32; 2]) -> Result<()> {
         let mut sink = vec![0u8; 1 << 20];
         loop {
-            let mut pfd = libc::pollfd { fd: rd, events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd.
-            if unsafe { libc::poll(&mut pfd, 1, 5) } > 0 {
-                // SAFETY: reading into our own buffer of that length.
-                unsafe { libc::read(rd, sink.as_mut_ptr().cast(), sink.len()) };
+            let mut pfds = rd.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+            // SAFETY: two valid pollfds.
+            if unsafe { libc::poll(pfds.as_mut_ptr(), 2, 5) } > 0 {
+                for p in pfds.iter().filter(|p| p.revents & libc::POLLIN != 0) {
+                    // SAFETY: reading into our own buffer of that length.
+                    unsafe { libc::read(p.fd, sink.as_mut_ptr().cast(), sink.len()) };
+                }
                 continue;
             }
             if let Some(stop) = ptrace::wait_flags(remote.tid, libc::WNOHANG)? {
@@ -385,8 +420,10 @@ impl Parasite {
     /// from the gadget being unmapped, so it stops at the syscall's exit.
     pub fn unload(&mut self, seized: &mut Seized, remote: &mut Remote) -> Result<()> {
         let cure_fault = fault::inject("cure");
-        if let Some((_, wr)) = self.pipe.take() {
-            remote.syscall_unchecked(seized, Sysno::Close, [wr, 0, 0, 0, 0, 0])?;
+        if let Some(pipes) = self.pipe.take() {
+            for wr in pipes.wr {
+                remote.syscall_unchecked(seized, Sysno::Close, [wr, 0, 0, 0, 0, 0])?;
+            }
         }
         let r = remote.syscall_to_exit(seized, Sysno::Munmap, [self.base, self.size, 0, 0, 0, 0])?;
         if abi::is_error(r) {

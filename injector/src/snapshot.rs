@@ -14,7 +14,7 @@
 //!   while the target is still frozen), so the target's wait() never finds it.
 //!   Its exit reparents the snapshot to the namespace's reaper, which reaps it
 //!   when cryo kills it; the target is not its parent.
-//! - The snapshot closes every fd but the page pipe before the target runs
+//! - The snapshot closes every fd but the page pipes before the target runs
 //!   again (no pipe end, socket or lock is held on the target's behalf), and
 //!   carries PTRACE_O_EXITKILL: it dies with cryo. Dropping a [`Snapshot`]
 //!   kills it.
@@ -22,14 +22,13 @@
 //! Only the cloning thread is copied, which is all memory needs.
 
 use crate::batch::{Arg, Batch};
-use crate::parasite::{Drain, Parasite};
+use crate::parasite::{Drain, PagePipes, Parasite};
 use crate::remote::Remote;
 use crate::{InjectError, Result};
 use cryo_parasite::abi::IoVec;
 use cryo_tracer::arch::Sysno;
 use cryo_tracer::ptrace::{self, Stop};
 use cryo_tracer::{fault, Seized};
-use std::os::fd::{AsRawFd, OwnedFd};
 
 /// The stopped copy-on-write fork the image's memory is read from.
 pub struct Snapshot {
@@ -37,8 +36,8 @@ pub struct Snapshot {
     pub pid: i32,
     seized: Option<Seized>,
     remote: Remote,
-    /// Tracer's read end of the page pipe, and the write end's number in the snapshot.
-    pipe: (OwnedFd, u64),
+    /// The page pipes (their write ends have the same numbers in the snapshot).
+    pipe: PagePipes,
 }
 
 /// struct clone_args up to `tls` (CLONE_ARGS_SIZE_VER0 = 64 bytes).
@@ -87,7 +86,7 @@ impl Parasite {
 
     /// In the helper: leave the target's session, fork the snapshot, and let
     /// the snapshot close every fd but the page pipe.
-    fn fork_from_helper(&mut self, seized: &mut Seized, remote: &Remote, helper: &Helper, pipe: (OwnedFd, u64)) -> Result<Snapshot> {
+    fn fork_from_helper(&mut self, seized: &mut Seized, remote: &Remote, helper: &Helper, pipe: PagePipes) -> Result<Snapshot> {
         let mut hseized = Seized::adopt(helper.host)?;
         let result = (|| {
             ptrace::set_options(helper.host, CHILD_OPTIONS)?;
@@ -112,12 +111,17 @@ impl Parasite {
             snap.seized = Some(Seized::adopt(host)?);
             ptrace::set_options(host, CHILD_OPTIONS & !libc::PTRACE_O_TRACECLONE)?;
             fault::check("snapshot-fds")?;
-            let wr = snap.pipe.1;
+            let mut keep = snap.pipe.wr;
+            keep.sort_unstable();
             let mut close = Batch::new();
-            if wr > 0 {
-                close.call(Sysno::CloseRange, &[0.into(), (wr - 1).into(), 0.into()]);
+            let mut from = 0;
+            for wr in keep {
+                if wr > from {
+                    close.call(Sysno::CloseRange, &[from.into(), (wr - 1).into(), 0.into()]);
+                }
+                from = wr + 1;
             }
-            close.call(Sysno::CloseRange, &[(wr + 1).into(), (u32::MAX as u64).into(), 0.into()]);
+            close.call(Sysno::CloseRange, &[from.into(), (u32::MAX as u64).into(), 0.into()]);
             let s = snap.seized.as_mut().expect("adopted above");
             self.run(s, &mut snap.remote, &close)?;
             Ok(snap)
@@ -171,8 +175,7 @@ impl Snapshot {
     pub fn stream_pages(&mut self, parasite: &mut Parasite, iovs: &[IoVec], drain: &mut Drain) -> Result<()> {
         fault::check("snapshot-pages")?;
         let seized = self.seized.as_mut().expect("the snapshot is adopted");
-        let pipe = (self.pipe.0.as_raw_fd(), self.pipe.1);
-        parasite.stream_through(seized, &mut self.remote, pipe, iovs, drain)
+        parasite.stream_through(seized, &mut self.remote, &self.pipe, iovs, drain)
     }
 
     /// [`Parasite::zero_pages`] in the snapshot.

@@ -8,8 +8,16 @@ pub const CMD_MAGIC: u32 = 0x4352_594f; // "CRYO"
 /// Run `CmdHeader::count` [`SyscallEntry`] records that follow the header, in order.
 pub const CMD_SYSCALLS: u32 = 1;
 /// vmsplice `CmdHeader::count` [`IoVec`] records that follow the header into the
-/// pipe whose fd is `CmdHeader::arg0`, looping over partial writes.
+/// pipe whose fd is `CmdHeader::arg0`, looping over partial writes. With
+/// [`VMSPLICE_TWO`] set in `arg1`, its low 32 bits are a second pipe: the
+/// bytes go in slices of [`PIPE_SLICE`], the first into `arg0`'s pipe, the next
+/// into the second, and so on, so that one pipe fills while the tracer
+/// empties the other (a pipe is locked while it is emptied).
 pub const CMD_VMSPLICE: u32 = 2;
+/// `CmdHeader::arg1` of [`CMD_VMSPLICE`]: there is a second pipe.
+pub const VMSPLICE_TWO: u64 = 1 << 63;
+/// Bytes that go into one pipe before the other's turn (with [`VMSPLICE_TWO`]).
+pub const PIPE_SLICE: u64 = 1 << 20;
 
 /// Look at the pages of the `CmdHeader::count` [`IoVec`] records that follow
 /// the header (page size `arg0`) and set bit i of the bitmap that follows the

@@ -27,17 +27,17 @@ mod blob {
 
     use cryo_parasite::abi::{
         is_error, widen_return, CmdHeader, IoVec, SyscallEntry, CMD_MAGIC, CMD_SYSCALLS, CMD_VMSPLICE, CMD_ZERO_PAGES,
-        CMD_AREA_SIZE, MAX_IOVECS, MAX_SYSCALLS, STATUS_BAD_COMMAND, SYSCALL_IGNORE_ERROR,
+        CMD_AREA_SIZE, MAX_IOVECS, MAX_SYSCALLS, PIPE_SLICE, STATUS_BAD_COMMAND, SYSCALL_IGNORE_ERROR, VMSPLICE_TWO,
     };
 
     /// The raw syscall/trap primitives of the CPU this blob is built for.
     mod sys {
         #[cfg(target_arch = "aarch64")]
-        pub use cryo_arch_aarch64::raw::{syscall6, trap, SYS_VMSPLICE};
+        pub use cryo_arch_aarch64::raw::{syscall6, trap, SYS_PPOLL, SYS_VMSPLICE};
         #[cfg(target_arch = "arm")]
-        pub use cryo_arch_armv7::raw::{syscall6, trap, SYS_VMSPLICE};
+        pub use cryo_arch_armv7::raw::{syscall6, trap, SYS_PPOLL, SYS_VMSPLICE};
         #[cfg(target_arch = "x86_64")]
-        pub use cryo_arch_x86_64::raw::{syscall6, trap, SYS_VMSPLICE};
+        pub use cryo_arch_x86_64::raw::{syscall6, trap, SYS_PPOLL, SYS_VMSPLICE};
     }
 
     const EINTR: i64 = 4;
@@ -49,6 +49,15 @@ mod blob {
     /// Largest segment length handed to the kernel (it rejects lengths that are
     /// negative as `ssize_t`, and moves at most MAX_RW_COUNT per call anyway).
     const MAX_SEG: u64 = isize::MAX as u64;
+
+    /// `struct pollfd`.
+    #[repr(C)]
+    struct PollFd {
+        fd: i32,
+        events: i16,
+        revents: i16,
+    }
+    const POLLOUT: i16 = 4;
 
     /// `struct iovec` as the kernel of this CPU sees it (2×u32 on 32-bit ARM).
     #[repr(C)]
@@ -183,7 +192,12 @@ mod blob {
         }
         let n = count as usize;
         // SAFETY: `h` points to a readable header.
-        let fd = unsafe { read_volatile(addr_of!((*h).arg0)) } as usize;
+        let (first, second) = unsafe { (read_volatile(addr_of!((*h).arg0)), read_volatile(addr_of!((*h).arg1))) };
+        let two = second & VMSPLICE_TWO != 0;
+        let fds = [first as usize, (second & 0xffff_ffff) as usize];
+        let mut which = 0usize;
+        // Bytes still to go into pipe `which` before the other's turn.
+        let mut slice_left = if two { PIPE_SLICE } else { u64::MAX };
         // SAFETY: the records follow the header; `n <= MAX_IOVECS` keeps every
         // `recs.add(r)`, `r < n`, inside the command area.
         let recs = unsafe { h.add(1).cast::<IoVec>() };
@@ -201,7 +215,7 @@ mod blob {
                 // SAFETY: `r < n`: a record inside the command area.
                 let (base, len) = unsafe { read_iov(recs.add(r)) };
                 let skip = if r == idx { off } else { 0 };
-                let take = len.wrapping_sub(skip).min(MAX_SEG);
+                let take = len.wrapping_sub(skip).min(MAX_SEG).min(slice_left - want);
                 local[k].write(KIovec {
                     base: base.wrapping_add(skip) as usize,
                     len: take as usize,
@@ -209,18 +223,26 @@ mod blob {
                 want += take;
                 k += 1;
                 r += 1;
-                if take < len.wrapping_sub(skip) {
+                if take < len.wrapping_sub(skip) || want == slice_left {
                     // Truncated segment: the kernel cannot move past it in
                     // this call, and the advance below assumes it does not.
                     break;
                 }
             }
 
+            if two {
+                // Sleep until the pipe has room: vmsplice would first wait for
+                // the pipe's lock, held (spinning) while cryo empties the pipe.
+                let mut pfd = PollFd { fd: fds[which] as i32, events: POLLOUT, revents: 0 };
+                // SAFETY: one pollfd that lives across the call, no timeout, no
+                // signal mask; a failure only leaves the wait to vmsplice.
+                unsafe { sys::syscall6(sys::SYS_PPOLL, [addr_of_mut!(pfd) as usize, 1, 0, 0, 8, 0]) };
+            }
             let ret = loop {
                 // SAFETY: `local[..k]` is initialised and lives across the call;
                 // the iovecs name memory the tracer asked to splice (contract).
                 let ret = unsafe {
-                    sys::syscall6(sys::SYS_VMSPLICE, [fd, local.as_ptr() as usize, k, 0, 0, 0])
+                    sys::syscall6(sys::SYS_VMSPLICE, [fds[which], local.as_ptr() as usize, k, 0, 0, 0])
                 } as i64;
                 if ret != -EINTR {
                     break ret;
@@ -234,6 +256,11 @@ mod blob {
                 return (-EIO, total);
             }
             total += ret as u64;
+            slice_left -= ret as u64;
+            if slice_left == 0 {
+                which ^= 1;
+                slice_left = PIPE_SLICE;
+            }
 
             // Advance past what was moved (zero-length records included).
             let mut moved = ret as u64;

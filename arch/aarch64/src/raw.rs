@@ -7,6 +7,7 @@ use core::arch::asm;
 
 /// `vmsplice(2)` on aarch64 (asm-generic numbering).
 pub const SYS_VMSPLICE: usize = 75;
+pub const SYS_PPOLL: usize = 73;
 
 /// Issue syscall `nr` with six arguments per the aarch64 kernel ABI
 /// (x8 = nr; x0..x5 = args; result in x0; `svc #0`).

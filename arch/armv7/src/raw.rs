@@ -8,6 +8,7 @@ use core::arch::asm;
 
 /// `vmsplice(2)` on ARM EABI.
 pub const SYS_VMSPLICE: usize = 343;
+pub const SYS_PPOLL: usize = 336;
 
 /// Issue syscall `nr` with six arguments per the ARM EABI kernel ABI
 /// (r7 = nr; r0..r5 = args; result in r0; `svc #0`).

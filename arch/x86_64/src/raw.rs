@@ -7,6 +7,7 @@ use core::arch::asm;
 
 /// `vmsplice(2)` on x86_64.
 pub const SYS_VMSPLICE: usize = 278;
+pub const SYS_PPOLL: usize = 271;
 
 /// Issue syscall `nr` with six arguments per the x86_64 kernel ABI
 /// (rax = nr; rdi, rsi, rdx, r10, r8, r9 = args; rcx and r11 clobbered).

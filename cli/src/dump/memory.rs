@@ -163,8 +163,19 @@ fn splice_batch(iovs: &[IoVec], origins: &[(usize, PageOrigin, bool)], sink: &mu
         }
     }
     sink.skipped_zero_pages(skipped);
+    sink.reserve(start, out.iter().map(|v| v.len).sum());
     let mut offset = start;
-    src.stream(&out, &mut cryo_injector::parasite::splice_into(&file, &mut offset))?;
+    let mut end = start;
+    let mut splice = cryo_injector::parasite::splice_into(&file, &mut offset);
+    // The checksum follows each splice, reading what it just wrote.
+    src.stream(&out, &mut |rd, max| {
+        let n = splice(rd, max)?;
+        end += n;
+        if n > 0 {
+            sink.written_to(end);
+        }
+        Ok(n)
+    })?;
     progress.inc(iovs.iter().map(|v| v.len).sum());
     Ok(())
 }

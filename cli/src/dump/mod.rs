@@ -374,7 +374,7 @@ impl Pending {
     /// Complete the page index and write the process's image.
     fn complete(self, writer: &mut ImageWriter) -> Result<Totals> {
         let Pending { mut process, chosen, sink, .. } = self;
-        let sink::Written { mut runs, compression, len, zero_pages } = sink.finish()?;
+        let sink::Written { mut runs, compression, len, crc, zero_pages } = sink.finish()?;
         let incremental = chosen.iter().any(|r| r.origin == PageOrigin::Parent);
         runs.extend(chosen.into_iter().filter(|r| r.origin == PageOrigin::Parent));
         runs.sort_by_key(|r| r.vaddr);
@@ -382,7 +382,7 @@ impl Pending {
         process.pages = runs;
         process.pages_bytes = len;
         process.compression = compression;
-        process.pages_crc = writer.pages_crc(process.pid, len)?;
+        process.pages_crc = crc;
         fault::check("image-write")?;
         writer.write_process(&process)?;
         Ok(Totals { pages, bytes: len, incremental, zero_pages })

@@ -4,12 +4,16 @@
 //! worker threads compress while the next pages arrive. A thread of its own
 //! looks at and writes one piece while the next is read from the process,
 //! so reading and writing run on two CPUs. At most a few pieces and frames
-//! are held at a time, whatever the size of the process.
+//! are held at a time, whatever the size of the process. The file's CRC32
+//! is made while it is written: each compressed frame's by the worker that
+//! wrote it, a raw file's by a thread reading behind the splicing.
 
 use anyhow::{anyhow, Context, Result};
 use cryo_image::codec::{self, Codec, Compression, FRAME_RAW};
+use cryo_image::digest::{self, Follower};
 use cryo_image::{PageOrigin, PageRun};
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -21,6 +25,8 @@ use std::thread::JoinHandle;
 struct Shared {
     file_len: u64,
     frames: Vec<Option<(u64, u32)>>,
+    /// (offset, length, CRC32) of every frame written.
+    crcs: Vec<(u64, u64, u32)>,
     error: Option<String>,
 }
 
@@ -50,7 +56,29 @@ pub struct Core {
     frame: Vec<u8>,
     next_frame: usize,
     workers: Option<Workers>,
+    /// Raw mode: the checksum read behind the writes.
+    digest: Option<Follower>,
+    /// Blocks are reserved before pages are spliced (see [`preallocates`]).
+    prealloc: bool,
 }
+
+/// Whether to reserve a raw file's blocks before pages are spliced into it:
+/// a file system with unwritten extents (ext4, xfs) then skips its
+/// reservation per page on the write, about a fifth of a write's cost; tmpfs
+/// would allocate and clear pages that the write then fills again.
+fn preallocates(file: &File) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: fstatfs fills the struct we pass for an fd we own.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs succeeded, so the struct is initialised.
+    let kind = unsafe { st.assume_init() }.f_type;
+    kind != libc::TMPFS_MAGIC && kind != RAMFS_MAGIC
+}
+
+/// statfs f_type of ramfs (linux/magic.h), which libc does not name.
+const RAMFS_MAGIC: libc::c_long = 0x8584_58f6;
 
 /// Does the page hold only zero bytes?
 pub fn is_zero(page: &[u8]) -> bool {
@@ -60,12 +88,13 @@ pub fn is_zero(page: &[u8]) -> bool {
 impl Core {
     fn new(file: File, codec: Option<Codec>, ps: u64) -> Result<Core> {
         let file = Arc::new(file);
-        let workers = match codec {
-            None => None,
+        let (workers, digest) = match codec {
+            None => (None, Some(Follower::new(file.clone()))),
             Some(c) if !c.available() => return Err(anyhow!("this cryo was built without {} support; use --compress lz4", c.name())),
-            Some(c) => Some(Workers::start(c, file.clone())),
+            Some(c) => (Some(Workers::start(c, file.clone())), None),
         };
-        Ok(Core { file, codec, ps, raw: 0, runs: Vec::new(), group: usize::MAX, split: true, zero_pages: 0, frame: Vec::new(), next_frame: 0, workers })
+        let prealloc = codec.is_none() && preallocates(&file);
+        Ok(Core { file, codec, ps, raw: 0, runs: Vec::new(), group: usize::MAX, split: true, zero_pages: 0, frame: Vec::new(), next_frame: 0, workers, digest, prealloc })
     }
 
     /// Append `data` (whole pages) that lies at `vaddr` in the process, in
@@ -127,7 +156,9 @@ impl Core {
         }
         self.raw += bytes.len() as u64;
         if self.codec.is_none() {
-            return self.file.write_all_at(bytes, self.raw - bytes.len() as u64).context("writing pages to the image");
+            self.file.write_all_at(bytes, self.raw - bytes.len() as u64).context("writing pages to the image")?;
+            self.written_to(self.raw);
+            return Ok(());
         }
         let mut rest = bytes;
         while !rest.is_empty() {
@@ -154,30 +185,36 @@ impl Core {
         Ok(())
     }
 
-    /// The page runs written (sorted by address), how the file is
-    /// compressed, and the file's length.
-    fn written(self) -> Result<Written> {
-        let zero_pages = self.zero_pages;
-        let (runs, compression, len) = self.finish()?;
-        Ok(Written { runs, compression, len, zero_pages })
+    /// Raw mode: the file's first `end` bytes are written.
+    fn written_to(&self, end: u64) {
+        if let Some(d) = &self.digest {
+            d.written_to(end);
+        }
     }
 
-    fn finish(mut self) -> Result<(Vec<PageRun>, Option<Compression>, u64)> {
-        let compression = match self.codec {
-            None => None,
+    /// The page runs written (sorted by address), how the file is
+    /// compressed, its length and CRC32.
+    fn written(mut self) -> Result<Written> {
+        let (compression, crc) = match self.codec {
+            None => (None, None),
             Some(codec) => {
                 if !self.frame.is_empty() {
                     self.send_frame()?;
                 }
                 let mut w = self.workers.take().expect("compressed mode has workers");
-                let frames = w.join()?;
-                Some(Compression { codec, raw_bytes: self.raw, frames })
+                let (frames, crc) = w.join()?;
+                (Some(Compression { codec, raw_bytes: self.raw, frames }), Some(crc))
             }
         };
         let len = self.file.metadata().context("the pages file")?.len();
+        let crc = match (crc, self.digest.take()) {
+            (Some(crc), _) => crc,
+            (None, Some(d)) => d.finish(len).context("checksumming the pages file")?,
+            (None, None) => unreachable!("raw mode has a digest"),
+        };
         let mut runs = std::mem::take(&mut self.runs);
         runs.sort_by_key(|r| r.vaddr);
-        Ok((runs, compression, len))
+        Ok(Written { runs, compression, len, crc, zero_pages: self.zero_pages })
     }
 }
 
@@ -198,11 +235,12 @@ pub struct Piece {
 }
 
 /// What a sink wrote: the page runs (sorted by address), how the file is
-/// compressed, its length, and how many zero pages it dropped.
+/// compressed, its length and CRC32, and how many zero pages it dropped.
 pub struct Written {
     pub runs: Vec<PageRun>,
     pub compression: Option<Compression>,
     pub len: u64,
+    pub crc: u32,
     pub zero_pages: u64,
 }
 
@@ -254,6 +292,25 @@ impl Sink {
         match self {
             Sink::Direct(core) => Some((core.file.clone(), core.raw)),
             Sink::Threaded(_) => None,
+        }
+    }
+
+    /// `len` bytes are about to be spliced at `at` (Direct mode): reserve
+    /// their blocks where that makes writing them cheaper. Only a hint.
+    pub fn reserve(&self, at: u64, len: u64) {
+        if let Sink::Direct(core) = self {
+            if core.prealloc && len > 0 {
+                // SAFETY: fallocate on an fd we own; a failure (a file system
+                // without it, no space) leaves the write to find out.
+                unsafe { libc::fallocate(core.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, at as libc::off_t, len as libc::off_t) };
+            }
+        }
+    }
+
+    /// Pages were spliced into the file up to `end` (Direct mode).
+    pub fn written_to(&self, end: u64) {
+        if let Sink::Direct(core) = self {
+            core.written_to(end);
         }
     }
 
@@ -367,15 +424,16 @@ impl Workers {
                             off
                         };
                         file.write_all_at(&c, off)?;
-                        Ok((off, c.len() as u32))
+                        Ok((off, c.len() as u32, crc32fast::hash(&c)))
                     });
                     let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
                     match done {
-                        Ok(place) => {
+                        Ok((off, len, crc)) => {
                             if s.frames.len() <= i {
                                 s.frames.resize(i + 1, None);
                             }
-                            s.frames[i] = Some(place);
+                            s.frames[i] = Some((off, len));
+                            s.crcs.push((off, len as u64, crc));
                         }
                         Err(e) => {
                             s.error.get_or_insert_with(|| format!("compressing pages: {e}"));
@@ -394,8 +452,9 @@ impl Workers {
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).error.clone().map(|e| anyhow!(e))
     }
 
-    /// Wait for every frame; their places in the file, in raw order.
-    fn join(&mut self) -> Result<Vec<(u64, u32)>> {
+    /// Wait for every frame; their places in the file, in raw order, and
+    /// the file's CRC32.
+    fn join(&mut self) -> Result<(Vec<(u64, u32)>, u32)> {
         self.tx = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -403,8 +462,10 @@ impl Workers {
         if let Some(e) = self.error() {
             return Err(e);
         }
-        let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        s.frames.iter().enumerate().map(|(i, f)| f.ok_or_else(|| anyhow!("frame {i} of the pages was not written"))).collect()
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let frames = s.frames.iter().enumerate().map(|(i, f)| f.ok_or_else(|| anyhow!("frame {i} of the pages was not written"))).collect::<Result<_>>()?;
+        let crc = digest::combine(std::mem::take(&mut s.crcs)).ok_or_else(|| anyhow!("the compressed frames do not fill the pages file"))?;
+        Ok((frames, crc))
     }
 }
 
@@ -435,8 +496,10 @@ mod tests {
             sink.push(0, 0x10000, &data, PageOrigin::Here, true).unwrap();
             sink.push(1, 0x14000, &vec![0u8; ps as usize], PageOrigin::Here, false).unwrap();
             sink.push(2, 0x20000, &vec![0u8; ps as usize], PageOrigin::Reference, false).unwrap();
-            let Written { runs, compression: comp, zero_pages, .. } = sink.finish().unwrap();
+            let Written { runs, compression: comp, zero_pages, len, crc } = sink.finish().unwrap();
             assert_eq!(zero_pages, 2);
+            let file = std::fs::read(&path).unwrap();
+            assert_eq!((len, crc), (file.len() as u64, crc32fast::hash(&file)));
             let pr = |vaddr, npages, file_offset, origin| PageRun { vaddr, npages, file_offset, origin };
             assert_eq!(
                 runs,
