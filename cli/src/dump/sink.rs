@@ -67,18 +67,16 @@ pub struct Core {
 /// reservation per page on the write, about a fifth of a write's cost; tmpfs
 /// would allocate and clear pages that the write then fills again.
 fn preallocates(file: &File) -> bool {
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: fstatfs fills the struct we pass for an fd we own.
-    if unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return false;
+    // Magic numbers are 32 bits; f_type's C type differs between libcs and CPUs.
+    match nix::sys::statfs::fstatfs(file) {
+        Ok(st) => ![TMPFS_MAGIC, RAMFS_MAGIC].contains(&(st.filesystem_type().0 as u32)),
+        Err(_) => false,
     }
-    // SAFETY: fstatfs succeeded, so the struct is initialised.
-    let kind = unsafe { st.assume_init() }.f_type;
-    kind != libc::TMPFS_MAGIC && kind != RAMFS_MAGIC
 }
 
-/// statfs f_type of ramfs (linux/magic.h), which libc does not name.
-const RAMFS_MAGIC: libc::c_long = 0x8584_58f6;
+/// statfs f_type of tmpfs and ramfs (linux/magic.h).
+const TMPFS_MAGIC: u32 = 0x0102_1994;
+const RAMFS_MAGIC: u32 = 0x8584_58f6;
 
 /// Does the page hold only zero bytes?
 pub fn is_zero(page: &[u8]) -> bool {
