@@ -278,6 +278,18 @@ fn kill(pid: i32, sig: i32) {
     }
 }
 
+/// Polls `cond` until it holds, at first every millisecond and then less
+/// often (up to every 100 ms); past `timeout` the test fails with `why()`.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    while !cond() {
+        assert!(start.elapsed() < timeout, "{}", why());
+        sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
 pub fn send_signal(pid: i32, sig: i32) {
     assert!(pid > 1);
     let r = unsafe { libc::kill(pid, sig) };

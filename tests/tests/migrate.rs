@@ -322,15 +322,9 @@ fn cut_migration_leaves_the_tree_running_on_a() {
 fn full_check(log: &Log, pid: i32, net: &str) {
     let before = log.lines().iter().filter(|l| l.starts_with("full ")).count();
     send_signal(pid, libc::SIGUSR1);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let verdict = loop {
-        let fulls: Vec<String> = log.lines().into_iter().filter(|l| l.starts_with("full ")).collect();
-        if fulls.len() > before {
-            break fulls[before].clone();
-        }
-        assert!(Instant::now() < deadline, "no full check within 60 s:\n{}", log.describe());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let fulls = || log.lines().into_iter().filter(|l| l.starts_with("full ")).collect::<Vec<_>>();
+    wait_until(Duration::from_secs(60), || fulls().len() > before, || format!("no full check within 60 s:\n{}", log.describe()));
+    let verdict = fulls()[before].clone();
     assert!(verdict.contains(" bad 0 ") && net_of(&verdict) == net, "{verdict}\n{}", log.describe());
     assert_no_bad(log);
 }

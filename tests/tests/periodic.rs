@@ -5,7 +5,7 @@
 use cryo_tests::*;
 use serde_json::Value;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECS20: Duration = Duration::from_secs(20);
 
@@ -23,12 +23,8 @@ fn latest(entries: &[Value]) -> Option<String> {
     entries.iter().find(|e| e["latest"] == true).map(|e| e["name"].as_str().unwrap().to_string())
 }
 
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    wait_until(timeout, cond, || format!("timed out waiting for {what}"));
 }
 
 /// A job launched with a short interval leaves several images (only the last

@@ -200,12 +200,12 @@ fn concurrent_checkpoint_is_refused() {
     let first_img = h.path("first");
     // --direct: the first holds the process stopped (traced) for its whole run.
     let mut first = h.cryo_spawn(&["checkpoint", &pid.to_string(), "-o", first_img.to_str().unwrap(), "--direct"], std::process::Stdio::null());
-    let start = Instant::now();
     // The tracer is the checkpoint's worker, a child of the cryo started here.
-    while !tracer_pid(pid).is_some_and(|t| t != 0 && (t == first.pid() || ppid_of(t) == Some(first.pid()))) {
-        assert!(start.elapsed() < SECS20, "the first checkpoint never attached\n{}", first.stderr_text());
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_until(
+        SECS20,
+        || tracer_pid(pid).is_some_and(|t| t != 0 && (t == first.pid() || ppid_of(t) == Some(first.pid()))),
+        || format!("the first checkpoint never attached\n{}", first.stderr_text()),
+    );
     let second = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", h.path("second").to_str().unwrap()]);
     second.assert_clean_failure().assert_stderr_mentions(&["another cryo", &first.pid().to_string()]);
     assert!(first.wait_exit(SECS20).success(), "{}", first.stderr_text());
@@ -220,12 +220,12 @@ fn concurrent_checkpoint_is_refused() {
         &[("CRYO_PAUSE", "image-write:2000")],
         std::process::Stdio::null(),
     );
-    let start = Instant::now();
     // Its image begun, and the process let go before the image is complete.
-    while partial_images(&h.path("")).is_empty() || tracer_pid(pid) != Some(0) {
-        assert!(start.elapsed() < SECS20, "the low-freeze checkpoint never released the process mid-image\n{}", third.stderr_text());
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_until(
+        SECS20,
+        || !partial_images(&h.path("")).is_empty() && tracer_pid(pid) == Some(0),
+        || format!("the low-freeze checkpoint never released the process mid-image\n{}", third.stderr_text()),
+    );
     let fourth = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", h.path("fourth").to_str().unwrap()]);
     fourth.assert_clean_failure().assert_stderr_mentions(&["another cryo", &third.pid().to_string()]);
     assert!(third.wait_exit(SECS20).success(), "{}", third.stderr_text());

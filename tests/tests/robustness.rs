@@ -9,11 +9,7 @@ const SECS20: Duration = Duration::from_secs(20);
 
 /// Wait until cryo has let go of `pid` (its worker may still be undoing).
 fn wait_untraced(pid: i32, context: &str) {
-    let start = Instant::now();
-    while tracer_pid(pid) != Some(0) {
-        assert!(start.elapsed() < SECS20, "{context}: pid {pid} still traced by {:?}", tracer_pid(pid));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(SECS20, || tracer_pid(pid) == Some(0), || format!("{context}: pid {pid} still traced by {:?}", tracer_pid(pid)));
 }
 
 /// No complete image and no partial directory, or a complete image. (A
@@ -37,14 +33,28 @@ fn image_complete_or_absent(img: &Path, context: &str) -> bool {
     true
 }
 
+/// A `--direct` checkpoint of `pid` into `img`, held `ms` in its pages stage
+/// once its parasite is in the target: a test acts on the target meanwhile.
+fn checkpoint_held_in_pages(h: &Harness, pid: i32, img: &std::path::Path, ms: u32) -> Proc {
+    let mut cryo = h.cryo_spawn_env(
+        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap(), "--direct"],
+        &[("CRYO_PAUSE", &format!("pages:{ms}"))],
+        std::process::Stdio::null(),
+    );
+    wait_parasite(pid, &mut cryo);
+    cryo
+}
+
 /// The parasite is in place: the checkpoint is past the freeze and inside the target.
 fn wait_parasite(pid: i32, cryo: &mut Proc) {
-    let start = Instant::now();
-    while !read_maps(pid).contains("memfd:cryo") {
-        assert!(cryo.running(), "cryo ended before its parasite was seen:\n{}", cryo.stderr_text());
-        assert!(start.elapsed() < SECS20, "the parasite never appeared");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_until(
+        SECS20,
+        || {
+            assert!(cryo.running(), "cryo ended before its parasite was seen:\n{}", cryo.stderr_text());
+            read_maps(pid).contains("memfd:cryo")
+        },
+        || "the parasite never appeared".into(),
+    );
 }
 
 /// `kill -9` of `cryo checkpoint` at random moments: each time the target ends up
@@ -114,12 +124,7 @@ fn signals_during_checkpoint_arrive_after_it() {
     let (p, log) = signals_workload(&h);
     let pid = p.pid();
     let img = h.path("img");
-    let mut cryo = h.cryo_spawn_env(
-        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap(), "--direct"],
-        &[("CRYO_PAUSE", "pages:1500")],
-        std::process::Stdio::null(),
-    );
-    wait_parasite(pid, &mut cryo);
+    let mut cryo = checkpoint_held_in_pages(&h, pid, &img, 1500);
     let me = std::process::id() as i32;
     for sig in [libc::SIGTERM, libc::SIGUSR1, libc::SIGCHLD] {
         send_signal(pid, sig);
@@ -140,19 +145,14 @@ fn signals_during_checkpoint_arrive_after_it() {
 
     // SIGSTOP during a checkpoint: stopped afterwards, and SIGCONT goes on.
     let img2 = h.path("img2");
-    let mut cryo = h.cryo_spawn_env(
-        &["checkpoint", &pid.to_string(), "-o", img2.to_str().unwrap(), "--direct"],
-        &[("CRYO_PAUSE", "pages:1000")],
-        std::process::Stdio::null(),
-    );
-    wait_parasite(pid, &mut cryo);
+    let mut cryo = checkpoint_held_in_pages(&h, pid, &img2, 1000);
     send_signal(pid, libc::SIGSTOP);
     assert!(cryo.wait_exit(SECS20).success(), "{}", cryo.stderr_text());
-    let start = Instant::now();
-    while proc_state(pid) != Some('T') {
-        assert!(start.elapsed() < Duration::from_secs(5), "SIGSTOP sent during the checkpoint was lost: state {:?}", proc_state(pid));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        || proc_state(pid) == Some('T'),
+        || format!("SIGSTOP sent during the checkpoint was lost: state {:?}", proc_state(pid)),
+    );
     let stopped = log.line_count();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(log.line_count(), stopped, "the target ran while stopped");
@@ -168,12 +168,7 @@ fn target_killed_during_checkpoint() {
     let (mut p, _log) = signals_workload(&h);
     let pid = p.pid();
     let img = h.path("img");
-    let mut cryo = h.cryo_spawn_env(
-        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap(), "--direct"],
-        &[("CRYO_PAUSE", "pages:1000")],
-        std::process::Stdio::null(),
-    );
-    wait_parasite(pid, &mut cryo);
+    let mut cryo = checkpoint_held_in_pages(&h, pid, &img, 1000);
     send_signal(pid, libc::SIGKILL);
     let st = cryo.wait_exit(SECS20);
     assert_eq!(st.code(), Some(1), "cryo fails cleanly: {}", cryo.stderr_text());
@@ -200,11 +195,7 @@ fn target_execs_during_checkpoint() {
     );
     std::thread::sleep(Duration::from_millis(200));
     send_signal(pid, libc::SIGUSR1);
-    let start = Instant::now();
-    while cmdline(pid).starts_with("bash") {
-        assert!(start.elapsed() < SECS20, "bash never exec'd sleep");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(SECS20, || !cmdline(pid).starts_with("bash"), || "bash never exec'd sleep".into());
     let st = cryo.wait_exit(SECS20);
     assert!(st.code().is_some(), "cryo crashed: {}", cryo.stderr_text());
     wait_untraced(pid, "after the exec");

@@ -296,11 +296,11 @@ fn periodic_series_chains_incremental_images() {
         out.assert_ok();
         serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().clone()
     };
-    let start = Instant::now();
-    while !dir.exists() || !list().iter().any(|e| e["name"] == "img-0005" && e["complete"] == true) {
-        assert!(start.elapsed() < Duration::from_secs(30), "no fifth image:\n{}", launch.stderr_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        || dir.exists() && list().iter().any(|e| e["name"] == "img-0005" && e["complete"] == true),
+        || format!("no fifth image:\n{}", launch.stderr_text()),
+    );
     // The job crashes; with attach gone the directory holds still.
     let job = *children(launch.pid()).first().expect("the job runs");
     send_signal(job, libc::SIGKILL);
