@@ -420,7 +420,9 @@ fn inspect_follows_frame_pointers_where_unwind_tables_are_missing() {
 fn inspect_and_core_cover_every_process_of_a_tree() {
     let h = Harness::with_cryo("inspect-tree");
     let prog = h.compile("tree_pipes").to_str().unwrap().to_string();
-    let (mut p, log) = h.spawn(&[&prog, "400", "10"], "tree.log");
+    // Long enough to outlast the test (four gdb runs on a loaded machine); the
+    // tree is killed when the test ends.
+    let (mut p, log) = h.spawn(&[&prog, "100000", "10"], "tree.log");
     log.wait_prefix("msg 30 ", std::time::Duration::from_secs(20));
     let img = h.path("img");
     h.cryo_run(&["checkpoint", &p.pid().to_string(), "-o", img.to_str().unwrap()]).assert_ok();

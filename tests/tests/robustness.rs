@@ -65,7 +65,9 @@ fn sigkill_of_cryo_at_random_moments() {
     let h = Harness::with_cryo("kill9");
     let heap = h.compile("heap");
     let heap = heap.to_str().unwrap();
-    let args = ["200", "30", "64"];
+    // Long enough (18 s) that the 25 killed checkpoints end before it does, even on a
+    // slow machine: the target must still run after each one.
+    let args = ["600", "30", "64"];
     h.run_to_completion(&[heap, "ref.log", args[0], "0", args[2]], "ref.out", SECS20);
     let reference = Log::new(h.path("ref.log")).text();
     let (mut p, _out) = h.spawn(&[heap, "heap.log", args[0], args[1], args[2]], "heap.out");
