@@ -371,6 +371,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 progress: Some(report),
                 before_release: None,
                 next_round: None,
+                page_stream: None,
             };
             // Ctrl-C during the rebuild: kill what was created, not leave it half-made.
             guard::abort_on_signals();

@@ -2,10 +2,14 @@
 //! stdout / stdin (format: cryo_image::stream), and the receiving end of
 //! `cryo migrate`'s handshake.
 //!
-//! Both ends stage the image in a private (0700) directory under $TMPDIR
-//! (default /var/tmp, on disk rather than in memory) that is removed as soon
-//! as it is no longer needed: memory use stays at one chunk whatever the
-//! image's size.
+//! The sender writes the image to a private (0700) directory under $TMPDIR
+//! (default /var/tmp, on disk rather than in memory) and streams it from
+//! there. The receiver stores only the image's metadata (and the contents of
+//! deleted files it had open) in such a directory: the pages go straight
+//! from the stream into the rebuilt processes' memory. (Later rounds of a
+//! pre-copy, which are small, are stored whole.) Directories are removed as
+//! soon as they are no longer needed; memory use stays at one chunk whatever
+//! the image's size.
 
 use crate::dump;
 use crate::migrate::protocol;
@@ -98,10 +102,70 @@ type Input = RefCell<BufReader<File>>;
 /// Receives one image from the stream into a new directory `dir`.
 fn receive_image(input: &Input, dir: &std::path::Path, say: &dyn Fn(String)) -> Result<()> {
     std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let precheck = || cryo_restorer::precheck(dir).map_err(|e| cryo_image::ImageError::Stream(e.to_string()));
-    let got = cryo_image::stream::receive(&mut *input.borrow_mut(), dir, precheck)?;
+    let got = cryo_image::stream::receive(&mut *input.borrow_mut(), dir, precheck(dir))?;
     say(protocol::received(got.bytes));
     Ok(())
+}
+
+fn precheck(dir: &std::path::Path) -> impl FnMut() -> cryo_image::Result<()> + '_ {
+    || cryo_restorer::precheck(dir).map_err(|e| cryo_image::ImageError::Stream(e.to_string()))
+}
+
+/// The stdin stream, read a piece at a time by whoever holds it then.
+struct Shared<'a>(&'a Input);
+
+impl std::io::Read for Shared<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
+
+/// An image whose metadata is in its directory and whose pages files the
+/// restorer reads from the stream; `finished` runs after the stream's end.
+struct IncomingPages<'a> {
+    rx: RefCell<cryo_image::stream::Receiver<Shared<'a>>>,
+    finished: &'a dyn Fn(u64) -> Result<()>,
+}
+
+impl IncomingPages<'_> {
+    /// Receives the image's metadata into a new directory `dir`.
+    fn start<'a>(input: &'a Input, dir: &std::path::Path, finished: &'a dyn Fn(u64) -> Result<()>) -> Result<IncomingPages<'a>> {
+        std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let rx = cryo_image::stream::receive_metadata(Shared(input), dir, precheck(dir))?;
+        Ok(IncomingPages { rx: RefCell::new(rx), finished })
+    }
+}
+
+fn stream_err(what: String) -> cryo_image::ImageError {
+    cryo_image::ImageError::Stream(what)
+}
+
+impl cryo_restorer::PageStream for IncomingPages<'_> {
+    fn open(&self, name: &str, len: u64) -> cryo_image::Result<()> {
+        match self.rx.borrow_mut().next_file()? {
+            Some((n, l)) if n == name && l == len => Ok(()),
+            Some((n, l)) => Err(stream_err(format!(
+                "the stream brings {n} ({l} bytes) where this cryo reads {name} ({len} bytes): the stream is damaged or from another cryo version"
+            ))),
+            None => Err(stream_err(format!("the stream ended without {name}: it is damaged"))),
+        }
+    }
+
+    fn read(&self, buf: &mut [u8]) -> cryo_image::Result<()> {
+        self.rx.borrow_mut().read(buf)
+    }
+
+    fn close(&self) -> cryo_image::Result<u32> {
+        self.rx.borrow_mut().end_file()
+    }
+
+    fn finish(&self) -> cryo_image::Result<()> {
+        let mut rx = self.rx.borrow_mut();
+        if let Some((n, _)) = rx.next_file()? {
+            return Err(stream_err(format!("{n} follows the image's pages in the stream: it is damaged")));
+        }
+        (self.finished)(rx.totals().bytes).map_err(|e| stream_err(crate::one_line(&e)))
+    }
 }
 
 /// Reads the `round K more|last` line that comes before each image of a
@@ -130,11 +194,16 @@ fn receive_and_restart(input: &Input, opts: &cryo_restorer::Options<'_>, handsha
     let round_dir = |k: u32| base.with_file_name(format!("round-{k}"));
     let first = if rounds { round_dir(0) } else { base.clone() };
     let only = rounds && round_header(input, 0)?;
-    receive_image(input, &first, say)?;
+    let received = |bytes: u64| -> Result<()> {
+        say(protocol::received(bytes));
+        if !handshake && !rounds {
+            wait_for_end(&mut input.borrow_mut())?;
+        }
+        Ok(())
+    };
+    let pages = IncomingPages::start(input, &first, &received)?;
     if handshake {
         detach_stdio()?;
-    } else {
-        wait_for_end(&mut input.borrow_mut())?;
     }
     let round = std::cell::Cell::new(0u32);
     let next = || -> std::result::Result<cryo_restorer::Round, String> {
@@ -179,6 +248,7 @@ fn receive_and_restart(input: &Input, opts: &cryo_restorer::Options<'_>, handsha
         progress: opts.progress.clone(),
         before_release: Some(&gate),
         next_round: (rounds && !only).then_some(&next as cryo_restorer::NextRound<'_>),
+        page_stream: Some(&pages),
     };
     cryo_restorer::restart(&restore)?;
     Ok(root.get())
@@ -186,7 +256,7 @@ fn receive_and_restart(input: &Input, opts: &cryo_restorer::Options<'_>, handsha
 
 /// Without a handshake the sender's end of the stream closing is the only
 /// sign that `checkpoint --kill` has killed the original (it exits after the
-/// kill): restoring before that would find its ports still taken.
+/// kill): restoring its sockets before that would find its ports still taken.
 fn wait_for_end(input: &mut BufReader<File>) -> Result<()> {
     let mut rest = [0u8; 1];
     match std::io::Read::read(input, &mut rest) {

@@ -7,17 +7,20 @@
 //! CRC32 over every byte before it. Integers are little-endian.
 //! The inventory comes first and the other metadata files before the page
 //! files, so a receiver can refuse an image this machine cannot run before
-//! its memory crosses the wire. Data is copied in bounded chunks: neither
-//! side ever holds more than one chunk of it.
+//! its memory crosses the wire; the pages files come last, in the
+//! inventory's order, so that a restart can read them straight into the
+//! processes' memory (`Receiver`) without storing them. Data is copied in
+//! bounded chunks: neither side ever holds more than one chunk of it.
 
-use crate::{ImageError, Result, INVENTORY_FILE};
+use crate::{pages_file, ImageError, ImageReader, Result, INVENTORY_FILE};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"CRYOSTRM";
-const VERSION: u32 = 1;
+/// 2: pages files in the inventory's order (a receiver reads them into place).
+const VERSION: u32 = 2;
 const RECORD: u8 = 1;
 const TRAILER: u8 = 2;
 const CHUNK: usize = 1 << 20;
@@ -26,9 +29,12 @@ fn stream_err(what: impl Into<String>) -> ImageError {
     ImageError::Stream(what.into())
 }
 
-/// Metadata files (`.cryo`) first, the inventory before them all.
-fn send_order(names: &mut [String]) {
-    names.sort_by_key(|n| (n != INVENTORY_FILE, !n.ends_with(".cryo"), n.clone()));
+/// The inventory, the other metadata files (`.cryo`), other files, then the
+/// pages files in the order of `pids` (the inventory's), which is the order a
+/// receiver restoring from the stream reads them in.
+fn send_order(names: &mut [String], pids: &[i32]) {
+    let pages_rank = |n: &str| pids.iter().position(|&pid| n == pages_file(pid)).unwrap_or(usize::MAX);
+    names.sort_by_key(|n| (n != INVENTORY_FILE, !n.ends_with(".cryo"), is_pages_file(n), pages_rank(n), n.clone()));
 }
 
 /// What crossed the stream.
@@ -48,7 +54,8 @@ pub fn send(dir: &Path, out: &mut impl Write) -> Result<Totals> {
             names.push(e.file_name().to_string_lossy().into_owned());
         }
     }
-    send_order(&mut names);
+    let pids: Vec<i32> = ImageReader::open(dir)?.inventory.processes.iter().map(|e| e.pid).collect();
+    send_order(&mut names, &pids);
     let mut out = Hashed { inner: out, crc: crc32fast::Hasher::new(), bytes: 0 };
     let sink = |e: std::io::Error| stream_err(format!("writing the image stream: {e}"));
     out.write_all(MAGIC).and_then(|()| out.write_all(&VERSION.to_le_bytes())).map_err(sink)?;
@@ -119,81 +126,194 @@ fn acceptable_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
+/// A stream being read: its records one by one, each file's bytes in
+/// order, every record's checksum and the whole stream's checked on the way.
+pub struct Receiver<R> {
+    input: Hashed<R>,
+    files: u32,
+    /// The file whose bytes come next: its name, bytes left, their CRC so far.
+    open: Option<(String, u64, crc32fast::Hasher)>,
+    /// A record whose header was read but not handed out yet.
+    ahead: Option<(String, u64)>,
+    ended: bool,
+}
+
+impl<R: Read> Receiver<R> {
+    /// Reads and checks the stream's header.
+    pub fn start(input: R) -> Result<Receiver<R>> {
+        let mut input = Hashed { inner: input, crc: crc32fast::Hasher::new(), bytes: 0 };
+        let mut head = [0u8; 12];
+        read_full(&mut input, &mut head, "the stream header")?;
+        if &head[..8] != MAGIC {
+            return Err(stream_err("the input is not a cryo image stream (write one with `cryo checkpoint PID -o -`)"));
+        }
+        let version = u32::from_le_bytes(head[8..].try_into().unwrap_or_default());
+        if version != VERSION {
+            return Err(stream_err(format!("image stream version {version}; this cryo reads version {VERSION}: use the same cryo on both ends")));
+        }
+        Ok(Receiver { input, files: 0, open: None, ahead: None, ended: false })
+    }
+
+    /// The next file's name and length, or None once the trailer (which is
+    /// then checked) was reached. The file before must have been read to its end.
+    pub fn next_file(&mut self) -> Result<Option<(String, u64)>> {
+        let next = self.peek()?.cloned();
+        self.ahead = None;
+        if let Some((name, len)) = &next {
+            self.open = Some((name.clone(), *len, crc32fast::Hasher::new()));
+        }
+        Ok(next)
+    }
+
+    /// The next file's name and length without taking it.
+    pub fn peek(&mut self) -> Result<Option<&(String, u64)>> {
+        if self.open.is_some() {
+            return Err(stream_err("a file of the stream was left before its end"));
+        }
+        if self.ahead.is_none() && !self.ended {
+            self.ahead = self.read_header()?;
+        }
+        Ok(self.ahead.as_ref())
+    }
+
+    fn read_header(&mut self) -> Result<Option<(String, u64)>> {
+        let mut tag = [0u8; 1];
+        read_full(&mut self.input, &mut tag, "the next record")?;
+        match tag[0] {
+            RECORD => {}
+            TRAILER => {
+                self.check_trailer()?;
+                return Ok(None);
+            }
+            t => return Err(stream_err(format!("unknown record type {t} after {} bytes: the stream is damaged", self.input.bytes))),
+        }
+        let mut nlen = [0u8; 2];
+        read_full(&mut self.input, &mut nlen, "a record's name")?;
+        let mut name = vec![0u8; u16::from_le_bytes(nlen) as usize];
+        read_full(&mut self.input, &mut name, "a record's name")?;
+        let name = String::from_utf8(name).ok().filter(|n| acceptable_name(n)).ok_or_else(|| stream_err("a record names no acceptable image file: the stream is damaged"))?;
+        if self.files == 0 && name != INVENTORY_FILE {
+            return Err(stream_err(format!("the stream starts with {name}, not the inventory: the stream is damaged")));
+        }
+        let mut len = [0u8; 8];
+        read_full(&mut self.input, &mut len, &name)?;
+        self.files += 1;
+        Ok(Some((name, u64::from_le_bytes(len))))
+    }
+
+    fn check_trailer(&mut self) -> Result<()> {
+        self.ended = true;
+        let total = self.input.crc.clone().finalize();
+        let mut trailer = [0u8; 8];
+        read_full(&mut self.input.inner, &mut trailer, "the stream trailer")?;
+        let count = u32::from_le_bytes(trailer[..4].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes(trailer[4..].try_into().unwrap_or_default());
+        if count != self.files || crc != total {
+            return Err(stream_err(format!(
+                "the stream's trailer does not match what arrived ({} files, {} bytes): the stream is damaged",
+                self.files, self.input.bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The next bytes of the open file; no more than it has left.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<()> {
+        let Some((name, left, crc)) = self.open.as_mut() else { return Err(stream_err("read with no file of the stream open")) };
+        if buf.len() as u64 > *left {
+            return Err(stream_err(format!("{name} is shorter in the stream than its image says: the stream is damaged")));
+        }
+        read_full(&mut self.input, buf, name)?;
+        crc.update(buf);
+        *left -= buf.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the open file, all of it read: checks it against the checksum
+    /// the stream carries for it, and returns that CRC32.
+    pub fn end_file(&mut self) -> Result<u32> {
+        let Some((name, left, crc)) = self.open.take() else { return Err(stream_err("no file of the stream open")) };
+        if left != 0 {
+            return Err(stream_err(format!("{name}: {left} bytes left unread")));
+        }
+        let mut want = [0u8; 4];
+        read_full(&mut self.input, &mut want, &name)?;
+        let got = crc.finalize();
+        if u32::from_le_bytes(want) != got {
+            return Err(stream_err(format!("{name} arrived damaged (checksum mismatch)")));
+        }
+        Ok(got)
+    }
+
+    /// Copies the open file to `f` (at `path`, for messages) and ends it.
+    fn copy_to(&mut self, f: &mut File, path: &Path, buf: &mut [u8]) -> Result<()> {
+        let file_err = |source| ImageError::Io { path: path.display().to_string(), source };
+        while let Some(&(_, left, _)) = self.open.as_ref() {
+            if left == 0 {
+                break;
+            }
+            let n = buf.len().min(left as usize);
+            self.read(&mut buf[..n])?;
+            f.write_all(&buf[..n]).map_err(file_err)?;
+        }
+        self.end_file().map(drop)
+    }
+
+    /// What has arrived so far.
+    pub fn totals(&self) -> Totals {
+        Totals { files: self.files, bytes: self.input.bytes }
+    }
+}
+
 /// Reads a stream written by [`send`] from `input` into `dir` (an existing,
 /// empty, private directory), checking every record's and the whole
 /// stream's checksum. `metadata_done` runs once the inventory and every
 /// metadata file are in, before any page data is read, so a receiver can
 /// refuse early. Reads nothing past the trailer: what follows it on `input`
 /// is the caller's.
-pub fn receive(input: &mut impl BufRead, dir: &Path, mut metadata_done: impl FnMut() -> Result<()>) -> Result<Totals> {
-    let mut input = Hashed { inner: input, crc: crc32fast::Hasher::new(), bytes: 0 };
-    let mut head = [0u8; 12];
-    read_full(&mut input, &mut head, "the stream header")?;
-    if &head[..8] != MAGIC {
-        return Err(stream_err("the input is not a cryo image stream (write one with `cryo checkpoint PID -o -`)"));
-    }
-    let version = u32::from_le_bytes(head[8..].try_into().unwrap_or_default());
-    if version != VERSION {
-        return Err(stream_err(format!("image stream version {version}; this cryo reads version {VERSION}: use the same cryo on both ends")));
-    }
-    let mut files = 0u32;
+pub fn receive(input: &mut impl BufRead, dir: &Path, metadata_done: impl FnMut() -> Result<()>) -> Result<Totals> {
+    let mut rx = Receiver::start(input)?;
+    receive_until(&mut rx, dir, metadata_done, |_| false)?;
+    Ok(rx.totals())
+}
+
+/// Like [`receive`], but stops before the first pages file and hands the
+/// rest of the stream back: the pages files follow one another in the
+/// inventory's order of live processes, for the receiver to read straight
+/// into place (`cryo restart -`). Every other file is in `dir` by then.
+pub fn receive_metadata<R: Read>(input: R, dir: &Path, metadata_done: impl FnMut() -> Result<()>) -> Result<Receiver<R>> {
+    let mut rx = Receiver::start(input)?;
+    receive_until(&mut rx, dir, metadata_done, is_pages_file)?;
+    Ok(rx)
+}
+
+fn is_pages_file(name: &str) -> bool {
+    name.starts_with("pages-")
+}
+
+/// Stores files of the stream in `dir` up to the trailer or the first file
+/// `stop` names, which is left for the caller.
+fn receive_until<R: Read>(rx: &mut Receiver<R>, dir: &Path, mut metadata_done: impl FnMut() -> Result<()>, stop: impl Fn(&str) -> bool) -> Result<()> {
     let mut checked = false;
     let mut buf = vec![0u8; CHUNK];
-    loop {
-        let mut tag = [0u8; 1];
-        read_full(&mut input, &mut tag, "the next record")?;
-        match tag[0] {
-            RECORD => {}
-            TRAILER => break,
-            t => return Err(stream_err(format!("unknown record type {t} after {} bytes: the stream is damaged", input.bytes))),
-        }
-        let mut nlen = [0u8; 2];
-        read_full(&mut input, &mut nlen, "a record's name")?;
-        let mut name = vec![0u8; u16::from_le_bytes(nlen) as usize];
-        read_full(&mut input, &mut name, "a record's name")?;
-        let name = String::from_utf8(name).ok().filter(|n| acceptable_name(n)).ok_or_else(|| stream_err("a record names no acceptable image file: the stream is damaged"))?;
-        if files == 0 && name != INVENTORY_FILE {
-            return Err(stream_err(format!("the stream starts with {name}, not the inventory: the stream is damaged")));
-        }
+    while let Some((name, _)) = rx.peek()? {
         if !checked && !name.ends_with(".cryo") {
             metadata_done()?;
             checked = true;
         }
-        let mut len = [0u8; 8];
-        read_full(&mut input, &mut len, &name)?;
-        let len = u64::from_le_bytes(len);
+        if stop(name) {
+            return Ok(());
+        }
+        let (name, _) = rx.next_file()?.expect("peeked");
         let path = dir.join(&name);
         let file_err = |source| ImageError::Io { path: path.display().to_string(), source };
         let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(file_err)?;
-        let mut crc = crc32fast::Hasher::new();
-        let mut left = len;
-        while left > 0 {
-            let n = CHUNK.min(left as usize);
-            read_full(&mut input, &mut buf[..n], &name)?;
-            crc.update(&buf[..n]);
-            f.write_all(&buf[..n]).map_err(file_err)?;
-            left -= n as u64;
-        }
-        let mut want = [0u8; 4];
-        read_full(&mut input, &mut want, &name)?;
-        if u32::from_le_bytes(want) != crc.finalize() {
-            return Err(stream_err(format!("{name} arrived damaged (checksum mismatch)")));
-        }
-        files += 1;
-    }
-    let total = input.crc.clone().finalize();
-    let bytes = input.bytes;
-    let mut trailer = [0u8; 8];
-    read_full(&mut input.inner, &mut trailer, "the stream trailer")?;
-    let count = u32::from_le_bytes(trailer[..4].try_into().unwrap_or_default());
-    let crc = u32::from_le_bytes(trailer[4..].try_into().unwrap_or_default());
-    if count != files || crc != total {
-        return Err(stream_err(format!("the stream's trailer does not match what arrived ({files} files, {bytes} bytes): the stream is damaged")));
+        rx.copy_to(&mut f, &path, &mut buf)?;
     }
     if !checked {
         metadata_done()?;
     }
-    Ok(Totals { files, bytes })
+    Ok(())
 }
 
 fn read_full(input: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()> {

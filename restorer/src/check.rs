@@ -1,7 +1,7 @@
 //! Everything checked before anything is created: an image that cannot be
 //! restored here is refused with the reason, and harms nothing.
 
-use cryo_image::{FdTarget, ImageError, ImageReader, Inventory, PageOrigin, ProcessImage, ProcessState, VmaKind};
+use cryo_image::{FdTarget, ImageError, ImageReader, Inventory, PageOrigin, PageRun, ProcessImage, ProcessState, Vma, VmaKind};
 use std::collections::{HashMap, HashSet};
 use cryo_tracer::arch::{Arch, Native};
 
@@ -124,28 +124,37 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
 /// The program holds pointers into its vDSO, which restart moves to the old
 /// address: the code there must be this kernel's. The image keeps a copy.
 pub fn vdso_matches(img: &ImageReader, p: &ProcessImage) -> Result<(), RestoreError> {
-    let Some(theirs) = p.vmas.iter().find(|v| v.kind == VmaKind::Vdso) else { return Ok(()) };
-    let Some(run) = p.pages.iter().find(|r| r.vaddr == theirs.start && r.origin == PageOrigin::Reference) else {
-        return Ok(());
-    };
+    let Some((run, theirs)) = vdso_copy(p) else { return Ok(()) };
+    let mut copy = vec![0u8; theirs.len() as usize];
+    cryo_image::codec::PagesReader::new(img.open_pages(p.pid)?, p.compression.clone())
+        .read_exact_at(&mut copy, run.file_offset)
+        .map_err(|e| RestoreError::Io { what: "reading the image's vDSO copy".into(), source: e })?;
+    vdso_same(&img.inventory.kernel, p, &copy)
+}
+
+/// The run of `p`'s pages file holding its copy of the vDSO (kept for this
+/// check only), and the vDSO's area.
+pub fn vdso_copy(p: &ProcessImage) -> Option<(&PageRun, &Vma)> {
+    let theirs = p.vmas.iter().find(|v| v.kind == VmaKind::Vdso)?;
+    let run = p.pages.iter().find(|r| r.vaddr == theirs.start && r.origin == PageOrigin::Reference)?;
+    Some((run, theirs))
+}
+
+/// Is `copy`, the vDSO of `p` as taken on kernel `kernel`, this kernel's?
+/// The program holds pointers into it, so it must be the same code.
+pub fn vdso_same(kernel: &str, p: &ProcessImage, copy: &[u8]) -> Result<(), RestoreError> {
+    let Some((_, theirs)) = vdso_copy(p) else { return Ok(()) };
     let mine = cryo_tracer::proc::vmas(std::process::id() as i32)?;
     let Some(mine) = mine.iter().find(|v| v.kind == VmaKind::Vdso) else {
         return Err(RestoreError::Rebuild("this kernel maps no vDSO, which the image's program uses".into()));
     };
-    let differs = || RestoreError::Rebuild(format!(
-        "the image was taken on kernel {}, whose vDSO differs from this kernel's; restart it on that kernel",
-        img.inventory.kernel
-    ));
-    if mine.len() != theirs.len() {
+    let differs = || RestoreError::Rebuild(format!("the image was taken on kernel {kernel}, whose vDSO differs from this kernel's; restart it on that kernel"));
+    if mine.len() != theirs.len() || copy.len() as u64 != mine.len() {
         return Err(differs());
     }
     let mut a = vec![0u8; mine.len() as usize];
-    let mut b = vec![0u8; a.len()];
     cryo_tracer::proc::MemFile::open(std::process::id() as i32)?.read(mine.start, &mut a)?;
-    cryo_image::codec::PagesReader::new(img.open_pages(p.pid)?, p.compression.clone())
-        .read_exact_at(&mut b, run.file_offset)
-        .map_err(|e| RestoreError::Io { what: "reading the image's vDSO copy".into(), source: e })?;
-    if a != b {
+    if a != copy {
         return Err(differs());
     }
     Ok(())

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use check::RestoreError;
+pub use rebuild::PageStream;
 
 pub struct Options<'a> {
     pub image: PathBuf,
@@ -44,6 +45,9 @@ pub struct Options<'a> {
     /// tree; the tree is rebuilt from it and brought up to each later one
     /// before it runs as the last one has it.
     pub next_round: Option<NextRound<'a>>,
+    /// The image's own pages files are not in `image` but come on this
+    /// stream, to be read straight into place (`cryo restart -`).
+    pub page_stream: Option<&'a dyn PageStream>,
 }
 
 pub type Gate<'a> = &'a dyn Fn(i32) -> std::result::Result<(), String>;
@@ -69,7 +73,8 @@ pub type Result<T> = std::result::Result<T, RestoreError>;
 /// root's (foreground), or 0 once the tree runs (detached).
 pub fn restart(opts: &Options<'_>) -> Result<u8> {
     let img = ImageReader::open(&opts.image)?;
-    let images = checked_images(&img, opts.allow_changed_files, true)?;
+    let streamed = opts.page_stream.is_some();
+    let images = checked_images(&img, opts.allow_changed_files, if streamed { Pages::OnStream } else { Pages::InFiles })?;
     rebuild::sockets::clear_stale_names(&img.inventory.unix)?;
     let mut pages = HashMap::new();
     for p in images.values() {
@@ -83,7 +88,8 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns(img.inventory.root_pid)? } else { ns::Sandbox::plain() };
     // Checked beside the rebuild; nothing runs before every pages file of
     // the chain passed.
-    let mut files: Vec<_> = pages.values().flat_map(|src| src.files.iter().cloned()).collect();
+    // (A streamed file is checked as it arrives.)
+    let mut files: Vec<_> = pages.values().flat_map(|src| src.files.iter().skip(usize::from(streamed)).cloned()).collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     files.dedup_by(|a, b| a.path == b.path);
     let digests = spawn_digests(files);
@@ -120,20 +126,32 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
 /// image's own consistency), on an image whose page files need not be there yet:
 /// a receiver of a stream runs them before the pages cross the wire.
 pub fn precheck(dir: &std::path::Path) -> Result<()> {
-    checked_images(&ImageReader::open(dir)?, false, false).map(drop)
+    checked_images(&ImageReader::open(dir)?, false, Pages::NotYet).map(drop)
 }
 
-fn checked_images(img: &ImageReader, allow_changed_files: bool, with_pages: bool) -> Result<HashMap<i32, ProcessImage>> {
+/// Where the pages files of the image being checked are.
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Pages {
+    /// Not received yet: a stream's metadata is checked before its pages cross the wire.
+    NotYet,
+    InFiles,
+    /// Coming on the stream while the tree is rebuilt (checked as they arrive).
+    OnStream,
+}
+
+fn checked_images(img: &ImageReader, allow_changed_files: bool, pages: Pages) -> Result<HashMap<i32, ProcessImage>> {
     check::image_fits_this_machine(img)?;
     let mut images = HashMap::new();
     for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
-        let p = if with_pages { img.read_process(e.pid)? } else { img.read_process_meta(e.pid)? };
+        let p = if pages == Pages::InFiles { img.read_process(e.pid)? } else { img.read_process_meta(e.pid)? };
         plan_process(&p)?;
         check::files_exist(&p)?;
-        // Both need the whole image: the vDSO is among the pages, and a file
-        // that grows (a log) is only warned about, once, by the real restart.
-        if with_pages {
+        // A file that grows (a log) is only warned about, once, by the real
+        // restart; the vDSO's copy is among the pages.
+        if pages != Pages::NotYet {
             check::files_unchanged(&p, allow_changed_files)?;
+        }
+        if pages == Pages::InFiles {
             check::vdso_matches(img, &p)?;
         }
         images.insert(e.pid, p);
@@ -221,10 +239,14 @@ fn restore_tree(
     }
     logged("loading the restorer");
     let rounds = opts.next_round.is_some();
+    let streamed = opts.page_stream.map(|stream| rebuild::Streamed { stream, kernel: &img.inventory.kernel });
     for r in &mut tree {
         stage("restart-memory")?;
         let src = &sources[&r.pid()];
-        r.memory(src, &mut reg, &mut pages, in_userns, rounds)?;
+        r.memory(src, &mut reg, &mut pages, in_userns, rounds, streamed)?;
+    }
+    if let Some(s) = opts.page_stream {
+        s.finish()?;
     }
     pages.finish();
     logged("memory");
@@ -313,7 +335,7 @@ fn apply_rounds(first: &ImageReader, tree: &mut [Restoree], reg: &mut Registry, 
         };
         let t = std::time::Instant::now();
         let img = ImageReader::open(&dir)?;
-        let mut images = checked_images(&img, opts.allow_changed_files, true)?;
+        let mut images = checked_images(&img, opts.allow_changed_files, Pages::InFiles)?;
         tracing::debug!("restart: round checked in {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
         same_tree(&first.inventory, &img.inventory)?;
         let own: HashMap<i32, ResolvedPages> = images.values().map(|p| (p.pid, own_pages(img.pages_path(p.pid), p))).collect();

@@ -17,8 +17,11 @@ mod fds;
 mod inet;
 mod rounds;
 mod pty;
+mod streamed;
 pub(crate) mod sockets;
 mod timers;
+
+pub use streamed::{PageStream, Streamed};
 
 /// Bytes of socket data sent per batch (the command area holds 256 KiB).
 const SOCK_CHUNK: usize = 128 << 10;
@@ -106,8 +109,22 @@ impl<'a> Restoree<'a> {
     /// Stage 1: the address space, replaced wholesale by the image's. With
     /// `rounds`, later images are to come ([`Restoree::update`]): memory
     /// stays writable and mm fields are left to [`Restoree::protect`].
-    pub fn memory(&mut self, src: &ResolvedPages, reg: &mut Registry, pages_read: &mut PageProgress, in_userns: bool, rounds: bool) -> Result<()> {
-        let tmp = prepare(self, src, in_userns)?;
+    /// With `stream`, the image's own pages file arrives on it rather than
+    /// being in the image's directory (parents' files are read as usual).
+    pub fn memory(
+        &mut self,
+        src: &ResolvedPages,
+        reg: &mut Registry,
+        pages_read: &mut PageProgress,
+        in_userns: bool,
+        rounds: bool,
+        stream: Option<Streamed<'_>>,
+    ) -> Result<()> {
+        let on_disk = match stream {
+            Some(_) => streamed::parents_only(src),
+            None => src.clone(),
+        };
+        let tmp = prepare(self, &on_disk, in_userns)?;
         let (pages, exe) = (tmp.pages.clone(), tmp.exe);
         self.tmp = Some(tmp);
         let own = std::mem::take(&mut self.own_vmas);
@@ -115,7 +132,10 @@ impl<'a> Restoree<'a> {
         move_vdso(self, &own, self.area + self.blob_size)?;
         let p = self.p.clone();
         map_areas(self, reg, &p.vmas.iter().filter(|v| !is_special(v)).collect::<Vec<_>>())?;
-        read_pages(self, src, &pages, pages_read)?;
+        read_pages(self, &on_disk, &pages, pages_read)?;
+        if let Some(s) = stream {
+            streamed::read(self, s, pages_read)?;
+        }
         if rounds {
             return Ok(());
         }

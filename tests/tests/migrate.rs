@@ -81,6 +81,52 @@ fn stream_through_a_pipe() {
     assert!(staged.is_empty(), "staging directories left: {staged:?}");
 }
 
+/// `cryo restart -` keeps only the image's metadata: halfway through a
+/// stream of 256 MiB, its staging directory holds the metadata files and no
+/// pages, which go straight into the rebuilt process; every page is intact.
+#[test]
+fn restart_reads_pages_straight_from_the_stream() {
+    let h = Harness::with_cryo("stream-in-place");
+    let (mut p, log) = start_migrant(&h, "256");
+    let pid = p.pid();
+    let stream = h.path("img.stream");
+    sh(&h, &format!("{} checkpoint {pid} --kill -o - > {}", h.cryo().display(), stream.display())).assert_ok();
+    assert!(p.wait_timeout(Duration::from_secs(10)).is_some(), "the original still runs after checkpoint --kill");
+    let bytes = std::fs::read(&stream).unwrap();
+    assert!(bytes.len() > 256 << 20, "the stream holds the memory: {} bytes", bytes.len());
+
+    let tmp = h.mkdir_for("tmp", Who::Test);
+    let pf = h.path("restored.pid");
+    h.register_pidfile(&pf);
+    let mut cryo = h.cryo_spawn_env(&["restart", "-", "--detach", "--quiet", "--pidfile", pf.to_str().unwrap()], &[("TMPDIR", tmp.to_str().unwrap())], Stdio::piped());
+    let mut input = cryo.take_stdin();
+    let half = bytes.len() / 2;
+    std::io::Write::write_all(&mut input, &bytes[..half]).unwrap();
+    // The receiver has everything up to here (a pipe holds at most 1 MiB).
+    let staged = || -> Vec<(String, u64)> {
+        let mut files = Vec::new();
+        for d in std::fs::read_dir(&tmp).unwrap().flatten() {
+            for f in std::fs::read_dir(d.path().join("image")).into_iter().flatten().flatten() {
+                files.push((f.file_name().to_string_lossy().into_owned(), f.metadata().map_or(0, |m| m.len())));
+            }
+        }
+        files
+    };
+    wait_until(SECS20, || staged().iter().any(|(n, _)| n.starts_with("proc-")), || format!("no metadata staged in {}: {:?}", tmp.display(), staged()));
+    let files = staged();
+    assert!(files.iter().all(|(n, _)| n.ends_with(".cryo")), "only metadata is stored, halfway through the pages: {files:?}");
+    assert!(files.iter().map(|(_, len)| len).sum::<u64>() < 1 << 20, "the staged metadata is small: {files:?}");
+    std::io::Write::write_all(&mut input, &bytes[half..]).unwrap();
+    drop(input);
+    assert!(cryo.wait_exit(Duration::from_secs(120)).success(), "restart failed: {}", cryo.stderr_text());
+    assert!(staged().is_empty() && std::fs::read_dir(&tmp).unwrap().next().is_none(), "the staging directory was removed");
+    let host: i32 = std::fs::read_to_string(&pf).unwrap().trim().parse().unwrap();
+    assert_eq!(nspids(host).last(), Some(&pid), "the restored root keeps its pid inside");
+    let (tick, _) = last_of(&log, "tick").unwrap();
+    log.wait_prefix(&format!("tick {} ", tick + 5), SECS20);
+    full_check(&log, host, &my_net());
+}
+
 #[test]
 fn cut_stream_leaves_the_target_running() {
     let h = Harness::with_cryo("stream-cut");
