@@ -45,6 +45,7 @@ pub fn run_all() -> usize {
         ("counter-detach", counter_detach),
         ("counter-foreground", counter_foreground),
         ("heap", heap),
+        ("stream", stream),
         ("threads", threads),
         ("leave-running", leave_running),
         ("stdin-pipe", stdin_pipe),
@@ -148,7 +149,8 @@ impl Rig {
     /// A command run as the test user in `dir`, stdout/stderr to files there.
     fn command(&self, prog: &Path, dir: &Path, out_name: &str) -> Result<Command, String> {
         let mut c = Command::new(prog);
-        c.current_dir(dir).env_clear().env("PATH", "/").stdin(Stdio::null());
+        // Image streams are staged under TMPDIR (the VM has no /var/tmp).
+        c.current_dir(dir).env_clear().env("PATH", "/").env("TMPDIR", dir).stdin(Stdio::null());
         if let Ok(v) = std::env::var("RUST_LOG") {
             c.env("RUST_LOG", v);
         }
@@ -172,8 +174,18 @@ impl Rig {
 
     /// Run cryo with `args`; Ok(status) once it exits, with its stderr in errors.
     fn cryo(&self, dir: &Path, args: &[&str]) -> Result<ExitStatus, String> {
+        self.cryo_from(dir, args, None)
+    }
+
+    /// Run cryo with `args` and stdin from the file `stdin` (in `dir`); its
+    /// stdout goes to `cryo-ARGS0.out` there.
+    fn cryo_from(&self, dir: &Path, args: &[&str], stdin: Option<&str>) -> Result<ExitStatus, String> {
         let name = format!("cryo-{}", args[0]);
-        let mut child = self.command(&self.cryo, dir, &name)?.args(args).spawn().map_err(|e| format!("starting cryo: {e}"))?;
+        let mut cmd = self.command(&self.cryo, dir, &name)?;
+        if let Some(f) = stdin {
+            cmd.stdin(File::open(dir.join(f)).map_err(|e| format!("opening {f}: {e}"))?);
+        }
+        let mut child = cmd.args(args).spawn().map_err(|e| format!("starting cryo: {e}"))?;
         let status = wait_child(&mut child, CRYO_TIMEOUT).map_err(|e| format!("cryo {}: {e}{}", args.join(" "), tail(dir, &name)))?;
         Ok(status)
     }
@@ -340,18 +352,42 @@ fn heap(rig: &Rig, dir: &Path) -> Outcome {
     let mut child = rig.workload(dir, &["heap", "log", &HEAP_KIB.to_string()])?;
     wait_log(&log, "3 steps", |t| lines(t).len() >= 3)?;
     checkpoint_kill(rig, dir, &mut child)?;
-    heap_restarts(rig, dir, &log)
+    heap_restarts(&log, || restart_detached(rig, dir))
+}
+
+/// The heap workload through an image stream: `checkpoint --kill -o -` into
+/// a file, `restart -` from it (which reads the pages from the stream
+/// straight into place).
+fn stream(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["heap", "log", &HEAP_KIB.to_string()])?;
+    wait_log(&log, "3 steps", |t| lines(t).len() >= 3)?;
+    let pid = child.id().to_string();
+    let res = rig.cryo_ok(dir, &["checkpoint", &pid, "--kill", "-o", "-"]);
+    if res.is_err() {
+        let _ = child.kill();
+    }
+    wait_child(&mut child, Duration::from_secs(10)).map_err(|e| format!("the checkpointed workload {e}"))?;
+    res?;
+    heap_restarts(&log, || {
+        let st = rig.cryo_from(dir, &["restart", "-", "--detach", "--pidfile", "restored.pid"], Some("cryo-checkpoint.out"))?;
+        if !st.success() {
+            return Err(format!("cryo restart - failed ({st}){}", tail(dir, "cryo-restart")));
+        }
+        let text = fs::read_to_string(dir.join("restored.pid")).map_err(|e| format!("reading the pidfile: {e}"))?;
+        text.trim().parse().map_err(|_| format!("pidfile holds {text:?}, not a pid"))
+    })
 }
 
 const HEAP_KIB: usize = 4096;
 
 /// Restart `img` of the heap workload and check that it carries on as an
 /// uninterrupted run would.
-fn heap_restarts(rig: &Rig, dir: &Path, log: &Path) -> Outcome {
+fn heap_restarts(log: &Path, restart: impl FnOnce() -> Result<i32, String>) -> Outcome {
     const KIB: usize = HEAP_KIB;
     let log = log.to_path_buf();
     let at = lines(&read_log(&log)).len();
-    let pid = restart_detached(rig, dir)?;
+    let pid = restart()?;
     let res = wait_log_of(&log, "3 steps after the restart", Some(pid), |t| lines(t).len() >= at + 3);
     stop_restored(pid);
     res?;
@@ -389,7 +425,7 @@ fn incremental(rig: &Rig, dir: &Path) -> Outcome {
     }
     let _ = wait_child(&mut child, Duration::from_secs(10));
     res?;
-    heap_restarts(rig, dir, &log)
+    heap_restarts(&log, || restart_detached(rig, dir))
 }
 
 /// Per key (`T0`, `M`, `P`, ...) the numbers logged, in order.
