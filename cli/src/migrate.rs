@@ -292,6 +292,9 @@ impl Remote {
             .spawn()
             .with_context(|| format!("starting {}", argv[0]))?;
         let stdin = child.stdin.take();
+        if let Some(s) = &stdin {
+            crate::streaming::widen_pipe(std::os::fd::AsFd::as_fd(s));
+        }
         let status = BufReader::new(child.stdout.take().context("ssh has no stdout")?);
         Ok(Remote { child, stdin, status, host: o.to.clone() })
     }

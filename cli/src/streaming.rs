@@ -47,6 +47,14 @@ fn std_file(fd: std::os::fd::BorrowedFd<'_>, what: &str) -> Result<File> {
     Ok(File::from(fd.try_clone_to_owned().with_context(|| format!("duplicating {what}"))?))
 }
 
+/// Makes a pipe as large as an unprivileged process may (1 MiB, the default
+/// pipe-max-size): with the default 64 KiB, writer and reader of a stream
+/// take turns rather than work at the same time. Anything else is left alone.
+pub fn widen_pipe(fd: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+}
+
 /// `cryo checkpoint PID -o -`. With `kill`, the tree dies only once the
 /// whole stream was written; if the reader goes away first, it runs on.
 pub fn checkpoint_to_stdout(pid: i32, kill: bool, tcp_close: bool) -> Result<dump::Summary> {
@@ -57,6 +65,7 @@ pub fn checkpoint_to_stdout(pid: i32, kill: bool, tcp_close: bool) -> Result<dum
     let staging = Staging::new()?;
     let send = |dir: &std::path::Path, _frozen| -> Result<()> {
         let mut out = std_file(std::io::stdout().as_fd(), "stdout")?;
+        widen_pipe(out.as_fd());
         cryo_image::stream::send(dir, &mut out)?;
         Ok(())
     };
@@ -74,7 +83,9 @@ pub fn checkpoint_to_stdout(pid: i32, kill: bool, tcp_close: bool) -> Result<dum
 /// images follow one another, each announced by a `round` line: the tree is
 /// rebuilt from the first and brought up to each later one.
 pub fn restart_from_stdin(opts: &cryo_restorer::Options<'_>, handshake: bool, rounds: bool) -> Result<u8> {
-    let input = RefCell::new(BufReader::new(std_file(std::io::stdin().as_fd(), "stdin")?));
+    let stdin = std_file(std::io::stdin().as_fd(), "stdin")?;
+    widen_pipe(stdin.as_fd());
+    let input = RefCell::new(BufReader::new(stdin));
     let status = RefCell::new(if handshake { Some(std_file(std::io::stdout().as_fd(), "stdout")?) } else { None });
     let say = |line: String| {
         if let Some(s) = status.borrow_mut().as_mut() {
