@@ -327,3 +327,100 @@ fn read_full(input: &mut impl Read, buf: &mut [u8], what: &str) -> Result<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{self, Kind};
+    use crate::model::{DumpStats, Inventory, ProcessEntry, ProcessState};
+
+    fn entry(pid: i32, ppid: i32) -> ProcessEntry {
+        ProcessEntry { pid, ppid, pgid: 1, sid: 1, comm: "t".into(), threads: 1, session_outside: false, state: ProcessState::Live }
+    }
+
+    /// An image directory of a three-process tree whose pids do not sort
+    /// as the inventory lists them.
+    fn image_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = Inventory {
+            cryo_version: "test".into(),
+            arch: "x86_64".into(),
+            kernel: String::new(),
+            hostname: String::new(),
+            created_unix_ms: 0,
+            page_size: 4096,
+            root_pid: 9,
+            processes: vec![entry(9, 0), entry(10, 9), entry(8, 9)],
+            pipes: Vec::new(),
+            fifos: Vec::new(),
+            unlinked: Vec::new(),
+            unix: Vec::new(),
+            inet: Vec::new(),
+            ptys: Vec::new(),
+            parent: None,
+            cpu_features: 0,
+            stats: DumpStats::default(),
+        };
+        fs::write(dir.path().join(INVENTORY_FILE), meta::encode(Kind::Inventory, &inv)).unwrap();
+        for pid in [8, 9, 10] {
+            fs::write(dir.path().join(crate::process_file(pid)), b"meta").unwrap();
+            fs::write(dir.path().join(pages_file(pid)), vec![pid as u8; 3 * CHUNK / 2]).unwrap();
+        }
+        fs::write(dir.path().join("file-1-2.img"), b"deleted file").unwrap();
+        dir
+    }
+
+    #[test]
+    fn pages_come_last_in_the_inventorys_order_and_read_in_place() {
+        let src = image_dir();
+        let mut stream = Vec::new();
+        send(src.path(), &mut stream).unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let mut checked = 0;
+        let mut rx = receive_metadata(stream.as_slice(), dst.path(), || {
+            checked += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(checked, 1, "the metadata check runs once, before the first file that is not metadata");
+        let mut stored: Vec<String> = fs::read_dir(dst.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        stored.sort();
+        assert_eq!(stored, ["file-1-2.img", "inventory.cryo", "proc-10.cryo", "proc-8.cryo", "proc-9.cryo"]);
+        for pid in [9, 10, 8] {
+            let (name, len) = rx.next_file().unwrap().expect("a pages file");
+            assert_eq!((name.as_str(), len), (pages_file(pid).as_str(), 3 * CHUNK as u64 / 2));
+            let mut buf = vec![0u8; len as usize];
+            rx.read(&mut buf[..100]).unwrap();
+            rx.read(&mut buf[100..]).unwrap();
+            assert!(buf.iter().all(|&b| b == pid as u8));
+            assert!(rx.read(&mut [0u8]).is_err(), "no byte beyond the file");
+            assert_eq!(rx.end_file().unwrap(), crc32fast::hash(&buf));
+        }
+        assert!(rx.next_file().unwrap().is_none(), "the trailer follows");
+    }
+
+    #[test]
+    fn damaged_pages_are_caught_at_the_files_end() {
+        let src = image_dir();
+        let mut stream = Vec::new();
+        send(src.path(), &mut stream).unwrap();
+        let at = stream.len() - 1000;
+        stream[at] ^= 1;
+        let dst = tempfile::tempdir().unwrap();
+        let mut rx = receive_metadata(stream.as_slice(), dst.path(), || Ok(())).unwrap();
+        let mut errors = Vec::new();
+        while let Some((_, len)) = rx.next_file().unwrap() {
+            let mut buf = vec![0u8; len as usize];
+            rx.read(&mut buf).unwrap();
+            match rx.end_file() {
+                Ok(_) => {}
+                Err(e) => {
+                    errors.push(e.to_string());
+                    break;
+                }
+            }
+        }
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("pages-8.img arrived damaged"), "{errors:?}");
+    }
+}
