@@ -58,6 +58,7 @@ pub fn read(b: &mut Restoree, s: Streamed<'_>, progress: &mut PageProgress) -> R
     let vdso = check::vdso_copy(&p).map(|(run, _)| run.vaddr);
     let mut vdso_copy = None;
     let mut at = 0u64;
+    let mut reported = progress.done;
     let mut buf = vec![0u8; CHUNK as usize];
     for r in runs {
         let len = r.npages * ps;
@@ -80,7 +81,11 @@ pub fn read(b: &mut Restoree, s: Streamed<'_>, progress: &mut PageProgress) -> R
                 done += n as u64;
                 progress.done += n as u64;
             }
-            progress.report();
+            // Runs may be single pages: report once a chunk's worth came in.
+            if progress.done - reported >= CHUNK {
+                progress.report();
+                reported = progress.done;
+            }
         }
         at = r.file_offset + len;
     }
