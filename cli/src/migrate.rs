@@ -7,8 +7,9 @@
 //!
 //! 1. B says `hello` (ssh works, cryo runs there). Only then A freezes.
 //! 2. A streams the image; B refuses early (architecture, CPU features,
-//!    files) after the metadata, verifies every checksum, rebuilds the tree
-//!    and says `ready PID` with the tree rebuilt but not yet running.
+//!    files) after the metadata, rebuilds the tree's memory as the pages
+//!    arrive, verifies every checksum, rebuilds the rest and says
+//!    `ready PID` with the tree rebuilt but not yet running.
 //! 3. A kills its frozen tree and answers `commit`; B lets its tree run and
 //!    says `running PID`.
 //!
@@ -251,7 +252,7 @@ fn precopy(o: &Options, ssh: &RefCell<Remote>, staging: &Staging, rounds: &mut V
 
 fn remove_pages(dir: &std::path::Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with("pages-") {
+        if cryo_image::is_pages_file(&e.file_name().to_string_lossy()) {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -40,6 +40,11 @@ pub fn pages_file(pid: i32) -> String {
     format!("pages-{pid}.img")
 }
 
+/// Is `name` a pages file ([`pages_file`])?
+pub fn is_pages_file(name: &str) -> bool {
+    name.starts_with("pages-")
+}
+
 /// The bytes of an unlinked file (see `UnlinkedFile`), raw.
 pub fn unlinked_file(dev: u64, inode: u64) -> String {
     format!("file-{dev:x}-{inode}.img")

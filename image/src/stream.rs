@@ -12,7 +12,7 @@
 //! processes' memory (`Receiver`) without storing them. Data is copied in
 //! bounded chunks: neither side ever holds more than one chunk of it.
 
-use crate::{pages_file, ImageError, ImageReader, Result, INVENTORY_FILE};
+use crate::{is_pages_file, pages_file, ImageError, ImageReader, Result, INVENTORY_FILE};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -248,13 +248,12 @@ impl<R: Read> Receiver<R> {
     /// Copies the open file to `f` (at `path`, for messages) and ends it.
     fn copy_to(&mut self, f: &mut File, path: &Path, buf: &mut [u8]) -> Result<()> {
         let file_err = |source| ImageError::Io { path: path.display().to_string(), source };
-        while let Some(&(_, left, _)) = self.open.as_ref() {
-            if left == 0 {
-                break;
-            }
+        let mut left = self.open.as_ref().map_or(0, |&(_, left, _)| left);
+        while left > 0 {
             let n = buf.len().min(left as usize);
             self.read(&mut buf[..n])?;
             f.write_all(&buf[..n]).map_err(file_err)?;
+            left -= n as u64;
         }
         self.end_file().map(drop)
     }
@@ -285,10 +284,6 @@ pub fn receive_metadata<R: Read>(input: R, dir: &Path, metadata_done: impl FnMut
     let mut rx = Receiver::start(input)?;
     receive_until(&mut rx, dir, metadata_done, is_pages_file)?;
     Ok(rx)
-}
-
-fn is_pages_file(name: &str) -> bool {
-    name.starts_with("pages-")
 }
 
 /// Stores files of the stream in `dir` up to the trailer or the first file

@@ -208,16 +208,28 @@ pub struct PageProgress {
     report: Option<crate::Progress>,
     done: u64,
     total: u64,
+    /// `done` when last told.
+    told: u64,
 }
 
 impl PageProgress {
     pub fn new(report: Option<crate::Progress>, total: u64) -> PageProgress {
-        PageProgress { report, done: 0, total }
+        PageProgress { report, done: 0, total, told: 0 }
     }
 
-    fn report(&self) {
+    fn report(&mut self) {
+        self.told = self.done;
         if let Some(f) = &self.report {
             f(self.done, self.total);
+        }
+    }
+
+    /// `n` more bytes are in place: told once a MiB more is (pages written
+    /// through /proc/PID/mem may come a page at a time).
+    fn advance(&mut self, n: u64) {
+        self.done += n;
+        if self.done - self.told >= 1 << 20 {
+            self.report();
         }
     }
 
@@ -475,19 +487,35 @@ fn write_compressed_pages(b: &mut Restoree, src: &ResolvedPages, progress: &mut 
         runs.sort_by_key(|r| r.file_offset);
         let mut buf = vec![0u8; FRAME_RAW as usize];
         for r in runs {
-            let mut done = 0;
-            while done < r.npages * ps {
-                let n = (r.npages * ps - done).min(FRAME_RAW);
-                let chunk = &mut buf[..n as usize];
+            write_through_mem(b, r.vaddr, r.npages * ps, &mut buf, progress, |chunk, at| {
                 reader
-                    .read_exact_at(chunk, r.file_offset + done)
-                    .map_err(|e| RestoreError::Io { what: format!("reading {}", f.path.display()), source: e })?;
-                b.m.remote.mem.write(r.vaddr + done, chunk)?;
-                done += n;
-                progress.done += n;
-            }
-            progress.report();
+                    .read_exact_at(chunk, r.file_offset + at)
+                    .map_err(|e| RestoreError::Io { what: format!("reading {}", f.path.display()), source: e })
+            })?;
         }
+    }
+    Ok(())
+}
+
+/// Writes `len` bytes at `vaddr` into the process through /proc/PID/mem, a
+/// `buf` at a time, each filled by `fill` (given its offset in the run):
+/// for pages that do not come from a file the process can read itself.
+fn write_through_mem(
+    b: &mut Restoree,
+    vaddr: u64,
+    len: u64,
+    buf: &mut [u8],
+    progress: &mut PageProgress,
+    mut fill: impl FnMut(&mut [u8], u64) -> Result<()>,
+) -> Result<()> {
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64);
+        let chunk = &mut buf[..n as usize];
+        fill(chunk, done)?;
+        b.m.remote.mem.write(vaddr + done, chunk)?;
+        done += n;
+        progress.advance(n);
     }
     Ok(())
 }

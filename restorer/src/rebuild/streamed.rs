@@ -5,7 +5,7 @@
 //! image's memory. The file's checksum is checked at its end, before
 //! anything of the tree runs.
 
-use super::{PageProgress, Restoree};
+use super::{write_through_mem, PageProgress, Restoree};
 use crate::check::{self, RestoreError};
 use crate::Result;
 use cryo_image::chain::{ResolvedPages, SourceRun};
@@ -58,7 +58,6 @@ pub fn read(b: &mut Restoree, s: Streamed<'_>, progress: &mut PageProgress) -> R
     let vdso = check::vdso_copy(&p).map(|(run, _)| run.vaddr);
     let mut vdso_copy = None;
     let mut at = 0u64;
-    let mut reported = progress.done;
     let mut buf = vec![0u8; CHUNK as usize];
     for r in runs {
         let len = r.npages * ps;
@@ -73,19 +72,7 @@ pub fn read(b: &mut Restoree, s: Streamed<'_>, progress: &mut PageProgress) -> R
                 vdso_copy = Some(copy);
             }
         } else {
-            let mut done = 0;
-            while done < len {
-                let n = (len - done).min(CHUNK) as usize;
-                s.stream.read(&mut buf[..n])?;
-                b.m.remote.mem.write(r.vaddr + done, &buf[..n])?;
-                done += n as u64;
-                progress.done += n as u64;
-            }
-            // Runs may be single pages: report once a chunk's worth came in.
-            if progress.done - reported >= CHUNK {
-                progress.report();
-                reported = progress.done;
-            }
+            write_through_mem(b, r.vaddr, len, &mut buf, progress, |chunk, _| Ok(s.stream.read(chunk)?))?;
         }
         at = r.file_offset + len;
     }

@@ -192,7 +192,12 @@ impl Rig {
 
     /// Run cryo with `args` and require success.
     fn cryo_ok(&self, dir: &Path, args: &[&str]) -> Outcome {
-        let st = self.cryo(dir, args)?;
+        self.cryo_ok_from(dir, args, None)
+    }
+
+    /// Run cryo with `args` and stdin from `stdin` (see [`Rig::cryo_from`]), and require success.
+    fn cryo_ok_from(&self, dir: &Path, args: &[&str], stdin: Option<&str>) -> Outcome {
+        let st = self.cryo_from(dir, args, stdin)?;
         if !st.success() {
             return Err(format!("cryo {} failed ({st}){}", args.join(" "), tail(dir, &format!("cryo-{}", args[0]))));
         }
@@ -279,8 +284,14 @@ fn last_lines(text: &str) -> String {
 
 /// Checkpoint the running workload with --kill and make sure it is gone.
 fn checkpoint_kill(rig: &Rig, dir: &Path, child: &mut Child) -> Outcome {
+    checkpoint_kill_to(rig, dir, child, "img")?;
+    rig.cryo_ok(dir, &["inspect", "img"])
+}
+
+/// `checkpoint --kill -o OUT` (`-`: the stream goes to `cryo-checkpoint.out`).
+fn checkpoint_kill_to(rig: &Rig, dir: &Path, child: &mut Child, out: &str) -> Outcome {
     let pid = child.id().to_string();
-    let res = rig.cryo_ok(dir, &["checkpoint", &pid, "-o", "img", "--kill"]);
+    let res = rig.cryo_ok(dir, &["checkpoint", &pid, "-o", out, "--kill"]);
     if res.is_err() {
         let _ = child.kill();
     }
@@ -289,12 +300,18 @@ fn checkpoint_kill(rig: &Rig, dir: &Path, child: &mut Child) -> Outcome {
     if st.signal() != Some(libc::SIGKILL) {
         return Err(format!("after checkpoint --kill the workload ended with {st}, not SIGKILL"));
     }
-    rig.cryo_ok(dir, &["inspect", "img"])
+    Ok(())
 }
 
 /// Restart detached; returns the restored root's host pid.
 fn restart_detached(rig: &Rig, dir: &Path) -> Result<i32, String> {
-    rig.cryo_ok(dir, &["restart", "img", "--detach", "--pidfile", "restored.pid"])?;
+    restart_detached_from(rig, dir, "img", None)
+}
+
+/// Restart IMAGE (`-`: from the file `stdin`) detached; returns the
+/// restored root's host pid.
+fn restart_detached_from(rig: &Rig, dir: &Path, image: &str, stdin: Option<&str>) -> Result<i32, String> {
+    rig.cryo_ok_from(dir, &["restart", image, "--detach", "--pidfile", "restored.pid"], stdin)?;
     let text = fs::read_to_string(dir.join("restored.pid")).map_err(|e| format!("reading the pidfile: {e}"))?;
     text.trim().parse().map_err(|_| format!("pidfile holds {text:?}, not a pid"))
 }
@@ -362,21 +379,8 @@ fn stream(rig: &Rig, dir: &Path) -> Outcome {
     let log = dir.join("log");
     let mut child = rig.workload(dir, &["heap", "log", &HEAP_KIB.to_string()])?;
     wait_log(&log, "3 steps", |t| lines(t).len() >= 3)?;
-    let pid = child.id().to_string();
-    let res = rig.cryo_ok(dir, &["checkpoint", &pid, "--kill", "-o", "-"]);
-    if res.is_err() {
-        let _ = child.kill();
-    }
-    wait_child(&mut child, Duration::from_secs(10)).map_err(|e| format!("the checkpointed workload {e}"))?;
-    res?;
-    heap_restarts(&log, || {
-        let st = rig.cryo_from(dir, &["restart", "-", "--detach", "--pidfile", "restored.pid"], Some("cryo-checkpoint.out"))?;
-        if !st.success() {
-            return Err(format!("cryo restart - failed ({st}){}", tail(dir, "cryo-restart")));
-        }
-        let text = fs::read_to_string(dir.join("restored.pid")).map_err(|e| format!("reading the pidfile: {e}"))?;
-        text.trim().parse().map_err(|_| format!("pidfile holds {text:?}, not a pid"))
-    })
+    checkpoint_kill_to(rig, dir, &mut child, "-")?;
+    heap_restarts(&log, || restart_detached_from(rig, dir, "-", Some("cryo-checkpoint.out")))
 }
 
 const HEAP_KIB: usize = 4096;
