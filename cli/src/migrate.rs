@@ -137,13 +137,13 @@ pub fn run(o: &Options) -> Result<Report> {
     let frozen_at = Cell::new(None);
     let sent = Cell::new(0);
     let remote_pid = Cell::new(0);
-    let hold = |dir: &std::path::Path, frozen: Instant| -> Result<()> {
-        frozen_at.set(Some(frozen));
+    let hold = |held: &dump::Held| -> Result<()> {
+        frozen_at.set(Some(held.frozen));
         let mut ssh = ssh.borrow_mut();
         if o.precopy {
             ssh.say(&protocol::round(last_round, true))?;
         }
-        sent.set(ssh.send(dir)?);
+        sent.set(ssh.send(held.dir, held.memory)?);
         ssh.expect("received", RESTORE_TIMEOUT)?;
         let pid = ssh.expect("ready", RESTORE_TIMEOUT)?;
         remote_pid.set(pid.parse().unwrap_or(0));
@@ -171,6 +171,8 @@ pub fn run(o: &Options) -> Result<Report> {
         track: false,
         compress: None,
         killed: Some(&killed),
+        // The pages cross from the frozen tree to B without a copy on disk.
+        pages_in_tree: true,
     });
     let mut ssh = ssh.into_inner();
     let checkpoint = match checkpoint {
@@ -226,11 +228,12 @@ fn precopy(o: &Options, ssh: &RefCell<Remote>, staging: &Staging, rounds: &mut V
             track: true,
             compress: None,
             killed: None,
+            pages_in_tree: false,
         })
         .with_context(|| format!("pre-copy round {k}"))?;
         let mut remote = ssh.borrow_mut();
         remote.say(&protocol::round(k, false))?;
-        let sent = remote.send(&dir)?;
+        let sent = remote.send(&dir, None)?;
         remote.expect("received", RESTORE_TIMEOUT)?;
         remote.expect("applied", RESTORE_TIMEOUT)?;
         drop(remote);
@@ -306,10 +309,15 @@ impl Remote {
         writeln!(stdin, "{line}").and_then(|()| stdin.flush()).with_context(|| format!("sending `{line}` to {}", self.host))
     }
 
-    /// Streams the image in `dir` to B; returns the bytes sent.
-    fn send(&mut self, dir: &std::path::Path) -> Result<u64> {
+    /// Streams the image in `dir` (its pages read from `memory` where
+    /// given) to B; returns the bytes sent.
+    fn send(&mut self, dir: &std::path::Path, memory: Option<&dyn cryo_image::stream::LiveMemory>) -> Result<u64> {
         let stdin = self.stdin.as_mut().context("the ssh channel is closed")?;
-        match cryo_image::stream::send(dir, stdin) {
+        let sent = match memory {
+            Some(m) => cryo_image::stream::send_with_memory(dir, m, stdin),
+            None => cryo_image::stream::send(dir, stdin),
+        };
+        match sent {
             Ok(t) => Ok(t.bytes),
             // B stopped reading: its status says why.
             Err(e) => Err(self.why_failed(&e.to_string())),

@@ -194,6 +194,7 @@ fn take(series: &Series, job: &mut Job, s: &Schedule, chain: &mut Chain) {
             track: s.full_every > 1,
             compress: s.compress,
             killed: None,
+            pages_in_tree: false,
         };
         let sum = crate::guard::in_worker(|| dump::checkpoint(&opts))?;
         series.commit(&out)?;

@@ -2,9 +2,11 @@
 //! stdout / stdin (format: cryo_image::stream), and the receiving end of
 //! `cryo migrate`'s handshake.
 //!
-//! The sender writes the image to a private (0700) directory under $TMPDIR
-//! (default /var/tmp, on disk rather than in memory) and streams it from
-//! there. The receiver stores only the image's metadata (and the contents of
+//! The sender writes the image's metadata to a private (0700) directory
+//! under $TMPDIR (default /var/tmp, on disk rather than in memory); with
+//! `--kill` the pages go from the frozen tree's memory straight to the
+//! stream, without it (the tree runs on from a copy-on-write snapshot) they
+//! are written there too and streamed from there. The receiver stores only the image's metadata (and the contents of
 //! deleted files it had open) in such a directory: the pages go straight
 //! from the stream into the rebuilt processes' memory. (Later rounds of a
 //! pre-copy, which are small, are stored whole.) Directories are removed as
@@ -63,13 +65,31 @@ pub fn checkpoint_to_stdout(pid: i32, kill: bool, tcp_close: bool) -> Result<dum
         anyhow::bail!("-o - writes the image to stdout, which is a terminal: redirect it to a file or a pipe");
     }
     let staging = Staging::new()?;
-    let send = |dir: &std::path::Path, _frozen| -> Result<()> {
+    let send = |held: &dump::Held| -> Result<()> {
         let mut out = std_file(std::io::stdout().as_fd(), "stdout")?;
         widen_pipe(out.as_fd());
-        cryo_image::stream::send(dir, &mut out)?;
+        match held.memory {
+            Some(m) => cryo_image::stream::send_with_memory(held.dir, m, &mut out)?,
+            None => cryo_image::stream::send(held.dir, &mut out)?,
+        };
         Ok(())
     };
-    let mut s = dump::checkpoint(&dump::Options { pid, out: staging.image(), kill, tcp_close, hold: Some(&send), direct: false, parent: None, track: false, compress: None, killed: None })?;
+    let opts = dump::Options {
+        pid,
+        out: staging.image(),
+        kill,
+        tcp_close,
+        hold: Some(&send),
+        direct: false,
+        parent: None,
+        track: false,
+        compress: None,
+        killed: None,
+        // With --kill the tree stays frozen until the stream is written:
+        // its pages go from its memory to stdout, never to a file.
+        pages_in_tree: kill,
+    };
+    let mut s = dump::checkpoint(&opts)?;
     s.image = PathBuf::from("-");
     Ok(s)
 }

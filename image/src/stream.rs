@@ -12,7 +12,7 @@
 //! processes' memory (`Receiver`) without storing them. Data is copied in
 //! bounded chunks: neither side ever holds more than one chunk of it.
 
-use crate::{is_pages_file, pages_file, ImageError, ImageReader, Result, INVENTORY_FILE};
+use crate::{is_pages_file, pages_file, ImageError, ImageReader, PageOrigin, ProcessImage, ProcessState, Result, INVENTORY_FILE};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -44,8 +44,27 @@ pub struct Totals {
     pub bytes: u64,
 }
 
+/// Where the pages of the image's processes are when their pages files are
+/// not in its directory: still in the processes, which stay frozen while
+/// the stream is written (`cryo checkpoint --kill -o -`, `cryo migrate`).
+pub trait LiveMemory {
+    /// Reads `buf.len()` bytes at `vaddr` of the process that is `pid` in the image.
+    fn read(&self, pid: i32, vaddr: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
 /// Writes every file of the complete image in `dir` to `out` as one stream.
 pub fn send(dir: &Path, out: &mut impl Write) -> Result<Totals> {
+    send_from(dir, None, out)
+}
+
+/// Like [`send`], but the pages files the directory lacks are read from
+/// `memory` as the process files describe them (runs without gaps, in file
+/// order); each must still have the CRC32 its process file gives.
+pub fn send_with_memory(dir: &Path, memory: &dyn LiveMemory, out: &mut impl Write) -> Result<Totals> {
+    send_from(dir, Some(memory), out)
+}
+
+fn send_from(dir: &Path, memory: Option<&dyn LiveMemory>, out: &mut impl Write) -> Result<Totals> {
     let dir_err = |source| ImageError::Io { path: dir.display().to_string(), source };
     let mut names = Vec::new();
     for e in fs::read_dir(dir).map_err(dir_err)? {
@@ -54,31 +73,58 @@ pub fn send(dir: &Path, out: &mut impl Write) -> Result<Totals> {
             names.push(e.file_name().to_string_lossy().into_owned());
         }
     }
-    let pids: Vec<i32> = ImageReader::open(dir)?.inventory.processes.iter().map(|e| e.pid).collect();
+    let image = ImageReader::open(dir)?;
+    let inventory = &image.inventory;
+    let pids: Vec<i32> = inventory.processes.iter().map(|e| e.pid).collect();
+    let mut in_memory = Vec::new();
+    if memory.is_some() {
+        for e in inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
+            let name = pages_file(e.pid);
+            if !names.contains(&name) {
+                names.push(name.clone());
+                in_memory.push((name, e.pid));
+            }
+        }
+    }
     send_order(&mut names, &pids);
     let mut out = Hashed { inner: out, crc: crc32fast::Hasher::new(), bytes: 0 };
     let sink = |e: std::io::Error| stream_err(format!("writing the image stream: {e}"));
     out.write_all(MAGIC).and_then(|()| out.write_all(&VERSION.to_le_bytes())).map_err(sink)?;
     let mut buf = vec![0u8; CHUNK];
     for name in &names {
-        let path = dir.join(name);
-        let file_err = |source| ImageError::Io { path: path.display().to_string(), source };
-        let mut f = File::open(&path).map_err(file_err)?;
-        let len = f.metadata().map_err(file_err)?.len();
-        out.write_all(&[RECORD]).map_err(sink)?;
-        out.write_all(&(name.len() as u16).to_le_bytes()).map_err(sink)?;
-        out.write_all(name.as_bytes()).map_err(sink)?;
-        out.write_all(&len.to_le_bytes()).map_err(sink)?;
-        let mut crc = crc32fast::Hasher::new();
-        let mut left = len;
-        while left > 0 {
-            let n = CHUNK.min(left as usize);
-            f.read_exact(&mut buf[..n]).map_err(file_err)?;
-            crc.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(sink)?;
-            left -= n as u64;
-        }
-        out.write_all(&crc.finalize().to_le_bytes()).map_err(sink)?;
+        let live = in_memory.iter().find(|(n, _)| n == name).map(|&(_, pid)| pid);
+        let crc = match (live, memory) {
+            (Some(pid), Some(memory)) => {
+                let p = image.read_process_meta(pid)?;
+                write_header(&mut out, name, p.pages_bytes).map_err(sink)?;
+                let crc = copy_from_memory(&p, inventory.page_size, memory, &mut out, &mut buf)?;
+                if crc != p.pages_crc {
+                    // The record is left without its checksum: the receiver sees a cut stream.
+                    return Err(stream_err(format!(
+                        "the memory of process {pid} changed after it was checkpointed (does a process outside the tree share it?); checkpoint it again"
+                    )));
+                }
+                crc
+            }
+            _ => {
+                let path = dir.join(name);
+                let file_err = |source| ImageError::Io { path: path.display().to_string(), source };
+                let mut f = File::open(&path).map_err(file_err)?;
+                let len = f.metadata().map_err(file_err)?.len();
+                write_header(&mut out, name, len).map_err(sink)?;
+                let mut crc = crc32fast::Hasher::new();
+                let mut left = len;
+                while left > 0 {
+                    let n = CHUNK.min(left as usize);
+                    f.read_exact(&mut buf[..n]).map_err(file_err)?;
+                    crc.update(&buf[..n]);
+                    out.write_all(&buf[..n]).map_err(sink)?;
+                    left -= n as u64;
+                }
+                crc.finalize()
+            }
+        };
+        out.write_all(&crc.to_le_bytes()).map_err(sink)?;
     }
     out.write_all(&[TRAILER]).map_err(sink)?;
     let total = out.crc.clone().finalize();
@@ -88,6 +134,42 @@ pub fn send(dir: &Path, out: &mut impl Write) -> Result<Totals> {
     out.write_all(&total.to_le_bytes()).map_err(sink)?;
     out.flush().map_err(sink)?;
     Ok(Totals { files: names.len() as u32, bytes })
+}
+
+fn write_header(out: &mut impl Write, name: &str, len: u64) -> std::io::Result<()> {
+    out.write_all(&[RECORD])?;
+    out.write_all(&(name.len() as u16).to_le_bytes())?;
+    out.write_all(name.as_bytes())?;
+    out.write_all(&len.to_le_bytes())
+}
+
+/// Writes the pages file of `p` from the process's memory; returns its CRC32.
+fn copy_from_memory(p: &ProcessImage, page_size: u64, memory: &dyn LiveMemory, out: &mut impl Write, buf: &mut [u8]) -> Result<u32> {
+    let name = pages_file(p.pid);
+    let mut runs: Vec<_> = p.pages.iter().filter(|r| r.origin != PageOrigin::Parent).collect();
+    runs.sort_by_key(|r| r.file_offset);
+    let mut crc = crc32fast::Hasher::new();
+    let mut at = 0u64;
+    for r in runs {
+        if r.file_offset != at {
+            return Err(ImageError::Invalid { path: name, what: "its page runs leave gaps, so it cannot be read from memory".into() });
+        }
+        let len = r.npages * page_size;
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            let vaddr = r.vaddr + done;
+            memory.read(p.pid, vaddr, &mut buf[..n]).map_err(|source| ImageError::Io { path: format!("memory of process {} at {vaddr:#x}", p.pid), source })?;
+            crc.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| stream_err(format!("writing the image stream: {e}")))?;
+            done += n as u64;
+        }
+        at += len;
+    }
+    if at != p.pages_bytes {
+        return Err(ImageError::Invalid { path: name, what: format!("its page runs hold {at} bytes, its file {}", p.pages_bytes) });
+    }
+    Ok(crc.finalize())
 }
 
 struct Hashed<W> {

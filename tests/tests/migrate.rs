@@ -81,19 +81,56 @@ fn stream_through_a_pipe() {
     assert!(staged.is_empty(), "staging directories left: {staged:?}");
 }
 
-/// `cryo restart -` keeps only the image's metadata: halfway through a
-/// stream of 256 MiB, its staging directory holds the metadata files and no
-/// pages, which go straight into the rebuilt process; every page is intact.
+/// The files under each `TMPDIR/cryo-stream-*/image` staging directory, with their sizes.
+fn staged(tmp: &Path) -> Vec<(String, u64)> {
+    let mut files = Vec::new();
+    for d in std::fs::read_dir(tmp).unwrap().flatten() {
+        for f in std::fs::read_dir(d.path().join("image")).into_iter().flatten().flatten() {
+            files.push((f.file_name().to_string_lossy().into_owned(), f.metadata().map_or(0, |m| m.len())));
+        }
+    }
+    files
+}
+
+fn assert_only_metadata(tmp: &Path, side: &str) {
+    let files = staged(tmp);
+    assert!(files.iter().any(|(n, _)| n.starts_with("proc-")), "{side}: no metadata staged in {}: {files:?}", tmp.display());
+    assert!(files.iter().all(|(n, _)| n.ends_with(".cryo")), "{side} stores only metadata, halfway through the pages: {files:?}");
+    assert!(files.iter().map(|(_, len)| len).sum::<u64>() < 1 << 20, "{side}: the staged metadata is small: {files:?}");
+}
+
+/// Neither end of a stream stores the image's memory: halfway through a
+/// stream of 256 MiB, `checkpoint --kill -o -` has staged only the
+/// metadata (the pages go from the frozen process to stdout), and so has
+/// `restart -` (they go straight into the rebuilt process); every page is
+/// intact.
 #[test]
-fn restart_reads_pages_straight_from_the_stream() {
+fn neither_end_of_a_stream_stores_the_pages() {
     let h = Harness::with_cryo("stream-in-place");
     let (mut p, log) = start_migrant(&h, "256");
     let pid = p.pid();
-    let stream = h.path("img.stream");
-    sh(&h, &format!("{} checkpoint {pid} --kill -o - > {}", h.cryo().display(), stream.display())).assert_ok();
+    let tmp_a = h.mkdir_for("tmp-a", Who::Test);
+    let mut sender = h
+        .command(Who::Test, &h.cryo())
+        .args(["checkpoint", &pid.to_string(), "--kill", "-o", "-"])
+        .env("TMPDIR", &tmp_a)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cryo checkpoint");
+    let mut out = sender.stdout.take().unwrap();
+    let mut bytes = vec![0u8; 128 << 20];
+    std::io::Read::read_exact(&mut out, &mut bytes).expect("reading the first half of the stream");
+    assert_only_metadata(&tmp_a, "checkpoint -o -");
+    assert!(p.try_status().is_none(), "the original dies only once the stream is written");
+    std::io::Read::read_to_end(&mut out, &mut bytes).unwrap();
+    let sent = sender.wait_with_output().unwrap();
+    assert!(sent.status.success(), "checkpoint -o - failed: {}", String::from_utf8_lossy(&sent.stderr));
     assert!(p.wait_timeout(Duration::from_secs(10)).is_some(), "the original still runs after checkpoint --kill");
-    let bytes = std::fs::read(&stream).unwrap();
     assert!(bytes.len() > 256 << 20, "the stream holds the memory: {} bytes", bytes.len());
+    let left: Vec<_> = std::fs::read_dir(&tmp_a).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("cryo-stream-")).collect();
+    assert!(left.is_empty(), "the sender's staging directory was removed: {left:?}");
 
     let tmp = h.mkdir_for("tmp", Who::Test);
     let pf = h.path("restored.pid");
@@ -103,28 +140,37 @@ fn restart_reads_pages_straight_from_the_stream() {
     let half = bytes.len() / 2;
     std::io::Write::write_all(&mut input, &bytes[..half]).unwrap();
     // The receiver has everything up to here (a pipe holds at most 1 MiB).
-    let staged = || -> Vec<(String, u64)> {
-        let mut files = Vec::new();
-        for d in std::fs::read_dir(&tmp).unwrap().flatten() {
-            for f in std::fs::read_dir(d.path().join("image")).into_iter().flatten().flatten() {
-                files.push((f.file_name().to_string_lossy().into_owned(), f.metadata().map_or(0, |m| m.len())));
-            }
-        }
-        files
-    };
-    wait_until(SECS20, || staged().iter().any(|(n, _)| n.starts_with("proc-")), || format!("no metadata staged in {}: {:?}", tmp.display(), staged()));
-    let files = staged();
-    assert!(files.iter().all(|(n, _)| n.ends_with(".cryo")), "only metadata is stored, halfway through the pages: {files:?}");
-    assert!(files.iter().map(|(_, len)| len).sum::<u64>() < 1 << 20, "the staged metadata is small: {files:?}");
+    wait_until(SECS20, || staged(&tmp).iter().any(|(n, _)| n.starts_with("proc-")), || format!("no metadata staged in {}: {:?}", tmp.display(), staged(&tmp)));
+    assert_only_metadata(&tmp, "restart -");
     std::io::Write::write_all(&mut input, &bytes[half..]).unwrap();
     drop(input);
     assert!(cryo.wait_exit(Duration::from_secs(120)).success(), "restart failed: {}", cryo.stderr_text());
-    assert!(staged().is_empty() && std::fs::read_dir(&tmp).unwrap().next().is_none(), "the staging directory was removed");
+    assert!(staged(&tmp).is_empty() && std::fs::read_dir(&tmp).unwrap().next().is_none(), "the staging directory was removed");
     let host: i32 = std::fs::read_to_string(&pf).unwrap().trim().parse().unwrap();
     assert_eq!(nspids(host).last(), Some(&pid), "the restored root keeps its pid inside");
     let (tick, _) = last_of(&log, "tick").unwrap();
     log.wait_prefix(&format!("tick {} ", tick + 5), SECS20);
     full_check(&log, host, &my_net());
+}
+
+/// The pages of `checkpoint --kill -o -` are read from the frozen tree as
+/// they are sent: memory that a process outside the tree writes meanwhile
+/// would not be what the checkpoint saw. The stream is not completed, the
+/// error says why, and the tree runs on.
+#[test]
+fn memory_written_from_outside_the_tree_fails_the_stream() {
+    let h = Harness::with_cryo("stream-outside-writer");
+    let prog = h.compile("shared_writer");
+    let (_parent, _out) = h.spawn(&[prog.to_str().unwrap(), "child.log"], "shared_writer.out");
+    let log = Log::new(h.path("child.log"));
+    log.wait_prefix("tick 3 ", SECS20);
+    let child: i32 = log.lines()[0].strip_prefix("child ").and_then(|p| p.trim().parse().ok()).expect("the child's pid");
+    let img = h.path("img.stream");
+    let tmp = h.mkdir_for("tmp", Who::Test);
+    let out = sh(&h, &format!("TMPDIR={} {} checkpoint {child} --kill -o - > {}", tmp.display(), h.cryo().display(), img.display()));
+    out.assert_clean_failure().assert_stderr_mentions(&["changed after it was checkpointed", "outside the tree"]);
+    assert_running_untouched(child, &log, 0, "after a stream of memory written from outside");
+    assert!(staged(&tmp).is_empty(), "the sender's staging directory was removed: {:?}", staged(&tmp));
 }
 
 #[test]

@@ -117,7 +117,7 @@ pub fn stream(
         let dedupe = droppable_if_zero(vma, run);
         if !vmsplice_readable(vma) {
             // vmsplice needs read access and ordinary pages; /proc/PID/mem does not.
-            copy_unreadable(mem, group, run, sink, dedupe)?;
+            copy_through_mem(mem, group, run, sink, dedupe)?;
             progress.inc(len);
             continue;
         }
@@ -245,7 +245,19 @@ fn droppable_if_zero(v: &Vma, run: &PageRun) -> bool {
     run.origin == PageOrigin::Here && matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack)
 }
 
-fn copy_unreadable(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, dedupe: bool) -> Result<()> {
+/// Sends every run to `sink` read from outside through /proc/PID/mem: for
+/// a process that no longer runs any code of its own or of a parasite, so
+/// that its memory stays as read until it dies (see `Sink::counting`).
+pub fn copy_from_outside(runs: &[PageRun], vmas: &[Vma], mem: &MemFile, sink: &mut Sink, progress: &ProgressBar) -> Result<()> {
+    for (group, run) in runs.iter().enumerate().filter(|(_, r)| r.origin != PageOrigin::Parent) {
+        let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
+        copy_through_mem(mem, group, run, sink, droppable_if_zero(vma, run))?;
+        progress.inc(run.npages * page_size());
+    }
+    Ok(())
+}
+
+fn copy_through_mem(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, dedupe: bool) -> Result<()> {
     let len = run.npages * page_size();
     let mut buf = vec![0u8; (1 << 20).min(len as usize)];
     let mut done = 0;

@@ -24,10 +24,18 @@ use cryo_tracer::{fault, proc, ptrace, Seized, Tree};
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Called with the complete image and the moment the freeze began, while a
-/// `--kill` tree is still frozen: an error releases the tree unharmed
-/// instead of killing it (streaming and migration send the image here).
-pub type Hold<'a> = &'a dyn Fn(&std::path::Path, Instant) -> Result<()>;
+/// Called with the complete image while a `--kill` tree is still frozen:
+/// an error releases the tree unharmed instead of killing it (streaming and
+/// migration send the image here).
+pub type Hold<'a> = &'a dyn Fn(&Held) -> Result<()>;
+
+pub struct Held<'a> {
+    pub dir: &'a std::path::Path,
+    /// When the freeze began.
+    pub frozen: Instant,
+    /// With [`Options::pages_in_tree`], where the image's pages are.
+    pub memory: Option<&'a dyn cryo_image::stream::LiveMemory>,
+}
 
 pub struct Options<'a> {
     pub pid: i32,
@@ -50,6 +58,10 @@ pub struct Options<'a> {
     /// Called with `kill` once the tree was sent SIGKILL (it can no longer
     /// run), before waiting for it to be gone.
     pub killed: Option<&'a dyn Fn()>,
+    /// Write no pages files: only choose the pages and make the runs and
+    /// checksums of the files, which the hold then reads from the tree,
+    /// frozen until it dies (needs `kill` and a hold; no compression).
+    pub pages_in_tree: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -70,6 +82,9 @@ pub struct Summary {
 }
 
 pub fn checkpoint(opts: &Options) -> Result<Summary> {
+    if opts.pages_in_tree && !(opts.kill && opts.hold.is_some() && opts.compress.is_none()) {
+        anyhow::bail!("internal error: pages can stay in the tree only until a hold before --kill, uncompressed");
+    }
     let t0 = Instant::now();
     let pid = opts.pid;
     let maps_before = maps_before_the_freeze(pid);
@@ -106,7 +121,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             let snapshot = !opts.kill && !opts.direct && !reaper_above(seized.pid, &tree_pids, &reapers, &view);
             let track = prev.is_some() || (opts.track && !opts.kill);
             let earlier = prev.as_ref().and_then(|p| p.get(&view.pid(seized.pid).ok()?));
-            let how = How { snapshot, tracking: track.then_some(earlier), compress: opts.compress };
+            let how = How { snapshot, tracking: track.then_some(earlier), compress: opts.compress, count_only: opts.pages_in_tree };
             let vmas = proc::vmas_since(seized.pid, maps_before.get(&seized.pid).map(Vec::as_slice))?;
             let frozen = dump_frozen(seized, vmas, &view, &mut writer, fds, &mut shared, &progress, how)?;
             started.extend(frozen.started.map(|fds| (seized.pid, fds)));
@@ -207,7 +222,8 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     progress.finish_and_clear();
     if let Some(hold) = opts.hold {
         // On error `tree`, dropped, lets every process go.
-        hold(&opts.out, frozen)?;
+        let memory = if opts.pages_in_tree { Some(TreeMemory::open(&tree, &view)?) } else { None };
+        hold(&Held { dir: &opts.out, frozen, memory: memory.as_ref().map(|m| m as &dyn cryo_image::stream::LiveMemory) })?;
     }
     if !released {
         // The tree's TCP connections end with a reset, so no TIME_WAIT keeps
@@ -420,6 +436,28 @@ struct How<'a> {
     /// Track writes (see tracking.rs), with what the parent image left.
     tracking: Option<Option<&'a Tracking>>,
     compress: Option<Codec>,
+    /// Write no pages file (see [`Options::pages_in_tree`]).
+    count_only: bool,
+}
+
+/// The frozen tree's memory, by pid as the image names its processes.
+struct TreeMemory(std::collections::HashMap<i32, MemFile>);
+
+impl TreeMemory {
+    fn open(tree: &Tree, view: &pids::PidView) -> Result<TreeMemory> {
+        let mut files = std::collections::HashMap::new();
+        for seized in &tree.procs {
+            files.insert(view.pid(seized.pid)?, MemFile::open(seized.pid)?);
+        }
+        Ok(TreeMemory(files))
+    }
+}
+
+impl cryo_image::stream::LiveMemory for TreeMemory {
+    fn read(&self, pid: i32, vaddr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let mem = self.0.get(&pid).ok_or_else(|| std::io::Error::other(format!("process {pid} is not in the frozen tree")))?;
+        mem.read(vaddr, buf).map_err(std::io::Error::other)
+    }
 }
 
 /// Pages from the frozen process itself.
@@ -473,9 +511,14 @@ fn pages_while_frozen(
     progress: &indicatif::ProgressBar,
     snapshot: bool,
     compress: Option<Codec>,
+    count_only: bool,
 ) -> Result<(Vec<PageRun>, Option<Snapshot>, Sink)> {
     let pid = seized.pid;
-    let mut sink = Sink::new(writer.create_pages(view.pid(pid)?)?, compress, page_size(), memory::PIECE)?;
+    let mut sink = if count_only {
+        Sink::counting(page_size(), memory::PIECE)
+    } else {
+        Sink::new(writer.create_pages(view.pid(pid)?)?, compress, page_size(), memory::PIECE)?
+    };
     let t = std::time::Instant::now();
     let stage = |what: &str| tracing::debug!("process {pid}: {what} after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     let mem = MemFile::open(pid)?;
@@ -502,6 +545,10 @@ fn pages_while_frozen(
     }
     let first = if use_snapshot { memory::Part::Frozen } else { memory::Part::All };
     progress.inc_length(memory::bytes(&chosen));
+    if count_only {
+        // Counted from outside once the parasite is gone (dump_frozen).
+        return Ok((chosen, None, sink));
+    }
     let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
         memory::stream(runs, vmas, part, &mem, &mut sink, progress, &mut FromTarget { seized, remote, parasite })
     };
@@ -579,8 +626,21 @@ fn dump_frozen(
         if how.tracking.is_some() {
             tracing::debug!("process {pid}: write tracking took {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
         }
-        let rest =
-            pages_while_frozen(seized, &mut remote, &mut parasite, &vmas, &st, tracked.as_ref(), writer, view, shared, progress, how.snapshot, how.compress);
+        let rest = pages_while_frozen(
+            seized,
+            &mut remote,
+            &mut parasite,
+            &vmas,
+            &st,
+            tracked.as_ref(),
+            writer,
+            view,
+            shared,
+            progress,
+            how.snapshot,
+            how.compress,
+            how.count_only,
+        );
         if rest.is_err() {
             if let Some(t) = &tracked {
                 tracking::undo(seized, &mut remote, &mut parasite, t);
@@ -591,9 +651,15 @@ fn dump_frozen(
         Ok((st, timers, per_thread, runs, snap, sink, tracked, started))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    let (st, timers, per_thread, chosen, snap, sink, tracked, started) = inside?;
+    let (st, timers, per_thread, chosen, snap, mut sink, tracked, started) = inside?;
     let tracking = tracked.as_ref().map(|t| t.info.clone());
     cured.context("removing the parasite from the target")?;
+    if how.count_only {
+        // Not while the parasite ran: the kernel updates a thread's rseq
+        // area whenever it returns to user mode, so the memory is final only
+        // now, as the stream will read it.
+        memory::copy_from_outside(&chosen, &vmas, &MemFile::open(pid)?, &mut sink, progress).context("reading the frozen process's memory")?;
+    }
 
     let status = proc::status(pid)?;
     let stat = proc::stat(pid)?;
