@@ -143,7 +143,9 @@ pub fn run(o: &Options) -> Result<Report> {
         if o.precopy {
             ssh.say(&protocol::round(last_round, true))?;
         }
+        let t = Instant::now();
         sent.set(ssh.send(held.dir, held.memory)?);
+        tracing::debug!("image sent in {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
         ssh.expect("received", RESTORE_TIMEOUT)?;
         let pid = ssh.expect("ready", RESTORE_TIMEOUT)?;
         remote_pid.set(pid.parse().unwrap_or(0));
@@ -172,7 +174,9 @@ pub fn run(o: &Options) -> Result<Report> {
         compress: None,
         killed: Some(&killed),
         // The pages cross from the frozen tree to B without a copy on disk.
-        pages_in_tree: true,
+        // A pre-copy's last round, small, is stored whole by B (and so
+        // needs its checksums up front).
+        pages_in_tree: !o.precopy,
     });
     let mut ssh = ssh.into_inner();
     let checkpoint = match checkpoint {

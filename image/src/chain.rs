@@ -32,7 +32,7 @@ pub struct PagesFile {
     pub compression: Option<Compression>,
     /// Its size and CRC32, as its process image records them.
     pub len: u64,
-    pub crc: u32,
+    pub crc: Option<u32>,
 }
 
 impl PagesFile {
@@ -179,7 +179,7 @@ mod tests {
             vmas: Vec::new(),
             pages: Vec::new(),
             pages_bytes: 0,
-            pages_crc: 0,
+            pages_crc: Some(0),
             threads: Vec::new(),
             exit_signal: 17,
             child_subreaper: false,

@@ -28,7 +28,8 @@ pub use series::{Series, SeriesEntry};
 pub use model::*;
 
 /// Version of the on-disk layout; an image of another version is refused.
-pub const FORMAT_VERSION: u32 = 3;
+/// 4: a process's pages_crc may be unknown (pages sent from the process).
+pub const FORMAT_VERSION: u32 = 4;
 
 pub const INVENTORY_FILE: &str = "inventory.cryo";
 

@@ -106,8 +106,11 @@ pub struct ProcessImage {
     pub pages: Vec<PageRun>,
     /// Size of `pages-<pid>.img`; a shorter file is truncated.
     pub pages_bytes: u64,
-    /// CRC32 of `pages-<pid>.img`.
-    pub pages_crc: u32,
+    /// CRC32 of `pages-<pid>.img`. None when the pages were left in the
+    /// frozen process and sent from there in a stream (`checkpoint --kill
+    /// -o -`, `migrate`), whose record of the file carries the only checksum:
+    /// such an image is restarted from its stream, never from a directory.
+    pub pages_crc: Option<u32>,
     pub threads: Vec<ThreadImage>,
     /// Signal sent to the parent when this process exits (normally SIGCHLD).
     pub exit_signal: i32,

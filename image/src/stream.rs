@@ -57,9 +57,10 @@ pub fn send(dir: &Path, out: &mut impl Write) -> Result<Totals> {
     send_from(dir, None, out)
 }
 
-/// Like [`send`], but the pages files the directory lacks are read from
-/// `memory` as the process files describe them (runs without gaps, in file
-/// order); each must still have the CRC32 its process file gives.
+/// Like [`send`], but the pages files of processes whose pages stayed in
+/// memory (no file, no checksum in their process files) are read from
+/// `memory` as the process files describe them: runs without gaps, in file
+/// order. Their checksum is made as they are sent.
 pub fn send_with_memory(dir: &Path, memory: &dyn LiveMemory, out: &mut impl Write) -> Result<Totals> {
     send_from(dir, Some(memory), out)
 }
@@ -81,8 +82,11 @@ fn send_from(dir: &Path, memory: Option<&dyn LiveMemory>, out: &mut impl Write) 
         for e in inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
             let name = pages_file(e.pid);
             if !names.contains(&name) {
-                names.push(name.clone());
-                in_memory.push((name, e.pid));
+                let p = image.read_process_meta(e.pid)?;
+                if p.pages_crc.is_none() {
+                    names.push(name.clone());
+                    in_memory.push((name, p));
+                }
             }
         }
     }
@@ -92,19 +96,11 @@ fn send_from(dir: &Path, memory: Option<&dyn LiveMemory>, out: &mut impl Write) 
     out.write_all(MAGIC).and_then(|()| out.write_all(&VERSION.to_le_bytes())).map_err(sink)?;
     let mut buf = vec![0u8; CHUNK];
     for name in &names {
-        let live = in_memory.iter().find(|(n, _)| n == name).map(|&(_, pid)| pid);
+        let live = in_memory.iter().find(|(n, _)| n == name).map(|(_, p)| p);
         let crc = match (live, memory) {
-            (Some(pid), Some(memory)) => {
-                let p = image.read_process_meta(pid)?;
+            (Some(p), Some(memory)) => {
                 write_header(&mut out, name, p.pages_bytes).map_err(sink)?;
-                let crc = copy_from_memory(&p, inventory.page_size, memory, &mut out, &mut buf)?;
-                if crc != p.pages_crc {
-                    // The record is left without its checksum: the receiver sees a cut stream.
-                    return Err(stream_err(format!(
-                        "the memory of process {pid} changed after it was checkpointed (does a process outside the tree share it?); checkpoint it again"
-                    )));
-                }
-                crc
+                copy_from_memory(p, inventory.page_size, memory, &mut out, &mut buf)?
             }
             _ => {
                 let path = dir.join(name);

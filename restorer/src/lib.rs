@@ -299,7 +299,18 @@ type Digest = std::thread::JoinHandle<std::result::Result<(), cryo_image::ImageE
 
 /// Checks pages files against their recorded checksums, beside the rebuild.
 fn spawn_digests(files: impl IntoIterator<Item = cryo_image::chain::PagesFile>) -> Vec<Digest> {
-    files.into_iter().map(|f| std::thread::spawn(move || cryo_image::digest::verify(&f.path, f.len, f.crc))).collect()
+    files
+        .into_iter()
+        .map(|f| {
+            std::thread::spawn(move || match f.crc {
+                Some(crc) => cryo_image::digest::verify(&f.path, f.len, crc),
+                None => Err(cryo_image::ImageError::Invalid {
+                    path: f.path.display().to_string(),
+                    what: "has no checksum: its pages were sent from the process in a stream; restart the image from such a stream (`cryo restart -`)".into(),
+                }),
+            })
+        })
+        .collect()
 }
 
 fn join_digests(digests: Vec<Digest>) -> Result<()> {

@@ -117,7 +117,7 @@ pub fn stream(
         let dedupe = droppable_if_zero(vma, run);
         if !vmsplice_readable(vma) {
             // vmsplice needs read access and ordinary pages; /proc/PID/mem does not.
-            copy_through_mem(mem, group, run, sink, dedupe)?;
+            copy_unreadable(mem, group, run, sink, dedupe)?;
             progress.inc(len);
             continue;
         }
@@ -245,19 +245,7 @@ fn droppable_if_zero(v: &Vma, run: &PageRun) -> bool {
     run.origin == PageOrigin::Here && matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack)
 }
 
-/// Sends every run to `sink` read from outside through /proc/PID/mem: for
-/// a process that no longer runs any code of its own or of a parasite, so
-/// that its memory stays as read until it dies (see `Sink::counting`).
-pub fn copy_from_outside(runs: &[PageRun], vmas: &[Vma], mem: &MemFile, sink: &mut Sink, progress: &ProgressBar) -> Result<()> {
-    for (group, run) in runs.iter().enumerate().filter(|(_, r)| r.origin != PageOrigin::Parent) {
-        let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
-        copy_through_mem(mem, group, run, sink, droppable_if_zero(vma, run))?;
-        progress.inc(run.npages * page_size());
-    }
-    Ok(())
-}
-
-fn copy_through_mem(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, dedupe: bool) -> Result<()> {
+fn copy_unreadable(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, dedupe: bool) -> Result<()> {
     let len = run.npages * page_size();
     let mut buf = vec![0u8; (1 << 20).min(len as usize)];
     let mut done = 0;
@@ -268,6 +256,51 @@ fn copy_through_mem(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink,
         done += n as u64;
     }
     Ok(())
+}
+
+/// A pages file that is not written: its runs, length, and the zero pages
+/// left out of it.
+pub struct Layout {
+    pub runs: Vec<PageRun>,
+    pub len: u64,
+    pub zero_pages: u64,
+}
+
+/// The pages file `runs` would make, zero pages left out as in a written
+/// one (the parasite says which), without reading a page: for pages that
+/// stay in the frozen process until they are sent (`checkpoint --kill -o -`).
+pub fn layout(runs: &[PageRun], vmas: &[Vma], src: &mut dyn PageSource) -> Result<Layout> {
+    let ps = page_size();
+    let mut out = Layout { runs: Vec::new(), len: 0, zero_pages: 0 };
+    for run in runs.iter().filter(|r| r.origin != PageOrigin::Parent) {
+        let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
+        let mut zero = Vec::with_capacity(run.npages as usize);
+        if droppable_if_zero(vma, run) && vmsplice_readable(vma) {
+            let mut at = 0;
+            while at < run.npages * ps {
+                let piece = (run.npages * ps - at).min(STREAM_PIECE);
+                zero.extend(src.zero_pages(&[IoVec { base: run.vaddr + at, len: piece }])?);
+                at += piece;
+            }
+        }
+        // A run of the file never spans two chosen runs (as in `Sink`).
+        let mut split = true;
+        for i in 0..run.npages {
+            if zero.get(i as usize) == Some(&true) {
+                out.zero_pages += 1;
+                split = true;
+                continue;
+            }
+            let vaddr = run.vaddr + i * ps;
+            match out.runs.last_mut() {
+                Some(r) if !split => r.npages += 1,
+                _ => out.runs.push(PageRun { vaddr, npages: 1, file_offset: out.len, origin: run.origin }),
+            }
+            split = false;
+            out.len += ps;
+        }
+    }
+    Ok(out)
 }
 
 /// Kernels without PAGEMAP_SCAN (before 6.7) are asked once.

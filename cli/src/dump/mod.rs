@@ -58,9 +58,10 @@ pub struct Options<'a> {
     /// Called with `kill` once the tree was sent SIGKILL (it can no longer
     /// run), before waiting for it to be gone.
     pub killed: Option<&'a dyn Fn()>,
-    /// Write no pages files: only choose the pages and make the runs and
-    /// checksums of the files, which the hold then reads from the tree,
-    /// frozen until it dies (needs `kill` and a hold; no compression).
+    /// Write no pages files: only lay them out (the runs, zero pages left
+    /// out); the hold reads them from the tree, frozen until it dies, and
+    /// their checksums are made as they are sent (needs `kill` and a hold;
+    /// no compression).
     pub pages_in_tree: bool,
 }
 
@@ -121,7 +122,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             let snapshot = !opts.kill && !opts.direct && !reaper_above(seized.pid, &tree_pids, &reapers, &view);
             let track = prev.is_some() || (opts.track && !opts.kill);
             let earlier = prev.as_ref().and_then(|p| p.get(&view.pid(seized.pid).ok()?));
-            let how = How { snapshot, tracking: track.then_some(earlier), compress: opts.compress, count_only: opts.pages_in_tree };
+            let how = How { snapshot, tracking: track.then_some(earlier), compress: opts.compress, in_tree: opts.pages_in_tree };
             let vmas = proc::vmas_since(seized.pid, maps_before.get(&seized.pid).map(Vec::as_slice))?;
             let frozen = dump_frozen(seized, vmas, &view, &mut writer, fds, &mut shared, &progress, how)?;
             started.extend(frozen.started.map(|fds| (seized.pid, fds)));
@@ -347,10 +348,18 @@ struct Pending {
     process: ProcessImage,
     /// The pages chosen, including those unchanged since the parent image.
     chosen: Vec<PageRun>,
-    sink: Sink,
+    pages: PagesOut,
     snapshot: Option<(Parasite, Snapshot)>,
     /// What write tracking said, for choosing pages from the snapshot.
     tracked: Option<tracking::Tracked>,
+}
+
+/// Where a process's pages go.
+enum PagesOut {
+    File(Sink),
+    /// Nowhere yet: they stay in the frozen process, to be read from there
+    /// as the file laid out here (see [`Options::pages_in_tree`]).
+    InTree(memory::Layout),
 }
 
 /// Pages stored, bytes written, and whether any page is in a parent image.
@@ -382,15 +391,22 @@ impl Pending {
             .context("choosing pages in the snapshot")?;
         progress.inc_length(memory::bytes(&private));
         let mut src = FromSnapshot { parasite: &mut parasite, snapshot: &mut snapshot };
-        memory::stream(&private, vmas, part, &mem, &mut self.sink, progress, &mut src).context("writing memory from the snapshot")?;
+        let PagesOut::File(sink) = &mut self.pages else { anyhow::bail!("internal error: a snapshot's pages stay in the tree") };
+        memory::stream(&private, vmas, part, &mem, sink, progress, &mut src).context("writing memory from the snapshot")?;
         self.chosen.extend(private);
         Ok(())
     }
 
     /// Complete the page index and write the process's image.
     fn complete(self, writer: &mut ImageWriter) -> Result<Totals> {
-        let Pending { mut process, chosen, sink, .. } = self;
-        let sink::Written { mut runs, compression, len, crc, zero_pages } = sink.finish()?;
+        let Pending { mut process, chosen, pages, .. } = self;
+        let (mut runs, compression, len, crc, zero_pages) = match pages {
+            PagesOut::File(sink) => {
+                let w = sink.finish()?;
+                (w.runs, w.compression, w.len, Some(w.crc), w.zero_pages)
+            }
+            PagesOut::InTree(l) => (l.runs, None, l.len, None, l.zero_pages),
+        };
         let incremental = chosen.iter().any(|r| r.origin == PageOrigin::Parent);
         runs.extend(chosen.into_iter().filter(|r| r.origin == PageOrigin::Parent));
         runs.sort_by_key(|r| r.vaddr);
@@ -436,8 +452,8 @@ struct How<'a> {
     /// Track writes (see tracking.rs), with what the parent image left.
     tracking: Option<Option<&'a Tracking>>,
     compress: Option<Codec>,
-    /// Write no pages file (see [`Options::pages_in_tree`]).
-    count_only: bool,
+    /// Lay out the pages file only (see [`Options::pages_in_tree`]).
+    in_tree: bool,
 }
 
 /// The frozen tree's memory, by pid as the image names its processes.
@@ -511,14 +527,9 @@ fn pages_while_frozen(
     progress: &indicatif::ProgressBar,
     snapshot: bool,
     compress: Option<Codec>,
-    count_only: bool,
-) -> Result<(Vec<PageRun>, Option<Snapshot>, Sink)> {
+    in_tree: bool,
+) -> Result<(Vec<PageRun>, Option<Snapshot>, PagesOut)> {
     let pid = seized.pid;
-    let mut sink = if count_only {
-        Sink::counting(page_size(), memory::PIECE)
-    } else {
-        Sink::new(writer.create_pages(view.pid(pid)?)?, compress, page_size(), memory::PIECE)?
-    };
     let t = std::time::Instant::now();
     let stage = |what: &str| tracing::debug!("process {pid}: {what} after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     let mem = MemFile::open(pid)?;
@@ -544,25 +555,27 @@ fn pages_while_frozen(
         }
     }
     let first = if use_snapshot { memory::Part::Frozen } else { memory::Part::All };
-    progress.inc_length(memory::bytes(&chosen));
-    if count_only {
-        // Counted from outside once the parasite is gone (dump_frozen).
-        return Ok((chosen, None, sink));
+    if in_tree {
+        let layout = memory::layout(&chosen, vmas, &mut FromTarget { seized, remote, parasite })?;
+        stage("pages laid out");
+        return Ok((chosen, None, PagesOut::InTree(layout)));
     }
+    progress.inc_length(memory::bytes(&chosen));
+    let mut sink = Sink::new(writer.create_pages(view.pid(pid)?)?, compress, page_size(), memory::PIECE)?;
     let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
         memory::stream(runs, vmas, part, &mem, &mut sink, progress, &mut FromTarget { seized, remote, parasite })
     };
     splice(&chosen, first, seized, remote, parasite)?;
     if !use_snapshot {
         stage("pages written");
-        return Ok((chosen, None, sink));
+        return Ok((chosen, None, PagesOut::File(sink)));
     }
     stage("shared memory written");
     let forked = parasite.fork_snapshot(seized, remote);
     stage("snapshot forked");
     match forked {
         // Private memory is chosen and written from the snapshot later.
-        Ok(s) => Ok((chosen, Some(s), sink)),
+        Ok(s) => Ok((chosen, Some(s), PagesOut::File(sink))),
         Err(e) => {
             tracing::warn!("process {pid}: no copy-on-write snapshot ({e}); writing its memory while it is stopped");
             let private = memory::select(pid, vmas, memory::Part::Private, &remote.mem, shared, tracked)?;
@@ -570,7 +583,7 @@ fn pages_while_frozen(
             splice(&private, memory::Part::Private, seized, remote, parasite)?;
             chosen.extend(private);
             chosen.sort_by_key(|r| r.vaddr);
-            Ok((chosen, None, sink))
+            Ok((chosen, None, PagesOut::File(sink)))
         }
     }
 }
@@ -639,27 +652,21 @@ fn dump_frozen(
             progress,
             how.snapshot,
             how.compress,
-            how.count_only,
+            how.in_tree,
         );
         if rest.is_err() {
             if let Some(t) = &tracked {
                 tracking::undo(seized, &mut remote, &mut parasite, t);
             }
         }
-        let (runs, snap, sink) = rest?;
+        let (runs, snap, pages) = rest?;
         let started = tracked.as_ref().filter(|t| t.created).map(|t| [t.info.fd, t.token_fd]);
-        Ok((st, timers, per_thread, runs, snap, sink, tracked, started))
+        Ok((st, timers, per_thread, runs, snap, pages, tracked, started))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    let (st, timers, per_thread, chosen, snap, mut sink, tracked, started) = inside?;
+    let (st, timers, per_thread, chosen, snap, pages, tracked, started) = inside?;
     let tracking = tracked.as_ref().map(|t| t.info.clone());
     cured.context("removing the parasite from the target")?;
-    if how.count_only {
-        // Not while the parasite ran: the kernel updates a thread's rseq
-        // area whenever it returns to user mode, so the memory is final only
-        // now, as the stream will read it.
-        memory::copy_from_outside(&chosen, &vmas, &MemFile::open(pid)?, &mut sink, progress).context("reading the frozen process's memory")?;
-    }
 
     let status = proc::status(pid)?;
     let stat = proc::stat(pid)?;
@@ -744,7 +751,7 @@ fn dump_frozen(
         pages: Vec::new(),
         pages_bytes: 0,
         // Set when the pages file is complete (`Pending::complete`).
-        pages_crc: 0,
+        pages_crc: None,
         threads,
         exit_signal: stat.exit_signal,
         child_subreaper: st.child_subreaper,
@@ -758,5 +765,5 @@ fn dump_frozen(
     };
     let reaper = st.child_subreaper;
     let snapshot = snap.map(|s| (parasite, s));
-    Ok(Frozen { reaper, started, pending: Pending { process, chosen, sink, snapshot, tracked } })
+    Ok(Frozen { reaper, started, pending: Pending { process, chosen, pages, snapshot, tracked } })
 }

@@ -7,9 +7,6 @@
 //! are held at a time, whatever the size of the process. The file's CRC32
 //! is made while it is written: each compressed frame's by the worker that
 //! wrote it, a raw file's by a thread reading behind the splicing.
-//! A counting sink ([`Sink::counting`]) writes nothing: it makes the runs
-//! and the CRC32 a raw file would have, for pages that stay in the frozen
-//! process until they are sent (`checkpoint --kill -o -`, `migrate`).
 
 use anyhow::{anyhow, Context, Result};
 use cryo_image::codec::{self, Codec, Compression, FRAME_RAW};
@@ -43,8 +40,7 @@ struct Workers {
 
 /// The writing end (on the sink's thread when it has one).
 pub struct Core {
-    /// The pages file; none when only counting.
-    file: Option<Arc<File>>,
+    file: Arc<File>,
     codec: Option<Codec>,
     ps: u64,
     /// Raw bytes appended so far: the raw offset of the next page.
@@ -62,8 +58,6 @@ pub struct Core {
     workers: Option<Workers>,
     /// Raw mode: the checksum read behind the writes.
     digest: Option<Follower>,
-    /// Counting mode: the checksum of what would have been written.
-    counted: Option<crc32fast::Hasher>,
     /// Blocks are reserved before pages are spliced (see [`preallocates`]).
     prealloc: bool,
 }
@@ -98,30 +92,7 @@ impl Core {
             Some(c) => (Some(Workers::start(c, file.clone())), None),
         };
         let prealloc = codec.is_none() && preallocates(&file);
-        Ok(Core { file: Some(file), codec, workers, digest, prealloc, ..Core::empty(ps) })
-    }
-
-    fn counting(ps: u64) -> Core {
-        Core { counted: Some(crc32fast::Hasher::new()), ..Core::empty(ps) }
-    }
-
-    fn empty(ps: u64) -> Core {
-        Core {
-            file: None,
-            codec: None,
-            ps,
-            raw: 0,
-            runs: Vec::new(),
-            group: usize::MAX,
-            split: true,
-            zero_pages: 0,
-            frame: Vec::new(),
-            next_frame: 0,
-            workers: None,
-            digest: None,
-            counted: None,
-            prealloc: false,
-        }
+        Ok(Core { file, codec, ps, raw: 0, runs: Vec::new(), group: usize::MAX, split: true, zero_pages: 0, frame: Vec::new(), next_frame: 0, workers, digest, prealloc })
     }
 
     /// Append `data` (whole pages) that lies at `vaddr` in the process, in
@@ -182,13 +153,8 @@ impl Core {
             _ => self.runs.push(PageRun { vaddr, npages, file_offset: self.raw, origin }),
         }
         self.raw += bytes.len() as u64;
-        if let Some(crc) = &mut self.counted {
-            crc.update(bytes);
-            return Ok(());
-        }
         if self.codec.is_none() {
-            let file = self.file.as_ref().expect("raw mode has a file");
-            file.write_all_at(bytes, self.raw - bytes.len() as u64).context("writing pages to the image")?;
+            self.file.write_all_at(bytes, self.raw - bytes.len() as u64).context("writing pages to the image")?;
             self.written_to(self.raw);
             return Ok(());
         }
@@ -238,15 +204,11 @@ impl Core {
                 (Some(Compression { codec, raw_bytes: self.raw, frames }), Some(crc))
             }
         };
-        let len = match &self.file {
-            Some(f) => f.metadata().context("the pages file")?.len(),
-            None => self.raw,
-        };
-        let crc = match (crc, self.digest.take(), self.counted.take()) {
-            (Some(crc), _, _) => crc,
-            (None, Some(d), _) => d.finish(len).context("checksumming the pages file")?,
-            (None, None, Some(c)) => c.finalize(),
-            (None, None, None) => unreachable!("raw mode has a digest"),
+        let len = self.file.metadata().context("the pages file")?.len();
+        let crc = match (crc, self.digest.take()) {
+            (Some(crc), _) => crc,
+            (None, Some(d)) => d.finish(len).context("checksumming the pages file")?,
+            (None, None) => unreachable!("raw mode has a digest"),
         };
         let mut runs = std::mem::take(&mut self.runs);
         runs.sort_by_key(|r| r.vaddr);
@@ -302,20 +264,10 @@ pub struct Threaded {
 impl Sink {
     /// A sink writing `file`; pieces hold up to `piece_bytes`.
     pub fn new(file: File, codec: Option<Codec>, ps: u64, piece_bytes: usize) -> Result<Sink> {
-        let core = Core::new(file, codec, ps)?;
+        let mut core = Core::new(file, codec, ps)?;
         if codec.is_none() {
             return Ok(Sink::Direct(core));
         }
-        Ok(Sink::threaded(core, piece_bytes))
-    }
-
-    /// A sink that writes nothing but makes the runs and CRC32 of the raw
-    /// file it would have written (zero pages dropped as ever).
-    pub fn counting(ps: u64, piece_bytes: usize) -> Sink {
-        Sink::threaded(Core::counting(ps), piece_bytes)
-    }
-
-    fn threaded(mut core: Core, piece_bytes: usize) -> Sink {
         let (tx, rx) = sync_channel::<Piece>(PIECES);
         let (spare_tx, spare) = sync_channel::<Vec<u8>>(PIECES + 2);
         let thread = std::thread::spawn(move || {
@@ -329,14 +281,14 @@ impl Sink {
             }
             core.written()
         });
-        Sink::Threaded(Threaded { tx: Some(tx), spare, thread: Some(thread), piece_bytes })
+        Ok(Sink::Threaded(Threaded { tx: Some(tx), spare, thread: Some(thread), piece_bytes }))
     }
 
     /// Where spliced pages go: the file and the offset of the next raw byte
     /// (Direct mode only).
     pub fn splice_target(&self) -> Option<(Arc<File>, u64)> {
         match self {
-            Sink::Direct(core) => Some((core.file.clone()?, core.raw)),
+            Sink::Direct(core) => Some((core.file.clone(), core.raw)),
             Sink::Threaded(_) => None,
         }
     }
@@ -344,11 +296,11 @@ impl Sink {
     /// `len` bytes are about to be spliced at `at` (Direct mode): reserve
     /// their blocks where that makes writing them cheaper. Only a hint.
     pub fn reserve(&self, at: u64, len: u64) {
-        if let Sink::Direct(Core { prealloc: true, file: Some(file), .. }) = self {
-            if len > 0 {
+        if let Sink::Direct(core) = self {
+            if core.prealloc && len > 0 {
                 // SAFETY: fallocate on an fd we own; a failure (a file system
                 // without it, no space) leaves the write to find out.
-                unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, at as libc::off_t, len as libc::off_t) };
+                unsafe { libc::fallocate(core.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, at as libc::off_t, len as libc::off_t) };
             }
         }
     }
