@@ -317,11 +317,7 @@ impl Remote {
     /// given) to B; returns the bytes sent.
     fn send(&mut self, dir: &std::path::Path, memory: Option<&dyn cryo_image::stream::LiveMemory>) -> Result<u64> {
         let stdin = self.stdin.as_mut().context("the ssh channel is closed")?;
-        let sent = match memory {
-            Some(m) => cryo_image::stream::send_with_memory(dir, m, stdin),
-            None => cryo_image::stream::send(dir, stdin),
-        };
-        match sent {
+        match cryo_image::stream::send_image(dir, memory, stdin) {
             Ok(t) => Ok(t.bytes),
             // B stopped reading: its status says why.
             Err(e) => Err(self.why_failed(&e.to_string())),

@@ -68,10 +68,7 @@ pub fn checkpoint_to_stdout(pid: i32, kill: bool, tcp_close: bool) -> Result<dum
     let send = |held: &dump::Held| -> Result<()> {
         let mut out = std_file(std::io::stdout().as_fd(), "stdout")?;
         widen_pipe(out.as_fd());
-        match held.memory {
-            Some(m) => cryo_image::stream::send_with_memory(held.dir, m, &mut out)?,
-            None => cryo_image::stream::send(held.dir, &mut out)?,
-        };
+        cryo_image::stream::send_image(held.dir, held.memory, &mut out)?;
         Ok(())
     };
     let opts = dump::Options {

@@ -144,7 +144,7 @@ mod tests {
     #[test]
     fn take_from_splits_runs_and_keeps_what_is_older() {
         let ps = 0x1000;
-        let mut q: ProcessImage = empty_process();
+        let mut q: ProcessImage = ProcessImage::empty();
         q.pages = vec![run(0x10000, 4, 0, PageOrigin::Here), run(0x20000, 2, 0, PageOrigin::Parent), run(0x30000, 1, 0x4000, PageOrigin::Here)];
         let (mut runs, mut still) = (Vec::new(), Vec::new());
         take_from(&q, ps, 0x11000, 0x21000, 1, &mut runs, &mut still);
@@ -157,39 +157,5 @@ mod tests {
             ]
         );
         assert_eq!(still, vec![(0x20000, 0x21000)]);
-    }
-
-    /// A process image with nothing in it but what the test sets.
-    fn empty_process() -> ProcessImage {
-        ProcessImage {
-            pid: 1,
-            ppid: 0,
-            pgid: 1,
-            sid: 1,
-            comm: String::new(),
-            exe: String::new(),
-            cwd: String::new(),
-            root: String::new(),
-            cmdline: Vec::new(),
-            creds: Default::default(),
-            umask: 0,
-            personality: 0,
-            rlimits: Vec::new(),
-            mm: Default::default(),
-            vmas: Vec::new(),
-            pages: Vec::new(),
-            pages_bytes: 0,
-            pages_crc: Some(0),
-            threads: Vec::new(),
-            exit_signal: 17,
-            child_subreaper: false,
-            sigactions: Vec::new(),
-            itimers: Vec::new(),
-            fds: Vec::new(),
-            shared_pending: 0,
-            posix_timers: Vec::new(),
-            tracking: None,
-            compression: None,
-        }
     }
 }

@@ -8,7 +8,7 @@
 //! - `pages-<pid>.img`: raw page contents, page-aligned, in the order of the
 //!   page index; never serialized through serde, so dump and restore stream it.
 //!   Its CRC32 is in the process file (unless the pages went from the frozen
-//!   process straight into a stream: see `stream::send_with_memory`).
+//!   process straight into a stream: see `stream::send_image`).
 //!
 //! Every metadata file is framed as [`meta::Header`] + postcard payload, and the
 //! header carries the payload's length and CRC32. Because each file is one

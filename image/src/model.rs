@@ -519,3 +519,40 @@ pub enum UnixRole {
     /// Neither listening nor connected.
     Unconnected,
 }
+
+#[cfg(test)]
+impl ProcessImage {
+    /// A process image with nothing in it but what a test sets.
+    pub(crate) fn empty() -> ProcessImage {
+        ProcessImage {
+            pid: 1,
+            ppid: 0,
+            pgid: 1,
+            sid: 1,
+            comm: String::new(),
+            exe: String::new(),
+            cwd: String::new(),
+            root: String::new(),
+            cmdline: Vec::new(),
+            creds: Default::default(),
+            umask: 0,
+            personality: 0,
+            rlimits: Vec::new(),
+            mm: Default::default(),
+            vmas: Vec::new(),
+            pages: Vec::new(),
+            pages_bytes: 0,
+            pages_crc: Some(0),
+            threads: Vec::new(),
+            exit_signal: 17,
+            child_subreaper: false,
+            sigactions: Vec::new(),
+            itimers: Vec::new(),
+            fds: Vec::new(),
+            shared_pending: 0,
+            posix_timers: Vec::new(),
+            tracking: None,
+            compression: None,
+        }
+    }
+}

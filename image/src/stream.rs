@@ -53,19 +53,11 @@ pub trait LiveMemory {
 }
 
 /// Writes every file of the complete image in `dir` to `out` as one stream.
-pub fn send(dir: &Path, out: &mut impl Write) -> Result<Totals> {
-    send_from(dir, None, out)
-}
-
-/// Like [`send`], but the pages files of processes whose pages stayed in
-/// memory (no file, no checksum in their process files) are read from
-/// `memory` as the process files describe them: runs without gaps, in file
-/// order. Their checksum is made as they are sent.
-pub fn send_with_memory(dir: &Path, memory: &dyn LiveMemory, out: &mut impl Write) -> Result<Totals> {
-    send_from(dir, Some(memory), out)
-}
-
-fn send_from(dir: &Path, memory: Option<&dyn LiveMemory>, out: &mut impl Write) -> Result<Totals> {
+/// With `memory`, the pages files of processes whose pages stayed in memory
+/// (no file, no checksum in their process files) are read from there as the
+/// process files describe them: runs without gaps, in file order. Their
+/// checksum is made as they are sent.
+pub fn send_image(dir: &Path, memory: Option<&dyn LiveMemory>, out: &mut impl Write) -> Result<Totals> {
     let dir_err = |source| ImageError::Io { path: dir.display().to_string(), source };
     let mut names = Vec::new();
     for e in fs::read_dir(dir).map_err(dir_err)? {
@@ -342,7 +334,7 @@ impl<R: Read> Receiver<R> {
     }
 }
 
-/// Reads a stream written by [`send`] from `input` into `dir` (an existing,
+/// Reads a stream written by [`send_image`] from `input` into `dir` (an existing,
 /// empty, private directory), checking every record's and the whole
 /// stream's checksum. `metadata_done` runs once the inventory and every
 /// metadata file are in, before any page data is read, so a receiver can
@@ -406,6 +398,7 @@ mod tests {
     use super::*;
     use crate::meta::{self, Kind};
     use crate::model::{DumpStats, Inventory, ProcessEntry, ProcessState};
+    use crate::{PageOrigin, ProcessImage};
 
     fn entry(pid: i32, ppid: i32) -> ProcessEntry {
         ProcessEntry { pid, ppid, pgid: 1, sid: 1, comm: "t".into(), threads: 1, session_outside: false, state: ProcessState::Live }
@@ -447,7 +440,7 @@ mod tests {
     fn pages_come_last_in_the_inventorys_order_and_read_in_place() {
         let src = image_dir();
         let mut stream = Vec::new();
-        send(src.path(), &mut stream).unwrap();
+        send_image(src.path(), None, &mut stream).unwrap();
         let dst = tempfile::tempdir().unwrap();
         let mut checked = 0;
         let mut rx = receive_metadata(stream.as_slice(), dst.path(), || {
@@ -476,7 +469,7 @@ mod tests {
     fn damaged_pages_are_caught_at_the_files_end() {
         let src = image_dir();
         let mut stream = Vec::new();
-        send(src.path(), &mut stream).unwrap();
+        send_image(src.path(), None, &mut stream).unwrap();
         let at = stream.len() - 1000;
         stream[at] ^= 1;
         let dst = tempfile::tempdir().unwrap();
@@ -495,5 +488,66 @@ mod tests {
         }
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains("pages-8.img arrived damaged"), "{errors:?}");
+    }
+
+    /// Memory whose every byte is the low byte of its page number.
+    struct PagePattern;
+
+    impl LiveMemory for PagePattern {
+        fn read(&self, pid: i32, vaddr: u64, buf: &mut [u8]) -> std::io::Result<()> {
+            assert_eq!(pid, 9, "only process 9's pages stayed in memory");
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = ((vaddr + i as u64) >> 12) as u8;
+            }
+            Ok(())
+        }
+    }
+
+    /// Process 9 of [`image_dir`] with its pages left in memory: two runs.
+    fn pages_in_memory(dir: &Path, runs: Vec<crate::PageRun>) {
+        let mut p = ProcessImage::empty();
+        p.pid = 9;
+        p.pages_bytes = runs.iter().map(|r| r.npages * 4096).sum();
+        p.pages = runs;
+        p.pages_crc = None;
+        fs::write(dir.join(crate::process_file(9)), meta::encode(Kind::Process, &p)).unwrap();
+        fs::remove_file(dir.join(pages_file(9))).unwrap();
+    }
+
+    fn run(vaddr: u64, npages: u64, file_offset: u64) -> crate::PageRun {
+        crate::PageRun { vaddr, npages, file_offset, origin: PageOrigin::Here }
+    }
+
+    #[test]
+    fn pages_left_in_memory_are_read_from_it_in_file_order() {
+        let src = image_dir();
+        // Sorted by address, the second run comes first in the file.
+        pages_in_memory(src.path(), vec![run(0x10000, 2, 0x1000), run(0x40000, 1, 0)]);
+        let mut stream = Vec::new();
+        send_image(src.path(), Some(&PagePattern), &mut stream).unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let mut rx = receive_metadata(stream.as_slice(), dst.path(), || Ok(())).unwrap();
+        let (name, len) = rx.next_file().unwrap().expect("process 9's pages first");
+        assert_eq!((name.as_str(), len), ("pages-9.img", 3 * 4096));
+        let mut buf = vec![0u8; len as usize];
+        rx.read(&mut buf).unwrap();
+        assert!(buf[..4096].iter().all(|&b| b == 0x40) && buf[4096..8192].iter().all(|&b| b == 0x10) && buf[8192..].iter().all(|&b| b == 0x11));
+        assert_eq!(rx.end_file().unwrap(), crc32fast::hash(&buf), "the record's checksum is made as the pages are sent");
+        for pid in [10, 8] {
+            let (name, len) = rx.next_file().unwrap().expect("the pages files on disk follow");
+            assert_eq!(name, pages_file(pid));
+            let mut buf = vec![0u8; len as usize];
+            rx.read(&mut buf).unwrap();
+            rx.end_file().unwrap();
+        }
+        assert!(rx.next_file().unwrap().is_none());
+    }
+
+    #[test]
+    fn pages_in_memory_with_gaps_are_refused() {
+        let src = image_dir();
+        pages_in_memory(src.path(), vec![run(0x10000, 1, 0), run(0x40000, 1, 0x2000)]);
+        let err = send_image(src.path(), Some(&PagePattern), &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("gaps"), "{err}");
     }
 }
