@@ -6,12 +6,12 @@
 //! under $TMPDIR (default /var/tmp, on disk rather than in memory); with
 //! `--kill` the pages go from the frozen tree's memory straight to the
 //! stream, without it (the tree runs on from a copy-on-write snapshot) they
-//! are written there too and streamed from there. The receiver stores only the image's metadata (and the contents of
-//! deleted files it had open) in such a directory: the pages go straight
-//! from the stream into the rebuilt processes' memory. (Later rounds of a
-//! pre-copy, which are small, are stored whole.) Directories are removed as
-//! soon as they are no longer needed; memory use stays at one chunk whatever
-//! the image's size.
+//! are written there too and streamed from there. The receiver stores only
+//! the image's metadata (and the contents of deleted files it had open) in
+//! such a directory: the pages go straight from the stream into the rebuilt
+//! processes' memory. (Later rounds of a pre-copy, which are small, are
+//! stored whole.) Directories are removed as soon as they are no longer
+//! needed; memory use stays at one chunk whatever the image's size.
 
 use crate::dump;
 use crate::migrate::protocol;

@@ -532,7 +532,6 @@ fn pages_while_frozen(
     let pid = seized.pid;
     let t = std::time::Instant::now();
     let stage = |what: &str| tracing::debug!("process {pid}: {what} after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
-    let mem = MemFile::open(pid)?;
     let mut use_snapshot = snapshot && !st.child_subreaper && !vmas.iter().any(|v| v.has_flag("dc") || v.has_flag("wf"));
     // An incremental checkpoint writes little: choosing its pages while
     // frozen and writing them at once stops the process for less than
@@ -554,13 +553,14 @@ fn pages_while_frozen(
             });
         }
     }
-    let first = if use_snapshot { memory::Part::Frozen } else { memory::Part::All };
     if in_tree {
         let layout = memory::layout(&chosen, vmas, &mut FromTarget { seized, remote, parasite })?;
         stage("pages laid out");
         return Ok((chosen, None, PagesOut::InTree(layout)));
     }
+    let first = if use_snapshot { memory::Part::Frozen } else { memory::Part::All };
     progress.inc_length(memory::bytes(&chosen));
+    let mem = MemFile::open(pid)?;
     let mut sink = Sink::new(writer.create_pages(view.pid(pid)?)?, compress, page_size(), memory::PIECE)?;
     let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
         memory::stream(runs, vmas, part, &mem, &mut sink, progress, &mut FromTarget { seized, remote, parasite })
