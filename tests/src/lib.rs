@@ -740,6 +740,27 @@ fn sweep_stale(base: &Path, uid: u32) {
     });
 }
 
+/// Files that may be executed are written by a child process, never opened for writing
+/// here: a sibling test thread forking while this process held such a file open would
+/// carry the descriptor until its own exec, and exec of the file fails with ETXTBSY
+/// meanwhile.
+fn write_from_child(p: &Path, content: &[u8]) {
+    let mut child = Command::new("sh")
+        .args(["-c", "cat > \"$1\"", "sh"])
+        .arg(p)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run sh to write {}: {e}", p.display()));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(content)
+        .unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    let st = child.wait().unwrap();
+    assert!(st.success(), "writing {}: {st}", p.display());
+}
+
 fn set_mode(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
@@ -849,7 +870,7 @@ impl Harness {
     /// Write a file (e.g. a script) into the work dir, readable by everyone.
     pub fn write_file(&self, rel: &str, content: &str, mode: u32) -> PathBuf {
         let p = self.path(rel);
-        fs::write(&p, content).unwrap();
+        write_from_child(&p, content.as_bytes());
         set_mode(&p, mode);
         self.give(&p);
         p
@@ -882,7 +903,12 @@ impl Harness {
             );
         }
         let dst = self.path("cryo");
-        fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        let cp = Command::new("cp")
+            .arg(&src)
+            .arg(&dst)
+            .status()
+            .unwrap_or_else(|e| panic!("run cp: {e}"));
+        assert!(cp.success(), "cp {} {}: {cp}", src.display(), dst.display());
         set_mode(&dst, 0o755);
         *self.cryo.borrow_mut() = Some(dst.clone());
         dst
