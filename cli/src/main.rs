@@ -101,6 +101,12 @@ enum Cmd {
         /// checkpoint (warned); without it such a restart is refused.
         #[arg(long)]
         allow_changed_files: bool,
+        /// Let the tree run before its memory is all in place: heap and other
+        /// large private areas are filled as they are touched and in the
+        /// background (userfaultfd); cryo returns (or, in the foreground,
+        /// waits for the tree) once every page is in. Needs the restore namespace.
+        #[arg(long)]
+        lazy: bool,
         /// The receiving end of `cryo migrate` (status lines on stdout, waits
         /// for the sender's commit before the tree runs; implies --detach).
         #[arg(long, hide = true)]
@@ -337,7 +343,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files, handshake, rounds } => {
+        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files, lazy, handshake, rounds } => {
             let from_stdin = dir.as_os_str() == "-";
             if handshake && !from_stdin {
                 anyhow::bail!("--handshake is for `cryo restart -` as run by `cryo migrate`");
@@ -372,6 +378,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 before_release: None,
                 next_round: None,
                 page_stream: None,
+                lazy,
             };
             // Ctrl-C during the rebuild: kill what was created, not leave it half-made.
             guard::abort_on_signals();

@@ -277,6 +277,7 @@ fn receive_and_restart(input: &Input, opts: &cryo_restorer::Options<'_>, handsha
         before_release: Some(&gate),
         next_round: (rounds && !only).then_some(&next as cryo_restorer::NextRound<'_>),
         page_stream: Some(&pages),
+        lazy: opts.lazy,
     };
     cryo_restorer::restart(&restore)?;
     Ok(root.get())

@@ -11,6 +11,7 @@
 mod check;
 mod foreground;
 mod layout;
+mod lazy;
 mod ns;
 mod rebuild;
 mod shape;
@@ -48,6 +49,10 @@ pub struct Options<'a> {
     /// The image's own pages files are not in `image` but come on this
     /// stream, to be read straight into place (`cryo restart -`).
     pub page_stream: Option<&'a dyn PageStream>,
+    /// Run the tree before its large private areas are filled; cryo fills
+    /// them as they are touched and in the background, and returns once
+    /// every page is in (`cryo restart --lazy`).
+    pub lazy: bool,
 }
 
 pub type Gate<'a> = &'a dyn Fn(i32) -> std::result::Result<(), String>;
@@ -93,7 +98,11 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     files.sort_by(|a, b| a.path.cmp(&b.path));
     files.dedup_by(|a, b| a.path == b.path);
     let digests = spawn_digests(files);
-    let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts, digests) {
+    if opts.lazy && (streamed || opts.next_round.is_some() || !opts.pid_ns) {
+        return Err(RestoreError::Rebuild("--lazy restarts an image directory inside the restore namespace: not from a stream, a pre-copy or with --no-pid-ns".into()));
+    }
+    let mut lazy = lazy::Server::new();
+    let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts, digests, &mut lazy) {
         Ok(h) => h,
         Err(e) => {
             sandbox.kill_all();
@@ -110,6 +119,16 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     if let Some(p) = &opts.pidfile {
         std::fs::write(p, format!("{root_host}\n"))
             .map_err(|e| RestoreError::Io { what: format!("writing pidfile {}", p.display()), source: e })?;
+    }
+    if !lazy.is_empty() {
+        tracing::info!("the tree runs; filling the rest of its memory");
+        if let Err(e) = lazy.run() {
+            sandbox.kill_all();
+            if let Some(t) = terminal {
+                t.restore();
+            }
+            return Err(RestoreError::Rebuild(format!("{e}; the tree was killed, as its memory could not be completed")));
+        }
     }
     if opts.detach {
         return Ok(0);
@@ -213,6 +232,7 @@ fn restore_tree(
     sandbox: &mut ns::Sandbox,
     opts: &Options<'_>,
     digests: Vec<Digest>,
+    lazy: &mut lazy::Server,
 ) -> Result<i32> {
     let in_userns = sandbox.init.is_some();
     let mut reg = Registry::new(images.values());
@@ -243,7 +263,7 @@ fn restore_tree(
     for r in &mut tree {
         stage("restart-memory")?;
         let src = &sources[&r.pid()];
-        r.memory(src, &mut reg, &mut pages, in_userns, rounds, streamed)?;
+        r.memory(src, &mut reg, &mut pages, in_userns, rounds, streamed, opts.lazy)?;
     }
     if let Some(s) = opts.page_stream {
         s.finish()?;
@@ -289,7 +309,7 @@ fn restore_tree(
     // The last point where the restart can still stop with nothing having run.
     stage("restart-release")?;
     for r in tree {
-        r.release()?;
+        r.release(lazy)?;
     }
     logged("release");
     Ok(root_host)

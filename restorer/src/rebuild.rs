@@ -20,6 +20,7 @@ mod pty;
 mod streamed;
 pub(crate) mod sockets;
 mod timers;
+mod userfault;
 
 pub use streamed::{PageStream, Streamed};
 
@@ -61,6 +62,8 @@ pub struct Restoree<'a> {
     tmp: Option<TempFds>,
     /// Host tids of the threads created, in image order after the main one.
     threads: Vec<i32>,
+    /// Memory still to fill after it runs (lazy restart).
+    lazy: Option<crate::lazy::Process>,
 }
 
 impl<'a> Restoree<'a> {
@@ -75,7 +78,7 @@ impl<'a> Restoree<'a> {
             .ok_or_else(|| RestoreError::Rebuild(format!("process {}: no free address range for the restorer", p.pid)))?;
         let parasite = Parasite::load(&mut m.seized, &mut m.remote, Some(area))?;
         let inside = reg.pids.inside(p.pid).expect("every member has a pid");
-        Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new() })
+        Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new(), lazy: None })
     }
 
     /// Its pid in the image.
@@ -111,6 +114,9 @@ impl<'a> Restoree<'a> {
     /// stays writable and mm fields are left to [`Restoree::protect`].
     /// With `stream`, the image's own pages file arrives on it rather than
     /// being in the image's directory (parents' files are read as usual).
+    /// With `lazy`, its large private areas are filled once it runs
+    /// ([`Restoree::release`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn memory(
         &mut self,
         src: &ResolvedPages,
@@ -119,6 +125,7 @@ impl<'a> Restoree<'a> {
         in_userns: bool,
         rounds: bool,
         stream: Option<Streamed<'_>>,
+        lazy: bool,
     ) -> Result<()> {
         let on_disk = match stream {
             Some(_) => streamed::parents_only(src),
@@ -132,7 +139,15 @@ impl<'a> Restoree<'a> {
         move_vdso(self, &own, self.area + self.blob_size)?;
         let p = self.p.clone();
         map_areas(self, reg, &p.vmas.iter().filter(|v| !is_special(v)).collect::<Vec<_>>())?;
-        read_pages(self, &on_disk, &pages, pages_read)?;
+        if lazy {
+            let plan = crate::lazy::plan(&p, &on_disk, cryo_tracer::arch::page_size());
+            read_pages(self, &plan.eager, &pages, pages_read)?;
+            if !plan.lazy.is_empty() {
+                self.lazy = Some(userfault::register(self, &on_disk, &plan)?);
+            }
+        } else {
+            read_pages(self, &on_disk, &pages, pages_read)?;
+        }
         if let Some(s) = stream {
             streamed::read(self, s, pages_read)?;
         }
@@ -191,13 +206,27 @@ impl<'a> Restoree<'a> {
     }
 
     /// Let the process run, and send it what was pending at the checkpoint.
-    pub fn release(self) -> Result<()> {
+    /// A process with memory still to fill runs traced, handed to `lazy`.
+    pub fn release(self, lazy: &mut crate::lazy::Server) -> Result<()> {
         let host = self.m.host;
         self.m.seized.forget();
-        for &tid in &self.threads {
-            ptrace::detach(tid, 0)?;
+        let tids: Vec<i32> = std::iter::once(host).chain(self.threads.iter().copied()).collect();
+        match self.lazy {
+            Some(memory) => {
+                for &tid in &tids {
+                    ptrace::set_options(tid, crate::lazy::TRACE_OPTIONS)?;
+                }
+                lazy.add(memory, &tids);
+                for &tid in tids.iter().rev() {
+                    ptrace::cont_syscall(tid, 0)?;
+                }
+            }
+            None => {
+                for &tid in tids.iter().rev() {
+                    ptrace::detach(tid, 0)?;
+                }
+            }
         }
-        ptrace::detach(host, 0)?;
         deliver_pending(host, &self.p, &self.threads);
         Ok(())
     }

@@ -244,3 +244,69 @@ fn resource_limits_come_back() {
     let base = log.line_count();
     log.wait_growth(base, 3, SECS20);
 }
+
+/// The lazy workload (see tests/workloads/lazy.c) checkpointed with --kill, restarted with
+/// `--lazy --detach` and told to go once the restart reports it running; returns the
+/// workload's log and cryo's stderr once both are done.
+fn lazy_restart(name: &str, env: &[(&str, &str)]) -> (String, String) {
+    let h = Harness::with_cryo(name);
+    let prog = h.compile_with("lazy", &["-pthread"]);
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "64"], "lazy.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let pf = h.path("restored.pid");
+    let mut env = env.to_vec();
+    env.push(("CRYO_LOG", "debug"));
+    let mut cryo = h.cryo_spawn_env(
+        &["restart", img.to_str().unwrap(), "--lazy", "--detach", "--pidfile", pf.to_str().unwrap()],
+        &env,
+        Stdio::null(),
+    );
+    let start = std::time::Instant::now();
+    while !pf.exists() {
+        assert!(cryo.running(), "restart --lazy ended before the tree ran: {}", cryo.stderr_text());
+        assert!(start.elapsed() < SECS20, "no pidfile after 20 s: {}", cryo.stderr_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.register_pidfile(&pf);
+    h.write_file("go", "", 0o644);
+    log.wait_line("done");
+    let st = cryo.wait_exit(SECS20);
+    let err = cryo.stderr_text();
+    assert!(st.success(), "restart --lazy: {st}\n{err}");
+    let text = log.text();
+    assert!(!text.lines().any(|l| l.starts_with("BAD")), "the restored program found faults:\n{text}\ncryo:\n{err}");
+    for what in ["sendmsg", "write and read", "in place", "thread", "fork"] {
+        assert!(text.lines().any(|l| l == format!("OK {what}")), "no OK {what}:\n{text}");
+    }
+    (text, err)
+}
+
+/// The count before `what` in cryo's "lazy: every page in ..." line.
+fn lazy_count(err: &str, what: &str) -> u64 {
+    let line = err.lines().find(|l| l.contains("lazy: every page in")).unwrap_or_else(|| panic!("no lazy summary:\n{err}"));
+    let before = &line[..line.find(what).unwrap_or_else(|| panic!("no {what:?} in {line}"))];
+    before.split_whitespace().last().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no count before {what:?} in {line}"))
+}
+
+/// With nothing pushed in the background, each page comes because the program or the
+/// kernel on its behalf needed it: write and read buffers (filled at syscall entry),
+/// pages touched in place (page faults), a buffer behind an iovec (sendmsg fails with
+/// EFAULT and runs again), then a new thread and a fork. The program checks every byte,
+/// and cryo returns only once every page is in.
+#[test]
+fn lazy_restart_fills_memory_as_it_is_touched() {
+    let (_, err) = lazy_restart("lazy-demand", &[("CRYO_LAZY_PUSH", "0")]);
+    assert!(lazy_count(&err, "syscalls needed pages first") >= 2, "{err}");
+    assert!(lazy_count(&err, "faults") >= 1, "{err}");
+    assert!(lazy_count(&err, "re-run after EFAULT") >= 1, "{err}");
+    assert_eq!(lazy_count(&err, "MiB pushed"), 0, "{err}");
+}
+
+/// Pages pushed in the background and pages touched meet without harm.
+#[test]
+fn lazy_restart_pushes_the_rest() {
+    let (_, err) = lazy_restart("lazy-push", &[]);
+    assert!(err.contains("lazy: every page in"), "{err}");
+}

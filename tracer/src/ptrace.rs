@@ -65,6 +65,46 @@ pub fn cont_syscall(tid: i32, sig: i32) -> Result<()> {
         .map_err(|e| TracerError::ptrace("PTRACE_SYSCALL", tid, e))
 }
 
+/// Leave a thread in its group stop while still reporting to the tracer
+/// (PTRACE_SEIZE only): it runs again on SIGCONT.
+pub fn listen(tid: i32) -> Result<()> {
+    request(libc::PTRACE_LISTEN, tid, 0, 0).map(drop).map_err(|e| TracerError::ptrace("PTRACE_LISTEN", tid, e))
+}
+
+const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+
+/// Where a stopped thread is, from PTRACE_GET_SYSCALL_INFO (Linux 5.3), whose
+/// layout is the same on every CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyscallInfo {
+    /// Not at a syscall stop.
+    None { sp: u64 },
+    Entry { sp: u64, nr: u64, args: [u64; 6] },
+    Exit { sp: u64, rval: i64, is_error: bool },
+}
+
+impl SyscallInfo {
+    pub fn sp(&self) -> u64 {
+        match *self {
+            SyscallInfo::None { sp } | SyscallInfo::Entry { sp, .. } | SyscallInfo::Exit { sp, .. } => sp,
+        }
+    }
+}
+
+pub fn syscall_info(tid: i32) -> Result<SyscallInfo> {
+    // op u8, pad, arch u32, instruction_pointer u64, stack_pointer u64, then
+    // entry {nr, args[6]} or exit {rval s64, is_error u8}.
+    let mut buf = [0u64; 11];
+    request(PTRACE_GET_SYSCALL_INFO, tid, std::mem::size_of_val(&buf), buf.as_mut_ptr() as usize)
+        .map_err(|e| TracerError::ptrace("PTRACE_GET_SYSCALL_INFO", tid, e))?;
+    let (op, sp) = (buf[0] as u8, buf[2]);
+    Ok(match op {
+        1 => SyscallInfo::Entry { sp, nr: buf[3], args: [buf[4], buf[5], buf[6], buf[7], buf[8], buf[9]] },
+        2 => SyscallInfo::Exit { sp, rval: buf[3] as i64, is_error: buf[4] as u8 != 0 },
+        _ => SyscallInfo::None { sp },
+    })
+}
+
 pub fn detach(tid: i32, sig: i32) -> Result<()> {
     request(libc::PTRACE_DETACH, tid, 0, sig as usize).map(drop).map_err(|e| TracerError::ptrace("PTRACE_DETACH", tid, e))
 }

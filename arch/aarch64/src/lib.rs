@@ -81,6 +81,16 @@ impl Arch for Aarch64 {
             Lseek => 62,
             Read => 63,
             Write => 64,
+            Clone => 220,
+            Execve => 221,
+            Readv => 65,
+            Preadv2 => 286,
+            Recvfrom => 207,
+            Recvmsg => 212,
+            Recvmmsg => 243,
+            Pwrite64 => 68,
+            Getrandom => 278,
+            Getdents64 => 61,
             Pread64 => 67,
             Preadv => 69,
             Vmsplice => 75,
@@ -145,7 +155,7 @@ impl Arch for Aarch64 {
             Accept4 => 242,
             Getsockname => 204,
             Setsockopt => 208,
-            ArchPrctl | SetTls => return None,
+            ArchPrctl | SetTls | Fork | Vfork => return None,
         })
     }
 

@@ -34,7 +34,8 @@ pub enum RegSetAccess {
     GetOnly { get_request: u32 },
 }
 
-/// Syscalls cryo issues inside a target, by meaning; each arch maps them to its numbers.
+/// Syscalls cryo issues inside a target, or watches a lazily restored one make,
+/// by meaning; each arch maps them to its numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Sysno {
     Read,
@@ -118,6 +119,20 @@ pub enum Sysno {
     /// Set the calling thread's TLS register where no register set can
     /// (32-bit ARM's private `set_tls`); `None` elsewhere.
     SetTls,
+    Clone,
+    /// `None` on aarch64, which has only clone.
+    Fork,
+    /// `None` on aarch64.
+    Vfork,
+    Execve,
+    Readv,
+    Preadv2,
+    Recvfrom,
+    Recvmsg,
+    Recvmmsg,
+    Pwrite64,
+    Getrandom,
+    Getdents64,
 }
 
 /// What a syscall interrupted by the freeze needs so that the thread carries
@@ -214,6 +229,12 @@ pub trait Arch {
     }
     /// Make saved registers say the thread was interrupted in syscall `nr`.
     fn set_interrupted_syscall(_gp: &mut [u8], _nr: u64) {}
+    /// At a syscall-exit stop: set registers so that the thread, once let go,
+    /// runs the syscall instruction it just left again, as call `nr` with `args`.
+    fn reissue_syscall(gp: &mut [u8], nr: u64, args: &[u64; 6]) {
+        let at = Self::pc(gp) - Self::SYSCALL_INSN_LEN;
+        Self::prepare_syscall(gp, at, nr, args);
+    }
     /// Mark the registers as "not in a syscall" so a register load does not
     /// trigger the kernel's restart logic again.
     fn clear_syscall(gp: &mut [u8]);

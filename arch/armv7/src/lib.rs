@@ -87,6 +87,18 @@ impl Arch for Armv7 {
             Prctl => 172,
             RtSigaction => 174,
             RtSigprocmask => 175,
+            Clone => 120,
+            Fork => 2,
+            Vfork => 190,
+            Execve => 11,
+            Readv => 145,
+            Preadv2 => 392,
+            Recvfrom => 292,
+            Recvmsg => 297,
+            Recvmmsg => 365,
+            Pwrite64 => 181,
+            Getrandom => 384,
+            Getdents64 => 217,
             Pread64 => 180,
             Capset => 185,
             Sigaltstack => 186,
@@ -201,6 +213,17 @@ impl Arch for Armv7 {
     /// again in full instead of through restart_syscall).
     fn restart_fixup(_gp: &mut [u8]) -> RestartFixup {
         RestartFixup::None
+    }
+
+    /// Thumb code's `svc` is two bytes; the instruction set stays as it was.
+    fn reissue_syscall(gp: &mut [u8], nr: u64, args: &[u64; 6]) {
+        let len = if get_u32(gp, CPSR) & CPSR_T != 0 { 2 } else { 4 };
+        for (i, a) in args.iter().enumerate() {
+            put_u32(gp, R0 + i * 4, *a as u32);
+        }
+        put_u32(gp, R7, nr as u32);
+        put_u32(gp, PC, get_u32(gp, PC) - len);
+        Self::clear_syscall(gp);
     }
 
     fn clear_syscall(gp: &mut [u8]) {

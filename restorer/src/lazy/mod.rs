@@ -1,0 +1,629 @@
+//! Lazy restart (`cryo restart --lazy`): the tree runs before its memory is
+//! in place. The large private areas (heap and anonymous mappings) are left
+//! empty and registered with a userfaultfd each process makes; cryo keeps a
+//! copy of it and, once the tree runs, fills pages as they are touched and
+//! pushes the rest in the background, then lets go. Pages the kernel itself
+//! writes on the program's behalf without a system call (signal frames below
+//! the stack pointer, rseq, the robust list, the tid cleared at exit) are
+//! read in before the tree runs; system calls are watched (see `syscalls`).
+//!
+//! A lazily restored tree cannot live without cryo until its memory is
+//! complete: it is traced with PTRACE_O_EXITKILL, so that it dies with cryo
+//! rather than run on with pages missing.
+
+mod syscalls;
+pub(crate) mod uffd;
+
+use crate::check::RestoreError;
+use crate::Result;
+use cryo_image::chain::{ResolvedPages, SourceRun};
+use cryo_image::{ProcessImage, Vma, VmaKind};
+use cryo_tracer::arch::{Arch, Native};
+use cryo_tracer::ptrace::{self, Stop, SyscallInfo};
+use nix::errno::Errno;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+use syscalls::Needs;
+use uffd::{Copied, Uffd};
+
+/// Read in before the tree runs, around each thread's stack pointer: the
+/// frames it returns into and where the kernel puts a signal frame.
+const STACK_BELOW: u64 = 256 << 10;
+const STACK_ABOVE: u64 = 64 << 10;
+/// Brought in around a faulting page.
+const FAULT_CHUNK: u64 = 256 << 10;
+/// Pushed per step in the background.
+const PUSH_CHUNK: u64 = 4 << 20;
+
+/// Which of a process's pages are read before it runs and which come later.
+pub struct Plan {
+    pub eager: ResolvedPages,
+    pub lazy: Vec<SourceRun>,
+    /// Areas to register: (start, end, is the heap).
+    pub areas: Vec<(u64, u64, bool)>,
+}
+
+fn may_be_lazy(v: &Vma) -> bool {
+    !v.shared && matches!(v.kind, VmaKind::Anon | VmaKind::Heap) && v.prot & libc::PROT_EXEC as u32 == 0 && !v.has_flag("gd")
+}
+
+/// Whether `addr` lies in one of the sorted, disjoint `ranges`, and where
+/// that next changes.
+fn locate(ranges: &[(u64, u64)], addr: u64) -> (bool, u64) {
+    let i = ranges.partition_point(|r| r.1 <= addr);
+    match ranges.get(i) {
+        Some(r) if r.0 <= addr => (true, r.1),
+        Some(r) => (false, r.0),
+        None => (false, u64::MAX),
+    }
+}
+
+/// Page-aligned, sorted, merged.
+fn normalized(mut ranges: Vec<(u64, u64)>, ps: u64) -> Vec<(u64, u64)> {
+    for r in &mut ranges {
+        *r = (r.0 & !(ps - 1), r.1.saturating_add(ps - 1) & !(ps - 1));
+    }
+    ranges.retain(|r| r.1 > r.0);
+    ranges.sort();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for r in ranges {
+        match out.last_mut() {
+            Some(l) if r.0 <= l.1 => l.1 = l.1.max(r.1),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Pages the kernel may write for a thread on its own (no syscall to catch).
+fn kernel_touched(p: &ProcessImage) -> Vec<(u64, u64)> {
+    let mut r = Vec::new();
+    for t in &p.threads {
+        let sp = Native::sp(&t.regsets[0].data);
+        r.push((sp.saturating_sub(STACK_BELOW), sp.saturating_add(STACK_ABOVE)));
+        if let Some(rs) = &t.rseq {
+            r.push((rs.addr, rs.addr + rs.len as u64));
+        }
+        if t.robust_list != 0 {
+            r.push((t.robust_list, t.robust_list + t.robust_list_len.max(64)));
+        }
+        if t.clear_child_tid != 0 {
+            r.push((t.clear_child_tid, t.clear_child_tid + 8));
+        }
+        if t.sigaltstack.flags & 2 == 0 && t.sigaltstack.size > 0 {
+            r.push((t.sigaltstack.sp, t.sigaltstack.sp + t.sigaltstack.size));
+        }
+    }
+    r
+}
+
+pub fn plan(p: &ProcessImage, src: &ResolvedPages, ps: u64) -> Plan {
+    split(&p.vmas, kernel_touched(p), src, ps)
+}
+
+fn split(vmas: &[Vma], kernel_touched: Vec<(u64, u64)>, src: &ResolvedPages, ps: u64) -> Plan {
+    let areas = normalized(vmas.iter().filter(|v| may_be_lazy(v)).map(|v| (v.start, v.end)).collect(), ps);
+    let eager_only = normalized(kernel_touched, ps);
+    let mut eager = ResolvedPages { files: src.files.clone(), runs: Vec::new() };
+    let mut lazy = Vec::new();
+    for r in &src.runs {
+        let end = r.vaddr + r.npages * ps;
+        if src.files[r.file].compression.is_some() || r.file_offset % ps != 0 {
+            eager.runs.push(r.clone());
+            continue;
+        }
+        let mut at = r.vaddr;
+        while at < end {
+            let (in_area, area_edge) = locate(&areas, at);
+            let (must, must_edge) = locate(&eager_only, at);
+            let to = end.min(area_edge).min(must_edge);
+            let piece = SourceRun { vaddr: at, npages: (to - at) / ps, file: r.file, file_offset: r.file_offset + (at - r.vaddr) };
+            if in_area && !must {
+                lazy.push(piece);
+            } else {
+                eager.runs.push(piece);
+            }
+            at = to;
+        }
+    }
+    let heap: Vec<(u64, u64)> = vmas.iter().filter(|v| v.kind == VmaKind::Heap).map(|v| (v.start, v.end)).collect();
+    let used = |a: &(u64, u64)| lazy.iter().any(|r| r.vaddr >= a.0 && r.vaddr < a.1);
+    let areas = areas.iter().filter(|a| used(a)).map(|&(s, e)| (s, e, heap.iter().any(|h| h.0 < e && s < h.1))).collect();
+    Plan { eager, lazy, areas }
+}
+
+#[derive(Clone, Copy)]
+struct Piece {
+    end: u64,
+    file: usize,
+    offset: u64,
+}
+
+/// A process whose memory cryo is still completing.
+pub struct Process {
+    /// Its host pid, for messages.
+    pub host: i32,
+    uffd: Option<Uffd>,
+    files: Vec<File>,
+    pending: BTreeMap<u64, Piece>,
+    areas: Vec<(u64, u64, bool)>,
+}
+
+impl Process {
+    pub fn new(host: i32, uffd: Uffd, src: &ResolvedPages, plan: &Plan, ps: u64) -> Result<Process> {
+        let files = src
+            .files
+            .iter()
+            .map(|f| File::open(&f.path).map_err(|e| RestoreError::Io { what: format!("opening {}", f.path.display()), source: e }))
+            .collect::<Result<Vec<_>>>()?;
+        let pending = plan.lazy.iter().map(|r| (r.vaddr, Piece { end: r.vaddr + r.npages * ps, file: r.file, offset: r.file_offset })).collect();
+        Ok(Process { host, uffd: Some(uffd), files, pending, areas: plan.areas.clone() })
+    }
+
+    fn done(&self) -> bool {
+        self.uffd.is_none()
+    }
+
+    /// Every pending page that [lo, hi) touches into place.
+    fn load(&mut self, lo: u64, hi: u64) -> Result<u64> {
+        let ps = cryo_tracer::arch::page_size();
+        let (lo, hi) = (lo & !(ps - 1), hi.checked_add(ps - 1).map_or(u64::MAX, |h| h & !(ps - 1)));
+        let mut starts: Vec<u64> = self.pending.range(..=lo).next_back().filter(|(_, p)| p.end > lo).map(|(&s, _)| s).into_iter().collect();
+        if lo < u64::MAX {
+            starts.extend(self.pending.range(lo + 1..hi.max(lo + 1)).map(|(&s, _)| s));
+        }
+        let mut bytes = 0;
+        for s in starts {
+            let p = self.pending.remove(&s).expect("listed");
+            let (from, to) = (s.max(lo), p.end.min(hi));
+            if s < from {
+                self.pending.insert(s, Piece { end: from, ..p });
+            }
+            if to < p.end {
+                self.pending.insert(to, Piece { offset: p.offset + (to - s), ..p });
+            }
+            let mut at = from;
+            while at < to {
+                let n = (to - at).min(PUSH_CHUNK);
+                self.copy(at, n, p.file, p.offset + (at - s))?;
+                at += n;
+            }
+            bytes += to - from;
+        }
+        self.close_if_complete();
+        Ok(bytes)
+    }
+
+    fn copy(&mut self, dst: u64, len: u64, file: usize, offset: u64) -> Result<()> {
+        let Some(uffd) = &self.uffd else { return Ok(()) };
+        let map = FileMap::new(&self.files[file], offset, len).map_err(|e| self.failed(&format!("mapping its pages file at {offset:#x}"), e))?;
+        let ps = cryo_tracer::arch::page_size();
+        let mut done = 0;
+        while done < len {
+            match uffd.copy(dst + done, map.ptr.wrapping_add(done as usize), len - done).map_err(|e| self.failed("UFFDIO_COPY", e))? {
+                Copied::All => break,
+                // A page that came meanwhile: leave it.
+                Copied::Exists(n) => done += n + ps,
+                Copied::Gone => {
+                    tracing::debug!("lazy: process {}: {:#x}+{:#x} no longer mapped", self.host, dst + done, len - done);
+                    break;
+                }
+                Copied::MmGone => {
+                    self.pending.clear();
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn failed(&self, what: &str, e: Errno) -> RestoreError {
+        RestoreError::Rebuild(format!("lazy restart of process {}: {what}: {e}", self.host))
+    }
+
+    /// Once nothing is pending, the userfaultfd goes: its areas fault as any
+    /// memory again (the pages no image holds are zeros).
+    fn close_if_complete(&mut self) {
+        if self.pending.is_empty() {
+            self.uffd = None;
+        }
+    }
+
+    fn serve_fault(&mut self, addr: u64, ps: u64) -> Result<()> {
+        let page = addr & !(ps - 1);
+        let pending = self.pending.range(..=page).next_back().is_some_and(|(_, p)| p.end > page);
+        if pending {
+            let lo = page & !(FAULT_CHUNK - 1);
+            self.load(lo, lo + FAULT_CHUNK)?;
+            return Ok(());
+        }
+        let Some(uffd) = &self.uffd else { return Ok(()) };
+        // Zeros up to the next pending page, within the area and the chunk.
+        let area_end = self.areas.iter().find(|a| a.0 <= page && page < a.1).map_or(page + ps, |a| a.1);
+        let next = self.pending.range(page..).next().map_or(u64::MAX, |(&s, _)| s);
+        let end = area_end.min(next).min((page & !(FAULT_CHUNK - 1)) + FAULT_CHUNK).max(page + ps);
+        uffd.zeropage(page, end - page).map_err(|e| self.failed("UFFDIO_ZEROPAGE", e))
+    }
+
+    fn needs(&mut self, n: Needs) -> Result<u64> {
+        Ok(match n {
+            Needs::All => self.load(0, u64::MAX)?,
+            Needs::Ranges(r) => {
+                let mut bytes = 0;
+                for (lo, hi) in r {
+                    bytes += self.load(lo, hi)?;
+                }
+                bytes
+            }
+            Needs::HeapFrom(a) => {
+                let heaps: Vec<_> = self.areas.iter().filter(|h| h.2 && h.1 > a).map(|h| (h.0.max(a), h.1)).collect();
+                let mut bytes = 0;
+                for (lo, hi) in heaps {
+                    bytes += self.load(lo, hi)?;
+                }
+                bytes
+            }
+            Needs::CloneArgs(_) => unreachable!("resolved by the caller"),
+        })
+    }
+}
+
+/// A read-only mapping of part of a pages file: the source of UFFDIO_COPY,
+/// so that pages go from the page cache into the process in one copy.
+struct FileMap {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl FileMap {
+    fn new(f: &File, offset: u64, len: u64) -> std::result::Result<FileMap, Errno> {
+        // SAFETY: a fresh private read-only mapping of a file cryo holds open;
+        // nothing else refers to this address range, and Drop unmaps it.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len as usize, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE, f.as_raw_fd(), offset as libc::off_t)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        Ok(FileMap { ptr: p as *const u8, len: len as usize })
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer used.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+struct Thread {
+    process: usize,
+    /// The syscall it is in, from its entry stop.
+    entry: Option<(u64, [u64; 6])>,
+}
+
+#[derive(Default)]
+struct Stats {
+    faults: u64,
+    fault_bytes: u64,
+    syscalls: u64,
+    syscall_bytes: u64,
+    reissued: u64,
+    pushed: u64,
+}
+
+/// The tree as released by a lazy restart: traced at its syscalls, with
+/// some memory still to come.
+pub struct Server {
+    processes: Vec<Process>,
+    threads: HashMap<i32, Thread>,
+    /// Threads created since, whose first stop is still to come.
+    fresh: HashSet<i32>,
+    stats: Stats,
+}
+
+/// Options for the threads of a lazily restored process while cryo completes it.
+pub const TRACE_OPTIONS: libc::c_int = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEEXEC | libc::PTRACE_O_EXITKILL;
+
+impl Server {
+    pub fn new() -> Server {
+        Server { processes: Vec::new(), threads: HashMap::new(), fresh: HashSet::new(), stats: Stats::default() }
+    }
+
+    /// A process released with its threads stopped at syscall tracing.
+    pub fn add(&mut self, p: Process, tids: &[i32]) {
+        let i = self.processes.len();
+        self.processes.push(p);
+        for &t in tids {
+            self.threads.insert(t, Thread { process: i, entry: None });
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+    }
+
+    /// Serve faults and syscalls and push the rest until every page is in,
+    /// then let the tree go. On an error the tree is killed: it cannot run
+    /// on with part of its memory missing.
+    pub fn run(mut self) -> Result<()> {
+        match self.serve() {
+            Ok(()) => {
+                self.let_go();
+                Ok(())
+            }
+            Err(e) => {
+                self.kill();
+                Err(e)
+            }
+        }
+    }
+
+    fn serve(&mut self) -> Result<()> {
+        let t = Instant::now();
+        let ps = cryo_tracer::arch::page_size();
+        let push = std::env::var("CRYO_LAZY_PUSH").map_or(true, |v| v != "0");
+        let mut faults = Vec::new();
+        let mut next_push = 0;
+        cryo_tracer::fault::inject("restart-lazy")?;
+        while !self.processes.iter().all(Process::done) && !self.threads.is_empty() {
+            if cryo_tracer::fault::aborted().is_some() {
+                // Asked to stop: the memory is completed at once, and the tree runs on.
+                for p in &mut self.processes {
+                    self.stats.pushed += p.load(0, u64::MAX)?;
+                }
+                continue;
+            }
+            let mut busy = false;
+            let tids: Vec<i32> = self.threads.keys().copied().collect();
+            for tid in tids {
+                match ptrace::wait_flags(tid, libc::WNOHANG) {
+                    Ok(Some(stop)) => {
+                        busy = true;
+                        self.on_stop(tid, stop)?;
+                    }
+                    Ok(None) => {}
+                    Err(_) => {
+                        self.threads.remove(&tid);
+                    }
+                }
+            }
+            for p in self.processes.iter_mut().filter(|p| !p.done()) {
+                faults.clear();
+                if let Some(u) = &p.uffd {
+                    u.faults(&mut faults).map_err(|e| p.failed("reading its userfaultfd", e))?;
+                }
+                for &a in &faults {
+                    busy = true;
+                    self.stats.faults += 1;
+                    let before = pending_bytes(p);
+                    p.serve_fault(a, ps)?;
+                    self.stats.fault_bytes += before - pending_bytes(p);
+                }
+            }
+            if push {
+                let n = self.processes.len();
+                if let Some(i) = (0..n).map(|k| (next_push + k) % n).find(|&i| !self.processes[i].done()) {
+                    let p = &mut self.processes[i];
+                    let (&s, _) = p.pending.iter().next().expect("not done: pages pending");
+                    self.stats.pushed += p.load(s, s.saturating_add(PUSH_CHUNK))?;
+                    next_push = i + 1;
+                }
+            } else if !busy {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        for p in &mut self.processes {
+            p.uffd = None;
+        }
+        let s = &self.stats;
+        tracing::debug!(
+            "lazy: every page in after {:.1} ms: {} faults ({} KiB), {} syscalls needed pages first ({} KiB), {} re-run after EFAULT, {} MiB pushed",
+            t.elapsed().as_secs_f64() * 1000.0,
+            s.faults,
+            s.fault_bytes >> 10,
+            s.syscalls,
+            s.syscall_bytes >> 10,
+            s.reissued,
+            s.pushed >> 20
+        );
+        Ok(())
+    }
+
+    /// SIGKILL to every thread, each waited for (as its tracer, cryo must
+    /// collect its end before its parent can).
+    fn kill(&mut self) {
+        for &tid in self.threads.keys() {
+            // SAFETY: tkill has no memory arguments.
+            unsafe { libc::syscall(libc::SYS_tkill, tid, libc::SIGKILL) };
+        }
+        for &tid in self.threads.keys() {
+            while let Ok(s) = ptrace::wait(tid) {
+                if matches!(s, Stop::Exited(_) | Stop::Killed(_)) {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn on_stop(&mut self, tid: i32, stop: Stop) -> Result<()> {
+        let resumed = match stop {
+            Stop::Exited(_) | Stop::Killed(_) => {
+                tracing::debug!("lazy: thread {tid} ended: {stop:?}");
+                self.threads.remove(&tid);
+                return Ok(());
+            }
+            Stop::Syscall => self.on_syscall(tid).and_then(|()| ptrace::cont_syscall(tid, 0).map_err(RestoreError::from)),
+            Stop::Signal(sig) => {
+                tracing::debug!("lazy: thread {tid}: signal {sig}");
+                // The kernel is about to write a signal frame below the stack pointer.
+                if let Ok(info) = ptrace::syscall_info(tid) {
+                    let sp = info.sp();
+                    self.needs(tid, Needs::Ranges(vec![(sp.saturating_sub(STACK_BELOW / 4), sp)]))?;
+                }
+                ptrace::cont_syscall(tid, sig).map_err(RestoreError::from)
+            }
+            Stop::Event { sig } if !self.fresh.remove(&tid) && matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) => {
+                ptrace::listen(tid).map_err(RestoreError::from)
+            }
+            Stop::Event { .. } => ptrace::cont_syscall(tid, 0).map_err(RestoreError::from),
+            Stop::OtherEvent(e) => {
+                if e == libc::PTRACE_EVENT_CLONE {
+                    if let Ok(new) = ptrace::event_msg(tid) {
+                        let process = self.threads[&tid].process;
+                        self.threads.insert(new as i32, Thread { process, entry: None });
+                        self.fresh.insert(new as i32);
+                    }
+                } else if e == libc::PTRACE_EVENT_EXEC {
+                    // A new program: the memory cryo was completing is gone.
+                    let p = &mut self.processes[self.threads[&tid].process];
+                    p.pending.clear();
+                    p.close_if_complete();
+                }
+                ptrace::cont_syscall(tid, 0).map_err(RestoreError::from)
+            }
+        };
+        match resumed {
+            // Killed meanwhile: its exit is reported next.
+            Err(RestoreError::Tracer(cryo_tracer::TracerError::Exited { .. })) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn needs(&mut self, tid: i32, n: Needs) -> Result<()> {
+        let p = &mut self.processes[self.threads[&tid].process];
+        if p.done() {
+            return Ok(());
+        }
+        let n = match n {
+            Needs::CloneArgs(at) => {
+                // Its own page first: cryo reads it from outside, which a missing page would fail.
+                p.load(at, at + 64)?;
+                match read_words(p.host, at) {
+                    Some(w) => syscalls::clone3(&w),
+                    None => Needs::All,
+                }
+            }
+            n => n,
+        };
+        let bytes = p.needs(n)?;
+        if bytes > 0 {
+            self.stats.syscalls += 1;
+            self.stats.syscall_bytes += bytes;
+        }
+        Ok(())
+    }
+
+    fn on_syscall(&mut self, tid: i32) -> Result<()> {
+        let Ok(info) = ptrace::syscall_info(tid) else { return Ok(()) };
+        match info {
+            SyscallInfo::Entry { nr, args, .. } => {
+                self.threads.get_mut(&tid).expect("traced").entry = Some((nr, args));
+                self.needs(tid, syscalls::at_entry(nr, &args))
+            }
+            SyscallInfo::Exit { rval, .. } => {
+                let entry = self.threads.get_mut(&tid).expect("traced").entry.take();
+                let p = &mut self.processes[self.threads[&tid].process];
+                match entry {
+                    Some((nr, args)) if rval == syscalls::EFAULT && !p.done() => {
+                        p.load(0, u64::MAX)?;
+                        let note = Native::REGSETS[0].note_type;
+                        let mut gp = ptrace::get_regset(tid, note, Native::GP_SIZE).map_err(|e| cryo_tracer::TracerError::ptrace("PTRACE_GETREGSET", tid, e))?;
+                        Native::reissue_syscall(&mut gp, nr, &args);
+                        ptrace::set_regset(tid, note, &gp)?;
+                        self.stats.reissued += 1;
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                }
+            }
+            SyscallInfo::None { .. } => Ok(()),
+        }
+    }
+
+    /// Every page is in: stop tracing the tree.
+    fn let_go(&mut self) {
+        let mut left: Vec<i32> = self.threads.keys().copied().collect();
+        let fresh = &mut self.fresh;
+        while let Some(tid) = left.pop() {
+            let _ = ptrace::interrupt(tid);
+            loop {
+                let sig = match ptrace::wait(tid) {
+                    Err(_) | Ok(Stop::Exited(_)) | Ok(Stop::Killed(_)) => break,
+                    Ok(Stop::Signal(sig)) => sig,
+                    Ok(Stop::OtherEvent(e)) => {
+                        if e == libc::PTRACE_EVENT_CLONE {
+                            if let Ok(new) = ptrace::event_msg(tid) {
+                                left.push(new as i32);
+                                fresh.insert(new as i32);
+                            }
+                        }
+                        0
+                    }
+                    Ok(_) => 0,
+                };
+                if ptrace::detach(tid, sig).is_ok() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn pending_bytes(p: &Process) -> u64 {
+    p.pending.iter().map(|(s, x)| x.end - s).sum()
+}
+
+/// The first eight words of a target's memory at `at`, through /proc/PID/mem.
+fn read_words(pid: i32, at: u64) -> Option<[u64; 8]> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut b = [0u8; 64];
+    f.read_exact_at(&mut b, at).ok()?;
+    let mut w = [0u64; 8];
+    for (i, c) in b.chunks_exact(8).enumerate() {
+        w[i] = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+    }
+    Some(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cryo_image::chain::PagesFile;
+
+    #[test]
+    fn kernel_touched_pages_and_other_areas_stay_eager() {
+        let ps = 4096;
+        let vma = |start: u64, end: u64, kind: VmaKind| Vma {
+            start,
+            end,
+            prot: 3,
+            shared: false,
+            kind,
+            offset: 0,
+            dev: 0,
+            inode: 0,
+            name: String::new(),
+            vmflags: Vec::new(),
+        };
+        let vmas = vec![vma(0x10_0000, 0x20_0000, VmaKind::Heap), vma(0x40_0000, 0x50_0000, VmaKind::File)];
+        // The word of a tid cleared at exit.
+        let touched = vec![(0x18_0010, 0x18_0018)];
+        let src = ResolvedPages {
+            files: vec![PagesFile { path: "x".into(), compression: None, len: 0, crc: None }],
+            runs: vec![
+                SourceRun { vaddr: 0x10_0000, npages: 0x100, file: 0, file_offset: 0 },
+                SourceRun { vaddr: 0x40_0000, npages: 1, file: 0, file_offset: 0x10_0000 },
+            ],
+        };
+        let plan = split(&vmas, touched, &src, ps);
+        let lazy: Vec<_> = plan.lazy.iter().map(|r| (r.vaddr, r.npages, r.file_offset)).collect();
+        assert_eq!(lazy, vec![(0x10_0000, 0x80, 0), (0x18_1000, 0x7f, 0x8_1000)], "the heap but the page of the tid cleared at exit");
+        let eager: Vec<_> = plan.eager.runs.iter().map(|r| (r.vaddr, r.npages)).collect();
+        assert!(eager.contains(&(0x18_0000, 1)) && eager.contains(&(0x40_0000, 1)), "{eager:x?}");
+        assert_eq!(plan.areas, vec![(0x10_0000, 0x20_0000, true)]);
+    }
+}
