@@ -1141,15 +1141,16 @@ impl Harness {
     }
 
     pub fn restart_detached(&self, img: &Path) -> i32 {
+        self.restart_detached_with(img, &[])
+    }
+
+    /// [`Harness::restart_detached`] with more options.
+    pub fn restart_detached_with(&self, img: &Path, extra: &[&str]) -> i32 {
         let pf = self.path(&format!("restored-{}.pid", self.next()));
         self.register_pidfile(&pf);
-        let out = self.cryo_run(&[
-            "restart",
-            img.to_str().unwrap(),
-            "--detach",
-            "--pidfile",
-            pf.to_str().unwrap(),
-        ]);
+        let mut args = vec!["restart", img.to_str().unwrap(), "--detach", "--pidfile", pf.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.cryo_run(&args);
         out.assert_ok();
         let text = fs::read_to_string(&pf).unwrap_or_else(|e| {
             panic!(

@@ -188,8 +188,12 @@ fn foreground_restart_forwards_signals() {
 }
 
 /// Interpreter loops writing "count N" then "done": checkpoint --kill after a few counts,
-/// restart --detach, the count continues with no repeat or gap.
+/// restart --detach (plus `restart`), the count continues with no repeat or gap.
 fn counting_script(name: &str, file: &str, content: &str, interp: &[&str], n: u64) {
+    counting_script_with(name, file, content, interp, n, &[]);
+}
+
+fn counting_script_with(name: &str, file: &str, content: &str, interp: &[&str], n: u64, restart: &[&str]) {
     let h = Harness::with_cryo(name);
     let script = h.write_file(file, content, 0o644);
     let mut argv: Vec<&str> = interp.to_vec();
@@ -198,7 +202,7 @@ fn counting_script(name: &str, file: &str, content: &str, interp: &[&str], n: u6
     log.wait_line("count 5");
     h.checkpoint_kill(&mut p, &h.path("img"));
     let before = log.lines().len();
-    h.restart_detached(&h.path("img"));
+    h.restart_detached_with(&h.path("img"), restart);
     log.wait_line("done");
     let lines = log.lines();
     assert!(lines.len() > before, "no progress after restart");
@@ -211,6 +215,18 @@ fn python_loop_continues() {
     // /usr/bin/python3, not a pyenv shim: root's home is unreadable to the test user.
     let script = "import time\nfor i in range(1, 31):\n    print(f'count {i}', flush=True)\n    time.sleep(0.2)\nprint('done', flush=True)\n";
     counting_script("python", "loop.py", script, &["/usr/bin/python3", "-u"], 30);
+}
+
+/// A python3 heap of 100 MB restarted lazily: the interpreter's objects come in as it
+/// touches them, and a digest of all of them is the same afterwards.
+#[test]
+fn python_heap_restarted_lazily() {
+    let script = "import hashlib, time\n\
+        data = [bytes([i % 251]) * 1000 for i in range(100000)]\n\
+        digest = hashlib.sha256(b''.join(data)).hexdigest()\n\
+        for i in range(1, 21):\n    print(f'count {i}', flush=True)\n    time.sleep(0.1)\n\
+        print('done' if hashlib.sha256(b''.join(data)).hexdigest() == digest else 'BAD digest', flush=True)\n";
+    counting_script_with("python-lazy", "heap.py", script, &["/usr/bin/python3", "-u"], 20, &["--lazy"]);
 }
 
 #[test]
@@ -309,4 +325,30 @@ fn lazy_restart_fills_memory_as_it_is_touched() {
 fn lazy_restart_pushes_the_rest() {
     let (_, err) = lazy_restart("lazy-push", &[]);
     assert!(err.contains("lazy: every page in"), "{err}");
+}
+
+/// A lazy restart that cannot complete the memory (here a fault injected where cryo
+/// starts filling it) kills the tree, which already ran, and says so.
+#[test]
+fn failed_lazy_restart_kills_the_tree() {
+    let h = Harness::with_cryo("lazy-fails");
+    let prog = h.compile_with("lazy", &["-pthread"]);
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "16"], "lazy.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let pf = h.path("restored.pid");
+    h.register_pidfile(&pf);
+    let out = h.cryo_run_env(
+        &["restart", img.to_str().unwrap(), "--lazy", "--detach", "--pidfile", pf.to_str().unwrap()],
+        &[("CRYO_FAULT", "restart-lazy")],
+    );
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(out.stderr.contains("the tree was killed"), "{}", out.describe());
+    let pid: i32 = std::fs::read_to_string(&pf).unwrap().trim().parse().unwrap();
+    let start = std::time::Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(start.elapsed() < SECS20, "restored process {pid} still there after the failed lazy restart");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
