@@ -8,6 +8,7 @@
 #   - cryo checkpoint (default: low-freeze, memory written from a snapshot), its stop
 #   - cryo checkpoint --direct (leave running, memory written while stopped), its stop
 #   - an incremental checkpoint after 1% of the pages were rewritten (anonymous only)
+#   - cryo restart --lazy --detach: until the tree runs, and until every page is in
 #   - cryo restart --detach (until the tree runs), reading the image back from the
 #     page cache (cat), and reading it into fresh anonymous memory (bench/readinto.c:
 #     what a restart must do at the least: the kernel zeroes every new page)
@@ -52,6 +53,7 @@ gcc -O2 -o "$W/memtouch" bench/memtouch.c
 gcc -O2 -o "$W/memcpy" bench/memcpy.c
 gcc -O2 -o "$W/readinto" bench/readinto.c
 install -m 0644 bench/pyheap.py "$W/pyheap.py"
+install -m 0644 bench/lazy-restart.py "$W/lazy-restart.py"
 install -m 0755 bench/local-ssh "$W/local-ssh"
 chmod 0755 "$W/memtouch" "$W/memcpy" "$W/readinto"
 have_gcore=$(command -v gcore >/dev/null && echo 1 || echo 0)
@@ -167,6 +169,12 @@ bench_one() {
     PIDS+=("$host")
     alive "$host" || echo "warning: restored pid $host is not running" >&2
     kill -KILL "$host" 2>/dev/null || true
+    local lazy_run lazy_all
+    read -r lazy_run lazy_all < <(run_as "$W" python3 lazy-restart.py "img-$name" "$name.lazy")
+    host=$(cat "$W/$name.lazy")
+    PIDS+=("$host")
+    alive "$host" || echo "warning: lazily restored pid $host is not running" >&2
+    kill -KILL "$host" 2>/dev/null || true
     timed read sh -c "cat img-$name/pages-*.img > /dev/null"
     local rd_t=$T
     local into_t
@@ -185,6 +193,8 @@ bench_one() {
     row "cryo checkpoint --direct" "$dir_t"
     [ "$inc_t" = - ] || row "incremental checkpoint, 1% rewritten" "$inc_t"
     row "cryo restart --detach" "$rst_t"
+    row "cryo restart --lazy: until it runs" "$lazy_run"
+    row "cryo restart --lazy: every page in" "$lazy_all"
     row "read the image from the page cache" "$rd_t"
     row "read it into fresh memory (C floor)" "$into_t"
     row "memcpy" "$cpy"
@@ -198,6 +208,7 @@ bench_one() {
     goal "low-freeze stop per GiB" "$(awk -v f="$lf_frozen" -v g="$gib" 'BEGIN { print f / 1000 / g }')" 20 ms
     goal "restart / read from cache" "$(awk -v a="$rst_t" -v b="$rd_t" 'BEGIN { print a / b }')" 2 x
     echo "  (restart / reading into fresh memory: $(ratio "$rst_t" "$into_t"))"
+    goal "restart --lazy until it runs / read" "$(awk -v a="$lazy_run" -v b="$rd_t" 'BEGIN { print a / b }')" 2 x
     [ "$inc_t" = - ] || goal "incremental (1%) / full checkpoint" "$(awk -v a="$inc_t" -v b="$kill_t" 'BEGIN { print 100 * a / b }')" 5 %
     goal "cryo peak RSS" "$(awk -v k="$MAXRSS" 'BEGIN { print k / 1024 }')" 64 MiB
     kill -KILL "$pid" 2>/dev/null || true
