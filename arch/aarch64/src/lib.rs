@@ -306,6 +306,15 @@ mod tests {
     }
 
     #[test]
+    fn a_syscall_that_failed_runs_again_with_its_first_argument() {
+        let mut gp = regs();
+        Aarch64::set_pc(&mut gp, 0x7004);
+        put_u64(&mut gp, X0, (-14i64) as u64);
+        Aarch64::reissue_syscall(&mut gp, 211, &[3, 0x9000, 0, 0, 0, 0]);
+        assert_eq!((Aarch64::pc(&gp), get_u64(&gp, X0), get_u64(&gp, X8)), (0x7000, 3, 211));
+    }
+
+    #[test]
     fn syscalls_use_x8_and_x0_to_x5() {
         let mut gp = regs();
         Aarch64::prepare_syscall(&mut gp, 0x7000, 222, &[1, 2, 3, 4, 5, 6]);

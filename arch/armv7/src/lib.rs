@@ -338,6 +338,16 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_syscall_in_thumb_code_runs_again_there() {
+        let mut gp = regs();
+        put_u32(&mut gp, CPSR, CPSR_T | 0x10);
+        put_u32(&mut gp, PC, 0x1_0002);
+        Armv7::reissue_syscall(&mut gp, 296, &[3, 0x9000, 0, 0, 0, 0]);
+        assert_eq!((get_u32(&gp, PC), get_u32(&gp, R0), get_u32(&gp, R7)), (0x1_0000, 3, 296));
+        assert_ne!(get_u32(&gp, CPSR) & CPSR_T, 0, "still Thumb");
+    }
+
+    #[test]
     fn syscalls_use_r7_and_arm_state() {
         let mut gp = regs();
         put_u32(&mut gp, CPSR, CPSR_T | 0x10);

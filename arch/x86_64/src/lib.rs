@@ -545,6 +545,17 @@ mod tests {
     }
 
     #[test]
+    fn a_syscall_that_failed_runs_again() {
+        let mut gp = regs();
+        set_word(&mut gp, reg::RIP, 0x1002);
+        set_word(&mut gp, reg::RAX, (-14i64) as u64);
+        set_word(&mut gp, reg::ORIG_RAX, 46);
+        X86_64::reissue_syscall(&mut gp, 46, &[3, 0x7000, 0, 0, 0, 0]);
+        assert_eq!((word(&gp, reg::RIP), word(&gp, reg::RAX), word(&gp, reg::RSI)), (0x1000, 46, 0x7000));
+        assert_eq!(X86_64::interrupted_syscall(&gp), None, "no restart logic on the way out");
+    }
+
+    #[test]
     fn interrupted_nanosleep_is_reissued() {
         let mut gp = regs();
         set_word(&mut gp, reg::ORIG_RAX, 230); // clock_nanosleep
