@@ -57,6 +57,7 @@ pub fn run_all() -> usize {
         ("sve", sve),
         ("in-handler", in_handler),
         ("incremental", incremental),
+        ("lazy", lazy),
     ];
     let mut failures = 0;
     for (name, case) in cases {
@@ -430,6 +431,21 @@ fn incremental(rig: &Rig, dir: &Path) -> Outcome {
     let _ = wait_child(&mut child, Duration::from_secs(10));
     res?;
     heap_restarts(&log, || restart_detached(rig, dir))
+}
+
+/// The heap workload restarted with `--lazy`: its heap is filled after it
+/// runs (userfaultfd, its syscalls traced meanwhile); it carries on as an
+/// uninterrupted run.
+fn lazy(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["heap", "log", &HEAP_KIB.to_string()])?;
+    wait_log(&log, "3 steps", |t| lines(t).len() >= 3)?;
+    checkpoint_kill(rig, dir, &mut child)?;
+    heap_restarts(&log, || {
+        rig.cryo_ok(dir, &["restart", "img", "--lazy", "--detach", "--pidfile", "restored.pid"])?;
+        let text = fs::read_to_string(dir.join("restored.pid")).map_err(|e| format!("reading the pidfile: {e}"))?;
+        text.trim().parse().map_err(|_| format!("pidfile holds {text:?}, not a pid"))
+    })
 }
 
 /// Per key (`T0`, `M`, `P`, ...) the numbers logged, in order.
