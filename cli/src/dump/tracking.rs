@@ -33,14 +33,7 @@ use cryo_tracer::proc::{scan, Pagemap};
 use cryo_tracer::{fault, proc, Seized};
 use std::os::unix::fs::MetadataExt;
 
-const UFFD_USER_MODE_ONLY: u64 = 1;
-const UFFD_API: u64 = 0xAA;
-const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
-/// `_IOWR(0xAA, 0x3F, struct uffdio_api)`.
-const UFFDIO_API: u64 = 0xC018_AA3F;
-/// `_IOWR(0xAA, 0x00, struct uffdio_register)`.
-const UFFDIO_REGISTER: u64 = 0xC020_AA00;
-const UFFDIO_REGISTER_MODE_WP: u64 = 2;
+use cryo_tracer::uffd::{UFFDIO_API, UFFDIO_REGISTER, UFFDIO_REGISTER_MODE_WP, UFFD_API, UFFD_FEATURE_WP_ASYNC, UFFD_USER_MODE_ONLY};
 const LINK: &str = "anon_inode:[userfaultfd]";
 
 /// What a tracked checkpoint learnt about a process's memory.

@@ -12,7 +12,6 @@
 //! rather than run on with pages missing.
 
 mod syscalls;
-pub(crate) mod uffd;
 
 use crate::check::RestoreError;
 use crate::Result;
@@ -20,13 +19,13 @@ use cryo_image::chain::{ResolvedPages, SourceRun};
 use cryo_image::{ProcessImage, Vma, VmaKind};
 use cryo_tracer::arch::{Arch, Native};
 use cryo_tracer::ptrace::{self, Stop, SyscallInfo};
+use cryo_tracer::uffd::{Copied, Uffd};
 use nix::errno::Errno;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 use syscalls::Needs;
-use uffd::{Copied, Uffd};
 
 /// Read in before the tree runs, around each thread's stack pointer: the
 /// frames it returns into and where the kernel puts a signal frame.

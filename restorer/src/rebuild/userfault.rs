@@ -3,7 +3,7 @@
 
 use super::Restoree;
 use crate::check::RestoreError;
-use crate::lazy::uffd::{Uffd, UFFDIO_API, UFFDIO_REGISTER, UFFDIO_REGISTER_MODE_MISSING, UFFD_API, UFFD_USER_MODE_ONLY};
+use cryo_tracer::uffd::{Uffd, UFFDIO_API, UFFDIO_REGISTER, UFFDIO_REGISTER_MODE_MISSING, UFFD_API, UFFD_USER_MODE_ONLY};
 use crate::lazy::{self, Plan};
 use crate::Result;
 use cryo_image::chain::ResolvedPages;

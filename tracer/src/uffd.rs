@@ -1,7 +1,7 @@
-//! The userfaultfd of a lazily restored process, as cryo holds it: the
-//! process made it and registered its memory (missing mode, user-mode faults
-//! only), cryo took a copy with pidfd_getfd. Its ioctls act on the process's
-//! memory, whoever calls them.
+//! userfaultfd's ABI, and a userfaultfd a target made as cryo holds it (a
+//! copy taken with pidfd_getfd): its ioctls act on the memory of the process
+//! that made it, whoever calls them. Used for write tracking (checkpoint
+//! --track) and lazy restart.
 
 use nix::errno::Errno;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -13,6 +13,8 @@ pub const UFFDIO_API: u64 = 0xC018_AA3F;
 /// `_IOWR(0xAA, 0x00, struct uffdio_register)`.
 pub const UFFDIO_REGISTER: u64 = 0xC020_AA00;
 pub const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
+pub const UFFDIO_REGISTER_MODE_WP: u64 = 2;
+pub const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
 /// `_IOR(0xAA, 0x02, struct uffdio_range)`.
 const UFFDIO_WAKE: u64 = 0x8010_AA02;
 /// `_IOWR(0xAA, 0x03, struct uffdio_copy)`.
