@@ -230,20 +230,21 @@ impl Process {
         }
     }
 
-    fn serve_fault(&mut self, addr: u64, ps: u64) -> Result<()> {
+    /// Returns the bytes of pages brought in (zeros not counted).
+    fn serve_fault(&mut self, addr: u64, ps: u64) -> Result<u64> {
         let page = addr & !(ps - 1);
         let pending = self.pending.range(..=page).next_back().is_some_and(|(_, p)| p.end > page);
         if pending {
             let lo = page & !(FAULT_CHUNK - 1);
-            self.load(lo, lo + FAULT_CHUNK)?;
-            return Ok(());
+            return self.load(lo, lo + FAULT_CHUNK);
         }
-        let Some(uffd) = &self.uffd else { return Ok(()) };
+        let Some(uffd) = &self.uffd else { return Ok(0) };
         // Zeros up to the next pending page, within the area and the chunk.
         let area_end = self.areas.iter().find(|a| a.0 <= page && page < a.1).map_or(page + ps, |a| a.1);
         let next = self.pending.range(page..).next().map_or(u64::MAX, |(&s, _)| s);
         let end = area_end.min(next).min((page & !(FAULT_CHUNK - 1)) + FAULT_CHUNK).max(page + ps);
-        uffd.zeropage(page, end - page).map_err(|e| self.failed("UFFDIO_ZEROPAGE", e))
+        uffd.zeropage(page, end - page).map_err(|e| self.failed("UFFDIO_ZEROPAGE", e))?;
+        Ok(0)
     }
 
     fn needs(&mut self, n: Needs) -> Result<u64> {
@@ -397,17 +398,16 @@ impl Server {
                 for &a in &faults {
                     busy = true;
                     self.stats.faults += 1;
-                    let before = pending_bytes(p);
-                    p.serve_fault(a, ps)?;
-                    self.stats.fault_bytes += before - pending_bytes(p);
+                    self.stats.fault_bytes += p.serve_fault(a, ps)?;
                 }
             }
             if push {
                 let n = self.processes.len();
                 if let Some(i) = (0..n).map(|k| (next_push + k) % n).find(|&i| !self.processes[i].done()) {
                     let p = &mut self.processes[i];
-                    let (&s, _) = p.pending.iter().next().expect("not done: pages pending");
-                    self.stats.pushed += p.load(s, s.saturating_add(PUSH_CHUNK))?;
+                    if let Some((&s, _)) = p.pending.iter().next() {
+                        self.stats.pushed += p.load(s, s.saturating_add(PUSH_CHUNK))?;
+                    }
                     next_push = i + 1;
                 }
             } else if !busy {
@@ -569,10 +569,6 @@ impl Server {
             }
         }
     }
-}
-
-fn pending_bytes(p: &Process) -> u64 {
-    p.pending.iter().map(|(s, x)| x.end - s).sum()
 }
 
 /// The first eight words of a target's memory at `at`, through /proc/PID/mem.
