@@ -261,16 +261,23 @@ fn resource_limits_come_back() {
     log.wait_growth(base, 3, SECS20);
 }
 
-/// The lazy workload (see tests/workloads/lazy.c) checkpointed with --kill, restarted with
+/// An image of the lazy workload (tests/workloads/lazy.c) with `mib` MiB buffers, taken
+/// with --kill once it is ready; and its log.
+fn lazy_image(h: &Harness, mib: &str) -> (std::path::PathBuf, Log) {
+    let prog = h.compile_with("lazy", &["-pthread"]);
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), mib], "lazy.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    (img, log)
+}
+
+/// The lazy workload checkpointed with --kill, restarted with
 /// `--lazy --detach` and told to go once the restart reports it running; returns the
 /// workload's log and cryo's stderr once both are done.
 fn lazy_restart(name: &str, env: &[(&str, &str)]) -> (String, String) {
     let h = Harness::with_cryo(name);
-    let prog = h.compile_with("lazy", &["-pthread"]);
-    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "64"], "lazy.log");
-    log.wait_line("ready");
-    let img = h.path("img");
-    h.checkpoint_kill(&mut p, &img);
+    let (img, log) = lazy_image(&h, "64");
     let pf = h.path("restored.pid");
     let mut env = env.to_vec();
     env.push(("CRYO_LOG", "debug"));
@@ -332,11 +339,7 @@ fn lazy_restart_pushes_the_rest() {
 #[test]
 fn failed_lazy_restart_kills_the_tree() {
     let h = Harness::with_cryo("lazy-fails");
-    let prog = h.compile_with("lazy", &["-pthread"]);
-    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "16"], "lazy.log");
-    log.wait_line("ready");
-    let img = h.path("img");
-    h.checkpoint_kill(&mut p, &img);
+    let (img, _) = lazy_image(&h, "16");
     let pf = h.path("restored.pid");
     h.register_pidfile(&pf);
     let out = h.cryo_run_env(
