@@ -571,12 +571,10 @@ impl Server {
     }
 }
 
-/// The first eight words of a target's memory at `at`, through /proc/PID/mem.
+/// The first eight words of a target's memory at `at`.
 fn read_words(pid: i32, at: u64) -> Option<[u64; 8]> {
-    use std::os::unix::fs::FileExt;
-    let f = File::open(format!("/proc/{pid}/mem")).ok()?;
     let mut b = [0u8; 64];
-    f.read_exact_at(&mut b, at).ok()?;
+    cryo_tracer::proc::MemFile::open(pid).and_then(|m| m.read(at, &mut b)).ok()?;
     let mut w = [0u64; 8];
     for (i, c) in b.chunks_exact(8).enumerate() {
         w[i] = u64::from_le_bytes(c.try_into().expect("8 bytes"));
