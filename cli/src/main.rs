@@ -115,6 +115,10 @@ enum Cmd {
         /// (`cryo migrate --precopy`).
         #[arg(long, hide = true, requires = "handshake")]
         rounds: bool,
+        /// With --handshake: only the metadata comes on the stream, pages
+        /// are asked for as needed (`cryo migrate --postcopy`).
+        #[arg(long, hide = true, requires = "handshake", conflicts_with = "rounds")]
+        postcopy: bool,
     },
     /// Move a running tree to another host over ssh: freeze, stream, restore
     /// there, and only then kill it here (on any failure it runs on here).
@@ -144,6 +148,13 @@ enum Cmd {
         /// the last: a short downtime for a large tree.
         #[arg(long)]
         precopy: bool,
+        /// Run the tree on the other host before its memory crossed: its
+        /// pages are fetched from here as it touches them and in the
+        /// background, while the tree here stays frozen until the other
+        /// host has every page (then it is killed; on a failure before, it
+        /// runs on here). The shortest downtime for a large tree.
+        #[arg(long, conflicts_with_all = ["precopy", "no_pid_ns"])]
+        postcopy: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -343,7 +354,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files, lazy, handshake, rounds } => {
+        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files, lazy, handshake, rounds, postcopy } => {
             let from_stdin = dir.as_os_str() == "-";
             if handshake && !from_stdin {
                 anyhow::bail!("--handshake is for `cryo restart -` as run by `cryo migrate`");
@@ -379,11 +390,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 next_round: None,
                 page_stream: None,
                 lazy,
+                pages_on_demand: None,
             };
             // Ctrl-C during the rebuild: kill what was created, not leave it half-made.
             guard::abort_on_signals();
             let code = if from_stdin {
-                streaming::restart_from_stdin(&opts, handshake, rounds)
+                streaming::restart_from_stdin(&opts, handshake, rounds, postcopy)
             } else {
                 cryo_restorer::restart(&opts).map_err(anyhow::Error::from)
             };
@@ -391,15 +403,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let code = code?;
             Ok(ExitCode::from(code))
         }
-        Cmd::Migrate { pid, to, ssh_command, remote_cryo, allow_changed_files, tcp_close, no_pid_ns, precopy, json } => {
-            let o = migrate::Options { pid, to, ssh_command, remote_cryo, allow_changed_files, tcp_close, pid_ns: !no_pid_ns, precopy };
+        Cmd::Migrate { pid, to, ssh_command, remote_cryo, allow_changed_files, tcp_close, no_pid_ns, precopy, postcopy, json } => {
+            let o = migrate::Options { pid, to, ssh_command, remote_cryo, allow_changed_files, tcp_close, pid_ns: !no_pid_ns, precopy, postcopy };
             let r = guard::in_worker(|| migrate::run(&o))?;
             if json {
                 println!(
                     "{}",
                     serde_json::json!({
                         "pid": r.pid, "host": r.host, "remote_pid": r.remote_pid, "downtime_us": r.downtime_us,
-                        "stream_bytes": r.stream_bytes, "total_us": r.total_us, "rounds": r.rounds,
+                        "stream_bytes": r.stream_bytes, "total_us": r.total_us, "rounds": r.rounds, "postcopy": r.postcopy,
                     })
                 );
             } else {

@@ -98,8 +98,10 @@ pub fn checkpoint_to_stdout(pid: i32, kill: bool, tcp_close: bool) -> Result<dum
 /// tree's outside stdio is then /dev/null, since stdin and stdout are the
 /// channel to the sender. With `rounds` (`migrate --precopy`) several
 /// images follow one another, each announced by a `round` line: the tree is
-/// rebuilt from the first and brought up to each later one.
-pub fn restart_from_stdin(opts: &cryo_restorer::Options<'_>, handshake: bool, rounds: bool) -> Result<u8> {
+/// rebuilt from the first and brought up to each later one. With `postcopy`
+/// (`migrate --postcopy`) the stream brings the metadata only: the pages
+/// are asked for as they are needed (see `migrate::postcopy`).
+pub fn restart_from_stdin(opts: &cryo_restorer::Options<'_>, handshake: bool, rounds: bool, postcopy: bool) -> Result<u8> {
     let stdin = std_file(std::io::stdin().as_fd(), "stdin")?;
     widen_pipe(stdin.as_fd());
     let input = RefCell::new(BufReader::new(stdin));
@@ -111,7 +113,7 @@ pub fn restart_from_stdin(opts: &cryo_restorer::Options<'_>, handshake: bool, ro
         }
     };
     say(protocol::hello());
-    let result = receive_and_restart(&input, opts, handshake, rounds, &say);
+    let result = receive_and_restart(&input, opts, handshake, rounds, postcopy, &say);
     match &result {
         Ok(pid) => say(protocol::running(*pid)),
         Err(e) => say(protocol::failed(&crate::one_line(e))),
@@ -125,7 +127,7 @@ pub fn restart_from_stdin(opts: &cryo_restorer::Options<'_>, handshake: bool, ro
     }
 }
 
-type Input = RefCell<BufReader<File>>;
+pub(crate) type Input = RefCell<BufReader<File>>;
 
 /// Receives one image from the stream into a new directory `dir`.
 fn receive_image(input: &Input, dir: &std::path::Path, say: &dyn Fn(String)) -> Result<()> {
@@ -216,7 +218,14 @@ fn round_header(input: &Input, want: u32) -> Result<bool> {
     }
 }
 
-fn receive_and_restart(input: &Input, opts: &cryo_restorer::Options<'_>, handshake: bool, rounds: bool, say: &dyn Fn(String)) -> Result<i32> {
+fn receive_and_restart(
+    input: &Input,
+    opts: &cryo_restorer::Options<'_>,
+    handshake: bool,
+    rounds: bool,
+    postcopy: bool,
+    say: &dyn Fn(String),
+) -> Result<i32> {
     let staging = RefCell::new(Some(Staging::new()?));
     let base = staging.borrow().as_ref().map(Staging::image).unwrap_or_default();
     let round_dir = |k: u32| base.with_file_name(format!("round-{k}"));
@@ -229,7 +238,15 @@ fn receive_and_restart(input: &Input, opts: &cryo_restorer::Options<'_>, handsha
         }
         Ok(())
     };
-    let pages = IncomingPages::start(input, &first, &received)?;
+    let (incoming, fetcher);
+    let (page_stream, pages_on_demand): (Option<&dyn cryo_restorer::PageStream>, Option<&dyn cryo_restorer::PagesOnDemand>) = if postcopy {
+        receive_image(input, &first, say)?;
+        fetcher = crate::migrate::postcopy::Fetcher::new(input, say, &first)?;
+        (None, Some(&fetcher))
+    } else {
+        incoming = IncomingPages::start(input, &first, &received)?;
+        (Some(&incoming), None)
+    };
     if handshake {
         detach_stdio()?;
     }
@@ -276,8 +293,9 @@ fn receive_and_restart(input: &Input, opts: &cryo_restorer::Options<'_>, handsha
         progress: opts.progress.clone(),
         before_release: Some(&gate),
         next_round: (rounds && !only).then_some(&next as cryo_restorer::NextRound<'_>),
-        page_stream: Some(&pages),
-        lazy: opts.lazy,
+        page_stream,
+        lazy: opts.lazy || postcopy,
+        pages_on_demand,
     };
     cryo_restorer::restart(&restore)?;
     Ok(root.get())

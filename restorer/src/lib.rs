@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use check::RestoreError;
-pub use rebuild::PageStream;
+pub use rebuild::{PageStream, PagesOnDemand};
 
 pub struct Options<'a> {
     pub image: PathBuf,
@@ -53,6 +53,10 @@ pub struct Options<'a> {
     /// them as they are touched and in the background, and returns once
     /// every page is in (`cryo restart --lazy`).
     pub lazy: bool,
+    /// The image's own pages files stay where the image came from and are
+    /// fetched from there, piece by piece (`cryo migrate --postcopy`);
+    /// needs `lazy`.
+    pub pages_on_demand: Option<&'a dyn PagesOnDemand>,
 }
 
 pub type Gate<'a> = &'a dyn Fn(i32) -> std::result::Result<(), String>;
@@ -79,7 +83,13 @@ pub type Result<T> = std::result::Result<T, RestoreError>;
 pub fn restart(opts: &Options<'_>) -> Result<u8> {
     let img = ImageReader::open(&opts.image)?;
     let streamed = opts.page_stream.is_some();
-    let images = checked_images(&img, opts.allow_changed_files, if streamed { Pages::OnStream } else { Pages::InFiles })?;
+    let on_demand = opts.pages_on_demand.is_some();
+    let where_pages = match (streamed, on_demand) {
+        (true, _) => Pages::OnStream,
+        (false, true) => Pages::OnDemand,
+        (false, false) => Pages::InFiles,
+    };
+    let images = checked_images(&img, opts.allow_changed_files, where_pages)?;
     rebuild::sockets::clear_stale_names(&img.inventory.unix)?;
     let mut pages = HashMap::new();
     for p in images.values() {
@@ -93,15 +103,18 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     let mut sandbox = if opts.pid_ns { ns::Sandbox::with_pid_ns(img.inventory.root_pid)? } else { ns::Sandbox::plain() };
     // Checked beside the rebuild; nothing runs before every pages file of
     // the chain passed.
-    // (A streamed file is checked as it arrives.)
-    let mut files: Vec<_> = pages.values().flat_map(|src| src.files.iter().skip(usize::from(streamed)).cloned()).collect();
+    // (A streamed file is checked as it arrives, a fetched piece as it comes.)
+    let mut files: Vec<_> = pages.values().flat_map(|src| src.files.iter().skip(usize::from(streamed || on_demand)).cloned()).collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     files.dedup_by(|a, b| a.path == b.path);
     let digests = spawn_digests(files);
     if opts.lazy && (streamed || opts.next_round.is_some() || !opts.pid_ns) {
         return Err(RestoreError::Rebuild("--lazy restarts an image directory inside the restore namespace: not from a stream, a pre-copy or with --no-pid-ns".into()));
     }
-    let mut lazy = lazy::Server::new();
+    if on_demand && !opts.lazy {
+        return Err(RestoreError::Rebuild("pages fetched on demand need a lazy restart".into()));
+    }
+    let mut lazy = lazy::Server::new(opts.pages_on_demand);
     let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts, digests, &mut lazy) {
         Ok(h) => h,
         Err(e) => {
@@ -120,6 +133,9 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
         std::fs::write(p, format!("{root_host}\n"))
             .map_err(|e| RestoreError::Io { what: format!("writing pidfile {}", p.display()), source: e })?;
     }
+    if let Some(d) = opts.pages_on_demand {
+        d.released(root_host);
+    }
     if !lazy.is_empty() {
         tracing::info!("the tree runs; filling the rest of its memory");
         if let Err(e) = lazy.run() {
@@ -129,6 +145,15 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
             }
             return Err(RestoreError::Rebuild(format!("{e}; the tree was killed, as its memory could not be completed")));
         }
+    }
+    // The sender resumes its copy of the tree unless told that every page
+    // is here; so this copy must not run on if that cannot be told.
+    if let Some(Err(e)) = opts.pages_on_demand.map(|d| d.complete()) {
+        sandbox.kill_all();
+        if let Some(t) = terminal {
+            t.restore();
+        }
+        return Err(RestoreError::Rebuild(format!("{e}; the tree was killed here, as the sending side could not be told that it has every page")));
     }
     if opts.detach {
         return Ok(0);
@@ -156,6 +181,8 @@ enum Pages {
     InFiles,
     /// Coming on the stream while the tree is rebuilt (checked as they arrive).
     OnStream,
+    /// Fetched from the image's host as needed (each piece checked as it comes).
+    OnDemand,
 }
 
 fn checked_images(img: &ImageReader, allow_changed_files: bool, pages: Pages) -> Result<HashMap<i32, ProcessImage>> {
@@ -259,11 +286,16 @@ fn restore_tree(
     }
     logged("loading the restorer");
     let rounds = opts.next_round.is_some();
-    let streamed = opts.page_stream.map(|stream| rebuild::Streamed { stream, kernel: &img.inventory.kernel });
+    let kernel = &img.inventory.kernel;
+    let own = match (opts.page_stream, opts.pages_on_demand) {
+        (Some(stream), _) => rebuild::OwnPages::Streamed(rebuild::Streamed { stream, kernel }),
+        (None, Some(pages)) => rebuild::OwnPages::OnDemand(rebuild::OnDemand { pages, kernel }),
+        (None, None) => rebuild::OwnPages::InFiles,
+    };
     for r in &mut tree {
         stage("restart-memory")?;
         let src = &sources[&r.pid()];
-        r.memory(src, &mut reg, &mut pages, in_userns, rounds, streamed, opts.lazy)?;
+        r.memory(src, &mut reg, &mut pages, in_userns, rounds, own, opts.lazy)?;
     }
     if let Some(s) = opts.page_stream {
         s.finish()?;

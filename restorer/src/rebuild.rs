@@ -17,12 +17,24 @@ mod fds;
 mod inet;
 mod rounds;
 mod pty;
+mod on_demand;
 mod streamed;
 pub(crate) mod sockets;
 mod timers;
 mod userfault;
 
+pub use on_demand::{OnDemand, PagesOnDemand};
 pub use streamed::{PageStream, Streamed};
+
+/// Where a process's own pages file is (those of parent images are files).
+#[derive(Clone, Copy)]
+pub enum OwnPages<'a> {
+    InFiles,
+    /// Arriving on a stream (`cryo restart -`).
+    Streamed(Streamed<'a>),
+    /// Left on the host the image came from (`cryo migrate --postcopy`).
+    OnDemand(OnDemand<'a>),
+}
 
 /// Bytes of socket data sent per batch (the command area holds 256 KiB).
 const SOCK_CHUNK: usize = 128 << 10;
@@ -112,10 +124,9 @@ impl<'a> Restoree<'a> {
     /// Stage 1: the address space, replaced wholesale by the image's. With
     /// `rounds`, later images are to come ([`Restoree::update`]): memory
     /// stays writable and mm fields are left to [`Restoree::protect`].
-    /// With `stream`, the image's own pages file arrives on it rather than
-    /// being in the image's directory (parents' files are read as usual).
-    /// With `lazy`, its large private areas are filled once it runs
-    /// ([`Restoree::release`]).
+    /// `own_pages` says where the image's own pages file is (parents' files are
+    /// read as usual). With `lazy`, its large private areas are filled once
+    /// it runs ([`Restoree::release`]).
     #[allow(clippy::too_many_arguments)]
     pub fn memory(
         &mut self,
@@ -124,12 +135,12 @@ impl<'a> Restoree<'a> {
         pages_read: &mut PageProgress,
         in_userns: bool,
         rounds: bool,
-        stream: Option<Streamed<'_>>,
+        own_pages: OwnPages<'_>,
         lazy: bool,
     ) -> Result<()> {
-        let on_disk = match stream {
-            Some(_) => streamed::parents_only(src),
-            None => src.clone(),
+        let on_disk = match own_pages {
+            OwnPages::InFiles => src.clone(),
+            OwnPages::Streamed(_) | OwnPages::OnDemand(_) => streamed::parents_only(src),
         };
         let tmp = prepare(self, &on_disk, in_userns)?;
         let (pages, exe) = (tmp.pages.clone(), tmp.exe);
@@ -140,15 +151,24 @@ impl<'a> Restoree<'a> {
         let p = self.p.clone();
         map_areas(self, reg, &p.vmas.iter().filter(|v| !is_special(v)).collect::<Vec<_>>())?;
         if lazy {
-            let plan = crate::lazy::plan(&p, &on_disk, cryo_tracer::arch::page_size());
-            read_pages(self, &plan.eager, &pages, pages_read)?;
+            let plan = crate::lazy::plan(&p, src, cryo_tracer::arch::page_size());
+            let on_demand = match own_pages {
+                OwnPages::OnDemand(d) => {
+                    on_demand::read(self, d, &plan.eager, pages_read)?;
+                    true
+                }
+                _ => {
+                    read_pages(self, &plan.eager, &pages, pages_read)?;
+                    false
+                }
+            };
             if !plan.lazy.is_empty() {
-                self.lazy = Some(userfault::register(self, &on_disk, &plan)?);
+                self.lazy = Some(userfault::register(self, src, &plan, on_demand)?);
             }
         } else {
             read_pages(self, &on_disk, &pages, pages_read)?;
         }
-        if let Some(s) = stream {
+        if let OwnPages::Streamed(s) = own_pages {
             streamed::read(self, s, pages_read)?;
         }
         if rounds {

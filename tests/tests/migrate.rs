@@ -462,3 +462,82 @@ fn failed_precopy_leaves_the_tree_running_on_a() {
     assert!(!log.text().contains(&b.net()), "nothing ran on B:\n{}", log.describe());
     full_check(&log, pid, &my_net());
 }
+
+#[test]
+fn postcopy_runs_the_tree_on_b_before_its_memory_crossed() {
+    let h = Harness::with_cryo("migrate-postcopy");
+    let Some(b) = HostB::start(&h, 5) else { return };
+    let (mut p, log) = start_migrant(&h, "256");
+    let pid = p.pid();
+    full_check(&log, pid, &my_net());
+
+    let out = migrate(&h, &b, pid, &["--postcopy"], &b.ssh_command());
+    out.assert_ok();
+    let report: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}:\n{}", out.describe()));
+    eprintln!("migrate --postcopy report: {report}");
+    let post = &report["postcopy"];
+    let (before, after) = (post["before_running"].as_u64().unwrap(), post["after_running"].as_u64().unwrap());
+    assert!(after >= 200 << 20, "the heap crossed after the tree ran on B: {report}");
+    assert!(before < after / 10, "little crossed before: {report}");
+    assert_eq!(report["rounds"][0]["pages_bytes"].as_u64().unwrap(), before + after, "every byte of the pages crossed once: {report}");
+    let down = report["downtime_us"].as_u64().unwrap();
+    assert!(down > 0 && down < post["complete_us"].as_u64().unwrap(), "the tree ran before it was complete: {report}");
+    let remote = report["remote_pid"].as_i64().unwrap() as i32;
+
+    assert!(p.wait_timeout(Duration::from_secs(10)).is_some(), "the tree still exists on A after the migration");
+    let there = b.net();
+    let (tick, _) = last_of(&log, "tick").unwrap();
+    let (tcp, _) = last_of(&log, "tcp").unwrap();
+    log.wait_line(&format!("tick {} {there}", tick + 20));
+    log.wait_line(&format!("tcp {} {there}", tcp + 10));
+    full_check(&log, remote, &there);
+    assert!(!log.lines().iter().any(|l| l.starts_with("start ") && net_of(l) == there), "the tree started afresh on B");
+    assert_eq!(nspids(remote).last(), Some(&pid), "the root keeps its pid on B");
+}
+
+/// Lines the log gained from the namespace `net` after `base` lines, once
+/// `quiet` passed without any.
+fn lines_from_after(log: &Log, net: &str, base: usize) -> Vec<String> {
+    log.lines().into_iter().skip(base).filter(|l| net_of(l) == net).collect()
+}
+
+#[test]
+fn failed_postcopy_resumes_the_tree_on_a() {
+    let h = Harness::with_cryo("migrate-postcopy-fail");
+    let Some(b) = HostB::start(&h, 6) else { return };
+    let (p, log) = start_migrant(&h, "256");
+    let pid = p.pid();
+    let (here, there) = (my_net(), b.net());
+
+    // B fails as the tree is released, before it ran a step: A's frozen
+    // tree runs on.
+    let remote = format!("CRYO_FAULT=restart-lazy {}", h.cryo().display());
+    let out = h.cryo_run(&[
+        "migrate", &pid.to_string(), "--to", &b.dest(), "--ssh-command", &b.ssh_command(), "--remote-cryo", &remote, "--postcopy",
+    ]);
+    assert_one_cryo_line(&out);
+    out.assert_stderr_mentions(&["restart-lazy", "runs on here"]);
+    assert_running_untouched(pid, &log, 0, "after B failed to serve its tree's pages");
+    assert!(!log.text().contains(&there), "nothing ran on B:\n{}", log.describe());
+    full_check(&log, pid, &here);
+
+    // The stream cut while B's tree runs on fetched pages: B's copy stops
+    // (its pages cannot come) and A's resumes from where it was frozen.
+    // (Not head: it holds back what it read until its buffer is full, and
+    // the post-copy stream starts with a small image and waits.)
+    let cutter = h.write_file(
+        "cut-ssh",
+        "#!/bin/sh\npython3 -c 'import os, sys\nn = 60000000\nwhile n > 0:\n    b = os.read(0, min(n, 65536))\n    if not b: break\n    os.write(1, b)\n    n -= len(b)' | ssh \"$@\"\n",
+        0o755,
+    );
+    let out = migrate(&h, &b, pid, &["--postcopy"], &format!("{} {}", cutter.display(), b.ssh_command().trim_start_matches("ssh ")));
+    assert_one_cryo_line(&out);
+    out.assert_stderr_mentions(&["ran without all of its memory"]);
+    assert!(out.stderr.contains("runs on here"), "{}", out.describe());
+    assert_running_untouched(pid, &log, 0, "after a cut post-copy");
+    let base = log.line_count();
+    let (tick, _) = last_of(&log, "tick").unwrap();
+    log.wait_line(&format!("tick {} {here}", tick + 10));
+    assert!(lines_from_after(&log, &there, base).is_empty(), "B's copy still runs:\n{}", log.describe());
+    full_check(&log, pid, &here);
+}

@@ -14,6 +14,7 @@
 mod syscalls;
 
 use crate::check::RestoreError;
+use crate::rebuild::PagesOnDemand;
 use crate::Result;
 use cryo_image::chain::{ResolvedPages, SourceRun};
 use cryo_image::{ProcessImage, Vma, VmaKind};
@@ -24,6 +25,7 @@ use nix::errno::Errno;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::time::Instant;
 use syscalls::Needs;
 
@@ -145,20 +147,29 @@ pub struct Process {
     /// Its host pid, for messages.
     pub host: i32,
     uffd: Option<Uffd>,
-    files: Vec<File>,
+    /// The pages files, open here; none where they stay on the image's host.
+    files: Vec<Option<File>>,
+    paths: Vec<PathBuf>,
+    /// What pages fetched from the image's host pass through.
+    fetched: Vec<u8>,
     pending: BTreeMap<u64, Piece>,
     areas: Vec<(u64, u64, bool)>,
 }
 
 impl Process {
-    pub fn new(host: i32, uffd: Uffd, src: &ResolvedPages, plan: &Plan, ps: u64) -> Result<Process> {
+    /// With `on_demand`, its pages files stay on the image's host (see [`Server::new`]).
+    pub fn new(host: i32, uffd: Uffd, src: &ResolvedPages, plan: &Plan, on_demand: bool, ps: u64) -> Result<Process> {
         let files = src
             .files
             .iter()
-            .map(|f| File::open(&f.path).map_err(|e| RestoreError::Io { what: format!("opening {}", f.path.display()), source: e }))
+            .map(|f| match on_demand {
+                true => Ok(None),
+                false => File::open(&f.path).map(Some).map_err(|e| RestoreError::Io { what: format!("opening {}", f.path.display()), source: e }),
+            })
             .collect::<Result<Vec<_>>>()?;
+        let paths = src.files.iter().map(|f| f.path.clone()).collect();
         let pending = plan.lazy.iter().map(|r| (r.vaddr, Piece { end: r.vaddr + r.npages * ps, file: r.file, offset: r.file_offset })).collect();
-        Ok(Process { host, uffd: Some(uffd), files, pending, areas: plan.areas.clone() })
+        Ok(Process { host, uffd: Some(uffd), files, paths, fetched: Vec::new(), pending, areas: plan.areas.clone() })
     }
 
     fn done(&self) -> bool {
@@ -166,7 +177,7 @@ impl Process {
     }
 
     /// Every pending page that [lo, hi) touches into place.
-    fn load(&mut self, lo: u64, hi: u64) -> Result<u64> {
+    fn load(&mut self, lo: u64, hi: u64, remote: Remote<'_>) -> Result<u64> {
         let ps = cryo_tracer::arch::page_size();
         let (lo, hi) = (lo & !(ps - 1), hi.checked_add(ps - 1).map_or(u64::MAX, |h| h & !(ps - 1)));
         let mut starts: Vec<u64> = self.pending.range(..=lo).next_back().filter(|(_, p)| p.end > lo).map(|(&s, _)| s).into_iter().collect();
@@ -186,7 +197,7 @@ impl Process {
             let mut at = from;
             while at < to {
                 let n = (to - at).min(PUSH_CHUNK);
-                self.copy(at, n, p.file, p.offset + (at - s))?;
+                self.copy(at, n, p.file, p.offset + (at - s), remote)?;
                 at += n;
             }
             bytes += to - from;
@@ -195,13 +206,28 @@ impl Process {
         Ok(bytes)
     }
 
-    fn copy(&mut self, dst: u64, len: u64, file: usize, offset: u64) -> Result<()> {
+    fn copy(&mut self, dst: u64, len: u64, file: usize, offset: u64, remote: Remote<'_>) -> Result<()> {
+        if self.uffd.is_none() {
+            return Ok(());
+        }
+        let map;
+        let src = match (&self.files[file], remote) {
+            (Some(f), _) => {
+                map = FileMap::new(f, offset, len).map_err(|e| self.failed(&format!("mapping its pages file at {offset:#x}"), e))?;
+                map.ptr
+            }
+            (None, Some(remote)) => {
+                self.fetched.resize(len as usize, 0);
+                remote.read(&self.paths[file], offset, &mut self.fetched)?;
+                self.fetched.as_ptr()
+            }
+            (None, None) => unreachable!("pages on demand come with their source"),
+        };
         let Some(uffd) = &self.uffd else { return Ok(()) };
-        let map = FileMap::new(&self.files[file], offset, len).map_err(|e| self.failed(&format!("mapping its pages file at {offset:#x}"), e))?;
         let ps = cryo_tracer::arch::page_size();
         let mut done = 0;
         while done < len {
-            match uffd.copy(dst + done, map.ptr.wrapping_add(done as usize), len - done).map_err(|e| self.failed("UFFDIO_COPY", e))? {
+            match uffd.copy(dst + done, src.wrapping_add(done as usize), len - done).map_err(|e| self.failed("UFFDIO_COPY", e))? {
                 Copied::All => break,
                 // A page that came meanwhile: leave it.
                 Copied::Exists(n) => done += n + ps,
@@ -231,12 +257,12 @@ impl Process {
     }
 
     /// Returns the bytes of pages brought in (zeros not counted).
-    fn serve_fault(&mut self, addr: u64, ps: u64) -> Result<u64> {
+    fn serve_fault(&mut self, addr: u64, ps: u64, remote: Remote<'_>) -> Result<u64> {
         let page = addr & !(ps - 1);
         let pending = self.pending.range(..=page).next_back().is_some_and(|(_, p)| p.end > page);
         if pending {
             let lo = page & !(FAULT_CHUNK - 1);
-            return self.load(lo, lo + FAULT_CHUNK);
+            return self.load(lo, lo + FAULT_CHUNK, remote);
         }
         let Some(uffd) = &self.uffd else { return Ok(0) };
         // Zeros up to the next pending page, within the area and the chunk.
@@ -247,13 +273,13 @@ impl Process {
         Ok(0)
     }
 
-    fn needs(&mut self, n: Needs) -> Result<u64> {
+    fn needs(&mut self, n: Needs, remote: Remote<'_>) -> Result<u64> {
         Ok(match n {
-            Needs::All => self.load(0, u64::MAX)?,
+            Needs::All => self.load(0, u64::MAX, remote)?,
             Needs::Ranges(r) => {
                 let mut bytes = 0;
                 for (lo, hi) in r {
-                    bytes += self.load(lo, hi)?;
+                    bytes += self.load(lo, hi, remote)?;
                 }
                 bytes
             }
@@ -261,7 +287,7 @@ impl Process {
                 let heaps: Vec<_> = self.areas.iter().filter(|h| h.2 && h.1 > a).map(|h| (h.0.max(a), h.1)).collect();
                 let mut bytes = 0;
                 for (lo, hi) in heaps {
-                    bytes += self.load(lo, hi)?;
+                    bytes += self.load(lo, hi, remote)?;
                 }
                 bytes
             }
@@ -314,9 +340,13 @@ struct Stats {
     pushed: u64,
 }
 
+/// Where pages that are not in files here come from.
+type Remote<'a> = Option<&'a dyn PagesOnDemand>;
+
 /// The tree as released by a lazy restart: traced at its syscalls, with
 /// some memory still to come.
-pub struct Server {
+pub struct Server<'a> {
+    remote: Remote<'a>,
     processes: Vec<Process>,
     threads: HashMap<i32, Thread>,
     /// Threads created since, whose first stop is still to come.
@@ -327,9 +357,10 @@ pub struct Server {
 /// Options for the threads of a lazily restored process while cryo completes it.
 pub const TRACE_OPTIONS: libc::c_int = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEEXEC | libc::PTRACE_O_EXITKILL;
 
-impl Server {
-    pub fn new() -> Server {
-        Server { processes: Vec::new(), threads: HashMap::new(), fresh: HashSet::new(), stats: Stats::default() }
+impl<'a> Server<'a> {
+    /// `remote`: where the pages of processes made `on_demand` are.
+    pub fn new(remote: Remote<'a>) -> Server<'a> {
+        Server { remote, processes: Vec::new(), threads: HashMap::new(), fresh: HashSet::new(), stats: Stats::default() }
     }
 
     /// A process released with its threads stopped at syscall tracing.
@@ -372,7 +403,7 @@ impl Server {
             if cryo_tracer::fault::aborted().is_some() {
                 // Asked to stop: the memory is completed at once, and the tree runs on.
                 for p in &mut self.processes {
-                    self.stats.pushed += p.load(0, u64::MAX)?;
+                    self.stats.pushed += p.load(0, u64::MAX, self.remote)?;
                 }
                 continue;
             }
@@ -398,7 +429,7 @@ impl Server {
                 for &a in &faults {
                     busy = true;
                     self.stats.faults += 1;
-                    self.stats.fault_bytes += p.serve_fault(a, ps)?;
+                    self.stats.fault_bytes += p.serve_fault(a, ps, self.remote)?;
                 }
             }
             if push {
@@ -406,7 +437,7 @@ impl Server {
                 if let Some(i) = (0..n).map(|k| (next_push + k) % n).find(|&i| !self.processes[i].done()) {
                     let p = &mut self.processes[i];
                     if let Some((&s, _)) = p.pending.iter().next() {
-                        self.stats.pushed += p.load(s, s.saturating_add(PUSH_CHUNK))?;
+                        self.stats.pushed += p.load(s, s.saturating_add(PUSH_CHUNK), self.remote)?;
                     }
                     next_push = i + 1;
                 }
@@ -499,7 +530,7 @@ impl Server {
         let n = match n {
             Needs::CloneArgs(at) => {
                 // Its own page first: cryo reads it from outside, which a missing page would fail.
-                p.load(at, at + 64)?;
+                p.load(at, at + 64, self.remote)?;
                 match read_words(p.host, at) {
                     Some(w) => syscalls::clone3(&w),
                     None => Needs::All,
@@ -507,7 +538,7 @@ impl Server {
             }
             n => n,
         };
-        let bytes = p.needs(n)?;
+        let bytes = p.needs(n, self.remote)?;
         if bytes > 0 {
             self.stats.syscalls += 1;
             self.stats.syscall_bytes += bytes;
@@ -527,7 +558,7 @@ impl Server {
                 let p = &mut self.processes[self.threads[&tid].process];
                 match entry {
                     Some((nr, args)) if rval == syscalls::EFAULT && !p.done() => {
-                        p.load(0, u64::MAX)?;
+                        p.load(0, u64::MAX, self.remote)?;
                         let note = Native::REGSETS[0].note_type;
                         let mut gp = ptrace::get_regset(tid, note, Native::GP_SIZE).map_err(|e| cryo_tracer::TracerError::ptrace("PTRACE_GETREGSET", tid, e))?;
                         Native::reissue_syscall(&mut gp, nr, &args);

@@ -17,7 +17,8 @@ fn words(w: &[u64]) -> Vec<u8> {
     w.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-pub(super) fn register(b: &mut Restoree, src: &ResolvedPages, plan: &Plan) -> Result<lazy::Process> {
+/// With `on_demand`, the pages come from the image's host, not from `src`'s files.
+pub(super) fn register(b: &mut Restoree, src: &ResolvedPages, plan: &Plan, on_demand: bool) -> Result<lazy::Process> {
     let pid = b.p.pid;
     let mut batch = Batch::new();
     let flags = UFFD_USER_MODE_ONLY | (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
@@ -54,5 +55,5 @@ pub(super) fn register(b: &mut Restoree, src: &ResolvedPages, plan: &Plan) -> Re
     let mut close = Batch::new();
     close.call(Sysno::Close, &[fd.into()]);
     b.run("closing its userfaultfd", &close)?;
-    lazy::Process::new(b.m.host, Uffd(taken?), src, plan, cryo_tracer::arch::page_size())
+    lazy::Process::new(b.m.host, Uffd(taken?), src, plan, on_demand, cryo_tracer::arch::page_size())
 }

@@ -24,6 +24,8 @@
 //! each later one in place, and the frozen image of step 2 holds only the
 //! pages written since the last round.
 
+pub mod postcopy;
+
 use crate::dump;
 use crate::streaming::Staging;
 use anyhow::{anyhow, bail, Context, Result};
@@ -63,6 +65,18 @@ pub mod protocol {
     pub fn failed(why: &str) -> String {
         format!("{TAG} failed {}", why.replace('\n', " "))
     }
+    /// Post-copy: B asks for `len` bytes at `offset` of pages file `name`.
+    pub fn want(name: &str, offset: u64, len: usize) -> String {
+        format!("{TAG} want {name} {offset} {len}")
+    }
+    /// Post-copy: A's answer, followed by the bytes.
+    pub fn pages(name: &str, offset: u64, len: usize, crc: u32) -> String {
+        format!("{TAG} pages {name} {offset} {len} {crc}")
+    }
+    /// Post-copy: B has every page; A's copy of the tree may go.
+    pub fn complete() -> String {
+        format!("{TAG} complete")
+    }
 
     /// A status line: its word and the rest.
     pub fn parse(line: &str) -> Option<(&str, &str)> {
@@ -80,6 +94,7 @@ pub struct Options {
     pub tcp_close: bool,
     pub pid_ns: bool,
     pub precopy: bool,
+    pub postcopy: bool,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -94,6 +109,9 @@ pub struct Report {
     pub total_us: u64,
     /// The pre-copy rounds sent while the tree ran, then the last one.
     pub rounds: Vec<RoundReport>,
+    /// Post-copy: bytes of pages sent once the tree ran on B, and when B
+    /// had every page (from the freeze).
+    pub postcopy: Option<postcopy::Report>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy)]
@@ -123,6 +141,9 @@ pub fn run(o: &Options) -> Result<Report> {
     ssh.expect("hello", CONNECT_TIMEOUT).map_err(|e| {
         anyhow!("{e}; the process was not touched (check that `ssh {}` works and that {} runs there)", o.to, o.remote_cryo)
     })?;
+    if o.postcopy {
+        return postcopy::run(o, ssh, t0);
+    }
     let staging = Staging::new()?;
     let ssh = RefCell::new(ssh);
     let mut rounds = Vec::new();
@@ -208,6 +229,7 @@ pub fn run(o: &Options) -> Result<Report> {
         stream_bytes: rounds.iter().map(|r| r.stream_bytes).sum(),
         total_us: t0.elapsed().as_micros() as u64,
         rounds,
+        postcopy: None,
     })
 }
 
@@ -284,6 +306,9 @@ impl Remote {
         if o.precopy {
             remote.push_str(" --rounds");
         }
+        if o.postcopy {
+            remote.push_str(" --postcopy");
+        }
         if o.allow_changed_files {
             remote.push_str(" --allow-changed-files");
         }
@@ -328,13 +353,26 @@ impl Remote {
     /// `failed` line, the end of the channel, a timeout or a signal to cryo
     /// is an error saying why.
     fn expect(&mut self, word: &str, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
+        loop {
+            let (w, rest) = self.status(word, timeout)?;
+            if w == word {
+                return Ok(rest);
+            }
+        }
+    }
+
+    /// The next status line from B, its word and the rest (`waiting_for`
+    /// names what is awaited, for messages). A `failed` line, the end of the
+    /// channel, `timeout` or a signal to cryo is an error saying why.
+    fn status(&mut self, waiting_for: &str, timeout: Duration) -> Result<(String, String)> {
+        let word = waiting_for;
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             if let Some(sig) = fault::aborted() {
                 bail!("cryo got {}", cryo_tracer::error::signal_name(sig));
             }
             if self.status.buffer().is_empty() && !readable(&self.status, Duration::from_millis(100))? {
-                if Instant::now() > deadline {
+                if deadline.is_some_and(|d| Instant::now() > d) {
                     bail!("{} did not answer `{word}` within {} s", self.host, timeout.as_secs());
                 }
                 continue;
@@ -344,9 +382,8 @@ impl Remote {
                 return Err(self.ended(word));
             }
             match protocol::parse(&line) {
-                Some((w, rest)) if w == word => return Ok(rest.to_string()),
                 Some(("failed", why)) => bail!("{}: {why}", self.host),
-                Some(_) => continue,
+                Some((w, rest)) => return Ok((w.to_string(), rest.to_string())),
                 // Not ours (a login banner, a shell's message): show it.
                 None => eprint!("{}: {line}", self.host),
             }
@@ -375,6 +412,13 @@ impl Remote {
         }
         let status = wait_timeout(&mut self.child, Duration::from_secs(5));
         anyhow!("the image stream to {} broke ({write_error}; ssh {status})", self.host)
+    }
+
+    /// Post-copy: a protocol line and the bytes it announces.
+    fn send_piece(&mut self, header: &str, bytes: &[u8]) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("the ssh channel is closed")?;
+        let sent = writeln!(stdin, "{header}").and_then(|()| stdin.write_all(bytes)).and_then(|()| stdin.flush());
+        sent.map_err(|e| self.why_failed(&e.to_string()))
     }
 
     /// Called off: closing B's stdin makes it kill whatever it rebuilt.
