@@ -424,6 +424,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     r.stream_bytes as f64 / (1 << 20) as f64,
                     r.total_us as f64 / 1000.0
                 );
+                if let Some(p) = &r.postcopy {
+                    eprintln!(
+                        "cryo: post-copy: {:.1} MiB of pages crossed after the tree ran there; it had every page {:.1} ms after the freeze",
+                        p.after_running as f64 / (1 << 20) as f64,
+                        p.complete_us as f64 / 1000.0
+                    );
+                }
                 if r.rounds.len() > 1 {
                     let sizes: Vec<String> = r.rounds.iter().map(|x| format!("{:.1}", x.pages_bytes as f64 / (1 << 20) as f64)).collect();
                     eprintln!("cryo: pre-copy in {} rounds, MiB of pages each: {}", r.rounds.len(), sizes.join(", "));

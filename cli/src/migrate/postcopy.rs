@@ -27,7 +27,7 @@ use std::io::{BufRead, Read};
 use std::path::Path;
 use std::time::Instant;
 
-/// The most one `want` may ask for (B asks for at most 4 MiB).
+/// The most one `want` may ask for (B asks for 4 MiB at most).
 const MAX_PIECE: usize = 64 << 20;
 
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Default)]

@@ -37,6 +37,9 @@ const STACK_ABOVE: u64 = 64 << 10;
 const FAULT_CHUNK: u64 = 256 << 10;
 /// Pushed per step in the background.
 const PUSH_CHUNK: u64 = 4 << 20;
+/// Pushed per step from another host: a fault waits for no more than this
+/// to cross the link before it is served.
+const REMOTE_PUSH_CHUNK: u64 = 1 << 20;
 
 /// Which of a process's pages are read before it runs and which come later.
 pub struct Plan {
@@ -437,7 +440,8 @@ impl<'a> Server<'a> {
                 if let Some(i) = (0..n).map(|k| (next_push + k) % n).find(|&i| !self.processes[i].done()) {
                     let p = &mut self.processes[i];
                     if let Some((&s, _)) = p.pending.iter().next() {
-                        self.stats.pushed += p.load(s, s.saturating_add(PUSH_CHUNK), self.remote)?;
+                        let step = if self.remote.is_some() { REMOTE_PUSH_CHUNK } else { PUSH_CHUNK };
+                        self.stats.pushed += p.load(s, s.saturating_add(step), self.remote)?;
                     }
                     next_push = i + 1;
                 }
