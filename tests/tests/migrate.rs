@@ -339,18 +339,7 @@ fn migrate_tree_to_another_host() {
     if let Ok(p) = std::fs::read_to_string(format!("/proc/{remote}/cmdline")) {
         assert!(p.contains("migrant"), "remote pid {remote} is {p:?}");
     }
-    // Gone from A ...
-    assert!(p.wait_timeout(Duration::from_secs(10)).is_some(), "the tree still runs on A after the migration");
-    // ... and running on B: its root, its piper (pipe ticks), its TCP client
-    // and server (round trips) log on from B's namespace, without a fault.
-    let there = b.net();
-    assert_ne!(there, here);
-    let (tick, _) = last_of(&log, "tick").unwrap();
-    let (tcp, _) = last_of(&log, "tcp").unwrap();
-    log.wait_line(&format!("tick {} {there}", tick + 20));
-    log.wait_line(&format!("tcp {} {there}", tcp + 10));
-    assert_no_bad(&log);
-    assert!(!log.lines().iter().any(|l| l.starts_with("start ") && net_of(l) == there), "the tree started afresh on B");
+    assert_moved(&mut p, &log, &b, remote);
     assert_eq!(nspids(remote).last(), Some(&pid), "the root keeps its pid on B");
 }
 
@@ -401,6 +390,23 @@ fn full_check(log: &Log, pid: i32, net: &str) {
     assert_no_bad(log);
 }
 
+/// The tree is gone from A and goes on on B (`remote` there) where it
+/// was: its root, its piper (pipe ticks), its TCP client and server (round
+/// trips) log on from B's namespace, and every page checks out.
+fn assert_moved(p: &mut Proc, log: &Log, b: &HostB, remote: i32) {
+    assert!(p.wait_timeout(Duration::from_secs(10)).is_some(), "the tree still exists on A after the migration");
+    let there = b.net();
+    assert_ne!(there, my_net());
+    let (tick, _) = last_of(log, "tick").unwrap();
+    let (tcp, _) = last_of(log, "tcp").unwrap();
+    log.wait_line(&format!("tick {} {there}", tick + 20));
+    log.wait_line(&format!("tcp {} {there}", tcp + 10));
+    // As the program last wrote it: no page left at older content (a
+    // pre-copy's earlier round), dropped pages zero, the grown heap there.
+    full_check(log, remote, &there);
+    assert!(!log.lines().iter().any(|l| l.starts_with("start ") && net_of(l) == there), "the tree started afresh on B");
+}
+
 #[test]
 fn precopy_migrates_a_gigabyte_with_a_short_stop() {
     let h = Harness::with_cryo("migrate-precopy");
@@ -422,17 +428,7 @@ fn precopy_migrates_a_gigabyte_with_a_short_stop() {
     assert!(last * 20 < first, "the last round carries only what was written since: {report}");
     assert!(report["downtime_us"].as_u64().unwrap() > 0, "{report}");
     let remote = report["remote_pid"].as_i64().unwrap() as i32;
-
-    assert!(p.wait_timeout(Duration::from_secs(10)).is_some(), "the tree still runs on A after the migration");
-    let there = b.net();
-    let (tick, _) = last_of(&log, "tick").unwrap();
-    let (tcp, _) = last_of(&log, "tcp").unwrap();
-    log.wait_line(&format!("tick {} {there}", tick + 20));
-    log.wait_line(&format!("tcp {} {there}", tcp + 10));
-    // Every page as the program last wrote it: none left at an older round's
-    // content, dropped pages zero, the grown heap there.
-    full_check(&log, remote, &there);
-    assert!(!log.lines().iter().any(|l| l.starts_with("start ") && net_of(l) == there), "the tree started afresh on B");
+    assert_moved(&mut p, &log, &b, remote);
 }
 
 #[test]
@@ -483,20 +479,11 @@ fn postcopy_runs_the_tree_on_b_before_its_memory_crossed() {
     let down = report["downtime_us"].as_u64().unwrap();
     assert!(down > 0 && down < post["complete_us"].as_u64().unwrap(), "the tree ran before it was complete: {report}");
     let remote = report["remote_pid"].as_i64().unwrap() as i32;
-
-    assert!(p.wait_timeout(Duration::from_secs(10)).is_some(), "the tree still exists on A after the migration");
-    let there = b.net();
-    let (tick, _) = last_of(&log, "tick").unwrap();
-    let (tcp, _) = last_of(&log, "tcp").unwrap();
-    log.wait_line(&format!("tick {} {there}", tick + 20));
-    log.wait_line(&format!("tcp {} {there}", tcp + 10));
-    full_check(&log, remote, &there);
-    assert!(!log.lines().iter().any(|l| l.starts_with("start ") && net_of(l) == there), "the tree started afresh on B");
+    assert_moved(&mut p, &log, &b, remote);
     assert_eq!(nspids(remote).last(), Some(&pid), "the root keeps its pid on B");
 }
 
-/// Lines the log gained from the namespace `net` after `base` lines, once
-/// `quiet` passed without any.
+/// The lines after the first `base` of the log that came from the namespace `net`.
 fn lines_from_after(log: &Log, net: &str, base: usize) -> Vec<String> {
     log.lines().into_iter().skip(base).filter(|l| net_of(l) == net).collect()
 }
