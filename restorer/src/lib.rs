@@ -117,13 +117,7 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     let mut lazy = lazy::Server::new(opts.pages_on_demand);
     let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts, digests, &mut lazy) {
         Ok(h) => h,
-        Err(e) => {
-            sandbox.kill_all();
-            if let Some(t) = terminal {
-                t.restore();
-            }
-            return Err(e);
-        }
+        Err(e) => return Err(give_up(&mut sandbox, terminal, e)),
     };
     if let Some(t) = &terminal {
         t.notify(root_host);
@@ -139,21 +133,15 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     if !lazy.is_empty() {
         tracing::info!("the tree runs; filling the rest of its memory");
         if let Err(e) = lazy.run() {
-            sandbox.kill_all();
-            if let Some(t) = terminal {
-                t.restore();
-            }
-            return Err(RestoreError::Rebuild(format!("{e}; the tree was killed, as its memory could not be completed")));
+            let e = RestoreError::Rebuild(format!("{e}; the tree was killed, as its memory could not be completed"));
+            return Err(give_up(&mut sandbox, terminal, e));
         }
     }
     // The sender resumes its copy of the tree unless told that every page
     // is here; so this copy must not run on if that cannot be told.
     if let Some(Err(e)) = opts.pages_on_demand.map(|d| d.complete()) {
-        sandbox.kill_all();
-        if let Some(t) = terminal {
-            t.restore();
-        }
-        return Err(RestoreError::Rebuild(format!("{e}; the tree was killed here, as the sending side could not be told that it has every page")));
+        let e = RestoreError::Rebuild(format!("{e}; the tree was killed here, as the sending side could not be told that it has every page"));
+        return Err(give_up(&mut sandbox, terminal, e));
     }
     if opts.detach {
         return Ok(0);
@@ -163,6 +151,16 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
         t.restore();
     }
     Ok(code)
+}
+
+/// A restart that cannot go on: what it created is killed, the user's
+/// terminal gets its settings back; returns `e`.
+fn give_up(sandbox: &mut ns::Sandbox, terminal: Option<terminal::Terminal>, e: RestoreError) -> RestoreError {
+    sandbox.kill_all();
+    if let Some(t) = terminal {
+        t.restore();
+    }
+    e
 }
 
 /// Every check restart makes before creating anything (architecture, page
