@@ -455,3 +455,41 @@ fn incremental_of_much_written_memory_uses_a_snapshot() {
     assert_eq!(v["snapshots"], 1, "{v}");
     restart_matches_reference(&h, &mut p, &log, &reference, &t1);
 }
+
+/// An incremental checkpoint takes the memory flags of areas unchanged since
+/// its parent image from the parent (/proc/PID/smaps is slow). A whole-area
+/// MADV_WIPEONFORK or MADV_DONTFORK given since is not in them: before a
+/// snapshot is relied on they are read again, so such memory is written
+/// directly and comes back as it was written.
+#[test]
+fn incremental_after_new_fork_advice_is_dumped_directly() {
+    let h = Harness::with_cryo("fork-advice-late");
+    let prog = h.compile("forkadvice");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "200", "late"], "ticks.log");
+    let pid = p.pid();
+    log.wait_prefix("tick 3 ", SECS20);
+    let (t0, t1) = (h.path("t0"), h.path("t1"));
+    let (_, v0) = checkpoint_json(&h, pid, &t0, &["--track"], &[]);
+    assert_eq!(v0["snapshots"], 1, "no advice yet: written from a snapshot: {v0}");
+    send_signal(pid, libc::SIGUSR1);
+    log.wait_line("advised");
+    let base = log.line_count();
+    log.wait_growth(base, 1, SECS20);
+    let sum = log.lines()[base].split_whitespace().nth(3).unwrap().to_string();
+    let (_, v1) = checkpoint_json(&h, pid, &t1, &["--parent", t0.to_str().unwrap()], &[]);
+    assert!(v1["parent"].is_string(), "incremental: {v1}");
+    assert_eq!(v1["snapshots"], 0, "memory a fork would not see is written while stopped: {v1}");
+    assert!(v1["bytes"].as_u64().unwrap() >= 16 << 20, "both rewritten areas are in the image: {v1}");
+    assert_running_untouched(pid, &log, 0, "after the incremental checkpoint");
+    p.kill();
+    let before = log.lines().len();
+    h.restart_detached(&t1);
+    log.wait_line("done");
+    let lines = log.lines();
+    assert!(lines.len() > before, "no progress after the restart");
+    assert_eq!(assert_consecutive(&lines, "tick ", "fork advice"), 200);
+    let after: Vec<&String> = lines.iter().skip(base).filter(|l| l.starts_with("tick ")).collect();
+    for l in after {
+        assert_eq!(l.split_whitespace().nth(3), Some(sum.as_str()), "the areas came back as they were written: {l}");
+    }
+}

@@ -234,21 +234,25 @@ pub fn maps(pid: i32) -> Result<Vec<Vma>> {
 }
 
 /// [`vmas`] of a stopped process, taking the flags from `earlier` (read
-/// before it was stopped) when its map has not changed since: the areas,
-/// their protection, offsets and files are compared. A flag changed on a
-/// whole area in between goes unseen; callers check what matters for
-/// correctness another way.
+/// before it was stopped, or left by its parent image) when its map has not
+/// changed since: the areas, their protection, offsets and files are
+/// compared. A flag changed on a whole area in between goes unseen; callers
+/// check what matters for correctness another way.
 pub fn vmas_since(pid: i32, earlier: Option<&[Vma]>) -> Result<Vec<Vma>> {
     if let Some(earlier) = earlier {
-        let now = maps(pid)?;
-        let same = |a: &Vma, b: &Vma| {
-            (a.start, a.end, a.prot, a.shared, a.offset, a.dev, a.inode, &a.name) == (b.start, b.end, b.prot, b.shared, b.offset, b.dev, b.inode, &b.name)
-        };
-        if now.len() == earlier.len() && now.iter().zip(earlier).all(|(a, b)| same(a, b)) {
+        if same_areas(&maps(pid)?, earlier) {
             return Ok(earlier.to_vec());
         }
     }
     vmas(pid)
+}
+
+/// Are two memory maps made of the same areas (flags aside)?
+pub fn same_areas(now: &[Vma], earlier: &[Vma]) -> bool {
+    now.len() == earlier.len()
+        && now.iter().zip(earlier).all(|(a, b)| {
+            (a.start, a.end, a.prot, a.shared, a.offset, a.dev, a.inode, &a.name) == (b.start, b.end, b.prot, b.shared, b.offset, b.dev, b.inode, &b.name)
+        })
 }
 
 fn parse_maps_line(path: &str, line: &str, start: u64, end: u64) -> Result<Vma> {

@@ -8,13 +8,14 @@
 mod fds;
 mod lock;
 mod memory;
+mod parent;
 mod pids;
 mod sink;
 mod state;
 mod tracking;
 
 use anyhow::{Context, Result};
-use cryo_image::{DumpStats, FdImage, ImageReader, ImageWriter, Inventory, PageOrigin, PageRun, Tracking, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage, Vma};
+use cryo_image::{DumpStats, FdImage, ImageWriter, Inventory, PageOrigin, PageRun, Tracking, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage, Vma};
 use cryo_injector::{Parasite, Remote, Snapshot};
 use cryo_tracer::proc::MemFile;
 use cryo_image::codec::Codec;
@@ -88,22 +89,24 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     }
     let t0 = Instant::now();
     let pid = opts.pid;
-    let maps_before = maps_before_the_freeze(pid);
+    let stage = |what: &str| tracing::debug!("checkpoint of {pid}: {what} after {:.1} ms", t0.elapsed().as_secs_f64() * 1000.0);
+    let parent = opts.parent.as_deref().map(parent::Parent::read).transpose()?;
+    let maps_before = maps_before_the_freeze(pid, parent.as_ref());
+    stage("maps read");
     // The stop counts from the first seize to the release.
     let frozen = Instant::now();
     let mut tree = Tree::freeze(pid)?;
     let _lock = lock::lock_tree(&tree.pids())?;
     let view = pids::PidView::of_root(pid)?;
-
-    let prev = match &opts.parent {
-        Some(dir) => Some(parent_tracking(dir, view.pid(pid)?)?),
-        None => None,
-    };
+    stage("tree frozen");
+    let prev = parent.as_ref().map(|p| p.tracking(view.pid(pid)?)).transpose()?;
+    stage("parent read");
     let mut writer = ImageWriter::create(&opts.out)?;
     // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
     let tree_pids = tree.pids();
     let mut tree_fds = fds::collect(&tree_pids, &view, &mut writer, opts.tcp_close)?;
+    stage("fds collected");
     let mut shared = memory::SharedSeen::new();
     let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
@@ -121,9 +124,17 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
             let snapshot = !opts.kill && !opts.direct && !reaper_above(seized.pid, &tree_pids, &reapers, &view);
             let track = prev.is_some() || (opts.track && !opts.kill);
-            let earlier = prev.as_ref().and_then(|p| p.get(&view.pid(seized.pid).ok()?));
-            let how = How { snapshot, tracking: track.then_some(earlier), compress: opts.compress, in_tree: opts.pages_in_tree };
-            let vmas = proc::vmas_since(seized.pid, maps_before.get(&seized.pid).map(Vec::as_slice))?;
+            let left = prev.as_ref().and_then(|p| p.get(&view.pid(seized.pid).ok()?));
+            let earlier = maps_before.get(&seized.pid);
+            let vmas = proc::vmas_since(seized.pid, earlier.map(|e| e.vmas.as_slice()))?;
+            stage("maps checked");
+            let how = How {
+                snapshot,
+                tracking: track.then_some(left),
+                compress: opts.compress,
+                in_tree: opts.pages_in_tree,
+                flags_exact: !earlier.is_some_and(|e| e.from_parent && e.vmas == vmas),
+            };
             let frozen = dump_frozen(seized, vmas, &view, &mut writer, fds, &mut shared, &progress, how)?;
             started.extend(frozen.started.map(|fds| (seized.pid, fds)));
             let pending = frozen.pending;
@@ -156,6 +167,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             } else {
                 totals.add(pending.complete(&mut writer)?);
             }
+            stage("process done");
         }
         for z in &tree.zombies {
             let (zpid, pgid, sid) = view.ids(z.pid)?;
@@ -189,6 +201,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         std::mem::replace(&mut tree, Tree::empty()).release().context("resuming the checkpointed tree")?;
     }
     let frozen_us = frozen.elapsed().as_micros() as u64;
+    stage("tree released");
     let snapshots = deferred.len();
     // Each snapshot is killed as soon as its memory is written (or on error).
     for mut d in deferred {
@@ -219,7 +232,9 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         cpu_features,
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
     };
+    stage("snapshots written");
     writer.finish(&inventory).context("completing the image")?;
+    stage("image complete");
     progress.finish_and_clear();
     if let Some(hold) = opts.hold {
         // On error `tree`, dropped, lets every process go.
@@ -253,44 +268,35 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     })
 }
 
+/// A process's memory map with VmFlags, read before the freeze.
+struct Earlier {
+    vmas: Vec<Vma>,
+    /// The flags are those of the parent image (the areas are unchanged
+    /// since): a whole-area madvise since then is not in them.
+    from_parent: bool,
+}
+
 /// The memory maps of the tree (root and descendants), with VmFlags, read
 /// before the freeze: /proc/PID/smaps walks every page table (tens of ms for
-/// GiBs), which need not happen while the tree is stopped. Used only where
-/// the map is unchanged once stopped (proc::vmas_since).
-fn maps_before_the_freeze(root: i32) -> std::collections::HashMap<i32, Vec<Vma>> {
+/// GiBs), which need not happen while the tree is stopped, nor at all where
+/// the parent image has the same areas. Used only where the map is
+/// unchanged once stopped (proc::vmas_since).
+fn maps_before_the_freeze(root: i32, parent: Option<&parent::Parent>) -> std::collections::HashMap<i32, Earlier> {
+    let view = pids::PidView::of_root(root).ok();
     let mut out = std::collections::HashMap::new();
     let mut todo = vec![root];
     while let Some(pid) = todo.pop() {
-        if let Ok(v) = proc::vmas(pid) {
-            out.insert(pid, v);
+        let known = parent.zip(view.as_ref()).and_then(|(p, view)| p.vmas(view.pid(pid).ok()?));
+        let earlier = match known {
+            Some(k) if proc::maps(pid).is_ok_and(|now| proc::same_areas(&now, k)) => Ok(Earlier { vmas: k.to_vec(), from_parent: true }),
+            _ => proc::vmas(pid).map(|vmas| Earlier { vmas, from_parent: false }),
+        };
+        if let Ok(e) = earlier {
+            out.insert(pid, e);
         }
         todo.extend(proc::children(pid).unwrap_or_default());
     }
     out
-}
-
-/// The write tracking each process of the parent image left, by pid as the
-/// tree sees it. The parent must be a complete image of the same tree.
-fn parent_tracking(dir: &std::path::Path, root: i32) -> Result<std::collections::HashMap<i32, Tracking>> {
-    let img = ImageReader::open(dir).with_context(|| format!("opening the parent image {}", dir.display()))?;
-    if img.inventory.root_pid != root {
-        anyhow::bail!(
-            "{} is an image of process {}, not of this tree (root {root}); name an image of the same tree as --parent",
-            dir.display(),
-            img.inventory.root_pid
-        );
-    }
-    let mut out = std::collections::HashMap::new();
-    for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
-        // Metadata only: a pre-copy removes the pages of the rounds it sent.
-        if let Some(t) = img.read_process_meta(e.pid)?.tracking {
-            out.insert(e.pid, t);
-        }
-    }
-    if out.is_empty() {
-        tracing::warn!("{} was taken without write tracking; this checkpoint is a full one (take the parent with --track)", dir.display());
-    }
-    Ok(out)
 }
 
 /// How an image names its parent: relative when they are side by side (a
@@ -383,16 +389,23 @@ impl Totals {
 impl Pending {
     fn write_from_snapshot(&mut self, progress: &indicatif::ProgressBar) -> Result<()> {
         let Some((mut parasite, mut snapshot)) = self.snapshot.take() else { return Ok(()) };
+        let t = std::time::Instant::now();
+        let spid = snapshot.pid;
+        let stage = |what: &str| tracing::debug!("snapshot {spid}: {what} after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
         let mem = MemFile::open(snapshot.pid)?;
         let part = memory::Part::Private;
         let vmas = &self.process.vmas;
         same_after_fork(self.process.pid, vmas, &proc::vmas(snapshot.pid)?)?;
         let private = memory::select(snapshot.pid, vmas, part, &mem, &mut memory::SharedSeen::new(), self.tracked.as_ref())
             .context("choosing pages in the snapshot")?;
+        stage("pages chosen");
         progress.inc_length(memory::bytes(&private));
         let mut src = FromSnapshot { parasite: &mut parasite, snapshot: &mut snapshot };
         let PagesOut::File(sink) = &mut self.pages else { anyhow::bail!("internal error: a snapshot's pages stay in the tree") };
         memory::stream(&private, vmas, part, &mem, sink, progress, &mut src).context("writing memory from the snapshot")?;
+        stage("pages written");
+        drop(snapshot);
+        tracing::debug!("snapshot gone after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
         self.chosen.extend(private);
         Ok(())
     }
@@ -454,6 +467,8 @@ struct How<'a> {
     compress: Option<Codec>,
     /// Lay out the pages file only (see [`Options::pages_in_tree`]).
     in_tree: bool,
+    /// The VmFlags were read now, not taken from the parent image.
+    flags_exact: bool,
 }
 
 /// The frozen tree's memory, by pid as the image names its processes.
@@ -528,22 +543,28 @@ fn pages_while_frozen(
     snapshot: bool,
     compress: Option<Codec>,
     in_tree: bool,
+    flags_exact: bool,
 ) -> Result<(Vec<PageRun>, Option<Snapshot>, PagesOut)> {
     let pid = seized.pid;
     let t = std::time::Instant::now();
     let stage = |what: &str| tracing::debug!("process {pid}: {what} after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
-    let mut use_snapshot = snapshot && !st.child_subreaper && !vmas.iter().any(|v| v.has_flag("dc") || v.has_flag("wf"));
+    // A snapshot lacks MADV_DONTFORK areas and has MADV_WIPEONFORK ones
+    // empty. Flags from the parent image may miss a whole-area madvise
+    // since: they are read before a snapshot is relied on.
+    let forks_whole = |vmas: &[Vma]| !vmas.iter().any(|v| v.has_flag("dc") || v.has_flag("wf"));
+    let forks_whole_now = || -> Result<bool> { Ok(if flags_exact { forks_whole(vmas) } else { forks_whole(&proc::vmas(pid)?) }) };
     // An incremental checkpoint writes little: choosing its pages while
     // frozen and writing them at once stops the process for less than
     // forking a snapshot would (a page-table copy of all its memory).
     let incremental = tracked.is_some_and(|t| !t.since_parent.is_empty());
+    let mut use_snapshot = snapshot && !st.child_subreaper && (incremental || forks_whole_now()?);
     let first = if use_snapshot && !incremental { memory::Part::Frozen } else { memory::Part::All };
     let mut chosen = memory::select(pid, vmas, first, &remote.mem, shared, tracked)?;
     stage("pages chosen");
     if use_snapshot && incremental {
         let kept: u64 = chosen.iter().map(|r| r.npages).sum();
         let new: u64 = chosen.iter().filter(|r| r.origin == PageOrigin::Here).map(|r| r.npages).sum();
-        use_snapshot = new * SMALL_FRACTION > kept;
+        use_snapshot = new * SMALL_FRACTION > kept && forks_whole_now()?;
         if use_snapshot {
             // Written from the snapshot after all: keep only what must be
             // written while frozen; the rest is chosen again there.
@@ -602,7 +623,10 @@ fn dump_frozen(
     how: How,
 ) -> Result<Frozen> {
     let pid = seized.pid;
+    let t0 = std::time::Instant::now();
+    let stage = |what: &str| tracing::debug!("process {pid}: {what} after {:.1} ms", t0.elapsed().as_secs_f64() * 1000.0);
     let mut remote = Remote::bootstrap(seized, pid, &vmas)?;
+    stage("bootstrapped");
     let mut parasite = match Parasite::load(seized, &mut remote, None) {
         Ok(p) => p,
         Err(e) => {
@@ -610,8 +634,10 @@ fn dump_frozen(
             return Err(e.into());
         }
     };
+    stage("parasite loaded");
     let inside = (|| -> Result<_> {
         let st = state::collect(seized, &mut remote, &mut parasite)?;
+        stage("state collected");
         let timers = state::posix_timers(seized, &mut remote, &mut parasite, view)?;
         let mut per_thread = vec![state::collect_thread(seized, &mut remote, &mut parasite)?];
         let others: Vec<i32> = seized.threads.iter().skip(1).map(|t| t.tid).collect();
@@ -620,6 +646,7 @@ fn dump_frozen(
             per_thread.push(state::collect_thread(seized, &mut r, &mut parasite)?);
         }
         parasite.open_pipe(seized, &mut remote)?;
+        stage("threads collected");
         let t = std::time::Instant::now();
         let tracked = match &how.tracking {
             Some(prev) => match tracking::track(seized, &mut remote, &mut parasite, &vmas, *prev)? {
@@ -653,6 +680,7 @@ fn dump_frozen(
             how.snapshot,
             how.compress,
             how.in_tree,
+            how.flags_exact,
         );
         if rest.is_err() {
             if let Some(t) = &tracked {
@@ -664,6 +692,7 @@ fn dump_frozen(
         Ok((st, timers, per_thread, runs, snap, pages, tracked, started))
     })();
     let cured = parasite.unload(seized, &mut remote);
+    stage("parasite unloaded");
     let (st, timers, per_thread, chosen, snap, pages, tracked, started) = inside?;
     let tracking = tracked.as_ref().map(|t| t.info.clone());
     cured.context("removing the parasite from the target")?;
@@ -702,6 +731,7 @@ fn dump_frozen(
             rseq: ptrace::get_rseq(t.tid)?,
         });
     }
+    stage("threads read");
     let mm = cryo_image::MmState {
         start_code: stat.start_code,
         end_code: stat.end_code,
@@ -763,6 +793,7 @@ fn dump_frozen(
         tracking,
         compression: None,
     };
+    stage("process read");
     let reaper = st.child_subreaper;
     let snapshot = snap.map(|s| (parasite, s));
     Ok(Frozen { reaper, started, pending: Pending { process, chosen, pages, snapshot, tracked } })
