@@ -141,6 +141,8 @@ bench_one() {
 
     local inc_t=- inc_bytes=0 inc_frozen=0
     if [ "$kind" = anon ]; then
+        # The parent's pages are on their way to disk: not this one's work.
+        sync
         kill -USR1 "$pid"
         wait_line "$W/$name.log" "dirtied"
         timed inc ./cryo checkpoint "$pid" -o "inc-$name" --parent "lf-$name" --json
