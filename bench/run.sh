@@ -7,14 +7,17 @@
 #   - cryo checkpoint --kill (memory written while stopped), its stop
 #   - cryo checkpoint (default: low-freeze, memory written from a snapshot), its stop
 #   - cryo checkpoint --direct (leave running, memory written while stopped), its stop
-#   - an incremental checkpoint after 1% of the pages were rewritten (anonymous only)
+#   - incremental checkpoints, each after 1% of the pages were rewritten, chained
+#     (CRYO_BENCH_INC_RUNS, default 5; the median; anonymous memory only)
 #   - cryo restart --lazy --detach: until the tree runs, and until every page is in
 #   - cryo restart --detach (until the tree runs), reading the image back from the
 #     page cache (cat), and reading it into fresh anonymous memory (bench/readinto.c:
 #     what a restart must do at the least: the kernel zeroes every new page)
 #   - image size, and cryo's peak RSS (/usr/bin/time maxrss) over all of the above
+#   - fork of a C program with as much memory (bench/forktime.c: the floor of the
+#     low-freeze stop, whose snapshot is a fork)
 #   - memcpy of the same size, dd of the same size to a file next to the image (page
-#     cache, no sync), gdb's gcore of the same process where gdb is installed
+#     cache, no sync; the median of three), gdb's gcore of the same process where gdb is installed
 #   - cryo migrate of CRYO_BENCH_MIGRATE_MIB (default 1024; 0 skips it) MiB written at a
 #     low rate, to this same host, plain, with --precopy and with --postcopy: the downtime
 # and prints, per workload, a table with ratios and the issue's goals next to them.
@@ -27,6 +30,7 @@ cd "$(dirname "$0")/.."
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(1024 4096)
 PY_MIB=${CRYO_BENCH_PY_MIB:-512}
+INC_RUNS=${CRYO_BENCH_INC_RUNS:-5}
 # `bench/run.sh migrate`: only the migration figures.
 if [ "${SIZES[0]}" = migrate ]; then
     SIZES=()
@@ -52,10 +56,11 @@ install -m 0755 target/release/cryo "$W/cryo"
 gcc -O2 -o "$W/memtouch" bench/memtouch.c
 gcc -O2 -o "$W/memcpy" bench/memcpy.c
 gcc -O2 -o "$W/readinto" bench/readinto.c
+gcc -O2 -o "$W/forktime" bench/forktime.c
 install -m 0644 bench/pyheap.py "$W/pyheap.py"
 install -m 0644 bench/lazy-restart.py "$W/lazy-restart.py"
 install -m 0755 bench/local-ssh "$W/local-ssh"
-chmod 0755 "$W/memtouch" "$W/memcpy" "$W/readinto"
+chmod 0755 "$W/memtouch" "$W/memcpy" "$W/readinto" "$W/forktime"
 have_gcore=$(command -v gcore >/dev/null && echo 1 || echo 0)
 
 echo "bench: work dir $W ($(df -hT "$W" | awk 'NR==2 {print $2" on "$7}')), uid $RUN_UID, $(nproc) CPUs, kernel $(uname -r)"
@@ -79,6 +84,7 @@ timed() {
 }
 json() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(v if v is not None else "")' "$W/$1.out" "$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ms() { awk -v u="$1" 'BEGIN { printf "%.1f", u / 1000 }'; }
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 goal() { # goal LABEL VALUE LIMIT UNIT: "label value (goal <= limit) ok|MISSED"
@@ -112,13 +118,20 @@ bench_one() {
 
     local cpy ddt
     cpy=$(run_as "$W" ./memcpy "$size")
-    local t0 t1
-    t0=$(now)
-    run_as "$W" dd if=/dev/zero of=dd.out bs=1M count="$size" status=none
-    t1=$(now)
-    ddt=$(elapsed "$t0" "$t1")
-    rm -f "$W/dd.out"
-    sync
+    local frk
+    frk=$(run_as "$W" ./forktime "$size")
+    # dd's time swings most on this kind of machine (a first write after
+    # much memory was freed can take ten times as long): the median of three.
+    local t0 t1 dds=() i
+    for i in 1 2 3; do
+        t0=$(now)
+        run_as "$W" dd if=/dev/zero of=dd.out bs=1M count="$size" status=none
+        t1=$(now)
+        dds+=("$(elapsed "$t0" "$t1")")
+        rm -f "$W/dd.out"
+        sync
+    done
+    ddt=$(median "${dds[@]}")
 
     local gct=-
     if [ "$have_gcore" = 1 ]; then
@@ -141,17 +154,26 @@ bench_one() {
 
     local inc_t=- inc_bytes=0 inc_frozen=0
     if [ "$kind" = anon ]; then
-        # The parent's pages are on their way to disk: not this one's work.
-        sync
-        kill -USR1 "$pid"
-        wait_line "$W/$name.log" "dirtied"
-        timed inc ./cryo checkpoint "$pid" -o "inc-$name" --parent "lf-$name" --json
-        inc_t=$T
-        inc_bytes=$(json inc bytes)
-        inc_frozen=$(json inc frozen_us)
-        [ -n "$(json inc parent)" ] || echo "warning: the incremental checkpoint was a full one" >&2
+        # A chain of incremental checkpoints, each after 1% of the pages were
+        # rewritten; the median of their times and stops (one small write is
+        # easily delayed by the machine's other work).
+        local parent="lf-$name" i times=() stops=()
+        for i in $(seq 1 "$INC_RUNS"); do
+            # The parent's pages are on their way to disk: not this one's work.
+            sync
+            kill -USR1 "$pid"
+            wait_line "$W/$name.log" "dirtied .* round $i\$"
+            timed inc ./cryo checkpoint "$pid" -o "inc-$name-$i" --parent "$parent" --json
+            times+=("$T")
+            stops+=("$(json inc frozen_us)")
+            inc_bytes=$(json inc bytes)
+            [ -n "$(json inc parent)" ] || echo "warning: incremental checkpoint $i was a full one" >&2
+            parent="inc-$name-$i"
+        done
+        inc_t=$(median "${times[@]}")
+        inc_frozen=$(median "${stops[@]}")
     fi
-    rm -rf "$W/inc-$name" "$W/lf-$name"
+    rm -rf "$W/inc-$name"-* "$W/lf-$name"
     sync
 
     timed direct ./cryo checkpoint "$pid" -o "direct-$name" --direct --json
@@ -200,6 +222,7 @@ bench_one() {
     row "read the image from the page cache" "$rd_t"
     row "read it into fresh memory (C floor)" "$into_t"
     row "memcpy" "$cpy"
+    row "fork of as much memory (C)" "$frk"
     row "dd to a file (no sync)" "$ddt"
     [ "$gct" = - ] || row "gdb gcore" "$gct"
     echo "stopped: --kill $(ms "$kill_frozen") ms, --direct $(ms "$dir_frozen") ms, low-freeze $(ms "$lf_frozen") ms, --track $(ms "$tr_frozen") ms$( [ "$inc_t" = - ] || echo ", incremental $(ms "$inc_frozen") ms")"
@@ -208,6 +231,7 @@ bench_one() {
     goal "checkpoint --kill / dd" "$(awk -v a="$kill_t" -v b="$ddt" 'BEGIN { print a / b }')" 1.2 x
     [ "$gct" = - ] || goal "checkpoint --kill / gcore" "$(awk -v a="$kill_t" -v b="$gct" 'BEGIN { print a / b }')" 0.6 x
     goal "low-freeze stop per GiB" "$(awk -v f="$lf_frozen" -v g="$gib" 'BEGIN { print f / 1000 / g }')" 20 ms
+    echo "  (a fork alone: $(awk -v f="$frk" -v g="$gib" 'BEGIN { printf "%.1f", f * 1000 / g }') ms per GiB; the stop is $(ratio "$(ms "$lf_frozen")" "$(awk -v f="$frk" 'BEGIN { print f * 1000 }')") of it)"
     goal "restart / read from cache" "$(awk -v a="$rst_t" -v b="$rd_t" 'BEGIN { print a / b }')" 2 x
     echo "  (restart / reading into fresh memory: $(ratio "$rst_t" "$into_t"))"
     goal "restart --lazy until it runs / read" "$(awk -v a="$lazy_run" -v b="$rd_t" 'BEGIN { print a / b }')" 2 x
