@@ -458,12 +458,34 @@ fn map_areas(b: &mut Restoree, reg: &mut Registry, areas: &[&Vma]) -> Result<()>
                 }
             }
         }
+        for v in chunk {
+            for advice in advice_of(v) {
+                batch.call_may_fail(Sysno::Madvise, &[v.start.into(), v.len().into(), advice.into()]);
+            }
+        }
         let out = b.run("mapping memory", &batch)?;
         for (key, call) in created {
             reg.shmem.insert(key, Source { pid: b.inside, fd: out.results[call] as i32 });
         }
     }
     Ok(())
+}
+
+/// The madvise() advice an area had, from its VmFlags: what forks see of
+/// it (a program may rely on MADV_WIPEONFORK to keep a random generator's
+/// state from its children), what cores hold, huge pages and KSM. Given
+/// before the pages are read in, so huge pages are used where the program
+/// asked for them. Advice this kernel refuses is left out.
+fn advice_of(v: &Vma) -> impl Iterator<Item = u64> + '_ {
+    const ADVICE: [(&str, libc::c_int); 6] = [
+        ("dc", libc::MADV_DONTFORK),
+        ("wf", libc::MADV_WIPEONFORK),
+        ("dd", libc::MADV_DONTDUMP),
+        ("hg", libc::MADV_HUGEPAGE),
+        ("nh", libc::MADV_NOHUGEPAGE),
+        ("mg", libc::MADV_MERGEABLE),
+    ];
+    ADVICE.into_iter().filter(|(flag, _)| v.has_flag(flag)).map(|(_, advice)| advice as u64)
 }
 
 /// A new memfd for a shared memory object, sized and kept above the image's
