@@ -89,24 +89,24 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     }
     let t0 = Instant::now();
     let pid = opts.pid;
-    let stage = |what: &str| tracing::debug!("checkpoint of {pid}: {what} after {:.1} ms", t0.elapsed().as_secs_f64() * 1000.0);
+    let clock = Clock::start(format!("checkpoint of {pid}"));
     let parent = opts.parent.as_deref().map(parent::Parent::read).transpose()?;
     let maps_before = maps_before_the_freeze(pid, parent.as_ref());
-    stage("maps read");
+    clock.stage("maps read");
     // The stop counts from the first seize to the release.
     let frozen = Instant::now();
     let mut tree = Tree::freeze(pid)?;
     let _lock = lock::lock_tree(&tree.pids())?;
     let view = pids::PidView::of_root(pid)?;
-    stage("tree frozen");
+    clock.stage("tree frozen");
     let prev = parent.as_ref().map(|p| p.tracking(view.pid(pid)?)).transpose()?;
-    stage("parent read");
+    clock.stage("parent read");
     let mut writer = ImageWriter::create(&opts.out)?;
     // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
     let tree_pids = tree.pids();
     let mut tree_fds = fds::collect(&tree_pids, &view, &mut writer, opts.tcp_close)?;
-    stage("fds collected");
+    clock.stage("fds collected");
     let mut shared = memory::SharedSeen::new();
     let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
@@ -127,7 +127,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             let left = prev.as_ref().and_then(|p| p.get(&view.pid(seized.pid).ok()?));
             let earlier = maps_before.get(&seized.pid);
             let vmas = proc::vmas_since(seized.pid, earlier.map(|e| e.vmas.as_slice()))?;
-            stage("maps checked");
+            clock.stage("maps checked");
             let how = How {
                 snapshot,
                 tracking: track.then_some(left),
@@ -167,7 +167,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             } else {
                 totals.add(pending.complete(&mut writer)?);
             }
-            stage("process done");
+            clock.stage("process done");
         }
         for z in &tree.zombies {
             let (zpid, pgid, sid) = view.ids(z.pid)?;
@@ -201,7 +201,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         std::mem::replace(&mut tree, Tree::empty()).release().context("resuming the checkpointed tree")?;
     }
     let frozen_us = frozen.elapsed().as_micros() as u64;
-    stage("tree released");
+    clock.stage("tree released");
     let snapshots = deferred.len();
     // Each snapshot is killed as soon as its memory is written (or on error).
     for mut d in deferred {
@@ -232,9 +232,9 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         cpu_features,
         stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
     };
-    stage("snapshots written");
+    clock.stage("snapshots written");
     writer.finish(&inventory).context("completing the image")?;
-    stage("image complete");
+    clock.stage("image complete");
     progress.finish_and_clear();
     if let Some(hold) = opts.hold {
         // On error `tree`, dropped, lets every process go.
@@ -266,6 +266,23 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         parent: if incremental { opts.parent.clone() } else { None },
         bytes,
     })
+}
+
+/// Debug-level timings of a checkpoint's steps (CRYO_LOG=debug), since
+/// `start`.
+struct Clock {
+    who: String,
+    t0: Instant,
+}
+
+impl Clock {
+    fn start(who: String) -> Clock {
+        Clock { who, t0: Instant::now() }
+    }
+
+    fn stage(&self, what: &str) {
+        tracing::debug!("{}: {what} after {:.1} ms", self.who, self.t0.elapsed().as_secs_f64() * 1000.0);
+    }
 }
 
 /// A process's memory map with VmFlags, read before the freeze.
@@ -389,23 +406,21 @@ impl Totals {
 impl Pending {
     fn write_from_snapshot(&mut self, progress: &indicatif::ProgressBar) -> Result<()> {
         let Some((mut parasite, mut snapshot)) = self.snapshot.take() else { return Ok(()) };
-        let t = std::time::Instant::now();
-        let spid = snapshot.pid;
-        let stage = |what: &str| tracing::debug!("snapshot {spid}: {what} after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
+        let clock = Clock::start(format!("snapshot {}", snapshot.pid));
         let mem = MemFile::open(snapshot.pid)?;
         let part = memory::Part::Private;
         let vmas = &self.process.vmas;
         same_after_fork(self.process.pid, vmas, &proc::vmas(snapshot.pid)?)?;
         let private = memory::select(snapshot.pid, vmas, part, &mem, &mut memory::SharedSeen::new(), self.tracked.as_ref())
             .context("choosing pages in the snapshot")?;
-        stage("pages chosen");
+        clock.stage("pages chosen");
         progress.inc_length(memory::bytes(&private));
         let mut src = FromSnapshot { parasite: &mut parasite, snapshot: &mut snapshot };
         let PagesOut::File(sink) = &mut self.pages else { anyhow::bail!("internal error: a snapshot's pages stay in the tree") };
         memory::stream(&private, vmas, part, &mem, sink, progress, &mut src).context("writing memory from the snapshot")?;
-        stage("pages written");
+        clock.stage("pages written");
         drop(snapshot);
-        tracing::debug!("snapshot gone after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
+        clock.stage("killed");
         self.chosen.extend(private);
         Ok(())
     }
@@ -544,10 +559,9 @@ fn pages_while_frozen(
     compress: Option<Codec>,
     in_tree: bool,
     flags_exact: bool,
+    clock: &Clock,
 ) -> Result<(Vec<PageRun>, Option<Snapshot>, PagesOut)> {
     let pid = seized.pid;
-    let t = std::time::Instant::now();
-    let stage = |what: &str| tracing::debug!("process {pid}: {what} after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     // A snapshot lacks MADV_DONTFORK areas and has MADV_WIPEONFORK ones
     // empty. Flags from the parent image may miss a whole-area madvise
     // since: they are read before a snapshot is relied on.
@@ -560,7 +574,7 @@ fn pages_while_frozen(
     let mut use_snapshot = snapshot && !st.child_subreaper && (incremental || forks_whole_now()?);
     let first = if use_snapshot && !incremental { memory::Part::Frozen } else { memory::Part::All };
     let mut chosen = memory::select(pid, vmas, first, &remote.mem, shared, tracked)?;
-    stage("pages chosen");
+    clock.stage("pages chosen");
     if use_snapshot && incremental {
         let kept: u64 = chosen.iter().map(|r| r.npages).sum();
         let new: u64 = chosen.iter().filter(|r| r.origin == PageOrigin::Here).map(|r| r.npages).sum();
@@ -576,7 +590,7 @@ fn pages_while_frozen(
     }
     if in_tree {
         let layout = memory::layout(&chosen, vmas, &mut FromTarget { seized, remote, parasite })?;
-        stage("pages laid out");
+        clock.stage("pages laid out");
         return Ok((chosen, None, PagesOut::InTree(layout)));
     }
     let first = if use_snapshot { memory::Part::Frozen } else { memory::Part::All };
@@ -588,12 +602,12 @@ fn pages_while_frozen(
     };
     splice(&chosen, first, seized, remote, parasite)?;
     if !use_snapshot {
-        stage("pages written");
+        clock.stage("pages written");
         return Ok((chosen, None, PagesOut::File(sink)));
     }
-    stage("shared memory written");
+    clock.stage("shared memory written");
     let forked = parasite.fork_snapshot(seized, remote);
-    stage("snapshot forked");
+    clock.stage("snapshot forked");
     match forked {
         // Private memory is chosen and written from the snapshot later.
         Ok(s) => Ok((chosen, Some(s), PagesOut::File(sink))),
@@ -623,10 +637,9 @@ fn dump_frozen(
     how: How,
 ) -> Result<Frozen> {
     let pid = seized.pid;
-    let t0 = std::time::Instant::now();
-    let stage = |what: &str| tracing::debug!("process {pid}: {what} after {:.1} ms", t0.elapsed().as_secs_f64() * 1000.0);
+    let clock = Clock::start(format!("process {pid}"));
     let mut remote = Remote::bootstrap(seized, pid, &vmas)?;
-    stage("bootstrapped");
+    clock.stage("bootstrapped");
     let mut parasite = match Parasite::load(seized, &mut remote, None) {
         Ok(p) => p,
         Err(e) => {
@@ -634,10 +647,10 @@ fn dump_frozen(
             return Err(e.into());
         }
     };
-    stage("parasite loaded");
+    clock.stage("parasite loaded");
     let inside = (|| -> Result<_> {
         let st = state::collect(seized, &mut remote, &mut parasite)?;
-        stage("state collected");
+        clock.stage("state collected");
         let timers = state::posix_timers(seized, &mut remote, &mut parasite, view)?;
         let mut per_thread = vec![state::collect_thread(seized, &mut remote, &mut parasite)?];
         let others: Vec<i32> = seized.threads.iter().skip(1).map(|t| t.tid).collect();
@@ -646,8 +659,7 @@ fn dump_frozen(
             per_thread.push(state::collect_thread(seized, &mut r, &mut parasite)?);
         }
         parasite.open_pipe(seized, &mut remote)?;
-        stage("threads collected");
-        let t = std::time::Instant::now();
+        clock.stage("threads collected");
         let tracked = match &how.tracking {
             Some(prev) => match tracking::track(seized, &mut remote, &mut parasite, &vmas, *prev)? {
                 Ok(t) => {
@@ -664,7 +676,7 @@ fn dump_frozen(
             None => None,
         };
         if how.tracking.is_some() {
-            tracing::debug!("process {pid}: write tracking took {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
+            clock.stage("write tracking");
         }
         let rest = pages_while_frozen(
             seized,
@@ -681,6 +693,7 @@ fn dump_frozen(
             how.compress,
             how.in_tree,
             how.flags_exact,
+            &clock,
         );
         if rest.is_err() {
             if let Some(t) = &tracked {
@@ -692,7 +705,7 @@ fn dump_frozen(
         Ok((st, timers, per_thread, runs, snap, pages, tracked, started))
     })();
     let cured = parasite.unload(seized, &mut remote);
-    stage("parasite unloaded");
+    clock.stage("parasite unloaded");
     let (st, timers, per_thread, chosen, snap, pages, tracked, started) = inside?;
     let tracking = tracked.as_ref().map(|t| t.info.clone());
     cured.context("removing the parasite from the target")?;
@@ -731,7 +744,7 @@ fn dump_frozen(
             rseq: ptrace::get_rseq(t.tid)?,
         });
     }
-    stage("threads read");
+    clock.stage("threads read");
     let mm = cryo_image::MmState {
         start_code: stat.start_code,
         end_code: stat.end_code,
@@ -793,7 +806,7 @@ fn dump_frozen(
         tracking,
         compression: None,
     };
-    stage("process read");
+    clock.stage("process read");
     let reaper = st.child_subreaper;
     let snapshot = snap.map(|s| (parasite, s));
     Ok(Frozen { reaper, started, pending: Pending { process, chosen, pages, snapshot, tracked } })
