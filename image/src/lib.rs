@@ -30,7 +30,8 @@ pub use model::*;
 
 /// Version of the on-disk layout; an image of another version is refused.
 /// 4: a process's pages_crc may be unknown (pages sent from the process).
-pub const FORMAT_VERSION: u32 = 4;
+/// 5: the siginfo of pending signals.
+pub const FORMAT_VERSION: u32 = 5;
 
 pub const INVENTORY_FILE: &str = "inventory.cryo";
 

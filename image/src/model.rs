@@ -123,6 +123,9 @@ pub struct ProcessImage {
     pub fds: Vec<FdImage>,
     /// Signals pending for the whole process (shared pending set).
     pub shared_pending: u64,
+    /// The siginfo (raw siginfo_t, 128 bytes) of each signal queued for the
+    /// whole process, oldest first.
+    pub shared_pending_info: Vec<Vec<u8>>,
     /// timer_create() timers, by id.
     pub posix_timers: Vec<PosixTimer>,
     /// Write tracking left in the process for the next incremental
@@ -284,6 +287,10 @@ pub struct ThreadImage {
     pub regsets: Vec<RegSet>,
     pub sigmask: u64,
     pub pending: u64,
+    /// The siginfo (raw siginfo_t, 128 bytes) of each signal queued for this
+    /// thread, oldest first. `pending` may name more (signals cryo held while
+    /// seizing the thread, without their siginfo).
+    pub pending_info: Vec<Vec<u8>>,
     pub sigaltstack: SigAltStack,
     pub clear_child_tid: u64,
     pub robust_list: u64,
@@ -550,6 +557,7 @@ impl ProcessImage {
             itimers: Vec::new(),
             fds: Vec::new(),
             shared_pending: 0,
+            shared_pending_info: Vec::new(),
             posix_timers: Vec::new(),
             tracking: None,
             compression: None,

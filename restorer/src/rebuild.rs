@@ -818,22 +818,68 @@ fn load_registers(tid: i32, t: &ThreadImage) -> Result<()> {
     Ok(())
 }
 
-/// Signals that were pending at the checkpoint are sent again (their siginfo
-/// is not kept): the process-wide ones to the process, the others to their thread.
+/// Signals that were pending at the checkpoint are sent again: the
+/// process-wide ones to the process, the others to their thread.
 fn deliver_pending(host_pid: i32, p: &ProcessImage, host_tids: &[i32]) {
+    send_pending(host_pid, None, p.shared_pending, &p.shared_pending_info);
+    let tids = std::iter::once(host_pid).chain(host_tids.iter().copied());
+    for (t, tid) in p.threads.iter().zip(tids) {
+        send_pending(host_pid, Some(tid), t.pending, &t.pending_info);
+    }
+}
+
+/// Queues again the signals of `mask` for process `pid` (or its thread
+/// `tid`): each with the siginfo it was queued with where another process
+/// may queue that siginfo (sigqueue, timers, AIO, message queues, SIGIO:
+/// si_code < 0 but not tkill's), else as kill()/tgkill() send it. A
+/// real-time signal comes back once per instance that was queued.
+fn send_pending(pid: i32, tid: Option<i32>, mask: u64, infos: &[Vec<u8>]) {
     let sendable = |sig: i32| sig != libc::SIGKILL && sig != libc::SIGSTOP;
-    for sig in (1..=31).filter(|&s| sendable(s)) {
-        let bit = 1u64 << (sig - 1);
-        if p.shared_pending & bit != 0 {
-            // SAFETY: kill has no memory arguments.
-            unsafe { libc::kill(host_pid, sig) };
+    for sig in (1..=64).filter(|&s| sendable(s) && mask & (1u64 << (s - 1)) != 0) {
+        let queued: Vec<&Vec<u8>> = infos.iter().filter(|i| siginfo_field(i, 0) == Some(sig)).collect();
+        // A standard signal is pending at most once.
+        let instances = if sig < 32 { queued.len().min(1) } else { queued.len() };
+        if instances == 0 {
+            send_plain(pid, tid, sig);
         }
-        let tids = std::iter::once(host_pid).chain(host_tids.iter().copied());
-        for (t, tid) in p.threads.iter().zip(tids) {
-            if t.pending & bit != 0 {
-                // SAFETY: tgkill has no memory arguments.
-                unsafe { libc::syscall(libc::SYS_tgkill, host_pid, tid, sig) };
+        for info in &queued[..instances] {
+            let code = siginfo_field(info, 2).unwrap_or(0);
+            if code >= 0 || code == libc::SI_TKILL || !queue_siginfo(pid, tid, sig, info) {
+                send_plain(pid, tid, sig);
             }
         }
     }
+}
+
+/// The int at `index` of a raw siginfo_t (0: si_signo, 2: si_code).
+fn siginfo_field(info: &[u8], index: usize) -> Option<i32> {
+    Some(i32::from_ne_bytes(info.get(index * 4..index * 4 + 4)?.try_into().ok()?))
+}
+
+fn send_plain(pid: i32, tid: Option<i32>, sig: i32) {
+    match tid {
+        // SAFETY: tgkill has no memory arguments.
+        Some(tid) => unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) },
+        // SAFETY: kill has no memory arguments.
+        None => unsafe { libc::kill(pid, sig) as libc::c_long },
+    };
+}
+
+/// rt_sigqueueinfo / rt_tgsigqueueinfo with a recorded siginfo.
+fn queue_siginfo(pid: i32, tid: Option<i32>, sig: i32, info: &[u8]) -> bool {
+    if info.len() != cryo_tracer::ptrace::SIGINFO_SIZE {
+        return false;
+    }
+    // siginfo_t is 8-aligned.
+    let mut buf = [0u64; cryo_tracer::ptrace::SIGINFO_SIZE / 8];
+    for (w, b) in buf.iter_mut().zip(info.chunks_exact(8)) {
+        *w = u64::from_ne_bytes(b.try_into().expect("8 bytes"));
+    }
+    let r = match tid {
+        // SAFETY: `buf` is a siginfo_t-sized, aligned buffer alive across the call.
+        Some(tid) => unsafe { libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, sig, buf.as_ptr()) },
+        // SAFETY: as above.
+        None => unsafe { libc::syscall(libc::SYS_rt_sigqueueinfo, pid, sig, buf.as_ptr()) },
+    };
+    r == 0
 }

@@ -111,7 +111,7 @@ fn neither_end_of_a_stream_stores_the_pages() {
     let pid = p.pid();
     let tmp_a = h.mkdir_for("tmp-a", Who::Test);
     let mut sender = h
-        .command(Who::Test, &h.cryo())
+        .command(Who::Test, h.cryo())
         .args(["checkpoint", &pid.to_string(), "--kill", "-o", "-"])
         .env("TMPDIR", &tmp_a)
         .stdin(Stdio::null())

@@ -104,26 +104,44 @@ fn zombie_children_are_reaped_after_restart() {
     assert_eq!(assert_consecutive(&lines, "tick ", "zombie parent"), 40);
 }
 
-/// A signal pending (blocked) at the checkpoint is delivered once, after the
-/// program unblocks it in the restored process.
+/// Signals pending (blocked) at the checkpoint are delivered after the program
+/// unblocks them in the restored process: a SIGUSR1 from kill() once, and each
+/// of two SIGRTMIN+2 queued with sigqueue() with its own value and si_code.
+/// The sender's pid reads 0: the kernel clears it for a signal queued from
+/// outside the receiver's pid namespace, where cryo is.
 #[test]
 fn pending_signal_is_delivered_after_restart() {
     let h = Harness::with_cryo("tree-pending");
     let prog = h.compile("pending");
     let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "40", "25", "50"], "pending.log");
     log.wait_line("ready");
+    let rt = libc::SIGRTMIN() + 2;
     send_signal(p.pid(), libc::SIGUSR1);
+    queue_signal(p.pid(), rt, 5);
+    queue_signal(p.pid(), rt, 9);
     log.wait_prefix("tick 3 ", SECS20);
-    let pending = status_field(p.pid(), "ShdPnd").unwrap();
-    assert_eq!(u64::from_str_radix(&pending, 16).unwrap() & (1 << (libc::SIGUSR1 - 1)), 1 << (libc::SIGUSR1 - 1));
+    let pending = u64::from_str_radix(&status_field(p.pid(), "ShdPnd").unwrap(), 16).unwrap();
+    for sig in [libc::SIGUSR1, rt] {
+        assert_ne!(pending & (1 << (sig - 1)), 0, "signal {sig} pending before the checkpoint ({pending:x})");
+    }
     let img = h.path("img");
     h.checkpoint_kill(&mut p, &img);
     h.restart_detached(&img);
     log.wait_prefix("done ", SECS20);
     let lines = log.lines();
-    assert!(lines.contains(&"tick 24 got 0".to_string()), "not before the unblock:\n{}", lines.join("\n"));
-    assert!(lines.contains(&"tick 25 got 1".to_string()), "delivered at the unblock:\n{}", lines.join("\n"));
-    assert_eq!(lines.last().map(String::as_str), Some("done got 1"));
+    assert!(lines.contains(&"tick 24 got 0 rt 0 sum 0 code 0 pid 0".to_string()), "not before the unblock:\n{}", lines.join("\n"));
+    let delivered = format!("got 1 rt 2 sum 14 code {} pid 0", libc::SI_QUEUE);
+    assert!(lines.contains(&format!("tick 25 {delivered}")), "delivered at the unblock, each queued signal with its siginfo:\n{}", lines.join("\n"));
+    assert_eq!(lines.last(), Some(&format!("done {delivered}")));
+}
+
+/// sigqueue(pid, sig, value).
+fn queue_signal(pid: i32, sig: i32, value: usize) {
+    // sival_int is the low half of sival_ptr on this little-endian target.
+    let v = libc::sigval { sival_ptr: value as *mut libc::c_void };
+    // SAFETY: sigqueue takes its value by copy.
+    let r = unsafe { libc::sigqueue(pid, sig, v) };
+    assert_eq!(r, 0, "sigqueue({pid}, {sig}): {}", std::io::Error::last_os_error());
 }
 
 /// A program that forks every few milliseconds: checkpoints taken while it

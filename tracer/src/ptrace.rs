@@ -10,6 +10,10 @@ use nix::errno::Errno;
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+/// sizeof(siginfo_t) on every Linux architecture.
+pub const SIGINFO_SIZE: usize = 128;
 pub const PTRACE_EVENT_STOP: i32 = 128;
 pub const PTRACE_EVENT_CLONE: i32 = libc::PTRACE_EVENT_CLONE;
 
@@ -188,6 +192,35 @@ pub fn get_rseq(tid: i32) -> Result<Option<Rseq>> {
         })),
         Err(Errno::EIO) | Err(Errno::EINVAL) => Ok(None),
         Err(e) => Err(TracerError::ptrace("PTRACE_GET_RSEQ_CONFIGURATION", tid, e)),
+    }
+}
+
+/// struct ptrace_peeksiginfo_args.
+#[repr(C)]
+struct PeekSiginfoArgs {
+    off: u64,
+    flags: u32,
+    nr: i32,
+}
+
+/// The siginfo of every signal queued for a stopped tracee, oldest first:
+/// its own queue, or with `shared` its process's. Each is a raw siginfo_t,
+/// as the kernel keeps it (pids as the receiver's namespace sees them).
+pub fn peek_siginfo(tid: i32, shared: bool) -> Result<Vec<Vec<u8>>> {
+    const BATCH: usize = 32;
+    // u64s: siginfo_t is 8-aligned.
+    let mut buf = vec![0u64; BATCH * SIGINFO_SIZE / 8];
+    let mut out = Vec::new();
+    loop {
+        let args = PeekSiginfoArgs { off: out.len() as u64, flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 }, nr: BATCH as i32 };
+        // `args` lives across the call; `buf` holds BATCH siginfos.
+        let n = request(PTRACE_PEEKSIGINFO, tid, &args as *const PeekSiginfoArgs as usize, buf.as_mut_ptr() as usize)
+            .map_err(|e| TracerError::ptrace("PTRACE_PEEKSIGINFO", tid, e))? as usize;
+        let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        out.extend(bytes.chunks_exact(SIGINFO_SIZE).take(n.min(BATCH)).map(<[u8]>::to_vec));
+        if n < BATCH {
+            return Ok(out);
+        }
     }
 }
 

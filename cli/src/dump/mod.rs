@@ -268,6 +268,16 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     })
 }
 
+/// The siginfo of the signals queued for a frozen thread (or its process).
+/// Without it (a kernel without PTRACE_PEEKSIGINFO) the signals are still
+/// re-sent after a restart, without their siginfo.
+fn queued_siginfo(tid: i32, shared: bool) -> Vec<Vec<u8>> {
+    ptrace::peek_siginfo(tid, shared).unwrap_or_else(|e| {
+        tracing::warn!("{e}: signals pending in {tid} come back without their siginfo");
+        Vec::new()
+    })
+}
+
 /// Debug-level timings of a checkpoint's steps (CRYO_LOG=debug), since
 /// `start`.
 struct Clock {
@@ -737,6 +747,7 @@ fn dump_frozen(
                 .collect(),
             sigmask: t.sigmask,
             pending,
+            pending_info: queued_siginfo(t.tid, false),
             sigaltstack: ts.sigaltstack,
             clear_child_tid: ts.clear_child_tid,
             robust_list,
@@ -802,6 +813,7 @@ fn dump_frozen(
         itimers: st.itimers,
         fds,
         shared_pending: status.shd_pnd,
+        shared_pending_info: queued_siginfo(pid, true),
         posix_timers: timers,
         tracking,
         compression: None,
