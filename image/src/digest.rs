@@ -48,6 +48,10 @@ fn mapped_update(f: &File, h: &mut Hasher, from: u64, to: u64) -> std::io::Resul
     let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
     let base = from / ps * ps;
     let len = (to - base) as usize;
+    // A 32-bit off_t (glibc on ARMv7) cannot name offsets past 2 GiB.
+    if base > libc::off_t::MAX as u64 {
+        return update_from(f, h, from, to, &mut vec![0u8; CHUNK]);
+    }
     // SAFETY: a new read-only shared mapping of bytes the file has (`to` is
     // within what was written); it is unmapped below and not kept.
     let m = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED | libc::MAP_POPULATE, f.as_raw_fd(), base as libc::off_t) };

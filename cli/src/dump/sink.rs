@@ -297,7 +297,8 @@ impl Sink {
     /// their blocks where that makes writing them cheaper. Only a hint.
     pub fn reserve(&self, at: u64, len: u64) {
         if let Sink::Direct(core) = self {
-            if core.prealloc && len > 0 {
+            // A 32-bit off_t (glibc on ARMv7) cannot name offsets past 2 GiB.
+            if core.prealloc && len > 0 && at + len <= libc::off_t::MAX as u64 {
                 // SAFETY: fallocate on an fd we own; a failure (a file system
                 // without it, no space) leaves the write to find out.
                 unsafe { libc::fallocate(core.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, at as libc::off_t, len as libc::off_t) };

@@ -25,6 +25,7 @@ use nix::errno::Errno;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Instant;
 use syscalls::Needs;
@@ -215,9 +216,17 @@ impl Process {
         }
         let map;
         let src = match (&self.files[file], remote) {
-            (Some(f), _) => {
+            // A 32-bit off_t (glibc on ARMv7) cannot map offsets past 2 GiB:
+            // those pages are read into a buffer instead (one copy more).
+            (Some(f), _) if offset <= libc::off_t::MAX as u64 => {
                 map = FileMap::new(f, offset, len).map_err(|e| self.failed(&format!("mapping its pages file at {offset:#x}"), e))?;
                 map.ptr
+            }
+            (Some(f), _) => {
+                self.fetched.resize(len as usize, 0);
+                f.read_exact_at(&mut self.fetched, offset)
+                    .map_err(|e| self.failed(&format!("reading its pages file at {offset:#x}"), Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+                self.fetched.as_ptr()
             }
             (None, Some(remote)) => {
                 self.fetched.resize(len as usize, 0);
