@@ -100,7 +100,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let view = pids::PidView::of_root(pid)?;
     clock.stage("tree frozen");
     let prev = parent.as_ref().map(|p| p.tracking(view.pid(pid)?)).transpose()?;
-    clock.stage("parent read");
+    clock.stage("parent checked");
     let mut writer = ImageWriter::create(&opts.out)?;
     // On error, dropping `tree` releases every process and dropping `writer`
     // removes the partial image.
