@@ -288,8 +288,8 @@ pub struct ThreadImage {
     pub sigmask: u64,
     pub pending: u64,
     /// The siginfo (raw siginfo_t, 128 bytes) of each signal queued for this
-    /// thread, oldest first. `pending` may name more (signals cryo held while
-    /// seizing the thread, without their siginfo).
+    /// thread, oldest first, then the signals cryo held while seizing it
+    /// (their siginfo is gone: only si_signo is set).
     pub pending_info: Vec<Vec<u8>>,
     pub sigaltstack: SigAltStack,
     pub clear_child_tid: u64,

@@ -278,6 +278,14 @@ fn queued_siginfo(tid: i32, shared: bool) -> Vec<Vec<u8>> {
     })
 }
 
+/// A signal cryo held while seizing the thread was taken off its queue: it
+/// comes back as from kill() (si_code 0), counted with the queued ones.
+fn held_siginfo(sig: i32) -> Vec<u8> {
+    let mut info = vec![0u8; ptrace::SIGINFO_SIZE];
+    info[..4].copy_from_slice(&sig.to_ne_bytes());
+    info
+}
+
 /// Debug-level timings of a checkpoint's steps (CRYO_LOG=debug), since
 /// `start`.
 struct Clock {
@@ -747,7 +755,7 @@ fn dump_frozen(
                 .collect(),
             sigmask: t.sigmask,
             pending,
-            pending_info: queued_siginfo(t.tid, false),
+            pending_info: queued_siginfo(t.tid, false).into_iter().chain(t.held_signals.iter().map(|&s| held_siginfo(s))).collect(),
             sigaltstack: ts.sigaltstack,
             clear_child_tid: ts.clear_child_tid,
             robust_list,
