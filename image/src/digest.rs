@@ -16,12 +16,31 @@ use std::thread::JoinHandle;
 
 const CHUNK: usize = 1 << 20;
 
-/// CRC32 of the first `len` bytes of `f`.
+/// CRC32 of the first `len` bytes of `f`. A large file is read in parts by
+/// a thread per CPU (up to four), whose CRCs are combined: a lazy restart
+/// waits for this check before the tree runs.
 pub fn crc_of(f: &File, len: u64) -> std::io::Result<u32> {
-    let mut h = Hasher::new();
-    update_from(f, &mut h, 0, len, &mut vec![0u8; CHUNK])?;
-    Ok(h.finalize())
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_PARTS) as u64;
+    let parts = if len >= PART_MIN * 2 { cpus.min(len / PART_MIN).max(1) } else { 1 };
+    let step = len.div_ceil(parts).div_ceil(CHUNK as u64) * CHUNK as u64;
+    let crcs = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..parts)
+            .map(|i| (i * step).min(len)..((i + 1) * step).min(len))
+            .map(|r| {
+                s.spawn(move || {
+                    let mut h = Hasher::new();
+                    update_from(f, &mut h, r.start, r.end, &mut vec![0u8; CHUNK]).map(|()| (r.start, r.end - r.start, h.finalize()))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("checksum thread panicked")))).collect::<std::io::Result<Vec<_>>>()
+    })?;
+    Ok(combine(crcs).expect("the parts cover the file in order"))
 }
+
+/// Files from this size on are checked in parts, at most this many.
+const PART_MIN: u64 = 64 << 20;
+const MAX_PARTS: usize = 4;
 
 /// Add bytes `from..to` of `f` to `h`.
 fn update_from(f: &File, h: &mut Hasher, from: u64, to: u64, buf: &mut [u8]) -> std::io::Result<()> {
@@ -168,6 +187,18 @@ mod tests {
         let len = data.len() as u64;
         assert_eq!(follower.finish(len).unwrap(), crc32fast::hash(&data));
         assert_eq!(crc_of(&f, len - 5).unwrap(), crc32fast::hash(&data[..data.len() - 5]));
+    }
+
+    #[test]
+    fn a_large_file_is_checked_in_parts() {
+        let mut f = scratch_file();
+        // Over two parts' worth, and not a whole number of chunks.
+        let data: Vec<u8> = (0..((2 * PART_MIN + 12_345) / 4)).flat_map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()).collect();
+        f.write_all(&data).unwrap();
+        let len = data.len() as u64;
+        assert_eq!(crc_of(&f, len).unwrap(), crc32fast::hash(&data));
+        assert_eq!(crc_of(&f, len - 3).unwrap(), crc32fast::hash(&data[..data.len() - 3]));
+        assert_eq!(crc_of(&f, 0).unwrap(), crc32fast::hash(&[]));
         let (a, b) = data.split_at(1000);
         let pieces = vec![(1000, b.len() as u64, crc32fast::hash(b)), (0, 1000, crc32fast::hash(a))];
         assert_eq!(combine(pieces.clone()), Some(crc32fast::hash(&data)));
@@ -175,7 +206,10 @@ mod tests {
     }
 
     fn scratch_file() -> File {
-        let path = std::env::temp_dir().join(format!("cryo-digest-test-{}", std::process::id()));
+        // One name per call: the tests run side by side.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("cryo-digest-test-{}-{n}", std::process::id()));
         let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         f
