@@ -122,7 +122,13 @@ impl Parasite {
         let _ = remote.syscall_unchecked(seized, Sysno::Close, [fd, 0, 0, 0, 0, 0]);
         let (base, memfd) = result?;
 
-        let mut local = SharedMap::map(&memfd, size).map_err(|e| InjectError::io("mapping the parasite memfd", e))?;
+        let mut local = match SharedMap::map(&memfd, size) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = remote.syscall_unchecked(seized, Sysno::Munmap, [base, size as u64, 0, 0, 0, 0]);
+                return Err(InjectError::io("mapping the parasite memfd", e));
+            }
+        };
         let image = layout.relocated(base);
         local.write(0, &image);
         local.write(gadget_off, Native::SYSCALL_GADGET);
@@ -178,6 +184,8 @@ impl Parasite {
             return Err(InjectError::Load { pid, what: format!("mmap of the parasite memfd: {errno}{hint}") });
         }
         if at.is_some_and(|a| a != base as u64) {
+            // A kernel before 4.17 takes MAP_FIXED_NOREPLACE for a hint.
+            let _ = remote.syscall_unchecked(seized, Sysno::Munmap, [base as u64, size as u64, 0, 0, 0, 0]);
             return Err(InjectError::Load { pid, what: format!("mmap placed the parasite at {base:#x}, not {:#x}", at.unwrap()) });
         }
         Ok((base as u64, memfd))
@@ -227,6 +235,19 @@ impl Parasite {
         for _ in &batch.calls {
             fault::check("syscall")?;
         }
+        self.run_batch(seized, remote, batch)
+    }
+
+    /// [`Parasite::run`] for a batch that takes back what an earlier one left
+    /// in the target (an fd, a child): it runs even after cryo was asked to
+    /// stop, which is when it matters most (a SIGKILL of `cryo` between the
+    /// two would otherwise leave the target holding them).
+    pub fn run_undo(&mut self, seized: &mut Seized, remote: &mut Remote, batch: &Batch) -> Result<BatchOutput> {
+        fault::inject("parasite-undo")?;
+        self.run_batch(seized, remote, batch)
+    }
+
+    fn run_batch(&mut self, seized: &mut Seized, remote: &mut Remote, batch: &Batch) -> Result<BatchOutput> {
         let pid = seized.pid;
         if !Self::fits(batch) {
             return Err(InjectError::Command { pid, what: format!("batch of {} calls is too large", batch.len()) });
@@ -258,40 +279,59 @@ impl Parasite {
     }
 
     /// Create the page pipes: the target keeps the write ends, the tracer
-    /// takes the read ends with pidfd_getfd.
+    /// takes the read ends with pidfd_getfd. On any failure the target keeps
+    /// none of them.
     pub fn open_pipe(&mut self, seized: &mut Seized, remote: &mut Remote) -> Result<()> {
+        let pid = seized.pid;
         let mut b = Batch::new();
         let fds = [b.reserve(8), b.reserve(8)];
-        for f in fds {
-            b.call(Sysno::Pipe2, &[crate::Arg::Data(f), (libc::O_CLOEXEC as u64).into()]);
-        }
+        // May fail, so that a pipe made before a failing one is known and closed.
+        let calls = fds.map(|f| b.call_may_fail(Sysno::Pipe2, &[crate::Arg::Data(f), (libc::O_CLOEXEC as u64).into()]));
         let out = self.run(seized, remote, &b)?;
-        let ends = fds.map(|f| (out.u32_at(f) as u64, out.u32_at(f + 4) as u64));
-        let taken = ends.map(|(rd, _)| cryo_tracer::files::take_fd(seized.pid, rd as i32));
-        let mut close = Batch::new();
-        for (rd, _) in ends {
-            close.call_may_fail(Sysno::Close, &[rd.into()]);
-        }
-        let [a, b] = taken;
-        let local = match (a, b) {
-            (Ok(a), Ok(b)) => Ok([a, b]),
-            (Err(e), _) | (_, Err(e)) => {
-                // The target keeps nothing of a failed open.
-                for (_, wr) in ends {
-                    close.call_may_fail(Sysno::Close, &[wr.into()]);
-                }
-                Err(InjectError::io(format!("pidfd_getfd of a page pipe in {}", seized.pid), e))
+        let ends: Vec<(u64, u64)> = fds
+            .iter()
+            .zip(calls)
+            .filter(|&(_, c)| out.results[c] == 0)
+            .map(|(&f, _)| (out.u32_at(f) as u64, out.u32_at(f + 4) as u64))
+            .collect();
+        let mut failure = calls
+            .iter()
+            .map(|&c| out.results[c])
+            .find(|&r| r != 0)
+            .map(|r| InjectError::Syscall { pid, call: Sysno::Pipe2, errno: nix::errno::Errno::from_raw(-r as i32) });
+        let mut local = Vec::new();
+        for &(rd, _) in &ends {
+            if failure.is_some() {
+                break;
             }
-        };
-        let closed = self.run(seized, remote, &close);
-        let local = local?;
-        closed?;
+            match cryo_tracer::files::take_fd(pid, rd as i32) {
+                Ok(fd) => local.push(fd),
+                Err(e) => failure = Some(InjectError::io(format!("pidfd_getfd of a page pipe in {pid}"), e)),
+            }
+        }
+        if failure.is_none() {
+            // Where a test pauses or fails a checkpoint with the target holding both ends.
+            failure = fault::inject("page-pipes").err().map(InjectError::from);
+        }
+        let mut close = Batch::new();
+        for &(rd, wr) in &ends {
+            close.call_may_fail(Sysno::Close, &[rd.into()]);
+            if failure.is_some() {
+                close.call_may_fail(Sysno::Close, &[wr.into()]);
+            }
+        }
+        let closed = self.run_undo(seized, remote, &close);
+        if let Some(e) = failure {
+            return Err(e);
+        }
         for rd in &local {
             // SAFETY: fcntl on an fd we own; a failure only leaves the default size.
             unsafe { libc::fcntl(rd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
         }
-        self.pipe = Some(PagePipes { rd: local, wr: ends.map(|(_, wr)| wr) });
-        Ok(())
+        let rd: [OwnedFd; 2] = local.try_into().map_err(|_| InjectError::Command { pid, what: "a page pipe is missing".into() })?;
+        // Kept even if closing the read ends failed, so that unloading closes the write ends.
+        self.pipe = Some(PagePipes { rd, wr: [ends[0].1, ends[1].1] });
+        closed.map(|_| ())
     }
 
     /// Stream the memory in `iovs` into `out` at `*offset` through the page

@@ -147,7 +147,7 @@ impl Helper {
         // The zombie passes to the target once cryo collected its trace
         // notification; that is immediate, but allow for a slow machine.
         for _ in 0..1000 {
-            let out = parasite.run(seized, remote, &b)?;
+            let out = parasite.run_undo(seized, remote, &b)?;
             if out.results[0] == self.inner {
                 return Ok(());
             }

@@ -189,6 +189,7 @@ fault_tests! {
     fault_regs => "regs",
     fault_parasite_load => "parasite-load",
     fault_parasite_cmd => "parasite-cmd",
+    fault_page_pipes => "page-pipes",
     fault_pages => "pages",
     fault_image_write => "image-write",
     fault_cure => "cure",

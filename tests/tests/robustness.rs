@@ -108,6 +108,41 @@ fn sigkill_of_cryo_at_random_moments() {
     assert_text_eq(&log.text(), &heap_expected(&reference, pid), "heap log after 25 killed checkpoints");
 }
 
+/// `kill -9` of `cryo checkpoint` while the target holds both ends of the page
+/// pipes, just before cryo closes the ends it took for itself: its worker
+/// still closes them, though it was told to stop.
+#[test]
+fn sigkill_of_cryo_between_making_and_closing_page_pipes() {
+    let h = Harness::with_cryo("kill9-pipes");
+    let (mut p, log) = signals_workload(&h);
+    let pid = p.pid();
+    let before = outside_view(pid);
+    let pipes = || fd_links(pid).iter().filter(|l| l.starts_with("pipe:")).count();
+    assert_eq!(pipes(), 0, "the workload holds pipes of its own");
+    let img = h.path("img");
+    let mut cryo = h.cryo_spawn_env(
+        &["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()],
+        &[("CRYO_PAUSE", "page-pipes:1500")],
+        std::process::Stdio::null(),
+    );
+    wait_until(SECS20, || pipes() == 4, || format!("the target never held the page pipes: {:?}", fd_links(pid)));
+    send_signal(cryo.pid(), libc::SIGKILL);
+    cryo.wait_exit(SECS20);
+    wait_untraced(pid, "kill -9 of cryo holding page pipes");
+    assert!(p.running(), "the target died");
+    assert_text_eq(&outside_view(pid), &before, "the target after kill -9 of cryo holding page pipes");
+    image_complete_or_absent(&img, "kill -9 of cryo holding page pipes");
+    let ticks = log.line_count();
+    log.wait_prefix(&format!("tick {}", ticks + 2), SECS20);
+}
+
+/// Where each of `pid`'s fds points.
+fn fd_links(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.flatten().filter_map(|e| Some(std::fs::read_link(e.path()).ok()?.to_string_lossy().into_owned())).collect())
+        .unwrap_or_default()
+}
+
 fn signals_workload(h: &Harness) -> (Proc, Log) {
     let prog = h.compile("signals");
     let (p, _) = h.spawn(&[prog.to_str().unwrap(), "sig.log"], "sig.out");

@@ -169,7 +169,7 @@ pub fn track(
             if created {
                 let mut b = Batch::new();
                 b.call_may_fail(Sysno::Close, &[(fd as u64).into()]);
-                let _ = parasite.run(seized, remote, &b);
+                let _ = parasite.run_undo(seized, remote, &b);
             }
             return Err(e.into());
         }
@@ -196,7 +196,7 @@ pub fn track(
                 for f in if created { vec![fd, token_fd] } else { vec![token_fd] } {
                     b.call_may_fail(Sysno::Close, &[(f as u64).into()]);
                 }
-                parasite.run(seized, remote, &b)?;
+                parasite.run_undo(seized, remote, &b)?;
                 return Ok(Err(format!("PAGEMAP_SCAN on process {pid} failed ({e}); this kernel cannot track writes (needs Linux 6.7+)")));
             }
         }
@@ -231,7 +231,7 @@ pub fn undo(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite, t
     for fd in [t.info.fd, t.token_fd] {
         b.call_may_fail(Sysno::Close, &[(fd as u64).into()]);
     }
-    if let Err(e) = parasite.run(seized, remote, &b) {
+    if let Err(e) = parasite.run_undo(seized, remote, &b) {
         tracing::warn!("process {}: closing the write tracking fds: {e}", seized.pid);
     }
 }
@@ -245,7 +245,7 @@ pub fn close_remotely(seized: &mut Seized, fds: &[i32]) {
         let mut remote = Remote::bootstrap(seized, pid, &vmas)?;
         let mut result = Ok(());
         for &fd in fds {
-            if let Err(e) = remote.syscall_raw(seized, Sysno::Close, [fd as u64, 0, 0, 0, 0, 0]) {
+            if let Err(e) = remote.syscall_unchecked(seized, Sysno::Close, [fd as u64, 0, 0, 0, 0, 0]) {
                 result = Err(e.into());
                 break;
             }
@@ -280,13 +280,21 @@ fn create(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite) -> 
     let api_call = b.call_may_fail(Sysno::Ioctl, &[(raw as u64).into(), UFFDIO_API.into(), Arg::Data(at)]);
     let dup = b.call_may_fail(Sysno::Fcntl, &[(raw as u64).into(), (libc::F_DUPFD_CLOEXEC as u64).into(), high.into()]);
     b.call_may_fail(Sysno::Close, &[(raw as u64).into()]);
-    let out = parasite.run(seized, remote, &b)?;
+    let out = match parasite.run(seized, remote, &b) {
+        Ok(out) => out,
+        Err(e) => {
+            let mut close = Batch::new();
+            close.call_may_fail(Sysno::Close, &[(raw as u64).into()]);
+            let _ = parasite.run_undo(seized, remote, &close);
+            return Err(e.into());
+        }
+    };
     let (api_r, dup_r) = (out.results[api_call], out.results[dup]);
     if api_r != 0 || cryo_parasite::abi::is_error(dup_r) {
         if !cryo_parasite::abi::is_error(dup_r) {
             let mut close = Batch::new();
             close.call_may_fail(Sysno::Close, &[(dup_r as u64).into()]);
-            parasite.run(seized, remote, &close)?;
+            parasite.run_undo(seized, remote, &close)?;
         }
         let errno = nix::errno::Errno::from_raw(-(if api_r != 0 { api_r } else { dup_r }) as i32);
         return Ok(Err(format!("this kernel's userfaultfd has no async write-protect mode ({errno}); needs Linux 6.7+")));
