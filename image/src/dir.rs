@@ -109,7 +109,7 @@ impl ImageWriter {
 
     /// Writes the inventory and renames the directory into place: from that
     /// moment, and not before, `dir` is a complete image.
-    pub fn finish(mut self, inv: &Inventory) -> Result<()> {
+    pub fn finish(&mut self, inv: &Inventory) -> Result<()> {
         self.write_meta(INVENTORY_FILE, &meta::encode(Kind::Inventory, inv))?;
         // Page files are not synced: that would cost a disk write of all of
         // memory, and their checksums catch pages a crash lost.

@@ -57,25 +57,84 @@ fn wait_parasite(pid: i32, cryo: &mut Proc) {
     );
 }
 
-/// `kill -9` of `cryo checkpoint` at random moments: each time the target ends up
-/// running, untraced, without the parasite, with the same maps, fds and masks,
-/// and the image is complete or absent. Its own checksummed log proves its memory.
+/// A target for the `kill -9` tests: the heap workload, long enough (18 s)
+/// that the killed checkpoints end before it does, even on a slow machine.
+struct KillTarget {
+    p: Proc,
+    log: Log,
+    reference: String,
+    before: String,
+}
+
+impl KillTarget {
+    const ARGS: [&str; 3] = ["600", "30", "64"];
+
+    fn start(h: &Harness) -> KillTarget {
+        let heap = h.compile("heap");
+        let heap = heap.to_str().unwrap();
+        let [steps, _, mib] = Self::ARGS;
+        h.run_to_completion(&[heap, "ref.log", steps, "0", mib], "ref.out", SECS20);
+        let reference = Log::new(h.path("ref.log")).text();
+        let (p, log) = Self::spawn(h, 0);
+        let before = outside_view(p.pid());
+        KillTarget { p, log, reference, before }
+    }
+
+    fn spawn(h: &Harness, n: usize) -> (Proc, Log) {
+        let heap = h.compile("heap");
+        let [steps, ms, mib] = Self::ARGS;
+        let name = format!("heap{n}.log");
+        let (p, _out) = h.spawn(&[heap.to_str().unwrap(), &name, steps, ms, mib], &format!("heap{n}.out"));
+        let log = Log::new(h.path(&name));
+        log.wait_prefix("step 2 ", SECS20);
+        (p, log)
+    }
+
+    /// A new target in place of this one, which a checkpoint changed as it should.
+    fn replace(&mut self, h: &Harness, n: usize) {
+        send_signal(self.p.pid(), libc::SIGKILL);
+        self.p.wait_exit(SECS20);
+        (self.p, self.log) = Self::spawn(h, n);
+        self.before = outside_view(self.p.pid());
+    }
+
+    /// `cryo checkpoint ARGS` with `env`, SIGKILLed after `delay`: the target
+    /// runs on, untraced, without the parasite, with the same maps, fds and
+    /// masks (but for write tracking that `--track` leaves on success), and
+    /// the image is complete (true) or absent.
+    fn kill_checkpoint(&mut self, h: &Harness, img: &Path, args: &[&str], env: &[(&str, &str)], delay: Duration, context: &str) -> bool {
+        let pid = self.p.pid();
+        let pid_s = pid.to_string();
+        let mut argv = vec!["checkpoint", &pid_s, "-o", img.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let mut cryo = h.cryo_spawn_env(&argv, env, std::process::Stdio::null());
+        std::thread::sleep(delay);
+        send_signal(cryo.pid(), libc::SIGKILL);
+        cryo.wait_exit(SECS20);
+        wait_untraced(pid, context);
+        assert!(self.p.running(), "{context}: the target died");
+        assert!(!matches!(proc_state(pid), Some('t' | 'T')), "{context}: the target was left stopped");
+        let complete = image_complete_or_absent(img, context);
+        if !(complete && args.contains(&"--track")) {
+            assert_text_eq(&outside_view(pid), &self.before, context);
+        }
+        complete
+    }
+
+    /// The target ends well, its checksummed log proving its memory intact.
+    fn finish(mut self, what: &str) {
+        let pid = self.p.pid();
+        let st = self.p.wait_exit(Duration::from_secs(60));
+        assert!(st.success(), "heap exited with {}\n{}", describe_status(st), self.log.text());
+        assert_text_eq(&self.log.text(), &heap_expected(&self.reference, pid), what);
+    }
+}
+
+/// `kill -9` of `cryo checkpoint` at random moments.
 #[test]
 fn sigkill_of_cryo_at_random_moments() {
     let h = Harness::with_cryo("kill9");
-    let heap = h.compile("heap");
-    let heap = heap.to_str().unwrap();
-    // Long enough (18 s) that the 25 killed checkpoints end before it does, even on a
-    // slow machine: the target must still run after each one.
-    let args = ["600", "30", "64"];
-    h.run_to_completion(&[heap, "ref.log", args[0], "0", args[2]], "ref.out", SECS20);
-    let reference = Log::new(h.path("ref.log")).text();
-    let (mut p, _out) = h.spawn(&[heap, "heap.log", args[0], args[1], args[2]], "heap.out");
-    let pid = p.pid();
-    let log = Log::new(h.path("heap.log"));
-    log.wait_prefix("step 2 ", SECS20);
-    let before = outside_view(pid);
-
+    let mut t = KillTarget::start(&h);
     let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     let mut next = move |n: u64| {
         seed ^= seed << 13;
@@ -86,26 +145,41 @@ fn sigkill_of_cryo_at_random_moments() {
     let mut completed = 0;
     let mut delays = Vec::new();
     for i in 0..25 {
-        let img = h.path(&format!("img{i}"));
-        let mut cryo = h.cryo_spawn(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()], std::process::Stdio::null());
         let delay = Duration::from_micros(next(120_000));
         delays.push(delay.as_micros());
-        std::thread::sleep(delay);
-        send_signal(cryo.pid(), libc::SIGKILL);
-        cryo.wait_exit(SECS20);
         let context = format!("kill -9 of cryo after {delay:?} (iteration {i}, delays so far {delays:?})");
-        wait_untraced(pid, &context);
-        assert!(p.running(), "{context}: the target died");
-        assert!(!matches!(proc_state(pid), Some('t' | 'T')), "{context}: the target was left stopped");
-        assert_text_eq(&outside_view(pid), &before, &context);
-        if image_complete_or_absent(&img, &context) {
+        if t.kill_checkpoint(&h, &h.path(&format!("img{i}")), &[], &[], delay, &context) {
             completed += 1;
         }
     }
     eprintln!("{completed} of 25 checkpoints completed before the kill; delays (us) {delays:?}");
-    let st = p.wait_exit(Duration::from_secs(60));
-    assert!(st.success(), "heap exited with {}\n{}", describe_status(st), log.text());
-    assert_text_eq(&log.text(), &heap_expected(&reference, pid), "heap log after 25 killed checkpoints");
+    t.finish("heap log after 25 killed checkpoints");
+}
+
+/// `kill -9` of `cryo checkpoint` held at each stage in turn, in each mode.
+/// A stage that a mode never reaches gives a complete image instead.
+#[test]
+fn sigkill_of_cryo_at_each_stage() {
+    let h = Harness::with_cryo("kill9-stages");
+    let mut t = KillTarget::start(&h);
+    let stages = [
+        "seize", "regs", "parasite-load", "parasite-cmd@1", "parasite-cmd@3", "page-pipes", "syscall@2", "syscall@12",
+        "pages", "snapshot-fork", "snapshot-fds", "snapshot-pages", "tracking", "image-write", "cure", "detach",
+    ];
+    let modes: [&[&str]; 3] = [&[], &["--direct"], &["--track"]];
+    let mut i = 0;
+    for mode in modes {
+        for stage in stages {
+            let context = format!("kill -9 of cryo checkpoint {mode:?} paused at {stage}");
+            let pause = format!("{stage}:1500");
+            let complete = t.kill_checkpoint(&h, &h.path(&format!("img{i}")), mode, &[("CRYO_PAUSE", &pause)], Duration::from_millis(400), &context);
+            i += 1;
+            if complete && mode.contains(&"--track") {
+                t.replace(&h, i);
+            }
+        }
+    }
+    t.finish("heap log after checkpoints killed at each stage");
 }
 
 /// `kill -9` of `cryo checkpoint` while the target holds both ends of the page

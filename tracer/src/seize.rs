@@ -111,9 +111,21 @@ impl Seized {
     /// Seize and interrupt every thread of `pid`, re-reading /proc/PID/task until
     /// no new thread appears, then read each thread's registers and signal mask.
     pub fn freeze(pid: i32) -> Result<Seized> {
+        Self::freeze_as(pid, true)
+    }
+
+    /// [`Seized::freeze`] to take back what a failed checkpoint left in a
+    /// process it had already let go: it goes on after cryo was asked to stop.
+    pub fn freeze_to_undo(pid: i32) -> Result<Seized> {
+        Self::freeze_as(pid, false)
+    }
+
+    fn freeze_as(pid: i32, abortable: bool) -> Result<Seized> {
         preflight(pid)?;
         let mut me = Seized { pid, threads: Vec::new(), released: false };
-        fault::check("seize")?;
+        if abortable {
+            fault::check("seize")?;
+        }
         let mut seen = BTreeSet::new();
         // A thread can be cloned by one not yet stopped after the task list was
         // read: only a list read after every listed thread has stopped is final.
@@ -143,7 +155,7 @@ impl Seized {
             }
             let mut i = first_new;
             while i < me.threads.len() {
-                match wait_for_stop(&mut me.threads[i])? {
+                match wait_for_stop(&mut me.threads[i], abortable)? {
                     true => i += 1,
                     false if me.threads[i].tid == pid => return Err(TracerError::Exited { pid }),
                     false => {
@@ -152,7 +164,9 @@ impl Seized {
                 }
             }
         }
-        fault::check("regs")?;
+        if abortable {
+            fault::check("regs")?;
+        }
         for t in &mut me.threads {
             t.regsets = read_regsets(t.tid)?;
             t.sigmask = ptrace::get_sigmask(t.tid)?;
@@ -164,7 +178,7 @@ impl Seized {
     /// auto-attached through PTRACE_O_TRACEFORK), once it reports its first stop.
     pub fn adopt(pid: i32) -> Result<Seized> {
         let mut t = Thread { tid: pid, regsets: Vec::new(), sigmask: 0, held_signals: Vec::new(), group_stopped: false, modified: false };
-        if !wait_for_stop(&mut t)? {
+        if !wait_for_stop(&mut t, true)? {
             return Err(TracerError::Exited { pid });
         }
         t.regsets = read_regsets(pid)?;
@@ -281,8 +295,9 @@ fn read_regsets(tid: i32) -> Result<Vec<(u32, Vec<u8>)>> {
     Ok(out)
 }
 
-/// Wait until the thread reports the interrupt stop. Returns false if it exited.
-fn wait_for_stop(t: &mut Thread) -> Result<bool> {
+/// Wait until the thread reports the interrupt stop (or cryo is asked to
+/// stop, if `abortable`). Returns false if it exited.
+fn wait_for_stop(t: &mut Thread, abortable: bool) -> Result<bool> {
     let deadline = Instant::now() + STOP_TIMEOUT;
     loop {
         let stop = match ptrace::wait_flags(t.tid, libc::WNOHANG)? {
@@ -291,7 +306,7 @@ fn wait_for_stop(t: &mut Thread) -> Result<bool> {
                 if Instant::now() > deadline {
                     return Err(stuck(t.tid));
                 }
-                if let Some(sig) = fault::aborted() {
+                if let Some(sig) = fault::aborted().filter(|_| abortable) {
                     return Err(TracerError::Interrupted { sig });
                 }
                 std::thread::sleep(Duration::from_millis(1));

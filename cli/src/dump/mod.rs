@@ -118,7 +118,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let mut reapers: Vec<i32> = Vec::new();
     // Write tracking that this checkpoint started in processes already
     // dumped: taken away again if a later step fails while the tree is frozen.
-    let mut started: Vec<(i32, [i32; 2])> = Vec::new();
+    let mut started: Vec<tracking::Started> = Vec::new();
     let collected = (|| -> Result<()> {
         for seized in &mut tree.procs {
             let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
@@ -136,7 +136,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
                 flags_exact: !earlier.is_some_and(|e| e.from_parent && e.vmas == vmas),
             };
             let frozen = dump_frozen(seized, vmas, &view, &mut writer, fds, &mut shared, &progress, how)?;
-            started.extend(frozen.started.map(|fds| (seized.pid, fds)));
+            started.extend(frozen.started);
             let pending = frozen.pending;
             if frozen.reaper {
                 reapers.push(seized.pid);
@@ -184,12 +184,18 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         }
         Ok(())
     })();
-    if let Err(e) = collected {
-        for (pid, fds) in &started {
-            if let Some(seized) = tree.procs.iter_mut().find(|s| s.pid == *pid) {
-                tracking::close_remotely(seized, fds);
+    // Write tracking this checkpoint started goes again if it fails: from
+    // the processes still frozen, or frozen once more.
+    let take_back = |tree: &mut Tree, started: &[tracking::Started]| {
+        for s in started {
+            match tree.procs.iter_mut().find(|p| p.pid == s.pid) {
+                Some(seized) => s.undo_frozen(seized),
+                None => s.undo_released(),
             }
         }
+    };
+    if let Err(e) = collected {
+        take_back(&mut tree, &started);
         return Err(e);
     }
     // Without --kill the tree runs on before the image is completed (every
@@ -203,37 +209,47 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let frozen_us = frozen.elapsed().as_micros() as u64;
     clock.stage("tree released");
     let snapshots = deferred.len();
-    // Each snapshot is killed as soon as its memory is written (or on error).
-    for mut d in deferred {
-        d.write_from_snapshot(&progress)?;
-        totals.add(d.complete(&mut writer)?);
-    }
-    let Totals { pages, bytes, incremental, zero_pages } = totals;
-    if zero_pages > 0 {
-        tracing::info!("{zero_pages} pages were all zero and not stored");
-    }
-    let inventory = Inventory {
-        cryo_version: env!("CARGO_PKG_VERSION").to_string(),
-        arch: Native::NAME.to_string(),
-        kernel: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
-        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
-        created_unix_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
-            as u64,
-        page_size: page_size(),
-        root_pid: view.pid(pid)?,
-        processes,
-        pipes: tree_fds.pipes,
-        fifos: tree_fds.fifos,
-        unlinked: tree_fds.unlinked,
-        unix: tree_fds.unix,
-        inet: tree_fds.inet,
-        ptys: tree_fds.ptys,
-        parent: if incremental { opts.parent.as_deref().map(|p| relative_parent(p, &opts.out)).transpose()? } else { None },
-        cpu_features,
-        stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
+    let finished = (|| -> Result<Totals> {
+        // Each snapshot is killed as soon as its memory is written (or on error).
+        for mut d in deferred {
+            d.write_from_snapshot(&progress)?;
+            totals.add(d.complete(&mut writer)?);
+        }
+        let Totals { pages, incremental, zero_pages, .. } = totals;
+        if zero_pages > 0 {
+            tracing::info!("{zero_pages} pages were all zero and not stored");
+        }
+        let inventory = Inventory {
+            cryo_version: env!("CARGO_PKG_VERSION").to_string(),
+            arch: Native::NAME.to_string(),
+            kernel: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+            hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            created_unix_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
+                as u64,
+            page_size: page_size(),
+            root_pid: view.pid(pid)?,
+            processes,
+            pipes: tree_fds.pipes,
+            fifos: tree_fds.fifos,
+            unlinked: tree_fds.unlinked,
+            unix: tree_fds.unix,
+            inet: tree_fds.inet,
+            ptys: tree_fds.ptys,
+            parent: if incremental { opts.parent.as_deref().map(|p| relative_parent(p, &opts.out)).transpose()? } else { None },
+            cpu_features,
+            stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
+        };
+        clock.stage("snapshots written");
+        writer.finish(&inventory).context("completing the image")?;
+        Ok(totals)
+    })();
+    let Totals { pages, bytes, incremental, .. } = match finished {
+        Ok(t) => t,
+        Err(e) => {
+            take_back(&mut tree, &started);
+            return Err(e);
+        }
     };
-    clock.stage("snapshots written");
-    writer.finish(&inventory).context("completing the image")?;
     clock.stage("image complete");
     progress.finish_and_clear();
     if let Some(hold) = opts.hold {
@@ -486,8 +502,8 @@ fn same_after_fork(pid: i32, vmas: &[Vma], forked: &[Vma]) -> Result<()> {
 struct Frozen {
     /// The process reaps orphans (PR_SET_CHILD_SUBREAPER).
     reaper: bool,
-    /// Write tracking this checkpoint started: the userfaultfd and token fds.
-    started: Option<[i32; 2]>,
+    /// Write tracking this checkpoint started.
+    started: Option<tracking::Started>,
     pending: Pending,
 }
 
@@ -719,7 +735,7 @@ fn dump_frozen(
             }
         }
         let (runs, snap, pages) = rest?;
-        let started = tracked.as_ref().filter(|t| t.created).map(|t| [t.info.fd, t.token_fd]);
+        let started = tracked.as_ref().and_then(|t| tracking::Started::of(pid, t));
         Ok((st, timers, per_thread, runs, snap, pages, tracked, started))
     })();
     let cured = parasite.unload(seized, &mut remote);

@@ -236,9 +236,58 @@ pub fn undo(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite, t
     }
 }
 
+/// Write tracking a checkpoint started in a process, to take back if the
+/// checkpoint fails after all.
+pub struct Started {
+    pub pid: i32,
+    uffd: i32,
+    inode: u64,
+    token_fd: i32,
+    generation: u64,
+}
+
+impl Started {
+    /// What `t` started in `pid`, if it started anything.
+    pub fn of(pid: i32, t: &Tracked) -> Option<Started> {
+        t.created.then_some(Started { pid, uffd: t.info.fd, inode: t.info.inode, token_fd: t.token_fd, generation: t.info.generation })
+    }
+
+    /// Take the tracking away from the process, frozen since.
+    pub fn undo_frozen(&self, seized: &mut Seized) {
+        close_remotely(seized, &[self.uffd, self.token_fd]);
+    }
+
+    /// Take the tracking away from the process, which runs again since:
+    /// freeze it once more and close each fd that is still the one this
+    /// checkpoint made (the program may have closed it, or exec'd and
+    /// reused the number).
+    pub fn undo_released(&self) {
+        let pid = self.pid;
+        let mut seized = match Seized::freeze_to_undo(pid) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("process {pid}: not frozen again to take the write tracking away: {e}");
+                return;
+            }
+        };
+        let path = |fd: i32| format!("/proc/{pid}/fd/{fd}");
+        let link = |fd: i32| std::fs::read_link(path(fd)).map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+        let same_uffd = link(self.uffd) == LINK && std::fs::metadata(path(self.uffd)).is_ok_and(|m| m.ino() == self.inode);
+        let token = link(self.token_fd);
+        let same_token = token.strip_prefix(TOKEN_LINK).and_then(|g| g.split_whitespace().next()) == Some(self.generation.to_string().as_str());
+        let fds: Vec<i32> = [(same_uffd, self.uffd), (same_token, self.token_fd)].into_iter().filter(|(same, _)| *same).map(|(_, fd)| fd).collect();
+        if !fds.is_empty() {
+            close_remotely(&mut seized, &fds);
+        }
+        if let Err(e) = seized.release() {
+            tracing::warn!("process {pid}: letting it go after taking the write tracking away: {e}");
+        }
+    }
+}
+
 /// [`undo`] for a process whose parasite is gone but which is still frozen:
 /// the fds are closed by remote syscalls through a temporary gadget.
-pub fn close_remotely(seized: &mut Seized, fds: &[i32]) {
+fn close_remotely(seized: &mut Seized, fds: &[i32]) {
     let pid = seized.pid;
     let closed = (|| -> Result<()> {
         let vmas = proc::vmas(pid)?;
