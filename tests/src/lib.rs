@@ -207,6 +207,24 @@ pub fn nspids(pid: i32) -> Vec<i32> {
         .unwrap_or_default()
 }
 
+/// Where each of `pid`'s fds points.
+pub fn fd_links(pid: i32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.flatten().filter_map(|e| Some(fs::read_link(e.path()).ok()?.to_string_lossy().into_owned())).collect())
+        .unwrap_or_default()
+}
+
+/// `root` and its descendants.
+pub fn tree_of(root: i32) -> Vec<i32> {
+    let mut pids = vec![root];
+    let mut i = 0;
+    while i < pids.len() {
+        pids.extend(children(pids[i]));
+        i += 1;
+    }
+    pids
+}
+
 /// Host pids of the children of `pid`, from every thread's children file.
 pub fn children(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();

@@ -431,6 +431,14 @@ fn precopy_migrates_a_gigabyte_with_a_short_stop() {
     assert_moved(&mut p, &log, &b, remote);
 }
 
+/// No process of the tree of `root` holds the write tracking a pre-copy started.
+fn assert_untracked(root: i32, context: &str) {
+    for pid in tree_of(root) {
+        let links = fd_links(pid);
+        assert!(!links.iter().any(|l| l.contains("cryo-track") || l.contains("userfaultfd")), "{context}: process {pid} is still tracked: {links:?}");
+    }
+}
+
 #[test]
 fn failed_precopy_leaves_the_tree_running_on_a() {
     let h = Harness::with_cryo("migrate-precopy-fail");
@@ -446,6 +454,7 @@ fn failed_precopy_leaves_the_tree_running_on_a() {
     assert_one_cryo_line(&out);
     out.assert_stderr_mentions(&["restart-round", "runs on here"]);
     assert_running_untouched(pid, &log, 0, "after a failed pre-copy round on B");
+    assert_untracked(pid, "after a failed pre-copy round on B");
     assert!(!log.text().contains(&b.net()), "nothing ran on B:\n{}", log.describe());
     full_check(&log, pid, &my_net());
 
@@ -455,6 +464,7 @@ fn failed_precopy_leaves_the_tree_running_on_a() {
     assert_one_cryo_line(&out);
     assert!(out.stderr.contains("runs on here"), "{}", out.describe());
     assert_running_untouched(pid, &log, 0, "after a cut pre-copy");
+    assert_untracked(pid, "after a cut pre-copy");
     assert!(!log.text().contains(&b.net()), "nothing ran on B:\n{}", log.describe());
     full_check(&log, pid, &my_net());
 }

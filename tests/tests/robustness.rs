@@ -210,13 +210,6 @@ fn sigkill_of_cryo_between_making_and_closing_page_pipes() {
     log.wait_prefix(&format!("tick {}", ticks + 2), SECS20);
 }
 
-/// Where each of `pid`'s fds points.
-fn fd_links(pid: i32) -> Vec<String> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.flatten().filter_map(|e| Some(std::fs::read_link(e.path()).ok()?.to_string_lossy().into_owned())).collect())
-        .unwrap_or_default()
-}
-
 fn signals_workload(h: &Harness) -> (Proc, Log) {
     let prog = h.compile("signals");
     let (p, _) = h.spawn(&[prog.to_str().unwrap(), "sig.log"], "sig.out");

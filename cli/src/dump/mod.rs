@@ -12,7 +12,7 @@ mod parent;
 mod pids;
 mod sink;
 mod state;
-mod tracking;
+pub(crate) mod tracking;
 
 use anyhow::{Context, Result};
 use cryo_image::{DumpStats, FdImage, ImageWriter, Inventory, PageOrigin, PageRun, Tracking, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage, Vma};

@@ -263,25 +263,54 @@ impl Started {
     /// reused the number).
     pub fn undo_released(&self) {
         let pid = self.pid;
-        let mut seized = match Seized::freeze_to_undo(pid) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!("process {pid}: not frozen again to take the write tracking away: {e}");
-                return;
-            }
-        };
-        let path = |fd: i32| format!("/proc/{pid}/fd/{fd}");
-        let link = |fd: i32| std::fs::read_link(path(fd)).map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
-        let same_uffd = link(self.uffd) == LINK && std::fs::metadata(path(self.uffd)).is_ok_and(|m| m.ino() == self.inode);
-        let token = link(self.token_fd);
-        let same_token = token.strip_prefix(TOKEN_LINK).and_then(|g| g.split_whitespace().next()) == Some(self.generation.to_string().as_str());
-        let fds: Vec<i32> = [(same_uffd, self.uffd), (same_token, self.token_fd)].into_iter().filter(|(same, _)| *same).map(|(_, fd)| fd).collect();
-        if !fds.is_empty() {
-            close_remotely(&mut seized, &fds);
+        close_frozen_again(pid, || {
+            let path = |fd: i32| format!("/proc/{pid}/fd/{fd}");
+            let link = |fd: i32| std::fs::read_link(path(fd)).map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+            let same_uffd = link(self.uffd) == LINK && std::fs::metadata(path(self.uffd)).is_ok_and(|m| m.ino() == self.inode);
+            let token = link(self.token_fd);
+            let same_token = token.strip_prefix(TOKEN_LINK).and_then(|g| g.split_whitespace().next()) == Some(self.generation.to_string().as_str());
+            [(same_uffd, self.uffd), (same_token, self.token_fd)].into_iter().filter(|(same, _)| *same).map(|(_, fd)| fd).collect()
+        });
+    }
+}
+
+/// The processes of the tree of `root` that hold cryo's write tracking.
+pub fn tracked_in_tree(root: i32) -> Vec<i32> {
+    let mut pids = vec![root];
+    let mut i = 0;
+    while i < pids.len() {
+        pids.extend(proc::children(pids[i]).unwrap_or_default());
+        i += 1;
+    }
+    pids.retain(|&pid| find(pid).is_ok_and(|(uffd, token)| uffd.is_some() || token.is_some()));
+    pids
+}
+
+/// Take cryo's write tracking away from a running process (one that a
+/// failed migration left tracked).
+pub fn remove(pid: i32) {
+    close_frozen_again(pid, || match find(pid) {
+        Ok((uffd, token)) => [uffd, token].into_iter().flatten().map(|(fd, _)| fd).collect(),
+        Err(_) => Vec::new(),
+    });
+}
+
+/// Freeze a running process once more, close the fds `which` picks while it
+/// is frozen, and let it go.
+fn close_frozen_again(pid: i32, which: impl FnOnce() -> Vec<i32>) {
+    let mut seized = match Seized::freeze_to_undo(pid) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!("process {pid}: not frozen again to take the write tracking away: {e}");
+            return;
         }
-        if let Err(e) = seized.release() {
-            tracing::warn!("process {pid}: letting it go after taking the write tracking away: {e}");
-        }
+    };
+    let fds = which();
+    if !fds.is_empty() {
+        close_remotely(&mut seized, &fds);
+    }
+    if let Err(e) = seized.release() {
+        tracing::warn!("process {pid}: letting it go after taking the write tracking away: {e}");
     }
 }
 

@@ -147,10 +147,20 @@ pub fn run(o: &Options) -> Result<Report> {
     let staging = Staging::new()?;
     let ssh = RefCell::new(ssh);
     let mut rounds = Vec::new();
+    // A failed pre-copy takes the write tracking it started away again.
+    let tracked_before = if o.precopy { dump::tracking::tracked_in_tree(o.pid) } else { Vec::new() };
+    let untrack = || {
+        if o.precopy {
+            for pid in dump::tracking::tracked_in_tree(o.pid).into_iter().filter(|p| !tracked_before.contains(p)) {
+                dump::tracking::remove(pid);
+            }
+        }
+    };
     let parent = match o.precopy.then(|| precopy(o, &ssh, &staging, &mut rounds)).transpose() {
         Ok(p) => p,
         Err(e) => {
             ssh.borrow_mut().abandon();
+            untrack();
             return Err(e.context(format!("migration to {} failed during pre-copy; the process runs on here", o.to)));
         }
     };
@@ -204,6 +214,7 @@ pub fn run(o: &Options) -> Result<Report> {
         Ok(c) => c,
         Err(e) => {
             ssh.abandon();
+            untrack();
             return Err(e.context(format!("migration to {} failed; the process runs on here, untouched", o.to)));
         }
     };
