@@ -251,19 +251,23 @@ fn incremental_falls_back_to_full_when_tracking_does_not_match() {
     assert_text_eq(&log.text(), &heap_expected(&reference, pid), "dirty log");
 }
 
-/// A checkpoint that fails while the target is frozen takes the write
-/// tracking it started away again: the target has no userfaultfd after it.
+/// A checkpoint that fails while the target is frozen (`--direct`), or after
+/// letting it go (while writing from the snapshot), takes the write tracking
+/// it started away again: the target has no userfaultfd after it.
 #[test]
 fn failed_tracked_checkpoint_leaves_no_tracking() {
-    for stage in ["tracking", "pages", "image-write"] {
+    let cases = [("--direct", "tracking"), ("--direct", "pages"), ("--direct", "image-write"), ("", "snapshot-pages"), ("", "image-write")];
+    for (mode, stage) in cases {
         let h = Harness::with_cryo(&format!("track-fault-{stage}"));
         let (mut p, log, reference) = dirty_running(&h, "100", "30");
         let pid = p.pid();
         let pid_s = pid.to_string();
         let img = h.path("img");
-        let out = h.cryo_run_env(&["checkpoint", &pid_s, "-o", img.to_str().unwrap(), "--track", "--direct"], &[("CRYO_FAULT", stage)]);
+        let mut args = vec!["checkpoint", &pid_s, "-o", img.to_str().unwrap(), "--track"];
+        args.extend(Some(mode).filter(|m| !m.is_empty()));
+        let out = h.cryo_run_env(&args, &[("CRYO_FAULT", stage)]);
         out.assert_clean_failure();
-        assert!(!has_userfaultfd(pid), "{stage}: a userfaultfd was left in the target");
+        assert!(!has_userfaultfd(pid), "{mode} {stage}: a userfaultfd was left in the target");
         assert_running_untouched(pid, &log, 0, stage);
         let st = p.wait_exit(Duration::from_secs(60));
         assert!(st.success(), "{stage}: dirty exited with {}", describe_status(st));
