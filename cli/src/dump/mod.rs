@@ -117,7 +117,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     // of them would end up as its child (see cryo_injector::snapshot).
     let mut reapers: Vec<i32> = Vec::new();
     // Write tracking that this checkpoint started in processes already
-    // dumped: taken away again if a later step fails while the tree is frozen.
+    // dumped: taken away again if a later step fails (`take_back`).
     let mut started: Vec<tracking::Started> = Vec::new();
     let collected = (|| -> Result<()> {
         for seized in &mut tree.procs {
