@@ -5,8 +5,9 @@
 # anonymous memory and for a python3 heap (CRYO_BENCH_PY_MIB, default 512 MiB of
 # objects; 0 skips it), measures in the same run:
 #   - cryo checkpoint --kill (memory written while stopped), its stop
-#   - cryo checkpoint (default: low-freeze, memory written from a snapshot), its stop
-#   - cryo checkpoint --direct (leave running, memory written while stopped), its stop
+#   - cryo checkpoint (default: low-freeze, memory written from a snapshot), its stop,
+#     and cryo checkpoint --direct (leave running, memory written while stopped), its
+#     stop: each the median of CRYO_BENCH_RUNS (default 3) runs, as dd's time is
 #   - incremental checkpoints, each after 1% of the pages were rewritten, chained
 #     (CRYO_BENCH_INC_RUNS, default 5; the median; anonymous memory only)
 #   - cryo restart --lazy --detach: until the tree runs, and until every page is in
@@ -31,6 +32,7 @@ SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(1024 4096)
 PY_MIB=${CRYO_BENCH_PY_MIB:-512}
 INC_RUNS=${CRYO_BENCH_INC_RUNS:-5}
+RUNS=${CRYO_BENCH_RUNS:-3}
 # `bench/run.sh migrate`: only the migration figures.
 if [ "${SIZES[0]}" = migrate ]; then
     SIZES=()
@@ -81,6 +83,22 @@ timed() {
         [ "$PEAK" -gt "$MAXRSS" ] && MAXRSS=$PEAK
     fi
     return 0
+}
+# checkpoint_median NAME DIR ARGS...: `cryo checkpoint $pid -o DIR ARGS --json` RUNS
+# times (DIR removed and synced after each), as dd is: T the median time, F the
+# median stop (us). One run's time swings with what the machine freed before it.
+checkpoint_median() {
+    local name=$1 dir=$2 i times=() stops=()
+    shift 2
+    for i in $(seq 1 "$RUNS"); do
+        timed "$name" ./cryo checkpoint "$pid" -o "$dir" "$@" --json
+        times+=("$T")
+        stops+=("$(json "$name" frozen_us)")
+        rm -rf "${W:?}/$dir"
+        sync
+    done
+    T=$(median "${times[@]}")
+    F=$(median "${stops[@]}")
 }
 json() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(v if v is not None else "")' "$W/$1.out" "$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
@@ -141,11 +159,8 @@ bench_one() {
         sync
     fi
 
-    timed lf ./cryo checkpoint "$pid" -o "lf-$name" --json
-    local lf_t=$T lf_frozen
-    lf_frozen=$(json lf frozen_us)
-    rm -rf "$W/lf-$name"
-    sync
+    checkpoint_median lf "lf-$name"
+    local lf_t=$T lf_frozen=$F
     # The parent of the incremental one; starting write tracking costs a
     # scan of all memory while stopped, once.
     timed track ./cryo checkpoint "$pid" -o "lf-$name" --track --json
@@ -176,11 +191,8 @@ bench_one() {
     rm -rf "$W/inc-$name"-* "$W/lf-$name"
     sync
 
-    timed direct ./cryo checkpoint "$pid" -o "direct-$name" --direct --json
-    local dir_t=$T dir_frozen
-    dir_frozen=$(json direct frozen_us)
-    rm -rf "$W/direct-$name"
-    sync
+    checkpoint_median direct "direct-$name" --direct
+    local dir_t=$T dir_frozen=$F
 
     timed kill ./cryo checkpoint "$pid" -o "img-$name" --kill --json
     local kill_t=$T kill_frozen img_bytes
