@@ -159,10 +159,7 @@ fn dirty_running(h: &Harness, steps: &str, sleep_ms: &str) -> (Proc, Log, String
 }
 
 fn has_userfaultfd(pid: i32) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().contains("userfaultfd")))
+    fd_links(pid).iter().any(|l| l.contains("userfaultfd"))
 }
 
 /// A chain full -> incremental -> incremental (the last with --kill): the

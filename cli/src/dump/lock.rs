@@ -11,14 +11,15 @@
 use anyhow::{Context, Result};
 use cryo_tracer::{proc, TracerError};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, Write};
+use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 /// Held until dropped.
+#[derive(Default)]
 pub struct TreeLock {
-    _files: Vec<File>,
+    held: Vec<(i32, File)>,
 }
 
 fn lock_dir() -> Result<PathBuf> {
@@ -50,13 +51,34 @@ fn holder_pid() -> i32 {
     }
 }
 
-/// Lock every process of the tree, or fail naming the cryo that holds one.
-pub fn lock_tree(pids: &[i32]) -> Result<TreeLock> {
-    let dir = lock_dir()?;
-    let mut held = Vec::new();
-    for &pid in pids {
-        let start = proc::stat(pid)?.start_time;
-        let path = dir.join(format!("{pid}-{start}.lock"));
+impl TreeLock {
+    /// Lock the processes a tree had just before it is frozen (those gone
+    /// since are skipped), so that the stop does not include the locking:
+    /// writing a file can wait for the file system's journal.
+    pub fn before_freeze(pids: impl IntoIterator<Item = i32>) -> Result<TreeLock> {
+        let mut lock = TreeLock::default();
+        for pid in pids {
+            match proc::stat(pid) {
+                Ok(st) => lock.add(pid, st.start_time)?,
+                Err(_) => continue,
+            }
+        }
+        Ok(lock)
+    }
+
+    /// Lock every process of the frozen tree not locked yet, or fail naming
+    /// the cryo that holds one.
+    pub fn extend(&mut self, pids: &[i32]) -> Result<()> {
+        for &pid in pids {
+            if !self.held.iter().any(|(p, _)| *p == pid) {
+                self.add(pid, proc::stat(pid)?.start_time)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, pid: i32, start: u64) -> Result<()> {
+        let path = lock_dir()?.join(format!("{pid}-{start}.lock"));
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -72,10 +94,11 @@ pub fn lock_tree(pids: &[i32]) -> Result<TreeLock> {
             let by = text.trim().parse().unwrap_or(0);
             return Err(TracerError::Busy { pid, by }.into());
         }
-        // Written only under the lock; the file stays (removing it would race
+        // Written only under the lock, always as many bytes (no truncation,
+        // which waits for the journal); the file stays (removing it would race
         // with another cryo that has it open), and is tiny.
-        f.set_len(0).and_then(|()| f.rewind()).and_then(|()| writeln!(f, "{}", holder_pid())).ok();
-        held.push(f);
+        let _ = f.write_all_at(format!("{:>11}\n", holder_pid()).as_bytes(), 0);
+        self.held.push((pid, f));
+        Ok(())
     }
-    Ok(TreeLock { _files: held })
 }

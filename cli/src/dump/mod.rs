@@ -92,18 +92,20 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let clock = Clock::start(format!("checkpoint of {pid}"));
     let parent = opts.parent.as_deref().map(parent::Parent::read).transpose()?;
     let maps_before = maps_before_the_freeze(pid, parent.as_ref());
+    let mut lock = lock::TreeLock::before_freeze(maps_before.keys().copied())?;
+    // Made before the freeze: creating files can wait for the journal. On
+    // error, dropping `writer` removes the partial image (after `tree`,
+    // dropped first, released every process).
+    let mut writer = ImageWriter::create(&opts.out)?;
     clock.stage("maps read");
     // The stop counts from the first seize to the release.
     let frozen = Instant::now();
     let mut tree = Tree::freeze(pid)?;
-    let _lock = lock::lock_tree(&tree.pids())?;
+    lock.extend(&tree.pids())?;
     let view = pids::PidView::of_root(pid)?;
     clock.stage("tree frozen");
     let prev = parent.as_ref().map(|p| p.tracking(view.pid(pid)?)).transpose()?;
     clock.stage("parent checked");
-    let mut writer = ImageWriter::create(&opts.out)?;
-    // On error, dropping `tree` releases every process and dropping `writer`
-    // removes the partial image.
     let tree_pids = tree.pids();
     let mut tree_fds = fds::collect(&tree_pids, &view, &mut writer, opts.tcp_close)?;
     clock.stage("fds collected");
