@@ -17,8 +17,8 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 /// Held until dropped.
-#[derive(Default)]
 pub struct TreeLock {
+    dir: PathBuf,
     held: Vec<(i32, File)>,
 }
 
@@ -56,7 +56,7 @@ impl TreeLock {
     /// since are skipped), so that the stop does not include the locking:
     /// writing a file can wait for the file system's journal.
     pub fn before_freeze(pids: impl IntoIterator<Item = i32>) -> Result<TreeLock> {
-        let mut lock = TreeLock::default();
+        let mut lock = TreeLock { dir: lock_dir()?, held: Vec::new() };
         for pid in pids {
             match proc::stat(pid) {
                 Ok(st) => lock.add(pid, st.start_time)?,
@@ -78,7 +78,7 @@ impl TreeLock {
     }
 
     fn add(&mut self, pid: i32, start: u64) -> Result<()> {
-        let path = lock_dir()?.join(format!("{pid}-{start}.lock"));
+        let path = self.dir.join(format!("{pid}-{start}.lock"));
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
