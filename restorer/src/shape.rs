@@ -41,7 +41,11 @@ impl Member<'_> {
     }
 }
 
-const OPTIONS: libc::c_int = ptrace::SEIZE_OPTIONS | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK;
+/// EXITKILL: if cryo dies mid-rebuild (even by SIGKILL), the kernel would
+/// detach its tracees and let them run before the namespace's init, killed
+/// by its parent-death signal, takes them down; a process whose registers
+/// were already set would run its program meanwhile. SIGKILL comes first.
+const OPTIONS: libc::c_int = ptrace::SEIZE_OPTIONS | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_EXITKILL;
 /// Bytes below the parked fork's stack pointer used to pass clone3 its
 /// arguments: the fork's memory is cryo's, about to be discarded.
 const SCRATCH_BELOW_SP: u64 = 16 << 10;
