@@ -112,8 +112,8 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let mut shared = memory::SharedSeen::new();
     let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
-    let mut totals = Totals::default();
     let mut cpu_features = 0;
+    // Processes dumped, whose images are completed after the release.
     let mut deferred: Vec<Pending> = Vec::new();
     // Processes whose orphans they would reap: a snapshot forked below one
     // of them would end up as its child (see cryo_injector::snapshot).
@@ -164,11 +164,9 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
                 session_outside: session_leader_outside(seized.pid, &tree_pids),
                 state: ProcessState::Live,
             });
-            if pending.snapshot.is_some() {
-                deferred.push(pending);
-            } else {
-                totals.add(pending.complete(&mut writer)?);
-            }
+            // Completed once the tree runs again: finishing the pages file
+            // can wait for its checksum, which trails the writes.
+            deferred.push(pending);
             clock.stage("process done");
         }
         for z in &tree.zombies {
@@ -210,8 +208,9 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     }
     let frozen_us = frozen.elapsed().as_micros() as u64;
     clock.stage("tree released");
-    let snapshots = deferred.len();
+    let snapshots = deferred.iter().filter(|d| d.snapshot.is_some()).count();
     let finished = (|| -> Result<Totals> {
+        let mut totals = Totals::default();
         // Each snapshot is killed as soon as its memory is written (or on error).
         for mut d in deferred {
             d.write_from_snapshot(&progress)?;
