@@ -400,8 +400,9 @@ fn reaper_above(pid: i32, tree: &[i32], reapers: &[i32], view: &pids::PidView) -
     false
 }
 
-/// A process's image whose pages are still being written: from its
-/// copy-on-write snapshot after the tree was let go, if it has one.
+/// A process's image, completed after the tree was let go: its pages file
+/// finished (and, if it has a copy-on-write snapshot, its private memory
+/// written from that first), its metadata written.
 struct Pending {
     process: ProcessImage,
     /// The pages chosen, including those unchanged since the parent image.
