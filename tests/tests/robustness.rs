@@ -380,13 +380,16 @@ fn twenty_cycles_of_a_tree() {
     assert_eq!(lines.last().map(String::as_str), Some("done 9000 shared 9000"));
 }
 
-/// `kill -9` of `cryo restart` in the middle of rebuilding a tree: the
-/// namespace's init dies with it, so nothing half-restored runs on.
+/// `kill -9` of `cryo restart` at each stage of rebuilding a tree, up to the
+/// last before the release: the processes die with cryo (traced with
+/// EXITKILL) and the namespace's init with them, so nothing half-restored
+/// runs, not even for a moment.
 #[test]
 fn sigkill_of_restart_leaves_nothing_running() {
     let h = Harness::with_cryo("kill9-restart");
     let (img, log) = h.killed_tree_image("150");
-    for stage in ["restart-memory@2", "restart-fds@3", "restart-finish@2"] {
+    let stages = ["restart-shape", "restart-load@2", "restart-memory@2", "restart-fds@3", "restart-state@2", "restart-finish@2", "restart-release"];
+    for stage in stages {
         let lines = log.line_count();
         let mut cryo = h.cryo_spawn_env(
             &["restart", img.to_str().unwrap(), "--detach"],
