@@ -711,14 +711,34 @@ fn process_state(b: &mut Restoree) -> Result<()> {
         let at = batch.data(&v);
         limits.push((batch.call_may_fail(Sysno::Prlimit64, &[0.into(), (l.resource as u64).into(), Arg::Data(at), 0.into()]), l));
     }
-    let out = b.run("restoring signal actions, timers, limits, cwd and umask", &batch)?;
+    // Locked memory, under the limit just restored, its pages already in.
+    let mut locks = Vec::new();
+    for v in p.vmas.iter().filter(|v| v.has_flag("lo")) {
+        let flags = if v.has_flag("lf") { MLOCK_ONFAULT } else { 0 };
+        locks.push((batch.call_may_fail(Sysno::Mlock2, &[v.start.into(), v.len().into(), flags.into()]), v));
+    }
+    let out = b.run("restoring signal actions, timers, limits, locked memory, cwd and umask", &batch)?;
     for (i, l) in limits {
         if cryo_parasite::abi::is_error(out.results[i]) {
             tracing::warn!("resource limit {} ({} / {}) could not be restored: errno {}", l.resource, l.cur, l.max, -out.results[i]);
         }
     }
+    for (i, v) in locks {
+        if cryo_parasite::abi::is_error(out.results[i]) {
+            tracing::warn!(
+                "process {}: memory at {:#x} ({} KiB) was locked and could not be locked again (errno {}; RLIMIT_MEMLOCK, `ulimit -l`); it runs unlocked",
+                p.pid,
+                v.start,
+                v.len() >> 10,
+                -out.results[i]
+            );
+        }
+    }
     Ok(())
 }
+
+/// mlock2's flag for memory locked as it is faulted in (VmFlags "lf").
+const MLOCK_ONFAULT: u64 = 1;
 
 /// What each thread must set up itself: name, robust list, clear_child_tid,
 /// signal stack, rseq, and (last) its capabilities.

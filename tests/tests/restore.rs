@@ -355,3 +355,50 @@ fn failed_lazy_restart_kills_the_tree() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Locked memory comes back locked (VmFlags "lo"; "lf" for mlock2's
+/// MLOCK_ONFAULT) and with its contents, in an eager restart and in a lazy
+/// one (which fills locked memory before the tree runs).
+#[test]
+fn locked_memory_comes_back_locked() {
+    let h = Harness::with_cryo("locked");
+    let prog = h.compile("locked");
+    for (i, restart) in [&[][..], &["--lazy"][..]].into_iter().enumerate() {
+        let name = format!("ticks{i}.log");
+        let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "60"], &name);
+        let first = log.wait_prefix("tick 3 ", SECS20);
+        let sum = first.split_whitespace().nth(3).unwrap().to_string();
+        // SAFETY: sysconf has no memory arguments.
+        let page_kb = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64 / 1024;
+        assert_eq!(lock_flags(p.pid(), page_kb), [vec!["lo"], vec!["lf", "lo"]], "the program's own locks");
+        let img = h.path(&format!("img{i}"));
+        h.checkpoint_kill(&mut p, &img);
+        let before = log.lines().len();
+        let restored = h.restart_detached_with(&img, restart);
+        assert_eq!(lock_flags(restored, page_kb), [vec!["lo"], vec!["lf", "lo"]], "locked again after restart {restart:?}");
+        log.wait_line("done");
+        let lines = log.lines();
+        assert!(lines.len() > before, "no progress after restart {restart:?}");
+        assert_eq!(assert_consecutive(&lines, "tick ", "locked memory"), 60);
+        for l in lines.iter().filter(|l| l.starts_with("tick ")) {
+            assert_eq!(l.split_whitespace().nth(3), Some(sum.as_str()), "the locked areas came back as they were: {l}");
+        }
+    }
+}
+
+/// The lock flags ("lo", "lf") of a locked process's two areas (66 and 34 pages).
+fn lock_flags(pid: i32, page_kb: u64) -> [Vec<&'static str>; 2] {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut out = [Vec::new(), Vec::new()];
+    let mut size_kb = 0;
+    for line in smaps.lines() {
+        if let Some(kb) = line.strip_prefix("Size:") {
+            size_kb = kb.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
+            let flags: Vec<&str> = flags.split_whitespace().collect();
+            let which = if size_kb == 66 * page_kb { 0 } else if size_kb == 34 * page_kb { 1 } else { continue };
+            out[which] = ["lf", "lo"].into_iter().filter(|f| flags.contains(f)).collect();
+        }
+    }
+    out
+}

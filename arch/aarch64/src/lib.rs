@@ -121,6 +121,7 @@ impl Arch for Aarch64 {
             Mmap => 222,
             Mprotect => 226,
             Madvise => 233,
+            Mlock2 => 284,
             Prlimit64 => 261,
             MemfdCreate => 279,
             Rseq => 293,

@@ -49,6 +49,7 @@ pub enum Sysno {
     Mprotect,
     Mremap,
     Madvise,
+    Mlock2,
     Brk,
     RtSigaction,
     RtSigprocmask,

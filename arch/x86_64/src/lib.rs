@@ -80,6 +80,7 @@ impl Arch for X86_64 {
             Pread64 => 17,
             Mremap => 25,
             Madvise => 28,
+            Mlock2 => 325,
             Getitimer => 36,
             Setitimer => 38,
             Getpid => 39,

@@ -50,8 +50,13 @@ pub struct Plan {
     pub areas: Vec<(u64, u64, bool)>,
 }
 
+/// Locked memory ("lo") is filled first: locking it again faults it all in.
 fn may_be_lazy(v: &Vma) -> bool {
-    !v.shared && matches!(v.kind, VmaKind::Anon | VmaKind::Heap) && v.prot & libc::PROT_EXEC as u32 == 0 && !v.has_flag("gd")
+    !v.shared
+        && matches!(v.kind, VmaKind::Anon | VmaKind::Heap)
+        && v.prot & libc::PROT_EXEC as u32 == 0
+        && !v.has_flag("gd")
+        && !v.has_flag("lo")
 }
 
 /// Whether `addr` lies in one of the sorted, disjoint `ranges`, and where

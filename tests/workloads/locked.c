@@ -1,0 +1,62 @@
+/* locked: memory locked with mlock (66 pages) and with mlock2(MLOCK_ONFAULT)
+ * (34 pages, half of them touched), filled with a pattern; logs
+ * "tick N sum S pid P" every 50 ms for COUNT ticks, then "done".
+ *
+ * usage: locked COUNT
+ *
+ * S covers both areas and must stay the same across a checkpoint/restart;
+ * the test reads the areas' VmFlags ("lo", "lf") by their sizes.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MLOCK_ONFAULT
+#define MLOCK_ONFAULT 1
+#endif
+
+/* n bytes of read-write memory between two inaccessible pages, so that the
+ * area keeps its own line in /proc/PID/maps. */
+static uint64_t *guarded(size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *m = mmap(NULL, n + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED || mprotect(m + page, n, PROT_READ | PROT_WRITE))
+        exit(1);
+    return (uint64_t *)(m + page);
+}
+
+int main(int argc, char **argv)
+{
+    long count = argc > 1 ? atol(argv[1]) : 100;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t na = 66 * page, nb = 34 * page;
+    uint64_t *a = guarded(na), *b = guarded(nb);
+    if (mlock(a, na) != 0 || syscall(SYS_mlock2, b, nb, MLOCK_ONFAULT) != 0) {
+        perror("mlock");
+        return 2;
+    }
+    for (size_t i = 0; i < na / 8; i++)
+        a[i] = (i + 1) * 0x9E3779B97F4A7C15ULL;
+    for (size_t i = 0; i < nb / 16; i++)
+        b[i] = (i + 7) * 0xC2B2AE3D27D4EB4FULL;
+    for (long n = 1; n <= count; n++) {
+        uint64_t sum = 0;
+        for (size_t i = 0; i < na / 8; i++)
+            sum = sum * 31 + a[i];
+        for (size_t i = 0; i < nb / 8; i++)
+            sum = sum * 31 + b[i];
+        printf("tick %ld sum %llu pid %d\n", n, (unsigned long long)sum, (int)getpid());
+        fflush(stdout);
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    printf("done\n");
+    fflush(stdout);
+    return 0;
+}
