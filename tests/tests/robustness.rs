@@ -57,44 +57,41 @@ fn wait_parasite(pid: i32, cryo: &mut Proc) {
     );
 }
 
-/// A target for the `kill -9` tests: the heap workload, long enough (18 s)
-/// that the killed checkpoints end before it does, even on a slow machine.
+/// A target for the `kill -9` tests: the heap workload (64 MiB, 30 ms between
+/// steps), with as many steps as the killed checkpoints need to end before
+/// it does, even on a slow machine.
 struct KillTarget {
     p: Proc,
     log: Log,
+    steps: &'static str,
     reference: String,
     before: String,
 }
 
 impl KillTarget {
-    const ARGS: [&str; 3] = ["600", "30", "64"];
-
-    fn start(h: &Harness) -> KillTarget {
+    fn start(h: &Harness, steps: &'static str) -> KillTarget {
         let heap = h.compile("heap");
-        let heap = heap.to_str().unwrap();
-        let [steps, _, mib] = Self::ARGS;
-        h.run_to_completion(&[heap, "ref.log", steps, "0", mib], "ref.out", SECS20);
+        h.run_to_completion(&[heap.to_str().unwrap(), "ref.log", steps, "0", "64"], "ref.out", SECS20 * 6);
         let reference = Log::new(h.path("ref.log")).text();
-        let (p, log) = Self::spawn(h, 0);
+        let (p, log) = Self::spawn(h, steps, 0);
         let before = outside_view(p.pid());
-        KillTarget { p, log, reference, before }
+        KillTarget { p, log, steps, reference, before }
     }
 
-    fn spawn(h: &Harness, n: usize) -> (Proc, Log) {
+    fn spawn(h: &Harness, steps: &str, n: usize) -> (Proc, Log) {
         let heap = h.compile("heap");
-        let [steps, ms, mib] = Self::ARGS;
         let name = format!("heap{n}.log");
-        let (p, _out) = h.spawn(&[heap.to_str().unwrap(), &name, steps, ms, mib], &format!("heap{n}.out"));
+        let (p, _out) = h.spawn(&[heap.to_str().unwrap(), &name, steps, "30", "64"], &format!("heap{n}.out"));
         let log = Log::new(h.path(&name));
         log.wait_prefix("step 2 ", SECS20);
         (p, log)
     }
 
-    /// A new target in place of this one, which a checkpoint changed as it should.
+    /// A new target in place of this one.
     fn replace(&mut self, h: &Harness, n: usize) {
         send_signal(self.p.pid(), libc::SIGKILL);
         self.p.wait_exit(SECS20);
-        (self.p, self.log) = Self::spawn(h, n);
+        (self.p, self.log) = Self::spawn(h, self.steps, n);
         self.before = outside_view(self.p.pid());
     }
 
@@ -124,7 +121,7 @@ impl KillTarget {
     /// The target ends well, its checksummed log proving its memory intact.
     fn finish(mut self, what: &str) {
         let pid = self.p.pid();
-        let st = self.p.wait_exit(Duration::from_secs(60));
+        let st = self.p.wait_exit(Duration::from_secs(120));
         assert!(st.success(), "heap exited with {}\n{}", describe_status(st), self.log.text());
         assert_text_eq(&self.log.text(), &heap_expected(&self.reference, pid), what);
     }
@@ -134,7 +131,8 @@ impl KillTarget {
 #[test]
 fn sigkill_of_cryo_at_random_moments() {
     let h = Harness::with_cryo("kill9");
-    let mut t = KillTarget::start(&h);
+    // 18 s of sleeps at least: 25 checkpoints killed within 0.12 s end before.
+    let mut t = KillTarget::start(&h, "600");
     let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     let mut next = move |n: u64| {
         seed ^= seed << 13;
@@ -161,14 +159,19 @@ fn sigkill_of_cryo_at_random_moments() {
 #[test]
 fn sigkill_of_cryo_at_each_stage() {
     let h = Harness::with_cryo("kill9-stages");
-    let mut t = KillTarget::start(&h);
+    // A fresh target for each mode, 45 s of sleeps at least: a mode's 16
+    // checkpoints take about 2 s each.
+    let mut t = KillTarget::start(&h, "1500");
     let stages = [
         "seize", "regs", "parasite-load", "parasite-cmd@1", "parasite-cmd@3", "page-pipes", "syscall@2", "syscall@12",
         "pages", "snapshot-fork", "snapshot-fds", "snapshot-pages", "tracking", "image-write", "cure", "detach",
     ];
     let modes: [&[&str]; 3] = [&[], &["--direct"], &["--track"]];
     let mut i = 0;
-    for mode in modes {
+    for (m, mode) in modes.into_iter().enumerate() {
+        if m > 0 {
+            t.replace(&h, i);
+        }
         for stage in stages {
             let context = format!("kill -9 of cryo checkpoint {mode:?} paused at {stage}");
             let pause = format!("{stage}:1500");
