@@ -168,6 +168,18 @@ pub fn tasks(pid: i32) -> Result<Vec<i32>> {
     Ok(tids)
 }
 
+/// `root` and its descendants as they are now, parents first: a running
+/// tree's shape (a child that exits meanwhile is skipped).
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut pids = vec![root];
+    let mut i = 0;
+    while i < pids.len() {
+        pids.extend(children(pids[i]).unwrap_or_default());
+        i += 1;
+    }
+    pids
+}
+
 /// Children of every thread of a process (each thread's own children file).
 pub fn children(pid: i32) -> Result<Vec<i32>> {
     let mut out = Vec::new();

@@ -336,8 +336,7 @@ struct Earlier {
 fn maps_before_the_freeze(root: i32, parent: Option<&parent::Parent>) -> std::collections::HashMap<i32, Earlier> {
     let view = pids::PidView::of_root(root).ok();
     let mut out = std::collections::HashMap::new();
-    let mut todo = vec![root];
-    while let Some(pid) = todo.pop() {
+    for pid in proc::descendants(root) {
         let known = parent.zip(view.as_ref()).and_then(|(p, view)| p.vmas(view.pid(pid).ok()?));
         let earlier = match known {
             Some(k) if proc::maps(pid).is_ok_and(|now| proc::same_areas(&now, k)) => Ok(Earlier { vmas: k.to_vec(), from_parent: true }),
@@ -346,7 +345,6 @@ fn maps_before_the_freeze(root: i32, parent: Option<&parent::Parent>) -> std::co
         if let Ok(e) = earlier {
             out.insert(pid, e);
         }
-        todo.extend(proc::children(pid).unwrap_or_default());
     }
     out
 }

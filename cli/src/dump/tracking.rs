@@ -276,12 +276,7 @@ impl Started {
 
 /// The processes of the tree of `root` that hold cryo's write tracking.
 pub fn tracked_in_tree(root: i32) -> Vec<i32> {
-    let mut pids = vec![root];
-    let mut i = 0;
-    while i < pids.len() {
-        pids.extend(proc::children(pids[i]).unwrap_or_default());
-        i += 1;
-    }
+    let mut pids = proc::descendants(root);
     pids.retain(|&pid| find(pid).is_ok_and(|(uffd, token)| uffd.is_some() || token.is_some()));
     pids
 }
