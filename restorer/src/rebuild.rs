@@ -714,7 +714,7 @@ fn process_state(b: &mut Restoree) -> Result<()> {
     // Locked memory, under the limit just restored, its pages already in.
     let mut locks = Vec::new();
     for v in p.vmas.iter().filter(|v| v.has_flag("lo")) {
-        let flags = if v.has_flag("lf") { MLOCK_ONFAULT } else { 0 };
+        let flags = if v.has_flag("lf") { libc::MLOCK_ONFAULT as u64 } else { 0 };
         locks.push((batch.call_may_fail(Sysno::Mlock2, &[v.start.into(), v.len().into(), flags.into()]), v));
     }
     let out = b.run("restoring signal actions, timers, limits, locked memory, cwd and umask", &batch)?;
@@ -736,9 +736,6 @@ fn process_state(b: &mut Restoree) -> Result<()> {
     }
     Ok(())
 }
-
-/// mlock2's flag for memory locked as it is faulted in (VmFlags "lf").
-const MLOCK_ONFAULT: u64 = 1;
 
 /// What each thread must set up itself: name, robust list, clear_child_tid,
 /// signal stack, rseq, and (last) its capabilities.
