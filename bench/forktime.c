@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "anon.h"
+
 static int cmp(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -20,11 +22,7 @@ int main(int argc, char **argv)
 {
     size_t mib = argc > 1 ? strtoul(argv[1], NULL, 10) : 1024;
     size_t n = mib << 20;
-    char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        perror("mmap");
-        return 1;
-    }
+    char *p = anon(n);
     memset(p, 0x5a, n);
     double t[5];
     for (int i = 0; i < 5; i++) {

@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "anon.h"
+
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
 #endif
@@ -21,11 +23,7 @@ int main(int argc, char **argv)
         off_t n = fd < 0 ? -1 : lseek(fd, 0, SEEK_END);
         if (n <= 0)
             continue;
-        char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) {
-            perror("mmap");
-            return 1;
-        }
+        char *p = anon(n);
         madvise(p, n, MADV_POPULATE_WRITE);
         for (off_t done = 0; done < n;) {
             ssize_t r = pread(fd, p + done, n - done > (1 << 30) ? (1 << 30) : n - done, done);

@@ -214,6 +214,26 @@ pub fn fd_links(pid: i32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Of each area of `pid` whose size is `size_kb`, which of `wanted` its
+/// VmFlags (/proc/PID/smaps) hold, in the order of `wanted`; one list per
+/// such area, in address order.
+pub fn vm_flags_of_size(pid: i32, size_kb: u64, wanted: &[&'static str]) -> Vec<Vec<&'static str>> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut out = Vec::new();
+    let mut size = 0;
+    for line in smaps.lines() {
+        if let Some(kb) = line.strip_prefix("Size:") {
+            size = kb.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if size == size_kb {
+                let flags: Vec<&str> = flags.split_whitespace().collect();
+                out.push(wanted.iter().copied().filter(|f| flags.contains(f)).collect());
+            }
+        }
+    }
+    out
+}
+
 /// `root` and its descendants.
 pub fn tree_of(root: i32) -> Vec<i32> {
     let mut pids = vec![root];
@@ -1326,6 +1346,19 @@ pub fn outside_view(pid: i32) -> String {
         out.push_str(&format!("{key}: {}\n", status_field(pid, key).unwrap_or_default()));
     }
     out
+}
+
+/// A restarted "tick N sum S ..." workload ran to "done" past the `before`
+/// lines it had logged, its `count` ticks consecutive, each with the sum
+/// `sum` its memory had before the checkpoint.
+pub fn assert_ticks_kept_sum(log: &Log, before: usize, count: u64, sum: &str, context: &str) {
+    log.wait_line("done");
+    let lines = log.lines();
+    assert!(lines.len() > before, "no progress after the restart ({context})");
+    assert_eq!(assert_consecutive(&lines, "tick ", context), count);
+    for l in lines.iter().filter(|l| l.starts_with("tick ")) {
+        assert_eq!(l.split_whitespace().nth(3), Some(sum), "the areas came back as they were ({context}): {l}");
+    }
 }
 
 /// Parse lines `PREFIX N ...` and assert the numbers run 1, 2, ..., n without a repeat or

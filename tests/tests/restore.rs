@@ -376,29 +376,12 @@ fn locked_memory_comes_back_locked() {
         let before = log.lines().len();
         let restored = h.restart_detached_with(&img, restart);
         assert_eq!(lock_flags(restored, page_kb), [vec!["lo"], vec!["lf", "lo"]], "locked again after restart {restart:?}");
-        log.wait_line("done");
-        let lines = log.lines();
-        assert!(lines.len() > before, "no progress after restart {restart:?}");
-        assert_eq!(assert_consecutive(&lines, "tick ", "locked memory"), 60);
-        for l in lines.iter().filter(|l| l.starts_with("tick ")) {
-            assert_eq!(l.split_whitespace().nth(3), Some(sum.as_str()), "the locked areas came back as they were: {l}");
-        }
+        assert_ticks_kept_sum(&log, before, 60, &sum, &format!("locked memory, restart {restart:?}"));
     }
 }
 
-/// The lock flags ("lo", "lf") of a locked process's two areas (66 and 34 pages).
+/// The lock flags ("lf", "lo") of a locked process's two areas (66 and 34 pages).
 fn lock_flags(pid: i32, page_kb: u64) -> [Vec<&'static str>; 2] {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-    let mut out = [Vec::new(), Vec::new()];
-    let mut size_kb = 0;
-    for line in smaps.lines() {
-        if let Some(kb) = line.strip_prefix("Size:") {
-            size_kb = kb.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
-        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
-            let flags: Vec<&str> = flags.split_whitespace().collect();
-            let which = if size_kb == 66 * page_kb { 0 } else if size_kb == 34 * page_kb { 1 } else { continue };
-            out[which] = ["lf", "lo"].into_iter().filter(|f| flags.contains(f)).collect();
-        }
-    }
-    out
+    let one = |pages: u64| vm_flags_of_size(pid, pages * page_kb, &["lf", "lo"]).concat();
+    [one(66), one(34)]
 }

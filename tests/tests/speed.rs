@@ -434,31 +434,13 @@ fn memory_hidden_from_forks_is_dumped_directly() {
     let before = log.lines().len();
     let restored = h.restart_detached(&img);
     assert_eq!(advised_areas(restored), ["dc", "wf"], "the restarted process has the advice its areas had");
-    log.wait_line("done");
-    let lines = log.lines();
-    assert!(lines.len() > before, "no progress after the restart");
-    assert_eq!(assert_consecutive(&lines, "tick ", "fork advice"), 60);
-    for l in lines.iter().filter(|l| l.starts_with("tick ")) {
-        assert_eq!(l.split_whitespace().nth(3), Some(sum.as_str()), "the areas came back as they were: {l}");
-    }
+    assert_ticks_kept_sum(&log, before, 60, &sum, "fork advice");
 }
 
 /// The fork advice (VmFlags "dc", "wf") of a forkadvice process's two 8 MiB
 /// areas, sorted.
 fn advised_areas(pid: i32) -> Vec<&'static str> {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-    let mut out = Vec::new();
-    let mut size_kb = 0;
-    for line in smaps.lines() {
-        if let Some(kb) = line.strip_prefix("Size:") {
-            size_kb = kb.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
-        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
-            if size_kb == 8192 {
-                let flags: Vec<&str> = flags.split_whitespace().collect();
-                out.extend(["dc", "wf"].into_iter().filter(|f| flags.contains(f)));
-            }
-        }
-    }
+    let mut out: Vec<&str> = vm_flags_of_size(pid, 8192, &["dc", "wf"]).concat();
     out.sort_unstable();
     out
 }

@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "guarded.h"
+
 #ifndef MADV_WIPEONFORK
 #define MADV_WIPEONFORK 18
 #endif
@@ -29,16 +31,6 @@ static void on_usr1(int sig)
 {
     (void)sig;
     advise_now = 1;
-}
-
-/* n bytes of read-write memory between two inaccessible pages. */
-static uint64_t *guarded(size_t n)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    char *m = mmap(NULL, n + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED || mprotect(m + page, n, PROT_READ | PROT_WRITE))
-        exit(1);
-    return (uint64_t *)(m + page);
 }
 
 static void fill(uint64_t *a, uint64_t *b, size_t words, uint64_t seed)

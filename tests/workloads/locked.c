@@ -16,20 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "guarded.h"
+
 #ifndef MLOCK_ONFAULT
 #define MLOCK_ONFAULT 1
 #endif
-
-/* n bytes of read-write memory between two inaccessible pages, so that the
- * area keeps its own line in /proc/PID/maps. */
-static uint64_t *guarded(size_t n)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    char *m = mmap(NULL, n + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED || mprotect(m + page, n, PROT_READ | PROT_WRITE))
-        exit(1);
-    return (uint64_t *)(m + page);
-}
 
 int main(int argc, char **argv)
 {
