@@ -75,6 +75,10 @@ enum Cmd {
         /// pages is fastest where the disk keeps up).
         #[arg(long, value_enum, value_name = "CODEC")]
         compress: Option<Compress>,
+        /// Write the memory of up to N processes of the tree at once
+        /// (default: half the CPUs, at least 2).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -306,7 +310,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Checkpoint { pid, output, kill, leave_running: _, tcp_close, direct, parent, track, compress, json, now: None } => {
+        Cmd::Checkpoint { pid, output, kill, leave_running: _, tcp_close, direct, parent, track, compress, jobs, json, now: None } => {
             let (Some(pid), Some(out)) = (pid, output) else { anyhow::bail!("checkpoint needs a PID and -o DIR") };
             let to_stdout = out.as_os_str() == "-";
             if to_stdout && json {
@@ -319,7 +323,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let s = if to_stdout {
                 guard::in_worker(|| streaming::checkpoint_to_stdout(pid, kill, tcp_close))?
             } else {
-                let opts = dump::Options { pid, out, kill, tcp_close, hold: None, direct, parent, track, compress, killed: None, pages_in_tree: false };
+                let opts = dump::Options { pid, out, kill, tcp_close, hold: None, direct, parent, track, compress, killed: None, pages_in_tree: false, jobs: jobs.map(usize::from) };
                 guard::in_worker(|| dump::checkpoint(&opts))?
             };
             if json {

@@ -195,6 +195,7 @@ fn take(series: &Series, job: &mut Job, s: &Schedule, chain: &mut Chain) {
             compress: s.compress,
             killed: None,
             pages_in_tree: false,
+            jobs: None,
         };
         let sum = crate::guard::in_worker(|| dump::checkpoint(&opts))?;
         series.commit(&out)?;

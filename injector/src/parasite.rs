@@ -50,6 +50,11 @@ struct SharedMap {
     len: usize,
 }
 
+// SAFETY: the mapping belongs to this struct alone (nothing else in cryo
+// holds its address) and writing needs `&mut self`, so moving it to another
+// thread (a parallel snapshot write) cannot make two threads use it at once.
+unsafe impl Send for SharedMap {}
+
 impl SharedMap {
     fn map(file: &File, len: usize) -> std::io::Result<SharedMap> {
         // SAFETY: mapping a file we own, at an address the kernel picks; the

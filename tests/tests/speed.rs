@@ -139,6 +139,52 @@ fn failure_while_writing_from_the_snapshot_leaves_the_target_running() {
     assert_text_eq(&log.text(), &heap_expected(&reference, pid), "heap log after the failed checkpoint");
 }
 
+/// A tree's snapshots are written several at once (on helper threads whose
+/// ptrace requests the tracer thread makes): a failure in one of them leaves
+/// every process running untouched, and the image of a run that succeeds
+/// brings each process back as it was at the freeze.
+#[test]
+fn tree_snapshots_written_in_parallel() {
+    let h = Harness::with_cryo("parallel-snapshots");
+    let heap = h.compile("heap");
+    let heap = heap.to_str().unwrap();
+    h.run_to_completion(&[heap, "ref.log", STEPS, "0", MIB], "ref.out", SECS20);
+    let reference = Log::new(h.path("ref.log")).text();
+    let script = h.write_file("four.sh", &format!("for i in 1 2 3 4; do {heap} heap$i.log {STEPS} 40 {MIB} & done\nwait\n"), 0o755);
+    let (mut p, _) = h.spawn(&["bash", script.to_str().unwrap()], "four.out");
+    let logs: Vec<Log> = (1..=4).map(|i| Log::new(h.path(&format!("heap{i}.log")))).collect();
+    for log in &logs {
+        log.wait_prefix("step 4 ", SECS20);
+    }
+    let pids: Vec<i32> = logs.iter().map(|l| l.lines()[0].strip_prefix("start pid ").and_then(|s| s.parse().ok()).expect("heap logs its pid")).collect();
+    let tree: Vec<i32> = std::iter::once(p.pid()).chain(pids.iter().copied()).collect();
+    let img = h.path("img");
+    let root = p.pid().to_string();
+
+    // The second write from a snapshot fails while others are under way.
+    let out = h.cryo_run_env(&["checkpoint", &root, "-o", img.to_str().unwrap(), "--jobs", "3"], &[("CRYO_FAULT", "snapshot-pages@2")]);
+    out.assert_clean_failure();
+    assert!(!img.join("inventory.cryo").exists(), "a failed checkpoint left an image");
+    let context = "after a failure in one of the parallel snapshot writes";
+    for (pid, log) in pids.iter().zip(&logs) {
+        assert!(children(*pid).is_empty(), "{context}: heap {pid} has children {:?}", children(*pid));
+        assert_running_untouched(*pid, log, 0, context);
+    }
+    assert_eq!(tree_of(p.pid()).len(), 5, "{context}: the tree is bash and its four heaps");
+    h.assert_no_leftovers(&tree, context);
+
+    let (out, v) = checkpoint_json(&h, p.pid(), &img, &["--jobs", "3"], &[("CRYO_LOG", "debug")]);
+    assert_eq!((v["processes"].as_u64(), v["snapshots"].as_u64()), (Some(5), Some(5)), "{v}");
+    assert!(out.stderr.contains("5 snapshots written 3 at a time"), "{}", out.describe());
+    let st = p.wait_exit(Duration::from_secs(60));
+    assert!(st.success(), "the tree exited with {}", describe_status(st));
+    let restored = h.restart_detached(&img);
+    wait_until(Duration::from_secs(60), || !pid_alive(restored), || "the restored tree did not finish".into());
+    for (pid, log) in pids.iter().zip(&logs) {
+        assert_text_eq(&log.text(), &heap_expected(&reference, *pid), &format!("log of heap {pid} after the restart"));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Incremental checkpoints
 // ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ pub mod files;
 pub mod uffd;
 pub mod proc;
 pub mod ptrace;
+pub mod relay;
 pub mod seize;
 pub mod sockets;
 pub mod tree;

@@ -22,12 +22,19 @@ pub const PTRACE_EVENT_CLONE: i32 = libc::PTRACE_EVENT_CLONE;
 pub const SEIZE_OPTIONS: libc::c_int = libc::PTRACE_O_TRACESYSGOOD;
 
 /// `req` is generic because libc types the request as c_uint on glibc and c_int on musl.
+/// On a helper thread of [`crate::relay`] the tracer thread makes the request.
 fn request(req: impl Into<i64>, tid: i32, addr: usize, data: usize) -> std::result::Result<libc::c_long, Errno> {
+    let req = req.into();
+    crate::relay::forward(req, tid, addr, data).unwrap_or_else(|| direct(req, tid, addr, data))
+}
+
+pub(crate) fn direct(req: i64, tid: i32, addr: usize, data: usize) -> std::result::Result<libc::c_long, Errno> {
     Errno::clear();
     // SAFETY: every request passed here either takes no pointer or one to a
     // buffer the caller keeps alive and sized for the request, as each wrapper
-    // below documents.
-    let r = unsafe { libc::ptrace(req.into() as _, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    // below documents (a relayed caller waits for the answer, so its buffer
+    // lives until then).
+    let r = unsafe { libc::ptrace(req as _, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
     if r == -1 && Errno::last_raw() != 0 {
         Err(Errno::last())
     } else {

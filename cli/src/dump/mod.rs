@@ -21,7 +21,7 @@ use cryo_tracer::proc::MemFile;
 use cryo_image::codec::Codec;
 use sink::Sink;
 use cryo_tracer::arch::{page_size, Arch, Native};
-use cryo_tracer::{fault, proc, ptrace, Seized, Tree};
+use cryo_tracer::{fault, proc, ptrace, relay, Seized, Tree};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -64,6 +64,8 @@ pub struct Options<'a> {
     /// their checksums are made as they are sent (needs `kill` and a hold;
     /// no compression).
     pub pages_in_tree: bool,
+    /// Snapshots written at once at most (None: see `relay::width_for`).
+    pub jobs: Option<usize>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -211,9 +213,8 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let snapshots = deferred.iter().filter(|d| d.snapshot.is_some()).count();
     let finished = (|| -> Result<Totals> {
         let mut totals = Totals::default();
-        // Each snapshot is killed as soon as its memory is written (or on error).
-        for mut d in deferred {
-            d.write_from_snapshot(&progress)?;
+        write_from_snapshots(&mut deferred, &progress, opts.jobs)?;
+        for d in deferred {
             totals.add(d.complete(&mut writer)?);
         }
         let Totals { pages, incremental, zero_pages, .. } = totals;
@@ -481,6 +482,21 @@ impl Pending {
         writer.write_process(&process)?;
         Ok(Totals { pages, bytes: len, incremental, zero_pages })
     }
+}
+
+/// Write the private memory of the processes that have a snapshot, several
+/// at once: each keeps a cryo thread and its snapshot busy. A snapshot is
+/// killed as soon as its memory is written (or on error); the first error
+/// (in tree order) is returned once all have ended.
+fn write_from_snapshots(deferred: &mut [Pending], progress: &indicatif::ProgressBar, jobs_limit: Option<usize>) -> Result<()> {
+    let jobs: Vec<Box<dyn FnOnce() -> Result<()> + Send + '_>> = deferred
+        .iter_mut()
+        .filter(|d| d.snapshot.is_some())
+        .map(|d| Box::new(move || d.write_from_snapshot(progress)) as Box<dyn FnOnce() -> Result<()> + Send + '_>)
+        .collect();
+    let width = relay::width_for(jobs.len(), jobs_limit);
+    tracing::debug!("{} snapshots written {width} at a time", jobs.len());
+    relay::in_parallel(jobs, width).into_iter().collect()
 }
 
 /// Every private area is in the snapshot as it was in the process, and none

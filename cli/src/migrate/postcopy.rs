@@ -231,6 +231,7 @@ pub(super) fn run(o: &Options, ssh: Remote, t0: Instant) -> Result<super::Report
         compress: None,
         killed: None,
         pages_in_tree: true,
+        jobs: None,
     });
     let mut ssh = ssh.into_inner();
     let checkpoint = match checkpoint {
