@@ -139,18 +139,21 @@ fn failure_while_writing_from_the_snapshot_leaves_the_target_running() {
     assert_text_eq(&log.text(), &heap_expected(&reference, pid), "heap log after the failed checkpoint");
 }
 
-/// A tree's snapshots are written several at once (on helper threads whose
-/// ptrace requests the tracer thread makes): a failure in one of them leaves
-/// every process running untouched, and the image of a run that succeeds
-/// brings each process back as it was at the freeze.
+/// A tree's processes are dumped several at once (on helper threads whose
+/// ptrace requests the tracer thread makes): with --kill while the tree is
+/// frozen, by default their snapshots after it was let go. A failure in one
+/// of them leaves every process running untouched, and each image brings
+/// every process back as it was at its freeze.
 #[test]
-fn tree_snapshots_written_in_parallel() {
-    let h = Harness::with_cryo("parallel-snapshots");
+fn tree_dumped_in_parallel() {
+    let h = Harness::with_cryo("parallel-dump");
     let heap = h.compile("heap");
     let heap = heap.to_str().unwrap();
-    h.run_to_completion(&[heap, "ref.log", STEPS, "0", MIB], "ref.out", SECS20);
+    // Long enough for four checkpoints (the CI machine may be slow).
+    let steps = "500";
+    h.run_to_completion(&[heap, "ref.log", steps, "0", MIB], "ref.out", SECS20);
     let reference = Log::new(h.path("ref.log")).text();
-    let script = h.write_file("four.sh", &format!("for i in 1 2 3 4; do {heap} heap$i.log {STEPS} 40 {MIB} & done\nwait\n"), 0o755);
+    let script = h.write_file("four.sh", &format!("for i in 1 2 3 4; do {heap} heap$i.log {steps} 25 {MIB} & done\nwait\n"), 0o755);
     let (mut p, _) = h.spawn(&["bash", script.to_str().unwrap()], "four.out");
     let logs: Vec<Log> = (1..=4).map(|i| Log::new(h.path(&format!("heap{i}.log")))).collect();
     for log in &logs {
@@ -158,30 +161,41 @@ fn tree_snapshots_written_in_parallel() {
     }
     let pids: Vec<i32> = logs.iter().map(|l| l.lines()[0].strip_prefix("start pid ").and_then(|s| s.parse().ok()).expect("heap logs its pid")).collect();
     let tree: Vec<i32> = std::iter::once(p.pid()).chain(pids.iter().copied()).collect();
-    let img = h.path("img");
     let root = p.pid().to_string();
+    let (low_freeze, killed) = (h.path("low-freeze"), h.path("killed"));
 
-    // The second write from a snapshot fails while others are under way.
-    let out = h.cryo_run_env(&["checkpoint", &root, "-o", img.to_str().unwrap(), "--jobs", "3"], &[("CRYO_FAULT", "snapshot-pages@2")]);
-    out.assert_clean_failure();
-    assert!(!img.join("inventory.cryo").exists(), "a failed checkpoint left an image");
-    let context = "after a failure in one of the parallel snapshot writes";
-    for (pid, log) in pids.iter().zip(&logs) {
-        assert!(children(*pid).is_empty(), "{context}: heap {pid} has children {:?}", children(*pid));
-        assert_running_untouched(*pid, log, 0, context);
+    // The second write of pages fails while other processes are under way.
+    for (mode, stage) in [("", "snapshot-pages@2"), ("--kill", "pages@2")] {
+        let mut args = vec!["checkpoint", &root, "-o", killed.to_str().unwrap(), "--jobs", "3"];
+        args.extend(Some(mode).filter(|m| !m.is_empty()));
+        let out = h.cryo_run_env(&args, &[("CRYO_FAULT", stage)]);
+        out.assert_clean_failure();
+        assert!(!killed.join("inventory.cryo").exists(), "a failed checkpoint left an image");
+        let context = format!("after CRYO_FAULT={stage} in one of the processes dumped at once");
+        for (pid, log) in pids.iter().zip(&logs) {
+            assert!(children(*pid).is_empty(), "{context}: heap {pid} has children {:?}", children(*pid));
+            assert_running_untouched(*pid, log, 0, &context);
+        }
+        assert_eq!(tree_of(p.pid()).len(), 5, "{context}: the tree is bash and its four heaps");
+        h.assert_no_leftovers(&tree, &context);
     }
-    assert_eq!(tree_of(p.pid()).len(), 5, "{context}: the tree is bash and its four heaps");
-    h.assert_no_leftovers(&tree, context);
 
-    let (out, v) = checkpoint_json(&h, p.pid(), &img, &["--jobs", "3"], &[("CRYO_LOG", "debug")]);
+    let (out, v) = checkpoint_json(&h, p.pid(), &low_freeze, &["--jobs", "3"], &[("CRYO_LOG", "debug")]);
     assert_eq!((v["processes"].as_u64(), v["snapshots"].as_u64()), (Some(5), Some(5)), "{v}");
     assert!(out.stderr.contains("5 snapshots written 3 at a time"), "{}", out.describe());
-    let st = p.wait_exit(Duration::from_secs(60));
-    assert!(st.success(), "the tree exited with {}", describe_status(st));
-    let restored = h.restart_detached(&img);
-    wait_until(Duration::from_secs(60), || !pid_alive(restored), || "the restored tree did not finish".into());
-    for (pid, log) in pids.iter().zip(&logs) {
-        assert_text_eq(&log.text(), &heap_expected(&reference, *pid), &format!("log of heap {pid} after the restart"));
+    for log in &logs {
+        log.wait_growth(log.line_count(), 3, SECS20);
+    }
+    let (out, v) = checkpoint_json(&h, p.pid(), &killed, &["--jobs", "3", "--kill"], &[("CRYO_LOG", "debug")]);
+    assert_eq!((v["processes"].as_u64(), v["snapshots"].as_u64()), (Some(5), Some(0)), "{v}");
+    assert!(out.stderr.contains("5 processes dumped 3 at a time"), "{}", out.describe());
+    p.wait_exit(Duration::from_secs(10));
+    for img in [&killed, &low_freeze] {
+        let restored = h.restart_detached(img);
+        wait_until(Duration::from_secs(60), || !pid_alive(restored), || format!("the tree restored from {} did not finish", img.display()));
+        for (pid, log) in pids.iter().zip(&logs) {
+            assert_text_eq(&log.text(), &heap_expected(&reference, *pid), &format!("log of heap {pid} restored from {}", img.display()));
+        }
     }
 }
 

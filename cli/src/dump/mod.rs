@@ -23,6 +23,7 @@ use sink::Sink;
 use cryo_tracer::arch::{page_size, Arch, Native};
 use cryo_tracer::{fault, proc, ptrace, relay, Seized, Tree};
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Called with the complete image while a `--kill` tree is still frozen:
@@ -111,40 +112,76 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let tree_pids = tree.pids();
     let mut tree_fds = fds::collect(&tree_pids, &view, &mut writer, opts.tcp_close)?;
     clock.stage("fds collected");
-    let mut shared = memory::SharedSeen::new();
+    let shared = Mutex::new(memory::SharedSeen::new());
     let progress = crate::progress::bytes("checkpoint");
     let mut processes = Vec::new();
     let mut cpu_features = 0;
     // Processes dumped, whose images are completed after the release.
     let mut deferred: Vec<Pending> = Vec::new();
-    // Processes whose orphans they would reap: a snapshot forked below one
-    // of them would end up as its child (see cryo_injector::snapshot).
-    let mut reapers: Vec<i32> = Vec::new();
     // Write tracking that this checkpoint started in processes already
     // dumped: taken away again if a later step fails (`take_back`).
     let mut started: Vec<tracking::Started> = Vec::new();
     let collected = (|| -> Result<()> {
-        for seized in &mut tree.procs {
-            let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
-            let snapshot = !opts.kill && !opts.direct && !reaper_above(seized.pid, &tree_pids, &reapers, &view);
-            let track = prev.is_some() || (opts.track && !opts.kill);
-            let left = prev.as_ref().and_then(|p| p.get(&view.pid(seized.pid).ok()?));
-            let earlier = maps_before.get(&seized.pid);
-            let vmas = proc::vmas_since(seized.pid, earlier.map(|e| e.vmas.as_slice()))?;
-            clock.stage("maps checked");
-            let how = How {
-                snapshot,
-                tracking: track.then_some(left),
-                compress: opts.compress,
-                in_tree: opts.pages_in_tree,
-                flags_exact: !earlier.is_some_and(|e| e.from_parent && e.vmas == vmas),
-            };
-            let frozen = dump_frozen(seized, vmas, &view, &mut writer, fds, &mut shared, &progress, how)?;
-            started.extend(frozen.started);
-            let pending = frozen.pending;
-            if frozen.reaper {
-                reapers.push(seized.pid);
+        let pages_files = Mutex::new(&mut writer);
+        let each = Each {
+            track: prev.is_some() || (opts.track && !opts.kill),
+            compress: opts.compress,
+            in_tree: opts.pages_in_tree,
+            view: &view,
+            prev: prev.as_ref(),
+            maps_before: &maps_before,
+            clock: &clock,
+            pages_files: &pages_files,
+            shared: &shared,
+            progress: &progress,
+        };
+        let mut dumped = Vec::new();
+        if !opts.kill && !opts.direct {
+            // One after another: whether a process may have a snapshot
+            // depends on the processes above it that reap orphans (a snapshot
+            // forked below one would end up as its child: see
+            // cryo_injector::snapshot).
+            let mut reapers: Vec<i32> = Vec::new();
+            for seized in &mut tree.procs {
+                let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
+                let snapshot = !reaper_above(seized.pid, &tree_pids, &reapers, &view);
+                let mut frozen = each.dump(seized, fds, snapshot)?;
+                started.extend(frozen.started.take());
+                if frozen.reaper {
+                    reapers.push(seized.pid);
+                }
+                dumped.push(frozen);
             }
+        } else {
+            // Several at once: each keeps a cryo thread and its process busy.
+            let jobs: Vec<Box<dyn FnOnce() -> Result<Frozen> + Send + '_>> = tree
+                .procs
+                .iter_mut()
+                .map(|seized| {
+                    let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
+                    let each = &each;
+                    Box::new(move || each.dump(seized, fds, false)) as Box<dyn FnOnce() -> Result<Frozen> + Send + '_>
+                })
+                .collect();
+            let width = relay::width_for(jobs.len(), opts.jobs);
+            tracing::debug!("{} processes dumped {width} at a time", jobs.len());
+            let mut failed = None;
+            for r in relay::in_parallel(jobs, width) {
+                match r {
+                    Ok(mut frozen) => {
+                        started.extend(frozen.started.take());
+                        dumped.push(frozen);
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        for (seized, Frozen { pending, .. }) in tree.procs.iter().zip(dumped) {
             let process = &pending.process;
             if cpu_features == 0 {
                 cpu_features = process
@@ -169,7 +206,6 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             // Completed once the tree runs again: finishing the pages file
             // can wait for its checksum, which trails the writes.
             deferred.push(pending);
-            clock.stage("process done");
         }
         for z in &tree.zombies {
             let (zpid, pgid, sid) = view.ids(z.pid)?;
@@ -499,6 +535,12 @@ fn write_from_snapshots(deferred: &mut [Pending], progress: &indicatif::Progress
     relay::in_parallel(jobs, width).into_iter().collect()
 }
 
+/// A lock of what processes dumped at once share; a panic elsewhere
+/// leaves nothing half-done in these.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Every private area is in the snapshot as it was in the process, and none
 /// is wiped on fork: the flags cryo went by (read before the freeze) may have
 /// changed in between (MADV_DONTFORK, MADV_WIPEONFORK).
@@ -513,6 +555,44 @@ fn same_after_fork(pid: i32, vmas: &[Vma], forked: &[Vma]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What dumping each process of the tree needs, shared by the processes
+/// dumped at once.
+struct Each<'a, 'w> {
+    /// Track writes (see tracking.rs).
+    track: bool,
+    compress: Option<Codec>,
+    /// See [`Options::pages_in_tree`].
+    in_tree: bool,
+    view: &'a pids::PidView,
+    prev: Option<&'a std::collections::HashMap<i32, Tracking>>,
+    maps_before: &'a std::collections::HashMap<i32, Earlier>,
+    clock: &'a Clock,
+    pages_files: &'a Mutex<&'w mut ImageWriter>,
+    shared: &'a Mutex<memory::SharedSeen>,
+    progress: &'a indicatif::ProgressBar,
+}
+
+impl Each<'_, '_> {
+    /// Dump one frozen process (`snapshot`: it may leave its private memory
+    /// to a copy-on-write snapshot).
+    fn dump(&self, seized: &mut Seized, fds: Vec<FdImage>, snapshot: bool) -> Result<Frozen> {
+        let left = self.prev.and_then(|p| p.get(&self.view.pid(seized.pid).ok()?));
+        let earlier = self.maps_before.get(&seized.pid);
+        let vmas = proc::vmas_since(seized.pid, earlier.map(|e| e.vmas.as_slice()))?;
+        self.clock.stage("maps checked");
+        let how = How {
+            snapshot,
+            tracking: self.track.then_some(left),
+            compress: self.compress,
+            in_tree: self.in_tree,
+            flags_exact: !earlier.is_some_and(|e| e.from_parent && e.vmas == vmas),
+        };
+        let frozen = dump_frozen(seized, vmas, self.view, self.pages_files, fds, self.shared, self.progress, how)?;
+        self.clock.stage("process done");
+        Ok(frozen)
+    }
 }
 
 struct Frozen {
@@ -601,9 +681,9 @@ fn pages_while_frozen(
     vmas: &[Vma],
     st: &state::State,
     tracked: Option<&tracking::Tracked>,
-    writer: &mut ImageWriter,
+    pages_files: &Mutex<&mut ImageWriter>,
     view: &pids::PidView,
-    shared: &mut memory::SharedSeen,
+    shared: &Mutex<memory::SharedSeen>,
     progress: &indicatif::ProgressBar,
     snapshot: bool,
     compress: Option<Codec>,
@@ -623,7 +703,7 @@ fn pages_while_frozen(
     let incremental = tracked.is_some_and(|t| !t.since_parent.is_empty());
     let mut use_snapshot = snapshot && !st.child_subreaper && (incremental || forks_whole_now()?);
     let first = if use_snapshot && !incremental { memory::Part::Frozen } else { memory::Part::All };
-    let mut chosen = memory::select(pid, vmas, first, &remote.mem, shared, tracked)?;
+    let mut chosen = memory::select(pid, vmas, first, &remote.mem, &mut locked(shared), tracked)?;
     clock.stage("pages chosen");
     if use_snapshot && incremental {
         let kept: u64 = chosen.iter().map(|r| r.npages).sum();
@@ -646,7 +726,7 @@ fn pages_while_frozen(
     let first = if use_snapshot { memory::Part::Frozen } else { memory::Part::All };
     progress.inc_length(memory::bytes(&chosen));
     let mem = MemFile::open(pid)?;
-    let mut sink = Sink::new(writer.create_pages(view.pid(pid)?)?, compress, page_size(), memory::PIECE)?;
+    let mut sink = Sink::new(locked(pages_files).create_pages(view.pid(pid)?)?, compress, page_size(), memory::PIECE)?;
     let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
         memory::stream(runs, vmas, part, &mem, &mut sink, progress, &mut FromTarget { seized, remote, parasite })
     };
@@ -663,7 +743,7 @@ fn pages_while_frozen(
         Ok(s) => Ok((chosen, Some(s), PagesOut::File(sink))),
         Err(e) => {
             tracing::warn!("process {pid}: no copy-on-write snapshot ({e}); writing its memory while it is stopped");
-            let private = memory::select(pid, vmas, memory::Part::Private, &remote.mem, shared, tracked)?;
+            let private = memory::select(pid, vmas, memory::Part::Private, &remote.mem, &mut locked(shared), tracked)?;
             progress.inc_length(memory::bytes(&private));
             splice(&private, memory::Part::Private, seized, remote, parasite)?;
             chosen.extend(private);
@@ -680,9 +760,9 @@ fn dump_frozen(
     seized: &mut Seized,
     vmas: Vec<Vma>,
     view: &pids::PidView,
-    writer: &mut ImageWriter,
+    pages_files: &Mutex<&mut ImageWriter>,
     fds: Vec<FdImage>,
-    shared: &mut memory::SharedSeen,
+    shared: &Mutex<memory::SharedSeen>,
     progress: &indicatif::ProgressBar,
     how: How,
 ) -> Result<Frozen> {
@@ -735,7 +815,7 @@ fn dump_frozen(
             &vmas,
             &st,
             tracked.as_ref(),
-            writer,
+            pages_files,
             view,
             shared,
             progress,
