@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh [MIB...|migrate]: how fast is cryo compared to copying the same memory?
+# bench/run.sh [MIB...|migrate|tree]: how fast is cryo compared to copying the same memory?
 #
 # Builds cryo (release) and, for each size (default: 1024 and 4096 MiB) of touched
 # anonymous memory and for a python3 heap (CRYO_BENCH_PY_MIB, default 512 MiB of
@@ -19,6 +19,9 @@
 #     low-freeze stop, whose snapshot is a fork)
 #   - memcpy of the same size, dd of the same size to a file next to the image (page
 #     cache, no sync; the median of three), gdb's gcore of the same process where gdb is installed
+#   - a tree (CRYO_BENCH_TREE, default 4x256: a shell with 4 children of 256 MiB; 0
+#     skips it): low-freeze and --direct checkpoints with its processes dumped one
+#     after another (--jobs 1) and several at once (the default)
 #   - cryo migrate of CRYO_BENCH_MIGRATE_MIB (default 1024; 0 skips it) MiB written at a
 #     low rate, to this same host, plain, with --precopy and with --postcopy: the downtime
 # and prints, per workload, a table with ratios and the issue's goals next to them.
@@ -33,11 +36,13 @@ SIZES=("$@")
 PY_MIB=${CRYO_BENCH_PY_MIB:-512}
 INC_RUNS=${CRYO_BENCH_INC_RUNS:-5}
 RUNS=${CRYO_BENCH_RUNS:-3}
-# `bench/run.sh migrate`: only the migration figures.
-if [ "${SIZES[0]}" = migrate ]; then
-    SIZES=()
-    PY_MIB=0
-fi
+TREE=${CRYO_BENCH_TREE:-4x256}
+MIGRATE_MIB=${CRYO_BENCH_MIGRATE_MIB:-1024}
+# `bench/run.sh migrate` or `bench/run.sh tree`: only those figures.
+case "${SIZES[0]}" in
+    migrate) SIZES=() PY_MIB=0 TREE=0 ;;
+    tree) SIZES=() PY_MIB=0 MIGRATE_MIB=0 ;;
+esac
 need gcc setpriv python3
 [ -x /usr/bin/time ] || need time
 build_cryo release
@@ -49,7 +54,7 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     rm -f "$W/dd.out" "$W"/core.*
-    [ -n "${CRYO_BENCH_KEEP:-}" ] || rm -rf "$W"/img-* "$W"/lf-* "$W"/inc-* "$W"/direct-*
+    [ -n "${CRYO_BENCH_KEEP:-}" ] || rm -rf "$W"/img-* "$W"/lf-* "$W"/inc-* "$W"/direct-* "$W"/tree-*
 }
 trap cleanup EXIT
 
@@ -288,11 +293,40 @@ PY
     goal "downtime with --postcopy" "$(awk -v u="$(json mig-postcopy downtime_us)" 'BEGIN { print u / 1000 }')" 100 ms
 }
 
+# bench_tree N MIB: a shell with N memtouch children of MIB MiB each:
+# checkpoint in low-freeze mode and with --direct, the processes dumped one
+# after another (--jobs 1) and several at once (the default); each the median
+# of RUNS.
+bench_tree() {
+    local n=$1 mib=$2 pid mode one many
+    start_bg "$W" tree.log "$W/tree.pid" bash -c 'for i in $(seq 1 "$1"); do ./memtouch "$2" & done; wait' tree "$n" "$mib"
+    pid=$(cat "$W/tree.pid")
+    PIDS+=("$pid")
+    for _ in $(seq 1 1200); do
+        [ "$(grep -c '^ready' "$W/tree.log" 2>/dev/null)" -ge "$n" ] && break
+        sleep 0.1
+    done
+    PIDS+=($(awk '/^ready/ { print $NF }' "$W/tree.log"))
+    echo
+    echo "== tree: $n processes of $mib MiB under a shell =="
+    printf '%-40s %9s %9s %9s\n' "what (seconds; stop ms)" "--jobs 1" "default" "speed-up"
+    for mode in low-freeze direct; do
+        checkpoint_median "tree-$mode-1" "tree-$mode" --jobs 1 $( [ "$mode" = direct ] && echo --direct )
+        one=$T
+        local stop_one=$F
+        checkpoint_median "tree-$mode" "tree-$mode" $( [ "$mode" = direct ] && echo --direct )
+        many=$T
+        printf '%-40s %9s %9s %9s\n' "cryo checkpoint ($mode)" "$one" "$many" "$(ratio "$one" "$many")"
+        printf '%-40s %9s %9s\n' "  stopped" "$(ms "$stop_one")" "$(ms "$F")"
+    done
+    kill -KILL "$pid" $(awk '/^ready/ { print $NF }' "$W/tree.log") 2>/dev/null || true
+}
+
 for size in "${SIZES[@]+"${SIZES[@]}"}"; do
     bench_one "anon-$size" anon ./memtouch "$size"
 done
 if [ "$PY_MIB" != 0 ]; then
     bench_one "python3-heap" python /usr/bin/python3 pyheap.py "$PY_MIB"
 fi
-MIGRATE_MIB=${CRYO_BENCH_MIGRATE_MIB:-1024}
+[ "$TREE" = 0 ] || bench_tree "${TREE%x*}" "${TREE#*x}"
 [ "$MIGRATE_MIB" = 0 ] || bench_migrate "$MIGRATE_MIB"
