@@ -206,6 +206,14 @@ fn orphan_of_a_subreaper_comes_back_as_its_child() {
     let orphan = g.split_whitespace().nth(1).unwrap().to_string();
     log.wait_prefix("orphan tick 5 ", SECS20);
     assert_eq!(children(p.pid()).len(), 1, "the orphan was reparented to the subreaper");
+    // Left running, neither has a snapshot: the subreaper would reap its own
+    // and the orphan's (the processes are dumped in waves, the subreaper first).
+    let running = h.path("running");
+    let out = h.cryo_run(&["checkpoint", &p.pid().to_string(), "-o", running.to_str().unwrap(), "--json"]);
+    out.assert_ok();
+    let v: Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}\n{}", out.describe()));
+    assert_eq!((v["processes"].as_u64(), v["snapshots"].as_u64()), (Some(2), Some(0)), "{v}");
+    assert_eq!(children(p.pid()), vec![orphan.parse::<i32>().unwrap()], "the subreaper's only child is the orphan");
     let img = h.path("img");
     h.checkpoint_kill(&mut p, &img);
     let host = h.restart_detached(&img);

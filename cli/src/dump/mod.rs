@@ -135,32 +135,28 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             shared: &shared,
             progress: &progress,
         };
-        let mut dumped = Vec::new();
-        if !opts.kill && !opts.direct {
-            // One after another: whether a process may have a snapshot
-            // depends on the processes above it that reap orphans (a snapshot
-            // forked below one would end up as its child: see
-            // cryo_injector::snapshot).
-            let mut reapers: Vec<i32> = Vec::new();
-            for seized in &mut tree.procs {
-                let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
-                let snapshot = !reaper_above(seized.pid, &tree_pids, &reapers, &view);
-                let mut frozen = each.dump(seized, fds, snapshot)?;
-                started.extend(frozen.started.take());
-                if frozen.reaper {
-                    reapers.push(seized.pid);
-                }
-                dumped.push(frozen);
-            }
-        } else {
-            // Several at once: each keeps a cryo thread and its process busy.
-            let jobs: Vec<Box<dyn FnOnce() -> Result<Frozen> + Send + '_>> = tree
+        // Processes are dumped several at once (each keeps a cryo thread and
+        // the process busy), in waves. In low-freeze mode a process may have
+        // a snapshot only if no process above it reaps orphans (a snapshot
+        // forked below one would end up as its child: see
+        // cryo_injector::snapshot), known once those above are dumped: a
+        // wave per depth in the tree.
+        let low_freeze = !opts.kill && !opts.direct;
+        let depths: Vec<usize> = tree_pids.iter().map(|&p| if low_freeze { depth_in(p, &tree_pids) } else { 0 }).collect();
+        let mut dumped: Vec<Option<Frozen>> = tree_pids.iter().map(|_| None).collect();
+        // Processes that reap orphans (PR_SET_CHILD_SUBREAPER).
+        let mut reapers: Vec<i32> = Vec::new();
+        for depth in 0..=depths.iter().copied().max().unwrap_or(0) {
+            let jobs: Vec<Box<dyn FnOnce() -> Result<(usize, Frozen)> + Send + '_>> = tree
                 .procs
                 .iter_mut()
-                .map(|seized| {
+                .enumerate()
+                .filter(|(i, _)| depths[*i] == depth)
+                .map(|(i, seized)| {
                     let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
+                    let snapshot = low_freeze && !reaper_above(seized.pid, &tree_pids, &reapers, &view);
                     let each = &each;
-                    Box::new(move || each.dump(seized, fds, false)) as Box<dyn FnOnce() -> Result<Frozen> + Send + '_>
+                    Box::new(move || Ok((i, each.dump(seized, fds, snapshot)?))) as Box<dyn FnOnce() -> Result<(usize, Frozen)> + Send + '_>
                 })
                 .collect();
             let width = relay::width_for(jobs.len(), opts.jobs);
@@ -168,9 +164,12 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             let mut failed = None;
             for r in relay::in_parallel(jobs, width) {
                 match r {
-                    Ok(mut frozen) => {
+                    Ok((i, mut frozen)) => {
                         started.extend(frozen.started.take());
-                        dumped.push(frozen);
+                        if frozen.reaper {
+                            reapers.push(tree_pids[i]);
+                        }
+                        dumped[i] = Some(frozen);
                     }
                     Err(e) => {
                         failed.get_or_insert(e);
@@ -181,6 +180,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
                 return Err(e);
             }
         }
+        let dumped = dumped.into_iter().map(|f| f.expect("every process was dumped"));
         for (seized, Frozen { pending, .. }) in tree.procs.iter().zip(dumped) {
             let process = &pending.process;
             if cpu_features == 0 {
@@ -423,6 +423,20 @@ fn session_leader_outside(pid: i32, tree: &[i32]) -> bool {
 /// Would a process forked below `pid` be reparented to a process of the
 /// tree? The kernel gives orphans to the nearest child-subreaper ancestor,
 /// else to the pid namespace's init.
+/// How many ancestors of `pid` are in the tree.
+fn depth_in(pid: i32, tree: &[i32]) -> usize {
+    let mut depth = 0;
+    let mut p = pid;
+    while let Ok(st) = proc::stat(p) {
+        if !tree.contains(&st.ppid) || depth > tree.len() {
+            break;
+        }
+        depth += 1;
+        p = st.ppid;
+    }
+    depth
+}
+
 fn reaper_above(pid: i32, tree: &[i32], reapers: &[i32], view: &pids::PidView) -> bool {
     let mut p = pid;
     while tree.contains(&p) {
