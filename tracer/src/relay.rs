@@ -54,11 +54,14 @@ impl Drop for Helper {
     }
 }
 
+/// Work for a helper thread.
+pub type Job<'a, T> = Box<dyn FnOnce() -> T + Send + 'a>;
+
 /// Run `jobs` on up to `width` helper threads (each job once, in no
 /// particular order) while this thread, the tracer, makes their ptrace
 /// requests. Returns each job's result, in the order of `jobs`. With one job
 /// or a width of 1, everything runs on this thread.
-pub fn in_parallel<'a, T: Send>(jobs: Vec<Box<dyn FnOnce() -> T + Send + 'a>>, width: usize) -> Vec<T> {
+pub fn in_parallel<T: Send>(jobs: Vec<Job<'_, T>>, width: usize) -> Vec<T> {
     let helpers = width.min(jobs.len());
     if helpers <= 1 {
         return jobs.into_iter().map(|job| job()).collect();
@@ -102,14 +105,14 @@ mod tests {
     #[test]
     fn results_come_back_in_order_and_helpers_reach_the_tracer() {
         let tracer = std::thread::current().id();
-        let jobs: Vec<Box<dyn FnOnce() -> (usize, bool) + Send>> = (0..7usize)
+        let jobs: Vec<Job<(usize, bool)>> = (0..7usize)
             .map(|i| {
                 Box::new(move || {
                     // PTRACE_GETEVENTMSG of a process that is not our tracee:
                     // the tracer thread answers ESRCH for the helper.
                     let r = forward(libc::PTRACE_GETEVENTMSG as i64, 1, 0, 0);
                     (i, std::thread::current().id() != tracer && r == Some(Err(Errno::ESRCH)))
-                }) as Box<dyn FnOnce() -> (usize, bool) + Send>
+                }) as Job<(usize, bool)>
             })
             .collect();
         let out = in_parallel(jobs, 3);

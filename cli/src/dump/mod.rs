@@ -147,7 +147,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         // Processes that reap orphans (PR_SET_CHILD_SUBREAPER).
         let mut reapers: Vec<i32> = Vec::new();
         for depth in 0..=depths.iter().copied().max().unwrap_or(0) {
-            let jobs: Vec<Box<dyn FnOnce() -> Result<(usize, Frozen)> + Send + '_>> = tree
+            let jobs: Vec<relay::Job<Result<(usize, Frozen)>>> = tree
                 .procs
                 .iter_mut()
                 .enumerate()
@@ -156,7 +156,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
                     let fds = tree_fds.per_process.remove(&seized.pid).unwrap_or_default();
                     let snapshot = low_freeze && !reaper_above(seized.pid, &tree_pids, &reapers, &view);
                     let each = &each;
-                    Box::new(move || Ok((i, each.dump(seized, fds, snapshot)?))) as Box<dyn FnOnce() -> Result<(usize, Frozen)> + Send + '_>
+                    Box::new(move || Ok((i, each.dump(seized, fds, snapshot)?))) as relay::Job<Result<(usize, Frozen)>>
                 })
                 .collect();
             let width = relay::width_for(jobs.len(), opts.jobs);
@@ -539,10 +539,10 @@ impl Pending {
 /// killed as soon as its memory is written (or on error); the first error
 /// (in tree order) is returned once all have ended.
 fn write_from_snapshots(deferred: &mut [Pending], progress: &indicatif::ProgressBar, jobs_limit: Option<usize>) -> Result<()> {
-    let jobs: Vec<Box<dyn FnOnce() -> Result<()> + Send + '_>> = deferred
+    let jobs: Vec<relay::Job<Result<()>>> = deferred
         .iter_mut()
         .filter(|d| d.snapshot.is_some())
-        .map(|d| Box::new(move || d.write_from_snapshot(progress)) as Box<dyn FnOnce() -> Result<()> + Send + '_>)
+        .map(|d| Box::new(move || d.write_from_snapshot(progress)) as relay::Job<Result<()>>)
         .collect();
     let width = relay::width_for(jobs.len(), jobs_limit);
     tracing::debug!("{} snapshots written {width} at a time", jobs.len());
