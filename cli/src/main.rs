@@ -111,6 +111,10 @@ enum Cmd {
         /// waits for the tree) once every page is in. Needs the restore namespace.
         #[arg(long)]
         lazy: bool,
+        /// Fill the memory of up to N processes of the tree at once
+        /// (default: half the CPUs, at least 2).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
         /// The receiving end of `cryo migrate` (status lines on stdout, waits
         /// for the sender's commit before the tree runs; implies --detach).
         #[arg(long, hide = true)]
@@ -358,7 +362,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files, lazy, handshake, rounds, postcopy } => {
+        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files, lazy, jobs, handshake, rounds, postcopy } => {
             let from_stdin = dir.as_os_str() == "-";
             if handshake && !from_stdin {
                 anyhow::bail!("--handshake is for `cryo restart -` as run by `cryo migrate`");
@@ -395,6 +399,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 page_stream: None,
                 lazy,
                 pages_on_demand: None,
+                jobs: jobs.map(usize::from),
             };
             // Ctrl-C during the rebuild: kill what was created, not leave it half-made.
             guard::abort_on_signals();

@@ -297,6 +297,7 @@ fn receive_and_restart(
         page_stream,
         lazy: opts.lazy || postcopy,
         pages_on_demand,
+        jobs: None,
     };
     cryo_restorer::restart(&restore)?;
     Ok(root.get())

@@ -20,6 +20,7 @@ mod terminal;
 
 use cryo_image::chain::ResolvedPages;
 use cryo_image::{ImageReader, ProcessImage, ProcessState};
+use cryo_tracer::relay;
 use rebuild::Restoree;
 use shared::Registry;
 use std::collections::HashMap;
@@ -57,6 +58,9 @@ pub struct Options<'a> {
     /// fetched from there, piece by piece (`cryo migrate --postcopy`);
     /// needs `lazy`.
     pub pages_on_demand: Option<&'a dyn PagesOnDemand>,
+    /// Processes whose memory is filled at once at most (None: see
+    /// `relay::width_for`).
+    pub jobs: Option<usize>,
 }
 
 pub type Gate<'a> = &'a dyn Fn(i32) -> std::result::Result<(), String>;
@@ -262,7 +266,7 @@ fn restore_tree(
     let in_userns = sandbox.init.is_some();
     let mut reg = Registry::new(images.values());
     let ps = img.inventory.page_size;
-    let mut pages = rebuild::PageProgress::new(opts.progress.clone(), sources.values().map(|s| s.bytes(ps)).sum());
+    let pages = rebuild::PageProgress::new(opts.progress.clone(), sources.values().map(|s| s.bytes(ps)).sum());
     let t = std::time::Instant::now();
     let logged = |what: &str| tracing::debug!("restart: {what} done after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     stage("restart-shape")?;
@@ -280,7 +284,7 @@ fn restore_tree(
     let mut tree = Vec::new();
     for (m, p) in live {
         stage("restart-load")?;
-        tree.push(Restoree::load(m, std::rc::Rc::new(p.clone()), &reg)?);
+        tree.push(Restoree::load(m, std::sync::Arc::new(p.clone()), &reg)?);
     }
     logged("loading the restorer");
     let rounds = opts.next_round.is_some();
@@ -292,8 +296,28 @@ fn restore_tree(
     };
     for r in &mut tree {
         stage("restart-memory")?;
-        let src = &sources[&r.pid()];
-        r.memory(src, &mut reg, &mut pages, in_userns, rounds, own, opts.lazy)?;
+        r.map_memory(&sources[&r.pid()], &mut reg, in_userns, own)?;
+    }
+    logged("mapping memory");
+    if matches!(own, rebuild::OwnPages::InFiles) {
+        // Several processes at once: each keeps a CPU busy with the kernel's
+        // work on fresh pages (allocating, zeroing, the copy).
+        let (pages, lazy) = (&pages, opts.lazy);
+        let jobs: Vec<relay::Job<Result<()>>> = tree
+            .iter_mut()
+            .map(|r| {
+                let src = &sources[&r.pid()];
+                Box::new(move || r.fill_memory(src, pages, rounds, rebuild::OwnPages::InFiles, lazy)) as relay::Job<Result<()>>
+            })
+            .collect();
+        let width = relay::width_for(jobs.len(), opts.jobs);
+        tracing::debug!("memory of {} processes filled {width} at a time", jobs.len());
+        relay::in_parallel(jobs, width).into_iter().collect::<Result<()>>()?;
+    } else {
+        // One stream, or one source of pages on demand, in tree order.
+        for r in &mut tree {
+            r.fill_memory(&sources[&r.pid()], &pages, rounds, own, opts.lazy)?;
+        }
     }
     if let Some(s) = opts.page_stream {
         s.finish()?;
@@ -401,10 +425,10 @@ fn apply_rounds(first: &ImageReader, tree: &mut [Restoree], reg: &mut Registry, 
         same_tree(&first.inventory, &img.inventory)?;
         let own: HashMap<i32, ResolvedPages> = images.values().map(|p| (p.pid, own_pages(img.pages_path(p.pid), p))).collect();
         let digests = spawn_digests(own.values().flat_map(|o| o.files.clone()));
-        let mut pages = rebuild::PageProgress::new(opts.progress.clone(), own.values().map(|o| o.bytes(ps)).sum());
+        let pages = rebuild::PageProgress::new(opts.progress.clone(), own.values().map(|o| o.bytes(ps)).sum());
         for r in tree.iter_mut() {
             let p = images.remove(&r.pid()).ok_or_else(|| RestoreError::Corrupt(format!("process {} has no image in this round", r.pid())))?;
-            r.update(p, &own[&r.pid()], reg, &mut pages)?;
+            r.update(p, &own[&r.pid()], reg, &pages)?;
         }
         pages.finish();
         join_digests(digests)?;

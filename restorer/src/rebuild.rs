@@ -11,7 +11,8 @@ use cryo_image::{Creds, ImageReader, PageOrigin, ProcessImage, ThreadImage, Vma,
 use cryo_injector::{Arg, Batch, BatchOutput, Parasite, Remote};
 use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
 use cryo_tracer::{proc, ptrace};
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 mod fds;
 mod inet;
@@ -64,7 +65,7 @@ fn is_special(v: &Vma) -> bool {
 /// One process being rebuilt: the parasite runs batches of syscalls in it.
 pub struct Restoree<'a> {
     pub m: Member<'a>,
-    p: Rc<ProcessImage>,
+    p: Arc<ProcessImage>,
     /// Its pid as the restored processes see it.
     inside: i32,
     parasite: Parasite,
@@ -81,7 +82,7 @@ pub struct Restoree<'a> {
 impl<'a> Restoree<'a> {
     /// Load the parasite into a created process, somewhere neither cryo's
     /// memory nor the image's will be.
-    pub fn load(mut m: Member<'a>, p: Rc<ProcessImage>, reg: &Registry) -> Result<Restoree<'a>> {
+    pub fn load(mut m: Member<'a>, p: Arc<ProcessImage>, reg: &Registry) -> Result<Restoree<'a>> {
         let own_vmas = proc::vmas(m.host)?;
         let blob_size = Parasite::mapping_size()?;
         let specials: u64 = own_vmas.iter().filter(|v| is_special(v)).map(|v| v.len()).sum();
@@ -121,35 +122,28 @@ impl<'a> Restoree<'a> {
         self.tmp.as_ref().expect("fds prepared")
     }
 
-    /// Stage 1: the address space, replaced wholesale by the image's. With
-    /// `rounds`, later images are to come ([`Restoree::update`]): memory
-    /// stays writable and mm fields are left to [`Restoree::protect`].
-    /// `own_pages` says where the image's own pages file is (parents' files are
-    /// read as usual). With `lazy`, its large private areas are filled once
-    /// it runs ([`Restoree::release`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn memory(
-        &mut self,
-        src: &ResolvedPages,
-        reg: &mut Registry,
-        pages_read: &mut PageProgress,
-        in_userns: bool,
-        rounds: bool,
-        own_pages: OwnPages<'_>,
-        lazy: bool,
-    ) -> Result<()> {
-        let on_disk = match own_pages {
-            OwnPages::InFiles => src.clone(),
-            OwnPages::Streamed(_) | OwnPages::OnDemand(_) => streamed::parents_only(src),
-        };
-        let tmp = prepare(self, &on_disk, in_userns)?;
-        let (pages, exe) = (tmp.pages.clone(), tmp.exe);
+    /// Stage 1: the address space, replaced wholesale by the image's areas,
+    /// still empty. `own_pages` says where the image's own pages file is
+    /// (parents' files are read as usual).
+    pub fn map_memory(&mut self, src: &ResolvedPages, reg: &mut Registry, in_userns: bool, own_pages: OwnPages<'_>) -> Result<()> {
+        let tmp = prepare(self, &on_disk(src, own_pages), in_userns)?;
         self.tmp = Some(tmp);
         let own = std::mem::take(&mut self.own_vmas);
         teardown(self, &own)?;
         move_vdso(self, &own, self.area + self.blob_size)?;
         let p = self.p.clone();
-        map_areas(self, reg, &p.vmas.iter().filter(|v| !is_special(v)).collect::<Vec<_>>())?;
+        map_areas(self, reg, &p.vmas.iter().filter(|v| !is_special(v)).collect::<Vec<_>>())
+    }
+
+    /// Stage 2: the pages read into place (several processes may do this at
+    /// once: it involves no other process). With `rounds`, later images are
+    /// to come ([`Restoree::update`]): memory stays writable and mm fields
+    /// are left to [`Restoree::protect`]. With `lazy`, its large private
+    /// areas are filled once it runs ([`Restoree::release`]).
+    pub fn fill_memory(&mut self, src: &ResolvedPages, pages_read: &PageProgress, rounds: bool, own_pages: OwnPages<'_>, lazy: bool) -> Result<()> {
+        let on_disk = on_disk(src, own_pages);
+        let (pages, exe) = (self.tmp().pages.clone(), self.tmp().exe);
+        let p = self.p.clone();
         if lazy {
             let plan = crate::lazy::plan(&p, src, cryo_tracer::arch::page_size());
             let on_demand = match own_pages {
@@ -252,42 +246,52 @@ impl<'a> Restoree<'a> {
     }
 }
 
-/// Bytes of pages read into place across the tree, told to the caller's callback.
+/// Bytes of pages read into place across the tree, told to the caller's
+/// callback (by whichever process's reading thread got them in).
 pub struct PageProgress {
     report: Option<crate::Progress>,
-    done: u64,
+    done: AtomicU64,
     total: u64,
     /// `done` when last told.
-    told: u64,
+    told: AtomicU64,
 }
 
 impl PageProgress {
     pub fn new(report: Option<crate::Progress>, total: u64) -> PageProgress {
-        PageProgress { report, done: 0, total, told: 0 }
+        PageProgress { report, done: AtomicU64::new(0), total, told: AtomicU64::new(0) }
     }
 
-    fn report(&mut self) {
-        self.told = self.done;
+    fn report(&self, done: u64) {
+        self.told.store(done, Ordering::Relaxed);
         if let Some(f) = &self.report {
-            f(self.done, self.total);
+            f(done, self.total);
         }
     }
 
     /// `n` more bytes are in place: told once a MiB more is (pages written
     /// through /proc/PID/mem may come a page at a time).
-    fn advance(&mut self, n: u64) {
-        self.done += n;
-        if self.done - self.told >= 1 << 20 {
-            self.report();
+    fn advance(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        if done.saturating_sub(self.told.load(Ordering::Relaxed)) >= 1 << 20 {
+            self.report(done);
         }
     }
 
     /// Every page is in place (pages kept only for reference, such as the
     /// vDSO copy, are never read): the caller clears its progress display
     /// before the restored program can write to the terminal.
-    pub fn finish(&mut self) {
-        self.done = self.total;
-        self.report();
+    pub fn finish(&self) {
+        self.done.store(self.total, Ordering::Relaxed);
+        self.report(self.total);
+    }
+}
+
+/// The pages found in files: all, or only the parents' where the image's
+/// own come another way.
+fn on_disk(src: &ResolvedPages, own_pages: OwnPages<'_>) -> ResolvedPages {
+    match own_pages {
+        OwnPages::InFiles => src.clone(),
+        OwnPages::Streamed(_) | OwnPages::OnDemand(_) => streamed::parents_only(src),
     }
 }
 
@@ -549,7 +553,7 @@ pub(crate) fn plan_reads(src: &ResolvedPages, ps: u64) -> Vec<Read> {
 
 /// Pages of compressed files: cryo decompresses them a frame at a time and
 /// writes them into the process through /proc/PID/mem.
-fn write_compressed_pages(b: &mut Restoree, src: &ResolvedPages, progress: &mut PageProgress) -> Result<()> {
+fn write_compressed_pages(b: &mut Restoree, src: &ResolvedPages, progress: &PageProgress) -> Result<()> {
     let ps = cryo_tracer::arch::page_size();
     for (i, f) in src.files.iter().enumerate().filter(|(_, f)| f.compression.is_some()) {
         let file = std::fs::File::open(&f.path).map_err(|e| RestoreError::Io { what: format!("opening {}", f.path.display()), source: e })?;
@@ -576,7 +580,7 @@ fn write_through_mem(
     vaddr: u64,
     len: u64,
     buf: &mut [u8],
-    progress: &mut PageProgress,
+    progress: &PageProgress,
     mut fill: impl FnMut(&mut [u8], u64) -> Result<()>,
 ) -> Result<()> {
     let mut done = 0;
@@ -594,7 +598,7 @@ fn write_through_mem(
 /// MADV_POPULATE_WRITE (Linux 5.14): fault pages in ahead, in one go.
 const MADV_POPULATE_WRITE: u64 = 23;
 
-fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &mut PageProgress) -> Result<()> {
+fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &PageProgress) -> Result<()> {
     write_compressed_pages(b, src, progress)?;
     let reads = plan_reads(src, cryo_tracer::arch::page_size());
     let mut next = 0;
@@ -631,9 +635,8 @@ fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &mut
                     out.results[i]
                 )));
             }
-            progress.done += want;
+            progress.advance(want);
         }
-        progress.report();
     }
     Ok(())
 }

@@ -1184,11 +1184,17 @@ impl Harness {
 
     /// [`Harness::restart_detached`] with more options.
     pub fn restart_detached_with(&self, img: &Path, extra: &[&str]) -> i32 {
+        self.restart_detached_env(img, extra, &[]).0
+    }
+
+    /// [`Harness::restart_detached_with`] in an environment with `env` added;
+    /// also gives cryo's output.
+    pub fn restart_detached_env(&self, img: &Path, extra: &[&str], env: &[(&str, &str)]) -> (i32, CmdOut) {
         let pf = self.path(&format!("restored-{}.pid", self.next()));
         self.register_pidfile(&pf);
         let mut args = vec!["restart", img.to_str().unwrap(), "--detach", "--pidfile", pf.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let out = self.cryo_run(&args);
+        let out = self.cryo_run_env(&args, env);
         out.assert_ok();
         let text = fs::read_to_string(&pf).unwrap_or_else(|e| {
             panic!(
@@ -1202,7 +1208,7 @@ impl Harness {
             .parse()
             .unwrap_or_else(|_| panic!("pidfile holds {text:?}, not a pid"));
         assert!(pid > 1, "pidfile holds {pid}");
-        pid
+        (pid, out)
     }
 
     /// Live processes of the test user inside the work dir, except `except`.

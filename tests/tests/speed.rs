@@ -143,7 +143,8 @@ fn failure_while_writing_from_the_snapshot_leaves_the_target_running() {
 /// ptrace requests the tracer thread makes): with --kill while the tree is
 /// frozen, by default their snapshots after it was let go. A failure in one
 /// of them leaves every process running untouched, and each image brings
-/// every process back as it was at its freeze.
+/// every process back as it was at its freeze (a restart also fills the
+/// processes' memory several at once).
 #[test]
 fn tree_dumped_in_parallel() {
     let h = Harness::with_cryo("parallel-dump");
@@ -190,8 +191,10 @@ fn tree_dumped_in_parallel() {
     assert_eq!((v["processes"].as_u64(), v["snapshots"].as_u64()), (Some(5), Some(0)), "{v}");
     assert!(out.stderr.contains("5 processes dumped 3 at a time"), "{}", out.describe());
     p.wait_exit(Duration::from_secs(10));
+    // The restarts fill the processes' memory several at once too.
     for img in [&killed, &low_freeze] {
-        let restored = h.restart_detached(img);
+        let (restored, out) = h.restart_detached_env(img, &["--jobs", "3"], &[("CRYO_LOG", "debug")]);
+        assert!(out.stderr.contains("memory of 5 processes filled 3 at a time"), "{}", out.describe());
         wait_until(Duration::from_secs(60), || !pid_alive(restored), || format!("the tree restored from {} did not finish", img.display()));
         for (pid, log) in pids.iter().zip(&logs) {
             assert_text_eq(&log.text(), &heap_expected(&reference, *pid), &format!("log of heap {pid} restored from {}", img.display()));

@@ -32,7 +32,7 @@ pub struct OnDemand<'a> {
 
 /// Writes `eager`'s runs (all in the image's own file, index 0) into the
 /// process, which is mapped (writable) already, and checks the vDSO copy.
-pub fn read(b: &mut Restoree, d: OnDemand<'_>, eager: &ResolvedPages, progress: &mut PageProgress) -> Result<()> {
+pub fn read(b: &mut Restoree, d: OnDemand<'_>, eager: &ResolvedPages, progress: &PageProgress) -> Result<()> {
     let [file] = eager.files.as_slice() else {
         return Err(RestoreError::Rebuild("a post-copy migration sends a full image, not an incremental one".into()));
     };

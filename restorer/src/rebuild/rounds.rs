@@ -14,7 +14,7 @@ use cryo_image::chain::ResolvedPages;
 use cryo_image::{PageOrigin, ProcessImage, Vma, VmaKind};
 use cryo_injector::Batch;
 use cryo_tracer::arch::Sysno;
-use std::rc::Rc;
+use std::sync::Arc;
 
 type Range = (u64, u64);
 
@@ -89,10 +89,10 @@ impl Restoree<'_> {
     /// Bring memory from the image this process was rebuilt from (or last
     /// brought up to) to `next`, whose pages unchanged since then are marked
     /// as in its parent; `own` is `next`'s own pages file and runs.
-    pub fn update(&mut self, next: ProcessImage, own: &ResolvedPages, reg: &mut Registry, progress: &mut PageProgress) -> Result<()> {
+    pub fn update(&mut self, next: ProcessImage, own: &ResolvedPages, reg: &mut Registry, progress: &PageProgress) -> Result<()> {
         let ps = cryo_tracer::arch::page_size();
         let pid = next.pid;
-        let old = std::mem::replace(&mut self.p, Rc::new(next));
+        let old = std::mem::replace(&mut self.p, Arc::new(next));
         let p = self.p.clone();
         let changed = |what: String| RestoreError::Rebuild(format!("process {pid}: {what} between pre-copy rounds"));
         for v in p.vmas.iter().filter(|v| is_special(v)) {

@@ -45,7 +45,7 @@ pub fn parents_only(src: &ResolvedPages) -> ResolvedPages {
 
 /// Reads the process's own pages file from the stream into its memory,
 /// which is mapped (writable) already; checks the vDSO copy it holds.
-pub fn read(b: &mut Restoree, s: Streamed<'_>, progress: &mut PageProgress) -> Result<()> {
+pub fn read(b: &mut Restoree, s: Streamed<'_>, progress: &PageProgress) -> Result<()> {
     let p = b.p.clone();
     let name = cryo_image::pages_file(p.pid);
     if p.compression.is_some() {
