@@ -20,8 +20,8 @@
 #   - memcpy of the same size, dd of the same size to a file next to the image (page
 #     cache, no sync; the median of three), gdb's gcore of the same process where gdb is installed
 #   - a tree (CRYO_BENCH_TREE, default 4x256: a shell with 4 children of 256 MiB; 0
-#     skips it): low-freeze and --direct checkpoints with its processes dumped one
-#     after another (--jobs 1) and several at once (the default)
+#     skips it): low-freeze and --direct checkpoints, and a restart, with its
+#     processes handled one after another (--jobs 1) and several at once (the default)
 #   - cryo migrate of CRYO_BENCH_MIGRATE_MIB (default 1024; 0 skips it) MiB written at a
 #     low rate, to this same host, plain, with --precopy and with --postcopy: the downtime
 # and prints, per workload, a table with ratios and the issue's goals next to them.
@@ -294,9 +294,9 @@ PY
 }
 
 # bench_tree N MIB: a shell with N memtouch children of MIB MiB each:
-# checkpoint in low-freeze mode and with --direct, the processes dumped one
-# after another (--jobs 1) and several at once (the default); each the median
-# of RUNS.
+# checkpoint in low-freeze mode and with --direct, and restart, the processes
+# handled one after another (--jobs 1) and several at once (the default); each
+# the median of RUNS.
 bench_tree() {
     local n=$1 mib=$2 pid mode one many
     start_bg "$W" tree.log "$W/tree.pid" bash -c 'for i in $(seq 1 "$1"); do ./memtouch "$2" & done; wait' tree "$n" "$mib"
@@ -319,7 +319,22 @@ bench_tree() {
         printf '%-40s %9s %9s %9s\n' "cryo checkpoint ($mode)" "$one" "$many" "$(ratio "$one" "$many")"
         printf '%-40s %9s %9s\n' "  stopped" "$(ms "$stop_one")" "$(ms "$F")"
     done
-    kill -KILL "$pid" $(awk '/^ready/ { print $NF }' "$W/tree.log") 2>/dev/null || true
+    timed tree-kill ./cryo checkpoint "$pid" -o tree-img --kill --json
+    local jobs times host r
+    for jobs in 1 0; do
+        times=()
+        for r in $(seq 1 "$RUNS"); do
+            timed tree-restart ./cryo restart tree-img --detach --pidfile tree.restored $( [ "$jobs" = 0 ] || echo --jobs "$jobs" )
+            times+=("$T")
+            host=$(cat "$W/tree.restored")
+            PIDS+=("$host")
+            kill -KILL $(cat /proc/"$host"/task/*/children 2>/dev/null) "$host" 2>/dev/null || true
+            sleep 0.5
+        done
+        [ "$jobs" = 1 ] && one=$(median "${times[@]}") || many=$(median "${times[@]}")
+    done
+    printf '%-40s %9s %9s %9s\n' "cryo restart --detach" "$one" "$many" "$(ratio "$one" "$many")"
+    rm -rf "$W/tree-img"
 }
 
 for size in "${SIZES[@]+"${SIZES[@]}"}"; do
