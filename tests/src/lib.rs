@@ -1285,6 +1285,57 @@ impl Drop for Harness {
 // Checks on a running target
 // ---------------------------------------------------------------------------------------
 
+/// A shell with `n` children running the heap workload (STEPS steps, SLEEP_MS
+/// between them, MIB MiB each), each logging to heapI.log; once each logged a
+/// few steps. `reference` is the log of an uninterrupted run.
+pub struct HeapTree {
+    pub shell: Proc,
+    pub logs: Vec<Log>,
+    pub heaps: Vec<i32>,
+    pub reference: String,
+}
+
+impl HeapTree {
+    pub fn start(h: &Harness, n: usize, steps: &str, sleep_ms: &str, mib: &str) -> HeapTree {
+        let heap = h.compile("heap");
+        let heap = heap.to_str().unwrap();
+        h.run_to_completion(&[heap, "ref.log", steps, "0", mib], "ref.out", Duration::from_secs(20));
+        let reference = Log::new(h.path("ref.log")).text();
+        let script = h.write_file("heaps.sh", &format!("for i in $(seq 1 {n}); do {heap} heap$i.log {steps} {sleep_ms} {mib} & done\nwait\n"), 0o755);
+        let (shell, _) = h.spawn(&["bash", script.to_str().unwrap()], "heaps.out");
+        let logs: Vec<Log> = (1..=n).map(|i| Log::new(h.path(&format!("heap{i}.log")))).collect();
+        for log in &logs {
+            log.wait_prefix("step 4 ", Duration::from_secs(20));
+        }
+        let heaps = logs.iter().map(|l| l.lines()[0].strip_prefix("start pid ").and_then(|s| s.parse().ok()).expect("heap logs its pid")).collect();
+        HeapTree { shell, logs, heaps, reference }
+    }
+
+    /// The shell and the heaps.
+    pub fn pids(&self) -> Vec<i32> {
+        std::iter::once(self.shell.pid()).chain(self.heaps.iter().copied()).collect()
+    }
+
+    /// After a checkpoint that failed or was killed: every heap runs on
+    /// untraced, with no child of cryo's, the tree has its shape, and
+    /// nothing of cryo is left.
+    pub fn assert_untouched(&self, h: &Harness, context: &str) {
+        for (pid, log) in self.heaps.iter().zip(&self.logs) {
+            assert!(children(*pid).is_empty(), "{context}: heap {pid} has children {:?}", children(*pid));
+            assert_running_untouched(*pid, log, 0, context);
+        }
+        assert_eq!(tree_of(self.shell.pid()).len(), self.heaps.len() + 1, "{context}: the tree is the shell and its heaps");
+        h.assert_no_leftovers(&self.pids(), context);
+    }
+
+    /// Every heap's log is the reference's (after a restart finished).
+    pub fn assert_logs_match(&self, what: &str) {
+        for (pid, log) in self.heaps.iter().zip(&self.logs) {
+            assert_text_eq(&log.text(), &heap_expected(&self.reference, *pid), &format!("log of heap {pid} {what}"));
+        }
+    }
+}
+
 /// Assert that `pid` runs exactly as an untraced, unfrozen process would: over ~1 s its
 /// state is never stopped (t/T) or dead, its TracerPid is `tracer` (0 = untraced), it has
 /// no `memfd:cryo` mapping, and its log grows by at least 2 lines.

@@ -185,6 +185,32 @@ fn sigkill_of_cryo_at_each_stage() {
     t.finish("heap log after checkpoints killed at each stage");
 }
 
+/// `kill -9` of `cryo checkpoint` while several processes of a tree are held
+/// at the same stage on helper threads (memory written while stopped, and
+/// from the snapshots after the release): every process is let go as it was.
+#[test]
+fn sigkill_of_cryo_while_a_tree_is_dumped_in_parallel() {
+    let h = Harness::with_cryo("kill9-parallel");
+    let t = HeapTree::start(&h, 3, "400", "40", "16");
+    let root = t.shell.pid().to_string();
+    for (mode, stage) in [("--direct", "pages"), ("", "snapshot-pages"), ("", "snapshot-fork")] {
+        let context = format!("kill -9 of cryo checkpoint {mode} with processes held at {stage}");
+        let img = h.path(&format!("img-{stage}{mode}"));
+        let mut args = vec!["checkpoint", &root, "-o", img.to_str().unwrap(), "--jobs", "3"];
+        args.extend(Some(mode).filter(|m| !m.is_empty()));
+        let pause = format!("{stage}:1500");
+        let mut cryo = h.cryo_spawn_env(&args, &[("CRYO_PAUSE", &pause)], std::process::Stdio::null());
+        std::thread::sleep(Duration::from_millis(400));
+        send_signal(cryo.pid(), libc::SIGKILL);
+        cryo.wait_exit(SECS20);
+        for pid in t.pids() {
+            wait_untraced(pid, &context);
+        }
+        image_complete_or_absent(&img, &context);
+        t.assert_untouched(&h, &context);
+    }
+}
+
 /// `kill -9` of `cryo checkpoint` while the target holds both ends of the page
 /// pipes, just before cryo closes the ends it took for itself: its worker
 /// still closes them, though it was told to stop.
