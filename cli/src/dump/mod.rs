@@ -65,7 +65,8 @@ pub struct Options<'a> {
     /// their checksums are made as they are sent (needs `kill` and a hold;
     /// no compression).
     pub pages_in_tree: bool,
-    /// Snapshots written at once at most (None: see `relay::width_for`).
+    /// Processes dumped, and snapshots written, at once at most (None: see
+    /// `relay::width_for`).
     pub jobs: Option<usize>,
 }
 
@@ -420,9 +421,6 @@ fn session_leader_outside(pid: i32, tree: &[i32]) -> bool {
     sid > 0 && !tree.contains(&sid) && proc::stat(sid).is_ok_and(|l| l.sid == sid && l.state != 'Z')
 }
 
-/// Would a process forked below `pid` be reparented to a process of the
-/// tree? The kernel gives orphans to the nearest child-subreaper ancestor,
-/// else to the pid namespace's init.
 /// How many ancestors of `pid` are in the tree.
 fn depth_in(pid: i32, tree: &[i32]) -> usize {
     let mut depth = 0;
@@ -437,6 +435,9 @@ fn depth_in(pid: i32, tree: &[i32]) -> usize {
     depth
 }
 
+/// Would a process forked below `pid` be reparented to a process of the
+/// tree? The kernel gives orphans to the nearest child-subreaper ancestor,
+/// else to the pid namespace's init.
 fn reaper_above(pid: i32, tree: &[i32], reapers: &[i32], view: &pids::PidView) -> bool {
     let mut p = pid;
     while tree.contains(&p) {
