@@ -262,17 +262,17 @@ impl PageProgress {
     }
 
     fn report(&self, done: u64) {
-        self.told.store(done, Ordering::Relaxed);
         if let Some(f) = &self.report {
             f(done, self.total);
         }
     }
 
     /// `n` more bytes are in place: told once a MiB more is (pages written
-    /// through /proc/PID/mem may come a page at a time).
+    /// through /proc/PID/mem may come a page at a time), by one thread.
     fn advance(&self, n: u64) {
         let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
-        if done.saturating_sub(self.told.load(Ordering::Relaxed)) >= 1 << 20 {
+        let told = self.told.load(Ordering::Relaxed);
+        if done.saturating_sub(told) >= 1 << 20 && self.told.compare_exchange(told, done, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             self.report(done);
         }
     }
@@ -282,6 +282,7 @@ impl PageProgress {
     /// before the restored program can write to the terminal.
     pub fn finish(&self) {
         self.done.store(self.total, Ordering::Relaxed);
+        self.told.store(self.total, Ordering::Relaxed);
         self.report(self.total);
     }
 }
