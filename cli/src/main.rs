@@ -230,6 +230,10 @@ struct ScheduleArgs {
     /// Compress the images' pages.
     #[arg(long, value_enum, value_name = "CODEC")]
     compress: Option<Compress>,
+    /// Dump up to N processes of the tree at once (default: half the CPUs,
+    /// at least 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
 }
 
 /// `--compress`: lz4 is the fastest, zstd packs tighter.
@@ -256,6 +260,7 @@ impl ScheduleArgs {
             dir: self.output,
             full_every: self.full_every,
             compress: self.compress.map(Compress::codec),
+            jobs: self.jobs.map(usize::from),
         }
     }
 }

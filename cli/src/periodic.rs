@@ -22,6 +22,8 @@ pub struct Schedule {
     /// before. The first image of an attach is always full.
     pub full_every: u32,
     pub compress: Option<cryo_image::codec::Codec>,
+    /// Processes dumped at once at most (`checkpoint --jobs`).
+    pub jobs: Option<usize>,
 }
 
 /// The chain of images this attach made: the last one and how many images
@@ -195,7 +197,7 @@ fn take(series: &Series, job: &mut Job, s: &Schedule, chain: &mut Chain) {
             compress: s.compress,
             killed: None,
             pages_in_tree: false,
-            jobs: None,
+            jobs: s.jobs,
         };
         let sum = crate::guard::in_worker(|| dump::checkpoint(&opts))?;
         series.commit(&out)?;

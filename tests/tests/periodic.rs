@@ -69,7 +69,7 @@ fn sigterm_to_attach_takes_a_final_image() {
     let (p, log) = h.spawn(&[ticker.to_str().unwrap(), "50", "0", "0"], "ticker.log");
     log.wait_prefix("tick 3 ", SECS20);
     let dir = h.path("images");
-    let mut attach = h.cryo_spawn(&["attach", &p.pid().to_string(), "-o", dir.to_str().unwrap(), "--interval", "1h"], Stdio::null());
+    let mut attach = h.cryo_spawn(&["attach", &p.pid().to_string(), "-o", dir.to_str().unwrap(), "--interval", "1h", "--jobs", "1"], Stdio::null());
     wait_for("attach.pid", SECS20, || dir.join("attach.pid").exists());
     assert!(complete(&list(&h, &dir)).is_empty(), "no image before the interval");
     send_signal(attach.pid(), libc::SIGTERM);
