@@ -191,7 +191,9 @@ fn sigkill_of_cryo_at_each_stage() {
 #[test]
 fn sigkill_of_cryo_while_a_tree_is_dumped_in_parallel() {
     let h = Harness::with_cryo("kill9-parallel");
-    let t = HeapTree::start(&h, 3, "400", "40", "16");
+    // 40 s at least: each round holds cryo up to 1.5 s and checks the
+    // heaps for a second each.
+    let t = HeapTree::start(&h, 3, "1000", "40", "16");
     let root = t.shell.pid().to_string();
     for (mode, stage) in [("--direct", "pages"), ("", "snapshot-pages"), ("", "snapshot-fork")] {
         let context = format!("kill -9 of cryo checkpoint {mode} with processes held at {stage}");

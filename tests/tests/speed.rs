@@ -148,8 +148,9 @@ fn failure_while_writing_from_the_snapshot_leaves_the_target_running() {
 #[test]
 fn tree_dumped_in_parallel() {
     let h = Harness::with_cryo("parallel-dump");
-    // Long enough for four checkpoints (the CI machine may be slow).
-    let mut t = HeapTree::start(&h, 4, "500", "25", MIB);
+    // 20 s at least: two failed checkpoints, each followed by a check that
+    // takes a second per heap, then two that succeed.
+    let mut t = HeapTree::start(&h, 4, "800", "25", MIB);
     let root = t.shell.pid().to_string();
     let (low_freeze, killed) = (h.path("low-freeze"), h.path("killed"));
 
