@@ -112,7 +112,7 @@ enum Cmd {
         #[arg(long)]
         lazy: bool,
         /// Fill the memory of up to N processes of the tree at once
-        /// (default: half the CPUs, at least 2).
+        /// (default: one per CPU, at least 2).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         jobs: Option<u16>,
         /// The receiving end of `cryo migrate` (status lines on stdout, waits

@@ -310,7 +310,7 @@ fn restore_tree(
                 Box::new(move || r.fill_memory(src, pages, rounds, rebuild::OwnPages::InFiles, lazy)) as relay::Job<Result<()>>
             })
             .collect();
-        let width = relay::width_for(jobs.len(), opts.jobs);
+        let width = relay::width_for(jobs.len(), opts.jobs, 1);
         tracing::debug!("memory of {} processes filled {width} at a time", jobs.len());
         relay::in_parallel(jobs, width).into_iter().collect::<Result<()>>()?;
     } else {

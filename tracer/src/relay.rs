@@ -91,11 +91,12 @@ pub fn in_parallel<T: Send>(jobs: Vec<Job<'_, T>>, width: usize) -> Vec<T> {
     results.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().map(|r| r.expect("every job ran")).collect()
 }
 
-/// Helper threads worth using for `jobs` jobs that each keep about two CPUs
-/// busy (the tracee writing into a pipe, cryo splicing out of it).
-pub fn width_for(jobs: usize, limit: Option<usize>) -> usize {
+/// Helper threads worth using for `jobs` jobs that each keep `cpus_each`
+/// CPUs busy (a dump: the tracee writing into a pipe and cryo splicing out
+/// of it, two; a restart's reads into place, one), at least two, or `limit`.
+pub fn width_for(jobs: usize, limit: Option<usize>, cpus_each: usize) -> usize {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    limit.unwrap_or(cpus.div_ceil(2).max(2)).min(jobs).max(1)
+    limit.unwrap_or((cpus / cpus_each.max(1)).max(2)).min(jobs).max(1)
 }
 
 #[cfg(test)]

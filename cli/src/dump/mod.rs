@@ -160,7 +160,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
                     Box::new(move || Ok((i, each.dump(seized, fds, snapshot)?))) as relay::Job<Result<(usize, Frozen)>>
                 })
                 .collect();
-            let width = relay::width_for(jobs.len(), opts.jobs);
+            let width = relay::width_for(jobs.len(), opts.jobs, 2);
             tracing::debug!("{} processes dumped {width} at a time", jobs.len());
             let mut failed = None;
             for r in relay::in_parallel(jobs, width) {
@@ -545,7 +545,7 @@ fn write_from_snapshots(deferred: &mut [Pending], progress: &indicatif::Progress
         .filter(|d| d.snapshot.is_some())
         .map(|d| Box::new(move || d.write_from_snapshot(progress)) as relay::Job<Result<()>>)
         .collect();
-    let width = relay::width_for(jobs.len(), jobs_limit);
+    let width = relay::width_for(jobs.len(), jobs_limit, 2);
     tracing::debug!("{} snapshots written {width} at a time", jobs.len());
     relay::in_parallel(jobs, width).into_iter().collect()
 }
