@@ -143,7 +143,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         // cryo_injector::snapshot), known once those above are dumped: a
         // wave per depth in the tree.
         let low_freeze = !opts.kill && !opts.direct;
-        let depths: Vec<usize> = tree_pids.iter().map(|&p| if low_freeze { depth_in(p, &tree_pids) } else { 0 }).collect();
+        let depths = if low_freeze { depths_in(&tree_pids) } else { vec![0; tree_pids.len()] };
         let mut dumped: Vec<Option<Frozen>> = tree_pids.iter().map(|_| None).collect();
         // Processes that reap orphans (PR_SET_CHILD_SUBREAPER).
         let mut reapers: Vec<i32> = Vec::new();
@@ -421,18 +421,16 @@ fn session_leader_outside(pid: i32, tree: &[i32]) -> bool {
     sid > 0 && !tree.contains(&sid) && proc::stat(sid).is_ok_and(|l| l.sid == sid && l.state != 'Z')
 }
 
-/// How many ancestors of `pid` are in the tree.
-fn depth_in(pid: i32, tree: &[i32]) -> usize {
-    let mut depth = 0;
-    let mut p = pid;
-    while let Ok(st) = proc::stat(p) {
-        if !tree.contains(&st.ppid) || depth > tree.len() {
-            break;
-        }
-        depth += 1;
-        p = st.ppid;
+/// How many ancestors each process has in the tree (`tree` lists parents
+/// before their children, as [`Tree::freeze`] finds them).
+fn depths_in(tree: &[i32]) -> Vec<usize> {
+    let mut depths: Vec<usize> = Vec::with_capacity(tree.len());
+    for &pid in tree {
+        let parent = proc::stat(pid).ok().and_then(|st| tree.iter().position(|&p| p == st.ppid));
+        let depth = parent.and_then(|i| depths.get(i)).map_or(0, |d| d + 1);
+        depths.push(depth);
     }
-    depth
+    depths
 }
 
 /// Would a process forked below `pid` be reparented to a process of the
@@ -597,14 +595,8 @@ impl Each<'_, '_> {
         let earlier = self.maps_before.get(&seized.pid);
         let vmas = proc::vmas_since(seized.pid, earlier.map(|e| e.vmas.as_slice()))?;
         self.clock.stage("maps checked");
-        let how = How {
-            snapshot,
-            tracking: self.track.then_some(left),
-            compress: self.compress,
-            in_tree: self.in_tree,
-            flags_exact: !earlier.is_some_and(|e| e.from_parent && e.vmas == vmas),
-        };
-        let frozen = dump_frozen(seized, vmas, self.view, self.pages_files, fds, self.shared, self.progress, how)?;
+        let how = How { snapshot, tracking: self.track.then_some(left), flags_exact: !earlier.is_some_and(|e| e.from_parent && e.vmas == vmas) };
+        let frozen = dump_frozen(seized, vmas, fds, self, how)?;
         self.clock.stage("process done");
         Ok(frozen)
     }
@@ -624,9 +616,6 @@ struct How<'a> {
     snapshot: bool,
     /// Track writes (see tracking.rs), with what the parent image left.
     tracking: Option<Option<&'a Tracking>>,
-    compress: Option<Codec>,
-    /// Lay out the pages file only (see [`Options::pages_in_tree`]).
-    in_tree: bool,
     /// The VmFlags were read now, not taken from the parent image.
     flags_exact: bool,
 }
@@ -696,17 +685,13 @@ fn pages_while_frozen(
     vmas: &[Vma],
     st: &state::State,
     tracked: Option<&tracking::Tracked>,
-    pages_files: &Mutex<&mut ImageWriter>,
-    view: &pids::PidView,
-    shared: &Mutex<memory::SharedSeen>,
-    progress: &indicatif::ProgressBar,
-    snapshot: bool,
-    compress: Option<Codec>,
-    in_tree: bool,
-    flags_exact: bool,
+    each: &Each,
+    how: &How,
     clock: &Clock,
 ) -> Result<(Vec<PageRun>, Option<Snapshot>, PagesOut)> {
     let pid = seized.pid;
+    let Each { view, pages_files, shared, progress, compress, in_tree, .. } = *each;
+    let How { snapshot, flags_exact, .. } = *how;
     // A snapshot lacks MADV_DONTFORK areas and has MADV_WIPEONFORK ones
     // empty. Flags from the parent image may miss a whole-area madvise
     // since: they are read before a snapshot is relied on.
@@ -770,18 +755,9 @@ fn pages_while_frozen(
 
 /// Everything done while the process is frozen. On error the parasite has
 /// been unloaded (as far as possible) before returning.
-#[allow(clippy::too_many_arguments)]
-fn dump_frozen(
-    seized: &mut Seized,
-    vmas: Vec<Vma>,
-    view: &pids::PidView,
-    pages_files: &Mutex<&mut ImageWriter>,
-    fds: Vec<FdImage>,
-    shared: &Mutex<memory::SharedSeen>,
-    progress: &indicatif::ProgressBar,
-    how: How,
-) -> Result<Frozen> {
+fn dump_frozen(seized: &mut Seized, vmas: Vec<Vma>, fds: Vec<FdImage>, each: &Each, how: How) -> Result<Frozen> {
     let pid = seized.pid;
+    let view = each.view;
     let clock = Clock::start(format!("process {pid}"));
     let mut remote = Remote::bootstrap(seized, pid, &vmas)?;
     clock.stage("bootstrapped");
@@ -823,23 +799,7 @@ fn dump_frozen(
         if how.tracking.is_some() {
             clock.stage("write tracking");
         }
-        let rest = pages_while_frozen(
-            seized,
-            &mut remote,
-            &mut parasite,
-            &vmas,
-            &st,
-            tracked.as_ref(),
-            pages_files,
-            view,
-            shared,
-            progress,
-            how.snapshot,
-            how.compress,
-            how.in_tree,
-            how.flags_exact,
-            &clock,
-        );
+        let rest = pages_while_frozen(seized, &mut remote, &mut parasite, &vmas, &st, tracked.as_ref(), each, &how, &clock);
         if rest.is_err() {
             if let Some(t) = &tracked {
                 tracking::undo(seized, &mut remote, &mut parasite, t);
