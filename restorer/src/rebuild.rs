@@ -11,6 +11,7 @@ use cryo_image::{Creds, ImageReader, PageOrigin, ProcessImage, ThreadImage, Vma,
 use cryo_injector::{Arg, Batch, BatchOutput, Parasite, Remote};
 use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
 use cryo_tracer::{proc, ptrace};
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -289,10 +290,10 @@ impl PageProgress {
 
 /// The pages found in files: all, or only the parents' where the image's
 /// own come another way.
-fn on_disk(src: &ResolvedPages, own_pages: OwnPages<'_>) -> ResolvedPages {
+fn on_disk<'s>(src: &'s ResolvedPages, own_pages: OwnPages<'_>) -> Cow<'s, ResolvedPages> {
     match own_pages {
-        OwnPages::InFiles => src.clone(),
-        OwnPages::Streamed(_) | OwnPages::OnDemand(_) => streamed::parents_only(src),
+        OwnPages::InFiles => Cow::Borrowed(src),
+        OwnPages::Streamed(_) | OwnPages::OnDemand(_) => Cow::Owned(streamed::parents_only(src)),
     }
 }
 
