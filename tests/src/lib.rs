@@ -1091,6 +1091,14 @@ impl Harness {
         l
     }
 
+    /// The log of an uninterrupted run of a workload whose first argument is
+    /// its log file (`prog ref.log ARGS...`): what a restarted copy must log.
+    pub fn reference_log(&self, prog: &str, args: &[&str], timeout: Duration) -> String {
+        let argv: Vec<&str> = [prog, "ref.log"].into_iter().chain(args.iter().copied()).collect();
+        self.run_to_completion(&argv, "ref.out", timeout);
+        Log::new(self.path("ref.log")).text()
+    }
+
     /// Run `cryo ARGS` as the test user and wait for it (at most [`CRYO_TIMEOUT`]).
     pub fn cryo_run(&self, args: &[&str]) -> CmdOut {
         self.cryo_run_env(args, &[])
@@ -1299,8 +1307,7 @@ impl HeapTree {
     pub fn start(h: &Harness, n: usize, steps: &str, sleep_ms: &str, mib: &str) -> HeapTree {
         let heap = h.compile("heap");
         let heap = heap.to_str().unwrap();
-        h.run_to_completion(&[heap, "ref.log", steps, "0", mib], "ref.out", Duration::from_secs(20));
-        let reference = Log::new(h.path("ref.log")).text();
+        let reference = h.reference_log(heap, &[steps, "0", mib], Duration::from_secs(20));
         let script = h.write_file("heaps.sh", &format!("for i in $(seq 1 {n}); do {heap} heap$i.log {steps} {sleep_ms} {mib} & done\nwait\n"), 0o755);
         let (shell, _) = h.spawn(&["bash", script.to_str().unwrap()], "heaps.out");
         let logs: Vec<Log> = (1..=n).map(|i| Log::new(h.path(&format!("heap{i}.log")))).collect();

@@ -18,8 +18,7 @@ fn fault_case_with(stage: &str, kill: bool) {
     let h = Harness::with_cryo(&format!("fault-{stage}"));
     let heap = h.compile("heap");
     let heap = heap.to_str().unwrap();
-    h.run_to_completion(&[heap, "ref.log", STEPS, "0", MIB], "ref.out", SECS20);
-    let reference = Log::new(h.path("ref.log")).text();
+    let reference = h.reference_log(heap, &[STEPS, "0", MIB], SECS20);
 
     let (mut p, _out) = h.spawn(&[heap, "heap.log", STEPS, "100", MIB], "heap.out");
     let pid = p.pid();

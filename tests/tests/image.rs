@@ -81,8 +81,7 @@ fn killed_heap_image(name: &str) -> (Harness, PathBuf, i32, Log, String) {
     let h = Harness::with_cryo(name);
     let heap = h.compile("heap");
     let heap = heap.to_str().unwrap();
-    h.run_to_completion(&[heap, "ref.log", "30", "0", "16"], "ref.out", SECS20);
-    let reference = Log::new(h.path("ref.log")).text();
+    let reference = h.reference_log(heap, &["30", "0", "16"], SECS20);
     let (mut p, _out) = h.spawn(&[heap, "heap.log", "30", "100", "16"], "heap.out");
     let pid = p.pid();
     let log = Log::new(h.path("heap.log"));

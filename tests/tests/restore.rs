@@ -20,8 +20,7 @@ fn heap_checkpoint_kill_restart_detach() {
     let heap = h.compile("heap");
     let heap = heap.to_str().unwrap();
     let steps = "40";
-    h.run_to_completion(&[heap, "ref.log", steps, "0", "64"], "ref.out", SECS20);
-    let reference = Log::new(h.path("ref.log")).text();
+    let reference = h.reference_log(heap, &[steps, "0", "64"], SECS20);
     assert!(
         reference.lines().last().unwrap().starts_with("done pid "),
         "{reference}"

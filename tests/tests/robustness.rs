@@ -71,8 +71,7 @@ struct KillTarget {
 impl KillTarget {
     fn start(h: &Harness, steps: &'static str) -> KillTarget {
         let heap = h.compile("heap");
-        h.run_to_completion(&[heap.to_str().unwrap(), "ref.log", steps, "0", "64"], "ref.out", SECS20 * 6);
-        let reference = Log::new(h.path("ref.log")).text();
+        let reference = h.reference_log(heap.to_str().unwrap(), &[steps, "0", "64"], SECS20 * 6);
         let (p, log) = Self::spawn(h, steps, 0);
         let before = outside_view(p.pid());
         KillTarget { p, log, steps, reference, before }

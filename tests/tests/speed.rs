@@ -15,8 +15,7 @@ const MIB: &str = "16";
 fn heap_running(h: &Harness) -> (Proc, Log, String) {
     let heap = h.compile("heap");
     let heap = heap.to_str().unwrap();
-    h.run_to_completion(&[heap, "ref.log", STEPS, "0", MIB], "ref.out", SECS20);
-    let reference = Log::new(h.path("ref.log")).text();
+    let reference = h.reference_log(heap, &[STEPS, "0", MIB], SECS20);
     let (p, log) = {
         let (p, _) = h.spawn(&[heap, "heap.log", STEPS, "20", MIB], "heap.out");
         (p, Log::new(h.path("heap.log")))
@@ -194,8 +193,7 @@ const DIRTY_MIB: &str = "64";
 fn dirty_running(h: &Harness, steps: &str, sleep_ms: &str) -> (Proc, Log, String) {
     let prog = h.compile("dirty");
     let prog = prog.to_str().unwrap();
-    h.run_to_completion(&[prog, "ref.log", steps, "0", DIRTY_MIB, "4"], "ref.out", SECS20);
-    let reference = Log::new(h.path("ref.log")).text();
+    let reference = h.reference_log(prog, &[steps, "0", DIRTY_MIB, "4"], SECS20);
     let (p, _) = h.spawn(&[prog, "dirty.log", steps, sleep_ms, DIRTY_MIB, "4"], "dirty.out");
     let log = Log::new(h.path("dirty.log"));
     log.wait_prefix("step 3 ", SECS20);
@@ -324,8 +322,7 @@ fn periodic_series_chains_incremental_images() {
     let h = Harness::with_cryo("periodic-incremental");
     let prog = h.compile("dirty");
     let prog = prog.to_str().unwrap();
-    h.run_to_completion(&[prog, "ref.log", "400", "0", DIRTY_MIB, "4"], "ref.out", SECS20);
-    let reference = Log::new(h.path("ref.log")).text();
+    let reference = h.reference_log(prog, &["400", "0", DIRTY_MIB, "4"], SECS20);
     let dir = h.path("images");
     let log_path = h.path("dirty.log");
     let mut launch = h.cryo_spawn(
