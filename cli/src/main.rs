@@ -115,6 +115,13 @@ enum Cmd {
         /// (default: one per CPU, at least 2).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
         jobs: Option<u16>,
+        /// Fill memory the image holds whole with transparent huge pages
+        /// (fewer page faults): auto (where that is quicker: not under a
+        /// virtual machine's balloon that reports free memory to its host),
+        /// on, or off. The kernel's setting and the program's own choice
+        /// (MADV_NOHUGEPAGE, PR_SET_THP_DISABLE) always hold.
+        #[arg(long, value_name = "auto|on|off", default_value = "auto")]
+        huge_pages: cryo_restorer::HugePages,
         /// The receiving end of `cryo migrate` (status lines on stdout, waits
         /// for the sender's commit before the tree runs; implies --detach).
         #[arg(long, hide = true)]
@@ -367,7 +374,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files, lazy, jobs, handshake, rounds, postcopy } => {
+        Cmd::Restart { dir, detach, pidfile, no_pid_ns, allow_changed_files, lazy, jobs, huge_pages, handshake, rounds, postcopy } => {
             let from_stdin = dir.as_os_str() == "-";
             if handshake && !from_stdin {
                 anyhow::bail!("--handshake is for `cryo restart -` as run by `cryo migrate`");
@@ -405,6 +412,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 lazy,
                 pages_on_demand: None,
                 jobs: jobs.map(usize::from),
+                huge_pages,
             };
             // Ctrl-C during the rebuild: kill what was created, not leave it half-made.
             guard::abort_on_signals();

@@ -298,6 +298,7 @@ fn receive_and_restart(
         lazy: opts.lazy || postcopy,
         pages_on_demand,
         jobs: None,
+        huge_pages: opts.huge_pages,
     };
     cryo_restorer::restart(&restore)?;
     Ok(root.get())

@@ -31,7 +31,8 @@ pub use model::*;
 /// Version of the on-disk layout; an image of another version is refused.
 /// 4: a process's pages_crc may be unknown (pages sent from the process).
 /// 5: the siginfo of pending signals.
-pub const FORMAT_VERSION: u32 = 5;
+/// 6: PR_SET_THP_DISABLE.
+pub const FORMAT_VERSION: u32 = 6;
 
 pub const INVENTORY_FILE: &str = "inventory.cryo";
 

@@ -116,6 +116,9 @@ pub struct ProcessImage {
     pub exit_signal: i32,
     /// PR_SET_CHILD_SUBREAPER: orphaned descendants are reparented to it.
     pub child_subreaper: bool,
+    /// What PR_GET_THP_DISABLE returned: 0, 1 (no transparent huge pages) or
+    /// 3 (only where madvise asked for them).
+    pub thp_disable: u32,
     /// Index i holds signal i+1.
     pub sigactions: Vec<SigAction>,
     /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF.
@@ -553,6 +556,7 @@ impl ProcessImage {
             threads: Vec::new(),
             exit_signal: 17,
             child_subreaper: false,
+            thp_disable: 0,
             sigactions: Vec::new(),
             itimers: Vec::new(),
             fds: Vec::new(),

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use check::RestoreError;
-pub use rebuild::{PageStream, PagesOnDemand};
+pub use rebuild::{HugePages, PageStream, PagesOnDemand};
 
 pub struct Options<'a> {
     pub image: PathBuf,
@@ -61,6 +61,8 @@ pub struct Options<'a> {
     /// Processes whose memory is filled at once at most (None: see
     /// `relay::width_for`).
     pub jobs: Option<usize>,
+    /// Whether memory stored whole is filled with transparent huge pages.
+    pub huge_pages: HugePages,
 }
 
 pub type Gate<'a> = &'a dyn Fn(i32) -> std::result::Result<(), String>;
@@ -282,9 +284,12 @@ fn restore_tree(
         }
     }
     let mut tree = Vec::new();
+    let huge_pages = rebuild::huge_page_size(opts.huge_pages);
     for (m, p) in live {
         stage("restart-load")?;
-        tree.push(Restoree::load(m, std::sync::Arc::new(p.clone()), &reg)?);
+        let mut r = Restoree::load(m, std::sync::Arc::new(p.clone()), &reg)?;
+        r.huge_pages = huge_pages;
+        tree.push(r);
     }
     logged("loading the restorer");
     let rounds = opts.next_round.is_some();

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod fds;
+mod huge;
 mod inet;
 mod rounds;
 mod pty;
@@ -25,6 +26,7 @@ pub(crate) mod sockets;
 mod timers;
 mod userfault;
 
+pub use huge::{pmd_size as huge_page_size, HugePages};
 pub use on_demand::{OnDemand, PagesOnDemand};
 pub use streamed::{PageStream, Streamed};
 
@@ -47,6 +49,7 @@ const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 const PR_SET_NAME: u64 = 15;
 const PR_SET_CHILD_SUBREAPER: u64 = 36;
+const PR_SET_THP_DISABLE: u64 = 41;
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
 const SS_DISABLE: i32 = 2;
@@ -78,6 +81,8 @@ pub struct Restoree<'a> {
     threads: Vec<i32>,
     /// Memory still to fill after it runs (lazy restart).
     lazy: Option<crate::lazy::Process>,
+    /// Fill whole stretches of this size with huge pages ([`huge`]).
+    pub huge_pages: Option<u64>,
 }
 
 impl<'a> Restoree<'a> {
@@ -92,7 +97,7 @@ impl<'a> Restoree<'a> {
             .ok_or_else(|| RestoreError::Rebuild(format!("process {}: no free address range for the restorer", p.pid)))?;
         let parasite = Parasite::load(&mut m.seized, &mut m.remote, Some(area))?;
         let inside = reg.pids.inside(p.pid).expect("every member has a pid");
-        Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new(), lazy: None })
+        Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new(), lazy: None, huge_pages: None })
     }
 
     /// Its pid in the image.
@@ -133,6 +138,7 @@ impl<'a> Restoree<'a> {
         teardown(self, &own)?;
         move_vdso(self, &own, self.area + self.blob_size)?;
         let p = self.p.clone();
+        thp_disable(self)?;
         map_areas(self, reg, &p.vmas.iter().filter(|v| !is_special(v)).collect::<Vec<_>>())
     }
 
@@ -359,6 +365,19 @@ fn teardown(b: &mut Restoree, own: &[Vma]) -> Result<()> {
         batch.call(Sysno::Munmap, &[v.start.into(), v.len().into()]);
     }
     b.run("unmapping the restorer's own memory", &batch).map(drop)
+}
+
+/// PR_SET_THP_DISABLE before any page is filled: huge pages where the
+/// process wanted none would stay. Bit 1 (only where madvised, Linux 6.18)
+/// goes as the flags argument.
+fn thp_disable(b: &mut Restoree) -> Result<()> {
+    let mode = b.p.thp_disable as u64;
+    if mode == 0 {
+        return Ok(());
+    }
+    let mut batch = Batch::new();
+    batch.call(Sysno::Prctl, &[PR_SET_THP_DISABLE.into(), 1.into(), (mode & !1).into(), 0.into(), 0.into()]);
+    b.run("turning huge pages off (PR_SET_THP_DISABLE)", &batch).map(drop)
 }
 
 /// Put the vDSO and vvar pages where the image had them: the program holds
@@ -601,6 +620,7 @@ fn write_through_mem(
 const MADV_POPULATE_WRITE: u64 = 23;
 
 fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &PageProgress) -> Result<()> {
+    huge::prepare(b, src)?;
     write_compressed_pages(b, src, progress)?;
     let reads = plan_reads(src, cryo_tracer::arch::page_size());
     let mut next = 0;

@@ -384,3 +384,72 @@ fn lock_flags(pid: i32, page_kb: u64) -> [Vec<&'static str>; 2] {
     let one = |pages: u64| vm_flags_of_size(pid, pages * page_kb, &["lf", "lo"]).concat();
     [one(66), one(34)]
 }
+
+/// With `--huge-pages on`, a 64 MiB heap the image holds whole comes back on
+/// transparent huge pages (where the kernel has them on), with the area's
+/// flags as they were (no MADV_HUGEPAGE mark) and the reference run's log; a
+/// program that turned huge pages off (PR_SET_THP_DISABLE, which exec keeps)
+/// has them off again and gets none.
+#[test]
+fn huge_pages_fill_memory_stored_whole() {
+    let h = Harness::with_cryo("huge");
+    let heap = h.compile("heap");
+    let heap = heap.to_str().unwrap();
+    let steps = "30";
+    let reference = h.reference_log(heap, &[steps, "0", "64"], SECS20);
+    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").is_ok_and(|s| !s.contains("[never]"));
+    const THP_OFF: &str = "import ctypes, os, sys\n\
+        assert ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0\n\
+        os.execv(sys.argv[1], sys.argv[1:])";
+    for (i, off) in [false, true].into_iter().enumerate() {
+        let log_name = format!("heap{i}.log");
+        let mut argv = if off { vec!["python3", "-c", THP_OFF] } else { Vec::new() };
+        argv.extend([heap, log_name.as_str(), steps, "150", "64"]);
+        let (mut p, _out) = h.spawn(&argv, &format!("heap{i}.out"));
+        let pid = p.pid();
+        let log = Log::new(h.path(&log_name));
+        log.wait_prefix("step 3 ", SECS20);
+        let (flags, _) = largest_area(pid);
+        assert_eq!(thp_enabled(pid), !off, "the program's own setting");
+        let img = h.path(&format!("img{i}"));
+        h.checkpoint_kill(&mut p, &img);
+        let host = h.restart_detached_with(&img, &["--huge-pages", "on"]);
+        let (flags_after, huge_kb) = largest_area(host);
+        assert_eq!(flags_after, flags, "VmFlags of the heap after restart");
+        assert_eq!(thp_enabled(host), !off, "PR_SET_THP_DISABLE after restart");
+        if off || !thp {
+            assert_eq!(huge_kb, 0, "huge pages where none may be (THP off: {off}, kernel has them: {thp})");
+        } else {
+            // 31 stretches of 2 MiB lie inside the heap; a few may stay small
+            // where the kernel finds no free huge page.
+            assert!(huge_kb >= 32 << 10, "only {huge_kb} kB of the heap on huge pages");
+        }
+        log.wait_prefix("done pid ", SECS20);
+        assert_text_eq(&log.text(), &heap_expected(&reference, pid), &format!("heap log after restart (THP off: {off})"));
+    }
+}
+
+/// The VmFlags and AnonHugePages (kB) of `pid`'s largest memory area.
+fn largest_area(pid: i32) -> (String, u64) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let kb = |l: &str, key: &str| l.strip_prefix(key).map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap());
+    let (mut best, mut size, mut huge) = ((0, String::new(), 0), 0, 0);
+    for line in smaps.lines() {
+        if let Some(v) = kb(line, "Size:") {
+            size = v;
+        } else if let Some(v) = kb(line, "AnonHugePages:") {
+            huge = v;
+        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if size > best.0 {
+                best = (size, flags.trim().to_string(), huge);
+            }
+        }
+    }
+    (best.1, best.2)
+}
+
+/// THP_enabled in /proc/PID/status: false once PR_SET_THP_DISABLE was set.
+fn thp_enabled(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(str::trim) == Some("1")
+}

@@ -904,6 +904,7 @@ fn dump_frozen(seized: &mut Seized, vmas: Vec<Vma>, fds: Vec<FdImage>, each: &Ea
         threads,
         exit_signal: stat.exit_signal,
         child_subreaper: st.child_subreaper,
+        thp_disable: st.thp_disable,
         sigactions: st.sigactions,
         itimers: st.itimers,
         fds,

@@ -14,6 +14,7 @@ pub struct State {
     pub umask: u32,
     pub brk: u64,
     pub child_subreaper: bool,
+    pub thp_disable: u32,
 }
 
 /// What each thread reports about itself.
@@ -24,6 +25,7 @@ pub struct ThreadState {
 
 const PR_GET_TID_ADDRESS: u64 = 40;
 const PR_GET_CHILD_SUBREAPER: u64 = 37;
+const PR_GET_THP_DISABLE: u64 = 42;
 pub const NSIG: usize = 64;
 
 /// Kernel `struct sigaction`: handler, flags, restorer (words), then a 64-bit mask.
@@ -51,6 +53,7 @@ pub fn collect(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite
     let brk = b.call(Sysno::Brk, &[0.into()]);
     let subreaper = b.reserve(4);
     b.call_may_fail(Sysno::Prctl, &[PR_GET_CHILD_SUBREAPER.into(), Arg::Data(subreaper)]);
+    let thp = b.call_may_fail(Sysno::Prctl, &[PR_GET_THP_DISABLE.into(), 0.into(), 0.into(), 0.into(), 0.into()]);
     let out = parasite.run(seized, remote, &b)?;
 
     let is64 = Native::IS_64BIT;
@@ -76,6 +79,7 @@ pub fn collect(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite
         umask: out.results[um] as u32,
         brk: out.results[brk] as u64,
         child_subreaper: out.u32_at(subreaper) != 0,
+        thp_disable: u32::try_from(out.results[thp]).unwrap_or(0),
     })
 }
 
