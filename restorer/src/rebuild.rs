@@ -153,6 +153,7 @@ impl<'a> Restoree<'a> {
         let p = self.p.clone();
         if lazy {
             let plan = crate::lazy::plan(&p, src, cryo_tracer::arch::page_size());
+            huge::prepare(self, &plan.eager)?;
             let on_demand = match own_pages {
                 OwnPages::OnDemand(d) => {
                     on_demand::read(self, d, &plan.eager, pages_read)?;
@@ -167,6 +168,8 @@ impl<'a> Restoree<'a> {
                 self.lazy = Some(userfault::register(self, src, &plan, on_demand)?);
             }
         } else {
+            // All of them, whether from files or a stream.
+            huge::prepare(self, src)?;
             read_pages(self, &on_disk, &pages, pages_read)?;
         }
         if let OwnPages::Streamed(s) = own_pages {
@@ -620,7 +623,6 @@ fn write_through_mem(
 const MADV_POPULATE_WRITE: u64 = 23;
 
 fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &PageProgress) -> Result<()> {
-    huge::prepare(b, src)?;
     write_compressed_pages(b, src, progress)?;
     let reads = plan_reads(src, cryo_tracer::arch::page_size());
     let mut next = 0;

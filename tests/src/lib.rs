@@ -234,6 +234,36 @@ pub fn vm_flags_of_size(pid: i32, size_kb: u64, wanted: &[&'static str]) -> Vec<
     out
 }
 
+/// The VmFlags and AnonHugePages (kB) of `pid`'s largest memory area.
+pub fn largest_area(pid: i32) -> (String, u64) {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let kb = |l: &str, key: &str| l.strip_prefix(key).map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap());
+    let (mut best, mut size, mut huge) = ((0, String::new(), 0), 0, 0);
+    for line in smaps.lines() {
+        if let Some(v) = kb(line, "Size:") {
+            size = v;
+        } else if let Some(v) = kb(line, "AnonHugePages:") {
+            huge = v;
+        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if size > best.0 {
+                best = (size, flags.trim().to_string(), huge);
+            }
+        }
+    }
+    (best.1, best.2)
+}
+
+/// THP_enabled in /proc/PID/status: false once PR_SET_THP_DISABLE was set.
+pub fn thp_enabled(pid: i32) -> bool {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(str::trim) == Some("1")
+}
+
+/// Are transparent huge pages on here (not "never")?
+pub fn thp_available() -> bool {
+    fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").is_ok_and(|s| !s.contains("[never]"))
+}
+
 /// `root` and its descendants.
 pub fn tree_of(root: i32) -> Vec<i32> {
     let mut pids = vec![root];

@@ -102,8 +102,8 @@ fn assert_only_metadata(tmp: &Path, side: &str) {
 /// Neither end of a stream stores the image's memory: halfway through a
 /// stream of 256 MiB, `checkpoint --kill -o -` has staged only the
 /// metadata (the pages go from the frozen process to stdout), and so has
-/// `restart -` (they go straight into the rebuilt process); every page is
-/// intact.
+/// `restart -` (they go straight into the rebuilt process, onto huge pages
+/// with `--huge-pages on`); every page is intact.
 #[test]
 fn neither_end_of_a_stream_stores_the_pages() {
     let h = Harness::with_cryo("stream-in-place");
@@ -135,7 +135,7 @@ fn neither_end_of_a_stream_stores_the_pages() {
     let tmp = h.mkdir_for("tmp", Who::Test);
     let pf = h.path("restored.pid");
     h.register_pidfile(&pf);
-    let mut cryo = h.cryo_spawn_env(&["restart", "-", "--detach", "--quiet", "--pidfile", pf.to_str().unwrap()], &[("TMPDIR", tmp.to_str().unwrap())], Stdio::piped());
+    let mut cryo = h.cryo_spawn_env(&["restart", "-", "--detach", "--quiet", "--huge-pages", "on", "--pidfile", pf.to_str().unwrap()], &[("TMPDIR", tmp.to_str().unwrap())], Stdio::piped());
     let mut input = cryo.take_stdin();
     let half = bytes.len() / 2;
     std::io::Write::write_all(&mut input, &bytes[..half]).unwrap();
@@ -148,6 +148,9 @@ fn neither_end_of_a_stream_stores_the_pages() {
     assert!(staged(&tmp).is_empty() && std::fs::read_dir(&tmp).unwrap().next().is_none(), "the staging directory was removed");
     let host: i32 = std::fs::read_to_string(&pf).unwrap().trim().parse().unwrap();
     assert_eq!(nspids(host).last(), Some(&pid), "the restored root keeps its pid inside");
+    // Pages from a stream go onto huge pages too (--huge-pages on).
+    let huge_kb = largest_area(host).1;
+    assert!(huge_kb >= if thp_available() { 128 << 10 } else { 0 }, "{huge_kb} kB of the 256 MiB on huge pages");
     let (tick, _) = last_of(&log, "tick").unwrap();
     log.wait_prefix(&format!("tick {} ", tick + 5), SECS20);
     full_check(&log, host, &my_net());

@@ -397,7 +397,7 @@ fn huge_pages_fill_memory_stored_whole() {
     let heap = heap.to_str().unwrap();
     let steps = "30";
     let reference = h.reference_log(heap, &[steps, "0", "64"], SECS20);
-    let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").is_ok_and(|s| !s.contains("[never]"));
+    let thp = thp_available();
     const THP_OFF: &str = "import ctypes, os, sys\n\
         assert ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0\n\
         os.execv(sys.argv[1], sys.argv[1:])";
@@ -429,27 +429,3 @@ fn huge_pages_fill_memory_stored_whole() {
     }
 }
 
-/// The VmFlags and AnonHugePages (kB) of `pid`'s largest memory area.
-fn largest_area(pid: i32) -> (String, u64) {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-    let kb = |l: &str, key: &str| l.strip_prefix(key).map(|v| v.trim().trim_end_matches(" kB").parse::<u64>().unwrap());
-    let (mut best, mut size, mut huge) = ((0, String::new(), 0), 0, 0);
-    for line in smaps.lines() {
-        if let Some(v) = kb(line, "Size:") {
-            size = v;
-        } else if let Some(v) = kb(line, "AnonHugePages:") {
-            huge = v;
-        } else if let Some(flags) = line.strip_prefix("VmFlags:") {
-            if size > best.0 {
-                best = (size, flags.trim().to_string(), huge);
-            }
-        }
-    }
-    (best.1, best.2)
-}
-
-/// THP_enabled in /proc/PID/status: false once PR_SET_THP_DISABLE was set.
-fn thp_enabled(pid: i32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(str::trim) == Some("1")
-}
