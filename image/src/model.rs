@@ -444,6 +444,10 @@ pub enum FdTarget {
     /// The master (/dev/ptmx) or slave (/dev/pts/N) side of `Inventory::ptys[index]`.
     PtyMaster { index: u32 },
     PtySlave { index: u32 },
+    /// A pidfd of process `pid` of the tree (as the tree sees it), made
+    /// again with pidfd_open; its flags (PIDFD_NONBLOCK, PIDFD_THREAD) are
+    /// the fd's.
+    Pidfd { pid: i32 },
 }
 
 /// A pseudo-terminal of the tree. Recreated as a new pair (its number in

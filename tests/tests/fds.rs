@@ -167,6 +167,39 @@ fn unsupported_fd_refused_naming_it() {
     log.wait_line("done ok");
 }
 
+/// pidfds come back as pidfds of the same processes of the restored tree: a
+/// signal goes through one, poll() sees the child exit, waitid(P_PIDFD)
+/// reports its status and a zombie's, PIDFD_NONBLOCK and PIDFD_THREAD are
+/// kept, and a copy another process inherited is the same open file. A pidfd
+/// of a process outside the tree, or of one already reaped, is refused.
+#[test]
+fn pidfds_of_the_tree() {
+    let h = Harness::with_cryo("fds-pidfd");
+    let prog = h.compile("pidfds");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "tree"], "tree.log");
+    log.wait_line("ready");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let kinds = fd_kinds(&inspect_json(&h, &img));
+    assert_eq!(kinds.iter().filter(|k| *k == "pidfd").count(), 3, "inspect shows the pidfds: {kinds:?}");
+    h.restart_detached(&img);
+    go_and_check(&h, &log, &["shared-description", "send-signal", "poll-exit", "waitid-child", "waitid-zombie", "flags", "self"]);
+
+    for (mode, why) in [("outside", "not part of the checkpointed tree"), ("reaped", "exited and was reaped")] {
+        let dir = h.mkdir_for(mode, Who::Test);
+        let opts = SpawnOpts { cwd: Some(dir.clone()), ..SpawnOpts::log(&format!("{mode}.log")) };
+        let (p, log) = h.spawn_with(&[prog.to_str().unwrap(), mode], opts);
+        log.wait_line("ready");
+        let pid = p.pid();
+        let img = h.path(&format!("img-{mode}"));
+        let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
+        out.assert_clean_failure().assert_stderr_mentions(&[&format!("process {pid}"), "pidfd", why]);
+        assert_eq!(tracer_pid(pid), Some(0), "untraced after the refusal");
+        h.write_file(&format!("{mode}/go"), "", 0o644);
+        log.wait_line("done ok");
+    }
+}
+
 /// Unix sockets: pairs of every type with bytes queued on both sides (one
 /// end in a child), a named listener with an accepted connection, an
 /// abstract listener, a bound datagram socket with datagrams waiting.

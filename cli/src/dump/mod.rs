@@ -111,7 +111,8 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let prev = parent.as_ref().map(|p| p.tracking(view.pid(pid)?)).transpose()?;
     clock.stage("parent checked");
     let tree_pids = tree.pids();
-    let mut tree_fds = fds::collect(&tree_pids, &view, &mut writer, opts.tcp_close)?;
+    let zombies: Vec<i32> = tree.zombies.iter().map(|z| z.pid).collect();
+    let mut tree_fds = fds::collect(&tree_pids, &zombies, &view, &mut writer, opts.tcp_close)?;
     clock.stage("fds collected");
     let shared = Mutex::new(memory::SharedSeen::new());
     let progress = crate::progress::bytes("checkpoint");

@@ -360,6 +360,7 @@ fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> 
                 FdTarget::Inet { .. } => ("inet", None, None),
                 FdTarget::PtyMaster { .. } => ("pty-master", None, None),
                 FdTarget::PtySlave { .. } => ("pty-slave", None, None),
+                FdTarget::Pidfd { .. } => ("pidfd", None, None),
             };
             FdReport {
                 fd: f.fd,
@@ -526,6 +527,7 @@ fn fd_desc(t: &FdTarget) -> String {
         FdTarget::Inet { inode } => format!("TCP/UDP socket {inode}"),
         FdTarget::PtyMaster { index } => format!("pty master of /dev/pts/{index}"),
         FdTarget::PtySlave { index } => format!("pty /dev/pts/{index} (its master is in the tree)"),
+        FdTarget::Pidfd { pid } => format!("pidfd of process {pid}"),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Stage 2 of a rebuild: the fd table. Objects shared between processes are
 //! made by their first holder and fetched by the others (pidfd_getfd); files
 //! are reopened by path; files without a path, FIFOs and kernel objects are
-//! created again with what the image recorded; epoll sets come last, once
+//! created again with what the image recorded (pidfds: of the same process
+//! of the restored tree, which exists by now); epoll sets come last, once
 //! the fds they watch exist, then the locks.
 
 use super::{fetch_fd, Restoree, AT_FDCWD};
@@ -171,6 +172,15 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
                 let got = fetch_fd(&mut batch, src, b.inside);
                 place(&mut batch, got, f, base);
                 set_flags(&mut batch, f);
+            }
+            FdTarget::Pidfd { pid } => {
+                let inside = reg.pids.inside(*pid).ok_or_else(|| {
+                    RestoreError::Corrupt(format!("process {}: fd {} is a pidfd of process {pid}, which the image does not hold", p.pid, f.fd))
+                })?;
+                // PIDFD_NONBLOCK is O_NONBLOCK, PIDFD_THREAD is O_EXCL.
+                let kept = f.flags & (libc::O_NONBLOCK | libc::O_EXCL) as u32;
+                let o = batch.call(Sysno::PidfdOpen, &[(inside as u64).into(), (kept as u64).into()]);
+                place(&mut batch, o, f, base);
             }
             FdTarget::Unix { inode } | FdTarget::Inet { inode } => {
                 let src = *reg.sockets.get(inode).ok_or_else(|| RestoreError::Corrupt(format!("process {}: fd {} is a socket the image does not hold", p.pid, f.fd)))?;

@@ -29,6 +29,12 @@ fn pairs(line: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
+/// The pid a pidfd refers to, as cryo's /proc shows it: -1 once that
+/// process was reaped.
+pub fn pidfd_pid(info: &str) -> Option<i32> {
+    field(info, "Pid")?.parse().ok()
+}
+
 pub fn eventfd(info: &str) -> Option<FdTarget> {
     let count = hex(field(info, "eventfd-count")?)?;
     let semaphore = field(info, "eventfd-semaphore").is_some_and(|v| v == "1");

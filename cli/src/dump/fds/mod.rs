@@ -54,7 +54,9 @@ fn fd_metadata(pid: i32, f: &proc::FdInfo) -> Result<std::fs::Metadata> {
     std::fs::metadata(format!("/proc/{pid}/fd/{}", f.fd)).map_err(|e| refuse(pid, f, e))
 }
 
-pub fn collect(pids: &[i32], view: &super::pids::PidView, writer: &mut ImageWriter, tcp_close: bool) -> Result<TreeFds> {
+/// The fds of the live processes `pids`; `zombies` are the tree's too (a
+/// pidfd may refer to one).
+pub fn collect(pids: &[i32], zombies: &[i32], view: &super::pids::PidView, writer: &mut ImageWriter, tcp_close: bool) -> Result<TreeFds> {
     let mut tables = Vec::new();
     for &pid in pids {
         // cryo's own write tracking (see tracking.rs) is not the program's.
@@ -80,6 +82,7 @@ pub fn collect(pids: &[i32], view: &super::pids::PidView, writer: &mut ImageWrit
                     let (index, _) = files::pty_master(*pid, f.fd).map_err(|e| refuse(*pid, f, e))?;
                     FdTarget::PtyMaster { index }
                 }
+                _ if f.link == PIDFD_LINK => pidfd(*pid, f, pids, zombies, view)?,
                 _ if pty::slave_index(&f.link).is_some_and(|i| ptys.iter().any(|p| p.index == i)) => {
                     FdTarget::PtySlave { index: pty::slave_index(&f.link).expect("checked") }
                 }
@@ -244,6 +247,26 @@ fn classify(pid: i32, f: &proc::FdInfo, table: &[proc::FdInfo], unlinked: &mut u
         return Ok(FdTarget::Fifo { path: link.clone(), inode: md.ino() });
     }
     Err(refuse(pid, f, format!("a {}, which cryo cannot checkpoint yet", kind_name(&ft))))
+}
+
+const PIDFD_LINK: &str = "anon_inode:[pidfd]";
+
+/// A pidfd comes back as one of the same process, which must be of the
+/// tree: nothing else has a pid in the namespace a restart makes. A pidfd
+/// of a thread other than a main thread cannot (threads come after fds).
+fn pidfd(pid: i32, f: &proc::FdInfo, pids: &[i32], zombies: &[i32], view: &super::pids::PidView) -> Result<FdTarget> {
+    let target = fdinfo::pidfd_pid(&f.info).ok_or_else(|| refuse(pid, f, "its fdinfo could not be understood"))?;
+    if target <= 0 {
+        return Err(refuse(pid, f, "a pidfd of a process that has exited and was reaped, which cannot be made again"));
+    }
+    let leader = proc::status(target).map(|s| s.tgid).map_err(|e| refuse(pid, f, format!("reading process {target}: {e}")))?;
+    if !pids.contains(&leader) && !zombies.contains(&leader) {
+        return Err(refuse(pid, f, format!("a pidfd of process {target}, which is not part of the checkpointed tree")));
+    }
+    if leader != target {
+        return Err(refuse(pid, f, format!("a pidfd of thread {target} of process {leader}, which cryo cannot make again yet")));
+    }
+    Ok(FdTarget::Pidfd { pid: view.pid(target).map_err(|e| refuse(pid, f, e))? })
 }
 
 /// eventfd, timerfd, signalfd, epoll and inotify, from what fdinfo says.
