@@ -106,7 +106,9 @@ fn stretches(vmas: &[Vma], src: &ResolvedPages, size: u64, ps: u64) -> Vec<u64> 
     for (start, end) in covered {
         let mut at = start.next_multiple_of(size);
         while at + size <= end {
-            if vmas.iter().any(|v| v.start <= at && at + size <= v.end && may_be_huge(v)) {
+            // The areas are in address order: the one holding `at` is the last starting at or below it.
+            let holder = vmas.partition_point(|v| v.start <= at).checked_sub(1).map(|i| &vmas[i]);
+            if holder.is_some_and(|v| v.start <= at && at + size <= v.end && may_be_huge(v)) {
                 out.push(at);
             }
             at += size;
