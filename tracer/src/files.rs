@@ -17,10 +17,9 @@ fn owned(r: libc::c_long) -> std::io::Result<OwnedFd> {
 
 /// pidfd_getfd: this process gets a reference to another process's open file.
 pub fn take_fd(pid: i32, fd: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes no memory arguments.
-    let pidfd = owned(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    let pidfd = crate::pidfd::Pidfd::open(pid)?;
     // SAFETY: pidfd_getfd takes no memory arguments.
-    owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })
+    owned(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.raw(), fd, 0) })
 }
 
 /// Whether two fds refer to one open file description (kcmp KCMP_FILE);

@@ -21,6 +21,7 @@ use cryo_tracer::proc::MemFile;
 use cryo_image::codec::Codec;
 use sink::Sink;
 use cryo_tracer::arch::{page_size, Arch, Native};
+use cryo_tracer::pidfd::Pidfd;
 use cryo_tracer::{fault, proc, ptrace, relay, Seized, Tree};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -305,11 +306,13 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
                 tracing::debug!("fd {fd} of process {pid}: SO_LINGER: {e}");
             }
         }
+        // Taken while the tree is frozen: none of these pids can be recycled yet.
+        let pidfds: Vec<Pidfd> = tree_pids.iter().filter_map(|&p| Pidfd::open(p).ok()).collect();
         tree.kill().context("killing the checkpointed tree")?;
         if let Some(killed) = opts.killed {
             killed();
         }
-        wait_dead(&tree_pids);
+        wait_dead(&pidfds);
     }
     Ok(Summary {
         pid,
@@ -406,13 +409,17 @@ fn relative_parent(parent: &std::path::Path, image: &std::path::Path) -> Result<
 
 /// Waits (a few seconds at most) until the killed tree has exited: its
 /// sockets and files are closed by then, so a restart that follows at once
-/// (`checkpoint --kill -o - | restart -`) finds its ports free.
-fn wait_dead(pids: &[i32]) {
+/// (`checkpoint --kill -o - | restart -`) finds its ports free. cryo frees
+/// each process's memory meanwhile, the longest part of an exit.
+fn wait_dead(pidfds: &[Pidfd]) {
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
-    for &pid in pids {
-        while proc::stat(pid).is_ok_and(|s| s.state != 'Z' && s.state != 'X') && Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(2));
+    for p in pidfds {
+        if let Err(e) = p.release_memory() {
+            tracing::debug!("process_mrelease: {e}");
         }
+    }
+    for p in pidfds {
+        p.wait_exit(deadline);
     }
 }
 
