@@ -448,6 +448,25 @@ pub enum FdTarget {
     /// again with pidfd_open; its flags (PIDFD_NONBLOCK, PIDFD_THREAD) are
     /// the fd's.
     Pidfd { pid: i32 },
+    Netlink(NetlinkSocket),
+}
+
+/// A netlink socket, made again with its protocol and type, bound to its
+/// old port id (or another one where that is taken), in its multicast
+/// groups, connected where it was, with its options.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct NetlinkSocket {
+    pub protocol: i32,
+    pub kind: i32,
+    /// 0: never bound.
+    pub portid: u32,
+    pub groups: Vec<u32>,
+    pub dst_portid: u32,
+    pub dst_group: u32,
+    /// NETLINK_* options (SOL_NETLINK) that were on.
+    pub options: Vec<i32>,
+    pub rcvbuf: i32,
+    pub sndbuf: i32,
 }
 
 /// A pseudo-terminal of the tree. Recreated as a new pair (its number in

@@ -154,12 +154,12 @@ fn changed_file_refused_unless_allowed() {
 fn unsupported_fd_refused_naming_it() {
     let h = Harness::with_cryo("fds-refused");
     let prog = h.compile("fdkinds");
-    let (p, log) = h.spawn(&[prog.to_str().unwrap(), "netlink"], "netlink.log");
+    let (p, log) = h.spawn(&[prog.to_str().unwrap(), "uffd"], "uffd.log");
     log.wait_line("ready");
     let pid = p.pid();
     let img = h.path("img");
     let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
-    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("process {pid}"), "netlink socket"]);
+    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("process {pid}"), "userfaultfd"]);
     assert!(!img.join("inventory.cryo").exists(), "no image is left");
     assert_eq!(tracer_pid(pid), Some(0), "untraced after the refusal");
     assert!(!read_maps(pid).contains("memfd:cryo"), "no parasite left");
@@ -198,6 +198,31 @@ fn pidfds_of_the_tree() {
         h.write_file(&format!("{mode}/go"), "", 0o644);
         log.wait_line("done ok");
     }
+}
+
+/// Netlink sockets come back bound to their old port id, in their groups,
+/// with their options, and answer a dump; one never bound stays unbound
+/// until it is used. One with a reply waiting in it is refused.
+#[test]
+fn netlink_sockets() {
+    let h = Harness::with_cryo("fds-netlink");
+    let (log, inv) = checkpoint_and_restart(&h, "netlink");
+    let kinds = fd_kinds(&inv);
+    assert_eq!(kinds.iter().filter(|k| *k == "netlink").count(), 2, "inspect shows the sockets: {kinds:?}");
+    go_and_check(&h, &log, &["netlink-port-id", "netlink-groups", "netlink-options", "netlink-cloexec", "netlink-dump", "netlink-unbound"]);
+
+    // Messages from the kernel cannot be put back: a socket holding some is refused.
+    let prog = h.compile("fdkinds");
+    let dir = h.mkdir_for("unread", Who::Test);
+    let opts = SpawnOpts { cwd: Some(dir), ..SpawnOpts::log("unread.log") };
+    let (p, log) = h.spawn_with(&[prog.to_str().unwrap(), "netlink-unread"], opts);
+    log.wait_line("ready");
+    let pid = p.pid();
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", h.path("img-unread").to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("process {pid}"), "netlink"]);
+    assert_eq!(tracer_pid(pid), Some(0), "untraced after the refusal");
+    h.write_file("unread/go", "", 0o644);
+    log.wait_line("done ok");
 }
 
 /// Unix sockets: pairs of every type with bytes queued on both sides (one

@@ -2,8 +2,11 @@
  * restart. Mode "files": O_APPEND, O_PATH, O_DIRECTORY, a file deleted while
  * open, a sealed memfd, flock/POSIX/OFD locks, a FIFO with queued bytes,
  * /dev/null, /dev/zero, /dev/urandom. Mode "kernel": eventfd, timerfd,
- * signalfd, epoll, inotify, POSIX timers, itimers. Mode "netlink": holds a
- * netlink socket (which cryo must refuse).
+ * signalfd, epoll, inotify, POSIX timers, itimers. Mode "netlink": a bound
+ * rtnetlink socket in groups 24 and 33 with NETLINK_EXT_ACK, and one never
+ * bound. Mode "netlink-unread": the reply to a dump waits unread in a
+ * netlink socket, and mode "uffd": holds a userfaultfd (both of which cryo
+ * must refuse).
  * It sets everything up, prints "ready", waits for a file "go" in its cwd,
  * then checks and prints "OK <what>" or "BAD <what>: ...", then "done". */
 #define _GNU_SOURCE
@@ -17,6 +20,9 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -242,6 +248,71 @@ static int kernel(void) {
     return bad;
 }
 
+static unsigned port_id(int fd) {
+    struct sockaddr_nl a;
+    socklen_t len = sizeof a;
+    memset(&a, 0, sizeof a);
+    return getsockname(fd, (struct sockaddr *)&a, &len) == 0 ? a.nl_pid : ~0u;
+}
+
+/* The groups it is in, as a bitmask of groups 1..64. */
+static unsigned long long groups_of(int fd) {
+    unsigned int words[2] = {0, 0};
+    socklen_t len = sizeof words;
+    if (getsockopt(fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, words, &len) < 0) return 0;
+    return words[0] | (unsigned long long)words[1] << 32;
+}
+
+/* An RTM_GETLINK dump answered to the end: the links it reported. */
+static int dump_links(int fd) {
+    struct { struct nlmsghdr h; struct ifinfomsg i; } req;
+    memset(&req, 0, sizeof req);
+    req.h.nlmsg_len = sizeof req;
+    req.h.nlmsg_type = RTM_GETLINK;
+    req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.h.nlmsg_seq = 7;
+    req.i.ifi_family = AF_UNSPEC;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(fd, &req, sizeof req, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) return -1;
+    static char buf[65536];
+    int links = 0;
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0) return -1;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_seq != 7) continue;
+            if (h->nlmsg_type == NLMSG_DONE) return links;
+            if (h->nlmsg_type == NLMSG_ERROR) return -1;
+            if (h->nlmsg_type == RTM_NEWLINK) links++;
+        }
+    }
+}
+
+static int netlink(void) {
+    /* Groups of bridges (24: MDB, 33: VLANs): quiet where no bridge changes. */
+    int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    struct sockaddr_nl a = {.nl_family = AF_NETLINK, .nl_groups = 1u << 23};
+    int on = 1, group = 33;
+    if (nl < 0 || bind(nl, (struct sockaddr *)&a, sizeof a) < 0) die("netlink bind");
+    if (setsockopt(nl, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) die("NETLINK_ADD_MEMBERSHIP");
+    if (setsockopt(nl, SOL_NETLINK, NETLINK_EXT_ACK, &on, sizeof on) < 0) die("NETLINK_EXT_ACK");
+    int unbound = socket(AF_NETLINK, SOCK_DGRAM, NETLINK_ROUTE);
+    if (unbound < 0) die("netlink socket");
+    unsigned port = port_id(nl);
+    unsigned long long groups = groups_of(nl);
+    wait_go();
+    CHECK(port_id(nl) == port && port != 0, "netlink-port-id", "%u instead of %u", port_id(nl), port);
+    CHECK(groups_of(nl) == groups && groups == ((1ull << 23) | (1ull << 32)), "netlink-groups", "%llx instead of %llx", groups_of(nl), groups);
+    int v = 0;
+    socklen_t len = sizeof v;
+    CHECK(getsockopt(nl, SOL_NETLINK, NETLINK_EXT_ACK, &v, &len) == 0 && v == 1, "netlink-options", "NETLINK_EXT_ACK %d", v);
+    CHECK(fcntl(nl, F_GETFD) & FD_CLOEXEC && !(fcntl(unbound, F_GETFD) & FD_CLOEXEC), "netlink-cloexec", "close-on-exec flags");
+    int links = dump_links(nl);
+    CHECK(links >= 1, "netlink-dump", "%d links", links);
+    CHECK(port_id(unbound) == 0 && dump_links(unbound) >= 1 && port_id(unbound) != 0, "netlink-unbound", "port id %u", port_id(unbound));
+    return bad;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *mode = argc > 1 ? argv[1] : "files";
@@ -250,8 +321,19 @@ int main(int argc, char **argv) {
         r = files();
     else if (strcmp(mode, "kernel") == 0)
         r = kernel();
+    else if (strcmp(mode, "netlink") == 0)
+        r = netlink();
+    else if (strcmp(mode, "netlink-unread") == 0) {
+        /* A dump asked for and not read: its reply waits in the socket. */
+        int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+        struct { struct nlmsghdr h; struct ifinfomsg i; } req = {{sizeof req, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0}, {0}};
+        if (nl < 0 || send(nl, &req, sizeof req, 0) < 0) die("netlink request");
+        wait_go();
+        r = 0;
+    }
     else {
-        if (socket(AF_NETLINK, SOCK_RAW, 0) < 0) die("netlink socket");
+        /* UFFD_USER_MODE_ONLY: allowed without privileges. */
+        if (syscall(SYS_userfaultfd, O_CLOEXEC | 1) < 0) die("userfaultfd");
         wait_go();
         r = 0;
     }

@@ -5,6 +5,7 @@ pub mod arch;
 pub mod error;
 pub mod fault;
 pub mod files;
+pub mod netlink;
 pub mod pidfd;
 pub mod uffd;
 pub mod proc;

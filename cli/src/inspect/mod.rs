@@ -361,6 +361,7 @@ fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> 
                 FdTarget::PtyMaster { .. } => ("pty-master", None, None),
                 FdTarget::PtySlave { .. } => ("pty-slave", None, None),
                 FdTarget::Pidfd { .. } => ("pidfd", None, None),
+                FdTarget::Netlink(_) => ("netlink", None, None),
             };
             FdReport {
                 fd: f.fd,
@@ -528,6 +529,10 @@ fn fd_desc(t: &FdTarget) -> String {
         FdTarget::PtyMaster { index } => format!("pty master of /dev/pts/{index}"),
         FdTarget::PtySlave { index } => format!("pty /dev/pts/{index} (its master is in the tree)"),
         FdTarget::Pidfd { pid } => format!("pidfd of process {pid}"),
+        FdTarget::Netlink(n) => {
+            let groups: Vec<String> = n.groups.iter().map(u32::to_string).collect();
+            format!("netlink socket, protocol {}, port id {}, groups [{}]", n.protocol, n.portid, groups.join(" "))
+        }
     }
 }
 

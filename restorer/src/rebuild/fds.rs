@@ -9,7 +9,7 @@ use super::{fetch_fd, Restoree, AT_FDCWD};
 use crate::check::RestoreError;
 use crate::shared::{Registry, Source};
 use crate::Result;
-use cryo_image::{FdImage, FdTarget, FileLock, ImageReader, LockKind, PipeImage, UnlinkedFile, UnlinkedKind};
+use cryo_image::{FdImage, FdTarget, FileLock, ImageReader, LockKind, NetlinkSocket, PipeImage, UnlinkedFile, UnlinkedKind};
 use cryo_injector::{Arg, Batch};
 use cryo_tracer::arch::{flock64, push_word as put_word, Arch, Native, Sysno};
 use std::collections::HashMap;
@@ -18,6 +18,8 @@ const EFD_SEMAPHORE: u64 = 1;
 /// _IOW('T', 0, u64): set the expirations a timerfd reports as not yet read.
 const TFD_IOC_SET_TICKS: u64 = 0x4008_5400;
 const EPOLL_CTL_ADD: u64 = 1;
+const SOL_NETLINK: u64 = 270;
+const NETLINK_ADD_MEMBERSHIP: u64 = 1;
 const F_OFD_SETLK: u64 = 37;
 const LOCK_SH: u64 = 1;
 const LOCK_EX: u64 = 2;
@@ -74,6 +76,8 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
     let stdio = b.tmp().stdio;
     let mut batch = Batch::new();
     let mut checks = Vec::new();
+    // Binds of netlink sockets to their old port ids: (call, fd, port id).
+    let mut port_binds = Vec::new();
     // Epoll sets made by an earlier process come like any shared file; the
     // others wait until every fd they may watch is in place.
     let (epoll_here, rest): (Vec<&FdImage>, Vec<&FdImage>) =
@@ -182,6 +186,14 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
                 let o = batch.call(Sysno::PidfdOpen, &[(inside as u64).into(), (kept as u64).into()]);
                 place(&mut batch, o, f, base);
             }
+            FdTarget::Netlink(n) => {
+                let (o, bind) = netlink(&mut batch, n);
+                if let Some(call) = bind {
+                    port_binds.push((call, f.fd, n.portid));
+                }
+                place(&mut batch, o, f, base);
+                set_flags(&mut batch, f);
+            }
             FdTarget::Unix { inode } | FdTarget::Inet { inode } => {
                 let src = *reg.sockets.get(inode).ok_or_else(|| RestoreError::Corrupt(format!("process {}: fd {} is a socket the image does not hold", p.pid, f.fd)))?;
                 let got = fetch_fd(&mut batch, src, b.inside);
@@ -197,9 +209,57 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
             return Err(RestoreError::Rebuild(format!("process {}: {what} {} instead of {want}", p.pid, out.results[call])));
         }
     }
+    for (call, fd, portid) in port_binds {
+        if out.results[call] < 0 {
+            tracing::warn!("process {}: fd {fd}: netlink port id {portid} is taken here, so the socket has another one", p.pid);
+        }
+    }
     epolls(b, reg, &epoll_here)?;
     super::pty::controlling(b, &inv.ptys, reg)?;
     locks(b)
+}
+
+/// `struct sockaddr_nl`: family, padding, port id, groups bitmask.
+fn sockaddr_nl(portid: u32, groups: u32) -> Vec<u8> {
+    let mut a = (libc::AF_NETLINK as u16).to_le_bytes().to_vec();
+    a.extend_from_slice(&[0, 0]);
+    a.extend_from_slice(&portid.to_le_bytes());
+    a.extend_from_slice(&groups.to_le_bytes());
+    a
+}
+
+/// A netlink socket as the image has it. Returns the call giving its fd,
+/// and the bind to its old port id (which may fail: another socket has it
+/// now, and an automatic one is taken instead) if it was bound.
+fn netlink(batch: &mut Batch, n: &NetlinkSocket) -> (usize, Option<usize>) {
+    let o = batch.call(Sysno::Socket, &[(libc::AF_NETLINK as u64).into(), ((n.kind | libc::SOCK_CLOEXEC) as u64).into(), (n.protocol as u64).into()]);
+    let one = batch.data(&1i32.to_le_bytes());
+    for &opt in &n.options {
+        batch.call_may_fail(Sysno::Setsockopt, &[Arg::Result(o), SOL_NETLINK.into(), (opt as u64).into(), Arg::Data(one), 4.into()]);
+    }
+    // The kernel doubles what it is given; above net.core.rmem_max/wmem_max it is capped.
+    for (opt, size) in [(libc::SO_RCVBUF, n.rcvbuf), (libc::SO_SNDBUF, n.sndbuf)] {
+        let at = batch.data(&(size / 2).to_le_bytes());
+        batch.call_may_fail(Sysno::Setsockopt, &[Arg::Result(o), (libc::SOL_SOCKET as u64).into(), (opt as u64).into(), Arg::Data(at), 4.into()]);
+    }
+    let len = sockaddr_nl(0, 0).len() as u64;
+    let bind = (n.portid != 0).then(|| {
+        let old = batch.data(&sockaddr_nl(n.portid, 0));
+        let call = batch.call_may_fail(Sysno::Bind, &[Arg::Result(o), Arg::Data(old), len.into()]);
+        // Binds it to any free port id, unless the bind above succeeded (then it fails).
+        let any = batch.data(&sockaddr_nl(0, 0));
+        batch.call_may_fail(Sysno::Bind, &[Arg::Result(o), Arg::Data(any), len.into()]);
+        call
+    });
+    for &group in &n.groups {
+        let at = batch.data(&group.to_le_bytes());
+        batch.call(Sysno::Setsockopt, &[Arg::Result(o), SOL_NETLINK.into(), NETLINK_ADD_MEMBERSHIP.into(), Arg::Data(at), 4.into()]);
+    }
+    if n.dst_portid != 0 || n.dst_group != 0 {
+        let dst = batch.data(&sockaddr_nl(n.dst_portid, n.dst_group));
+        batch.call(Sysno::Connect, &[Arg::Result(o), Arg::Data(dst), len.into()]);
+    }
+    (o, bind)
 }
 
 fn open(batch: &mut Batch, path: &str, flags: u64) -> usize {

@@ -10,7 +10,7 @@ mod unix;
 mod unlinked;
 
 use anyhow::{Context, Result};
-use cryo_image::{FdImage, FdTarget, ImageWriter, InotifyWatch, PipeImage, UnlinkedFile};
+use cryo_image::{FdImage, FdTarget, ImageWriter, InotifyWatch, NetlinkSocket, PipeImage, UnlinkedFile};
 use cryo_tracer::{files, proc};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -208,6 +208,7 @@ fn classify(pid: i32, f: &proc::FdInfo, table: &[proc::FdInfo], unlinked: &mut u
     }
     if link.starts_with("socket:") {
         let family = match cryo_tracer::sockets::domain_and_type(pid, f.fd) {
+            Ok((libc::AF_NETLINK, _)) => return netlink(pid, f),
             Ok((domain, _)) => cryo_tracer::sockets::family_name(domain),
             Err(e) => format!("unknown kind ({e})"),
         };
@@ -247,6 +248,30 @@ fn classify(pid: i32, f: &proc::FdInfo, table: &[proc::FdInfo], unlinked: &mut u
         return Ok(FdTarget::Fifo { path: link.clone(), inode: md.ino() });
     }
     Err(refuse(pid, f, format!("a {}, which cryo cannot checkpoint yet", kind_name(&ft))))
+}
+
+/// A netlink socket comes back empty: what waits in it came from the
+/// kernel (a reply, a notification) and cannot be put back.
+fn netlink(pid: i32, f: &proc::FdInfo) -> Result<FdTarget> {
+    let inode = unix::socket_inode(&f.link).ok_or_else(|| refuse(pid, f, "no socket inode in its link"))?;
+    let n = cryo_tracer::netlink::netlink_info(pid, f.fd, inode).map_err(|e| refuse(pid, f, format!("reading the netlink socket: {e}")))?;
+    if n.dumping {
+        return Err(refuse(pid, f, "a netlink dump is under way in it (more of the kernel's reply is to come); checkpoint again once the program has read it"));
+    }
+    if n.queued > 0 {
+        return Err(refuse(pid, f, format!("{} bytes of netlink messages wait in it, which cannot be put back; checkpoint again once the program has read them", n.queued)));
+    }
+    Ok(FdTarget::Netlink(NetlinkSocket {
+        protocol: n.protocol,
+        kind: n.kind,
+        portid: n.portid,
+        groups: n.groups,
+        dst_portid: n.dst_portid,
+        dst_group: n.dst_group,
+        options: n.options,
+        rcvbuf: n.rcvbuf,
+        sndbuf: n.sndbuf,
+    }))
 }
 
 const PIDFD_LINK: &str = "anon_inode:[pidfd]";
