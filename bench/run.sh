@@ -17,7 +17,7 @@
 #     what a restart must do at the least: the kernel zeroes every new page)
 #   - image size, and cryo's peak RSS (/usr/bin/time maxrss) over all of the above
 #   - fork of a C program with as much memory (bench/forktime.c: the floor of the
-#     low-freeze stop, whose snapshot is a fork)
+#     low-freeze stop, whose snapshot is a fork): the first, and later ones
 #   - memcpy of the same size, dd of the same size to a file next to the image (page
 #     cache, no sync; the median of three), gdb's gcore of the same process where gdb is installed
 #   - a tree (CRYO_BENCH_TREE, default 4x256: a shell with 4 children of 256 MiB; 0
@@ -142,8 +142,8 @@ bench_one() {
 
     local cpy ddt
     cpy=$(run_as "$W" ./memcpy "$size")
-    local frk
-    frk=$(run_as "$W" ./forktime "$size")
+    local frk frk_first
+    read -r frk_first frk < <(run_as "$W" ./forktime "$size")
     # dd's time swings most on this kind of machine (a first write after
     # much memory was freed can take ten times as long): the median of three.
     local t0 t1 dds=() i
@@ -254,7 +254,8 @@ bench_one() {
     row "read the image from the page cache" "$rd_t"
     row "read it into fresh memory (C floor)" "$into_t"
     row "memcpy" "$cpy"
-    row "fork of as much memory (C)" "$frk"
+    row "fork of as much memory (C), first" "$frk_first"
+    row "fork of as much memory (C), later" "$frk"
     row "dd to a file (no sync)" "$ddt"
     [ "$gct" = - ] || row "gdb gcore" "$gct"
     echo "stopped: --kill $(ms "$kill_frozen") ms, --direct $(ms "$dir_frozen") ms, low-freeze $(ms "$lf_frozen") ms, --track $(ms "$tr_frozen") ms$( [ "$inc_t" = - ] || echo ", incremental $(ms "$inc_frozen") ms")"
@@ -263,7 +264,7 @@ bench_one() {
     goal "checkpoint --kill / dd" "$(awk -v a="$kill_t" -v b="$ddt" 'BEGIN { print a / b }')" 1.2 x
     [ "$gct" = - ] || goal "checkpoint --kill / gcore" "$(awk -v a="$kill_t" -v b="$gct" 'BEGIN { print a / b }')" 0.6 x
     goal "low-freeze stop per GiB" "$(awk -v f="$lf_frozen" -v g="$gib" 'BEGIN { print f / 1000 / g }')" 20 ms
-    echo "  (a fork alone: $(awk -v f="$frk" -v g="$gib" 'BEGIN { printf "%.1f", f * 1000 / g }') ms per GiB; the stop is $(ratio "$(ms "$lf_frozen")" "$(awk -v f="$frk" 'BEGIN { print f * 1000 }')") of it)"
+    echo "  (a fork alone: $(awk -v f="$frk_first" -v g="$gib" 'BEGIN { printf "%.1f", f * 1000 / g }') ms per GiB the first time, $(awk -v f="$frk" -v g="$gib" 'BEGIN { printf "%.1f", f * 1000 / g }') later; the stop, the median of three in a row, is $(ratio "$(ms "$lf_frozen")" "$(awk -v f="$frk" 'BEGIN { print f * 1000 }')") of a later one)"
     goal "restart / read from cache" "$(awk -v a="$rst_t" -v b="$rd_t" 'BEGIN { print a / b }')" 2 x
     echo "  (restart / reading into fresh memory: $(ratio "$rst_t" "$into_t"))"
     goal "restart on huge pages (2nd) / read" "$(awk -v a="${huge_t[1]}" -v b="$rd_t" 'BEGIN { print a / b }')" 2 x
