@@ -129,7 +129,24 @@ pub fn vdso_matches(img: &ImageReader, p: &ProcessImage) -> Result<(), RestoreEr
     cryo_image::codec::PagesReader::new(img.open_pages(p.pid)?, p.compression.clone())
         .read_exact_at(&mut copy, run.file_offset)
         .map_err(|e| RestoreError::Io { what: "reading the image's vDSO copy".into(), source: e })?;
-    vdso_same(&img.inventory.kernel, p, &copy)
+    if vdso_same(&img.inventory.kernel, p, &copy).is_ok() {
+        return Ok(());
+    }
+    // Another kernel's: restart redirects it to this one's, if it can.
+    let (mine, bytes) = own_vdso()?;
+    crate::vdso::redirect(&copy, &bytes, mine.start).map(drop)
+}
+
+/// This kernel's vDSO as cryo has it mapped: its area and its bytes.
+pub fn own_vdso() -> Result<(Vma, Vec<u8>), RestoreError> {
+    let me = std::process::id() as i32;
+    let mine = cryo_tracer::proc::vmas(me)?
+        .into_iter()
+        .find(|v| v.kind == VmaKind::Vdso)
+        .ok_or_else(|| RestoreError::Rebuild("this kernel maps no vDSO, which the image's program uses".into()))?;
+    let mut bytes = vec![0u8; mine.len() as usize];
+    cryo_tracer::proc::MemFile::open(me)?.read(mine.start, &mut bytes)?;
+    Ok((mine, bytes))
 }
 
 /// The run of `p`'s pages file holding its copy of the vDSO (kept for this
@@ -144,18 +161,11 @@ pub fn vdso_copy(p: &ProcessImage) -> Option<(&PageRun, &Vma)> {
 /// The program holds pointers into it, so it must be the same code.
 pub fn vdso_same(kernel: &str, p: &ProcessImage, copy: &[u8]) -> Result<(), RestoreError> {
     let Some((_, theirs)) = vdso_copy(p) else { return Ok(()) };
-    let mine = cryo_tracer::proc::vmas(std::process::id() as i32)?;
-    let Some(mine) = mine.iter().find(|v| v.kind == VmaKind::Vdso) else {
-        return Err(RestoreError::Rebuild("this kernel maps no vDSO, which the image's program uses".into()));
-    };
-    let differs = || RestoreError::Rebuild(format!("the image was taken on kernel {kernel}, whose vDSO differs from this kernel's; restart it on that kernel"));
-    if mine.len() != theirs.len() || copy.len() as u64 != mine.len() {
-        return Err(differs());
-    }
-    let mut a = vec![0u8; mine.len() as usize];
-    cryo_tracer::proc::MemFile::open(std::process::id() as i32)?.read(mine.start, &mut a)?;
-    if a != copy {
-        return Err(differs());
+    let (mine, bytes) = own_vdso()?;
+    if mine.len() != theirs.len() || bytes != copy {
+        return Err(RestoreError::Rebuild(format!(
+            "the image was taken on kernel {kernel}, whose vDSO differs from this kernel's; restart it on that kernel, or from an image directory rather than a stream"
+        )));
     }
     Ok(())
 }

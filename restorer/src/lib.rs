@@ -17,6 +17,7 @@ mod rebuild;
 mod shape;
 mod shared;
 mod terminal;
+mod vdso;
 
 use cryo_image::chain::ResolvedPages;
 use cryo_image::{ImageReader, ProcessImage, ProcessState};

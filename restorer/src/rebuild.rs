@@ -91,7 +91,10 @@ impl<'a> Restoree<'a> {
     pub fn load(mut m: Member<'a>, p: Arc<ProcessImage>, reg: &Registry) -> Result<Restoree<'a>> {
         let own_vmas = proc::vmas(m.host)?;
         let blob_size = Parasite::mapping_size()?;
-        let specials: u64 = own_vmas.iter().filter(|v| is_special(v)).map(|v| v.len()).sum();
+        // Room for the vDSO and its data pages, laid out as the kernel has them.
+        let kernel = own_vmas.iter().filter(|v| matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar));
+        let span = kernel.clone().map(|v| v.end).max().unwrap_or(0) - kernel.clone().map(|v| v.start).min().unwrap_or(0);
+        let specials: u64 = span.max(kernel.map(|v| v.len()).sum());
         let limit = if Native::IS_64BIT { 1 << 47 } else { 0xc000_0000 };
         let area = layout::free_area(&own_vmas, &p.vmas, blob_size + specials, limit)
             .ok_or_else(|| RestoreError::Rebuild(format!("process {}: no free address range for the restorer", p.pid)))?;
@@ -136,7 +139,11 @@ impl<'a> Restoree<'a> {
         self.tmp = Some(tmp);
         let own = std::mem::take(&mut self.own_vmas);
         teardown(self, &own)?;
-        move_vdso(self, &own, self.area + self.blob_size)?;
+        let copy = match own_pages {
+            OwnPages::InFiles => image_vdso(&self.p, &src.files[0])?,
+            _ => None,
+        };
+        move_vdso(self, &own, self.area + self.blob_size, copy)?;
         let p = self.p.clone();
         thp_disable(self)?;
         map_areas(self, reg, &p.vmas.iter().filter(|v| !is_special(v)).collect::<Vec<_>>())
@@ -370,6 +377,37 @@ fn teardown(b: &mut Restoree, own: &[Vma]) -> Result<()> {
     b.run("unmapping the restorer's own memory", &batch).map(drop)
 }
 
+/// This kernel's vDSO and data pages go to `temp`, laid out as they were;
+/// the image's vDSO, redirected to them, goes where it was.
+fn redirect_vdso(b: &mut Restoree, own: &[Vma], temp: u64, copy: &[u8], mine: &[u8]) -> Result<()> {
+    let kernel: Vec<&Vma> = own.iter().filter(|v| matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar)).collect();
+    let base = kernel.iter().map(|v| v.start).min().unwrap_or(0);
+    let mut batch = Batch::new();
+    let mut new_base = 0;
+    for v in &kernel {
+        let to = temp + (v.start - base);
+        if v.kind == VmaKind::Vdso {
+            new_base = to;
+        }
+        batch.call(Sysno::Mremap, &[v.start.into(), v.len().into(), v.len().into(), (MREMAP_MAYMOVE | MREMAP_FIXED).into(), to.into()]);
+    }
+    let theirs = b.p.vmas.iter().find(|v| v.kind == VmaKind::Vdso).cloned().ok_or_else(|| RestoreError::Corrupt("a vDSO copy without a vDSO".into()))?;
+    let code = crate::vdso::redirect(copy, mine, new_base)?;
+    if code.len() as u64 != theirs.len() {
+        return Err(RestoreError::Corrupt(format!("the vDSO's copy holds {} bytes for an area of {}", code.len(), theirs.len())));
+    }
+    let anon = (libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    batch.call(Sysno::Mmap, &[theirs.start.into(), theirs.len().into(), ((libc::PROT_READ | libc::PROT_WRITE) as u64).into(), anon.into(), u64::MAX.into(), 0.into()]);
+    b.run("moving this kernel's vDSO aside", &batch)?;
+    b.m.remote.mem.write(theirs.start, &code)?;
+    // Executable only now: on ARM that makes the kernel flush the caches for it.
+    let mut batch = Batch::new();
+    batch.call(Sysno::Mprotect, &[theirs.start.into(), theirs.len().into(), (theirs.prot as u64).into()]);
+    b.run("protecting the image's vDSO", &batch)?;
+    tracing::info!("process {}: the vDSO of the image jumps to this kernel's, at {new_base:#x}", b.p.pid);
+    Ok(())
+}
+
 /// PR_SET_THP_DISABLE before any page is filled: huge pages where the
 /// process wanted none would stay. Bit 1 (only where madvised, Linux 6.18)
 /// goes as the flags argument.
@@ -383,10 +421,27 @@ fn thp_disable(b: &mut Restoree) -> Result<()> {
     b.run("turning huge pages off (PR_SET_THP_DISABLE)", &batch).map(drop)
 }
 
+/// The image's copy of the vDSO, from the process's own pages file.
+fn image_vdso(p: &ProcessImage, own: &cryo_image::chain::PagesFile) -> Result<Option<Vec<u8>>> {
+    let Some((run, theirs)) = crate::check::vdso_copy(p) else { return Ok(None) };
+    let what = || format!("reading the vDSO's copy from {}", own.path.display());
+    let file = std::fs::File::open(&own.path).map_err(|e| RestoreError::Io { what: what(), source: e })?;
+    let mut copy = vec![0u8; theirs.len() as usize];
+    PagesReader::new(file, own.compression.clone()).read_exact_at(&mut copy, run.file_offset).map_err(|e| RestoreError::Io { what: what(), source: e })?;
+    Ok(Some(copy))
+}
+
 /// Put the vDSO and vvar pages where the image had them: the program holds
 /// pointers into them. Each moves through a temporary spot first, so old and
-/// new places may overlap.
-fn move_vdso(b: &mut Restoree, own: &[Vma], temp: u64) -> Result<()> {
+/// new places may overlap. Where the image's vDSO (`copy`) is another
+/// kernel's, it is redirected to this one's instead ([`crate::vdso`]).
+fn move_vdso(b: &mut Restoree, own: &[Vma], temp: u64, copy: Option<Vec<u8>>) -> Result<()> {
+    if let Some(copy) = copy {
+        let (_, mine) = crate::check::own_vdso()?;
+        if copy != mine || std::env::var_os(crate::vdso::FORCE_ENV).is_some() {
+            return redirect_vdso(b, own, temp, &copy, &mine);
+        }
+    }
     let image = &b.p.vmas;
     let mut batch = Batch::new();
     let mut moves = Vec::new();

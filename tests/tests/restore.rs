@@ -429,3 +429,37 @@ fn huge_pages_fill_memory_stored_whole() {
     }
 }
 
+
+/// A restart on another kernel, whose vDSO differs: with the image's vDSO
+/// taken for another kernel's (CRYO_TEST_VDSO_REDIRECT), this kernel's goes
+/// elsewhere with its data pages and the image's copy goes back where it
+/// was, each of its functions jumping to this kernel's. The program's clocks
+/// (clock_gettime, gettimeofday, time, clock_getres and getcpu, through the
+/// vDSO pointers glibc saved at its start) answer right after it.
+#[test]
+fn vdso_of_another_kernel_is_redirected() {
+    let h = Harness::with_cryo("vdso");
+    let prog = h.compile("clocks");
+    let (mut p, _out) = h.spawn(&[prog.to_str().unwrap(), "clocks.log"], "clocks.out");
+    let log = Log::new(h.path("clocks.log"));
+    log.wait_prefix("tick 5 ", SECS20);
+    let old = vdso_start(p.pid()).expect("the program has a vDSO");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let before = log.lines().len();
+    let (host, out) = h.restart_detached_env(&img, &[], &[("CRYO_TEST_VDSO_REDIRECT", "1"), ("CRYO_LOG", "info")]);
+    assert!(out.stderr.contains("jumps to this kernel's"), "restart says the vDSO was redirected:\n{}", out.stderr);
+    let maps = read_maps(host);
+    assert_ne!(vdso_start(host), Some(old), "this kernel's vDSO moved aside:\n{maps}");
+    assert!(
+        maps.lines().any(|l| l.starts_with(&format!("{old:x}-")) && l.contains(" r-xp ")),
+        "the image's vDSO is back at {old:#x}, executable:\n{maps}"
+    );
+    log.wait_prefix(&format!("tick {} ", before + 25), SECS20);
+    let bad: Vec<String> = log.lines().into_iter().filter(|l| l.starts_with("BAD")).collect();
+    assert!(bad.is_empty(), "the clocks went wrong after the restart: {bad:?}");
+}
+
+fn vdso_start(pid: i32) -> Option<u64> {
+    read_maps(pid).lines().find(|l| l.ends_with("[vdso]")).and_then(|l| u64::from_str_radix(l.split('-').next()?, 16).ok())
+}

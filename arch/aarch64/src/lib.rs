@@ -5,7 +5,7 @@
 #[cfg(target_arch = "aarch64")]
 pub mod raw;
 
-use cryo_arch::{get_u32, get_u64, put_u64, Arch, FrameRecord, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
+use cryo_arch::{get_u32, get_u64, put_u64, Arch, FarJump, FrameRecord, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
 
 pub struct Aarch64;
 
@@ -215,6 +215,11 @@ impl Arch for Aarch64 {
             .iter()
             .find(|(t, d)| *t == NT_ARM_TLS && d.len() >= 8)
             .map(|(_, d)| get_u64(d, 0))
+    }
+
+    fn far_jump(to: u64) -> Option<FarJump> {
+        // ldr x16, 8; br x16; .quad to (x16 is IP0, the linker's veneer register)
+        Some(FarJump::of(&[&0x5800_0050u32.to_le_bytes(), &0xd61f_0200u32.to_le_bytes(), &to.to_le_bytes()]))
     }
 
     fn needs_icache_flush() -> bool {

@@ -157,6 +157,29 @@ pub const EINTR: i64 = 4;
 
 /// Everything that differs per CPU. All functions are associated (no `self`):
 /// an implementation is a marker type.
+/// Code of [`Arch::far_jump`]: the first `len` bytes of `code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FarJump {
+    pub code: [u8; 16],
+    pub len: usize,
+}
+
+impl FarJump {
+    pub fn bytes(&self) -> &[u8] {
+        &self.code[..self.len]
+    }
+
+    /// Instructions and literals, laid one after another.
+    pub fn of(parts: &[&[u8]]) -> FarJump {
+        let mut j = FarJump { code: [0; 16], len: 0 };
+        for p in parts {
+            j.code[j.len..j.len + p.len()].copy_from_slice(p);
+            j.len += p.len();
+        }
+        j
+    }
+}
+
 pub trait Arch {
     /// Name as stored in images and matched on restore ("x86_64", "aarch64", "armv7").
     const NAME: &'static str;
@@ -279,6 +302,12 @@ pub trait Arch {
     /// Must the instruction cache be flushed after code was written into a
     /// process from outside? (x86 keeps it coherent; ARM does not.)
     fn needs_icache_flush() -> bool;
+
+    /// Machine code, placed at the entry of a function, that jumps to `to`
+    /// anywhere in the address space with the arguments untouched (it may
+    /// clobber a scratch register the calling convention gives up at a call).
+    /// `None` where `to` cannot be reached so (a Thumb target on ARMv7).
+    fn far_jump(to: u64) -> Option<FarJump>;
 
     // Reading a snapshot offline (`cryo inspect`, `cryo core`). Defaults are
     // what an arch without these capabilities gets: raw bytes instead of

@@ -5,7 +5,7 @@
 #[cfg(target_arch = "arm")]
 pub mod raw;
 
-use cryo_arch::{get_u32, put_u32, Arch, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
+use cryo_arch::{get_u32, put_u32, Arch, FarJump, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
 
 pub struct Armv7;
 
@@ -246,6 +246,15 @@ impl Arch for Armv7 {
             "aarch64" | "arm64" | "armv8l" | "aarch64_be" => 8,
             _ => 4,
         }
+    }
+
+    fn far_jump(to: u64) -> Option<FarJump> {
+        // ARM state: ldr pc, [pc, #-4]; .word to. A Thumb entry (bit 0) would
+        // need Thumb code here.
+        if to & 1 != 0 || to > u32::MAX as u64 {
+            return None;
+        }
+        Some(FarJump::of(&[&0xe51f_f004u32.to_le_bytes(), &(to as u32).to_le_bytes()]))
     }
 
     fn needs_icache_flush() -> bool {

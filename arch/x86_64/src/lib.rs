@@ -4,7 +4,7 @@
 #[cfg(target_arch = "x86_64")]
 pub mod raw;
 
-use cryo_arch::{get_u64, put_u64, Arch, FrameRecord, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
+use cryo_arch::{get_u64, put_u64, Arch, FarJump, FrameRecord, RegSetAccess, RegSetSpec, RestartFixup, Sysno};
 use cryo_arch::{ERESTARTNOHAND, ERESTARTNOINTR, ERESTARTSYS, ERESTART_RESTARTBLOCK};
 
 pub struct X86_64;
@@ -263,6 +263,11 @@ impl Arch for X86_64 {
             19 => "APX",
             _ => return None,
         })
+    }
+
+    fn far_jump(to: u64) -> Option<FarJump> {
+        // movabs rax, to; jmp rax (rax carries no argument; varargs callers set al, after the call)
+        Some(FarJump::of(&[&[0x48, 0xb8], &to.to_le_bytes(), &[0xff, 0xe0]]))
     }
 
     fn needs_icache_flush() -> bool {

@@ -58,6 +58,7 @@ pub fn run_all() -> usize {
         ("in-handler", in_handler),
         ("incremental", incremental),
         ("lazy", lazy),
+        ("vdso-redirect", vdso_redirect),
     ];
     let mut failures = 0;
     for (name, case) in cases {
@@ -181,8 +182,14 @@ impl Rig {
     /// Run cryo with `args` and stdin from the file `stdin` (in `dir`); its
     /// stdout goes to `cryo-ARGS0.out` there.
     fn cryo_from(&self, dir: &Path, args: &[&str], stdin: Option<&str>) -> Result<ExitStatus, String> {
+        self.cryo_env(dir, args, stdin, &[])
+    }
+
+    /// [`Rig::cryo_from`] with `env` added to cryo's environment.
+    fn cryo_env(&self, dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Result<ExitStatus, String> {
         let name = format!("cryo-{}", args[0]);
         let mut cmd = self.command(&self.cryo, dir, &name)?;
+        cmd.envs(env.iter().copied());
         if let Some(f) = stdin {
             cmd.stdin(File::open(dir.join(f)).map_err(|e| format!("opening {f}: {e}"))?);
         }
@@ -342,6 +349,34 @@ fn counter_detach(rig: &Rig, dir: &Path) -> Outcome {
     let res = wait_log_of(&log, "new lines after the restart", Some(pid), |t| lines(t).len() >= at + 5);
     stop_restored(pid);
     res?;
+    check_counter(&read_log(&log))
+}
+
+/// A restart as on another kernel (the image's vDSO taken for another
+/// kernel's): this kernel's vDSO moves aside and the image's jumps to it, so
+/// the clocks the workload's libc takes from the vDSO keep answering right.
+fn vdso_redirect(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["clocks", "log"])?;
+    wait_log(&log, "5 lines", |t| lines(t).len() >= 5)?;
+    let vdso = |pid: i32| fs::read_to_string(format!("/proc/{pid}/maps")).ok()?.lines().find(|l| l.ends_with("[vdso]")).map(|l| l.split('-').next().unwrap_or("").to_string());
+    let old = vdso(child.id() as i32);
+    checkpoint_kill(rig, dir, &mut child)?;
+    let at = lines(&read_log(&log)).len();
+    let args = ["restart", "img", "--detach", "--pidfile", "restored.pid"];
+    let st = rig.cryo_env(dir, &args, None, &[("CRYO_TEST_VDSO_REDIRECT", "1")])?;
+    if !st.success() {
+        return Err(format!("cryo restart failed ({st}){}", tail(dir, "cryo-restart")));
+    }
+    let text = fs::read_to_string(dir.join("restored.pid")).map_err(|e| format!("reading the pidfile: {e}"))?;
+    let pid: i32 = text.trim().parse().map_err(|_| format!("pidfile holds {text:?}, not a pid"))?;
+    let moved = vdso(pid);
+    let res = wait_log_of(&log, "new lines after the restart", Some(pid), |t| lines(t).len() >= at + 5);
+    stop_restored(pid);
+    res?;
+    if old.is_none() || moved == old {
+        return Err(format!("the vDSO was at {old:?} and is at {moved:?} after the restart: not moved aside"));
+    }
     check_counter(&read_log(&log))
 }
 

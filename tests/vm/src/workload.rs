@@ -70,6 +70,7 @@ pub fn run(args: &[String]) -> i32 {
         "signals" => signals(log),
         "sve" => sve(log),
         "inhandler" => inhandler(log),
+        "clocks" => clocks(log),
         other => fail(&format!("workload: unknown kind {other:?}")),
     }
 }
@@ -108,6 +109,25 @@ fn counter(log: File, limit: u64, exit: i32) -> i32 {
         }
         nanosleep(&log, 30);
     }
+}
+
+/// Like `counter`, forever, but each line only after the clocks answered
+/// right: the monotonic clock never goes back, the wall clock is past 2020.
+/// libc takes both from the vDSO.
+fn clocks(log: File) -> i32 {
+    let mut last = std::time::Instant::now();
+    for n in 0u64.. {
+        let now = std::time::Instant::now();
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if now < last || wall < 1_577_836_800 {
+            line(&log, &format!("BAD clocks at {n}: monotonic went back or wall clock at {wall}\n"));
+        } else {
+            line(&log, &format!("{n}\n"));
+        }
+        last = now;
+        nanosleep(&log, 30);
+    }
+    0
 }
 
 fn echo(log: File) -> i32 {
