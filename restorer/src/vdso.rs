@@ -43,20 +43,22 @@ pub fn redirect(old: &[u8], new: &[u8], new_base: u64) -> Result<Vec<u8>, Restor
     };
     let theirs = functions(old).map_err(|e| fail(format!("reading the image's vDSO: {e}")))?;
     let mine = functions(new).map_err(|e| fail(format!("reading this kernel's vDSO: {e}")))?;
-    let code = |image: &[u8], f: &Function| image.get(f.at as usize..(f.at + f.size) as usize).map(<[u8]>::to_vec);
+    let code = |image: &[u8], at: u64, size: u64| image.get(at as usize..at.checked_add(size)? as usize).map(<[u8]>::to_vec);
     let mut out = old.to_vec();
     for f in &theirs {
         let to = mine.iter().find(|m| m.name == f.name).ok_or_else(|| fail(format!("this kernel's vDSO has no {}", f.name)))?;
-        let jump = Native::far_jump(new_base + to.at).ok_or_else(|| fail(format!("{} cannot be jumped to", f.name)))?;
-        let jump = jump.bytes();
-        if f.size < jump.len() as u64 {
-            if code(old, f).is_some() && code(old, f) == code(new, to) {
+        let jump = Native::far_jump(f.at, new_base + to.at).ok_or_else(|| fail(format!("{} cannot be jumped to", f.name)))?;
+        // Where each function's code starts (a Thumb symbol is one past it).
+        let from = jump.at;
+        let dest = Native::far_jump(to.at, 0).map_or(to.at, |j| j.at);
+        if f.size < jump.len as u64 {
+            if code(old, from, f.size).is_some() && code(old, from, f.size) == code(new, dest, f.size) {
                 continue;
             }
             return Err(fail(format!("{} is too short ({} bytes) for a jump", f.name, f.size)));
         }
-        let slot = out.get_mut(f.at as usize..f.at as usize + jump.len()).ok_or_else(|| fail(format!("{} lies outside the vDSO", f.name)))?;
-        slot.copy_from_slice(jump);
+        let slot = out.get_mut(from as usize..from as usize + jump.len).ok_or_else(|| fail(format!("{} lies outside the vDSO", f.name)))?;
+        slot.copy_from_slice(jump.bytes());
     }
     Ok(out)
 }
@@ -75,8 +77,8 @@ mod tests {
         let base = 0x7f00_0000_0000;
         let out = redirect(&bytes, &bytes, base).expect("redirected");
         for f in &funcs {
-            let jump = Native::far_jump(base + f.at).unwrap();
-            let at = f.at as usize;
+            let jump = Native::far_jump(f.at, base + f.at).unwrap();
+            let at = jump.at as usize;
             if f.size >= jump.len as u64 {
                 assert_eq!(&out[at..at + jump.len], jump.bytes(), "{}", f.name);
             } else {

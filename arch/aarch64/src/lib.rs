@@ -217,9 +217,9 @@ impl Arch for Aarch64 {
             .map(|(_, d)| get_u64(d, 0))
     }
 
-    fn far_jump(to: u64) -> Option<FarJump> {
+    fn far_jump(entry: u64, to: u64) -> Option<FarJump> {
         // ldr x16, 8; br x16; .quad to (x16 is IP0, the linker's veneer register)
-        Some(FarJump::of(&[&0x5800_0050u32.to_le_bytes(), &0xd61f_0200u32.to_le_bytes(), &to.to_le_bytes()]))
+        Some(FarJump::of(entry, &[&0x5800_0050u32.to_le_bytes(), &0xd61f_0200u32.to_le_bytes(), &to.to_le_bytes()]))
     }
 
     fn needs_icache_flush() -> bool {

@@ -157,11 +157,13 @@ pub const EINTR: i64 = 4;
 
 /// Everything that differs per CPU. All functions are associated (no `self`):
 /// an implementation is a marker type.
-/// Code of [`Arch::far_jump`]: the first `len` bytes of `code`.
+/// Code of [`Arch::far_jump`]: the first `len` bytes of `code`, to be
+/// written at `at`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FarJump {
     pub code: [u8; 16],
     pub len: usize,
+    pub at: u64,
 }
 
 impl FarJump {
@@ -169,9 +171,9 @@ impl FarJump {
         &self.code[..self.len]
     }
 
-    /// Instructions and literals, laid one after another.
-    pub fn of(parts: &[&[u8]]) -> FarJump {
-        let mut j = FarJump { code: [0; 16], len: 0 };
+    /// Instructions and literals, laid one after another from `at`.
+    pub fn of(at: u64, parts: &[&[u8]]) -> FarJump {
+        let mut j = FarJump { code: [0; 16], len: 0, at };
         for p in parts {
             j.code[j.len..j.len + p.len()].copy_from_slice(p);
             j.len += p.len();
@@ -303,11 +305,11 @@ pub trait Arch {
     /// process from outside? (x86 keeps it coherent; ARM does not.)
     fn needs_icache_flush() -> bool;
 
-    /// Machine code, placed at the entry of a function, that jumps to `to`
+    /// Machine code for the entry of the function at `entry` (as a symbol
+    /// gives it: bit 0 marks Thumb code on ARMv7) that jumps to `to`
     /// anywhere in the address space with the arguments untouched (it may
     /// clobber a scratch register the calling convention gives up at a call).
-    /// `None` where `to` cannot be reached so (a Thumb target on ARMv7).
-    fn far_jump(to: u64) -> Option<FarJump>;
+    fn far_jump(entry: u64, to: u64) -> Option<FarJump>;
 
     // Reading a snapshot offline (`cryo inspect`, `cryo core`). Defaults are
     // what an arch without these capabilities gets: raw bytes instead of

@@ -248,13 +248,18 @@ impl Arch for Armv7 {
         }
     }
 
-    fn far_jump(to: u64) -> Option<FarJump> {
-        // ARM state: ldr pc, [pc, #-4]; .word to. A Thumb entry (bit 0) would
-        // need Thumb code here.
-        if to & 1 != 0 || to > u32::MAX as u64 {
-            return None;
+    fn far_jump(entry: u64, to: u64) -> Option<FarJump> {
+        // A load into pc, which switches to the state bit 0 of `to` asks for.
+        let to = u32::try_from(to).ok()?.to_le_bytes();
+        if entry & 1 == 0 {
+            // ARM: ldr pc, [pc, #-4]; .word to
+            return Some(FarJump::of(entry, &[&0xe51f_f004u32.to_le_bytes(), &to]));
         }
-        Some(FarJump::of(&[&0xe51f_f004u32.to_le_bytes(), &(to as u32).to_le_bytes()]))
+        // Thumb: ldr.w pc, [pc, #imm]; the literal word-aligned after it. pc
+        // reads as the instruction's address + 4, rounded down to a word.
+        let at = entry & !1;
+        let (imm, pad): (u16, &[u8]) = if at.is_multiple_of(4) { (0, &[]) } else { (4, &[0x00, 0xbf]) };
+        Some(FarJump::of(at, &[&0xf8dfu16.to_le_bytes(), &(0xf000 | imm).to_le_bytes(), pad, &to]))
     }
 
     fn needs_icache_flush() -> bool {

@@ -265,9 +265,9 @@ impl Arch for X86_64 {
         })
     }
 
-    fn far_jump(to: u64) -> Option<FarJump> {
+    fn far_jump(entry: u64, to: u64) -> Option<FarJump> {
         // movabs rax, to; jmp rax (rax carries no argument; varargs callers set al, after the call)
-        Some(FarJump::of(&[&[0x48, 0xb8], &to.to_le_bytes(), &[0xff, 0xe0]]))
+        Some(FarJump::of(entry, &[&[0x48, 0xb8], &to.to_le_bytes(), &[0xff, 0xe0]]))
     }
 
     fn needs_icache_flush() -> bool {
