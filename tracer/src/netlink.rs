@@ -3,6 +3,8 @@
 //! adds (the bytes waiting in it, a dump under way).
 
 use crate::files::take_fd;
+use crate::sockets::sockopt_int;
+use cryo_image::NetlinkSocket;
 use std::io;
 use std::os::fd::AsRawFd;
 
@@ -13,34 +15,14 @@ const NETLINK_LIST_MEMBERSHIPS: i32 = 9;
 /// GET_STRICT_CHK.
 pub const FLAG_OPTIONS: [i32; 7] = [3, 4, 5, 8, 10, 11, 12];
 
-#[derive(Debug, Clone, Default)]
+/// A netlink socket as the image keeps it, and what decides whether it can be.
+#[derive(Debug, Clone)]
 pub struct NetlinkInfo {
-    pub protocol: i32,
-    pub kind: i32,
-    /// Its port id; 0 while it was never bound (it gets one at its first send).
-    pub portid: u32,
-    /// Multicast groups it listens to (numbered from 1).
-    pub groups: Vec<u32>,
-    pub dst_portid: u32,
-    pub dst_group: u32,
-    /// Of [`FLAG_OPTIONS`], those that are on.
-    pub options: Vec<i32>,
-    pub rcvbuf: i32,
-    pub sndbuf: i32,
+    pub socket: NetlinkSocket,
     /// Bytes of messages waiting to be read.
     pub queued: u64,
     /// A dump (NLM_F_DUMP) is under way: more of its reply is still to come.
     pub dumping: bool,
-}
-
-fn int_opt(fd: i32, level: i32, opt: i32) -> io::Result<i32> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: v and len are valid out-pointers of the sizes given.
-    if unsafe { libc::getsockopt(fd, level, opt, (&mut v as *mut libc::c_int).cast(), &mut len) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
 }
 
 /// getsockname or getpeername: (port id, groups bitmask).
@@ -86,15 +68,17 @@ pub fn netlink_info(pid: i32, fd: i32, inode: u64) -> io::Result<NetlinkInfo> {
     let (dst_portid, dst_group) = address(raw, true)?;
     let (queued, dumping) = proc_row(pid, inode)?.unwrap_or_default();
     Ok(NetlinkInfo {
-        protocol: int_opt(raw, libc::SOL_SOCKET, libc::SO_PROTOCOL)?,
-        kind: int_opt(raw, libc::SOL_SOCKET, libc::SO_TYPE)?,
-        portid,
-        groups: memberships(raw)?,
-        dst_portid,
-        dst_group,
-        options: FLAG_OPTIONS.into_iter().filter(|&o| int_opt(raw, SOL_NETLINK, o).is_ok_and(|v| v != 0)).collect(),
-        rcvbuf: int_opt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF)?,
-        sndbuf: int_opt(raw, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
+        socket: NetlinkSocket {
+            protocol: sockopt_int(raw, libc::SOL_SOCKET, libc::SO_PROTOCOL)?,
+            kind: sockopt_int(raw, libc::SOL_SOCKET, libc::SO_TYPE)?,
+            portid,
+            groups: memberships(raw)?,
+            dst_portid,
+            dst_group,
+            options: FLAG_OPTIONS.into_iter().filter(|&o| sockopt_int(raw, SOL_NETLINK, o).is_ok_and(|v| v != 0)).collect(),
+            rcvbuf: sockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF)?,
+            sndbuf: sockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUF)?,
+        },
         queued,
         dumping,
     })

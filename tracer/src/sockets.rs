@@ -239,11 +239,12 @@ fn has_rights(mh: &libc::msghdr) -> bool {
     found
 }
 
-fn sockopt_int(fd: i32, opt: i32) -> io::Result<i32> {
+/// An int socket option at `level`.
+pub(crate) fn sockopt_int(fd: i32, level: i32, opt: i32) -> io::Result<i32> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: v and len are valid out-pointers of the sizes given.
-    if unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut v as *mut libc::c_int).cast(), &mut len) } < 0 {
+    if unsafe { libc::getsockopt(fd, level, opt, (&mut v as *mut libc::c_int).cast(), &mut len) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(v)
@@ -252,7 +253,7 @@ fn sockopt_int(fd: i32, opt: i32) -> io::Result<i32> {
 /// Address family (SO_DOMAIN) and type (SO_TYPE) of a socket another process holds.
 pub fn domain_and_type(pid: i32, fd: i32) -> io::Result<(i32, i32)> {
     let s = take_fd(pid, fd)?;
-    Ok((sockopt_int(s.as_raw_fd(), libc::SO_DOMAIN)?, sockopt_int(s.as_raw_fd(), libc::SO_TYPE)?))
+    Ok((sockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)?, sockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE)?))
 }
 
 /// A name for an address family, for messages.
@@ -297,19 +298,15 @@ fn to_std(a: &nix::sys::socket::SockaddrStorage) -> Option<std::net::SocketAddr>
 }
 
 fn opt_at(fd: i32, level: i32, opt: i32) -> i32 {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: v and len are valid out-pointers of the sizes given.
-    unsafe { libc::getsockopt(fd, level, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
-    v
+    sockopt_int(fd, level, opt).unwrap_or(0)
 }
 
 pub fn inet_info(pid: i32, fd: i32) -> io::Result<InetInfo> {
     use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
     let s = take_fd(pid, fd)?;
     let raw = s.as_raw_fd();
-    let domain = sockopt_int(raw, libc::SO_DOMAIN)?;
-    let kind = sockopt_int(raw, libc::SO_TYPE)?;
+    let domain = sockopt_int(raw, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let kind = sockopt_int(raw, libc::SOL_SOCKET, libc::SO_TYPE)?;
     let local = getsockname::<SockaddrStorage>(raw).ok().as_ref().and_then(to_std).filter(|a| a.port() != 0 || !a.ip().is_unspecified());
     let peer = getpeername::<SockaddrStorage>(raw).ok().as_ref().and_then(to_std);
     let mut info = InetInfo {

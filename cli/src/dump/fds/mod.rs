@@ -10,7 +10,7 @@ mod unix;
 mod unlinked;
 
 use anyhow::{Context, Result};
-use cryo_image::{FdImage, FdTarget, ImageWriter, InotifyWatch, NetlinkSocket, PipeImage, UnlinkedFile};
+use cryo_image::{FdImage, FdTarget, ImageWriter, InotifyWatch, PipeImage, UnlinkedFile};
 use cryo_tracer::{files, proc};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -261,17 +261,7 @@ fn netlink(pid: i32, f: &proc::FdInfo) -> Result<FdTarget> {
     if n.queued > 0 {
         return Err(refuse(pid, f, format!("{} bytes of netlink messages wait in it, which cannot be put back; checkpoint again once the program has read them", n.queued)));
     }
-    Ok(FdTarget::Netlink(NetlinkSocket {
-        protocol: n.protocol,
-        kind: n.kind,
-        portid: n.portid,
-        groups: n.groups,
-        dst_portid: n.dst_portid,
-        dst_group: n.dst_group,
-        options: n.options,
-        rcvbuf: n.rcvbuf,
-        sndbuf: n.sndbuf,
-    }))
+    Ok(FdTarget::Netlink(n.socket))
 }
 
 const PIDFD_LINK: &str = "anon_inode:[pidfd]";
