@@ -122,18 +122,18 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
 }
 
 /// The program holds pointers into its vDSO, which restart moves to the old
-/// address: the code there must be this kernel's. The image keeps a copy.
+/// address: the code there must be this kernel's, or (another kernel's) one
+/// that restart can redirect to this kernel's. The image keeps a copy.
 pub fn vdso_matches(img: &ImageReader, p: &ProcessImage) -> Result<(), RestoreError> {
     let Some((run, theirs)) = vdso_copy(p) else { return Ok(()) };
     let mut copy = vec![0u8; theirs.len() as usize];
     cryo_image::codec::PagesReader::new(img.open_pages(p.pid)?, p.compression.clone())
         .read_exact_at(&mut copy, run.file_offset)
         .map_err(|e| RestoreError::Io { what: "reading the image's vDSO copy".into(), source: e })?;
-    if vdso_same(&img.inventory.kernel, p, &copy).is_ok() {
+    let (mine, bytes) = own_vdso()?;
+    if mine.len() == theirs.len() && bytes == copy {
         return Ok(());
     }
-    // Another kernel's: restart redirects it to this one's, if it can.
-    let (mine, bytes) = own_vdso()?;
     crate::vdso::redirect(&copy, &bytes, mine.start).map(drop)
 }
 
@@ -155,19 +155,6 @@ pub fn vdso_copy(p: &ProcessImage) -> Option<(&PageRun, &Vma)> {
     let theirs = p.vmas.iter().find(|v| v.kind == VmaKind::Vdso)?;
     let run = p.pages.iter().find(|r| r.vaddr == theirs.start && r.origin == PageOrigin::Reference)?;
     Some((run, theirs))
-}
-
-/// Is `copy`, the vDSO of `p` as taken on kernel `kernel`, this kernel's?
-/// The program holds pointers into it, so it must be the same code.
-pub fn vdso_same(kernel: &str, p: &ProcessImage, copy: &[u8]) -> Result<(), RestoreError> {
-    let Some((_, theirs)) = vdso_copy(p) else { return Ok(()) };
-    let (mine, bytes) = own_vdso()?;
-    if mine.len() != theirs.len() || bytes != copy {
-        return Err(RestoreError::Rebuild(format!(
-            "the image was taken on kernel {kernel}, whose vDSO differs from this kernel's; restart it on that kernel, or from an image directory rather than a stream"
-        )));
-    }
-    Ok(())
 }
 
 pub fn files_exist(p: &ProcessImage) -> Result<(), RestoreError> {

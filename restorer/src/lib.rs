@@ -294,10 +294,9 @@ fn restore_tree(
     }
     logged("loading the restorer");
     let rounds = opts.next_round.is_some();
-    let kernel = &img.inventory.kernel;
     let own = match (opts.page_stream, opts.pages_on_demand) {
-        (Some(stream), _) => rebuild::OwnPages::Streamed(rebuild::Streamed { stream, kernel }),
-        (None, Some(pages)) => rebuild::OwnPages::OnDemand(rebuild::OnDemand { pages, kernel }),
+        (Some(stream), _) => rebuild::OwnPages::Streamed(rebuild::Streamed { stream }),
+        (None, Some(pages)) => rebuild::OwnPages::OnDemand(rebuild::OnDemand { pages }),
         (None, None) => rebuild::OwnPages::InFiles,
     };
     for r in &mut tree {

@@ -143,7 +143,8 @@ impl<'a> Restoree<'a> {
             OwnPages::InFiles => image_vdso(&self.p, &src.files[0])?,
             _ => None,
         };
-        move_vdso(self, &own, self.area + self.blob_size, copy)?;
+        let copy_later = !matches!(own_pages, OwnPages::InFiles);
+        move_vdso(self, &own, self.area + self.blob_size, copy, copy_later)?;
         let p = self.p.clone();
         thp_disable(self)?;
         map_areas(self, reg, &p.vmas.iter().filter(|v| !is_special(v)).collect::<Vec<_>>())
@@ -389,7 +390,9 @@ fn redirect_vdso(b: &mut Restoree, own: &[Vma], temp: u64, copy: &[u8], mine: &[
         if v.kind == VmaKind::Vdso {
             new_base = to;
         }
-        batch.call(Sysno::Mremap, &[v.start.into(), v.len().into(), v.len().into(), (MREMAP_MAYMOVE | MREMAP_FIXED).into(), to.into()]);
+        if v.start != to {
+            batch.call(Sysno::Mremap, &[v.start.into(), v.len().into(), v.len().into(), (MREMAP_MAYMOVE | MREMAP_FIXED).into(), to.into()]);
+        }
     }
     let theirs = b.p.vmas.iter().find(|v| v.kind == VmaKind::Vdso).cloned().ok_or_else(|| RestoreError::Corrupt("a vDSO copy without a vDSO".into()))?;
     let code = crate::vdso::redirect(copy, mine, new_base)?;
@@ -406,6 +409,20 @@ fn redirect_vdso(b: &mut Restoree, own: &[Vma], temp: u64, copy: &[u8], mine: &[
     b.run("protecting the image's vDSO", &batch)?;
     tracing::info!("process {}: the vDSO of the image jumps to this kernel's, at {new_base:#x}", b.p.pid);
     Ok(())
+}
+
+/// Once the image's vDSO `copy` arrived with the pages: keep this kernel's
+/// vDSO where `move_vdso` put it if the copy is the same, else redirect.
+pub(crate) fn settle_vdso(b: &mut Restoree, copy: &[u8]) -> Result<()> {
+    let (_, mine) = crate::check::own_vdso()?;
+    let now: Vec<Vma> = proc::vmas(b.m.host)?.into_iter().filter(|v| matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar)).collect();
+    let theirs = b.p.vmas.iter().find(|v| v.kind == VmaKind::Vdso).map(|v| v.start);
+    let in_place = now.iter().any(|v| v.kind == VmaKind::Vdso && Some(v.start) == theirs);
+    if in_place && copy == mine && std::env::var_os(crate::vdso::FORCE_ENV).is_none() {
+        return Ok(());
+    }
+    let temp = b.area + b.blob_size;
+    redirect_vdso(b, &now, temp, copy, &mine)
 }
 
 /// PR_SET_THP_DISABLE before any page is filled: huge pages where the
@@ -434,8 +451,11 @@ fn image_vdso(p: &ProcessImage, own: &cryo_image::chain::PagesFile) -> Result<Op
 /// Put the vDSO and vvar pages where the image had them: the program holds
 /// pointers into them. Each moves through a temporary spot first, so old and
 /// new places may overlap. Where the image's vDSO (`copy`) is another
-/// kernel's, it is redirected to this one's instead ([`crate::vdso`]).
-fn move_vdso(b: &mut Restoree, own: &[Vma], temp: u64, copy: Option<Vec<u8>>) -> Result<()> {
+/// kernel's, it is redirected to this one's instead ([`crate::vdso`]). With
+/// `copy_later` (the copy comes with the pages, on a stream) the vDSO is put
+/// in place as if it were this kernel's, or aside where it cannot be, and
+/// [`settle_vdso`] finishes once the copy is there.
+fn move_vdso(b: &mut Restoree, own: &[Vma], temp: u64, copy: Option<Vec<u8>>, copy_later: bool) -> Result<()> {
     if let Some(copy) = copy {
         let (_, mine) = crate::check::own_vdso()?;
         if copy != mine || std::env::var_os(crate::vdso::FORCE_ENV).is_some() {
@@ -443,10 +463,22 @@ fn move_vdso(b: &mut Restoree, own: &[Vma], temp: u64, copy: Option<Vec<u8>>) ->
         }
     }
     let image = &b.p.vmas;
+    let kernel = |v: &&Vma| matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar);
+    let same_layout = own.iter().filter(kernel).all(|mine| image.iter().any(|v| v.name == mine.name && v.len() == mine.len()))
+        && image.iter().filter(kernel).all(|v| own.iter().any(|o| o.name == v.name));
+    if !same_layout && copy_later {
+        // Another kernel's, surely: aside until the copy arrives (`settle_vdso`).
+        let base = own.iter().filter(kernel).map(|v| v.start).min().unwrap_or(0);
+        let mut batch = Batch::new();
+        for v in own.iter().filter(kernel) {
+            batch.call(Sysno::Mremap, &[v.start.into(), v.len().into(), v.len().into(), (MREMAP_MAYMOVE | MREMAP_FIXED).into(), (temp + (v.start - base)).into()]);
+        }
+        return b.run("moving this kernel's vDSO aside", &batch).map(drop);
+    }
     let mut batch = Batch::new();
     let mut moves = Vec::new();
     let mut spot = temp;
-    for mine in own.iter().filter(|v| matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar)) {
+    for mine in own.iter().filter(kernel) {
         match image.iter().find(|v| v.name == mine.name) {
             Some(theirs) if theirs.len() == mine.len() => {
                 batch.call(Sysno::Mremap, &[mine.start.into(), mine.len().into(), mine.len().into(), (MREMAP_MAYMOVE | MREMAP_FIXED).into(), spot.into()]);

@@ -23,11 +23,10 @@ pub trait PagesOnDemand {
     fn complete(&self) -> cryo_image::Result<()>;
 }
 
-/// The image's own pages, and the kernel it was taken on (for the vDSO check).
+/// The image's own pages, fetched from where the image came from.
 #[derive(Clone, Copy)]
 pub struct OnDemand<'a> {
     pub pages: &'a dyn PagesOnDemand,
-    pub kernel: &'a str,
 }
 
 /// Writes `eager`'s runs (all in the image's own file, index 0) into the
@@ -46,7 +45,7 @@ pub fn read(b: &mut Restoree, d: OnDemand<'_>, eager: &ResolvedPages, progress: 
         Some((run, theirs)) => {
             let mut copy = vec![0u8; theirs.len() as usize];
             d.pages.read(&file.path, run.file_offset, &mut copy)?;
-            check::vdso_same(d.kernel, &p, &copy)
+            super::settle_vdso(b, &copy)
         }
         None => Ok(()),
     }

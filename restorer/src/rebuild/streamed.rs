@@ -30,8 +30,6 @@ pub trait PageStream {
 #[derive(Clone, Copy)]
 pub struct Streamed<'a> {
     pub stream: &'a dyn PageStream,
-    /// The kernel the image was taken on (for the vDSO check's message).
-    pub kernel: &'a str,
 }
 
 /// `src` without the image's own pages file (file 0) and its runs: what
@@ -84,7 +82,7 @@ pub fn read(b: &mut Restoree, s: Streamed<'_>, progress: &PageProgress) -> Resul
         return Err(ImageError::Checksum { path: format!("{name} (from the stream)") }.into());
     }
     match vdso_copy {
-        Some(copy) => check::vdso_same(s.kernel, &p, &copy),
+        Some(copy) => super::settle_vdso(b, &copy),
         None => Ok(()),
     }
 }
