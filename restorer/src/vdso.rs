@@ -47,7 +47,7 @@ pub fn redirect(old: &[u8], new: &[u8], new_base: u64) -> Result<Vec<u8>, Restor
     let mut out = old.to_vec();
     for f in &theirs {
         let to = mine.iter().find(|m| m.name == f.name).ok_or_else(|| fail(format!("this kernel's vDSO has no {}", f.name)))?;
-        let jump = Native::far_jump(f.at, new_base + to.at).ok_or_else(|| fail(format!("{} cannot be jumped to", f.name)))?;
+        let jump = Native::far_jump(f.at, new_base.wrapping_add(to.at)).ok_or_else(|| fail(format!("{} cannot be jumped to", f.name)))?;
         // Where each function's code starts (a Thumb symbol is one past it).
         let from = jump.at;
         let dest = Native::far_jump(to.at, 0).map_or(to.at, |j| j.at);
@@ -57,7 +57,9 @@ pub fn redirect(old: &[u8], new: &[u8], new_base: u64) -> Result<Vec<u8>, Restor
             }
             return Err(fail(format!("{} is too short ({} bytes) for a jump", f.name, f.size)));
         }
-        let slot = out.get_mut(from as usize..from as usize + jump.len).ok_or_else(|| fail(format!("{} lies outside the vDSO", f.name)))?;
+        let outside = || fail(format!("{} lies outside the vDSO", f.name));
+        let end = (from as usize).checked_add(jump.len).ok_or_else(outside)?;
+        let slot = out.get_mut(from as usize..end).ok_or_else(outside)?;
         slot.copy_from_slice(jump.bytes());
     }
     Ok(out)
