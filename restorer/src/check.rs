@@ -125,16 +125,22 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
 /// address: the code there must be this kernel's, or (another kernel's) one
 /// that restart can redirect to this kernel's. The image keeps a copy.
 pub fn vdso_matches(img: &ImageReader, p: &ProcessImage) -> Result<(), RestoreError> {
-    let Some((run, theirs)) = vdso_copy(p) else { return Ok(()) };
-    let mut copy = vec![0u8; theirs.len() as usize];
-    cryo_image::codec::PagesReader::new(img.open_pages(p.pid)?, p.compression.clone())
-        .read_exact_at(&mut copy, run.file_offset)
-        .map_err(|e| RestoreError::Io { what: "reading the image's vDSO copy".into(), source: e })?;
+    let Some(copy) = read_vdso_copy(p, img.open_pages(p.pid)?)? else { return Ok(()) };
     let (mine, bytes) = own_vdso()?;
-    if mine.len() == theirs.len() && bytes == copy {
+    if bytes == copy {
         return Ok(());
     }
     crate::vdso::redirect(&copy, &bytes, mine.start).map(drop)
+}
+
+/// The image's copy of `p`'s vDSO, from its own pages file `own`.
+pub fn read_vdso_copy(p: &ProcessImage, own: std::fs::File) -> Result<Option<Vec<u8>>, RestoreError> {
+    let Some((run, theirs)) = vdso_copy(p) else { return Ok(None) };
+    let mut copy = vec![0u8; theirs.len() as usize];
+    cryo_image::codec::PagesReader::new(own, p.compression.clone())
+        .read_exact_at(&mut copy, run.file_offset)
+        .map_err(|e| RestoreError::Io { what: format!("reading the vDSO's copy of process {}", p.pid), source: e })?;
+    Ok(Some(copy))
 }
 
 /// This kernel's vDSO as cryo has it mapped: its area and its bytes.

@@ -140,7 +140,11 @@ impl<'a> Restoree<'a> {
         let own = std::mem::take(&mut self.own_vmas);
         teardown(self, &own)?;
         let copy = match own_pages {
-            OwnPages::InFiles => image_vdso(&self.p, &src.files[0])?,
+            OwnPages::InFiles => {
+                let own = &src.files[0].path;
+                let file = std::fs::File::open(own).map_err(|e| RestoreError::Io { what: format!("opening {}", own.display()), source: e })?;
+                crate::check::read_vdso_copy(&self.p, file)?
+            }
             _ => None,
         };
         let copy_later = !matches!(own_pages, OwnPages::InFiles);
@@ -436,16 +440,6 @@ fn thp_disable(b: &mut Restoree) -> Result<()> {
     let mut batch = Batch::new();
     batch.call(Sysno::Prctl, &[PR_SET_THP_DISABLE.into(), 1.into(), (mode & !1).into(), 0.into(), 0.into()]);
     b.run("turning huge pages off (PR_SET_THP_DISABLE)", &batch).map(drop)
-}
-
-/// The image's copy of the vDSO, from the process's own pages file.
-fn image_vdso(p: &ProcessImage, own: &cryo_image::chain::PagesFile) -> Result<Option<Vec<u8>>> {
-    let Some((run, theirs)) = crate::check::vdso_copy(p) else { return Ok(None) };
-    let what = || format!("reading the vDSO's copy from {}", own.path.display());
-    let file = std::fs::File::open(&own.path).map_err(|e| RestoreError::Io { what: what(), source: e })?;
-    let mut copy = vec![0u8; theirs.len() as usize];
-    PagesReader::new(file, own.compression.clone()).read_exact_at(&mut copy, run.file_offset).map_err(|e| RestoreError::Io { what: what(), source: e })?;
-    Ok(Some(copy))
 }
 
 /// Put the vDSO and vvar pages where the image had them: the program holds

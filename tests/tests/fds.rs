@@ -40,8 +40,10 @@ fn go_and_check(h: &Harness, log: &Log, expected: &[&str]) {
     assert_eq!(lines.last().map(String::as_str), Some("done ok"), "{text}");
 }
 
-fn checkpoint_and_restart(h: &Harness, mode: &str) -> (Log, Value) {
-    let prog = h.compile("fdkinds");
+/// Workload `prog` in `mode`, once ready: checkpoint --kill, inspect --json,
+/// restart --detach.
+fn checkpoint_and_restart(h: &Harness, prog: &str, mode: &str) -> (Log, Value) {
+    let prog = h.compile(prog);
     let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), mode], &format!("{mode}.log"));
     log.wait_line("ready");
     let img = h.path("img");
@@ -96,7 +98,7 @@ fn files_deleted_memfd_locks_fifo_devices() {
 #[test]
 fn eventfd_timerfd_signalfd_epoll_inotify_timers() {
     let h = Harness::with_cryo("fds-kernel");
-    let (log, inv) = checkpoint_and_restart(&h, "kernel");
+    let (log, inv) = checkpoint_and_restart(&h, "fdkinds", "kernel");
     let kinds = fd_kinds(&inv);
     for k in ["eventfd", "timerfd", "signalfd", "epoll", "inotify"] {
         assert!(kinds.iter().any(|x| x == k), "inspect shows a {k} fd: {kinds:?}");
@@ -148,23 +150,34 @@ fn changed_file_refused_unless_allowed() {
     assert!(log.lines().iter().any(|l| l.starts_with("BAD offset")), "{}", log.text());
 }
 
+/// `prog MODE`, run in a directory of its own, holds an fd cryo must refuse:
+/// the checkpoint fails naming the process and `mentions`, leaves no image,
+/// and the program runs on untraced, with no parasite, to its end.
+fn refused_and_runs_on(h: &Harness, prog: &std::path::Path, mode: &str, mentions: &[&str]) {
+    let dir = h.mkdir_for(mode, Who::Test);
+    let opts = SpawnOpts { cwd: Some(dir), ..SpawnOpts::log(&format!("{mode}.log")) };
+    let (p, log) = h.spawn_with(&[prog.to_str().unwrap(), mode], opts);
+    log.wait_line("ready");
+    let pid = p.pid();
+    let img = h.path(&format!("img-{mode}"));
+    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
+    let process = format!("process {pid}");
+    let mut all = vec![process.as_str()];
+    all.extend_from_slice(mentions);
+    out.assert_clean_failure().assert_stderr_mentions(&all);
+    assert!(!img.join("inventory.cryo").exists(), "no image is left");
+    assert_eq!(tracer_pid(pid), Some(0), "untraced after the refusal");
+    assert!(!read_maps(pid).contains("memfd:cryo"), "no parasite left");
+    h.write_file(&format!("{mode}/go"), "", 0o644);
+    log.wait_line("done ok");
+}
+
 /// An fd kind cryo cannot restore yet fails the checkpoint up front with
 /// the fd, the process and the reason, and the program runs on untouched.
 #[test]
 fn unsupported_fd_refused_naming_it() {
     let h = Harness::with_cryo("fds-refused");
-    let prog = h.compile("fdkinds");
-    let (p, log) = h.spawn(&[prog.to_str().unwrap(), "uffd"], "uffd.log");
-    log.wait_line("ready");
-    let pid = p.pid();
-    let img = h.path("img");
-    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
-    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("process {pid}"), "userfaultfd"]);
-    assert!(!img.join("inventory.cryo").exists(), "no image is left");
-    assert_eq!(tracer_pid(pid), Some(0), "untraced after the refusal");
-    assert!(!read_maps(pid).contains("memfd:cryo"), "no parasite left");
-    h.write_file("go", "", 0o644);
-    log.wait_line("done ok");
+    refused_and_runs_on(&h, &h.compile("fdkinds"), "uffd", &["fd 3", "userfaultfd"]);
 }
 
 /// pidfds come back as pidfds of the same processes of the restored tree: a
@@ -175,28 +188,13 @@ fn unsupported_fd_refused_naming_it() {
 #[test]
 fn pidfds_of_the_tree() {
     let h = Harness::with_cryo("fds-pidfd");
-    let prog = h.compile("pidfds");
-    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "tree"], "tree.log");
-    log.wait_line("ready");
-    let img = h.path("img");
-    h.checkpoint_kill(&mut p, &img);
-    let kinds = fd_kinds(&inspect_json(&h, &img));
+    let (log, inv) = checkpoint_and_restart(&h, "pidfds", "tree");
+    let kinds = fd_kinds(&inv);
     assert_eq!(kinds.iter().filter(|k| *k == "pidfd").count(), 3, "inspect shows the pidfds: {kinds:?}");
-    h.restart_detached(&img);
     go_and_check(&h, &log, &["shared-description", "send-signal", "poll-exit", "waitid-child", "waitid-zombie", "flags", "self"]);
 
     for (mode, why) in [("outside", "not part of the checkpointed tree"), ("reaped", "exited and was reaped")] {
-        let dir = h.mkdir_for(mode, Who::Test);
-        let opts = SpawnOpts { cwd: Some(dir.clone()), ..SpawnOpts::log(&format!("{mode}.log")) };
-        let (p, log) = h.spawn_with(&[prog.to_str().unwrap(), mode], opts);
-        log.wait_line("ready");
-        let pid = p.pid();
-        let img = h.path(&format!("img-{mode}"));
-        let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", img.to_str().unwrap()]);
-        out.assert_clean_failure().assert_stderr_mentions(&[&format!("process {pid}"), "pidfd", why]);
-        assert_eq!(tracer_pid(pid), Some(0), "untraced after the refusal");
-        h.write_file(&format!("{mode}/go"), "", 0o644);
-        log.wait_line("done ok");
+        refused_and_runs_on(&h, &h.compile("pidfds"), mode, &["pidfd", why]);
     }
 }
 
@@ -206,23 +204,13 @@ fn pidfds_of_the_tree() {
 #[test]
 fn netlink_sockets() {
     let h = Harness::with_cryo("fds-netlink");
-    let (log, inv) = checkpoint_and_restart(&h, "netlink");
+    let (log, inv) = checkpoint_and_restart(&h, "fdkinds", "netlink");
     let kinds = fd_kinds(&inv);
     assert_eq!(kinds.iter().filter(|k| *k == "netlink").count(), 2, "inspect shows the sockets: {kinds:?}");
     go_and_check(&h, &log, &["netlink-port-id", "netlink-groups", "netlink-options", "netlink-cloexec", "netlink-dump", "netlink-unbound"]);
 
     // Messages from the kernel cannot be put back: a socket holding some is refused.
-    let prog = h.compile("fdkinds");
-    let dir = h.mkdir_for("unread", Who::Test);
-    let opts = SpawnOpts { cwd: Some(dir), ..SpawnOpts::log("unread.log") };
-    let (p, log) = h.spawn_with(&[prog.to_str().unwrap(), "netlink-unread"], opts);
-    log.wait_line("ready");
-    let pid = p.pid();
-    let out = h.cryo_run(&["checkpoint", &pid.to_string(), "-o", h.path("img-unread").to_str().unwrap()]);
-    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("process {pid}"), "netlink"]);
-    assert_eq!(tracer_pid(pid), Some(0), "untraced after the refusal");
-    h.write_file("unread/go", "", 0o644);
-    log.wait_line("done ok");
+    refused_and_runs_on(&h, &h.compile("fdkinds"), "netlink-unread", &["fd 3", "netlink"]);
 }
 
 /// Unix sockets: pairs of every type with bytes queued on both sides (one

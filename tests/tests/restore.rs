@@ -438,26 +438,12 @@ fn huge_pages_fill_memory_stored_whole() {
 /// vDSO pointers glibc saved at its start) answer right after it.
 #[test]
 fn vdso_of_another_kernel_is_redirected() {
-    let h = Harness::with_cryo("vdso");
-    let prog = h.compile("clocks");
-    let (mut p, _out) = h.spawn(&[prog.to_str().unwrap(), "clocks.log"], "clocks.out");
-    let log = Log::new(h.path("clocks.log"));
-    log.wait_prefix("tick 5 ", SECS20);
-    let old = vdso_start(p.pid()).expect("the program has a vDSO");
-    let img = h.path("img");
-    h.checkpoint_kill(&mut p, &img);
-    let before = log.lines().len();
-    let (host, out) = h.restart_detached_env(&img, &[], &[("CRYO_TEST_VDSO_REDIRECT", "1"), ("CRYO_LOG", "info")]);
-    assert!(out.stderr.contains("jumps to this kernel's"), "restart says the vDSO was redirected:\n{}", out.stderr);
-    let maps = read_maps(host);
-    assert_ne!(vdso_start(host), Some(old), "this kernel's vDSO moved aside:\n{maps}");
-    assert!(
-        maps.lines().any(|l| l.starts_with(&format!("{old:x}-")) && l.contains(" r-xp ")),
-        "the image's vDSO is back at {old:#x}, executable:\n{maps}"
-    );
-    log.wait_prefix(&format!("tick {} ", before + 25), SECS20);
-    let bad: Vec<String> = log.lines().into_iter().filter(|l| l.starts_with("BAD")).collect();
-    assert!(bad.is_empty(), "the clocks went wrong after the restart: {bad:?}");
+    redirected_vdso_case("vdso", |h, p| {
+        let img = h.path("img");
+        h.checkpoint_kill(p, &img);
+        let (host, out) = h.restart_detached_env(&img, &[], &[(REDIRECT, "1"), ("CRYO_LOG", "info")]);
+        (host, out.stderr)
+    });
 }
 
 /// The same through a stream (`checkpoint -o - | restart -`), where the
@@ -465,40 +451,55 @@ fn vdso_of_another_kernel_is_redirected() {
 /// this kernel's in place first and redirects once the copy is there.
 #[test]
 fn vdso_of_another_kernel_is_redirected_from_a_stream() {
-    let h = Harness::with_cryo("vdso-stream");
+    redirected_vdso_case("vdso-stream", |h, p| {
+        let stream = h.path("image.stream");
+        let sent = h
+            .command(Who::Test, h.cryo())
+            .args(["checkpoint", &p.pid().to_string(), "--kill", "-o", "-"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stream).unwrap())
+            .output()
+            .expect("run cryo checkpoint");
+        assert!(sent.status.success(), "checkpoint -o - failed: {}", String::from_utf8_lossy(&sent.stderr));
+        assert!(p.wait_timeout(Duration::from_secs(10)).is_some(), "the original still runs after checkpoint --kill");
+        let pf = h.path("restored.pid");
+        h.register_pidfile(&pf);
+        let restarted = h
+            .command(Who::Test, h.cryo())
+            .args(["restart", "-", "--detach", "--pidfile", pf.to_str().unwrap()])
+            .env(REDIRECT, "1")
+            .env("CRYO_LOG", "info")
+            .stdin(std::fs::File::open(&stream).unwrap())
+            .output()
+            .expect("run cryo restart");
+        let err = String::from_utf8_lossy(&restarted.stderr).into_owned();
+        assert!(restarted.status.success(), "restart - failed: {err}");
+        (std::fs::read_to_string(&pf).unwrap().trim().parse().unwrap(), err)
+    });
+}
+
+const REDIRECT: &str = "CRYO_TEST_VDSO_REDIRECT";
+
+/// The clocks workload, checkpointed and restarted by `restart` (which
+/// returns the restored pid and cryo's stderr) with the image's vDSO taken
+/// for another kernel's: the redirection is reported and visible in the
+/// memory map, and the clocks answer right for 25 more ticks.
+fn redirected_vdso_case(name: &str, restart: impl FnOnce(&Harness, &mut Proc) -> (i32, String)) {
+    let h = Harness::with_cryo(name);
     let prog = h.compile("clocks");
     let (mut p, _out) = h.spawn(&[prog.to_str().unwrap(), "clocks.log"], "clocks.out");
     let log = Log::new(h.path("clocks.log"));
     log.wait_prefix("tick 5 ", SECS20);
     let old = vdso_start(p.pid()).expect("the program has a vDSO");
-    let stream = h.path("image.stream");
-    let sent = h
-        .command(Who::Test, h.cryo())
-        .args(["checkpoint", &p.pid().to_string(), "--kill", "-o", "-"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stream).unwrap())
-        .output()
-        .expect("run cryo checkpoint");
-    assert!(sent.status.success(), "checkpoint -o - failed: {}", String::from_utf8_lossy(&sent.stderr));
-    assert!(p.wait_timeout(Duration::from_secs(10)).is_some(), "the original still runs after checkpoint --kill");
+    let (host, err) = restart(&h, &mut p);
     let before = log.lines().len();
-    let pf = h.path("restored.pid");
-    h.register_pidfile(&pf);
-    let restarted = h
-        .command(Who::Test, h.cryo())
-        .args(["restart", "-", "--detach", "--pidfile", pf.to_str().unwrap()])
-        .env("CRYO_TEST_VDSO_REDIRECT", "1")
-        .env("CRYO_LOG", "info")
-        .stdin(std::fs::File::open(&stream).unwrap())
-        .output()
-        .expect("run cryo restart");
-    let err = String::from_utf8_lossy(&restarted.stderr);
-    assert!(restarted.status.success(), "restart - failed: {err}");
     assert!(err.contains("jumps to this kernel's"), "restart says the vDSO was redirected:\n{err}");
-    let host: i32 = std::fs::read_to_string(&pf).unwrap().trim().parse().unwrap();
     let maps = read_maps(host);
     assert_ne!(vdso_start(host), Some(old), "this kernel's vDSO moved aside:\n{maps}");
-    assert!(maps.lines().any(|l| l.starts_with(&format!("{old:x}-")) && l.contains(" r-xp ")), "the image's vDSO is back at {old:#x}:\n{maps}");
+    assert!(
+        maps.lines().any(|l| l.starts_with(&format!("{old:x}-")) && l.contains(" r-xp ")),
+        "the image's vDSO is back at {old:#x}, executable:\n{maps}"
+    );
     log.wait_prefix(&format!("tick {} ", before + 25), SECS20);
     let bad: Vec<String> = log.lines().into_iter().filter(|l| l.starts_with("BAD")).collect();
     assert!(bad.is_empty(), "the clocks went wrong after the restart: {bad:?}");
