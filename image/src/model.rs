@@ -503,6 +503,29 @@ pub struct InetSocket {
     pub keepalive: bool,
     pub nodelay: bool,
     pub v6only: bool,
+    /// Other options the program set (see [`SockOpt`]).
+    pub options: Vec<SockOpt>,
+}
+
+/// A socket option whose value differed from a new socket's of the same
+/// family, type and protocol: one the program set. `level` and `name` are
+/// the numbers of setsockopt(2).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SockOpt {
+    pub level: i32,
+    pub name: i32,
+    pub value: SockOptValue,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum SockOptValue {
+    Int(i32),
+    /// A `struct timeval` (SO_RCVTIMEO, SO_SNDTIMEO), in microseconds.
+    Micros(i64),
+    /// `struct linger`.
+    Linger { on: bool, seconds: i32 },
+    /// A name (TCP_CONGESTION, SO_BINDTODEVICE), without its NUL.
+    Text(Vec<u8>),
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -537,6 +560,8 @@ pub struct UnixSocket {
     pub queued: Vec<Vec<u8>>,
     /// SHUT_RD (1) / SHUT_WR (2) bits of shutdown() calls on it.
     pub shutdown: u8,
+    /// Options the program set (see [`SockOpt`]).
+    pub options: Vec<SockOpt>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

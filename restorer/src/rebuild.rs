@@ -19,6 +19,7 @@ mod fds;
 mod huge;
 mod inet;
 mod rounds;
+mod sockopts;
 mod pty;
 mod on_demand;
 mod streamed;

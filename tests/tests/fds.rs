@@ -198,6 +198,28 @@ fn pidfds_of_the_tree() {
     }
 }
 
+/// Socket options the program set come back on TCP listeners and
+/// connections, UDP (v4 and v6) and Unix sockets: the program reads each
+/// again and finds the value it set, and a receive timeout still times out.
+#[test]
+fn socket_options() {
+    let h = Harness::with_cryo("fds-sockopts");
+    let (log, inv) = checkpoint_and_restart(&h, "fdkinds", "sockopts");
+    let opts: Vec<String> = inv["processes"][0]["fds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.get("options").and_then(|o| o.as_str()).map(String::from))
+        .collect();
+    assert!(opts.iter().any(|o| o.contains("SO_LINGER") && o.contains("TCP_KEEPIDLE")), "inspect shows the options: {opts:?}");
+    let mut checks = vec!["sockopts-tcp-listener", "sockopts-tcp-client", "sockopts-tcp-server", "sockopts-udp", "sockopts-unix-pair", "sockopts-unix-dgram"];
+    if std::path::Path::new("/proc/net/if_inet6").exists() {
+        checks.push("sockopts-udp6");
+    }
+    checks.extend(["sockopts-timeout-works", "sockopts-tcp-works"]);
+    go_and_check(&h, &log, &checks);
+}
+
 /// Netlink sockets come back bound to their old port id, in their groups,
 /// with their options, and answer a dump; one never bound stays unbound
 /// until it is used. One with a reply waiting in it is refused.

@@ -6,7 +6,9 @@
  * rtnetlink socket in groups 24 and 33 with NETLINK_EXT_ACK, and one never
  * bound. Mode "netlink-unread": the reply to a dump waits unread in a
  * netlink socket, and mode "uffd": holds a userfaultfd (both of which cryo
- * must refuse).
+ * must refuse). Mode "sockopts": TCP, UDP and Unix sockets with options set
+ * (timeouts, linger, keepalive timing, buffer sizes, TTL, congestion
+ * control...), each read again after the restart.
  * It sets everything up, prints "ready", waits for a file "go" in its cwd,
  * then checks and prints "OK <what>" or "BAD <what>: ...", then "done". */
 #define _GNU_SOURCE
@@ -20,6 +22,9 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <sys/syscall.h>
@@ -27,6 +32,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/time.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -313,6 +319,139 @@ static int netlink(void) {
     return bad;
 }
 
+/* An option set by sockopts(), with its value as getsockopt gave it then. */
+struct opt {
+    const char *group, *name;
+    int fd, level, opt;
+    unsigned char value[64];
+    socklen_t len;
+};
+static struct opt opts[64];
+static int nopts;
+
+/* Set an option and note it, or die; `optional`: skip it where this kernel
+ * or user may not set it. */
+static void setopt(const char *group, int fd, int level, int opt, const char *name, const void *v, socklen_t len, int optional) {
+    if (setsockopt(fd, level, opt, v, len) < 0) {
+        if (optional) return;
+        die(name);
+    }
+    struct opt *o = &opts[nopts++];
+    *o = (struct opt){.group = group, .name = name, .fd = fd, .level = level, .opt = opt, .len = sizeof o->value};
+    if (getsockopt(fd, level, opt, o->value, &o->len) < 0) die(name);
+}
+#define SETINT(group, fd, level, opt, v) do { int v_ = (v); setopt(group, fd, level, opt, #opt, &v_, sizeof v_, 0); } while (0)
+
+static void check_group(const char *group) {
+    char what[64], why[256] = "";
+    int ok = 1, n = 0;
+    for (int i = 0; i < nopts; i++) {
+        struct opt *o = &opts[i];
+        if (strcmp(o->group, group) != 0) continue;
+        n++;
+        unsigned char now[64];
+        socklen_t len = sizeof now;
+        if (getsockopt(o->fd, o->level, o->opt, now, &len) < 0 || len != o->len || memcmp(now, o->value, len) != 0) {
+            ok = 0;
+            snprintf(why + strlen(why), sizeof why - strlen(why), "%s changed; ", o->name);
+        }
+    }
+    snprintf(what, sizeof what, "sockopts-%s", group);
+    CHECK(ok && n > 0, what, "%d options: %s", n, why);
+}
+
+static int tcp_listener(struct sockaddr_in *a) {
+    socklen_t len = sizeof *a;
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (l < 0 || bind(l, (struct sockaddr *)a, sizeof *a) < 0 || listen(l, 4) < 0 || getsockname(l, (struct sockaddr *)a, &len) < 0) die("tcp listener");
+    return l;
+}
+
+static int sockopts(void) {
+    struct sockaddr_in a;
+    struct timeval tv = {2, 500000};
+    struct linger lg = {1, 7};
+    /* A listener with options of its own. */
+    int l2 = tcp_listener(&a);
+    SETINT("tcp-listener", l2, SOL_SOCKET, SO_RCVBUF, 40000);
+    SETINT("tcp-listener", l2, IPPROTO_TCP, TCP_DEFER_ACCEPT, 5);
+    SETINT("tcp-listener", l2, IPPROTO_TCP, TCP_FASTOPEN, 5);
+    SETINT("tcp-listener", l2, SOL_SOCKET, SO_PRIORITY, 3);
+    setopt("tcp-listener", l2, SOL_SOCKET, SO_RCVTIMEO, "SO_RCVTIMEO", &tv, sizeof tv, 0);
+    /* A connection within the program. */
+    int l = tcp_listener(&a);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) < 0) die("connect");
+    int srv = accept(l, NULL, NULL);
+    if (srv < 0) die("accept");
+    SETINT("tcp-client", c, IPPROTO_TCP, TCP_KEEPIDLE, 77);
+    SETINT("tcp-client", c, IPPROTO_TCP, TCP_KEEPINTVL, 11);
+    SETINT("tcp-client", c, IPPROTO_TCP, TCP_KEEPCNT, 3);
+    SETINT("tcp-client", c, IPPROTO_TCP, TCP_USER_TIMEOUT, 12345);
+    SETINT("tcp-client", c, IPPROTO_TCP, TCP_NOTSENT_LOWAT, 4096);
+    SETINT("tcp-client", c, IPPROTO_IP, IP_TOS, 0x10);
+    struct timeval snd = {1, 250000};
+    setopt("tcp-client", c, SOL_SOCKET, SO_SNDTIMEO, "SO_SNDTIMEO", &snd, sizeof snd, 0);
+    setopt("tcp-client", c, SOL_SOCKET, SO_LINGER, "SO_LINGER", &lg, sizeof lg, 0);
+    /* Whichever of the two this kernel does not use by default. */
+    char cc[16] = "";
+    socklen_t cclen = sizeof cc;
+    getsockopt(c, IPPROTO_TCP, TCP_CONGESTION, cc, &cclen);
+    const char *other = strcmp(cc, "reno") == 0 ? "cubic" : "reno";
+    setopt("tcp-client", c, IPPROTO_TCP, TCP_CONGESTION, "TCP_CONGESTION", other, strlen(other), 1);
+    SETINT("tcp-server", srv, SOL_SOCKET, SO_OOBINLINE, 1);
+    SETINT("tcp-server", srv, IPPROTO_TCP, TCP_LINGER2, 20);
+    SETINT("tcp-server", srv, IPPROTO_IP, IP_TTL, 33);
+    /* UDP. */
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in ua = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (u < 0 || bind(u, (struct sockaddr *)&ua, sizeof ua) < 0) die("udp");
+    SETINT("udp", u, SOL_SOCKET, SO_BROADCAST, 1);
+    SETINT("udp", u, SOL_SOCKET, SO_RCVBUF, 50000);
+    SETINT("udp", u, SOL_SOCKET, SO_PRIORITY, 5);
+    SETINT("udp", u, IPPROTO_IP, IP_TTL, 9);
+    SETINT("udp", u, IPPROTO_IP, IP_RECVERR, 1);
+    SETINT("udp", u, IPPROTO_IP, IP_PKTINFO, 1);
+    SETINT("udp", u, IPPROTO_IP, IP_MULTICAST_LOOP, 0);
+    int u6 = socket(AF_INET6, SOCK_DGRAM, 0);
+    if (u6 >= 0) {
+        SETINT("udp6", u6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, 17);
+        SETINT("udp6", u6, IPPROTO_IPV6, IPV6_TCLASS, 0x20);
+        SETINT("udp6", u6, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1);
+    }
+    /* Unix: a pair, and a bound datagram socket. */
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) die("socketpair");
+    SETINT("unix-pair", sv[0], SOL_SOCKET, SO_PASSCRED, 1);
+    SETINT("unix-pair", sv[1], SOL_SOCKET, SO_SNDBUF, 100000);
+    struct timeval quick = {0, 300000};
+    setopt("unix-pair", sv[1], SOL_SOCKET, SO_RCVTIMEO, "SO_RCVTIMEO", &quick, sizeof quick, 0);
+    int d = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un da = {.sun_family = AF_UNIX, .sun_path = "dgram.sock"};
+    unlink("dgram.sock");
+    if (d < 0 || bind(d, (struct sockaddr *)&da, sizeof da) < 0) die("unix dgram");
+    SETINT("unix-dgram", d, SOL_SOCKET, SO_TIMESTAMP, 1);
+    SETINT("unix-dgram", d, SOL_SOCKET, SO_PEEK_OFF, 0);
+    wait_go();
+    const char *groups[] = {"tcp-listener", "tcp-client", "tcp-server", "udp", "unix-pair", "unix-dgram"};
+    for (size_t i = 0; i < sizeof groups / sizeof *groups; i++) check_group(groups[i]);
+    if (u6 >= 0) check_group("udp6");
+    /* The receive timeout works: an empty socket gives EAGAIN after it. */
+    struct timespec t0, t1;
+    char byte;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ssize_t n = recv(sv[1], &byte, 1, 0);
+    int err = errno;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double waited = t1.tv_sec - t0.tv_sec + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    errno = err;
+    CHECK(n < 0 && err == EAGAIN && waited > 0.2 && waited < 5, "sockopts-timeout-works", "recv %zd after %.2f s", n, waited);
+    /* The connection still carries bytes both ways. */
+    CHECK(write(c, "ping", 4) == 4 && recv(srv, &byte, 1, 0) == 1 && byte == 'p' && write(srv, "x", 1) == 1 && recv(c, &byte, 1, 0) == 1 && byte == 'x', "sockopts-tcp-works", "ping");
+    return bad;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *mode = argc > 1 ? argv[1] : "files";
@@ -323,6 +462,8 @@ int main(int argc, char **argv) {
         r = kernel();
     else if (strcmp(mode, "netlink") == 0)
         r = netlink();
+    else if (strcmp(mode, "sockopts") == 0)
+        r = sockopts();
     else if (strcmp(mode, "netlink-unread") == 0) {
         /* A dump asked for and not read: its reply waits in the socket. */
         int nl = socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);

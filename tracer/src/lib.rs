@@ -13,6 +13,7 @@ pub mod ptrace;
 pub mod relay;
 pub mod seize;
 pub mod sockets;
+pub mod sockopts;
 pub mod tree;
 
 pub use error::{Result, TracerError};

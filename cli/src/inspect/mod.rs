@@ -10,7 +10,7 @@ mod stack;
 
 use crate::snapshot::ProcessMemory;
 use anyhow::{Context, Result};
-use cryo_image::{FdTarget, ImageReader, PageOrigin, ProcessImage, ProcessState, ThreadImage};
+use cryo_image::{FdTarget, ImageReader, PageOrigin, ProcessImage, ProcessState, SockOptValue, ThreadImage};
 use cryo_tracer::arch::{word, Arch, Native};
 use modules::Modules;
 use serde::Serialize;
@@ -182,6 +182,9 @@ struct FdReport {
     flags: u32,
     access: &'static str,
     cloexec: bool,
+    /// A socket's options that the program set ("SO_RCVTIMEO=2.5s TCP_KEEPIDLE=60").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    options: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -377,6 +380,7 @@ fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> 
                     _ => "read-write",
                 },
                 cloexec: f.cloexec,
+                options: socket_options(&img.inventory, &f.target),
             }
         })
         .collect();
@@ -536,6 +540,27 @@ fn fd_desc(t: &FdTarget) -> String {
     }
 }
 
+fn socket_options(inv: &cryo_image::Inventory, t: &FdTarget) -> Option<String> {
+    let opts = match t {
+        FdTarget::Unix { inode } => &inv.unix.iter().find(|s| s.inode == *inode)?.options,
+        FdTarget::Inet { inode } => &inv.inet.iter().find(|s| s.inode == *inode)?.options,
+        _ => return None,
+    };
+    let shown: Vec<String> = opts
+        .iter()
+        .map(|o| {
+            let v = match &o.value {
+                SockOptValue::Int(v) => v.to_string(),
+                SockOptValue::Micros(us) => format!("{}s", *us as f64 / 1e6),
+                SockOptValue::Linger { on, seconds } => if *on { format!("on,{seconds}s") } else { "off".into() },
+                SockOptValue::Text(t) => String::from_utf8_lossy(t).into_owned(),
+            };
+            format!("{}={v}", cryo_tracer::sockopts::name(o.level, o.name))
+        })
+        .collect();
+    (!shown.is_empty()).then(|| shown.join(" "))
+}
+
 /// Linux's signal numbers are the same on x86_64, aarch64 and ARMv7.
 fn signal_name(n: u32) -> String {
     const NAMES: [&str; 31] = [
@@ -675,6 +700,9 @@ fn text(dir: &Path, r: &Report) -> String {
         let _ = writeln!(o, "\n  fds:");
         for f in &p.fds {
             let _ = writeln!(o, "    {:>3} {:<10} pos {:<8} {}{}", f.fd, f.access, f.pos, f.what, if f.cloexec { " (cloexec)" } else { "" });
+            if let Some(opts) = &f.options {
+                let _ = writeln!(o, "        options {opts}");
+            }
         }
         let _ = writeln!(o, "\n  signals: process-wide pending: {}", list(&p.signals.shared_pending_names));
         for a in &p.signals.actions {

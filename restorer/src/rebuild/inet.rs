@@ -7,6 +7,7 @@
 //! which may share a port with the accepted ends (SO_REUSEADDR while they
 //! bind); then UDP and unconnected sockets.
 
+use super::sockopts::Pending;
 use super::{Restoree, SOCK_CHUNK};
 use crate::check::RestoreError;
 use crate::shared::{Registry, Source};
@@ -48,11 +49,12 @@ struct Calls {
     batch: Batch,
     base: u64,
     binds: Vec<(usize, String)>,
+    options: Pending,
 }
 
 impl Calls {
     fn new(base: u64) -> Self {
-        Calls { batch: Batch::new(), base, binds: Vec::new() }
+        Calls { batch: Batch::new(), base, binds: Vec::new(), options: Pending::default() }
     }
 
     fn socket(&mut self, family: i32, kind: i32) -> usize {
@@ -77,6 +79,7 @@ impl Calls {
         if s.nodelay {
             self.opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         }
+        self.options.push(&mut self.batch, Arg::Result(fd), &s.options);
     }
 
     /// bind; EADDRINUSE is reported by `check` with what to do.
@@ -95,6 +98,7 @@ impl Calls {
 
     fn run(self, b: &mut Restoree, what: &str, strict_binds: bool) -> Result<BatchOutput> {
         let out = b.run(what, &self.batch)?;
+        self.options.warn_failed(what, &out);
         for (c, addr) in self.binds {
             let r = out.results[c];
             if r == -EADDRINUSE && strict_binds {
@@ -112,10 +116,15 @@ impl Calls {
 
 pub fn create_all(b: &mut Restoree, all: &[InetSocket], reg: &mut Registry) -> Result<()> {
     let base = b.tmp().base;
+    // Connection ends keep SO_REUSEADDR until the listeners on their ports
+    // are bound and listening: a listener without it cannot bind a port
+    // that an accepted connection holds (the program made them the other
+    // way round).
+    let mut reuse_off = Vec::new();
     for s in all {
         if let InetRole::Pair { peer, accepted: true } = s.role {
             let c = all.iter().find(|x| x.inode == peer).ok_or_else(|| RestoreError::Corrupt(format!("TCP socket {peer} is not in the image")))?;
-            pair(b, s, c, reg)?;
+            reuse_off.extend(pair(b, s, c, reg)?);
         }
     }
     for s in all.iter().filter(|s| s.role == InetRole::Reset) {
@@ -133,9 +142,6 @@ pub fn create_all(b: &mut Restoree, all: &[InetSocket], reg: &mut Registry) -> R
             // Accepted connections on the same port were made just before.
             k.opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
             k.bind(fd, &parse(&what, l)?);
-            if !s.reuseaddr {
-                k.opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 0);
-            }
         }
         match &s.role {
             InetRole::Listen { backlog } => {
@@ -146,8 +152,19 @@ pub fn create_all(b: &mut Restoree, all: &[InetSocket], reg: &mut Registry) -> R
             }
             _ => {}
         }
+        if s.local.is_some() && !s.reuseaddr {
+            k.opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 0);
+        }
         let out = k.run(b, &what, true)?;
         reg.sockets.insert(s.inode, Source { pid: b.inside, fd: out.results[fd] as i32 });
+    }
+    if !reuse_off.is_empty() {
+        let mut k = Calls::new(base);
+        for fd in reuse_off {
+            let off = k.batch.data(&0i32.to_ne_bytes());
+            k.batch.call(Sysno::Setsockopt, &[fd.into(), (libc::SOL_SOCKET as u64).into(), (libc::SO_REUSEADDR as u64).into(), Arg::Data(off), 4.into()]);
+        }
+        k.run(b, "restoring SO_REUSEADDR of TCP connections", true)?;
     }
     Ok(())
 }
@@ -155,7 +172,8 @@ pub fn create_all(b: &mut Restoree, all: &[InetSocket], reg: &mut Registry) -> R
 /// A connection of the tree: a stand-in listener on the accepted end's old
 /// address, the other end bound to its old port (if still free) connects,
 /// accept gives the accepted end; each end's unread bytes are sent from the other.
-fn pair(b: &mut Restoree, acc: &InetSocket, cli: &InetSocket, reg: &mut Registry) -> Result<()> {
+/// Returns the ends whose SO_REUSEADDR is to be turned off once the listeners are made.
+fn pair(b: &mut Restoree, acc: &InetSocket, cli: &InetSocket, reg: &mut Registry) -> Result<Vec<u64>> {
     let what = format!("reconnecting TCP {} -> {}", cli.local.as_deref().unwrap_or("?"), acc.local.as_deref().unwrap_or("?"));
     let server = parse(&what, acc.local.as_deref().unwrap_or(""))?;
     let mut k = Calls::new(b.tmp().base);
@@ -188,18 +206,22 @@ fn pair(b: &mut Restoree, acc: &InetSocket, cli: &InetSocket, reg: &mut Registry
     }
     let a = out.results[ah] as u64;
     let mut k = Calls::new(b.tmp().base);
+    let mut reuse_off = Vec::new();
     for (fd, s) in [(a, acc), (c, cli)] {
         let idx = k.batch.call(Sysno::Fcntl, &[fd.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), 0.into()]);
         k.options(idx, s);
-        k.opt(idx, libc::SOL_SOCKET, libc::SO_REUSEADDR, s.reuseaddr as i32);
+        k.opt(idx, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
         k.batch.call(Sysno::Close, &[Arg::Result(idx)]);
+        if !s.reuseaddr {
+            reuse_off.push(fd);
+        }
     }
     k.run(b, &what, true)?;
     send_stream(b, &what, c, &acc.queued)?;
     send_stream(b, &what, a, &cli.queued)?;
     reg.sockets.insert(acc.inode, Source { pid: b.inside, fd: a as i32 });
     reg.sockets.insert(cli.inode, Source { pid: b.inside, fd: c as i32 });
-    Ok(())
+    Ok(reuse_off)
 }
 
 fn send_stream(b: &mut Restoree, what: &str, fd: u64, data: &[u8]) -> Result<()> {

@@ -4,6 +4,7 @@
 //! bound sockets bind their old names again; a datagram socket connected to
 //! a name outside connects again.
 
+use super::sockopts::Pending;
 use super::{Restoree, SOCK_CHUNK};
 use crate::check::RestoreError;
 use crate::shared::{Registry, Source};
@@ -60,7 +61,11 @@ pub fn create(b: &mut Restoree, all: &[UnixSocket], inode: u64, reg: &mut Regist
             let mut batch = Batch::new();
             let hx = high(&mut batch, x.into());
             let hy = high(&mut batch, y.into());
+            let mut options = Pending::default();
+            options.push(&mut batch, Arg::Result(hx), &s.options);
+            options.push(&mut batch, Arg::Result(hy), &peer.options);
             let out = b.run(&what, &batch)?;
+            options.warn_failed(&what, &out);
             let (hx, hy) = (out.results[hx] as u64, out.results[hy] as u64);
             // What waits in one end was sent by the other.
             send_all(b, &what, hy, &s.queued, None, s.kind == libc::SOCK_STREAM)?;
@@ -71,6 +76,8 @@ pub fn create(b: &mut Restoree, all: &[UnixSocket], inode: u64, reg: &mut Regist
         role => {
             let o = batch.call(Sysno::Socket, &[unix.into(), kind.into(), 0.into()]);
             let h = high(&mut batch, Arg::Result(o));
+            let mut options = Pending::default();
+            options.push(&mut batch, Arg::Result(h), &s.options);
             if let Some(name) = &s.name {
                 let a = sockaddr(name);
                 let at = batch.data(&a);
@@ -88,6 +95,7 @@ pub fn create(b: &mut Restoree, all: &[UnixSocket], inode: u64, reg: &mut Regist
                 _ => {}
             }
             let out = b.run(&what, &batch)?;
+            options.warn_failed(&what, &out);
             let h = out.results[h] as u64;
             if let (Some(name), false) = (&s.name, s.queued.is_empty()) {
                 // Datagrams waiting in a bound socket come from a stand-in sender.

@@ -9,6 +9,7 @@ use super::unix::socket_inode;
 use cryo_image::{InetRole, InetSocket};
 use cryo_tracer::proc::FdInfo;
 use cryo_tracer::sockets::{self, InetInfo};
+use cryo_tracer::sockopts;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -128,6 +129,8 @@ impl InetTable {
             },
             (k, _) => return Err(format!("an IP socket of type {k} (raw?), which cryo cannot recreate")),
         };
+        let connection = matches!(role, InetRole::Pair { .. } | InetRole::Reset);
+        let options = sockopts::changed(pid, fd, connection).map_err(|e| format!("reading its options: {e}"))?;
         self.saved.push(InetSocket {
             inode,
             family: i.domain,
@@ -140,6 +143,7 @@ impl InetTable {
             keepalive: i.keepalive,
             nodelay: i.nodelay,
             v6only: i.v6only,
+            options,
         });
         Ok(())
     }

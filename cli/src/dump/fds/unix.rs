@@ -5,6 +5,7 @@
 
 use cryo_image::{UnixRole, UnixSocket};
 use cryo_tracer::sockets::{self, UnixDiag, TCP_LISTEN};
+use cryo_tracer::sockopts;
 use std::collections::{HashMap, HashSet};
 
 pub fn socket_inode(link: &str) -> Option<u64> {
@@ -90,7 +91,8 @@ impl UnixTable {
             r => r,
         };
         let name = d.name.clone().map(|n| absolute(n, &cwd));
-        self.saved.push(UnixSocket { inode, kind, role, name, queued, shutdown: d.shutdown });
+        let options = sockopts::changed(pid, fd, false).map_err(|e| format!("reading its options: {e}"))?;
+        self.saved.push(UnixSocket { inode, kind, role, name, queued, shutdown: d.shutdown, options });
         Ok(())
     }
 }
