@@ -788,6 +788,9 @@ fn process_state(b: &mut Restoree) -> Result<()> {
     let cwd = batch.cstr(&p.cwd);
     batch.call(Sysno::Chdir, &[Arg::Data(cwd)]);
     batch.call(Sysno::Umask, &[(p.umask as u64).into()]);
+    // The image's areas are all mapped by now: the personality only
+    // concerns mappings made later (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE).
+    let persona = batch.call_may_fail(Sysno::Personality, &[p.personality.into()]);
     if p.child_subreaper {
         batch.call(Sysno::Prctl, &[PR_SET_CHILD_SUBREAPER.into(), 1.into()]);
     }
@@ -827,6 +830,9 @@ fn process_state(b: &mut Restoree) -> Result<()> {
         locks.push((batch.call_may_fail(Sysno::Mlock2, &[v.start.into(), v.len().into(), flags.into()]), v));
     }
     let out = b.run("restoring signal actions, timers, limits, locked memory, cwd and umask", &batch)?;
+    if cryo_parasite::abi::is_error(out.results[persona]) {
+        tracing::warn!("personality {:#x} could not be set again: errno {}", p.personality, -out.results[persona]);
+    }
     for (i, l) in limits {
         if cryo_parasite::abi::is_error(out.results[i]) {
             tracing::warn!("resource limit {} ({} / {}) could not be restored: errno {}", l.resource, l.cur, l.max, -out.results[i]);

@@ -385,6 +385,25 @@ fn lock_flags(pid: i32, page_kb: u64) -> [Vec<&'static str>; 2] {
     [one(66), one(34)]
 }
 
+/// The personality (here ADDR_NO_RANDOMIZE, as `setarch -R` sets it, which
+/// exec keeps) comes back.
+#[test]
+fn personality_comes_back() {
+    let h = Harness::with_cryo("personality");
+    const NO_RANDOMIZE: &str = "import ctypes, os\n\
+        ctypes.CDLL(None).personality(0x0040000)\n\
+        os.execvp('sleep', ['sleep', '600'])";
+    let (mut p, _out) = h.spawn(&["python3", "-c", NO_RANDOMIZE], "sleep.out");
+    let pid = p.pid();
+    let persona = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/personality")).unwrap().trim().to_string();
+    wait_until(SECS20, || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep"), || "sleep never ran".into());
+    assert_eq!(persona(pid), "00040000", "the program's own personality");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let host = h.restart_detached(&img);
+    assert_eq!(persona(host), "00040000", "personality after restart");
+}
+
 /// With `--huge-pages on`, a 64 MiB heap the image holds whole comes back on
 /// transparent huge pages (where the kernel has them on), with the area's
 /// flags as they were (no MADV_HUGEPAGE mark) and the reference run's log; a
