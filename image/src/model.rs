@@ -432,7 +432,10 @@ pub enum FdTarget {
     Fifo { path: String, inode: u64 },
     EventFd { count: u64, semaphore: bool },
     /// Clock, time left until it fires, period, expirations not yet read.
-    TimerFd { clock: i32, value_ns: u64, interval_ns: u64, ticks: u64 },
+    /// `realtime_at_ns`: a CLOCK_REALTIME(_ALARM) timer set for a time of
+    /// day (TFD_TIMER_ABSTIME), the time it fires (ns since the epoch),
+    /// with `cancel_on_set` (TFD_TIMER_CANCEL_ON_SET).
+    TimerFd { clock: i32, value_ns: u64, interval_ns: u64, ticks: u64, realtime_at_ns: Option<u64>, cancel_on_set: bool },
     SignalFd { mask: u64 },
     /// Restored after every other fd of the process, which it may watch.
     Epoll { watches: Vec<EpollWatch> },

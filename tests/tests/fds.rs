@@ -43,12 +43,17 @@ fn go_and_check(h: &Harness, log: &Log, expected: &[&str]) {
 /// Workload `prog` in `mode`, once ready: checkpoint --kill, inspect --json,
 /// restart --detach.
 fn checkpoint_and_restart(h: &Harness, prog: &str, mode: &str) -> (Log, Value) {
+    checkpoint_pause_restart(h, prog, mode, Duration::ZERO)
+}
+
+fn checkpoint_pause_restart(h: &Harness, prog: &str, mode: &str, pause: Duration) -> (Log, Value) {
     let prog = h.compile(prog);
     let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), mode], &format!("{mode}.log"));
     log.wait_line("ready");
     let img = h.path("img");
     h.checkpoint_kill(&mut p, &img);
     let inv = inspect_json(h, &img);
+    std::thread::sleep(pause);
     h.restart_detached(&img);
     (log, inv)
 }
@@ -95,10 +100,12 @@ fn files_deleted_memfd_locks_fifo_devices() {
     );
 }
 
+/// (A timerfd set for a time of day must fire then, not later by the time
+/// the program was down: the restart comes two seconds after the checkpoint.)
 #[test]
 fn eventfd_timerfd_signalfd_epoll_inotify_timers() {
     let h = Harness::with_cryo("fds-kernel");
-    let (log, inv) = checkpoint_and_restart(&h, "fdkinds", "kernel");
+    let (log, inv) = checkpoint_pause_restart(&h, "fdkinds", "kernel", Duration::from_secs(2));
     let kinds = fd_kinds(&inv);
     for k in ["eventfd", "timerfd", "signalfd", "epoll", "inotify"] {
         assert!(kinds.iter().any(|x| x == k), "inspect shows a {k} fd: {kinds:?}");
@@ -113,6 +120,7 @@ fn eventfd_timerfd_signalfd_epoll_inotify_timers() {
             "epoll-pipe",
             "timerfd-settings",
             "timerfd-ticks",
+            "timerfd-time-of-day",
             "signalfd",
             "inotify",
             "posix-timer-idle",

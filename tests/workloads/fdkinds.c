@@ -172,6 +172,12 @@ static int kernel(void) {
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
     struct itimerspec its = {.it_interval = {0, 200000000}, .it_value = {30, 0}};
     timerfd_settime(tfd, 0, &its, NULL);
+    /* Set for a time of day, a minute from now. */
+    int of_day = timerfd_create(CLOCK_REALTIME, TFD_NONBLOCK);
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    struct itimerspec at = {.it_value = {wall.tv_sec + 60, wall.tv_nsec}};
+    if (timerfd_settime(of_day, TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET, &at, NULL) < 0) die("timerfd time of day");
     int fired = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
     struct itimerspec once = {.it_value = {0, 1000000}};
     timerfd_settime(fired, 0, &once, NULL);
@@ -225,6 +231,22 @@ static int kernel(void) {
     timerfd_gettime(tfd, &now);
     CHECK(now.it_interval.tv_nsec == 200000000 && now.it_value.tv_sec < 30 && now.it_value.tv_sec >= 20, "timerfd-settings", "interval %ld value %ld", now.it_interval.tv_nsec, (long)now.it_value.tv_sec);
     CHECK(read(fired, &v, 8) == 8 && v == 1, "timerfd-ticks", "ticks %llu", (unsigned long long)v);
+    /* Still due at that time of day (a timer counting the time left from
+     * the restart would be late by the time the program was down), and
+     * still an absolute one that a clock change cancels. */
+    struct itimerspec left;
+    timerfd_gettime(of_day, &left);
+    clock_gettime(CLOCK_REALTIME, &wall);
+    double due = wall.tv_sec + wall.tv_nsec / 1e9 + left.it_value.tv_sec + left.it_value.tv_nsec / 1e9;
+    double wanted = at.it_value.tv_sec + at.it_value.tv_nsec / 1e9;
+    char info[64], fdinfo[512] = "";
+    snprintf(info, sizeof info, "/proc/self/fdinfo/%d", of_day);
+    FILE *fi = fopen(info, "r");
+    if (fi) {
+        fdinfo[fread(fdinfo, 1, sizeof fdinfo - 1, fi)] = 0;
+        fclose(fi);
+    }
+    CHECK(due - wanted < 0.3 && wanted - due < 0.3 && strstr(fdinfo, "settime flags: 03"), "timerfd-time-of-day", "due %.3f s off, fdinfo %s", due - wanted, fdinfo);
     raise(SIGUSR2);
     struct signalfd_siginfo si;
     CHECK(read(sfd, &si, sizeof si) == sizeof si && si.ssi_signo == SIGUSR2, "signalfd", "signo %u", si.ssi_signo);

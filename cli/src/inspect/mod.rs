@@ -516,8 +516,12 @@ fn fd_desc(t: &FdTarget) -> String {
         FdTarget::Unlinked { dev, inode } => format!("file without a path (deleted or memfd), inode {inode} on {}:{}", dev >> 32, dev & 0xffff_ffff),
         FdTarget::Fifo { path, .. } => format!("fifo {path}"),
         FdTarget::EventFd { count, semaphore } => format!("eventfd count {count}{}", if *semaphore { " (semaphore)" } else { "" }),
-        FdTarget::TimerFd { clock, value_ns, interval_ns, ticks } => {
-            format!("timerfd clock {clock}, fires in {value_ns} ns, every {interval_ns} ns, {ticks} unread")
+        FdTarget::TimerFd { clock, value_ns, interval_ns, ticks, realtime_at_ns, .. } => {
+            let when = match realtime_at_ns {
+                Some(t) => format!("at {}.{:09} s since the epoch", t / 1_000_000_000, t % 1_000_000_000),
+                None => format!("in {value_ns} ns"),
+            };
+            format!("timerfd clock {clock}, fires {when}, every {interval_ns} ns, {ticks} unread")
         }
         FdTarget::SignalFd { mask } => format!("signalfd mask {mask:#x}"),
         FdTarget::Epoll { watches } => {

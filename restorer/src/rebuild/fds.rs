@@ -15,6 +15,8 @@ use cryo_tracer::arch::{flock64, push_word as put_word, Arch, Native, Sysno};
 use std::collections::HashMap;
 
 const EFD_SEMAPHORE: u64 = 1;
+const TFD_TIMER_ABSTIME: u64 = 1;
+const TFD_TIMER_CANCEL_ON_SET: u64 = 2;
 /// _IOW('T', 0, u64): set the expirations a timerfd reports as not yet read.
 const TFD_IOC_SET_TICKS: u64 = 0x4008_5400;
 const EPOLL_CTL_ADD: u64 = 1;
@@ -139,11 +141,18 @@ pub fn install(b: &mut Restoree, reg: &mut Registry, img: &ImageReader) -> Resul
                 place(&mut batch, o, f, base);
                 set_flags(&mut batch, f);
             }
-            FdTarget::TimerFd { clock, value_ns, interval_ns, ticks } => {
+            FdTarget::TimerFd { clock, value_ns, interval_ns, ticks, realtime_at_ns, cancel_on_set } => {
                 let o = batch.call(Sysno::TimerfdCreate, &[(*clock as u64).into(), (libc::O_CLOEXEC as u64).into()]);
-                if *value_ns > 0 {
-                    let at = batch.data(&itimerspec(*interval_ns, *value_ns));
-                    batch.call(Sysno::TimerfdSettime, &[Arg::Result(o), 0.into(), Arg::Data(at), 0.into()]);
+                // Set for a time of day: for that time again (at once if it
+                // passed meanwhile, with the periods missed as expirations).
+                // Other timers count the time left from now.
+                let (value, flags) = match realtime_at_ns {
+                    Some(t) => (*t, TFD_TIMER_ABSTIME | if *cancel_on_set { TFD_TIMER_CANCEL_ON_SET } else { 0 }),
+                    None => (*value_ns, 0),
+                };
+                if value > 0 {
+                    let at = batch.data(&itimerspec(*interval_ns, value));
+                    batch.call(Sysno::TimerfdSettime, &[Arg::Result(o), flags.into(), Arg::Data(at), 0.into()]);
                 }
                 if *ticks > 0 {
                     // Needs CONFIG_CHECKPOINT_RESTORE; without it the expirations are lost.

@@ -47,12 +47,24 @@ fn timespec_ns(s: &str) -> Option<u64> {
     Some(sec.trim().parse::<u64>().ok()? * 1_000_000_000 + nsec.trim().parse::<u64>().ok()?)
 }
 
-pub fn timerfd(info: &str) -> Option<FdTarget> {
+const TFD_TIMER_ABSTIME: u32 = 1;
+const TFD_TIMER_CANCEL_ON_SET: u32 = 2;
+
+/// `now_realtime_ns`: CLOCK_REALTIME as `info` was read, to turn the time
+/// left of a timer set for a time of day back into that time.
+pub fn timerfd(info: &str, now_realtime_ns: u64) -> Option<FdTarget> {
+    let clock: i32 = field(info, "clockid")?.parse().ok()?;
+    let value_ns = timespec_ns(field(info, "it_value")?)?;
+    // Printed in octal ("settime flags: 03"); missing before Linux 3.17.
+    let flags = field(info, "settime flags").and_then(|f| u32::from_str_radix(f, 8).ok()).unwrap_or(0);
+    let of_day = matches!(clock, libc::CLOCK_REALTIME | libc::CLOCK_REALTIME_ALARM) && flags & TFD_TIMER_ABSTIME != 0 && value_ns > 0;
     Some(FdTarget::TimerFd {
-        clock: field(info, "clockid")?.parse().ok()?,
+        clock,
         ticks: field(info, "ticks")?.parse().ok()?,
-        value_ns: timespec_ns(field(info, "it_value")?)?,
+        value_ns,
         interval_ns: timespec_ns(field(info, "it_interval")?)?,
+        realtime_at_ns: of_day.then_some(now_realtime_ns + value_ns),
+        cancel_on_set: of_day && flags & TFD_TIMER_CANCEL_ON_SET != 0,
     })
 }
 
@@ -149,7 +161,14 @@ mod tests {
         let ev = "pos:\t0\nflags:\t02\nmnt_id:\t16\nino:\t1\neventfd-count:               2a\neventfd-id: 3\neventfd-semaphore: 1\n";
         assert_eq!(eventfd(ev), Some(FdTarget::EventFd { count: 42, semaphore: true }));
         let tf = "clockid: 1\nticks: 3\nsettime flags: 00\nit_value: (1, 500)\nit_interval: (0, 250000000)\n";
-        assert_eq!(timerfd(tf), Some(FdTarget::TimerFd { clock: 1, ticks: 3, value_ns: 1_000_000_500, interval_ns: 250_000_000 }));
+        let monotonic = FdTarget::TimerFd { clock: 1, ticks: 3, value_ns: 1_000_000_500, interval_ns: 250_000_000, realtime_at_ns: None, cancel_on_set: false };
+        assert_eq!(timerfd(tf, 7), Some(monotonic));
+        let of_day = "clockid: 0\nticks: 0\nsettime flags: 03\nit_value: (60, 0)\nit_interval: (0, 0)\n";
+        let Some(FdTarget::TimerFd { realtime_at_ns, cancel_on_set, .. }) = timerfd(of_day, 1_000) else { panic!("not parsed") };
+        assert_eq!((realtime_at_ns, cancel_on_set), (Some(60_000_001_000), true));
+        let relative = of_day.replace("settime flags: 03", "settime flags: 00");
+        let Some(FdTarget::TimerFd { realtime_at_ns, cancel_on_set, .. }) = timerfd(&relative, 1_000) else { panic!("not parsed") };
+        assert_eq!((realtime_at_ns, cancel_on_set), (None, false));
         let ep = "pos:\t0\ntfd:        5 events:       19 data:                7  pos:0 ino:1a2b sdev:d\n";
         let w = &epoll(ep)[0];
         assert_eq!((w.watch.fd, w.watch.events, w.watch.data, w.inode), (5, 0x19, 7, 0x1a2b));

@@ -289,7 +289,10 @@ fn kernel_object(pid: i32, f: &proc::FdInfo, kind: &str, table: &[proc::FdInfo])
     let unreadable = || refuse(pid, f, "its fdinfo could not be understood");
     match kind {
         "[eventfd]" => fdinfo::eventfd(&f.info).ok_or_else(unreadable),
-        "[timerfd]" => fdinfo::timerfd(&f.info).ok_or_else(unreadable),
+        "[timerfd]" => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            fdinfo::timerfd(&f.info, now).ok_or_else(unreadable)
+        }
         "[signalfd]" => fdinfo::signalfd(&f.info).ok_or_else(unreadable),
         "[eventpoll]" => {
             let mut watches = Vec::new();
