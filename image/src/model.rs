@@ -506,6 +506,9 @@ pub struct InetSocket {
     pub keepalive: bool,
     pub nodelay: bool,
     pub v6only: bool,
+    /// The program shut its sending side down (shutdown SHUT_WR, or close
+    /// of another fd after its peer closed: FIN_WAIT, LAST_ACK, CLOSING).
+    pub shut_wr: bool,
     /// Other options the program set (see [`SockOpt`]).
     pub options: Vec<SockOpt>,
 }
@@ -542,6 +545,10 @@ pub enum InetRole {
     /// A TCP connection to outside the tree, checkpointed with --tcp-close:
     /// restored as a connection that was reset.
     Reset,
+    /// A TCP connection to outside the tree whose peer had closed its side
+    /// (CLOSE_WAIT), checkpointed with --tcp-close: restored as one that
+    /// gives the unread bytes, then end of file.
+    PeerClosed,
     /// A UDP socket connected to `peer`.
     Connected { peer: String },
     /// Bound or not, neither listening nor connected.

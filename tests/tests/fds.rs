@@ -357,6 +357,36 @@ fn tcp_connection_to_outside_refused_or_reset() {
     go_and_check(&h, &log, &["tcp-reset"]);
 }
 
+/// Connections with a side shut down come back so: inside the tree, a
+/// client that sent its request and shut its sending side (FIN_WAIT2, the
+/// server's end in CLOSE_WAIT with the request unread); to outside, with
+/// --tcp-close, one whose peer sent its last words and closed gives them,
+/// then end of file (without --tcp-close it is refused like any other).
+#[test]
+fn tcp_half_closed_connections() {
+    let h = Harness::with_cryo("fds-tcp-halfclosed");
+    let prog = h.compile("tcp");
+    let (log, _) = checkpoint_and_restart(&h, "tcp", "halfclosed");
+    go_and_check(&h, &log, &["tcp-halfclosed-request", "tcp-halfclosed-answer", "tcp-halfclosed-child"]);
+
+    let h = Harness::with_cryo("fds-tcp-closewait");
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port().to_string();
+    let (mut c, log) = h.spawn(&[prog.to_str().unwrap(), "closewait", &port], "closewait.log");
+    let (mut conn, _) = server.accept().unwrap();
+    conn.write_all(b"last words").unwrap();
+    drop(conn);
+    log.wait_line("ready");
+    let pid = c.pid().to_string();
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", "outside the checkpointed tree", "--tcp-close"]);
+    h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill", "--tcp-close"]).assert_ok();
+    assert!(c.wait_timeout(SECS20).is_some(), "killed by the checkpoint");
+    h.restart_detached(&img);
+    go_and_check(&h, &log, &["tcp-peer-closed"]);
+}
+
 /// A real server nobody here wrote: redis-server on a loopback port. Keys
 /// written before the checkpoint are read back after the restart, and new
 /// clients connect and write.

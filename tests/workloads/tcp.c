@@ -6,13 +6,19 @@
  * test makes from outside and echoes a line on it.
  * Mode "server PORTFILE": listens, writes its port, accepts and keeps
  * connections. Mode "client PORT": connected to it (outside the tree); after
- * "go" it expects the connection to have been reset.
+ * "go" it expects the connection to have been reset. Mode "closewait PORT":
+ * connected to a server outside that sent "last words" and closed; after
+ * "go" it reads them, then end of file. Mode "halfclosed": a connection
+ * inside the tree whose client (a child) sent a request and shut its
+ * sending side down, not yet read by the server; after "go" the server
+ * reads it and end of file, and answers; the child reads the answer.
  * Prints "ready", waits for a file "go", prints OK/BAD lines and "done". */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +121,43 @@ static int pair(void) {
     return bad;
 }
 
+/* Wait until the peer has closed its side (its FIN arrived). */
+static void wait_peer_closed(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    while (!(p.revents & POLLRDHUP))
+        if (poll(&p, 1, 5000) <= 0) die("peer never closed");
+}
+
+static int read_eof(int fd) {
+    char b;
+    return recv(fd, &b, 1, 0) == 0;
+}
+
+static int halfclosed(void) {
+    int srv = listen_on(0);
+    int port = port_of(srv);
+    pid_t child = fork();
+    if (child == 0) {
+        int c = connect_to(port);
+        send(c, "request", 7, 0);
+        shutdown(c, SHUT_WR);
+        wait_for_go();
+        int ok = read_is(c, "answer") && read_eof(c);
+        /* Its sending side stays shut. */
+        ok = ok && send(c, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE;
+        _exit(ok ? 0 : 1);
+    }
+    int acc = accept(srv, NULL, NULL);
+    wait_peer_closed(acc);
+    wait_go();
+    CHECK(read_is(acc, "request") && read_eof(acc), "tcp-halfclosed-request", "see above");
+    CHECK(send(acc, "answer", 6, MSG_NOSIGNAL) == 6 && shutdown(acc, SHUT_WR) == 0, "tcp-halfclosed-answer", "send");
+    int st;
+    waitpid(child, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "tcp-halfclosed-child", "status %x", st);
+    return bad;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *mode = argc > 1 ? argv[1] : "pair";
@@ -131,6 +174,14 @@ int main(int argc, char **argv) {
             int c = accept(s, NULL, NULL);
             (void)c;
         }
+    } else if (strcmp(mode, "halfclosed") == 0) {
+        r = halfclosed();
+    } else if (strcmp(mode, "closewait") == 0) {
+        int c = connect_to(atoi(argv[2]));
+        wait_peer_closed(c);
+        wait_go();
+        CHECK(read_is(c, "last words") && read_eof(c), "tcp-peer-closed", "see above");
+        r = bad;
     } else {
         int c = connect_to(atoi(argv[2]));
         wait_go();

@@ -3,7 +3,8 @@
 //! each connected again over a stand-in listener on its old server address
 //! (so the accepted end has its old address, and the client its old port
 //! where it can), with the unread bytes sent again from the other end; then
-//! the reset stand-ins for connections that led outside; then listeners,
+//! the stand-ins for connections that led outside (reset, or closed by
+//! their peer); then listeners,
 //! which may share a port with the accepted ends (SO_REUSEADDR while they
 //! bind); then UDP and unconnected sockets.
 
@@ -127,8 +128,8 @@ pub fn create_all(b: &mut Restoree, all: &[InetSocket], reg: &mut Registry) -> R
             reuse_off.extend(pair(b, s, c, reg)?);
         }
     }
-    for s in all.iter().filter(|s| s.role == InetRole::Reset) {
-        reset(b, s, reg)?;
+    for s in all.iter().filter(|s| matches!(s.role, InetRole::Reset | InetRole::PeerClosed)) {
+        stand_in(b, s, reg)?;
     }
     for s in all.iter().filter(|s| matches!(s.role, InetRole::Listen { .. } | InetRole::Connected { .. } | InetRole::Unconnected)) {
         let what = format!("recreating {} socket {}", if s.kind == libc::SOCK_STREAM { "TCP" } else { "UDP" }, s.local.as_deref().unwrap_or("(unbound)"));
@@ -219,6 +220,8 @@ fn pair(b: &mut Restoree, acc: &InetSocket, cli: &InetSocket, reg: &mut Registry
     k.run(b, &what, true)?;
     send_stream(b, &what, c, &acc.queued)?;
     send_stream(b, &what, a, &cli.queued)?;
+    // After the bytes, as the program shut them down after sending them.
+    shut_wr(b, &what, &[(a, acc), (c, cli)])?;
     reg.sockets.insert(acc.inode, Source { pid: b.inside, fd: a as i32 });
     reg.sockets.insert(cli.inode, Source { pid: b.inside, fd: c as i32 });
     Ok(reuse_off)
@@ -237,11 +240,23 @@ fn send_stream(b: &mut Restoree, what: &str, fd: u64, data: &[u8]) -> Result<()>
     Ok(())
 }
 
+/// shutdown(SHUT_WR) of the ends the program had shut down.
+fn shut_wr(b: &mut Restoree, what: &str, ends: &[(u64, &InetSocket)]) -> Result<()> {
+    let mut batch = Batch::new();
+    for (fd, _) in ends.iter().filter(|(_, s)| s.shut_wr) {
+        batch.call(Sysno::Shutdown, &[(*fd).into(), (libc::SHUT_WR as u64).into()]);
+    }
+    b.run(what, &batch).map(drop)
+}
+
 /// A connection that led outside (--tcp-close): connected to a stand-in on
-/// loopback that aborts at once, so the program's next read or write on it
-/// reports ECONNRESET.
-fn reset(b: &mut Restoree, s: &InetSocket, reg: &mut Registry) -> Result<()> {
-    let what = format!("recreating TCP connection {} as reset", s.local.as_deref().unwrap_or("?"));
+/// loopback. For a connection that was open, the stand-in aborts at once,
+/// so the program's next read or write on it reports ECONNRESET; for one
+/// whose peer had closed (`PeerClosed`), it sends the bytes the program had
+/// not read and closes, so the program reads them, then end of file.
+fn stand_in(b: &mut Restoree, s: &InetSocket, reg: &mut Registry) -> Result<()> {
+    let closed = s.role == InetRole::PeerClosed;
+    let what = format!("recreating TCP connection {} as {}", s.local.as_deref().unwrap_or("?"), if closed { "closed by its peer" } else { "reset" });
     let lo: IpAddr = if s.family == libc::AF_INET6 { Ipv6Addr::LOCALHOST.into() } else { Ipv4Addr::LOCALHOST.into() };
     let mut k = Calls::new(b.tmp().base);
     let l = k.socket(s.family, libc::SOCK_STREAM);
@@ -259,11 +274,21 @@ fn reset(b: &mut Restoree, s: &InetSocket, reg: &mut Registry) -> Result<()> {
     k.connect(cfd, &SocketAddr::new(lo, port));
     k.batch.call(Sysno::Close, &[Arg::Result(cfd)]);
     let a = k.batch.call(Sysno::Accept4, &[l.into(), 0.into(), 0.into(), (libc::SOCK_CLOEXEC as u64).into()]);
-    let linger = k.batch.data(&[1i32.to_ne_bytes(), 0i32.to_ne_bytes()].concat());
-    k.batch.call(Sysno::Setsockopt, &[Arg::Result(a), (libc::SOL_SOCKET as u64).into(), (libc::SO_LINGER as u64).into(), Arg::Data(linger), 8.into()]);
+    let ah = k.batch.call(Sysno::Fcntl, &[Arg::Result(a), (libc::F_DUPFD_CLOEXEC as u64).into(), b.tmp().base.into()]);
     k.batch.call(Sysno::Close, &[Arg::Result(a)]);
     k.batch.call(Sysno::Close, &[l.into()]);
-    k.run(b, &what, true)?;
+    let a = k.run(b, &what, true)?.results[ah] as u64;
+    if closed {
+        send_stream(b, &what, a, &s.queued)?;
+    }
+    let mut batch = Batch::new();
+    if !closed {
+        let linger = batch.data(&[1i32.to_ne_bytes(), 0i32.to_ne_bytes()].concat());
+        batch.call(Sysno::Setsockopt, &[a.into(), (libc::SOL_SOCKET as u64).into(), (libc::SO_LINGER as u64).into(), Arg::Data(linger), 8.into()]);
+    }
+    batch.call(Sysno::Close, &[a.into()]);
+    b.run(&what, &batch)?;
+    shut_wr(b, &what, &[(c, s)])?;
     reg.sockets.insert(s.inode, Source { pid: b.inside, fd: c as i32 });
     Ok(())
 }

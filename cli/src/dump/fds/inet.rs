@@ -1,8 +1,10 @@
 //! TCP and UDP sockets of a tree, without TCP_REPAIR: listeners bind their
 //! address again; a connection whose both ends the tree holds is connected
-//! again over loopback with the unread bytes sent again; a connection to
-//! outside the tree is refused unless --tcp-close, which restores it as a
-//! connection that was reset. UDP sockets bind and connect again (datagrams
+//! again over loopback with the unread bytes sent again (and its ends shut
+//! down where they were); a connection to outside the tree is refused
+//! unless --tcp-close, which restores it as a connection that was reset, or
+//! one whose peer had closed (CLOSE_WAIT) as one that gives its unread bytes,
+//! then end of file. UDP sockets bind and connect again (datagrams
 //! waiting in them are dropped, as a network may drop them).
 
 use super::unix::socket_inode;
@@ -14,8 +16,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const TCP_ESTABLISHED: u8 = 1;
+const TCP_FIN_WAIT1: u8 = 4;
+const TCP_FIN_WAIT2: u8 = 5;
 const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LAST_ACK: u8 = 9;
 const TCP_LISTEN: u8 = 10;
+const TCP_CLOSING: u8 = 11;
 /// How long a connection's sent bytes may take to reach its peer.
 const DRAIN_WAIT: Duration = Duration::from_millis(300);
 
@@ -32,12 +39,7 @@ fn state_name(s: u8) -> &'static str {
     match s {
         2 => "SYN_SENT",
         3 => "SYN_RECV",
-        4 => "FIN_WAIT1",
-        5 => "FIN_WAIT2",
         6 => "TIME_WAIT",
-        8 => "CLOSE_WAIT",
-        9 => "LAST_ACK",
-        11 => "CLOSING",
         _ => "an unusual state",
     }
 }
@@ -89,6 +91,9 @@ impl InetTable {
         }
         let (pid, fd, i) = self.info[&inode].clone();
         let mut queued = Vec::new();
+        // A connection one side of which was shut down is still one.
+        let shut_wr = matches!(i.tcp_state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_LAST_ACK | TCP_CLOSING);
+        let peer_closed = matches!(i.tcp_state, TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING);
         let role = match (i.kind, i.tcp_state) {
             (libc::SOCK_STREAM, TCP_LISTEN) => {
                 if i.accept_queue > 0 {
@@ -96,7 +101,7 @@ impl InetTable {
                 }
                 InetRole::Listen { backlog: i.backlog.max(1) }
             }
-            (libc::SOCK_STREAM, TCP_ESTABLISHED) => {
+            (libc::SOCK_STREAM, TCP_ESTABLISHED) | (libc::SOCK_STREAM, TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING) => {
                 let peer = i.peer.map(|p| p.to_string()).unwrap_or_default();
                 match self.other_end(inode, &i) {
                     Some(other) => {
@@ -109,6 +114,11 @@ impl InetTable {
                         queued = sockets::peek_socket(pid, fd).map_err(|e| format!("reading what is queued in it: {e}"))?.concat();
                         self.abort_on_kill.push((pid, fd));
                         InetRole::Pair { peer: other, accepted }
+                    }
+                    None if self.tcp_close && peer_closed => {
+                        queued = sockets::peek_socket(pid, fd).map_err(|e| format!("reading what is queued in it: {e}"))?.concat();
+                        self.abort_on_kill.push((pid, fd));
+                        InetRole::PeerClosed
                     }
                     None if self.tcp_close => {
                         self.abort_on_kill.push((pid, fd));
@@ -143,6 +153,7 @@ impl InetTable {
             keepalive: i.keepalive,
             nodelay: i.nodelay,
             v6only: i.v6only,
+            shut_wr,
             options,
         });
         Ok(())
