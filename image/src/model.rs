@@ -119,6 +119,9 @@ pub struct ProcessImage {
     /// What PR_GET_THP_DISABLE returned: 0, 1 (no transparent huge pages) or
     /// 3 (only where madvise asked for them).
     pub thp_disable: u32,
+    /// mlockall(2) flags for mappings yet to come: MCL_FUTURE, with
+    /// MCL_ONFAULT; 0 if none.
+    pub mlockall: u32,
     /// Index i holds signal i+1.
     pub sigactions: Vec<SigAction>,
     /// ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF.
@@ -615,6 +618,7 @@ impl ProcessImage {
             exit_signal: 17,
             child_subreaper: false,
             thp_disable: 0,
+            mlockall: 0,
             sigactions: Vec::new(),
             itimers: Vec::new(),
             fds: Vec::new(),

@@ -7,7 +7,7 @@ use crate::remote::Remote;
 use crate::{InjectError, Result};
 use cryo_parasite::abi::{self, CmdHeader, IoVec, SyscallEntry};
 use cryo_tracer::arch::{Arch, Native, Sysno};
-use cryo_tracer::{fault, ptrace, Seized};
+use cryo_tracer::{fault, proc, ptrace, Seized};
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
@@ -23,6 +23,9 @@ pub struct Parasite {
     gadget: u64,
     /// Pipes for pages: the target holds the write ends, we the read ends.
     pipe: Option<PagePipes>,
+    /// The mlockall(2) flags for mappings yet to come (MCL_FUTURE,
+    /// MCL_ONFAULT) the target had, as its mapping of the blob showed.
+    pub mlockall: u32,
 }
 
 /// The two page pipes the parasite fills in turn (see `abi::CMD_VMSPLICE`):
@@ -122,10 +125,15 @@ impl Parasite {
 
         let name = remote.boot_scratch(b"cryo-parasite\0")?;
         let fd = remote.syscall(seized, Sysno::MemfdCreate, [name, libc::MFD_CLOEXEC as u64, 0, 0, 0, 0])?;
+        let locked_before = proc::status(pid).map(|s| s.locked_kb);
         let result = Self::map_into(seized, remote, pid, fd, size, at);
         // The mapping keeps the memfd alive; the target's fd goes either way.
         let _ = remote.syscall_unchecked(seized, Sysno::Close, [fd, 0, 0, 0, 0, 0]);
         let (base, memfd) = result?;
+        let mlockall = match locked_before {
+            Ok(kb) => mlockall_of(pid, base, size as u64, kb),
+            Err(_) => 0,
+        };
 
         let mut local = match SharedMap::map(&memfd, size) {
             Ok(m) => m,
@@ -146,6 +154,7 @@ impl Parasite {
             stack_top: base + layout.stack_top_offset(),
             gadget: base + gadget_off as u64,
             pipe: None,
+            mlockall,
         };
         if Native::needs_icache_flush() {
             // Stores through cryo's own mapping can leave the target CPU's
@@ -515,4 +524,19 @@ fn drain_some(rd: i32, max: u64, drain: &mut Drain) -> std::io::Result<u64> {
         return Ok(0);
     }
     drain(rd, max)
+}
+
+/// mlockall(MCL_FUTURE) cannot be read from outside, but it shows on the
+/// blob's fresh mapping at `base`: the mapping counts as locked (VmLck grew
+/// by its size), and unless MCL_ONFAULT the kernel filled it in at once,
+/// before anything touched it through the target's page tables.
+fn mlockall_of(pid: i32, base: u64, size: u64, locked_before_kb: u64) -> u32 {
+    let grew = proc::status(pid).map_or(0, |s| s.locked_kb.saturating_sub(locked_before_kb));
+    if grew < size / 1024 {
+        return 0;
+    }
+    let ps = cryo_tracer::arch::page_size();
+    let mut ent = Vec::new();
+    let filled = proc::Pagemap::open(pid).and_then(|pm| pm.entries(base, base + ps, ps, &mut ent)).is_ok_and(|()| ent.first().is_some_and(|e| e & proc::pagemap::PRESENT != 0));
+    libc::MCL_FUTURE as u32 | if filled { 0 } else { libc::MCL_ONFAULT as u32 }
 }

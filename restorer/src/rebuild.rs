@@ -233,7 +233,12 @@ impl<'a> Restoree<'a> {
         // The main thread last: its capabilities were needed for clone3 set_tid.
         let mut main = thread_state(&p.threads[0], &p.creds);
         flush_pending(&mut main);
-        self.run("restoring the main thread's state", &main)?;
+        // Only now: it would lock what the restorer maps in the process too.
+        let future = (p.mlockall != 0).then(|| main.call_may_fail(Sysno::Mlockall, &[(p.mlockall as u64).into()]));
+        let out = self.run("restoring the main thread's state", &main)?;
+        if let Some(c) = future.filter(|&c| cryo_parasite::abi::is_error(out.results[c])) {
+            tracing::warn!("process {}: mlockall({:#x}) for later mappings could not be set again: errno {}", p.pid, p.mlockall, -out.results[c]);
+        }
         // The last syscall unmaps the blob it runs from; cryo catches its exit.
         let r = self.m.remote.syscall_to_exit(&mut self.m.seized, Sysno::Munmap, [self.area, self.blob_size, 0, 0, 0, 0])?;
         if cryo_parasite::abi::is_error(r) {

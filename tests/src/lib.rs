@@ -360,6 +360,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool, why: impl F
 
 pub fn send_signal(pid: i32, sig: i32) {
     assert!(pid > 1);
+    // SAFETY: kill takes no memory arguments.
     let r = unsafe { libc::kill(pid, sig) };
     assert_eq!(
         r,

@@ -379,6 +379,38 @@ fn locked_memory_comes_back_locked() {
     }
 }
 
+/// mlockall(MCL_FUTURE), with and without MCL_ONFAULT, which cannot be read
+/// from outside (cryo sees it on the parasite's mapping): after a restart,
+/// an area the program maps is locked by the kernel again.
+#[test]
+fn mlockall_future_comes_back() {
+    let h = Harness::with_cryo("mlockall");
+    let prog = h.compile("locked");
+    // SAFETY: sysconf has no memory arguments.
+    let page_kb = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64 / 1024;
+    for (mode, flags) in [("future", vec!["lo"]), ("future-onfault", vec!["lf", "lo"])] {
+        let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "400", mode], &format!("{mode}.log"));
+        log.wait_prefix("tick 3 ", SECS20);
+        let img = h.path(&format!("img-{mode}"));
+        h.checkpoint_kill(&mut p, &img);
+        let restored = h.restart_detached(&img);
+        assert_eq!(lock_flags(restored, page_kb), [vec!["lo"], vec!["lf", "lo"]], "mlock'd areas after restart ({mode})");
+        let seven = || vm_flags_of_size(restored, 7 * page_kb, &["lf", "lo"]);
+        let before = seven();
+        h.write_file("newmap", "", 0o644);
+        log.wait_prefix("mapped", SECS20);
+        // The new area is the one more of its size.
+        let mut new = seven();
+        for b in &before {
+            let at = new.iter().position(|f| f == b).expect("the areas of that size before are still there");
+            new.remove(at);
+        }
+        assert_eq!(new, vec![flags], "an area mapped after restart ({mode})");
+        std::fs::remove_file(h.path("newmap")).unwrap();
+        send_signal(restored, libc::SIGKILL);
+    }
+}
+
 /// The lock flags ("lf", "lo") of a locked process's two areas (66 and 34 pages).
 fn lock_flags(pid: i32, page_kb: u64) -> [Vec<&'static str>; 2] {
     let one = |pages: u64| vm_flags_of_size(pid, pages * page_kb, &["lf", "lo"]).concat();

@@ -2,10 +2,13 @@
  * (34 pages, half of them touched), filled with a pattern; logs
  * "tick N sum S pid P" every 50 ms for COUNT ticks, then "done".
  *
- * usage: locked COUNT
+ * usage: locked COUNT [future|future-onfault]
  *
  * S covers both areas and must stay the same across a checkpoint/restart;
- * the test reads the areas' VmFlags ("lo", "lf") by their sizes.
+ * the test reads the areas' VmFlags ("lo", "lf") by their sizes. With
+ * "future", it also calls mlockall(MCL_FUTURE [| MCL_ONFAULT]), and maps a
+ * new area of 7 pages once a file "newmap" exists in its cwd (printing
+ * "mapped"): that one is locked by the kernel alone.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -20,6 +23,9 @@
 
 #ifndef MLOCK_ONFAULT
 #define MLOCK_ONFAULT 1
+#endif
+#ifndef MCL_ONFAULT
+#define MCL_ONFAULT 4
 #endif
 
 int main(int argc, char **argv)
@@ -36,7 +42,21 @@ int main(int argc, char **argv)
         a[i] = (i + 1) * 0x9E3779B97F4A7C15ULL;
     for (size_t i = 0; i < nb / 16; i++)
         b[i] = (i + 7) * 0xC2B2AE3D27D4EB4FULL;
+    const char *future = argc > 2 ? argv[2] : "";
+    int mapped = !future[0];
+    if (future[0] && mlockall(MCL_FUTURE | (future[6] ? MCL_ONFAULT : 0)) != 0) {
+        perror("mlockall");
+        return 2;
+    }
     for (long n = 1; n <= count; n++) {
+        if (!mapped && access("newmap", F_OK) == 0) {
+            if (mmap(NULL, 7 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED) {
+                perror("mmap");
+                return 2;
+            }
+            mapped = 1;
+            printf("mapped\n");
+        }
         uint64_t sum = 0;
         for (size_t i = 0; i < na / 8; i++)
             sum = sum * 31 + a[i];

@@ -39,6 +39,8 @@ pub struct Status {
     pub ns_pid: Vec<i32>,
     pub ns_pgid: Vec<i32>,
     pub ns_sid: Vec<i32>,
+    /// Locked memory (VmLck), kB.
+    pub locked_kb: u64,
 }
 
 pub fn status(pid: i32) -> Result<Status> {
@@ -58,6 +60,7 @@ pub fn status(pid: i32) -> Result<Status> {
         let v = v.trim();
         match k {
             "Name" => s.name = v.to_string(),
+            "VmLck" => s.locked_kb = v.trim_end_matches("kB").trim().parse().unwrap_or(0),
             "State" => s.state = v.chars().next().unwrap_or('?'),
             "Tgid" => s.tgid = v.parse().unwrap_or(0),
             "PPid" => s.ppid = v.parse().unwrap_or(0),

@@ -122,6 +122,7 @@ impl Arch for Aarch64 {
             Mprotect => 226,
             Madvise => 233,
             Mlock2 => 284,
+            Mlockall => 230,
             Prlimit64 => 261,
             MemfdCreate => 279,
             Rseq => 293,

@@ -50,6 +50,7 @@ pub enum Sysno {
     Mremap,
     Madvise,
     Mlock2,
+    Mlockall,
     Brk,
     RtSigaction,
     RtSigprocmask,

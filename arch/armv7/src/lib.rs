@@ -105,6 +105,7 @@ impl Arch for Armv7 {
             Mmap => 192, // mmap2: offset in pages, see mmap_offset_arg
             Madvise => 220,
             Mlock2 => 390,
+            Mlockall => 152,
             Gettid => 224,
             ExitGroup => 248,
             SetTidAddress => 256,

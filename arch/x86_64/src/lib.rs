@@ -81,6 +81,7 @@ impl Arch for X86_64 {
             Mremap => 25,
             Madvise => 28,
             Mlock2 => 325,
+            Mlockall => 151,
             Getitimer => 36,
             Setitimer => 38,
             Getpid => 39,

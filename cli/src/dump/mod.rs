@@ -913,6 +913,7 @@ fn dump_frozen(seized: &mut Seized, vmas: Vec<Vma>, fds: Vec<FdImage>, each: &Ea
         exit_signal: stat.exit_signal,
         child_subreaper: st.child_subreaper,
         thp_disable: st.thp_disable,
+        mlockall: st.mlockall,
         sigactions: st.sigactions,
         itimers: st.itimers,
         fds,

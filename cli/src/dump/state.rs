@@ -15,6 +15,7 @@ pub struct State {
     pub brk: u64,
     pub child_subreaper: bool,
     pub thp_disable: u32,
+    pub mlockall: u32,
 }
 
 /// What each thread reports about itself.
@@ -80,6 +81,7 @@ pub fn collect(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite
         brk: out.results[brk] as u64,
         child_subreaper: out.u32_at(subreaper) != 0,
         thp_disable: u32::try_from(out.results[thp]).unwrap_or(0),
+        mlockall: parasite.mlockall,
     })
 }
 
