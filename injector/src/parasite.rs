@@ -190,10 +190,12 @@ impl Parasite {
         let base = remote.syscall_raw(seized, Sysno::Mmap, [at.unwrap_or(0), size as u64, prot, flags, fd, 0])?;
         if abi::is_error(base) {
             let errno = nix::errno::Errno::from_raw(-base as i32);
-            let hint = if errno == nix::errno::Errno::EACCES || errno == nix::errno::Errno::EPERM {
-                " (is vm.memfd_noexec set, or an LSM forbidding executable memfd mappings?)"
-            } else {
-                ""
+            let hint = match errno {
+                nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => " (is vm.memfd_noexec set, or an LSM forbidding executable memfd mappings?)",
+                nix::errno::Errno::EAGAIN => {
+                    " (does the process lock all its memory, mlockall(MCL_FUTURE), up to its RLIMIT_MEMLOCK? raising that limit by a few MiB lets cryo in)"
+                }
+                _ => "",
             };
             return Err(InjectError::Load { pid, what: format!("mmap of the parasite memfd: {errno}{hint}") });
         }
