@@ -2,11 +2,12 @@
 //! rebuilt (the others fetch theirs with pidfd_getfd): connections first,
 //! each connected again over a stand-in listener on its old server address
 //! (so the accepted end has its old address, and the client its old port
-//! where it can), with the unread bytes sent again from the other end; then
-//! the stand-ins for connections that led outside (reset, or closed by
-//! their peer); then listeners,
-//! which may share a port with the accepted ends (SO_REUSEADDR while they
-//! bind); then UDP and unconnected sockets.
+//! where it can), with the unread bytes sent again from the other end and
+//! its sides shut down where they were; then the stand-ins for connections
+//! that led outside (reset, or closed by their peer); then listeners, which
+//! may share a port with the accepted ends (SO_REUSEADDR while they bind);
+//! then UDP and unconnected sockets. Each socket gets the options the
+//! program had set.
 
 use super::sockopts::Pending;
 use super::{Restoree, SOCK_CHUNK};
@@ -159,15 +160,12 @@ pub fn create_all(b: &mut Restoree, all: &[InetSocket], reg: &mut Registry) -> R
         let out = k.run(b, &what, true)?;
         reg.sockets.insert(s.inode, Source { pid: b.inside, fd: out.results[fd] as i32 });
     }
-    if !reuse_off.is_empty() {
-        let mut k = Calls::new(base);
-        for fd in reuse_off {
-            let off = k.batch.data(&0i32.to_ne_bytes());
-            k.batch.call(Sysno::Setsockopt, &[fd.into(), (libc::SOL_SOCKET as u64).into(), (libc::SO_REUSEADDR as u64).into(), Arg::Data(off), 4.into()]);
-        }
-        k.run(b, "restoring SO_REUSEADDR of TCP connections", true)?;
+    let mut batch = Batch::new();
+    let off = batch.data(&0i32.to_ne_bytes());
+    for fd in reuse_off {
+        batch.call(Sysno::Setsockopt, &[fd.into(), (libc::SOL_SOCKET as u64).into(), (libc::SO_REUSEADDR as u64).into(), Arg::Data(off), 4.into()]);
     }
-    Ok(())
+    b.run("turning SO_REUSEADDR of TCP connections off again", &batch).map(drop)
 }
 
 /// A connection of the tree: a stand-in listener on the accepted end's old
@@ -266,6 +264,7 @@ fn stand_in(b: &mut Restoree, s: &InetSocket, reg: &mut Registry) -> Result<()> 
     let len = k.batch.data(&32u32.to_ne_bytes());
     k.batch.call(Sysno::Getsockname, &[Arg::Result(l), Arg::Data(name), Arg::Data(len)]);
     let c = k.socket(s.family, libc::SOCK_STREAM);
+    k.options(c, s);
     let out = k.run(b, &what, true)?;
     let port = u16::from_be_bytes([out.data[name + 2], out.data[name + 3]]);
     let (l, c) = (out.results[l] as u64, out.results[c] as u64);
