@@ -137,6 +137,15 @@ fn set(fd: i32, level: i32, opt: i32, value: &SockOptValue) -> io::Result<()> {
     Ok(())
 }
 
+/// [`changed`], or none (warned) where they cannot be read: the socket
+/// comes back with the kernel's defaults rather than not at all.
+pub fn changed_or_none(pid: i32, fd: i32, kernel_tuned_buffers: bool) -> Vec<SockOpt> {
+    changed(pid, fd, kernel_tuned_buffers).unwrap_or_else(|e| {
+        tracing::warn!("process {pid} fd {fd}: its socket options could not be read ({e}); after a restart it has the kernel's defaults");
+        Vec::new()
+    })
+}
+
 fn new_socket(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
     // SAFETY: socket takes no memory arguments.
     let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };

@@ -140,7 +140,7 @@ impl InetTable {
             (k, _) => return Err(format!("an IP socket of type {k} (raw?), which cryo cannot recreate")),
         };
         let connection = matches!(role, InetRole::Pair { .. } | InetRole::Reset | InetRole::PeerClosed);
-        let options = sockopts::changed(pid, fd, connection).map_err(|e| format!("reading its options: {e}"))?;
+        let options = sockopts::changed_or_none(pid, fd, connection);
         self.saved.push(InetSocket {
             inode,
             family: i.domain,

@@ -91,7 +91,7 @@ impl UnixTable {
             r => r,
         };
         let name = d.name.clone().map(|n| absolute(n, &cwd));
-        let options = sockopts::changed(pid, fd, false).map_err(|e| format!("reading its options: {e}"))?;
+        let options = sockopts::changed_or_none(pid, fd, false);
         self.saved.push(UnixSocket { inode, kind, role, name, queued, shutdown: d.shutdown, options });
         Ok(())
     }
