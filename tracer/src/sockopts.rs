@@ -7,6 +7,7 @@ use crate::files::take_fd;
 use cryo_image::{SockOpt, SockOptValue};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Shape {
@@ -96,22 +97,28 @@ pub fn changed(pid: i32, fd: i32, kernel_tuned_buffers: bool) -> io::Result<Vec<
     let theirs = take_fd(pid, fd)?;
     let t = theirs.as_raw_fd();
     let int = |opt| crate::sockets::sockopt_int(t, libc::SOL_SOCKET, opt);
-    let fresh = new_socket(int(libc::SO_DOMAIN)?, int(libc::SO_TYPE)?, int(libc::SO_PROTOCOL)?)?;
-    let f = fresh.as_raw_fd();
+    let kind = (int(libc::SO_DOMAIN)?, int(libc::SO_TYPE)?, int(libc::SO_PROTOCOL)?);
+    let defaults = defaults_of(kind)?;
+    // A socket to try values on, made only if some differ.
+    let mut scratch: Option<OwnedFd> = None;
     let mut out = Vec::new();
-    for &(level, opt, shape, label) in KNOWN {
+    for (&(level, opt, shape, label), default) in KNOWN.iter().zip(&defaults) {
         if kernel_tuned_buffers && level == libc::SOL_SOCKET && (opt == libc::SO_SNDBUF || opt == libc::SO_RCVBUF) {
             continue;
         }
         // An option this kind of socket lacks fails on both.
         let Ok(value) = get(t, level, opt, shape) else { continue };
-        if get(f, level, opt, shape).ok().as_ref() == Some(&value) {
+        if default.as_ref() == Some(&value) {
             continue;
         }
         let wanted = match &value {
             // The kernel doubles what it is given.
             SockOptValue::Int(v) if level == libc::SOL_SOCKET && (opt == libc::SO_SNDBUF || opt == libc::SO_RCVBUF) => SockOptValue::Int(v / 2),
             v => v.clone(),
+        };
+        let f = match &scratch {
+            Some(f) => f.as_raw_fd(),
+            None => scratch.insert(new_socket(kind)?).as_raw_fd(),
         };
         // Kept only if a new socket takes it and then reads as the program's:
         // the kernel sets some itself (the multicast TTL of an accepted
@@ -126,6 +133,23 @@ pub fn changed(pid: i32, fd: i32, kernel_tuned_buffers: bool) -> io::Result<Vec<
         }
     }
     Ok(out)
+}
+
+type Kind = (i32, i32, i32);
+
+/// The values of every known option on a new socket of this family, type
+/// and protocol (None: it has no such option), read once per kind: a tree
+/// with many sockets is stopped while they are looked at.
+fn defaults_of(kind: Kind) -> io::Result<Vec<Option<SockOptValue>>> {
+    static DEFAULTS: Mutex<Vec<(Kind, Vec<Option<SockOptValue>>)>> = Mutex::new(Vec::new());
+    let mut known = DEFAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, d)) = known.iter().find(|(k, _)| *k == kind) {
+        return Ok(d.clone());
+    }
+    let fresh = new_socket(kind)?;
+    let d: Vec<_> = KNOWN.iter().map(|&(level, opt, shape, _)| get(fresh.as_raw_fd(), level, opt, shape).ok()).collect();
+    known.push((kind, d.clone()));
+    Ok(d)
 }
 
 fn set(fd: i32, level: i32, opt: i32, value: &SockOptValue) -> io::Result<()> {
@@ -146,7 +170,7 @@ pub fn changed_or_none(pid: i32, fd: i32, kernel_tuned_buffers: bool) -> Vec<Soc
     })
 }
 
-fn new_socket(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
+fn new_socket((domain, kind, protocol): Kind) -> io::Result<OwnedFd> {
     // SAFETY: socket takes no memory arguments.
     let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
     if fd < 0 {
@@ -232,7 +256,7 @@ mod tests {
     use super::*;
 
     fn socket(domain: i32, kind: i32) -> OwnedFd {
-        new_socket(domain, kind, 0).unwrap()
+        new_socket((domain, kind, 0)).unwrap()
     }
 
     fn set_on(fd: &OwnedFd, level: i32, opt: i32, value: &SockOptValue) {
