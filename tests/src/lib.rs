@@ -1196,6 +1196,9 @@ impl Harness {
         let pid = target.pid().to_string();
         let out = self.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill"]);
         out.assert_ok();
+        // cryo waits for the killed tree to be gone, reaping each traced
+        // thread: one left unreaped keeps the process from going away.
+        assert!(!out.stderr.contains("still exiting"), "the killed tree did not exit:\n{}", out.describe());
         assert!(
             target.wait_timeout(Duration::from_secs(10)).is_some(),
             "checkpoint --kill returned but pid {pid} is still running"

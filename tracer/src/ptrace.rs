@@ -283,6 +283,21 @@ pub fn wait_flags(tid: i32, extra: libc::c_int) -> Result<Option<Stop>> {
     Ok(Some(decode_status(status)))
 }
 
+/// Reap what the killed traced threads `tids` report, dropping those that
+/// have exited (or are not ours to wait for). A traced thread stays a
+/// zombie until its tracer does this, and its process is not gone (its
+/// pidfd does not poll readable) before all of them are.
+pub fn reap_exited(tids: &mut Vec<i32>) {
+    tids.retain(|&tid| loop {
+        match wait_flags(tid, libc::WNOHANG) {
+            Ok(Some(Stop::Exited(_) | Stop::Killed(_))) | Err(_) => break false,
+            // A stop reported before the exit: the exit may follow.
+            Ok(Some(_)) => continue,
+            Ok(None) => break true,
+        }
+    });
+}
+
 pub fn decode_status(status: i32) -> Stop {
     if libc::WIFEXITED(status) {
         return Stop::Exited(libc::WEXITSTATUS(status));

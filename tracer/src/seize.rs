@@ -235,15 +235,13 @@ impl Seized {
     }
 
     /// Kill the process while it is still frozen, so nothing runs after the image.
-    pub fn kill(mut self) -> Result<()> {
+    /// SIGKILL. Returns the threads, which stay (traced zombies) until
+    /// their exits are reaped ([`ptrace::reap_exited`]).
+    pub fn kill(mut self) -> Result<Vec<i32>> {
         self.released = true;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL)
             .map_err(|e| TracerError::ptrace("kill", self.pid, e))?;
-        // Reap the ptrace notifications so the threads can go away.
-        for t in &self.threads {
-            let _ = ptrace::wait_flags(t.tid, libc::WNOHANG);
-        }
-        Ok(())
+        Ok(self.threads.iter().map(|t| t.tid).collect())
     }
 }
 

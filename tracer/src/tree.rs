@@ -103,9 +103,20 @@ impl Tree {
         self.for_each(Seized::release)
     }
 
-    /// Kill every process while all are still frozen.
-    pub fn kill(self) -> Result<()> {
-        self.for_each(Seized::kill)
+    /// Kill every process while all are still frozen. Returns their
+    /// threads, to reap ([`crate::ptrace::reap_exited`]).
+    pub fn kill(self) -> Result<Vec<i32>> {
+        let mut threads = Vec::new();
+        let mut first_err = None;
+        for p in self.procs {
+            match p.kill() {
+                Ok(t) => threads.extend(t),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(threads), Err)
     }
 
     /// Apply `f` to every process even when one fails; the first error wins.

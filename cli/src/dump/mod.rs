@@ -308,11 +308,11 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         }
         // Taken while the tree is frozen: none of these pids can be recycled yet.
         let pidfds: Vec<Pidfd> = tree_pids.iter().filter_map(|&p| Pidfd::open(p).ok()).collect();
-        tree.kill().context("killing the checkpointed tree")?;
+        let threads = tree.kill().context("killing the checkpointed tree")?;
         if let Some(killed) = opts.killed {
             killed();
         }
-        wait_dead(&pidfds);
+        wait_dead(&pidfds, threads);
     }
     Ok(Summary {
         pid,
@@ -411,15 +411,21 @@ fn relative_parent(parent: &std::path::Path, image: &std::path::Path) -> Result<
 /// sockets and files are closed by then, so a restart that follows at once
 /// (`checkpoint --kill -o - | restart -`) finds its ports free. cryo frees
 /// each process's memory meanwhile, the longest part of an exit.
-fn wait_dead(pidfds: &[Pidfd]) {
+fn wait_dead(pidfds: &[Pidfd], mut threads: Vec<i32>) {
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
     for p in pidfds {
         if let Err(e) = p.release_memory() {
             tracing::debug!("process_mrelease: {e}");
         }
     }
-    for p in pidfds {
-        p.wait_exit(deadline);
+    let mut left: Vec<&Pidfd> = pidfds.iter().collect();
+    while !left.is_empty() && Instant::now() < deadline {
+        ptrace::reap_exited(&mut threads);
+        let step = (Instant::now() + std::time::Duration::from_millis(5)).min(deadline);
+        left.retain(|p| !p.wait_exit(step));
+    }
+    if !left.is_empty() {
+        tracing::warn!("{} killed process(es) still exiting after 5 s ({} thread(s) not reaped)", left.len(), threads.len());
     }
 }
 
