@@ -13,6 +13,7 @@ for tool in gcc strace gdb perl tmux; do
 done
 # The real programs of the fd tests (tests/tests/fds.rs).
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 if [ "$(id -u)" = 0 ]; then
     command -v useradd >/dev/null 2>&1 || missing+=(passwd)

@@ -419,6 +419,46 @@ fn redis_server_keeps_its_keys() {
     assert_eq!(cli(&["dbsize"]), "3");
 }
 
+/// A multi-process server nobody here wrote: PostgreSQL (a postmaster and
+/// its checkpointer, background writer, WAL writer and launchers, talking
+/// through shared memory, latches and signals, listening on a Unix socket).
+/// A row written before the checkpoint is read after the restart through a
+/// new connection, whose backend the restored postmaster forks, and another
+/// is written.
+#[test]
+fn postgres_keeps_its_rows() {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|v| v.path().join("bin"))
+        .find(|b| b.join("postgres").exists())
+        .unwrap_or_else(|| panic!("PostgreSQL is not installed (test.sh installs it: apt-get install postgresql)"));
+    let h = Harness::with_cryo("fds-postgres");
+    let data = h.path("data");
+    let dir = h.path("");
+    let (data, dir) = (data.to_str().unwrap(), dir.to_str().unwrap());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let run = |prog: &str, args: &[&str]| -> String {
+        let out = h.command(Who::Test, bin.join(prog)).args(args).stdin(std::process::Stdio::null()).output().expect("run a PostgreSQL program");
+        assert!(out.status.success(), "{prog} {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    run("initdb", &["-D", data, "-A", "trust", "-U", "cryo", "--no-sync"]);
+    let sql = |q: &str| run("psql", &["-h", dir, "-p", &port, "-U", "cryo", "-d", "postgres", "-tAc", q]);
+    let postgres = bin.join("postgres");
+    let (mut p, _) = h.spawn(&[postgres.to_str().unwrap(), "-D", data, "-k", dir, "-p", &port, "-c", "listen_addresses=", "-c", "fsync=off"], "pg.log");
+    // It logs on stderr.
+    Log::new(h.path("pg.log.err")).wait_for("postgres ready", SECS20, |t| t.contains("ready to accept connections"));
+    sql("create table t (x int); insert into t values (42)");
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    h.restart_detached(&img);
+    assert_eq!(sql("select x from t"), "42", "the row written before the checkpoint");
+    sql("insert into t values (43)");
+    assert_eq!(sql("select count(*) from t"), "2", "rows after a write through a new connection");
+}
+
 /// An interactive program nobody here wrote, on a terminal: a python3 REPL
 /// in a tmux pane is checkpointed (--kill closes its pane) and restarted in
 /// a new pane by `cryo restart`, which hands it that pane's terminal in the
