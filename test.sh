@@ -14,6 +14,9 @@ done
 # The real programs of the fd tests (tests/tests/fds.rs).
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+# Runtimes with JIT compilers and threads of their own (tests/tests/restore.rs).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 if [ "$(id -u)" = 0 ]; then
     command -v useradd >/dev/null 2>&1 || missing+=(passwd)

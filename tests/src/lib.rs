@@ -1541,6 +1541,13 @@ pub fn flip_byte(file: &Path, offset: u64) {
     f.write_all(&b).unwrap();
 }
 
+/// Where `program` is on the PATH.
+pub fn which(program: &str) -> Option<String> {
+    let out = Command::new("sh").args(["-c", &format!("command -v {program}")]).output().ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !path.is_empty()).then_some(path)
+}
+
 /// Does a program exist on PATH?
 pub fn have(program: &str) -> bool {
     Command::new("sh")

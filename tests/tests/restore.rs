@@ -242,6 +242,24 @@ fn perl_loop_continues() {
     counting_script("perl", "loop.pl", script, &["/usr/bin/perl"], 30);
 }
 
+/// Runtimes with JIT compilers and many threads of their own: node (V8's
+/// workers, libuv's pool) and a JVM (compiler, GC and other threads), each
+/// counting on a timer.
+#[test]
+fn node_loop_continues() {
+    let node = which("node").unwrap_or_else(|| panic!("node is not installed (test.sh installs it: apt-get install nodejs)"));
+    let script = "let i = 0;\nconst t = setInterval(() => {\n  i++;\n  console.log(`count ${i}`);\n  if (i === 30) { clearInterval(t); console.log('done'); }\n}, 200);\n";
+    counting_script("node", "loop.js", script, &[&node], 30);
+}
+
+#[test]
+fn java_loop_continues() {
+    let java = which("java").unwrap_or_else(|| panic!("java is not installed (test.sh installs it: apt-get install default-jdk-headless)"));
+    // Run from source (JDK 11+): compiled in memory at start.
+    let script = "public class Loop {\n  public static void main(String[] a) throws Exception {\n    for (int i = 1; i <= 30; i++) { System.out.println(\"count \" + i); Thread.sleep(200); }\n    System.out.println(\"done\");\n  }\n}\n";
+    counting_script("java", "Loop.java", script, &[&java], 30);
+}
+
 /// Resource limits the process had (lowered by its shell) come back.
 #[test]
 fn resource_limits_come_back() {
