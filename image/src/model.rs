@@ -504,6 +504,9 @@ pub struct InetSocket {
     pub local: Option<String>,
     /// Bytes received and not yet read (TCP).
     pub queued: Vec<u8>,
+    /// Datagrams waiting to be read (UDP) that a socket of the tree sent:
+    /// sent again from it at restart.
+    pub datagrams: Vec<Datagram>,
     pub reuseaddr: bool,
     pub reuseport: bool,
     pub keepalive: bool,
@@ -535,6 +538,13 @@ pub enum SockOptValue {
     Linger { on: bool, seconds: i32 },
     /// A name (TCP_CONGESTION, SO_BINDTODEVICE), without its NUL.
     Text(Vec<u8>),
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Datagram {
+    /// The inode of the tree's socket it came from.
+    pub sender: u64,
+    pub data: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

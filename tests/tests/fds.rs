@@ -328,7 +328,7 @@ fn tcp_connection_inside_the_tree_and_listener() {
     let mut line = String::new();
     BufReader::new(&s).read_line(&mut line).unwrap();
     assert_eq!(line, "pong\n");
-    go_and_check(&h, &log, &["tcp-unread-bytes", "tcp-child-side", "tcp-child-exit", "tcp-listener-port", "udp-connected", "tcp-new-client"]);
+    go_and_check(&h, &log, &["tcp-unread-bytes", "tcp-child-side", "tcp-child-exit", "tcp-listener-port", "udp-queued", "udp-connected", "tcp-new-client"]);
 }
 
 /// A TCP connection to a server outside the tree: refused by default with

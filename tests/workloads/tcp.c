@@ -1,7 +1,8 @@
 /* TCP and UDP across checkpoint/restart, checked by the program itself.
  * Mode "pair": a listener on 127.0.0.1 (port printed), a connection to it
  * from a forked child with unread bytes on both sides, a UDP socket bound
- * next to it and a UDP socket connected to that. After "go" both ends read
+ * next to it and a UDP socket connected to that, two datagrams from which
+ * wait unread. After "go" both ends read
  * what was in flight and talk on; the listener accepts the connection the
  * test makes from outside and echoes a line on it.
  * Mode "server PORTFILE": listens, writes its port, accepts and keeps
@@ -102,6 +103,9 @@ static int pair(void) {
     }
     int acc = accept(srv, NULL, NULL);
     send(acc, "hello from the server", 21, 0);
+    /* Two datagrams left unread. */
+    send(u_tx, "first datagram", 14, 0);
+    send(u_tx, "second", 6, 0);
     usleep(100000);
     printf("port %d\n", port);
     wait_go();
@@ -112,6 +116,13 @@ static int pair(void) {
     waitpid(child, &st, 0);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "tcp-child-exit", "status %x", st);
     CHECK(port_of(srv) == port, "tcp-listener-port", "port %d", port_of(srv));
+    char dg[64];
+    struct sockaddr_in from;
+    socklen_t flen = sizeof from;
+    ssize_t n1 = recvfrom(u_rx, dg, sizeof dg, MSG_DONTWAIT, (struct sockaddr *)&from, &flen);
+    int first = n1 == 14 && memcmp(dg, "first datagram", 14) == 0 && ntohs(from.sin_port) == port_of(u_tx);
+    ssize_t n2 = recv(u_rx, dg, sizeof dg, MSG_DONTWAIT);
+    CHECK(first && n2 == 6 && memcmp(dg, "second", 6) == 0, "udp-queued", "got %zd and %zd bytes", n1, n2);
     CHECK(send(u_tx, "udp", 3, 0) == 3 && read_is(u_rx, "udp"), "udp-connected", "see above");
     /* The test connects from outside now. */
     printf("accepting\n");

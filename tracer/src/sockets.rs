@@ -167,7 +167,21 @@ pub fn peek_socket(pid: i32, fd: i32) -> io::Result<Vec<Vec<u8>>> {
     let back = set_peek_off(sfd, old);
     let msgs = r?;
     back?;
-    Ok(msgs)
+    Ok(msgs.into_iter().map(|(m, _)| m).collect())
+}
+
+/// The datagrams queued in a UDP socket of another process, each with the
+/// address it came from (as [`peek_socket`]).
+pub fn peek_datagrams(pid: i32, fd: i32) -> io::Result<Vec<(Option<std::net::SocketAddr>, Vec<u8>)>> {
+    let s = take_fd(pid, fd)?;
+    let sfd = s.as_raw_fd();
+    let old = sockopt_int(sfd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap_or(-1);
+    set_peek_off(sfd, 0)?;
+    let r = peek_all(sfd);
+    let back = set_peek_off(sfd, old);
+    let msgs = r?;
+    back?;
+    Ok(msgs.into_iter().map(|(m, from)| (from.as_ref().and_then(to_std), m)).collect())
 }
 
 fn set_peek_off(fd: i32, v: libc::c_int) -> io::Result<()> {
@@ -181,14 +195,19 @@ fn set_peek_off(fd: i32, v: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-fn peek_all(fd: i32) -> io::Result<Vec<Vec<u8>>> {
+/// Each message with the address it came from (where the socket tells).
+fn peek_all(fd: i32) -> io::Result<Vec<(Vec<u8>, Option<nix::sys::socket::SockaddrStorage>)>> {
     let mut msgs = Vec::new();
     let mut buf = vec![0u8; PEEK_BUF];
     let mut control = [0u64; 64];
     loop {
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        // SAFETY: sockaddr_storage is plain data; zeroed is a valid empty address.
+        let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         // SAFETY: msghdr is plain data; zeroed is a valid empty header.
         let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
         mh.msg_iov = &mut iov;
         mh.msg_iovlen = 1;
         mh.msg_control = control.as_mut_ptr().cast();
@@ -213,7 +232,9 @@ fn peek_all(fd: i32) -> io::Result<Vec<Vec<u8>>> {
             // the peek offset cannot move past.
             return Ok(msgs);
         }
-        msgs.push(buf[..n as usize].to_vec());
+        // SAFETY: the kernel wrote msg_namelen bytes of an address into `from`.
+        let from = unsafe { <nix::sys::socket::SockaddrStorage as nix::sys::socket::SockaddrLike>::from_raw((&from as *const libc::sockaddr_storage).cast(), Some(mh.msg_namelen)) };
+        msgs.push((buf[..n as usize].to_vec(), from));
     }
 }
 

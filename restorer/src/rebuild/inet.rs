@@ -160,6 +160,7 @@ pub fn create_all(b: &mut Restoree, all: &[InetSocket], reg: &mut Registry) -> R
         let out = k.run(b, &what, true)?;
         reg.sockets.insert(s.inode, Source { pid: b.inside, fd: out.results[fd] as i32 });
     }
+    datagrams(b, all, reg)?;
     let mut batch = Batch::new();
     let off = batch.data(&0i32.to_ne_bytes());
     for fd in reuse_off {
@@ -233,6 +234,36 @@ fn send_stream(b: &mut Restoree, what: &str, fd: u64, data: &[u8]) -> Result<()>
         let out = b.run(what, &batch)?;
         if out.results[n] as usize != chunk.len() {
             return Err(RestoreError::Rebuild(format!("{what}: sent {} of {} unread bytes", out.results[n], chunk.len())));
+        }
+    }
+    Ok(())
+}
+
+/// The datagrams that waited in UDP sockets, sent again by the sockets of
+/// the tree that had sent them, in the order they were queued.
+fn datagrams(b: &mut Restoree, all: &[InetSocket], reg: &Registry) -> Result<()> {
+    for s in all.iter().filter(|s| !s.datagrams.is_empty()) {
+        let what = format!("sending the datagrams waiting in UDP socket {} again", s.local.as_deref().unwrap_or("(unbound)"));
+        let Some(local) = &s.local else { continue };
+        let to = sockaddr(&parse(&what, local)?);
+        for chunk in s.datagrams.chunks(64) {
+            let mut batch = Batch::new();
+            let dest = batch.data(&to);
+            let mut sent = Vec::new();
+            for d in chunk {
+                // Every TCP and UDP socket of the tree is made by this process.
+                let src = reg.sockets.get(&d.sender).filter(|src| src.pid == b.inside);
+                let src = src.ok_or_else(|| RestoreError::Corrupt(format!("{what}: UDP socket {} is not in the image", d.sender)))?;
+                let data = batch.data(&d.data);
+                let fd = (src.fd as u64).into();
+                sent.push((batch.call_may_fail(Sysno::Sendto, &[fd, Arg::Data(data), (d.data.len() as u64).into(), (libc::MSG_DONTWAIT as u64).into(), Arg::Data(dest), (to.len() as u64).into()]), d.data.len()));
+            }
+            let out = b.run(&what, &batch)?;
+            for (c, len) in sent {
+                if out.results[c] != len as i64 {
+                    tracing::warn!("{what}: one of {len} bytes is lost (errno {})", -out.results[c]);
+                }
+            }
         }
     }
     Ok(())

@@ -4,11 +4,12 @@
 //! down where they were); a connection to outside the tree is refused
 //! unless --tcp-close, which restores it as a connection that was reset, or
 //! one whose peer had closed (CLOSE_WAIT) as one that gives its unread bytes,
-//! then end of file. UDP sockets bind and connect again (datagrams
-//! waiting in them are dropped, as a network may drop them).
+//! then end of file. UDP sockets bind and connect again, with the
+//! datagrams waiting in them that the tree sent (others are dropped, as a
+//! network may drop them).
 
 use super::unix::socket_inode;
-use cryo_image::{InetRole, InetSocket};
+use cryo_image::{Datagram, InetRole, InetSocket};
 use cryo_tracer::proc::FdInfo;
 use cryo_tracer::sockets::{self, InetInfo};
 use cryo_tracer::sockopts;
@@ -85,12 +86,37 @@ impl InetTable {
         })
     }
 
+    /// What waits in a UDP socket: datagrams from a socket of the tree are
+    /// kept (sent again from it at restart); others are dropped, as a
+    /// network may drop them.
+    fn datagrams(&self, pid: i32, fd: i32) -> Result<Vec<Datagram>, String> {
+        let waiting = sockets::peek_datagrams(pid, fd).map_err(|e| format!("reading the datagrams waiting in it: {e}"))?;
+        let mut kept = Vec::new();
+        let mut dropped = 0;
+        for (from, data) in waiting {
+            let sender = from.and_then(|from| {
+                self.info.iter().find(|(_, (_, _, o))| {
+                    o.kind == libc::SOCK_DGRAM && o.local.is_some_and(|l| l == from || (l.ip().is_unspecified() && l.port() == from.port() && l.is_ipv4() == from.is_ipv4()))
+                })
+            });
+            match sender {
+                Some((&sender, _)) => kept.push(Datagram { sender, data }),
+                None => dropped += 1,
+            }
+        }
+        if dropped > 0 {
+            tracing::warn!("process {pid} fd {fd}: {dropped} datagram(s) waiting in it came from outside the checkpointed tree and are dropped (as a network may drop them)");
+        }
+        Ok(kept)
+    }
+
     pub fn save(&mut self, inode: u64) -> Result<(), String> {
         if self.saved.iter().any(|s| s.inode == inode) {
             return Ok(());
         }
         let (pid, fd, i) = self.info[&inode].clone();
         let mut queued = Vec::new();
+        let mut datagrams = Vec::new();
         // A connection one side of which was shut down is still one.
         let shut_wr = matches!(i.tcp_state, TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_LAST_ACK | TCP_CLOSING);
         let peer_closed = matches!(i.tcp_state, TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING);
@@ -133,10 +159,13 @@ impl InetTable {
             }
             (libc::SOCK_STREAM, TCP_CLOSE) => InetRole::Unconnected,
             (libc::SOCK_STREAM, s) => return Err(format!("a TCP socket in state {}, which cryo cannot recreate", state_name(s))),
-            (libc::SOCK_DGRAM, _) => match i.peer {
-                Some(p) => InetRole::Connected { peer: p.to_string() },
-                None => InetRole::Unconnected,
-            },
+            (libc::SOCK_DGRAM, _) => {
+                datagrams = self.datagrams(pid, fd)?;
+                match i.peer {
+                    Some(p) => InetRole::Connected { peer: p.to_string() },
+                    None => InetRole::Unconnected,
+                }
+            }
             (k, _) => return Err(format!("an IP socket of type {k} (raw?), which cryo cannot recreate")),
         };
         let connection = matches!(role, InetRole::Pair { .. } | InetRole::Reset | InetRole::PeerClosed);
@@ -148,6 +177,7 @@ impl InetTable {
             role,
             local: i.local.map(|l| l.to_string()),
             queued,
+            datagrams,
             reuseaddr: i.reuseaddr,
             reuseport: i.reuseport,
             keepalive: i.keepalive,
