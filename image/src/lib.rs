@@ -32,7 +32,8 @@ pub use model::*;
 /// 4: a process's pages_crc may be unknown (pages sent from the process).
 /// 5: the siginfo of pending signals.
 /// 6: PR_SET_THP_DISABLE.
-/// 7: socket options.
+/// 7: socket options, half-closed TCP connections, UDP datagrams, a timerfd's
+///    time of day, mlockall(MCL_FUTURE).
 pub const FORMAT_VERSION: u32 = 7;
 
 pub const INVENTORY_FILE: &str = "inventory.cryo";

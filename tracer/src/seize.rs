@@ -234,9 +234,9 @@ impl Seized {
         self.released = true;
     }
 
-    /// Kill the process while it is still frozen, so nothing runs after the image.
-    /// SIGKILL. Returns the threads, which stay (traced zombies) until
-    /// their exits are reaped ([`ptrace::reap_exited`]).
+    /// Kill the process while it is still frozen, so nothing runs after the
+    /// image. Returns its threads, which stay (traced zombies) until their
+    /// exits are reaped ([`ptrace::reap_exited`]).
     pub fn kill(mut self) -> Result<Vec<i32>> {
         self.released = true;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL)

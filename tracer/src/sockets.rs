@@ -154,12 +154,19 @@ const PEEK_BUF: usize = 4 << 20;
 /// entry per datagram/record, or per run for a stream. Fds in flight
 /// (SCM_RIGHTS) are an error: cryo cannot recreate them.
 pub fn peek_socket(pid: i32, fd: i32) -> io::Result<Vec<Vec<u8>>> {
+    Ok(peek_walk(pid, fd)?.into_iter().map(|(m, _)| m).collect())
+}
+
+/// The datagrams queued in a UDP socket of another process, each with the
+/// address it came from (as [`peek_socket`]).
+pub fn peek_datagrams(pid: i32, fd: i32) -> io::Result<Vec<(Option<std::net::SocketAddr>, Vec<u8>)>> {
+    Ok(peek_walk(pid, fd)?.into_iter().map(|(m, from)| (from.as_ref().and_then(to_std), m)).collect())
+}
+
+fn peek_walk(pid: i32, fd: i32) -> io::Result<Vec<(Vec<u8>, Option<nix::sys::socket::SockaddrStorage>)>> {
     let s = take_fd(pid, fd)?;
     let sfd = s.as_raw_fd();
-    let mut old: libc::c_int = -1;
-    let mut olen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: old and olen are valid out-pointers of the sizes given.
-    unsafe { libc::getsockopt(sfd, libc::SOL_SOCKET, libc::SO_PEEK_OFF, (&mut old as *mut libc::c_int).cast(), &mut olen) };
+    let old = sockopt_int(sfd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap_or(-1);
     // With a peek offset each MSG_PEEK moves past what it saw, so the whole
     // queue can be walked; the program's own setting is put back after.
     set_peek_off(sfd, 0)?;
@@ -167,21 +174,7 @@ pub fn peek_socket(pid: i32, fd: i32) -> io::Result<Vec<Vec<u8>>> {
     let back = set_peek_off(sfd, old);
     let msgs = r?;
     back?;
-    Ok(msgs.into_iter().map(|(m, _)| m).collect())
-}
-
-/// The datagrams queued in a UDP socket of another process, each with the
-/// address it came from (as [`peek_socket`]).
-pub fn peek_datagrams(pid: i32, fd: i32) -> io::Result<Vec<(Option<std::net::SocketAddr>, Vec<u8>)>> {
-    let s = take_fd(pid, fd)?;
-    let sfd = s.as_raw_fd();
-    let old = sockopt_int(sfd, libc::SOL_SOCKET, libc::SO_PEEK_OFF).unwrap_or(-1);
-    set_peek_off(sfd, 0)?;
-    let r = peek_all(sfd);
-    let back = set_peek_off(sfd, old);
-    let msgs = r?;
-    back?;
-    Ok(msgs.into_iter().map(|(m, from)| (from.as_ref().and_then(to_std), m)).collect())
+    Ok(msgs)
 }
 
 fn set_peek_off(fd: i32, v: libc::c_int) -> io::Result<()> {
