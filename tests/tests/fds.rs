@@ -381,6 +381,7 @@ fn tcp_half_closed_connections() {
     let img = h.path("img");
     let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap()]);
     out.assert_clean_failure().assert_stderr_mentions(&["fd 3", "outside the checkpointed tree", "--tcp-close"]);
+    assert_eq!(tracer_pid(c.pid()), Some(0), "untraced after the refusal");
     h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill", "--tcp-close"]).assert_ok();
     assert!(c.wait_timeout(SECS20).is_some(), "killed by the checkpoint");
     h.restart_detached(&img);
