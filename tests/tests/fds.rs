@@ -388,6 +388,41 @@ fn tcp_half_closed_connections() {
     go_and_check(&h, &log, &["tcp-peer-closed"]);
 }
 
+/// A listener with connections waiting to be accepted (from outside):
+/// refused, saying so and naming --tcp-close; with it they are dropped
+/// (their client sees the connection end) and the listener comes back and
+/// accepts a new one.
+#[test]
+fn tcp_listener_with_connections_waiting() {
+    use std::io::Read;
+    let h = Harness::with_cryo("fds-tcp-backlog");
+    let prog = h.compile("tcp");
+    let portfile = h.path("port");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "noaccept", portfile.to_str().unwrap()], "noaccept.log");
+    log.wait_line("ready");
+    let port: u16 = std::fs::read_to_string(&portfile).unwrap().trim().parse().unwrap();
+    let mut waiting = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let pid = p.pid().to_string();
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(&["waiting to be accepted"]).assert_stderr_mentions(&["--tcp-close"]);
+    assert_eq!(tracer_pid(p.pid()), Some(0), "untraced after the refusal");
+    h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill", "--tcp-close"]).assert_ok();
+    assert!(p.wait_timeout(SECS20).is_some(), "killed by the checkpoint");
+    waiting.set_read_timeout(Some(SECS20)).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(!matches!(waiting.read(&mut byte), Ok(1)), "the dropped connection ends");
+    h.restart_detached(&img);
+    h.write_file("go", "", 0o644);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the restored listener accepts");
+    s.set_read_timeout(Some(SECS20)).unwrap();
+    s.write_all(b"ping\n").unwrap();
+    let mut pong = [0u8; 5];
+    s.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"pong\n");
+    log.wait_line("done ok");
+}
+
 /// A real server nobody here wrote: redis-server on a loopback port. Keys
 /// written before the checkpoint are read back after the restart, and new
 /// clients connect and write.

@@ -12,7 +12,9 @@
  * "go" it reads them, then end of file. Mode "halfclosed": a connection
  * inside the tree whose client (a child) sent a request and shut its
  * sending side down, not yet read by the server; after "go" the server
- * reads it and end of file, and answers; the child reads the answer.
+ * reads it and end of file, and answers; the child reads the answer. Mode
+ * "noaccept PORTFILE": listens (port in PORTFILE) and accepts only after
+ * "go": one client, answering its "ping".
  * Prints "ready", waits for a file "go", prints OK/BAD lines and "done". */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -185,6 +187,15 @@ int main(int argc, char **argv) {
             int c = accept(s, NULL, NULL);
             (void)c;
         }
+    } else if (strcmp(mode, "noaccept") == 0) {
+        int s = listen_on(0);
+        FILE *f = fopen(argv[2], "w");
+        fprintf(f, "%d\n", port_of(s));
+        fclose(f);
+        wait_go();
+        int c = accept(s, NULL, NULL);
+        CHECK(c >= 0 && read_is(c, "ping\n") && send(c, "pong\n", 5, 0) == 5, "tcp-accepts-after", "accept %d", c);
+        r = bad;
     } else if (strcmp(mode, "halfclosed") == 0) {
         r = halfclosed();
     } else if (strcmp(mode, "closewait") == 0) {

@@ -122,8 +122,14 @@ impl InetTable {
         let peer_closed = matches!(i.tcp_state, TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING);
         let role = match (i.kind, i.tcp_state) {
             (libc::SOCK_STREAM, TCP_LISTEN) => {
+                if i.accept_queue > 0 && !self.tcp_close {
+                    return Err(format!(
+                        "a TCP listener with {} connection(s) waiting to be accepted; checkpoint again, or with --tcp-close to drop them (their clients see a reset, as other connections to outside do)",
+                        i.accept_queue
+                    ));
+                }
                 if i.accept_queue > 0 {
-                    return Err(format!("a TCP listener with {} connection(s) waiting to be accepted", i.accept_queue));
+                    tracing::warn!("process {pid} fd {fd}: {} connection(s) waiting to be accepted are dropped (--tcp-close)", i.accept_queue);
                 }
                 InetRole::Listen { backlog: i.backlog.max(1) }
             }
