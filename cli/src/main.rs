@@ -54,8 +54,10 @@ enum Cmd {
         #[arg(long)]
         leave_running: bool,
         /// TCP connections to outside the tree come back as connections that
-        /// were reset (the program sees ECONNRESET and can reconnect); without
-        /// it they make the checkpoint fail.
+        /// were reset (the program sees ECONNRESET and can reconnect), Unix
+        /// stream connections to outside (D-Bus, a service's socket) as ones
+        /// whose peer closed; connections waiting to be accepted are dropped.
+        /// Without it they make the checkpoint fail.
         #[arg(long)]
         tcp_close: bool,
         /// Write memory while the process is stopped, without a snapshot
@@ -152,7 +154,7 @@ enum Cmd {
         /// Restart there even if files the tree has open differ (warned).
         #[arg(long)]
         allow_changed_files: bool,
-        /// TCP connections to outside the tree come back as reset connections.
+        /// Connections to outside the tree come back ended (as checkpoint --tcp-close).
         #[arg(long)]
         tcp_close: bool,
         /// Restore there without a new user+pid namespace (new pids).

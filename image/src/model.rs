@@ -597,6 +597,10 @@ pub enum UnixRole {
     /// A datagram socket connected to an address outside the tree (syslog's
     /// /dev/log): connected again by name.
     ConnectedTo { peer_name: Vec<u8> },
+    /// A stream connected to outside the tree, checkpointed with
+    /// --tcp-close: restored as one whose peer closed, after the bytes that
+    /// were waiting in it.
+    PeerClosed,
     /// Neither listening nor connected.
     Unconnected,
 }

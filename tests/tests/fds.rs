@@ -303,6 +303,25 @@ fn unix_sockets_that_cannot_come_back_are_refused() {
     clog.wait_line("done ok");
 }
 
+/// With --tcp-close, a Unix stream connected to outside the tree (a service,
+/// D-Bus) comes back as one whose peer closed: the program reads what was
+/// waiting in it, then end of file, and its writes fail with EPIPE.
+#[test]
+fn unix_stream_to_outside_comes_back_closed_with_tcp_close() {
+    let h = Harness::with_cryo("fds-unix-closed");
+    let prog = h.compile("unixsock");
+    let (_server, slog) = h.spawn(&[prog.to_str().unwrap(), "server"], "server.log");
+    slog.wait_line("listening");
+    let (mut c, clog) = h.spawn(&[prog.to_str().unwrap(), "client", "closed"], "client.log");
+    clog.wait_line("ready");
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &c.pid().to_string(), "-o", img.to_str().unwrap(), "--kill", "--tcp-close"]);
+    out.assert_ok().assert_stderr_mentions(&["closed by its peer"]);
+    assert!(c.wait_timeout(SECS20).is_some(), "killed by the checkpoint");
+    h.restart_detached(&img);
+    go_and_check(&h, &clog, &["unix-peer-closed"]);
+}
+
 /// TCP without privileges: a loopback connection whose both ends are in
 /// the tree (one in a child) comes back with the unread bytes on both sides,
 /// the listener keeps its port and accepts a new client from outside, and a

@@ -4,8 +4,10 @@
  * an accepted connection holding queued bytes; an abstract seqpacket
  * listener; a bound datagram socket with datagrams waiting.
  * Mode "rights": an fd in flight over a socketpair (cryo must refuse).
- * Mode "server": listens on ext.sock; mode "client": connected to it (a
- * stream to outside the tree: cryo must refuse).
+ * Mode "server": listens on ext.sock and says "last words" to each client;
+ * mode "client": connected to it (a stream to outside the tree: cryo must
+ * refuse); "client closed": restarted after checkpoint --tcp-close, it
+ * reads the last words, then end of file, and cannot write.
  * Prints "ready", waits for a file "go", checks, prints OK/BAD lines, "done". */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -157,12 +159,21 @@ int main(int argc, char **argv) {
         printf("listening\n");
         for (;;) {
             int c = accept(s, NULL, NULL);
-            (void)c;
+            send(c, "last words", 10, 0);
         }
     } else {
         int s = connect_to(SOCK_STREAM, "ext.sock", 0);
         if (s < 0) die("connect");
+        /* Until the server's words are in. */
+        char b[16];
+        while (recv(s, b, sizeof b, MSG_PEEK | MSG_DONTWAIT) < 10)
+            usleep(10000);
         wait_go();
+        if (argc > 2 && strcmp(argv[2], "closed") == 0) {
+            int words = recv_is(s, "last words");
+            CHECK(words && recv(s, b, sizeof b, 0) == 0 && send(s, "x", 1, MSG_NOSIGNAL) < 0 && errno == EPIPE, "unix-peer-closed", "see above");
+            r = bad;
+        }
     }
     printf("done %s\n", r ? "with failures" : "ok");
     return r;

@@ -2,7 +2,8 @@
 //! accepted connection) is made by the first process holding either end,
 //! with each end's queued bytes sent again from the other end; listeners and
 //! bound sockets bind their old names again; a datagram socket connected to
-//! a name outside connects again.
+//! a name outside connects again; a stream that led outside (--tcp-close) is
+//! one end of a pair whose other end sends what was waiting and closes.
 
 use super::sockopts::Pending;
 use super::{Restoree, SOCK_CHUNK};
@@ -72,6 +73,26 @@ pub fn create(b: &mut Restoree, all: &[UnixSocket], inode: u64, reg: &mut Regist
             send_all(b, &what, hx, &peer.queued, None, s.kind == libc::SOCK_STREAM)?;
             made.push((s, hx));
             made.push((peer, hy));
+        }
+        UnixRole::PeerClosed => {
+            // The other end of a pair stands for the peer outside: it sends
+            // what was waiting, then closes.
+            let sv = batch.reserve(8);
+            batch.call(Sysno::Socketpair, &[unix.into(), kind.into(), 0.into(), Arg::Data(sv)]);
+            let out = b.run(&what, &batch)?;
+            let (x, y) = (out.u32_at(sv) as u64, out.u32_at(sv + 4) as u64);
+            let mut batch = Batch::new();
+            let hx = high(&mut batch, x.into());
+            let mut options = Pending::default();
+            options.push(&mut batch, Arg::Result(hx), &s.options);
+            let out = b.run(&what, &batch)?;
+            options.warn_failed(&what, &out);
+            let hx = out.results[hx] as u64;
+            send_all(b, &what, y, &s.queued, None, s.kind == libc::SOCK_STREAM)?;
+            let mut batch = Batch::new();
+            batch.call(Sysno::Close, &[y.into()]);
+            b.run(&what, &batch)?;
+            made.push((s, hx));
         }
         role => {
             let o = batch.call(Sysno::Socket, &[unix.into(), kind.into(), 0.into()]);

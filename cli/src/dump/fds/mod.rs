@@ -69,7 +69,7 @@ pub fn collect(pids: &[i32], zombies: &[i32], view: &super::pids::PidView, write
     let mut unlinked = unlinked::Saver::default();
     let ptys = pty::collect(&tables, view)?;
     let mut inet = inet::InetTable::new(&tables, tcp_close);
-    let mut unix = unix::UnixTable::new(tables.iter().flat_map(|(_, fds)| fds.iter().filter_map(|f| unix::socket_inode(&f.link))).collect())?;
+    let mut unix = unix::UnixTable::new(tables.iter().flat_map(|(_, fds)| fds.iter().filter_map(|f| unix::socket_inode(&f.link))).collect(), tcp_close)?;
     let mut per_process = HashMap::new();
     for (pid, fds) in &tables {
         let mut out = Vec::new();

@@ -1,7 +1,9 @@
 //! Unix sockets of a tree: what can come back (pairs inside the tree,
 //! listeners, bound or unconnected sockets, datagram sockets connected to a
-//! name outside) with the bytes waiting in them, and what cannot (a stream
-//! connected outside the tree, connections not yet accepted, fds in flight).
+//! name outside; with --tcp-close a stream connected outside, as closed by
+//! its peer) with the bytes waiting in them, and what cannot (a stream
+//! connected outside the tree without --tcp-close, connections not yet
+//! accepted, fds in flight).
 
 use cryo_image::{UnixRole, UnixSocket};
 use cryo_tracer::sockets::{self, UnixDiag, TCP_LISTEN};
@@ -14,19 +16,21 @@ pub fn socket_inode(link: &str) -> Option<u64> {
 
 pub struct UnixTable {
     diag: HashMap<u64, UnixDiag>,
+    /// --tcp-close: a stream connected to outside comes back closed by its peer.
+    close_outside: bool,
     /// Socket inodes some fd of the tree holds.
     in_tree: HashSet<u64>,
     pub saved: Vec<UnixSocket>,
 }
 
 impl UnixTable {
-    pub fn new(in_tree: HashSet<u64>) -> anyhow::Result<UnixTable> {
+    pub fn new(in_tree: HashSet<u64>, close_outside: bool) -> anyhow::Result<UnixTable> {
         let diag = if in_tree.is_empty() {
             HashMap::new()
         } else {
             sockets::unix_sockets().map_err(|e| anyhow::anyhow!("asking the kernel about Unix sockets (sock_diag): {e}"))?
         };
-        Ok(UnixTable { diag, in_tree, saved: Vec::new() })
+        Ok(UnixTable { diag, close_outside, in_tree, saved: Vec::new() })
     }
 
     pub fn is_unix(&self, inode: u64) -> bool {
@@ -63,7 +67,13 @@ impl UnixTable {
                 Some(n) if kind == libc::SOCK_DGRAM => UnixRole::ConnectedTo { peer_name: n },
                 n => {
                     let name = n.map(|n| String::from_utf8_lossy(&n).replace('\0', "@")).unwrap_or_else(|| "an unnamed socket".into());
-                    return Err(format!("a Unix socket connected to {name} outside the checkpointed tree; checkpoint the process at the other end together with it"));
+                    if !self.close_outside {
+                        return Err(format!(
+                            "a Unix socket connected to {name} outside the checkpointed tree; checkpoint the process at the other end together with it, or with --tcp-close to bring it back closed by its peer"
+                        ));
+                    }
+                    tracing::warn!("process {pid} fd {fd}: the Unix socket connected to {name} outside the tree comes back closed by its peer (--tcp-close)");
+                    UnixRole::PeerClosed
                 }
             }
         } else {
@@ -78,7 +88,7 @@ impl UnixTable {
             queued = vec![queued.concat()];
         }
         let receivable = match &role {
-            UnixRole::Pair { .. } => true,
+            UnixRole::Pair { .. } | UnixRole::PeerClosed => true,
             UnixRole::Unconnected => d.name.is_some(),
             _ => false,
         };
