@@ -1550,9 +1550,5 @@ pub fn which(program: &str) -> Option<String> {
 
 /// Does a program exist on PATH?
 pub fn have(program: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    which(program).is_some()
 }

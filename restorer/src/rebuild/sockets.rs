@@ -10,7 +10,7 @@ use super::{Restoree, SOCK_CHUNK};
 use crate::check::RestoreError;
 use crate::shared::{Registry, Source};
 use crate::Result;
-use cryo_image::{UnixRole, UnixSocket};
+use cryo_image::{SockOpt, UnixRole, UnixSocket};
 use cryo_injector::{Arg, Batch};
 use cryo_tracer::arch::Sysno;
 use std::os::unix::ffi::OsStrExt;
@@ -55,19 +55,7 @@ pub fn create(b: &mut Restoree, all: &[UnixSocket], inode: u64, reg: &mut Regist
     match &s.role {
         UnixRole::Pair { peer } => {
             let peer = find(all, *peer)?;
-            let sv = batch.reserve(8);
-            batch.call(Sysno::Socketpair, &[unix.into(), kind.into(), 0.into(), Arg::Data(sv)]);
-            let out = b.run(&what, &batch)?;
-            let (x, y) = (out.u32_at(sv) as u64, out.u32_at(sv + 4) as u64);
-            let mut batch = Batch::new();
-            let hx = high(&mut batch, x.into());
-            let hy = high(&mut batch, y.into());
-            let mut options = Pending::default();
-            options.push(&mut batch, Arg::Result(hx), &s.options);
-            options.push(&mut batch, Arg::Result(hy), &peer.options);
-            let out = b.run(&what, &batch)?;
-            options.warn_failed(&what, &out);
-            let (hx, hy) = (out.results[hx] as u64, out.results[hy] as u64);
+            let (hx, hy) = pair(b, &what, kind, [&s.options, &peer.options])?;
             // What waits in one end was sent by the other.
             send_all(b, &what, hy, &s.queued, None, s.kind == libc::SOCK_STREAM)?;
             send_all(b, &what, hx, &peer.queued, None, s.kind == libc::SOCK_STREAM)?;
@@ -77,20 +65,10 @@ pub fn create(b: &mut Restoree, all: &[UnixSocket], inode: u64, reg: &mut Regist
         UnixRole::PeerClosed => {
             // The other end of a pair stands for the peer outside: it sends
             // what was waiting, then closes.
-            let sv = batch.reserve(8);
-            batch.call(Sysno::Socketpair, &[unix.into(), kind.into(), 0.into(), Arg::Data(sv)]);
-            let out = b.run(&what, &batch)?;
-            let (x, y) = (out.u32_at(sv) as u64, out.u32_at(sv + 4) as u64);
+            let (hx, hy) = pair(b, &what, kind, [&s.options, &[]])?;
+            send_all(b, &what, hy, &s.queued, None, s.kind == libc::SOCK_STREAM)?;
             let mut batch = Batch::new();
-            let hx = high(&mut batch, x.into());
-            let mut options = Pending::default();
-            options.push(&mut batch, Arg::Result(hx), &s.options);
-            let out = b.run(&what, &batch)?;
-            options.warn_failed(&what, &out);
-            let hx = out.results[hx] as u64;
-            send_all(b, &what, y, &s.queued, None, s.kind == libc::SOCK_STREAM)?;
-            let mut batch = Batch::new();
-            batch.call(Sysno::Close, &[y.into()]);
+            batch.call(Sysno::Close, &[hy.into()]);
             b.run(&what, &batch)?;
             made.push((s, hx));
         }
@@ -141,6 +119,27 @@ pub fn create(b: &mut Restoree, all: &[UnixSocket], inode: u64, reg: &mut Regist
         reg.sockets.insert(s.inode, Source { pid: b.inside, fd: *fd as i32 });
     }
     b.run(&what, &batch).map(drop)
+}
+
+/// A socketpair of `kind` above the image's fds, each end with its options.
+fn pair(b: &mut Restoree, what: &str, kind: u64, options: [&[SockOpt]; 2]) -> Result<(u64, u64)> {
+    let mut batch = Batch::new();
+    let sv = batch.reserve(8);
+    batch.call(Sysno::Socketpair, &[(libc::AF_UNIX as u64).into(), kind.into(), 0.into(), Arg::Data(sv)]);
+    let out = b.run(what, &batch)?;
+    let base = b.tmp().base;
+    let mut batch = Batch::new();
+    let mut pending = Pending::default();
+    let mut ends = [0usize; 2];
+    for (i, end) in ends.iter_mut().enumerate() {
+        let fd = out.u32_at(sv + 4 * i) as u64;
+        *end = batch.call(Sysno::Fcntl, &[fd.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()]);
+        batch.call(Sysno::Close, &[fd.into()]);
+        pending.push(&mut batch, Arg::Result(*end), options[i]);
+    }
+    let out = b.run(what, &batch)?;
+    pending.warn_failed(what, &out);
+    Ok((out.results[ends[0]] as u64, out.results[ends[1]] as u64))
 }
 
 /// Send messages (datagrams/records keep their bounds; a stream's bytes go
