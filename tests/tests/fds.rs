@@ -180,6 +180,24 @@ fn refused_and_runs_on(h: &Harness, prog: &std::path::Path, mode: &str, mentions
     log.wait_line("done ok");
 }
 
+/// `p` holds a connection cryo ends only when asked: a plain checkpoint is
+/// refused, mentioning one of `mentions` and the way out (--tcp-close),
+/// leaving no image and `p` untraced; with --kill --tcp-close it is
+/// checkpointed, killed and restarted. Returns that checkpoint's output.
+fn refused_unless_tcp_close(h: &Harness, p: &mut Proc, mentions: &[&str]) -> CmdOut {
+    let pid = p.pid().to_string();
+    let img = h.path("img");
+    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap()]);
+    out.assert_clean_failure().assert_stderr_mentions(mentions).assert_stderr_mentions(&["--tcp-close"]);
+    assert!(!img.join("inventory.cryo").exists(), "no image is left");
+    assert_eq!(tracer_pid(p.pid()), Some(0), "untraced after the refusal");
+    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill", "--tcp-close"]);
+    out.assert_ok();
+    assert!(p.wait_timeout(SECS20).is_some(), "killed by the checkpoint");
+    h.restart_detached(&img);
+    out
+}
+
 /// An fd kind cryo cannot restore yet fails the checkpoint up front with
 /// the fd, the process and the reason, and the program runs on untouched.
 #[test]
@@ -314,11 +332,7 @@ fn unix_stream_to_outside_comes_back_closed_with_tcp_close() {
     slog.wait_line("listening");
     let (mut c, clog) = h.spawn(&[prog.to_str().unwrap(), "client", "closed"], "client.log");
     clog.wait_line("ready");
-    let img = h.path("img");
-    let out = h.cryo_run(&["checkpoint", &c.pid().to_string(), "-o", img.to_str().unwrap(), "--kill", "--tcp-close"]);
-    out.assert_ok().assert_stderr_mentions(&["closed by its peer"]);
-    assert!(c.wait_timeout(SECS20).is_some(), "killed by the checkpoint");
-    h.restart_detached(&img);
+    refused_unless_tcp_close(&h, &mut c, &["ext.sock"]).assert_stderr_mentions(&["closed by its peer"]);
     go_and_check(&h, &clog, &["unix-peer-closed"]);
 }
 
@@ -363,16 +377,7 @@ fn tcp_connection_to_outside_refused_or_reset() {
     let port = std::fs::read_to_string(&portfile).unwrap().trim().to_string();
     let (mut c, log) = h.spawn(&[prog.to_str().unwrap(), "client", &port], "client.log");
     log.wait_line("ready");
-    let pid = c.pid().to_string();
-    let img = h.path("img");
-    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap()]);
-    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", &format!("127.0.0.1:{port}"), "outside the checkpointed tree", "--tcp-close"]);
-    assert_eq!(tracer_pid(c.pid()), Some(0), "untraced after the refusal");
-
-    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill", "--tcp-close"]);
-    out.assert_ok();
-    assert!(c.wait_timeout(SECS20).is_some(), "killed by the checkpoint");
-    h.restart_detached(&img);
+    refused_unless_tcp_close(&h, &mut c, &["fd 3", &format!("127.0.0.1:{port}"), "outside the checkpointed tree"]);
     go_and_check(&h, &log, &["tcp-reset"]);
 }
 
@@ -396,14 +401,7 @@ fn tcp_half_closed_connections() {
     conn.write_all(b"last words").unwrap();
     drop(conn);
     log.wait_line("ready");
-    let pid = c.pid().to_string();
-    let img = h.path("img");
-    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap()]);
-    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", "outside the checkpointed tree", "--tcp-close"]);
-    assert_eq!(tracer_pid(c.pid()), Some(0), "untraced after the refusal");
-    h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill", "--tcp-close"]).assert_ok();
-    assert!(c.wait_timeout(SECS20).is_some(), "killed by the checkpoint");
-    h.restart_detached(&img);
+    refused_unless_tcp_close(&h, &mut c, &["fd 3", "outside the checkpointed tree"]);
     go_and_check(&h, &log, &["tcp-peer-closed"]);
 }
 
@@ -421,17 +419,10 @@ fn tcp_listener_with_connections_waiting() {
     log.wait_line("ready");
     let port: u16 = std::fs::read_to_string(&portfile).unwrap().trim().parse().unwrap();
     let mut waiting = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let pid = p.pid().to_string();
-    let img = h.path("img");
-    let out = h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap()]);
-    out.assert_clean_failure().assert_stderr_mentions(&["waiting to be accepted"]).assert_stderr_mentions(&["--tcp-close"]);
-    assert_eq!(tracer_pid(p.pid()), Some(0), "untraced after the refusal");
-    h.cryo_run(&["checkpoint", &pid, "-o", img.to_str().unwrap(), "--kill", "--tcp-close"]).assert_ok();
-    assert!(p.wait_timeout(SECS20).is_some(), "killed by the checkpoint");
+    refused_unless_tcp_close(&h, &mut p, &["waiting to be accepted"]);
     waiting.set_read_timeout(Some(SECS20)).unwrap();
     let mut byte = [0u8; 1];
     assert!(!matches!(waiting.read(&mut byte), Ok(1)), "the dropped connection ends");
-    h.restart_detached(&img);
     h.write_file("go", "", 0o644);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the restored listener accepts");
     s.set_read_timeout(Some(SECS20)).unwrap();
