@@ -296,44 +296,30 @@ fn unix_sockets_pairs_listeners_and_queued_bytes() {
     );
 }
 
-/// Sockets that cannot come back are refused up front, naming the fd and
-/// the reason, and the program runs on: an fd in flight (SCM_RIGHTS), and a
-/// stream connected to a process outside the tree.
+/// Sockets that cannot come back as they were are refused up front, naming
+/// the fd and the reason, and the program runs on: an fd in flight
+/// (SCM_RIGHTS), and a stream connected to a process outside the tree
+/// (a service, D-Bus). With --tcp-close that stream comes back as one whose
+/// peer closed: the program reads what was waiting in it, then end of file,
+/// and its writes fail with EPIPE.
 #[test]
 fn unix_sockets_that_cannot_come_back_are_refused() {
     let h = Harness::with_cryo("fds-unix-refused");
     let prog = h.compile("unixsock");
     let (p, log) = h.spawn(&[prog.to_str().unwrap(), "rights"], "rights.log");
     log.wait_line("ready");
-    let img = h.path("img");
+    let img = h.path("img-rights");
     let out = h.cryo_run(&["checkpoint", &p.pid().to_string(), "-o", img.to_str().unwrap()]);
     out.assert_clean_failure().assert_stderr_mentions(&[&format!("process {}", p.pid()), "SCM_RIGHTS"]);
     assert_eq!(tracer_pid(p.pid()), Some(0), "untraced after the refusal");
 
     let (_server, slog) = h.spawn(&[prog.to_str().unwrap(), "server"], "server.log");
     slog.wait_line("listening");
-    let (c, clog) = h.spawn(&[prog.to_str().unwrap(), "client"], "client.log");
-    clog.wait_line("ready");
-    let out = h.cryo_run(&["checkpoint", &c.pid().to_string(), "-o", h.path("img2").to_str().unwrap()]);
-    out.assert_clean_failure().assert_stderr_mentions(&["fd 3", "ext.sock", "outside the checkpointed tree"]);
-    h.write_file("go", "", 0o644);
-    log.wait_line("done ok");
-    clog.wait_line("done ok");
-}
-
-/// With --tcp-close, a Unix stream connected to outside the tree (a service,
-/// D-Bus) comes back as one whose peer closed: the program reads what was
-/// waiting in it, then end of file, and its writes fail with EPIPE.
-#[test]
-fn unix_stream_to_outside_comes_back_closed_with_tcp_close() {
-    let h = Harness::with_cryo("fds-unix-closed");
-    let prog = h.compile("unixsock");
-    let (_server, slog) = h.spawn(&[prog.to_str().unwrap(), "server"], "server.log");
-    slog.wait_line("listening");
     let (mut c, clog) = h.spawn(&[prog.to_str().unwrap(), "client", "closed"], "client.log");
     clog.wait_line("ready");
-    refused_unless_tcp_close(&h, &mut c, &["ext.sock"]).assert_stderr_mentions(&["closed by its peer"]);
+    refused_unless_tcp_close(&h, &mut c, &["fd 3", "ext.sock", "outside the checkpointed tree"]).assert_stderr_mentions(&["closed by its peer"]);
     go_and_check(&h, &clog, &["unix-peer-closed"]);
+    log.wait_line("done ok");
 }
 
 /// TCP without privileges: a loopback connection whose both ends are in
