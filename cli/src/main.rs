@@ -341,7 +341,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let s = if to_stdout {
                 guard::in_worker(|| streaming::checkpoint_to_stdout(pid, kill, tcp_close))?
             } else {
-                let opts = dump::Options { pid, out, kill, tcp_close, hold: None, direct, parent, track, compress, killed: None, pages_in_tree: false, jobs: jobs.map(usize::from) };
+                let opts = dump::Options { pid, out, kill, tcp_close, hold: None, direct, parent, track, compress, killed: None, pages_in_tree: false, inherit: true, jobs: jobs.map(usize::from) };
                 guard::in_worker(|| dump::checkpoint(&opts))?
             };
             if json {

@@ -197,6 +197,7 @@ fn take(series: &Series, job: &mut Job, s: &Schedule, chain: &mut Chain) {
             compress: s.compress,
             killed: None,
             pages_in_tree: false,
+            inherit: true,
             jobs: s.jobs,
         };
         let sum = crate::guard::in_worker(|| dump::checkpoint(&opts))?;

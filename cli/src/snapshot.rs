@@ -26,6 +26,11 @@ pub struct ProcessMemory {
     /// The image this one is incremental against, opened on first use.
     parent: RefCell<Option<Option<Box<ProcessMemory>>>>,
     parent_dir: Option<PathBuf>,
+    /// The parent process in this image, for the pages it shares since a
+    /// fork, opened on first use.
+    forked_from: RefCell<Option<Box<ProcessMemory>>>,
+    dir: PathBuf,
+    ppid: i32,
     files: RefCell<HashMap<String, Option<File>>>,
     last_page: RefCell<(Option<u64>, Vec<u8>)>,
 }
@@ -52,6 +57,9 @@ impl ProcessMemory {
             pages_path: img.pages_path(p.pid),
             parent: RefCell::new(None),
             parent_dir,
+            forked_from: RefCell::new(None),
+            dir: img.dir().to_path_buf(),
+            ppid: p.ppid,
             files: RefCell::new(HashMap::new()),
             last_page: RefCell::new((None, Vec::new())),
         })
@@ -82,8 +90,10 @@ impl ProcessMemory {
     pub fn read_page(&self, v: &Vma, addr: u64, page: &mut [u8]) -> Result<Source> {
         page.fill(0);
         if let Some(r) = self.run_at(addr) {
-            if r.origin == PageOrigin::Parent {
-                return self.read_parent_page(v, addr, page);
+            match r.origin {
+                PageOrigin::Parent => return self.read_parent_page(v, addr, page),
+                PageOrigin::Inherited => return self.read_forked_page(addr, page),
+                PageOrigin::Here | PageOrigin::Reference => {}
             }
             self.pages
                 .borrow_mut()
@@ -127,6 +137,18 @@ impl ProcessMemory {
             Some(parent) => parent.read_page(v, addr, page),
             None => bail!("page {addr:#x} of process {} is in a parent image, but the image names none", self.pid),
         }
+    }
+
+    fn read_forked_page(&self, addr: u64, page: &mut [u8]) -> Result<Source> {
+        let mut slot = self.forked_from.borrow_mut();
+        if slot.is_none() {
+            let img = ImageReader::open(&self.dir)?;
+            let p = img.read_process(self.ppid).with_context(|| format!("process {} shares pages with its parent {}", self.pid, self.ppid))?;
+            *slot = Some(Box::new(ProcessMemory::open(&img, &p)?));
+        }
+        let parent = slot.as_ref().expect("opened above");
+        let Some(v) = parent.vma_at(addr) else { bail!("page {addr:#x} of process {} is its parent's, which has nothing mapped there", self.pid) };
+        parent.read_page(v, addr, page)
     }
 
     /// Read `buf.len()` bytes at `addr` (possibly across pages and areas).

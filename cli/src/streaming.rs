@@ -85,6 +85,7 @@ pub fn checkpoint_to_stdout(pid: i32, kill: bool, tcp_close: bool) -> Result<dum
         // With --kill the tree stays frozen until the stream is written:
         // its pages go from its memory to stdout, never to a file.
         pages_in_tree: kill,
+        inherit: false,
         jobs: None,
     };
     let mut s = dump::checkpoint(&opts)?;

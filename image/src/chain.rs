@@ -66,68 +66,82 @@ fn invalid(path: &Path, what: String) -> ImageError {
 
 /// Where every stored page of process `p` of image `img` comes from.
 pub fn resolve(img: &ImageReader, p: &ProcessImage) -> Result<ResolvedPages> {
+    resolve_in(img, p, &mut Vec::new())
+}
+
+/// `path`: the (image, pid) pairs being resolved above this one, to catch a
+/// chain of parent images, or of parent processes, that loops.
+fn resolve_in(img: &ImageReader, p: &ProcessImage, path: &mut Vec<(PathBuf, i32)>) -> Result<ResolvedPages> {
     let ps = img.inventory.page_size;
+    let here = std::fs::canonicalize(img.dir()).unwrap_or_else(|_| img.dir().to_path_buf());
+    if path.contains(&(here.clone(), p.pid)) || path.len() > MAX_DEPTH {
+        return Err(invalid(img.dir(), format!("the pages of process {} lead back to themselves (a loop of parent images or processes)", p.pid)));
+    }
     let mut out = ResolvedPages { files: vec![PagesFile::of(img.pages_path(p.pid), p)], runs: Vec::new() };
-    // Address ranges still to find in an older image.
-    let mut wanted: Vec<(u64, u64)> = Vec::new();
+    // Address ranges to find in the parent image, and in the parent process.
+    let (mut older, mut forked) = (Vec::new(), Vec::new());
     for r in &p.pages {
+        let range = (r.vaddr, r.vaddr + r.npages * ps);
         match r.origin {
             PageOrigin::Here => out.runs.push(SourceRun { vaddr: r.vaddr, npages: r.npages, file: 0, file_offset: r.file_offset }),
-            PageOrigin::Parent => wanted.push((r.vaddr, r.vaddr + r.npages * ps)),
+            PageOrigin::Parent => older.push(range),
+            PageOrigin::Inherited => forked.push(range),
             PageOrigin::Reference => {}
         }
     }
-    let mut child_dir = img.dir().to_path_buf();
-    let mut parent = parent_dir(img);
-    let mut seen = vec![std::fs::canonicalize(img.dir()).unwrap_or_else(|_| img.dir().to_path_buf())];
-    while !wanted.is_empty() {
-        let Some(dir) = parent.take() else {
-            return Err(invalid(&child_dir, "has pages in a parent image but names none".into()));
+    path.push((here, p.pid));
+    if !older.is_empty() {
+        let Some(dir) = parent_dir(img) else {
+            return Err(invalid(img.dir(), "has pages in a parent image but names none".into()));
         };
-        let canon = std::fs::canonicalize(&dir).map_err(|source| ImageError::Io {
-            path: format!("{} (parent image of {})", dir.display(), child_dir.display()),
-            source,
+        let up = ImageReader::open(&dir).map_err(|e| match e {
+            ImageError::Io { source, .. } => ImageError::Io { path: format!("{} (parent image of {})", dir.display(), img.dir().display()), source },
+            e => e,
         })?;
-        if seen.contains(&canon) || seen.len() > MAX_DEPTH {
-            return Err(invalid(&dir, "the chain of parent images loops".into()));
-        }
-        seen.push(canon);
-        let up = ImageReader::open(&dir)?;
         if up.inventory.page_size != ps {
             return Err(invalid(&dir, format!("page size {} differs from its child's {ps}", up.inventory.page_size)));
         }
         if !up.inventory.processes.iter().any(|e| e.pid == p.pid) {
-            return Err(invalid(&dir, format!("has no process {}, which its child image {} needs", p.pid, child_dir.display())));
+            return Err(invalid(&dir, format!("has no process {}, which its child image {} needs", p.pid, img.dir().display())));
         }
         let q = up.read_process(p.pid)?;
-        let file = out.files.len();
-        out.files.push(PagesFile::of(up.pages_path(p.pid), &q));
-        let mut still = Vec::new();
-        for (start, end) in wanted {
-            take_from(&q, ps, start, end, file, &mut out.runs, &mut still);
-        }
-        wanted = still;
-        parent = parent_dir(&up);
-        child_dir = dir;
+        out.take(resolve_in(&up, &q, path)?, &older, ps);
     }
+    if !forked.is_empty() {
+        if !img.inventory.processes.iter().any(|e| e.pid == p.ppid && e.state == crate::ProcessState::Live) {
+            return Err(invalid(img.dir(), format!("process {} has pages of its parent {}, which the image does not hold", p.pid, p.ppid)));
+        }
+        let q = img.read_process(p.ppid)?;
+        out.take(resolve_in(img, &q, path)?, &forked, ps);
+    }
+    path.pop();
     out.runs.sort_by_key(|r| r.vaddr);
     Ok(out)
 }
 
-/// Resolve [start, end) against `q`'s page index: stored pages become runs
-/// from `file`, pages `q` has from its own parent stay wanted, and pages `q`
-/// does not have at all were never touched (zero) and are dropped.
-fn take_from(q: &ProcessImage, ps: u64, start: u64, end: u64, file: usize, runs: &mut Vec<SourceRun>, still: &mut Vec<(u64, u64)>) {
-    let first = q.pages.partition_point(|r| r.vaddr + r.npages * ps <= start);
-    for r in q.pages[first..].iter().take_while(|r| r.vaddr < end) {
-        let (a, b) = (start.max(r.vaddr), end.min(r.vaddr + r.npages * ps));
-        if a >= b {
-            continue;
-        }
-        match r.origin {
-            PageOrigin::Here => runs.push(SourceRun { vaddr: a, npages: (b - a) / ps, file, file_offset: r.file_offset + (a - r.vaddr) }),
-            PageOrigin::Parent => still.push((a, b)),
-            PageOrigin::Reference => {}
+impl ResolvedPages {
+    /// Add the runs of `from` that lie in `wanted` (sorted ranges); pages
+    /// `from` does not have were never touched, or all zero: they stay zero.
+    fn take(&mut self, from: ResolvedPages, wanted: &[(u64, u64)], ps: u64) {
+        let files: Vec<usize> = from
+            .files
+            .into_iter()
+            .map(|f| match self.files.iter().position(|g| g.path == f.path) {
+                Some(i) => i,
+                None => {
+                    self.files.push(f);
+                    self.files.len() - 1
+                }
+            })
+            .collect();
+        for &(start, end) in wanted {
+            let first = from.runs.partition_point(|r| r.vaddr + r.npages * ps <= start);
+            for r in from.runs[first..].iter().take_while(|r| r.vaddr < end) {
+                let (a, b) = (start.max(r.vaddr), end.min(r.vaddr + r.npages * ps));
+                if a < b {
+                    self.runs.push(SourceRun { vaddr: a, npages: (b - a) / ps, file: files[r.file], file_offset: r.file_offset + (a - r.vaddr) });
+                }
+            }
         }
     }
 }
@@ -135,27 +149,30 @@ fn take_from(q: &ProcessImage, ps: u64, start: u64, end: u64, file: usize, runs:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::PageRun;
 
-    fn run(vaddr: u64, npages: u64, file_offset: u64, origin: PageOrigin) -> PageRun {
-        PageRun { vaddr, npages, file_offset, origin }
+    fn file(name: &str) -> PagesFile {
+        PagesFile { path: PathBuf::from(name), compression: None, len: 0, crc: None }
     }
 
     #[test]
-    fn take_from_splits_runs_and_keeps_what_is_older() {
+    fn take_keeps_the_wanted_parts_and_shares_files() {
         let ps = 0x1000;
-        let mut q: ProcessImage = ProcessImage::empty();
-        q.pages = vec![run(0x10000, 4, 0, PageOrigin::Here), run(0x20000, 2, 0, PageOrigin::Parent), run(0x30000, 1, 0x4000, PageOrigin::Here)];
-        let (mut runs, mut still) = (Vec::new(), Vec::new());
-        take_from(&q, ps, 0x11000, 0x21000, 1, &mut runs, &mut still);
-        take_from(&q, ps, 0x2f000, 0x31000, 1, &mut runs, &mut still);
+        let mut out = ResolvedPages { files: vec![file("a"), file("b")], runs: Vec::new() };
+        let from = ResolvedPages {
+            files: vec![file("b"), file("c")],
+            runs: vec![
+                SourceRun { vaddr: 0x10000, npages: 4, file: 0, file_offset: 0 },
+                SourceRun { vaddr: 0x30000, npages: 1, file: 1, file_offset: 0x4000 },
+            ],
+        };
+        out.take(from, &[(0x11000, 0x21000), (0x2f000, 0x31000)], ps);
         assert_eq!(
-            runs,
+            out.runs,
             vec![
                 SourceRun { vaddr: 0x11000, npages: 3, file: 1, file_offset: 0x1000 },
-                SourceRun { vaddr: 0x30000, npages: 1, file: 1, file_offset: 0x4000 },
+                SourceRun { vaddr: 0x30000, npages: 1, file: 2, file_offset: 0x4000 },
             ]
         );
-        assert_eq!(still, vec![(0x20000, 0x21000)]);
+        assert_eq!(out.files.iter().map(|f| f.path.to_str().unwrap()).collect::<Vec<_>>(), ["a", "b", "c"]);
     }
 }

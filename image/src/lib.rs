@@ -34,7 +34,8 @@ pub use model::*;
 /// 6: PR_SET_THP_DISABLE.
 /// 7: socket options, half-closed TCP connections, UDP datagrams, a timerfd's
 ///    time of day, mlockall(MCL_FUTURE).
-pub const FORMAT_VERSION: u32 = 7;
+/// 8: pages a child shares with its parent since a fork, stored once.
+pub const FORMAT_VERSION: u32 = 8;
 
 pub const INVENTORY_FILE: &str = "inventory.cryo";
 

@@ -268,6 +268,18 @@ pub enum PageOrigin {
     /// In this image's pages file, but only for debugging (the first page of an
     /// ELF mapping, for build-ids): the mapped file provides it on restore.
     Reference,
+    /// The same as the page at this address of the process's parent (its
+    /// `ppid`) in this same image: memory the two still shared since a fork.
+    /// Only in anonymous memory, where the parent has anonymous memory too;
+    /// if the parent's image holds no such page, it was all zero.
+    Inherited,
+}
+
+impl PageOrigin {
+    /// Do the page's bytes take room in this image's pages file?
+    pub fn in_pages_file(self) -> bool {
+        matches!(self, PageOrigin::Here | PageOrigin::Reference)
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@
 //! processes' memory (`Receiver`) without storing them. Data is copied in
 //! bounded chunks: neither side ever holds more than one chunk of it.
 
-use crate::{is_pages_file, pages_file, ImageError, ImageReader, PageOrigin, ProcessImage, ProcessState, Result, INVENTORY_FILE};
+use crate::{is_pages_file, pages_file, ImageError, ImageReader, ProcessImage, ProcessState, Result, INVENTORY_FILE};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -134,7 +134,7 @@ fn write_header(out: &mut impl Write, name: &str, len: u64) -> std::io::Result<(
 /// Writes the pages file of `p` from the process's memory; returns its CRC32.
 fn copy_from_memory(p: &ProcessImage, page_size: u64, memory: &dyn LiveMemory, out: &mut impl Write, buf: &mut [u8]) -> Result<u32> {
     let name = pages_file(p.pid);
-    let mut runs: Vec<_> = p.pages.iter().filter(|r| r.origin != PageOrigin::Parent).collect();
+    let mut runs: Vec<_> = p.pages.iter().filter(|r| r.origin.in_pages_file()).collect();
     runs.sort_by_key(|r| r.file_offset);
     let mut crc = crc32fast::Hasher::new();
     let mut at = 0u64;

@@ -93,9 +93,12 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
             return bad(format!("pages at {:#x} overlap others or overrun their area", r.vaddr));
         }
         prev_end = r.vaddr + len;
-        if r.origin == PageOrigin::Parent {
+        match r.origin {
             // In a parent image's pages file (cryo_image::chain checks those).
-            continue;
+            PageOrigin::Parent => continue,
+            PageOrigin::Inherited if matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack) => continue,
+            PageOrigin::Inherited => return bad(format!("pages at {:#x} are said to be the parent's, but lie in {}", r.vaddr, v.name)),
+            PageOrigin::Here | PageOrigin::Reference => {}
         }
         if matches!(v.kind, VmaKind::Vdso | VmaKind::Vvar | VmaKind::Vsyscall) && r.origin != PageOrigin::Reference {
             return bad(format!("pages at {:#x} target the vDSO", r.vaddr));

@@ -196,6 +196,12 @@ fn checked_images(img: &ImageReader, allow_changed_files: bool, pages: Pages) ->
     for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
         let p = if pages == Pages::InFiles { img.read_process(e.pid)? } else { img.read_process_meta(e.pid)? };
         plan_process(&p)?;
+        if pages != Pages::InFiles && p.pages.iter().any(|r| r.origin == cryo_image::PageOrigin::Inherited) {
+            return Err(RestoreError::Rebuild(format!(
+                "process {} of this image has pages it shares with its parent stored once, in the parent's pages file, which a stream or a fetch cannot give in time: restart the image from its directory",
+                p.pid
+            )));
+        }
         check::files_exist(&p)?;
         // A file that grows (a log) is only warned about, once, by the real
         // restart; the vDSO's copy is among the pages.

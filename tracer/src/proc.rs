@@ -387,6 +387,8 @@ pub mod pagemap {
     pub const SWAPPED: u64 = 1 << 62;
     /// The page is file-backed or shared-anon (not a private anonymous page).
     pub const FILE_SHARED: u64 = 1 << 61;
+    /// The page is mapped by this process alone (shared with no fork).
+    pub const EXCLUSIVE: u64 = 1 << 56;
 }
 
 /// Reads pagemap entries for a range of pages.

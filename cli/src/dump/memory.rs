@@ -62,7 +62,7 @@ impl Part {
 
 /// Bytes the runs take in the pages file.
 pub fn bytes(runs: &[PageRun]) -> u64 {
-    runs.iter().filter(|r| r.origin != PageOrigin::Parent).map(|r| r.npages * page_size()).sum()
+    runs.iter().filter(|r| r.origin.in_pages_file()).map(|r| r.npages * page_size()).sum()
 }
 
 /// Bytes of pages handed to the sink's thread at a time: small enough to
@@ -108,7 +108,7 @@ pub fn stream(
         origins.clear();
         Ok(())
     };
-    for (group, run) in runs.iter().enumerate().filter(|(_, r)| r.origin != PageOrigin::Parent) {
+    for (group, run) in runs.iter().enumerate().filter(|(_, r)| r.origin.in_pages_file()) {
         let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
         if !part.holds(vma) {
             continue;
@@ -272,7 +272,7 @@ pub struct Layout {
 pub fn layout(runs: &[PageRun], vmas: &[Vma], src: &mut dyn PageSource) -> Result<Layout> {
     let ps = page_size();
     let mut out = Layout { runs: Vec::new(), len: 0, zero_pages: 0 };
-    for run in runs.iter().filter(|r| r.origin != PageOrigin::Parent) {
+    for run in runs.iter().filter(|r| r.origin.in_pages_file()) {
         let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
         let mut zero = Vec::with_capacity(run.npages as usize);
         if droppable_if_zero(vma, run) && vmsplice_readable(vma) {

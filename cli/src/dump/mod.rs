@@ -6,6 +6,7 @@
 //! it only becomes complete after the target was cured.
 
 mod fds;
+mod inherited;
 mod lock;
 mod memory;
 mod parent;
@@ -66,6 +67,10 @@ pub struct Options<'a> {
     /// their checksums are made as they are sent (needs `kill` and a hold;
     /// no compression).
     pub pages_in_tree: bool,
+    /// Store the pages a child shares with its parent since a fork once
+    /// (see inherited.rs): the image must then be restarted from its
+    /// directory, not from a stream.
+    pub inherit: bool,
     /// Processes dumped, and snapshots written, at once at most (None: see
     /// `relay::width_for`).
     pub jobs: Option<usize>,
@@ -112,6 +117,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let prev = parent.as_ref().map(|p| p.tracking(view.pid(pid)?)).transpose()?;
     clock.stage("parent checked");
     let tree_pids = tree.pids();
+    let parents = if opts.inherit && !opts.pages_in_tree { parents_in(&tree_pids) } else { ParentMaps::new() };
     let zombies: Vec<i32> = tree.zombies.iter().map(|z| z.pid).collect();
     let mut tree_fds = fds::collect(&tree_pids, &zombies, &view, &mut writer, opts.tcp_close)?;
     clock.stage("fds collected");
@@ -137,6 +143,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             pages_files: &pages_files,
             shared: &shared,
             progress: &progress,
+            parents: &parents,
         };
         // Processes are dumped several at once (each keeps a cryo thread and
         // the process busy), in waves. In low-freeze mode a process may have
@@ -252,13 +259,16 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let snapshots = deferred.iter().filter(|d| d.snapshot.is_some()).count();
     let finished = (|| -> Result<Totals> {
         let mut totals = Totals::default();
-        write_from_snapshots(&mut deferred, &progress, opts.jobs)?;
+        write_from_snapshots(&mut deferred, &progress, opts.jobs, opts.inherit)?;
         for d in deferred {
             totals.add(d.complete(&mut writer)?);
         }
-        let Totals { pages, incremental, zero_pages, .. } = totals;
+        let Totals { pages, incremental, zero_pages, inherited, .. } = totals;
         if zero_pages > 0 {
             tracing::info!("{zero_pages} pages were all zero and not stored");
+        }
+        if inherited > 0 {
+            tracing::info!("{inherited} pages children share with their parent since a fork were stored once");
         }
         let inventory = Inventory {
             cryo_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -325,6 +335,26 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         parent: if incremental { opts.parent.clone() } else { None },
         bytes,
     })
+}
+
+/// Each process of the tree whose parent is in it too: the parent's pid
+/// and memory map (see inherited.rs).
+type ParentMaps = std::collections::HashMap<i32, (i32, Vec<Vma>)>;
+
+/// Read while the tree is frozen, before any parasite is in it.
+fn parents_in(tree: &[i32]) -> ParentMaps {
+    let mut maps: std::collections::HashMap<i32, Option<Vec<Vma>>> = std::collections::HashMap::new();
+    let mut out = ParentMaps::new();
+    for &pid in tree {
+        let Ok(ppid) = proc::status(pid).map(|s| s.ppid) else { continue };
+        if !tree.contains(&ppid) {
+            continue;
+        }
+        if let Some(vmas) = maps.entry(ppid).or_insert_with(|| proc::maps(ppid).ok()) {
+            out.insert(pid, (ppid, vmas.clone()));
+        }
+    }
+    out
 }
 
 /// The siginfo of the signals queued for a frozen thread (or its process).
@@ -490,6 +520,8 @@ struct Totals {
     bytes: u64,
     incremental: bool,
     zero_pages: u64,
+    /// Pages left to a parent process's copy.
+    inherited: u64,
 }
 
 impl Totals {
@@ -498,11 +530,14 @@ impl Totals {
         self.bytes += t.bytes;
         self.incremental |= t.incremental;
         self.zero_pages += t.zero_pages;
+        self.inherited += t.inherited;
     }
 }
 
 impl Pending {
-    fn write_from_snapshot(&mut self, progress: &indicatif::ProgressBar) -> Result<()> {
+    /// `parent`: its parent's snapshot (pid, memory map), to store the
+    /// pages they share once; `keep`: the snapshot stays for a child's.
+    fn write_from_snapshot(&mut self, progress: &indicatif::ProgressBar, parent: Option<&(i32, Vec<Vma>)>, keep: bool) -> Result<()> {
         let Some((mut parasite, mut snapshot)) = self.snapshot.take() else { return Ok(()) };
         let clock = Clock::start(format!("snapshot {}", snapshot.pid));
         let mem = MemFile::open(snapshot.pid)?;
@@ -511,14 +546,22 @@ impl Pending {
         same_after_fork(self.process.pid, vmas, &proc::vmas(snapshot.pid)?)?;
         let private = memory::select(snapshot.pid, vmas, part, &mem, &mut memory::SharedSeen::new(), self.tracked.as_ref())
             .context("choosing pages in the snapshot")?;
+        let private = match parent.map(|(pid, theirs)| (MemFile::open(*pid), theirs)) {
+            Some((Ok(theirs), pvmas)) => inherited::split(private, vmas, &mem, &inherited::ParentPages { vmas: pvmas.clone(), mem: theirs }, None),
+            _ => private,
+        };
         clock.stage("pages chosen");
         progress.inc_length(memory::bytes(&private));
         let mut src = FromSnapshot { parasite: &mut parasite, snapshot: &mut snapshot };
         let PagesOut::File(sink) = &mut self.pages else { anyhow::bail!("internal error: a snapshot's pages stay in the tree") };
         memory::stream(&private, vmas, part, &mem, sink, progress, &mut src).context("writing memory from the snapshot")?;
         clock.stage("pages written");
-        drop(snapshot);
-        clock.stage("killed");
+        if keep {
+            self.snapshot = Some((parasite, snapshot));
+        } else {
+            drop(snapshot);
+            clock.stage("killed");
+        }
         self.chosen.extend(private);
         Ok(())
     }
@@ -534,16 +577,17 @@ impl Pending {
             PagesOut::InTree(l) => (l.runs, None, l.len, None, l.zero_pages),
         };
         let incremental = chosen.iter().any(|r| r.origin == PageOrigin::Parent);
-        runs.extend(chosen.into_iter().filter(|r| r.origin == PageOrigin::Parent));
+        runs.extend(chosen.into_iter().filter(|r| !r.origin.in_pages_file()));
         runs.sort_by_key(|r| r.vaddr);
-        let pages = runs.iter().filter(|r| r.origin != PageOrigin::Parent).map(|r| r.npages).sum();
+        let pages = runs.iter().filter(|r| r.origin.in_pages_file()).map(|r| r.npages).sum();
+        let inherited = runs.iter().filter(|r| r.origin == PageOrigin::Inherited).map(|r| r.npages).sum();
         process.pages = runs;
         process.pages_bytes = len;
         process.compression = compression;
         process.pages_crc = crc;
         fault::check("image-write")?;
         writer.write_process(&process)?;
-        Ok(Totals { pages, bytes: len, incremental, zero_pages })
+        Ok(Totals { pages, bytes: len, incremental, zero_pages, inherited })
     }
 }
 
@@ -551,15 +595,31 @@ impl Pending {
 /// at once: each keeps a cryo thread and its snapshot busy. A snapshot is
 /// killed as soon as its memory is written (or on error); the first error
 /// (in tree order) is returned once all have ended.
-fn write_from_snapshots(deferred: &mut [Pending], progress: &indicatif::ProgressBar, jobs_limit: Option<usize>) -> Result<()> {
+fn write_from_snapshots(deferred: &mut [Pending], progress: &indicatif::ProgressBar, jobs_limit: Option<usize>, inherit: bool) -> Result<()> {
+    // Snapshots of parents whose children have one: they stay until every
+    // snapshot is written, for the children to compare their pages with.
+    let snapshot_of = |pid: i32| deferred.iter().find(|d| d.process.pid == pid).and_then(|d| Some((d.snapshot.as_ref()?.1.pid, d.process.vmas.clone())));
+    let parents: std::collections::HashMap<i32, (i32, Vec<Vma>)> = if inherit {
+        deferred.iter().filter(|d| d.snapshot.is_some()).filter_map(|d| Some((d.process.ppid, snapshot_of(d.process.ppid)?))).collect()
+    } else {
+        Default::default()
+    };
+    let parents = &parents;
     let jobs: Vec<relay::Job<Result<()>>> = deferred
         .iter_mut()
         .filter(|d| d.snapshot.is_some())
-        .map(|d| Box::new(move || d.write_from_snapshot(progress)) as relay::Job<Result<()>>)
+        .map(|d| {
+            let (parent, keep) = (parents.get(&d.process.ppid), parents.contains_key(&d.process.pid));
+            Box::new(move || d.write_from_snapshot(progress, parent, keep)) as relay::Job<Result<()>>
+        })
         .collect();
     let width = relay::width_for(jobs.len(), jobs_limit, 2);
     tracing::debug!("{} snapshots written {width} at a time", jobs.len());
-    relay::in_parallel(jobs, width).into_iter().collect()
+    let written = relay::in_parallel(jobs, width).into_iter().collect();
+    for d in deferred.iter_mut() {
+        d.snapshot = None;
+    }
+    written
 }
 
 /// A lock of what processes dumped at once share; a panic elsewhere
@@ -599,9 +659,23 @@ struct Each<'a, 'w> {
     pages_files: &'a Mutex<&'w mut ImageWriter>,
     shared: &'a Mutex<memory::SharedSeen>,
     progress: &'a indicatif::ProgressBar,
+    parents: &'a ParentMaps,
 }
 
 impl Each<'_, '_> {
+    /// `runs` of frozen process `pid` (areas `vmas`, memory `mine`) with the
+    /// pages it shares with its frozen parent marked inherited.
+    fn inherit(&self, pid: i32, vmas: &[Vma], mine: &MemFile, runs: Vec<PageRun>) -> Vec<PageRun> {
+        let Some((ppid, pvmas)) = self.parents.get(&pid) else { return runs };
+        match MemFile::open(*ppid) {
+            Ok(mem) => inherited::split(runs, vmas, mine, &inherited::ParentPages { vmas: pvmas.clone(), mem }, proc::Pagemap::open(pid).ok().as_ref()),
+            Err(e) => {
+                tracing::debug!("process {pid}: pages shared with its parent are stored again ({e})");
+                runs
+            }
+        }
+    }
+
     /// Dump one frozen process (`snapshot`: it may leave its private memory
     /// to a copy-on-write snapshot).
     fn dump(&self, seized: &mut Seized, fds: Vec<FdImage>, snapshot: bool) -> Result<Frozen> {
@@ -738,6 +812,7 @@ fn pages_while_frozen(
         return Ok((chosen, None, PagesOut::InTree(layout)));
     }
     let first = if use_snapshot { memory::Part::Frozen } else { memory::Part::All };
+    let mut chosen = each.inherit(pid, vmas, &remote.mem, chosen);
     progress.inc_length(memory::bytes(&chosen));
     let mem = MemFile::open(pid)?;
     let mut sink = Sink::new(locked(pages_files).create_pages(view.pid(pid)?)?, compress, page_size(), memory::PIECE)?;
@@ -758,6 +833,7 @@ fn pages_while_frozen(
         Err(e) => {
             tracing::warn!("process {pid}: no copy-on-write snapshot ({e}); writing its memory while it is stopped");
             let private = memory::select(pid, vmas, memory::Part::Private, &remote.mem, &mut locked(shared), tracked)?;
+            let private = each.inherit(pid, vmas, &remote.mem, private);
             progress.inc_length(memory::bytes(&private));
             splice(&private, memory::Part::Private, seized, remote, parasite)?;
             chosen.extend(private);

@@ -84,6 +84,8 @@ struct ProcessReport {
     vmas: Vec<VmaReport>,
     mapped_bytes: u64,
     pages_stored: u64,
+    /// Pages the image leaves to the parent process's copy (shared since a fork).
+    pages_inherited: u64,
     page_runs: Vec<RunReport>,
     fds: Vec<FdReport>,
     signals: SignalReport,
@@ -414,6 +416,7 @@ fn process_report(img: &ImageReader, p: &ProcessImage) -> Result<ProcessReport> 
         vmas,
         mapped_bytes: p.vmas.iter().map(|v| v.len()).sum(),
         pages_stored: p.pages.iter().filter(|r| r.origin == PageOrigin::Here).map(|r| r.npages).sum(),
+        pages_inherited: p.pages.iter().filter(|r| r.origin == PageOrigin::Inherited).map(|r| r.npages).sum(),
         page_runs: p
             .pages
             .iter()
@@ -697,7 +700,8 @@ fn text(dir: &Path, r: &Report) -> String {
             }
             let _ = writeln!(o, "    ({})", t.stack_end);
         }
-        let _ = writeln!(o, "\n  memory: {} in {} areas, {} pages stored", kib(p.mapped_bytes), p.vmas.len(), p.pages_stored);
+        let inherited = if p.pages_inherited > 0 { format!(", {} the parent's (shared since a fork)", p.pages_inherited) } else { String::new() };
+        let _ = writeln!(o, "\n  memory: {} in {} areas, {} pages stored{inherited}", kib(p.mapped_bytes), p.vmas.len(), p.pages_stored);
         for v in &p.vmas {
             let _ = writeln!(o, "    {:#014x}-{:#014x} {:>9} {} {:>9} stored  {}", v.start, v.end, kib(v.size), v.perms, kib(v.stored_pages * r.page_size), v.name);
         }

@@ -208,6 +208,7 @@ pub fn run(o: &Options) -> Result<Report> {
         // A pre-copy's last round, small, is stored whole by B (and so
         // needs its checksums up front).
         pages_in_tree: !o.precopy,
+        inherit: false,
         jobs: None,
     });
     let mut ssh = ssh.into_inner();
@@ -267,6 +268,7 @@ fn precopy(o: &Options, ssh: &RefCell<Remote>, staging: &Staging, rounds: &mut V
             compress: None,
             killed: None,
             pages_in_tree: false,
+            inherit: false,
             jobs: None,
         })
         .with_context(|| format!("pre-copy round {k}"))?;

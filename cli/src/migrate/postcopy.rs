@@ -20,7 +20,7 @@ use crate::dump;
 use crate::streaming::{Input, Staging};
 use anyhow::{anyhow, bail, Context, Result};
 use cryo_image::stream::LiveMemory;
-use cryo_image::{ImageReader, PageOrigin, ProcessState};
+use cryo_image::{ImageReader, ProcessState};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Read};
@@ -103,7 +103,7 @@ impl<'a> Sender<'a> {
         let mut files = HashMap::new();
         for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
             let p = img.read_process_meta(e.pid)?;
-            let mut runs: Vec<_> = p.pages.iter().filter(|r| r.origin != PageOrigin::Parent).map(|r| (r.file_offset, r.vaddr, r.npages * ps)).collect();
+            let mut runs: Vec<_> = p.pages.iter().filter(|r| r.origin.in_pages_file()).map(|r| (r.file_offset, r.vaddr, r.npages * ps)).collect();
             runs.sort();
             files.insert(cryo_image::pages_file(p.pid), LiveFile { pid: p.pid, runs, len: p.pages_bytes, sent: Coverage::default() });
         }
@@ -231,6 +231,7 @@ pub(super) fn run(o: &Options, ssh: Remote, t0: Instant) -> Result<super::Report
         compress: None,
         killed: None,
         pages_in_tree: true,
+        inherit: false,
         jobs: None,
     });
     let mut ssh = ssh.into_inner();

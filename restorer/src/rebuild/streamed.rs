@@ -51,7 +51,7 @@ pub fn read(b: &mut Restoree, s: Streamed<'_>, progress: &PageProgress) -> Resul
     }
     let ps = cryo_tracer::arch::page_size();
     s.stream.open(&name, p.pages_bytes)?;
-    let mut runs: Vec<_> = p.pages.iter().filter(|r| r.origin != PageOrigin::Parent).collect();
+    let mut runs: Vec<_> = p.pages.iter().filter(|r| r.origin.in_pages_file()).collect();
     runs.sort_by_key(|r| r.file_offset);
     let vdso = check::vdso_copy(&p).map(|(run, _)| run.vaddr);
     let mut vdso_copy = None;

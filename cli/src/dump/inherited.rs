@@ -1,0 +1,116 @@
+//! Pages a process still shares with its parent since a fork (a forked
+//! server's workers, a pool of children) are stored once: the child's image
+//! marks them [`PageOrigin::Inherited`] and a restart reads the parent's.
+//!
+//! Sharing is found by content, not by page frames, which pagemap hides from
+//! unprivileged readers: a child's page of anonymous memory is compared with
+//! its parent's page at the same address, where the parent's image has
+//! anonymous memory too. Then the parent's restored page is the compared one
+//! (or zero, if the parent's was all zero and left out). Where the child is
+//! read frozen, pagemap's "mapped once" bit says which pages cannot be
+//! shared, and those are not read twice.
+
+use cryo_image::{PageOrigin, PageRun, Vma, VmaKind};
+use cryo_tracer::arch::page_size;
+use cryo_tracer::proc::{pagemap, MemFile, Pagemap};
+
+/// Bytes compared at a time.
+const CHUNK: u64 = 256 << 10;
+
+/// The parent's memory as its image has it.
+pub struct ParentPages {
+    /// Its memory areas.
+    pub vmas: Vec<Vma>,
+    /// Its memory as it is dumped: the frozen process, or its snapshot.
+    pub mem: MemFile,
+}
+
+fn anonymous(v: &Vma) -> bool {
+    matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack) && v.prot & libc::PROT_READ as u32 != 0
+}
+
+/// `runs` (of a process with areas `vmas`, read through `mine`) with the
+/// pages equal to the parent's marked inherited. `frozen_map`: the child's
+/// pagemap, when `mine` is the child itself (not a snapshot).
+pub fn split(runs: Vec<PageRun>, vmas: &[Vma], mine: &MemFile, parent: &ParentPages, frozen_map: Option<&Pagemap>) -> Vec<PageRun> {
+    let ps = page_size();
+    let mut cmp = Compare { ps, mine, parent, frozen_map, a: vec![0; CHUNK as usize], b: vec![0; CHUNK as usize], ents: Vec::new() };
+    let mut out: Vec<PageRun> = Vec::with_capacity(runs.len());
+    for run in runs {
+        let v = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end);
+        if run.origin != PageOrigin::Here || !v.is_some_and(anonymous) {
+            out.push(run);
+            continue;
+        }
+        // Pieces of one run may join; pieces of two runs stay apart (each
+        // run is one range of the pages file: see `Sink`).
+        let first = out.len();
+        let push = |out: &mut Vec<PageRun>, vaddr: u64, npages: u64, origin: PageOrigin| {
+            let joins = out.len() > first && out.last().is_some_and(|l| l.origin == origin && l.vaddr + l.npages * ps == vaddr);
+            match out.last_mut() {
+                Some(last) if joins => last.npages += npages,
+                _ => out.push(PageRun { vaddr, npages, file_offset: 0, origin }),
+            }
+        };
+        let end = run.vaddr + run.npages * ps;
+        let mut at = run.vaddr;
+        while at < end {
+            let Some(pv) = parent.vmas.iter().find(|p| p.end > at && p.start < end) else {
+                push(&mut out, at, (end - at) / ps, PageOrigin::Here);
+                break;
+            };
+            if pv.start > at {
+                push(&mut out, at, (pv.start - at) / ps, PageOrigin::Here);
+                at = pv.start;
+            }
+            let stop = pv.end.min(end);
+            if !anonymous(pv) {
+                push(&mut out, at, (stop - at) / ps, PageOrigin::Here);
+                at = stop;
+                continue;
+            }
+            while at < stop {
+                let n = (stop - at).min(CHUNK);
+                for (i, same) in cmp.chunk(at, n).into_iter().enumerate() {
+                    let origin = if same { PageOrigin::Inherited } else { PageOrigin::Here };
+                    push(&mut out, at + i as u64 * ps, 1, origin);
+                }
+                at += n;
+            }
+        }
+    }
+    out
+}
+
+struct Compare<'a> {
+    ps: u64,
+    mine: &'a MemFile,
+    parent: &'a ParentPages,
+    frozen_map: Option<&'a Pagemap>,
+    a: Vec<u8>,
+    b: Vec<u8>,
+    ents: Vec<u64>,
+}
+
+impl Compare<'_> {
+    /// For each page of [at, at + len): is it the parent's too? A page that
+    /// cannot be read is taken for the process's own.
+    fn chunk(&mut self, at: u64, len: u64) -> Vec<bool> {
+        let pages = (len / self.ps) as usize;
+        let maybe: Vec<bool> = match self.frozen_map {
+            Some(pm) if pm.entries(at, at + len, self.ps, &mut self.ents).is_ok() => {
+                self.ents.iter().map(|e| e & pagemap::PRESENT != 0 && e & pagemap::EXCLUSIVE == 0).collect()
+            }
+            _ => vec![true; pages],
+        };
+        if !maybe.contains(&true) {
+            return maybe;
+        }
+        let n = len as usize;
+        if self.mine.read(at, &mut self.a[..n]).is_err() || self.parent.mem.read(at, &mut self.b[..n]).is_err() {
+            return vec![false; pages];
+        }
+        let ps = self.ps as usize;
+        maybe.iter().enumerate().map(|(i, &m)| m && self.a[i * ps..(i + 1) * ps] == self.b[i * ps..(i + 1) * ps]).collect()
+    }
+}
