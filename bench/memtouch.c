@@ -1,5 +1,6 @@
-/* memtouch MIB [PAGES_PER_SEC]: fill MIB MiB of anonymous memory with non-zero data,
- * print "ready", then sleep (the checkpoint target for bench/run.sh), or with
+/* memtouch MIB [PAGES_PER_SEC [FORKS]]: fill MIB MiB of anonymous memory with non-zero
+ * data, fork FORKS children that share it (default none), and each print "ready",
+ * then sleep (the checkpoint target for bench/run.sh), or with
  * PAGES_PER_SEC keep rewriting that many pages a second, one after the other (a
  * steady dirty rate, for migration). Each SIGUSR1 rewrites 1% of the pages (every
  * 100th) and prints "dirtied N". */
@@ -24,6 +25,9 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGUSR1);
     sigprocmask(SIG_BLOCK, &set, NULL);
+    size_t forks = argc > 3 ? strtoul(argv[3], NULL, 10) : 0;
+    for (size_t k = 0; k < forks && fork() != 0; k++)
+        ;
     printf("ready %zu MiB pid %d\n", mib, (int)getpid());
     fflush(stdout);
     size_t rate = argc > 2 ? strtoul(argv[2], NULL, 10) : 0, next = 0;

@@ -23,6 +23,9 @@
 #   - a tree (CRYO_BENCH_TREE, default 4x256: a shell with 4 children of 256 MiB; 0
 #     skips it): low-freeze and --direct checkpoints, and a restart, with its
 #     processes handled one after another (--jobs 1) and several at once (the default)
+#   - a forked tree (CRYO_BENCH_FORKED, default 4x256: a process of 256 MiB and 3
+#     children forked after it wrote it; 0 skips it): checkpoint --kill and low-freeze,
+#     image size against the memory of all processes, and a restart
 #   - cryo migrate of CRYO_BENCH_MIGRATE_MIB (default 1024; 0 skips it) MiB written at a
 #     low rate, to this same host, plain, with --precopy and with --postcopy: the downtime
 # and prints, per workload, a table with ratios and the issue's goals next to them.
@@ -38,10 +41,11 @@ PY_MIB=${CRYO_BENCH_PY_MIB:-512}
 INC_RUNS=${CRYO_BENCH_INC_RUNS:-5}
 RUNS=${CRYO_BENCH_RUNS:-3}
 TREE=${CRYO_BENCH_TREE:-4x256}
+FORKED=${CRYO_BENCH_FORKED:-4x256}
 MIGRATE_MIB=${CRYO_BENCH_MIGRATE_MIB:-1024}
 # `bench/run.sh migrate` or `bench/run.sh tree`: only those figures.
 case "${SIZES[0]}" in
-    migrate) SIZES=() PY_MIB=0 TREE=0 ;;
+    migrate) SIZES=() PY_MIB=0 TREE=0 FORKED=0 ;;
     tree) SIZES=() PY_MIB=0 MIGRATE_MIB=0 ;;
 esac
 need gcc setpriv python3
@@ -55,7 +59,7 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     rm -f "$W/dd.out" "$W"/core.*
-    [ -n "${CRYO_BENCH_KEEP:-}" ] || rm -rf "$W"/img-* "$W"/lf-* "$W"/inc-* "$W"/direct-* "$W"/tree-*
+    [ -n "${CRYO_BENCH_KEEP:-}" ] || rm -rf "$W"/img-* "$W"/lf-* "$W"/inc-* "$W"/direct-* "$W"/tree-* "$W"/forked-*
 }
 trap cleanup EXIT
 
@@ -354,6 +358,33 @@ bench_tree() {
     rm -rf "$W/tree-img"
 }
 
+# bench_forked N MIB: a process of MIB MiB and N-1 children forked after it wrote
+# it, sharing it copy-on-write: checkpoints store the shared pages once.
+bench_forked() {
+    local n=$1 mib=$2 pid host
+    start_bg "$W" forked.log "$W/forked.pid" ./memtouch "$mib" 0 $((n - 1))
+    pid=$(cat "$W/forked.pid")
+    PIDS+=("$pid")
+    for _ in $(seq 1 1200); do
+        [ "$(grep -c '^ready' "$W/forked.log" 2>/dev/null)" -ge "$n" ] && break
+        sleep 0.1
+    done
+    PIDS+=($(awk '/^ready/ { print $NF }' "$W/forked.log"))
+    echo
+    echo "== forked tree: $n processes sharing $mib MiB since a fork ($((n * mib)) MiB of private memory in all) =="
+    printf '%-40s %9s %9s %9s\n' "what" "seconds" "stop ms" "image MiB"
+    checkpoint_median forked-lf forked-lf
+    printf '%-40s %9s %9s\n' "cryo checkpoint (low-freeze)" "$T" "$(ms "$F")"
+    timed forked-kill ./cryo checkpoint "$pid" -o forked-img --kill --json
+    printf '%-40s %9s %9s %9s\n' "cryo checkpoint --kill" "$T" "$(ms "$(json forked-kill frozen_us)")" "$(mib "$(json forked-kill bytes)")"
+    timed forked-restart ./cryo restart forked-img --detach --pidfile forked.restored
+    printf '%-40s %9s\n' "cryo restart --detach" "$T"
+    host=$(cat "$W/forked.restored")
+    PIDS+=("$host")
+    kill -KILL $(cat /proc/"$host"/task/*/children 2>/dev/null) "$host" 2>/dev/null || true
+    rm -rf "$W/forked-img"
+}
+
 for size in "${SIZES[@]+"${SIZES[@]}"}"; do
     bench_one "anon-$size" anon ./memtouch "$size"
 done
@@ -361,4 +392,5 @@ if [ "$PY_MIB" != 0 ]; then
     bench_one "python3-heap" python /usr/bin/python3 pyheap.py "$PY_MIB"
 fi
 [ "$TREE" = 0 ] || bench_tree "${TREE%x*}" "${TREE#*x}"
+[ "$FORKED" = 0 ] || bench_forked "${FORKED%x*}" "${FORKED#*x}"
 [ "$MIGRATE_MIB" = 0 ] || bench_migrate "$MIGRATE_MIB"

@@ -280,55 +280,70 @@ fn restart_of_a_restart_keeps_the_tree() {
 /// the forks (as a forked server's workers do): a child's image stores only
 /// the pages it no longer shares with its parent, and after a restart every
 /// process holds exactly what it wrote. Checked with the tree read frozen
-/// (--kill) and from copy-on-write snapshots (low-freeze), where the
-/// children's pages are compared with their parents' snapshots.
+/// (--kill, --direct) and from copy-on-write snapshots (low-freeze), where
+/// the children's pages are compared with their parents' snapshots. A tree
+/// left running still shares its memory: reading it to compare copied none.
 #[test]
 fn pages_shared_since_a_fork_are_stored_once() {
     let h = Harness::with_cryo("tree-forked");
     let prog = h.compile("forked_heap");
     const NAMES: [&str; 4] = ["parent", "child1", "child2", "grandchild"];
     let heap_pages = 16 * 256;
-    for kill in [true, false] {
-        let what = if kill { "--kill" } else { "low-freeze" };
-        let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "16", "150", "20"], &format!("forked-{kill}.log"));
+    for mode in ["--kill", "low-freeze", "--direct"] {
+        let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "16", "150", "20"], &format!("forked{mode}.log"));
         for name in NAMES {
             log.wait_for(&format!("{name} step 2"), SECS20, |t| t.contains(&format!("{name} step 2 ok")));
         }
-        let img = h.path(&format!("img-{kill}"));
-        if kill {
+        let img = h.path(&format!("img{mode}"));
+        if mode == "--kill" {
             h.checkpoint_kill(&mut p, &img);
         } else {
-            let out = h.cryo_run(&["checkpoint", &p.pid().to_string(), "-o", img.to_str().unwrap()]);
+            let mut args = vec!["checkpoint".to_string(), p.pid().to_string(), "-o".into(), img.to_str().unwrap().into()];
+            args.extend((mode == "--direct").then(|| mode.to_string()));
+            let out = h.cryo_run(&args.iter().map(String::as_str).collect::<Vec<_>>());
             out.assert_ok();
-            assert!(out.stderr.contains("copy-on-write snapshot"), "{what}: written from snapshots:\n{}", out.describe());
+            let snapshots = out.stderr.contains("copy-on-write snapshot");
+            assert_eq!(snapshots, mode == "low-freeze", "{mode}: written from snapshots or not:\n{}", out.describe());
+            for kid in children(p.pid()) {
+                let shared_kib = smaps_rollup_kib(kid, "Shared_Dirty");
+                assert!(shared_kib >= 15 * 1024, "{mode}: child {kid} shares {shared_kib} KiB with the others after the checkpoint");
+            }
             p.kill();
         }
         let inv = inspect_json(&h, &img);
         let procs = inv["processes"].as_array().expect("inspect lists the processes");
-        assert_eq!(procs.len(), 4, "{what}: {procs:?}");
+        assert_eq!(procs.len(), 4, "{mode}: {procs:?}");
         let count = |p: &Value, k: &str| p[k].as_u64().unwrap_or_else(|| panic!("{k} in {p:?}"));
-        assert!(count(&procs[0], "pages_stored") >= heap_pages && count(&procs[0], "pages_inherited") == 0, "{what}: the parent stores its heap");
+        assert!(count(&procs[0], "pages_stored") >= heap_pages && count(&procs[0], "pages_inherited") == 0, "{mode}: the parent stores its heap");
         for p in &procs[1..] {
             // The 8 pages the parent rewrote and 4 a child rewrote are each
             // child's own; so is what the C library wrote since the fork.
             let (own, shared) = (count(p, "pages_stored"), count(p, "pages_inherited"));
-            assert!(shared >= heap_pages - 12 && own < heap_pages / 8, "{what}: process {} stores {own} pages and leaves {shared} to its parent", p["pid"]);
+            assert!(shared >= heap_pages - 12 && own < heap_pages / 8, "{mode}: process {} stores {own} pages and leaves {shared} to its parent", p["pid"]);
         }
         let _ = h.restart_detached(&img);
         for name in NAMES {
             log.wait_for(&format!("{name} done"), SECS20, |t| t.contains(&format!("{name} done")));
         }
         let lines = log.lines();
-        assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{what}: memory changed across the restart:\n{}", lines.join("\n"));
+        assert!(!lines.iter().any(|l| l.starts_with("BAD")), "{mode}: memory changed across the restart:\n{}", lines.join("\n"));
         for name in NAMES {
             let steps: Vec<u32> = lines.iter().filter_map(|l| l.strip_prefix(&format!("{name} step "))?.split(' ').next()?.parse().ok()).collect();
-            if kill {
-                assert_eq!(steps, (1..=150).collect::<Vec<_>>(), "{what}: {name} checked its memory at every step:\n{}", lines.join("\n"));
+            if mode == "--kill" {
+                assert_eq!(steps, (1..=150).collect::<Vec<_>>(), "{mode}: {name} checked its memory at every step:\n{}", lines.join("\n"));
             } else {
                 // The tree ran on until it was killed; the restarted one
                 // wrote over what it logged since (at its old file offset).
-                assert_eq!(steps.last(), Some(&150), "{what}: {name} checked its memory to the end:\n{}", lines.join("\n"));
+                assert_eq!(steps.last(), Some(&150), "{mode}: {name} checked its memory to the end:\n{}", lines.join("\n"));
             }
         }
     }
+}
+
+/// A field of /proc/PID/smaps_rollup, in KiB.
+fn smaps_rollup_kib(pid: i32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/smaps_rollup:\n{text}"))
 }

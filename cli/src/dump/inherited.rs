@@ -8,7 +8,9 @@
 //! anonymous memory too. Then the parent's restored page is the compared one
 //! (or zero, if the parent's was all zero and left out). Where the child is
 //! read frozen, pagemap's "mapped once" bit says which pages cannot be
-//! shared, and those are not read twice.
+//! shared, and those are not read twice. Pages are read through
+//! /proc/PID/mem: process_vm_readv pins them read-only, which makes the
+//! kernel unshare (copy) every page shared copy-on-write that it reads.
 
 use cryo_image::{PageOrigin, PageRun, Vma, VmaKind};
 use cryo_tracer::arch::page_size;
