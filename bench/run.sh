@@ -129,6 +129,21 @@ wait_line() {
     exit 1
 }
 
+# start_ready NAME N CMD...: start CMD (output in NAME.log) and wait until N memtouch
+# processes logged "ready"; sets pid to CMD's and adds every pid to PIDS.
+start_ready() {
+    local name=$1 n=$2
+    shift 2
+    start_bg "$W" "$name.log" "$W/$name.pid" "$@"
+    pid=$(cat "$W/$name.pid")
+    PIDS+=("$pid")
+    for _ in $(seq 1 1200); do
+        [ "$(grep -c '^ready' "$W/$name.log" 2>/dev/null)" -ge "$n" ] && break
+        sleep 0.1
+    done
+    PIDS+=($(awk '/^ready/ { print $NF }' "$W/$name.log"))
+}
+
 # bench_one NAME KIND CMD...: one workload (KIND anon: incremental measured too);
 # memcpy and dd move as many bytes as the workload has resident.
 bench_one() {
@@ -320,14 +335,7 @@ PY
 # the median of RUNS.
 bench_tree() {
     local n=$1 mib=$2 pid mode one many
-    start_bg "$W" tree.log "$W/tree.pid" bash -c 'for i in $(seq 1 "$1"); do ./memtouch "$2" & done; wait' tree "$n" "$mib"
-    pid=$(cat "$W/tree.pid")
-    PIDS+=("$pid")
-    for _ in $(seq 1 1200); do
-        [ "$(grep -c '^ready' "$W/tree.log" 2>/dev/null)" -ge "$n" ] && break
-        sleep 0.1
-    done
-    PIDS+=($(awk '/^ready/ { print $NF }' "$W/tree.log"))
+    start_ready tree "$n" bash -c 'for i in $(seq 1 "$1"); do ./memtouch "$2" & done; wait' tree "$n" "$mib"
     echo
     echo "== tree: $n processes of $mib MiB under a shell =="
     printf '%-40s %9s %9s %9s\n' "what (seconds; stop ms)" "--jobs 1" "default" "speed-up"
@@ -362,14 +370,7 @@ bench_tree() {
 # it, sharing it copy-on-write: checkpoints store the shared pages once.
 bench_forked() {
     local n=$1 mib=$2 pid host
-    start_bg "$W" forked.log "$W/forked.pid" ./memtouch "$mib" 0 $((n - 1))
-    pid=$(cat "$W/forked.pid")
-    PIDS+=("$pid")
-    for _ in $(seq 1 1200); do
-        [ "$(grep -c '^ready' "$W/forked.log" 2>/dev/null)" -ge "$n" ] && break
-        sleep 0.1
-    done
-    PIDS+=($(awk '/^ready/ { print $NF }' "$W/forked.log"))
+    start_ready forked "$n" ./memtouch "$mib" 0 $((n - 1))
     echo
     echo "== forked tree: $n processes sharing $mib MiB since a fork ($((n * mib)) MiB of private memory in all) =="
     printf '%-40s %9s %9s %9s\n' "what" "seconds" "stop ms" "image MiB"

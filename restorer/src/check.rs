@@ -29,6 +29,8 @@ pub enum RestoreError {
     Io { what: String, source: std::io::Error },
     #[error("restoring: {0}")]
     Rebuild(String),
+    #[error("{error}; the kernel's out-of-memory killer ended {killed} processes meanwhile: the tree needs more memory than there was (free some, or raise the memory limit of cryo's cgroup); nothing of the tree was left running")]
+    OutOfMemory { error: Box<RestoreError>, killed: u64 },
     #[error("{0}; nothing of the tree was left running")]
     Cancelled(String),
     #[error("{0}; the restored process would see other data than it had. Put the file back as it was, or pass --allow-changed-files to restart anyway")]

@@ -102,6 +102,7 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     for p in images.values() {
         pages.insert(p.pid, cryo_image::chain::resolve(&img, p)?);
     }
+    memory_fits(&images, &pages, img.inventory.page_size);
     if !opts.pid_ns && img.inventory.processes.len() > 1 {
         tracing::warn!("restoring a tree without a pid namespace: its processes get new pids, which pids they remember will not match");
     }
@@ -122,9 +123,17 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
         return Err(RestoreError::Rebuild("pages fetched on demand need a lazy restart".into()));
     }
     let mut lazy = lazy::Server::new(opts.pages_on_demand);
+    let oom_kills = cryo_tracer::proc::oom_kills();
     let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts, digests, &mut lazy) {
         Ok(h) => h,
-        Err(e) => return Err(give_up(&mut sandbox, terminal, e)),
+        Err(e) => {
+            let e = give_up(&mut sandbox, terminal, e);
+            // A process the kernel killed for want of memory shows only as gone.
+            return Err(match (oom_kills, cryo_tracer::proc::oom_kills()) {
+                (Some(before), Some(now)) if now > before => RestoreError::OutOfMemory { error: Box::new(e), killed: now - before },
+                _ => e,
+            });
+        }
     };
     if let Some(t) = &terminal {
         t.notify(root_host);
@@ -176,6 +185,27 @@ fn give_up(sandbox: &mut ns::Sandbox, terminal: Option<terminal::Terminal>, e: R
 /// a receiver of a stream runs them before the pages cross the wire.
 pub fn precheck(dir: &std::path::Path) -> Result<()> {
     checked_images(&ImageReader::open(dir)?, false, Pages::NotYet).map(drop)
+}
+
+/// Warns when the tree's memory may not fit: a restart that runs out of
+/// memory halfway is killed. Pages that processes shared with their parent
+/// since a fork are filled into each of them.
+fn memory_fits(images: &HashMap<i32, ProcessImage>, pages: &HashMap<i32, ResolvedPages>, ps: u64) {
+    let need: u64 = pages.values().map(|s| s.bytes(ps)).sum();
+    let copies: u64 = images.values().flat_map(|p| &p.pages).filter(|r| r.origin == cryo_image::PageOrigin::Inherited).map(|r| r.npages * ps).sum();
+    let mib = |b: u64| b >> 20;
+    if copies > 0 {
+        tracing::info!("{} MiB that processes shared with their parent since a fork come back as copies of their own", mib(copies));
+    }
+    match cryo_tracer::proc::available_memory() {
+        Some(have) if need > have => tracing::warn!(
+            "the image's memory takes {} MiB{} and {} MiB are available here: the restart may run out of memory and be killed",
+            mib(need),
+            if copies > 0 { format!(" ({} MiB of it shared since a fork before, a copy per process now)", mib(copies)) } else { String::new() },
+            mib(have)
+        ),
+        _ => {}
+    }
 }
 
 /// Where the pages files of the image being checked are.

@@ -132,25 +132,45 @@ impl Sandbox {
             // SAFETY: kill has no memory arguments.
             unsafe { libc::kill(p, libc::SIGKILL) };
         }
-        if let Some(init) = self.init {
-            // Killing a pid namespace's init kills everything in it.
-            // SAFETY: as above.
-            unsafe { libc::kill(init, libc::SIGKILL) };
-            let mut st = 0;
-            // SAFETY: valid out-pointer.
-            unsafe { libc::waitpid(init, &mut st, 0) };
-        }
-        for &p in &self.spawned {
+        let Some(init) = self.init else {
+            reap_traced();
+            return;
+        };
+        // Killing a pid namespace's init kills everything in it. Its exit
+        // waits until every process of the namespace was reaped, and cryo
+        // reaps those it traces (processes and threads killed while traced,
+        // by this or by the kernel's OOM killer) before their parent can:
+        // so cryo reaps them while it waits for init.
+        // SAFETY: as above.
+        unsafe { libc::kill(init, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            reap_traced();
             let mut st = 0;
             // SAFETY: valid out-pointer; WNOHANG never blocks.
-            unsafe { libc::waitpid(p, &mut st, libc::WNOHANG) };
+            if unsafe { libc::waitpid(init, &mut st, libc::WNOHANG) } != 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                tracing::warn!("the restore namespace's init {init} did not exit within 10 s of SIGKILL");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
+        reap_traced();
     }
 
     /// The process cryo waits on in the foreground: init, or the process itself.
     pub fn waited(&self, root: i32) -> i32 {
         self.init.unwrap_or(root)
     }
+}
+
+/// Reap the exits of every process and thread cryo traces that ended.
+fn reap_traced() {
+    let mut st = 0;
+    // SAFETY: valid out-pointer; WNOHANG never blocks.
+    while unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) } > 0 {}
 }
 
 /// Host pid of init's child, from /proc/INIT/task/INIT/children.

@@ -435,3 +435,90 @@ fn sigkill_of_restart_leaves_nothing_running() {
         assert_eq!(log.line_count(), lines, "the half-restored tree ran ({stage}):\n{}", log.text());
     }
 }
+
+/// A restart of a forked tree that runs out of memory (a memory cgroup
+/// limit below the tree's memory): cryo warns before it starts, and when the kernel's OOM
+/// killer ends a half-restored process, cryo says so, ends the rest of the
+/// tree and returns (it once waited forever for the namespace's init, whose
+/// exit waited for the killed processes cryo traced).
+#[test]
+fn restart_out_of_memory_says_so_and_leaves_nothing() {
+    assert!(is_root(), "the test needs root to make a memory cgroup for cryo");
+    let h = Harness::with_cryo("oom-restart");
+    // A parent and three descendants sharing 24 MiB since their forks:
+    // stored once, filled into each of them on restart.
+    let prog = h.compile("forked_heap");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "24", "1000", "20"], "forked.log");
+    log.wait_for("the grandchild's second step", SECS20, |t| t.contains("grandchild step 2 ok"));
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+
+    let group = MemoryCgroup::new(&format!("cryo-oom-{}", std::process::id()), 64 << 20);
+    let (out, err) = (h.path("restart.out"), h.path("restart.err"));
+    let cryo = h.cryo();
+    let mut restart = h
+        .command(Who::Test, "sh")
+        .args(["-c", "read go && exec \"$0\" restart \"$1\" --detach", cryo.to_str().unwrap(), img.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("start the restart");
+    group.add(restart.id() as i32);
+    use std::io::Write;
+    restart.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = restart.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = restart.kill();
+            panic!("cryo restart still runs after 60 s:\n{}", std::fs::read_to_string(&err).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(!status.success(), "the restart cannot fit in 64 MiB:\n{stderr}");
+    assert!(stderr.contains("shared since a fork") && stderr.contains("may run out of memory"), "warned before the restart:\n{stderr}");
+    assert!(stderr.contains("out-of-memory killer"), "the error names the OOM killer:\n{stderr}");
+    h.assert_no_leftovers(&[], "a restart killed for want of memory");
+}
+
+/// A memory cgroup (v1's memory controller, or v2) with a limit, removed on drop.
+struct MemoryCgroup {
+    dir: std::path::PathBuf,
+}
+
+impl MemoryCgroup {
+    fn new(name: &str, limit: u64) -> MemoryCgroup {
+        let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let v1 = mine.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.trim_end_matches('/').to_string()));
+        let (dir, v2) = match v1 {
+            Some(path) => (std::path::PathBuf::from(format!("/sys/fs/cgroup/memory{path}/{name}")), false),
+            None => {
+                let path = mine.lines().find_map(|l| l.strip_prefix("0::")).expect("a cgroup v2 path").trim_end_matches('/').to_string();
+                (std::path::PathBuf::from(format!("/sys/fs/cgroup{path}/{name}")), true)
+            }
+        };
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e} (the test needs a memory cgroup it can create)", dir.display()));
+        let file = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
+        std::fs::write(dir.join(file), limit.to_string()).unwrap_or_else(|e| panic!("setting {file} of {}: {e}", dir.display()));
+        MemoryCgroup { dir }
+    }
+
+    fn add(&self, pid: i32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.dir.display()));
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

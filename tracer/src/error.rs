@@ -22,7 +22,7 @@ pub enum TracerError {
     Vfork { pid: i32 },
     #[error("process {pid} did not stop within {secs} s (state {state}: blocked in the kernel uninterruptibly); try again later")]
     StopTimeout { pid: i32, secs: u64, state: String },
-    #[error("process {pid} exited during the checkpoint")]
+    #[error("process {pid} exited while cryo was working on it")]
     Exited { pid: i32 },
     #[error("{what} of {pid}: {errno}")]
     Ptrace { what: String, pid: i32, errno: Errno },

@@ -381,6 +381,52 @@ impl MemFile {
     }
 }
 
+/// Bytes of memory this process can still get without the kernel reclaiming
+/// from others by force: MemAvailable plus free swap, or less where a cgroup
+/// cryo runs in has a memory limit (a container, a systemd slice). `None`
+/// when /proc/meminfo cannot be read.
+pub fn available_memory() -> Option<u64> {
+    let system = meminfo_available(&fs::read_to_string("/proc/meminfo").ok()?)?;
+    let read = |path: String| fs::read_to_string(path).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    let groups = limit_files(&fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+    Some(groups.into_iter().filter_map(|(limit, usage)| Some(read(limit)?.saturating_sub(read(usage)?))).fold(system, u64::min))
+}
+
+/// How many processes the kernel's out-of-memory killer has ended since boot
+/// (/proc/vmstat oom_kill).
+pub fn oom_kills() -> Option<u64> {
+    fs::read_to_string("/proc/vmstat").ok()?.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+}
+
+/// MemAvailable plus SwapFree of /proc/meminfo, in bytes.
+fn meminfo_available(text: &str) -> Option<u64> {
+    let kib = |field: &str| -> Option<u64> { text.lines().find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok()) };
+    Some((kib("MemAvailable:")? + kib("SwapFree:").unwrap_or(0)) * 1024)
+}
+
+/// (limit, usage) files of the memory cgroup in /proc/self/cgroup (`text`)
+/// and of every group above it: cgroup v2 ("0::/path"), or v1's memory
+/// controller ("N:memory:/path"). An unlimited group's limit does not parse
+/// (v2 "max") or is huge (v1).
+fn limit_files(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (root, limit, usage) = match (id, controllers) {
+            ("0", "") => ("/sys/fs/cgroup", "memory.max", "memory.current"),
+            (_, c) if c.split(',').any(|c| c == "memory") => ("/sys/fs/cgroup/memory", "memory.limit_in_bytes", "memory.usage_in_bytes"),
+            _ => continue,
+        };
+        let mut dir = path.trim_end_matches('/');
+        while !dir.is_empty() {
+            out.push((format!("{root}{dir}/{limit}"), format!("{root}{dir}/{usage}")));
+            dir = dir.rsplit_once('/').map_or("", |(up, _)| up);
+        }
+    }
+    out
+}
+
 /// /proc/PID/pagemap entry bits.
 pub mod pagemap {
     pub const PRESENT: u64 = 1 << 63;
@@ -515,5 +561,28 @@ pub mod scan {
             at = arg.walk_end;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn available_memory_counts_swap_and_every_memory_cgroup_above() {
+        let meminfo = "MemTotal:       24683520 kB\nMemFree:        20000000 kB\nMemAvailable:   23000000 kB\nSwapTotal:       1000 kB\nSwapFree:         512 kB\n";
+        assert_eq!(meminfo_available(meminfo), Some((23_000_000 + 512) * 1024));
+        assert_eq!(meminfo_available("MemFree: 5 kB\n"), None);
+        let v1 = "9:name=systemd:/\n4:memory:/a/b\n0::/\n";
+        assert_eq!(
+            limit_files(v1),
+            [
+                ("/sys/fs/cgroup/memory/a/b/memory.limit_in_bytes".to_string(), "/sys/fs/cgroup/memory/a/b/memory.usage_in_bytes".to_string()),
+                ("/sys/fs/cgroup/memory/a/memory.limit_in_bytes".to_string(), "/sys/fs/cgroup/memory/a/memory.usage_in_bytes".to_string()),
+            ]
+        );
+        let v2 = limit_files("0::/user.slice/app.scope\n");
+        assert_eq!(v2.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(), ["/sys/fs/cgroup/user.slice/app.scope/memory.max", "/sys/fs/cgroup/user.slice/memory.max"]);
+        assert!(available_memory().is_some_and(|b| b > 0), "this machine has some memory available");
     }
 }
