@@ -356,13 +356,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             } else {
                 eprintln!(
-                    "cryo: checkpointed {} into {} ({} pages{} in {:.1} ms); the process was stopped for {:.1} ms{}{}",
+                    "cryo: checkpointed {} into {} ({} pages{}{} in {:.1} ms); the process was stopped for {:.1} ms{}{}",
                     s.pid,
                     s.image.display(),
                     s.pages,
                     match &s.parent {
                         Some(p) => format!(" written since {}", p.display()),
                         None => String::new(),
+                    },
+                    match s.pages_inherited {
+                        0 => String::new(),
+                        n => format!(", {n} more shared with a parent since a fork stored once"),
                     },
                     s.total_us as f64 / 1000.0,
                     s.frozen_us as f64 / 1000.0,

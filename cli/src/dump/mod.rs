@@ -91,6 +91,9 @@ pub struct Summary {
     pub parent: Option<PathBuf>,
     /// Bytes of the pages files of this image.
     pub bytes: u64,
+    /// Pages that children share with their parent since a fork, left to
+    /// the parent's pages file.
+    pub pages_inherited: u64,
 }
 
 pub fn checkpoint(opts: &Options) -> Result<Summary> {
@@ -263,12 +266,9 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         for d in deferred {
             totals.add(d.complete(&mut writer)?);
         }
-        let Totals { pages, incremental, zero_pages, inherited, .. } = totals;
+        let Totals { pages, incremental, zero_pages, .. } = totals;
         if zero_pages > 0 {
             tracing::info!("{zero_pages} pages were all zero and not stored");
-        }
-        if inherited > 0 {
-            tracing::info!("{inherited} pages children share with their parent since a fork were stored once");
         }
         let inventory = Inventory {
             cryo_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -294,7 +294,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         writer.finish(&inventory).context("completing the image")?;
         Ok(totals)
     })();
-    let Totals { pages, bytes, incremental, .. } = match finished {
+    let Totals { pages, bytes, incremental, inherited, .. } = match finished {
         Ok(t) => t,
         Err(e) => {
             take_back(&mut tree, &started);
@@ -334,6 +334,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         processes: live,
         parent: if incremental { opts.parent.clone() } else { None },
         bytes,
+        pages_inherited: inherited,
     })
 }
 
