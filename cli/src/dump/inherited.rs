@@ -31,12 +31,13 @@ fn anonymous(v: &Vma) -> bool {
     matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack) && v.prot & libc::PROT_READ as u32 != 0
 }
 
-/// `runs` (of a process with areas `vmas`, read through `mine`) with the
+/// `runs` of process `pid` (areas `vmas`, read through `mine`) with the
 /// pages equal to the parent's marked inherited. `frozen_map`: the child's
 /// pagemap, when `mine` is the child itself (not a snapshot).
-pub fn split(runs: Vec<PageRun>, vmas: &[Vma], mine: &MemFile, parent: &ParentPages, frozen_map: Option<&Pagemap>) -> Vec<PageRun> {
+pub fn split(pid: i32, runs: Vec<PageRun>, vmas: &[Vma], mine: &MemFile, parent: &ParentPages, frozen_map: Option<&Pagemap>) -> Vec<PageRun> {
     let ps = page_size();
-    let mut cmp = Compare { ps, mine, parent, frozen_map, a: vec![0; CHUNK as usize], b: vec![0; CHUNK as usize], ents: Vec::new() };
+    let mut cmp = Compare { ps, mine, parent, frozen_map, a: vec![0; CHUNK as usize], b: vec![0; CHUNK as usize], ents: Vec::new(), read: 0 };
+    let mut same = 0u64;
     let mut out: Vec<PageRun> = Vec::with_capacity(runs.len());
     for run in runs {
         let v = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end);
@@ -73,13 +74,17 @@ pub fn split(runs: Vec<PageRun>, vmas: &[Vma], mine: &MemFile, parent: &ParentPa
             }
             while at < stop {
                 let n = (stop - at).min(CHUNK);
-                for (i, same) in cmp.chunk(at, n).into_iter().enumerate() {
-                    let origin = if same { PageOrigin::Inherited } else { PageOrigin::Here };
+                for (i, is_same) in cmp.chunk(at, n).into_iter().enumerate() {
+                    let origin = if is_same { PageOrigin::Inherited } else { PageOrigin::Here };
+                    same += u64::from(is_same);
                     push(&mut out, at + i as u64 * ps, 1, origin);
                 }
                 at += n;
             }
         }
+    }
+    if cmp.read > 0 {
+        tracing::debug!("process {pid}: {} pages compared with its parent's, {same} the same", cmp.read);
     }
     out
 }
@@ -92,6 +97,8 @@ struct Compare<'a> {
     a: Vec<u8>,
     b: Vec<u8>,
     ents: Vec<u64>,
+    /// Pages read to compare.
+    read: u64,
 }
 
 impl Compare<'_> {
@@ -109,6 +116,7 @@ impl Compare<'_> {
             return maybe;
         }
         let n = len as usize;
+        self.read += pages as u64;
         if self.mine.read(at, &mut self.a[..n]).is_err() || self.parent.mem.read(at, &mut self.b[..n]).is_err() {
             return vec![false; pages];
         }

@@ -548,7 +548,7 @@ impl Pending {
         let private = memory::select(snapshot.pid, vmas, part, &mem, &mut memory::SharedSeen::new(), self.tracked.as_ref())
             .context("choosing pages in the snapshot")?;
         let private = match parent.map(|(pid, theirs)| (MemFile::open(*pid), theirs)) {
-            Some((Ok(theirs), pvmas)) => inherited::split(private, vmas, &mem, &inherited::ParentPages { vmas: pvmas.clone(), mem: theirs }, None),
+            Some((Ok(theirs), pvmas)) => inherited::split(self.process.pid, private, vmas, &mem, &inherited::ParentPages { vmas: pvmas.clone(), mem: theirs }, None),
             _ => private,
         };
         clock.stage("pages chosen");
@@ -669,7 +669,7 @@ impl Each<'_, '_> {
     fn inherit(&self, pid: i32, vmas: &[Vma], mine: &MemFile, runs: Vec<PageRun>) -> Vec<PageRun> {
         let Some((ppid, pvmas)) = self.parents.get(&pid) else { return runs };
         match MemFile::open(*ppid) {
-            Ok(mem) => inherited::split(runs, vmas, mine, &inherited::ParentPages { vmas: pvmas.clone(), mem }, proc::Pagemap::open(pid).ok().as_ref()),
+            Ok(mem) => inherited::split(pid, runs, vmas, mine, &inherited::ParentPages { vmas: pvmas.clone(), mem }, proc::Pagemap::open(pid).ok().as_ref()),
             Err(e) => {
                 tracing::debug!("process {pid}: pages shared with its parent are stored again ({e})");
                 runs
