@@ -6,9 +6,9 @@
 //! unprivileged readers: a child's page of anonymous memory is compared with
 //! its parent's page at the same address, where the parent's image has
 //! anonymous memory too. Then the parent's restored page is the compared one
-//! (or zero, if the parent's was all zero and left out). Where the child is
+//! (or zero, if the parent's was all zero and left out). Where both are
 //! read frozen, pagemap's "mapped once" bit says which pages cannot be
-//! shared, and those are not read twice. Pages are read through
+//! shared (written by either since the fork), and those are not read. Pages are read through
 //! /proc/PID/mem: process_vm_readv pins them read-only, which makes the
 //! kernel unshare (copy) every page shared copy-on-write that it reads.
 
@@ -31,12 +31,18 @@ fn anonymous(v: &Vma) -> bool {
     matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack) && v.prot & libc::PROT_READ as u32 != 0
 }
 
+/// The pagemaps of a child and its parent, both frozen (not snapshots,
+/// whose pages are all shared with their process).
+pub struct Pagemaps {
+    pub mine: Pagemap,
+    pub parent: Pagemap,
+}
+
 /// `runs` of process `pid` (areas `vmas`, read through `mine`) with the
-/// pages equal to the parent's marked inherited. `frozen_map`: the child's
-/// pagemap, when `mine` is the child itself (not a snapshot).
-pub fn split(pid: i32, runs: Vec<PageRun>, vmas: &[Vma], mine: &MemFile, parent: &ParentPages, frozen_map: Option<&Pagemap>) -> Vec<PageRun> {
+/// pages equal to the parent's marked inherited.
+pub fn split(pid: i32, runs: Vec<PageRun>, vmas: &[Vma], mine: &MemFile, parent: &ParentPages, frozen: Option<&Pagemaps>) -> Vec<PageRun> {
     let ps = page_size();
-    let mut cmp = Compare { ps, mine, parent, frozen_map, a: vec![0; CHUNK as usize], b: vec![0; CHUNK as usize], ents: Vec::new(), read: 0 };
+    let mut cmp = Compare { ps, mine, parent, frozen, a: vec![0; CHUNK as usize], b: vec![0; CHUNK as usize], ents: Vec::new(), theirs: Vec::new(), read: 0 };
     let mut same = 0u64;
     let mut out: Vec<PageRun> = Vec::with_capacity(runs.len());
     for run in runs {
@@ -93,10 +99,11 @@ struct Compare<'a> {
     ps: u64,
     mine: &'a MemFile,
     parent: &'a ParentPages,
-    frozen_map: Option<&'a Pagemap>,
+    frozen: Option<&'a Pagemaps>,
     a: Vec<u8>,
     b: Vec<u8>,
     ents: Vec<u64>,
+    theirs: Vec<u64>,
     /// Pages read to compare.
     read: u64,
 }
@@ -106,9 +113,10 @@ impl Compare<'_> {
     /// cannot be read is taken for the process's own.
     fn chunk(&mut self, at: u64, len: u64) -> Vec<bool> {
         let pages = (len / self.ps) as usize;
-        let maybe: Vec<bool> = match self.frozen_map {
-            Some(pm) if pm.entries(at, at + len, self.ps, &mut self.ents).is_ok() => {
-                self.ents.iter().map(|e| e & pagemap::PRESENT != 0 && e & pagemap::EXCLUSIVE == 0).collect()
+        let shareable = |e: &u64| e & pagemap::PRESENT != 0 && e & pagemap::EXCLUSIVE == 0;
+        let maybe: Vec<bool> = match self.frozen {
+            Some(maps) if maps.mine.entries(at, at + len, self.ps, &mut self.ents).is_ok() && maps.parent.entries(at, at + len, self.ps, &mut self.theirs).is_ok() => {
+                self.ents.iter().zip(&self.theirs).map(|(a, b)| shareable(a) && shareable(b)).collect()
             }
             _ => vec![true; pages],
         };

@@ -669,7 +669,10 @@ impl Each<'_, '_> {
     fn inherit(&self, pid: i32, vmas: &[Vma], mine: &MemFile, runs: Vec<PageRun>) -> Vec<PageRun> {
         let Some((ppid, pvmas)) = self.parents.get(&pid) else { return runs };
         match MemFile::open(*ppid) {
-            Ok(mem) => inherited::split(pid, runs, vmas, mine, &inherited::ParentPages { vmas: pvmas.clone(), mem }, proc::Pagemap::open(pid).ok().as_ref()),
+            Ok(mem) => {
+                let maps = proc::Pagemap::open(pid).and_then(|mine| Ok(inherited::Pagemaps { mine, parent: proc::Pagemap::open(*ppid)? }));
+                inherited::split(pid, runs, vmas, mine, &inherited::ParentPages { vmas: pvmas.clone(), mem }, maps.ok().as_ref())
+            }
             Err(e) => {
                 tracing::debug!("process {pid}: pages shared with its parent are stored again ({e})");
                 runs
