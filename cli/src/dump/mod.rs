@@ -594,11 +594,11 @@ impl Pending {
 
 /// Write the private memory of the processes that have a snapshot, several
 /// at once: each keeps a cryo thread and its snapshot busy. A snapshot is
-/// killed as soon as its memory is written (or on error); the first error
-/// (in tree order) is returned once all have ended.
+/// killed as soon as its memory is written (or on error), unless a child's
+/// snapshot compares its pages with it: then once all are written. The
+/// first error (in tree order) is returned once all have ended.
 fn write_from_snapshots(deferred: &mut [Pending], progress: &indicatif::ProgressBar, jobs_limit: Option<usize>, inherit: bool) -> Result<()> {
-    // Snapshots of parents whose children have one: they stay until every
-    // snapshot is written, for the children to compare their pages with.
+    // Snapshots of parents whose children have one, by the parent's pid.
     let snapshot_of = |pid: i32| deferred.iter().find(|d| d.process.pid == pid).and_then(|d| Some((d.snapshot.as_ref()?.1.pid, d.process.vmas.clone())));
     let parents: std::collections::HashMap<i32, (i32, Vec<Vma>)> = if inherit {
         deferred.iter().filter(|d| d.snapshot.is_some()).filter_map(|d| Some((d.process.ppid, snapshot_of(d.process.ppid)?))).collect()
