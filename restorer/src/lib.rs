@@ -24,7 +24,7 @@ use cryo_image::{ImageReader, ProcessImage, ProcessState};
 use cryo_tracer::relay;
 use rebuild::Restoree;
 use shared::Registry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 pub use check::RestoreError;
@@ -193,7 +193,7 @@ pub fn precheck(dir: &std::path::Path) -> Result<()> {
 fn memory_fits(images: &HashMap<i32, ProcessImage>, pages: &HashMap<i32, ResolvedPages>, ps: u64) {
     let need: u64 = pages.values().map(|s| s.bytes(ps)).sum();
     let copies: u64 = images.values().flat_map(|p| &p.pages).filter(|r| r.origin == cryo_image::PageOrigin::Inherited).map(|r| r.npages * ps).sum();
-    let mib = |b: u64| b >> 20;
+    let mib = |b: u64| format!("{:.1}", b as f64 / (1 << 20) as f64);
     if copies > 0 {
         tracing::info!("{} MiB that processes shared with their parent since a fork come back as copies of their own", mib(copies));
     }
@@ -309,7 +309,17 @@ fn restore_tree(
     let t = std::time::Instant::now();
     let logged = |what: &str| tracing::debug!("restart: {what} done after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     stage("restart-shape")?;
-    let members = shape::create(&img.inventory.processes, images, sandbox, &mut reg)?;
+    // Leaves of the tree that shared memory with their parent since a fork
+    // are forked from it once its memory is in, and share it again: when
+    // the memory is filled at once from the image's directory.
+    let eager = opts.page_stream.is_none() && opts.pages_on_demand.is_none() && !opts.lazy && opts.next_round.is_none();
+    let entries = &img.inventory.processes;
+    let later: HashSet<i32> = entries
+        .iter()
+        .filter(|e| eager && in_userns && images.get(&e.pid).is_some_and(|p| rebuild::forked::eligible(e, entries, p, images)))
+        .map(|e| e.pid)
+        .collect();
+    let members = shape::create(entries, images, sandbox, &mut reg, &later)?;
     logged("creating the processes");
     let root_host = members[0].host;
     let mut live = Vec::new();
@@ -354,6 +364,16 @@ fn restore_tree(
         let width = relay::width_for(jobs.len(), opts.jobs, 1);
         tracing::debug!("memory of {} processes filled {width} at a time", jobs.len());
         relay::in_parallel(jobs, width).into_iter().collect::<Result<()>>()?;
+        let mut forked = fork_leaves(&mut tree, entries, images, sources, &later, sandbox, &mut reg, huge_pages)?;
+        let jobs: Vec<relay::Job<Result<()>>> = forked
+            .iter_mut()
+            .map(|r| {
+                let src = &sources[&r.pid()];
+                Box::new(move || r.fill_memory(src, pages, false, rebuild::OwnPages::InFiles, false)) as relay::Job<Result<()>>
+            })
+            .collect();
+        relay::in_parallel(jobs, width).into_iter().collect::<Result<()>>()?;
+        tree.extend(forked);
     } else {
         // One stream, or one source of pages on demand, in tree order.
         for r in &mut tree {
@@ -408,6 +428,39 @@ fn restore_tree(
     }
     logged("release");
     Ok(root_host)
+}
+
+/// Fork each leaf in `later` from its parent, whose memory is in, and map
+/// its memory (what it keeps from the parent stays).
+#[allow(clippy::too_many_arguments)]
+fn fork_leaves<'a>(
+    tree: &mut [Restoree<'a>],
+    entries: &'a [cryo_image::ProcessEntry],
+    images: &'a HashMap<i32, ProcessImage>,
+    sources: &HashMap<i32, ResolvedPages>,
+    later: &HashSet<i32>,
+    sandbox: &mut ns::Sandbox,
+    reg: &mut Registry,
+    huge_pages: Option<u64>,
+) -> Result<Vec<Restoree<'a>>> {
+    let mut forked = Vec::new();
+    for e in entries.iter().filter(|e| later.contains(&e.pid)) {
+        stage("restart-fork")?;
+        let p = &images[&e.pid];
+        let parent = tree.iter_mut().find(|r| r.pid() == e.ppid).ok_or_else(|| RestoreError::Corrupt(format!("process {} has no live parent {}", e.pid, e.ppid)))?;
+        let m = parent.fork_child(e, p, sandbox, reg, true)?;
+        let now = cryo_tracer::proc::maps(m.host)?;
+        stage("restart-load")?;
+        let mut r = Restoree::load(m, std::sync::Arc::new(p.clone()), reg)?;
+        r.huge_pages = huge_pages;
+        r.forked = true;
+        r.kept = rebuild::forked::kept_areas(p, &images[&e.ppid], &now);
+        tracing::debug!("process {}: forked from {}, keeping {} of its areas", e.pid, e.ppid, r.kept.len());
+        stage("restart-memory")?;
+        r.map_memory(&sources[&e.pid], reg, true, rebuild::OwnPages::InFiles)?;
+        forked.push(r);
+    }
+    Ok(forked)
 }
 
 type Digest = std::thread::JoinHandle<std::result::Result<(), cryo_image::ImageError>>;

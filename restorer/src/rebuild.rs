@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod fds;
+pub(crate) mod forked;
 mod huge;
 mod inet;
 mod rounds;
@@ -84,6 +85,9 @@ pub struct Restoree<'a> {
     lazy: Option<crate::lazy::Process>,
     /// Fill whole stretches of this size with huge pages ([`huge`]).
     pub huge_pages: Option<u64>,
+    /// Forked from its restored parent ([`forked`]), keeping these areas.
+    pub forked: bool,
+    pub kept: Vec<(u64, u64)>,
 }
 
 impl<'a> Restoree<'a> {
@@ -101,7 +105,7 @@ impl<'a> Restoree<'a> {
             .ok_or_else(|| RestoreError::Rebuild(format!("process {}: no free address range for the restorer", p.pid)))?;
         let parasite = Parasite::load(&mut m.seized, &mut m.remote, Some(area))?;
         let inside = reg.pids.inside(p.pid).expect("every member has a pid");
-        Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new(), lazy: None, huge_pages: None })
+        Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new(), lazy: None, huge_pages: None, forked: false, kept: Vec::new() })
     }
 
     /// Its pid in the image.
@@ -152,7 +156,8 @@ impl<'a> Restoree<'a> {
         move_vdso(self, &own, self.area + self.blob_size, copy, copy_later)?;
         let p = self.p.clone();
         thp_disable(self)?;
-        map_areas(self, reg, &p.vmas.iter().filter(|v| !is_special(v)).collect::<Vec<_>>())
+        let kept = self.kept.clone();
+        map_areas(self, reg, &p.vmas.iter().filter(|v| !is_special(v) && !kept.contains(&(v.start, v.end))).collect::<Vec<_>>())
     }
 
     /// Stage 2: the pages read into place (several processes may do this at
@@ -180,6 +185,12 @@ impl<'a> Restoree<'a> {
             if !plan.lazy.is_empty() {
                 self.lazy = Some(userfault::register(self, src, &plan, on_demand)?);
             }
+        } else if self.forked {
+            // Forked from its parent: only what it no longer shared.
+            forked::prepare_kept(self)?;
+            let own = forked::own_pages(&p, &on_disk, &self.kept, cryo_tracer::arch::page_size());
+            huge::prepare(self, &own)?;
+            read_pages(self, &own, &pages, pages_read)?;
         } else {
             // All of them, whether from files or a stream.
             huge::prepare(self, src)?;
@@ -361,7 +372,9 @@ fn prepare(b: &mut Restoree, src: &ResolvedPages, in_userns: bool) -> Result<Tem
     let stdio: Vec<usize> =
         (0..3u64).map(|s| batch.call_may_fail(Sysno::Fcntl, &[s.into(), (libc::F_DUPFD_CLOEXEC as u64).into(), base.into()])).collect();
     let pages: Vec<usize> = src.files.iter().map(|f| open_high(&mut batch, &f.path.to_string_lossy(), base)).collect();
-    let exe = in_userns.then(|| open_high(&mut batch, &p.exe, base));
+    // A forked child's exe is its parent's already (and PR_SET_MM_MAP
+    // refuses to replace an exe file that is still mapped: EBUSY).
+    let exe = (in_userns && !b.forked).then(|| open_high(&mut batch, &p.exe, base));
     batch.call(Sysno::CloseRange, &[0.into(), (base - 1).into(), 0.into()]);
     let out = b.run("preparing fds", &batch)?;
     let ok = |i: usize| (!cryo_parasite::abi::is_error(out.results[i])).then_some(out.results[i] as u64);
@@ -378,12 +391,17 @@ fn open_high(batch: &mut Batch, path: &str, base: u64) -> usize {
     h
 }
 
-/// Unmap everything of cryo's in the process, except the blob and the
-/// kernel's special mappings (moved next).
+/// Unmap everything of cryo's in the process (or of its parent's, for a
+/// forked child: but the areas it keeps), except the blob and the kernel's
+/// special mappings (moved next).
 fn teardown(b: &mut Restoree, own: &[Vma]) -> Result<()> {
     let mut batch = Batch::new();
+    let mut kept = b.kept.clone();
+    kept.sort_unstable();
     for v in own.iter().filter(|v| !is_special(v)) {
-        batch.call(Sysno::Munmap, &[v.start.into(), v.len().into()]);
+        for (start, end) in forked::minus((v.start, v.end), &kept) {
+            batch.call(Sysno::Munmap, &[start.into(), (end - start).into()]);
+        }
     }
     b.run("unmapping the restorer's own memory", &batch).map(drop)
 }

@@ -45,23 +45,28 @@ impl Member<'_> {
 /// detach its tracees and let them run before the namespace's init, killed
 /// by its parent-death signal, takes them down; a process whose registers
 /// were already set would run its program meanwhile. SIGKILL comes first.
-const OPTIONS: libc::c_int = ptrace::SEIZE_OPTIONS | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_EXITKILL;
+pub(crate) const OPTIONS: libc::c_int = ptrace::SEIZE_OPTIONS | libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_TRACEFORK | libc::PTRACE_O_EXITKILL;
 /// Bytes below the parked fork's stack pointer used to pass clone3 its
 /// arguments: the fork's memory is cryo's, about to be discarded.
 const SCRATCH_BELOW_SP: u64 = 16 << 10;
 
-/// Create every process of the tree, parents first.
+/// Create every process of the tree, parents first, but those forked
+/// `later` from their restored parent (leaves: see rebuild::forked).
 pub fn create<'a>(
     entries: &'a [ProcessEntry],
     images: &'a HashMap<i32, ProcessImage>,
     sandbox: &mut Sandbox,
     reg: &mut Registry,
+    later: &std::collections::HashSet<i32>,
 ) -> Result<Vec<Member<'a>>> {
     let in_ns = sandbox.init.is_some();
     let mut members: Vec<Member> = Vec::new();
     // (pgid, sid) each process has so far, in old pids; None: cryo's own.
     let mut groups: HashMap<i32, (Option<i32>, Option<i32>)> = HashMap::new();
     for (i, entry) in entries.iter().enumerate() {
+        if later.contains(&entry.pid) {
+            continue;
+        }
         let image = match entry.state {
             ProcessState::Live => Some(images.get(&entry.pid).ok_or_else(|| corrupt(entry.pid, "has no process image"))?),
             ProcessState::Zombie { .. } => None,

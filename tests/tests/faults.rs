@@ -151,6 +151,7 @@ fn restart_faults_leave_nothing_running() {
         "restart-shape",
         "restart-load@3",
         "restart-memory@2",
+        "restart-fork@2",
         "restart-fds@4",
         "restart-state@3",
         "restart-finish@2",

@@ -418,7 +418,7 @@ fn twenty_cycles_of_a_tree() {
 fn sigkill_of_restart_leaves_nothing_running() {
     let h = Harness::with_cryo("kill9-restart");
     let (img, log) = h.killed_tree_image("150");
-    let stages = ["restart-shape", "restart-load@2", "restart-memory@2", "restart-fds@3", "restart-state@2", "restart-finish@2", "restart-release"];
+    let stages = ["restart-shape", "restart-load@2", "restart-memory@2", "restart-fork@2", "restart-fds@3", "restart-state@2", "restart-finish@2", "restart-release"];
     for stage in stages {
         let lines = log.line_count();
         let mut cryo = h.cryo_spawn_env(

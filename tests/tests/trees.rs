@@ -279,7 +279,8 @@ fn restart_of_a_restart_keeps_the_tree() {
 /// A parent, two children and a grandchild sharing most of their memory since
 /// the forks (as a forked server's workers do): a child's image stores only
 /// the pages it no longer shares with its parent, and after a restart every
-/// process holds exactly what it wrote. Checked with the tree read frozen
+/// process holds exactly what it wrote, sharing the rest again (leaves are
+/// forked from their restored parent). Checked with the tree read frozen
 /// (--kill, --direct) and from copy-on-write snapshots (low-freeze), where
 /// the children's pages are compared with their parents' snapshots. A tree
 /// left running still shares its memory: reading it to compare copied none.
@@ -321,7 +322,13 @@ fn pages_shared_since_a_fork_are_stored_once() {
             let (own, shared) = (count(p, "pages_stored"), count(p, "pages_inherited"));
             assert!(shared >= heap_pages - 12 && own < heap_pages / 8, "{mode}: process {} stores {own} pages and leaves {shared} to its parent", p["pid"]);
         }
-        let _ = h.restart_detached(&img);
+        let host = h.restart_detached(&img);
+        // The leaves (the second child, the grandchild) were forked from
+        // their restored parents: the four share the heap again.
+        for pid in tree_of(host) {
+            let shared_kib = smaps_rollup_kib(pid, "Shared_Dirty");
+            assert!(shared_kib >= 15 * 1024, "{mode}: restored process {pid} shares {shared_kib} KiB with the others");
+        }
         for name in NAMES {
             log.wait_for(&format!("{name} done"), SECS20, |t| t.contains(&format!("{name} done")));
         }
