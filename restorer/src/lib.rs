@@ -102,7 +102,7 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     for p in images.values() {
         pages.insert(p.pid, cryo_image::chain::resolve(&img, p)?);
     }
-    memory_fits(&images, &pages, img.inventory.page_size);
+    memory_fits(&images, &pages, &forked_later(&img.inventory.processes, &images, opts, opts.pid_ns), img.inventory.page_size);
     if !opts.pid_ns && img.inventory.processes.len() > 1 {
         tracing::warn!("restoring a tree without a pid namespace: its processes get new pids, which pids they remember will not match");
     }
@@ -187,12 +187,27 @@ pub fn precheck(dir: &std::path::Path) -> Result<()> {
     checked_images(&ImageReader::open(dir)?, false, Pages::NotYet).map(drop)
 }
 
+/// Leaves of the tree that shared memory with their parent since a fork,
+/// forked from it once its memory is in so that they share it again: when
+/// the memory is filled at once from the image's directory.
+fn forked_later(entries: &[cryo_image::ProcessEntry], images: &HashMap<i32, ProcessImage>, opts: &Options<'_>, in_userns: bool) -> HashSet<i32> {
+    let eager = opts.page_stream.is_none() && opts.pages_on_demand.is_none() && !opts.lazy && opts.next_round.is_none();
+    entries
+        .iter()
+        .filter(|e| eager && in_userns && images.get(&e.pid).is_some_and(|p| rebuild::forked::eligible(e, entries, p, images)))
+        .map(|e| e.pid)
+        .collect()
+}
+
 /// Warns when the tree's memory may not fit: a restart that runs out of
 /// memory halfway is killed. Pages that processes shared with their parent
-/// since a fork are filled into each of them.
-fn memory_fits(images: &HashMap<i32, ProcessImage>, pages: &HashMap<i32, ResolvedPages>, ps: u64) {
-    let need: u64 = pages.values().map(|s| s.bytes(ps)).sum();
-    let copies: u64 = images.values().flat_map(|p| &p.pages).filter(|r| r.origin == cryo_image::PageOrigin::Inherited).map(|r| r.npages * ps).sum();
+/// since a fork are filled into each of them, but for those forked from
+/// their parent (`later`).
+fn memory_fits(images: &HashMap<i32, ProcessImage>, pages: &HashMap<i32, ResolvedPages>, later: &HashSet<i32>, ps: u64) {
+    let inherited = |p: &ProcessImage| -> u64 { p.pages.iter().filter(|r| r.origin == cryo_image::PageOrigin::Inherited).map(|r| r.npages * ps).sum() };
+    let shared_again: u64 = images.values().filter(|p| later.contains(&p.pid)).map(inherited).sum();
+    let need: u64 = pages.values().map(|s| s.bytes(ps)).sum::<u64>() - shared_again;
+    let copies: u64 = images.values().filter(|p| !later.contains(&p.pid)).map(inherited).sum();
     let mib = |b: u64| format!("{:.1}", b as f64 / (1 << 20) as f64);
     if copies > 0 {
         tracing::info!("{} MiB that processes shared with their parent since a fork come back as copies of their own", mib(copies));
@@ -309,16 +324,8 @@ fn restore_tree(
     let t = std::time::Instant::now();
     let logged = |what: &str| tracing::debug!("restart: {what} done after {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     stage("restart-shape")?;
-    // Leaves of the tree that shared memory with their parent since a fork
-    // are forked from it once its memory is in, and share it again: when
-    // the memory is filled at once from the image's directory.
-    let eager = opts.page_stream.is_none() && opts.pages_on_demand.is_none() && !opts.lazy && opts.next_round.is_none();
     let entries = &img.inventory.processes;
-    let later: HashSet<i32> = entries
-        .iter()
-        .filter(|e| eager && in_userns && images.get(&e.pid).is_some_and(|p| rebuild::forked::eligible(e, entries, p, images)))
-        .map(|e| e.pid)
-        .collect();
+    let later = forked_later(entries, images, opts, in_userns);
     let members = shape::create(entries, images, sandbox, &mut reg, &later)?;
     logged("creating the processes");
     let root_host = members[0].host;

@@ -436,8 +436,8 @@ fn sigkill_of_restart_leaves_nothing_running() {
     }
 }
 
-/// A restart of a forked tree that runs out of memory (a memory cgroup
-/// limit below the tree's memory): cryo warns before it starts, and when the kernel's OOM
+/// A restart of a forked tree that runs out of memory (a memory cgroup limit
+/// below the tree's memory): cryo warns before it starts, and when the kernel's OOM
 /// killer ends a half-restored process, cryo says so, ends the rest of the
 /// tree and returns (it once waited forever for the namespace's init, whose
 /// exit waited for the killed processes cryo traced).
@@ -445,10 +445,11 @@ fn sigkill_of_restart_leaves_nothing_running() {
 fn restart_out_of_memory_says_so_and_leaves_nothing() {
     assert!(is_root(), "the test needs root to make a memory cgroup for cryo");
     let h = Harness::with_cryo("oom-restart");
-    // A parent and three descendants sharing 24 MiB since their forks:
-    // stored once, filled into each of them on restart.
+    // A parent and three descendants sharing 24 MiB since their forks,
+    // each child in a process group of its own: restart cannot fork them
+    // from their parent (rebuild::forked), and fills 24 MiB into each.
     let prog = h.compile("forked_heap");
-    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "24", "1000", "20"], "forked.log");
+    let (mut p, log) = h.spawn(&[prog.to_str().unwrap(), "24", "1000", "20", "groups"], "forked.log");
     log.wait_for("the grandchild's second step", SECS20, |t| t.contains("grandchild step 2 ok"));
     let img = h.path("img");
     h.checkpoint_kill(&mut p, &img);
@@ -514,6 +515,10 @@ impl MemoryCgroup {
 
 impl Drop for MemoryCgroup {
     fn drop(&mut self) {
+        // Whatever a failed test left in it goes first.
+        for pid in std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.parse::<i32>().ok()) {
+            send_signal(pid, libc::SIGKILL);
+        }
         for _ in 0..100 {
             if std::fs::remove_dir(&self.dir).is_ok() {
                 return;

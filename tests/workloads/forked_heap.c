@@ -4,8 +4,9 @@
  * own, so most memory stays shared since the fork and some does not. Every
  * process then checks, STEPS times (DELAY_MS apart), that its memory still
  * holds what it wrote, logging "NAME step N ok" (or "BAD ...") to stdout,
- * and "NAME done" at the end; the parent reaps its children.
- * Usage: forked_heap MIB STEPS DELAY_MS */
+ * and "NAME done" at the end; the parent reaps its children. With "groups",
+ * each child leads a process group of its own.
+ * Usage: forked_heap MIB STEPS DELAY_MS [groups] */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,9 +58,12 @@ static void run(const char *name, int steps, int delay) {
 }
 
 /* A child that rewrites pages [first, first + 4) unless `gen` is 0. */
+static int groups;
+
 static pid_t child(const char *name, size_t first, uint64_t gen, int steps, int delay, int grandchild) {
     pid_t c = fork();
     if (c != 0) return c;
+    if (groups) setpgid(0, 0);
     for (size_t p = first; gen && p < first + 4; p++) fill(p, gen);
     pid_t g = grandchild ? child("grandchild", 0, 0, steps, delay, 0) : 0;
     run(name, steps, delay);
@@ -73,6 +77,7 @@ int main(int argc, char **argv) {
     if (argc < 4) return 2;
     pages = (size_t)atoi(argv[1]) * 256;
     int steps = atoi(argv[2]), delay = atoi(argv[3]);
+    groups = argc > 4 && strcmp(argv[4], "groups") == 0;
     mem = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) return 2;
     for (size_t p = 0; p < pages; p++) fill(p, 0);

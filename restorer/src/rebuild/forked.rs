@@ -6,7 +6,7 @@
 //! the pages the child no longer shared are written (its own, and zeros
 //! where it had none).
 
-use super::{build_prot, Restoree};
+use super::{advice_of, build_prot, Restoree};
 use crate::check::RestoreError;
 use crate::ns::Sandbox;
 use crate::shape::{self, Member};
@@ -148,13 +148,16 @@ pub fn zero_gaps(p: &ProcessImage, kept: &[Range], ps: u64) -> Vec<Range> {
 }
 
 /// Before the child's pages are written: kept areas writable where pages
-/// go, and zero where it had none.
+/// go, with the child's own advice, and zero where it had no page.
 pub fn prepare_kept(b: &mut Restoree) -> Result<()> {
     let p = b.p.clone();
     let ps = cryo_tracer::arch::page_size();
     let mut batch = Batch::new();
     for v in p.vmas.iter().filter(|v| b.kept.contains(&(v.start, v.end))) {
         batch.call(Sysno::Mprotect, &[v.start.into(), v.len().into(), (build_prot(&p, v) as u64).into()]);
+        for advice in advice_of(v) {
+            batch.call_may_fail(Sysno::Madvise, &[v.start.into(), v.len().into(), advice.into()]);
+        }
     }
     for (a, e) in zero_gaps(&p, &b.kept, ps) {
         batch.call(Sysno::Madvise, &[a.into(), (e - a).into(), (libc::MADV_DONTNEED as u64).into()]);
