@@ -360,26 +360,9 @@ fn restore_tree(
     if matches!(own, rebuild::OwnPages::InFiles) {
         // Several processes at once: each keeps a CPU busy with the kernel's
         // work on fresh pages (allocating, zeroing, the copy).
-        let (pages, lazy) = (&pages, opts.lazy);
-        let jobs: Vec<relay::Job<Result<()>>> = tree
-            .iter_mut()
-            .map(|r| {
-                let src = &sources[&r.pid()];
-                Box::new(move || r.fill_memory(src, pages, rounds, rebuild::OwnPages::InFiles, lazy)) as relay::Job<Result<()>>
-            })
-            .collect();
-        let width = relay::width_for(jobs.len(), opts.jobs, 1);
-        tracing::debug!("memory of {} processes filled {width} at a time", jobs.len());
-        relay::in_parallel(jobs, width).into_iter().collect::<Result<()>>()?;
+        fill_in_parallel(&mut tree, sources, &pages, rounds, opts.lazy, opts.jobs)?;
         let mut forked = fork_leaves(&mut tree, entries, images, sources, &later, sandbox, &mut reg, huge_pages)?;
-        let jobs: Vec<relay::Job<Result<()>>> = forked
-            .iter_mut()
-            .map(|r| {
-                let src = &sources[&r.pid()];
-                Box::new(move || r.fill_memory(src, pages, false, rebuild::OwnPages::InFiles, false)) as relay::Job<Result<()>>
-            })
-            .collect();
-        relay::in_parallel(jobs, width).into_iter().collect::<Result<()>>()?;
+        fill_in_parallel(&mut forked, sources, &pages, false, false, opts.jobs)?;
         tree.extend(forked);
     } else {
         // One stream, or one source of pages on demand, in tree order.
@@ -435,6 +418,20 @@ fn restore_tree(
     }
     logged("release");
     Ok(root_host)
+}
+
+/// Fill the memory of `tree`, several processes at once (`jobs` at most).
+fn fill_in_parallel(tree: &mut [Restoree], sources: &HashMap<i32, ResolvedPages>, pages: &rebuild::PageProgress, rounds: bool, lazy: bool, jobs: Option<usize>) -> Result<()> {
+    let jobs_now: Vec<relay::Job<Result<()>>> = tree
+        .iter_mut()
+        .map(|r| {
+            let src = &sources[&r.pid()];
+            Box::new(move || r.fill_memory(src, pages, rounds, rebuild::OwnPages::InFiles, lazy)) as relay::Job<Result<()>>
+        })
+        .collect();
+    let width = relay::width_for(jobs_now.len(), jobs, 1);
+    tracing::debug!("memory of {} processes filled {width} at a time", jobs_now.len());
+    relay::in_parallel(jobs_now, width).into_iter().collect()
 }
 
 /// Fork each leaf in `later` from its parent, whose memory is in, and map

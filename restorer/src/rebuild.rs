@@ -399,7 +399,7 @@ fn teardown(b: &mut Restoree, own: &[Vma]) -> Result<()> {
     let mut kept = b.kept.clone();
     kept.sort_unstable();
     for v in own.iter().filter(|v| !is_special(v)) {
-        for (start, end) in forked::minus((v.start, v.end), &kept) {
+        for (start, end) in rounds::minus((v.start, v.end), &kept) {
             batch.call(Sysno::Munmap, &[start.into(), (end - start).into()]);
         }
     }

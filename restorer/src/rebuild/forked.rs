@@ -6,6 +6,7 @@
 //! the pages the child no longer shared are written (its own, and zeros
 //! where it had none).
 
+use super::rounds::minus;
 use super::{advice_of, build_prot, Restoree};
 use crate::check::RestoreError;
 use crate::ns::Sandbox;
@@ -104,22 +105,6 @@ pub fn kept_areas(p: &ProcessImage, parent: &ProcessImage, now: &[Vma]) -> Vec<R
         .collect()
 }
 
-/// `r` without the parts in `holes` (sorted, disjoint).
-pub fn minus(r: Range, holes: &[Range]) -> Vec<Range> {
-    let mut out = Vec::new();
-    let mut at = r.0;
-    for &(a, b) in holes.iter().filter(|h| h.1 > r.0 && h.0 < r.1) {
-        if a > at {
-            out.push((at, a));
-        }
-        at = at.max(b);
-    }
-    if at < r.1 {
-        out.push((at, r.1));
-    }
-    out
-}
-
 /// The pages of `src` to write into a child forked from its parent: all but
 /// those left to the parent in the areas kept from it.
 pub fn own_pages(p: &ProcessImage, src: &ResolvedPages, kept: &[Range], ps: u64) -> ResolvedPages {
@@ -163,17 +148,4 @@ pub fn prepare_kept(b: &mut Restoree) -> Result<()> {
         batch.call(Sysno::Madvise, &[a.into(), (e - a).into(), (libc::MADV_DONTNEED as u64).into()]);
     }
     b.run("emptying what the child did not share", &batch).map(drop)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_minus_holes() {
-        assert_eq!(minus((0, 100), &[(10, 20), (30, 40)]), [(0, 10), (20, 30), (40, 100)]);
-        assert_eq!(minus((15, 35), &[(10, 20), (30, 40)]), [(20, 30)]);
-        assert_eq!(minus((0, 10), &[(0, 10)]), []);
-        assert_eq!(minus((0, 10), &[]), [(0, 10)]);
-    }
 }

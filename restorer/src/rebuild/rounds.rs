@@ -50,7 +50,7 @@ fn kept(old: &[Vma], new: &[Vma]) -> Vec<Range> {
 }
 
 /// The parts of `r` outside every range of `sorted`.
-fn minus(r: Range, sorted: &[Range]) -> Vec<Range> {
+pub(super) fn minus(r: Range, sorted: &[Range]) -> Vec<Range> {
     let mut out = Vec::new();
     let mut at = r.0;
     for &(s, e) in sorted.iter().filter(|&&(s, e)| e > r.0 && s < r.1) {
