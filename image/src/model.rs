@@ -257,6 +257,11 @@ impl Vma {
     pub fn has_flag(&self, f: &str) -> bool {
         self.vmflags.iter().any(|v| v == f)
     }
+    /// Private anonymous memory (shared anonymous memory is `Shmem`): a
+    /// page it does not have reads as zero.
+    pub fn anonymous(&self) -> bool {
+        matches!(self.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack)
+    }
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

@@ -98,7 +98,7 @@ pub fn process_is_sane(p: &ProcessImage) -> Result<(), RestoreError> {
         match r.origin {
             // In a parent image's pages file (cryo_image::chain checks those).
             PageOrigin::Parent => continue,
-            PageOrigin::Inherited if matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack) => continue,
+            PageOrigin::Inherited if v.anonymous() => continue,
             PageOrigin::Inherited => return bad(format!("pages at {:#x} are said to be the parent's, but lie in {}", r.vaddr, v.name)),
             PageOrigin::Here | PageOrigin::Reference => {}
         }

@@ -12,7 +12,7 @@
 //! /proc/PID/mem: process_vm_readv pins them read-only, which makes the
 //! kernel unshare (copy) every page shared copy-on-write that it reads.
 
-use cryo_image::{PageOrigin, PageRun, Vma, VmaKind};
+use cryo_image::{PageOrigin, PageRun, Vma};
 use cryo_tracer::arch::page_size;
 use cryo_tracer::proc::{pagemap, MemFile, Pagemap};
 
@@ -28,7 +28,7 @@ pub struct ParentPages {
 }
 
 fn anonymous(v: &Vma) -> bool {
-    matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack) && v.prot & libc::PROT_READ as u32 != 0
+    v.anonymous() && v.prot & libc::PROT_READ as u32 != 0
 }
 
 /// The pagemaps of a child and its parent, both frozen (not snapshots,

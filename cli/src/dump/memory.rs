@@ -242,7 +242,7 @@ impl PipeReader<'_> {
 fn droppable_if_zero(v: &Vma, run: &PageRun) -> bool {
     // Shared memory is left alone: the parasite would look at the pages of
     // its object beyond the end of a file, which fault (SIGBUS).
-    run.origin == PageOrigin::Here && matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack)
+    run.origin == PageOrigin::Here && v.anonymous()
 }
 
 fn copy_unreadable(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, dedupe: bool) -> Result<()> {

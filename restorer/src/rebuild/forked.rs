@@ -23,10 +23,6 @@ use std::collections::HashMap;
 /// A range of addresses, [start, end).
 type Range = (u64, u64);
 
-fn anonymous(v: &Vma) -> bool {
-    matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack) && !v.shared
-}
-
 /// Can `entry` (`p`) be forked from its restored parent? A leaf of the tree
 /// (it forks nothing itself), in its parent's process group and session and
 /// running its program (it inherits them), with pages left to its parent.
@@ -98,8 +94,8 @@ impl<'a> Restoree<'a> {
 pub fn kept_areas(p: &ProcessImage, parent: &ProcessImage, now: &[Vma]) -> Vec<Range> {
     p.vmas
         .iter()
-        .filter(|v| anonymous(v) && p.pages.iter().any(|r| r.origin == PageOrigin::Inherited && r.vaddr >= v.start && r.vaddr < v.end))
-        .filter(|v| parent.vmas.iter().any(|q| (q.start, q.end, q.kind) == (v.start, v.end, v.kind) && anonymous(q) && !q.has_flag("wf") && !q.has_flag("dc")))
+        .filter(|v| v.anonymous() && p.pages.iter().any(|r| r.origin == PageOrigin::Inherited && r.vaddr >= v.start && r.vaddr < v.end))
+        .filter(|v| parent.vmas.iter().any(|q| (q.start, q.end, q.kind) == (v.start, v.end, v.kind) && q.anonymous() && !q.has_flag("wf") && !q.has_flag("dc")))
         .filter(|v| now.iter().any(|n| n.start <= v.start && v.end <= n.end && n.inode == 0 && !n.shared))
         .map(|v| (v.start, v.end))
         .collect()
