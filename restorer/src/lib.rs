@@ -102,7 +102,6 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     for p in images.values() {
         pages.insert(p.pid, cryo_image::chain::resolve(&img, p)?);
     }
-    memory_fits(&images, &pages, &forked_later(&img.inventory.processes, &images, opts, opts.pid_ns), img.inventory.page_size);
     if !opts.pid_ns && img.inventory.processes.len() > 1 {
         tracing::warn!("restoring a tree without a pid namespace: its processes get new pids, which pids they remember will not match");
     }
@@ -206,7 +205,8 @@ fn forked_later(entries: &[cryo_image::ProcessEntry], images: &HashMap<i32, Proc
 fn memory_fits(images: &HashMap<i32, ProcessImage>, pages: &HashMap<i32, ResolvedPages>, later: &HashSet<i32>, ps: u64) {
     let inherited = |p: &ProcessImage| -> u64 { p.pages.iter().filter(|r| r.origin == cryo_image::PageOrigin::Inherited).map(|r| r.npages * ps).sum() };
     let shared_again: u64 = images.values().filter(|p| later.contains(&p.pid)).map(inherited).sum();
-    let need: u64 = pages.values().map(|s| s.bytes(ps)).sum::<u64>() - shared_again;
+    // Saturating: a page a parent left out as zero counts in shared_again only.
+    let need: u64 = pages.values().map(|s| s.bytes(ps)).sum::<u64>().saturating_sub(shared_again);
     let copies: u64 = images.values().filter(|p| !later.contains(&p.pid)).map(inherited).sum();
     let mib = |b: u64| format!("{:.1}", b as f64 / (1 << 20) as f64);
     if copies > 0 {
@@ -326,6 +326,7 @@ fn restore_tree(
     stage("restart-shape")?;
     let entries = &img.inventory.processes;
     let later = forked_later(entries, images, opts, in_userns);
+    memory_fits(images, sources, &later, ps);
     let members = shape::create(entries, images, sandbox, &mut reg, &later)?;
     logged("creating the processes");
     let root_host = members[0].host;
