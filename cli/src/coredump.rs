@@ -28,6 +28,7 @@ const NT_FILE: u32 = 0x4649_4c45;
 /// Returns the files written with their number of memory areas.
 pub fn write(dir: &Path, pid: Option<i32>, all: bool, out: &Path) -> Result<Vec<(PathBuf, u64)>> {
     let img = ImageReader::open(dir)?;
+    img.of_one_moment()?;
     crate::snapshot::check_arch(dir, &img.inventory)?;
     let live = |e: &&ProcessEntry| e.state == ProcessState::Live;
     let pids: Vec<i32> = if all {

@@ -42,7 +42,7 @@ enum Cmd {
         output: Option<PathBuf>,
         /// Ask the `cryo attach` working on DIR for a checkpoint now, and wait
         /// until it is complete.
-        #[arg(long, value_name = "DIR", conflicts_with_all = ["pid", "output", "kill", "parent", "track", "compress"])]
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["pid", "output", "kill", "parent", "track", "compress", "pre_copy"])]
         now: Option<PathBuf>,
         /// Kill the process after a successful checkpoint, while still frozen,
         /// so nothing runs between the image and the kill.
@@ -73,6 +73,13 @@ enum Cmd {
         /// that a later checkpoint can be incremental against this one.
         #[arg(long)]
         track: bool,
+        /// Copy memory while the process runs, then stop it a second time
+        /// only to store what it wrote meanwhile: two short stops that do
+        /// not grow with its memory, instead of one for a snapshot's fork
+        /// (best for large memory that changes slowly). The copy becomes the
+        /// image's subdirectory pre-copy.
+        #[arg(long, conflicts_with_all = ["parent", "direct"])]
+        pre_copy: bool,
         /// Compress the pages (in parallel; off by default, as writing raw
         /// pages is fastest where the disk keeps up).
         #[arg(long, value_enum, value_name = "CODEC")]
@@ -328,21 +335,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Checkpoint { pid, output, kill, leave_running: _, tcp_close, direct, parent, track, compress, jobs, json, now: None } => {
+        Cmd::Checkpoint { pid, output, kill, leave_running: _, tcp_close, direct, parent, track, pre_copy, compress, jobs, json, now: None } => {
             let (Some(pid), Some(out)) = (pid, output) else { anyhow::bail!("checkpoint needs a PID and -o DIR") };
             let to_stdout = out.as_os_str() == "-";
             if to_stdout && json {
                 anyhow::bail!("--json and -o - both want stdout: drop --json (the summary goes to stderr)");
             }
-            if to_stdout && (parent.is_some() || track || compress.is_some()) {
-                anyhow::bail!("-o - streams a full, uncompressed image: drop --parent, --track and --compress");
+            if to_stdout && (parent.is_some() || track || compress.is_some() || pre_copy) {
+                anyhow::bail!("-o - streams a full, uncompressed image: drop --parent, --track, --pre-copy and --compress");
             }
             let compress = compress.map(Compress::codec);
             let s = if to_stdout {
                 guard::in_worker(|| streaming::checkpoint_to_stdout(pid, kill, tcp_close))?
             } else {
-                let opts = dump::Options { pid, out, kill, tcp_close, hold: None, direct, parent, track, compress, killed: None, pages_in_tree: false, inherit: true, jobs: jobs.map(usize::from) };
-                guard::in_worker(|| dump::checkpoint(&opts))?
+                let opts = dump::Options {
+                    pid,
+                    out,
+                    kill,
+                    tcp_close,
+                    hold: None,
+                    direct,
+                    parent,
+                    track,
+                    compress,
+                    killed: None,
+                    pages_in_tree: false,
+                    inherit: true,
+                    jobs: jobs.map(usize::from),
+                    pre_copy: dump::PreCopy::No,
+                };
+                if pre_copy {
+                    guard::in_worker(|| dump::precopy::checkpoint(&opts))?
+                } else {
+                    guard::in_worker(|| dump::checkpoint(&opts))?
+                }
             };
             if json {
                 println!(
@@ -351,12 +377,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "pid": s.pid, "image": s.image, "frozen_us": s.frozen_us, "total_us": s.total_us,
                         "pages": s.pages, "killed": kill, "left_running": !kill,
                         "snapshots": s.snapshots, "processes": s.processes,
-                        "parent": s.parent, "bytes": s.bytes,
+                        "parent": s.parent, "bytes": s.bytes, "stops_us": s.stops_us,
                     })
                 );
             } else {
                 eprintln!(
-                    "cryo: checkpointed {} into {} ({} pages{}{} in {:.1} ms); the process was stopped for {:.1} ms{}{}",
+                    "cryo: checkpointed {} into {} ({} pages{}{} in {:.1} ms); the process was stopped for {:.1} ms{}{}{}",
                     s.pid,
                     s.image.display(),
                     s.pages,
@@ -370,6 +396,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     },
                     s.total_us as f64 / 1000.0,
                     s.frozen_us as f64 / 1000.0,
+                    match s.stops_us.as_slice() {
+                        [a, b] => format!(" ({:.1} ms to start the pre-copy, {:.1} ms for the pages written during it)", *a as f64 / 1000.0, *b as f64 / 1000.0),
+                        _ => String::new(),
+                    },
                     if kill { " and then killed" } else { " and runs on" },
                     match s.snapshots {
                         0 => String::new(),

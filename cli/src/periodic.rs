@@ -198,6 +198,7 @@ fn take(series: &Series, job: &mut Job, s: &Schedule, chain: &mut Chain) {
             killed: None,
             pages_in_tree: false,
             inherit: true,
+            pre_copy: dump::PreCopy::No,
             jobs: s.jobs,
         };
         let sum = crate::guard::in_worker(|| dump::checkpoint(&opts))?;

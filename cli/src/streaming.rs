@@ -86,6 +86,7 @@ pub fn checkpoint_to_stdout(pid: i32, kill: bool, tcp_close: bool) -> Result<dum
         // its pages go from its memory to stdout, never to a file.
         pages_in_tree: kill,
         inherit: false,
+        pre_copy: dump::PreCopy::No,
         jobs: None,
     };
     let mut s = dump::checkpoint(&opts)?;

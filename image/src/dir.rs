@@ -34,11 +34,23 @@ fn remove_stale_partials(dir: &Path, parent: &Path) {
     let (Some(prefix), Ok(entries)) = (partial_prefix(dir), fs::read_dir(parent)) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.parse::<i32>().ok()) else { continue };
+        // `{prefix}{pid}`, or `{prefix}{pid}.{what}` (see `scratch_beside`).
+        let Some(pid) = name.strip_prefix(&prefix).and_then(|p| p.split('.').next()?.parse::<i32>().ok()) else { continue };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = fs::remove_dir_all(e.path());
         }
     }
+}
+
+/// A directory beside image `dir` for this process's own work towards it
+/// (`what` names it): removed as a stale partial image once this process
+/// is gone, as a partial image is.
+pub fn scratch_beside(dir: &Path, what: &str) -> Option<PathBuf> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Some(parent.join(format!("{}{}.{what}", partial_prefix(dir)?, std::process::id())))
 }
 
 impl ImageWriter {
@@ -107,6 +119,13 @@ impl ImageWriter {
         f.write_all(bytes).map_err(io_err(&path))
     }
 
+    /// Moves the complete image `from` (on the same file system) into this
+    /// one as subdirectory `name`: it comes and goes with this image.
+    pub fn adopt(&mut self, name: &str, from: &Path) -> Result<()> {
+        let to = self.partial.join(name);
+        fs::rename(from, &to).map_err(io_err(&to))
+    }
+
     /// Writes the inventory and renames the directory into place: from that
     /// moment, and not before, `dir` is a complete image.
     pub fn finish(&mut self, inv: &Inventory) -> Result<()> {
@@ -155,6 +174,22 @@ impl ImageReader {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Refuses an image whose pages are not those of one moment (the first
+    /// pass of a pre-copy), for the uses that need them to be.
+    pub fn of_one_moment(&self) -> Result<()> {
+        if !self.inventory.live_pages {
+            return Ok(());
+        }
+        let whole = self.dir.parent().filter(|d| d.join(INVENTORY_FILE).exists());
+        Err(ImageError::Invalid {
+            path: self.dir.display().to_string(),
+            what: format!(
+                "holds memory copied while the tree ran (the first pass of `cryo checkpoint --pre-copy`), not a checkpoint of its own; use {}",
+                whole.map_or("the image that names it as its parent".to_string(), |d| d.display().to_string())
+            ),
+        })
     }
 
     /// A process's metadata only, without looking at its pages file (which a

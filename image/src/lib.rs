@@ -24,7 +24,7 @@ mod dir;
 pub mod series;
 pub mod stream;
 
-pub use dir::{ImageReader, ImageWriter};
+pub use dir::{scratch_beside, ImageReader, ImageWriter};
 pub use series::{Series, SeriesEntry};
 pub use model::*;
 
@@ -35,7 +35,8 @@ pub use model::*;
 /// 7: socket options, half-closed TCP connections, UDP datagrams, a timerfd's
 ///    time of day, mlockall(MCL_FUTURE).
 /// 8: pages a child shares with its parent since a fork, stored once.
-pub const FORMAT_VERSION: u32 = 8;
+/// 9: images of pages read while the tree ran (`checkpoint --pre-copy`).
+pub const FORMAT_VERSION: u32 = 9;
 
 pub const INVENTORY_FILE: &str = "inventory.cryo";
 

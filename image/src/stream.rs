@@ -426,6 +426,7 @@ mod tests {
             parent: None,
             cpu_features: 0,
             stats: DumpStats::default(),
+            live_pages: false,
         };
         fs::write(dir.path().join(INVENTORY_FILE), meta::encode(Kind::Inventory, &inv)).unwrap();
         for pid in [8, 9, 10] {

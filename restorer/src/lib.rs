@@ -236,6 +236,7 @@ enum Pages {
 }
 
 fn checked_images(img: &ImageReader, allow_changed_files: bool, pages: Pages) -> Result<HashMap<i32, ProcessImage>> {
+    img.of_one_moment()?;
     check::image_fits_this_machine(img)?;
     let mut images = HashMap::new();
     for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {

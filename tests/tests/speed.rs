@@ -314,6 +314,83 @@ fn failed_tracked_checkpoint_leaves_no_tracking() {
     }
 }
 
+/// The dirty workload rewriting 64 pages every 10 ms (so that it writes
+/// while a pre-copy reads its memory), its reference log, and a running copy.
+fn busy_dirty_running(h: &Harness) -> (Proc, Log, String) {
+    let prog = h.compile("dirty");
+    let prog = prog.to_str().unwrap();
+    let reference = h.reference_log(prog, &["250", "0", DIRTY_MIB, "64"], SECS20);
+    let (p, _) = h.spawn(&[prog, "dirty.log", "250", "10", DIRTY_MIB, "64"], "dirty.out");
+    let log = Log::new(h.path("dirty.log"));
+    log.wait_prefix("step 3 ", SECS20);
+    (p, log, reference)
+}
+
+/// Bytes of the files of a directory (not of its subdirectories).
+fn files_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir).unwrap().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+}
+
+/// `--pre-copy` copies memory while the target runs, then stops it again
+/// for what it wrote meanwhile: two stops, the copy inside the image (and
+/// refused on its own), no write tracking left unless asked (--track), and
+/// restarts of both images, the second chained further with --parent,
+/// finish as the reference run although the target wrote all along.
+#[test]
+fn pre_copy_stores_what_was_written_during_the_copy() {
+    let h = Harness::with_cryo("pre-copy");
+    let (mut p, log, reference) = busy_dirty_running(&h);
+    let pid = p.pid();
+    let (a, b, c) = (h.path("a"), h.path("b"), h.path("c"));
+    let (out, v) = checkpoint_json(&h, pid, &a, &["--pre-copy"], &[]);
+    let stops = v["stops_us"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(stops.len(), 2, "two stops: {v}");
+    assert_eq!(stops.iter().map(|s| s.as_u64().unwrap()).sum::<u64>(), v["frozen_us"].as_u64().unwrap(), "{v}");
+    let copied = files_bytes(&a.join("pre-copy"));
+    assert!(copied >= 60 << 20, "the pre-copy holds the buffer ({copied} bytes):\n{}", out.describe());
+    let own = files_bytes(&a);
+    assert!(own < 32 << 20, "the image itself holds only what was written during the copy ({own} bytes): {v}");
+    assert!(!has_userfaultfd(pid), "a pre-copy without --track takes its tracking away again");
+    assert_running_untouched(pid, &log, 0, "after a pre-copy");
+    let stray: Vec<_> = std::fs::read_dir(h.path("")).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains("pre-copy")).collect();
+    assert!(stray.is_empty(), "nothing of the pre-copy is left beside the image: {stray:?}");
+
+    let out = h.cryo_run(&["restart", a.join("pre-copy").to_str().unwrap(), "--detach"]);
+    out.assert_clean_failure();
+    assert!(out.stderr.contains("while the tree ran") && out.stderr.contains(a.to_str().unwrap()), "says what to restart instead:\n{}", out.describe());
+
+    let (_, v) = checkpoint_json(&h, pid, &b, &["--pre-copy", "--track"], &[]);
+    assert!(has_userfaultfd(pid), "--pre-copy --track leaves the tracking: {v}");
+    let (_, v) = checkpoint_json(&h, pid, &c, &["--parent", b.to_str().unwrap(), "--kill"], &[]);
+    assert!(v["parent"].is_string(), "incremental against the pre-copied image: {v}");
+    assert!(p.wait_timeout(SECS20).is_some(), "--kill left the target running");
+    restart_finishes_as_reference(&h, &c, &log, &reference, pid, "dirty log after restarting a chain over a pre-copied image");
+    restart_finishes_as_reference(&h, &a, &log, &reference, pid, "dirty log after restarting the pre-copied image");
+}
+
+/// A pre-copy that fails while the target runs between its passes, or in
+/// its final pass, leaves the target running untracked, and no image or
+/// copy behind.
+#[test]
+fn failed_pre_copy_leaves_the_target_as_it_was() {
+    for stage in ["pre-copy", "image-write@2", "tracking@2"] {
+        let h = Harness::with_cryo(&format!("pre-copy-fault-{}", stage.replace('@', "-")));
+        let (mut p, log, reference) = busy_dirty_running(&h);
+        let pid = p.pid();
+        let pid_s = pid.to_string();
+        let img = h.path("img");
+        let out = h.cryo_run_env(&["checkpoint", &pid_s, "-o", img.to_str().unwrap(), "--pre-copy"], &[("CRYO_FAULT", stage)]);
+        out.assert_clean_failure();
+        assert!(!has_userfaultfd(pid), "{stage}: a userfaultfd was left in the target");
+        assert_running_untouched(pid, &log, 0, stage);
+        let left: Vec<_> = std::fs::read_dir(h.path("")).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains("img")).collect();
+        assert!(left.is_empty(), "{stage}: left behind: {left:?}");
+        let st = p.wait_exit(Duration::from_secs(60));
+        assert!(st.success(), "{stage}: dirty exited with {}", describe_status(st));
+        assert_text_eq(&log.text(), &heap_expected(&reference, pid), stage);
+    }
+}
+
 /// `cryo launch --full-every 3`: the images between full ones are
 /// incremental against the one before, pruning keeps every parent a kept
 /// image needs, and `cryo restart DIR` after a crash goes through the chain.

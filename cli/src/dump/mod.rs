@@ -11,6 +11,7 @@ mod lock;
 mod memory;
 mod parent;
 mod pids;
+pub mod precopy;
 mod sink;
 mod state;
 pub(crate) mod tracking;
@@ -74,6 +75,23 @@ pub struct Options<'a> {
     /// Processes dumped, and snapshots written, at once at most (None: see
     /// `relay::width_for`).
     pub jobs: Option<usize>,
+    /// A pass of `checkpoint --pre-copy` (see precopy.rs).
+    pub pre_copy: PreCopy,
+}
+
+/// The passes of a pre-copy.
+#[derive(Default)]
+pub enum PreCopy {
+    #[default]
+    No,
+    /// Write tracking started in the frozen tree, its memory copied once it
+    /// runs again (an image with `live_pages`, only ever a parent).
+    First,
+    /// Incremental against the first pass (`Options::parent`), which the
+    /// image takes in as its subdirectory [`precopy::SUBDIR`]; the write
+    /// tracking of these processes (host pids) is closed while they are
+    /// frozen, as the first pass started it for this checkpoint only.
+    Final { untrack: Vec<i32> },
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -94,11 +112,19 @@ pub struct Summary {
     /// Pages that children share with their parent since a fork, left to
     /// the parent's pages file.
     pub pages_inherited: u64,
+    /// How long each stop took (two with `--pre-copy`; `frozen_us` is
+    /// their sum).
+    #[serde(default)]
+    pub stops_us: Vec<u64>,
 }
 
 pub fn checkpoint(opts: &Options) -> Result<Summary> {
     if opts.pages_in_tree && !(opts.kill && opts.hold.is_some() && opts.compress.is_none()) {
         anyhow::bail!("internal error: pages can stay in the tree only until a hold before --kill, uncompressed");
+    }
+    let first_pass = matches!(opts.pre_copy, PreCopy::First);
+    if first_pass && (opts.kill || opts.pages_in_tree || opts.parent.is_some()) {
+        anyhow::bail!("internal error: a pre-copy's first pass leaves the tree running and is a full image");
     }
     let t0 = Instant::now();
     let pid = opts.pid;
@@ -120,7 +146,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let prev = parent.as_ref().map(|p| p.tracking(view.pid(pid)?)).transpose()?;
     clock.stage("parent checked");
     let tree_pids = tree.pids();
-    let parents = if opts.inherit && !opts.pages_in_tree { parents_in(&tree_pids) } else { ParentMaps::new() };
+    let parents = if opts.inherit && !opts.pages_in_tree && !first_pass { parents_in(&tree_pids) } else { ParentMaps::new() };
     let zombies: Vec<i32> = tree.zombies.iter().map(|z| z.pid).collect();
     let mut tree_fds = fds::collect(&tree_pids, &zombies, &view, &mut writer, opts.tcp_close)?;
     clock.stage("fds collected");
@@ -136,7 +162,12 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let collected = (|| -> Result<()> {
         let pages_files = Mutex::new(&mut writer);
         let each = Each {
-            track: prev.is_some() || (opts.track && !opts.kill),
+            track: prev.is_some() || (opts.track && !opts.kill) || first_pass,
+            live: first_pass,
+            untrack: match &opts.pre_copy {
+                PreCopy::Final { untrack } => untrack,
+                _ => &[],
+            },
             compress: opts.compress,
             in_tree: opts.pages_in_tree,
             view: &view,
@@ -154,7 +185,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         // forked below one would end up as its child: see
         // cryo_injector::snapshot), known once those above are dumped: a
         // wave per depth in the tree.
-        let low_freeze = !opts.kill && !opts.direct;
+        let low_freeze = !opts.kill && !opts.direct && !first_pass;
         let depths = if low_freeze { depths_in(&tree_pids) } else { vec![0; tree_pids.len()] };
         let mut dumped: Vec<Option<Frozen>> = tree_pids.iter().map(|_| None).collect();
         // Processes that reap orphans (PR_SET_CHILD_SUBREAPER).
@@ -263,6 +294,9 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let finished = (|| -> Result<Totals> {
         let mut totals = Totals::default();
         write_from_snapshots(&mut deferred, &progress, opts.jobs, opts.inherit)?;
+        if first_pass {
+            copy_live(&mut deferred, &progress, opts.jobs)?;
+        }
         for d in deferred {
             totals.add(d.complete(&mut writer)?);
         }
@@ -286,11 +320,19 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             unix: tree_fds.unix,
             inet: tree_fds.inet,
             ptys: tree_fds.ptys,
-            parent: if incremental { opts.parent.as_deref().map(|p| relative_parent(p, &opts.out)).transpose()? } else { None },
+            parent: match (incremental, &opts.pre_copy) {
+                (false, _) => None,
+                (true, PreCopy::Final { .. }) => Some(precopy::SUBDIR.to_string()),
+                (true, _) => opts.parent.as_deref().map(|p| relative_parent(p, &opts.out)).transpose()?,
+            },
             cpu_features,
             stats: DumpStats { frozen_us, total_us: t0.elapsed().as_micros() as u64, pages_written: pages },
+            live_pages: first_pass,
         };
         clock.stage("snapshots written");
+        if let (true, PreCopy::Final { .. }, Some(first)) = (incremental, &opts.pre_copy, &opts.parent) {
+            writer.adopt(precopy::SUBDIR, first).context("taking the pre-copy into the image")?;
+        }
         writer.finish(&inventory).context("completing the image")?;
         Ok(totals)
     })();
@@ -335,6 +377,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         parent: if incremental { opts.parent.clone() } else { None },
         bytes,
         pages_inherited: inherited,
+        stops_us: vec![frozen_us],
     })
 }
 
@@ -504,6 +547,12 @@ struct Pending {
     snapshot: Option<(Parasite, Snapshot)>,
     /// What write tracking said, for choosing pages from the snapshot.
     tracked: Option<tracking::Tracked>,
+    /// In a pre-copy's first pass, the process (host pid) whose tracked
+    /// memory is copied once it runs again.
+    live: Option<i32>,
+    /// The write tracking a pre-copy's final pass took out of the process
+    /// (see [`tracking::stop`]), closed with this.
+    untracked: Option<std::os::fd::OwnedFd>,
 }
 
 /// Where a process's pages go.
@@ -567,9 +616,32 @@ impl Pending {
         Ok(())
     }
 
+    /// A pre-copy's first pass: write-protect the tracked memory of the
+    /// running process, then copy it. A page the process writes after its
+    /// protection shows in the final pass's scan and is stored there; one it
+    /// writes while being copied too.
+    fn copy_live(&mut self, progress: &indicatif::ProgressBar) -> Result<()> {
+        let (Some(pid), Some(tracked)) = (self.live.take(), &self.tracked) else { return Ok(()) };
+        fault::check("pre-copy")?;
+        let clock = Clock::start(format!("pre-copy of {pid}"));
+        let ranges = &tracked.info.ranges;
+        tracking::write_protect(pid, ranges);
+        clock.stage("write-protected");
+        let vmas: Vec<Vma> = self.process.vmas.iter().filter(|v| ranges.iter().any(|r| r.0 <= v.start && v.end <= r.1)).cloned().collect();
+        let mem = MemFile::open(pid)?;
+        let runs = memory::select(pid, &vmas, memory::Part::All, &mem, &mut memory::SharedSeen::new(), None)?;
+        progress.inc_length(memory::bytes(&runs));
+        let PagesOut::File(sink) = &mut self.pages else { anyhow::bail!("internal error: a pre-copy's pages stay in the tree") };
+        memory::copy_running(&runs, &vmas, &mem, sink, progress).context("copying memory while the process runs")?;
+        clock.stage("copied");
+        Ok(())
+    }
+
     /// Complete the page index and write the process's image.
     fn complete(self, writer: &mut ImageWriter) -> Result<Totals> {
-        let Pending { mut process, chosen, pages, .. } = self;
+        let Pending { mut process, chosen, pages, untracked, .. } = self;
+        // The tree runs again: the write-protection can go now.
+        drop(untracked);
         let (mut runs, compression, len, crc, zero_pages) = match pages {
             PagesOut::File(sink) => {
                 let w = sink.finish()?;
@@ -623,6 +695,14 @@ fn write_from_snapshots(deferred: &mut [Pending], progress: &indicatif::Progress
     written
 }
 
+/// [`Pending::copy_live`] for each process, several at once.
+fn copy_live(deferred: &mut [Pending], progress: &indicatif::ProgressBar, jobs_limit: Option<usize>) -> Result<()> {
+    let jobs: Vec<relay::Job<Result<()>>> =
+        deferred.iter_mut().filter(|d| d.live.is_some()).map(|d| Box::new(move || d.copy_live(progress)) as relay::Job<Result<()>>).collect();
+    let width = relay::width_for(jobs.len(), jobs_limit, 2);
+    relay::in_parallel(jobs, width).into_iter().collect()
+}
+
 /// A lock of what processes dumped at once share; a panic elsewhere
 /// leaves nothing half-done in these.
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -650,6 +730,10 @@ fn same_after_fork(pid: i32, vmas: &[Vma], forked: &[Vma]) -> Result<()> {
 struct Each<'a, 'w> {
     /// Track writes (see tracking.rs).
     track: bool,
+    /// A pre-copy's first pass: memory is copied once the tree runs again.
+    live: bool,
+    /// See [`PreCopy::Final`].
+    untrack: &'a [i32],
     compress: Option<Codec>,
     /// See [`Options::pages_in_tree`].
     in_tree: bool,
@@ -687,7 +771,13 @@ impl Each<'_, '_> {
         let earlier = self.maps_before.get(&seized.pid);
         let vmas = proc::vmas_since(seized.pid, earlier.map(|e| e.vmas.as_slice()))?;
         self.clock.stage("maps checked");
-        let how = How { snapshot, tracking: self.track.then_some(left), flags_exact: !earlier.is_some_and(|e| e.from_parent && e.vmas == vmas) };
+        let how = How {
+            snapshot,
+            tracking: self.track.then_some(left),
+            flags_exact: !earlier.is_some_and(|e| e.from_parent && e.vmas == vmas),
+            live: self.live,
+            untrack: self.untrack.contains(&seized.pid),
+        };
         let frozen = dump_frozen(seized, vmas, fds, self, how)?;
         self.clock.stage("process done");
         Ok(frozen)
@@ -710,6 +800,10 @@ struct How<'a> {
     tracking: Option<Option<&'a Tracking>>,
     /// The VmFlags were read now, not taken from the parent image.
     flags_exact: bool,
+    /// See [`Each::live`].
+    live: bool,
+    /// Close the write tracking once the pages are chosen.
+    untrack: bool,
 }
 
 /// The frozen tree's memory, by pid as the image names its processes.
@@ -782,7 +876,7 @@ fn pages_while_frozen(
     clock: &Clock,
 ) -> Result<(Vec<PageRun>, Option<Snapshot>, PagesOut)> {
     let pid = seized.pid;
-    let Each { view, pages_files, shared, progress, compress, in_tree, .. } = *each;
+    let Each { shared, progress, in_tree, .. } = *each;
     let How { snapshot, flags_exact, .. } = *how;
     // A snapshot lacks MADV_DONTFORK areas and has MADV_WIPEONFORK ones
     // empty. Flags from the parent image may miss a whole-area madvise
@@ -819,7 +913,7 @@ fn pages_while_frozen(
     let mut chosen = each.inherit(pid, vmas, &remote.mem, chosen);
     progress.inc_length(memory::bytes(&chosen));
     let mem = MemFile::open(pid)?;
-    let mut sink = Sink::new(locked(pages_files).create_pages(view.pid(pid)?)?, compress, page_size(), memory::PIECE)?;
+    let mut sink = pages_file(pid, each)?;
     let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
         memory::stream(runs, vmas, part, &mem, &mut sink, progress, &mut FromTarget { seized, remote, parasite })
     };
@@ -845,6 +939,12 @@ fn pages_while_frozen(
             Ok((chosen, None, PagesOut::File(sink)))
         }
     }
+}
+
+/// The pages file of process `pid` (host pid), written as pages come.
+fn pages_file(pid: i32, each: &Each) -> Result<Sink> {
+    let file = locked(each.pages_files).create_pages(each.view.pid(pid)?)?;
+    Sink::new(file, each.compress, page_size(), memory::PIECE)
 }
 
 /// Everything done while the process is frozen. On error the parasite has
@@ -876,7 +976,7 @@ fn dump_frozen(seized: &mut Seized, vmas: Vec<Vma>, fds: Vec<FdImage>, each: &Ea
         parasite.open_pipe(seized, &mut remote)?;
         clock.stage("threads collected");
         let tracked = match &how.tracking {
-            Some(prev) => match tracking::track(seized, &mut remote, &mut parasite, &vmas, *prev)? {
+            Some(prev) => match tracking::track(seized, &mut remote, &mut parasite, &vmas, *prev, !how.live)? {
                 Ok(t) => {
                     if let Some(why) = &t.lost {
                         tracing::warn!("{why}; its memory is stored whole");
@@ -893,20 +993,29 @@ fn dump_frozen(seized: &mut Seized, vmas: Vec<Vma>, fds: Vec<FdImage>, each: &Ea
         if how.tracking.is_some() {
             clock.stage("write tracking");
         }
-        let rest = pages_while_frozen(seized, &mut remote, &mut parasite, &vmas, &st, tracked.as_ref(), each, &how, &clock);
+        let rest = if how.live {
+            pages_file(pid, each).map(|sink| (Vec::new(), None, PagesOut::File(sink)))
+        } else {
+            pages_while_frozen(seized, &mut remote, &mut parasite, &vmas, &st, tracked.as_ref(), each, &how, &clock)
+        };
         if rest.is_err() {
             if let Some(t) = &tracked {
                 tracking::undo(seized, &mut remote, &mut parasite, t);
             }
         }
         let (runs, snap, pages) = rest?;
+        // Its scan is done: the pages still go by what it said.
+        let untracked = match tracked.as_ref().filter(|_| how.untrack) {
+            Some(t) => tracking::stop(seized, &mut remote, &mut parasite, t)?,
+            None => None,
+        };
         let started = tracked.as_ref().and_then(|t| tracking::Started::of(pid, t));
-        Ok((st, timers, per_thread, runs, snap, pages, tracked, started))
+        Ok((st, timers, per_thread, runs, snap, pages, tracked, started, untracked))
     })();
     let cured = parasite.unload(seized, &mut remote);
     clock.stage("parasite unloaded");
-    let (st, timers, per_thread, chosen, snap, pages, tracked, started) = inside?;
-    let tracking = tracked.as_ref().map(|t| t.info.clone());
+    let (st, timers, per_thread, chosen, snap, pages, tracked, started, untracked) = inside?;
+    let tracking = tracked.as_ref().filter(|_| !how.untrack).map(|t| t.info.clone());
     cured.context("removing the parasite from the target")?;
 
     let status = proc::status(pid)?;
@@ -1012,5 +1121,6 @@ fn dump_frozen(seized: &mut Seized, vmas: Vec<Vma>, fds: Vec<FdImage>, each: &Ea
     clock.stage("process read");
     let reaper = st.child_subreaper;
     let snapshot = snap.map(|s| (parasite, s));
-    Ok(Frozen { reaper, started, pending: Pending { process, chosen, pages, snapshot, tracked } })
+    let live = (how.live && tracked.is_some()).then_some(pid);
+    Ok(Frozen { reaper, started, pending: Pending { process, chosen, pages, snapshot, tracked, live, untracked } })
 }

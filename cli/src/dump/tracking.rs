@@ -118,12 +118,16 @@ fn trackable(v: &Vma) -> bool {
 
 /// Start or continue tracking in the frozen process. `Ok(Err(why))` when
 /// this kernel or process cannot be tracked: the checkpoint is then full.
+/// Without `scan`, the pages are neither looked at nor write-protected
+/// (`written` is empty): a pre-copy does that with [`write_protect`] once
+/// the process runs again.
 pub fn track(
     seized: &mut Seized,
     remote: &mut Remote,
     parasite: &mut Parasite,
     vmas: &[Vma],
     prev: Option<&Tracking>,
+    scan: bool,
 ) -> Result<std::result::Result<Tracked, String>> {
     let pid = seized.pid;
     fault::check("tracking")?;
@@ -188,7 +192,7 @@ pub fn track(
     // Tracked now: registered before (and not just replaced by a new fd) or just now.
     let tracked_now = |v: &&Vma| trackable(v) && ((v.has_flag("uw") && !created) || newly.contains(&v.start));
     for v in vmas.iter().filter(tracked_now) {
-        let scanned = scan::ranges(&pagemap, v.start, v.end, scan::PAGE_IS_WRITTEN, scan::WP_MATCHING | scan::CHECK_WPASYNC);
+        let scanned = if scan { scan::ranges(&pagemap, v.start, v.end, scan::PAGE_IS_WRITTEN, scan::WP_MATCHING | scan::CHECK_WPASYNC) } else { Ok(Vec::new()) };
         match scanned {
             Ok(w) => written.extend(w),
             Err(e) => {
@@ -208,6 +212,39 @@ pub fn track(
     }
     written.sort();
     Ok(Ok(Tracked { info: Tracking { fd, inode, generation, ranges }, since_parent, written, lost, created, token_fd }))
+}
+
+/// Write-protect the pages of the tracked `ranges` of a running process, so
+/// that every write from now on shows in the next checkpoint's scan (which
+/// works on the process's registrations from outside). Where this fails (an
+/// area the program unmapped meanwhile) nothing is lost: a page never
+/// write-protected shows as written, and is stored again.
+pub fn write_protect(pid: i32, ranges: &[(u64, u64)]) {
+    let pagemap = match Pagemap::open(pid) {
+        Ok(p) => p,
+        Err(e) => return tracing::debug!("process {pid}: not write-protected for the pre-copy: {e}"),
+    };
+    for &(start, end) in ranges {
+        if let Err(e) = scan::ranges(&pagemap, start, end, scan::PAGE_IS_WRITTEN, scan::WP_MATCHING | scan::CHECK_WPASYNC) {
+            tracing::debug!("process {pid}: {start:#x}-{end:#x} not write-protected for the pre-copy: {e}");
+        }
+    }
+}
+
+/// Close the tracking `t` describes in the frozen process: a pre-copy's
+/// final pass takes away what its first pass started, unless asked to keep
+/// it (`--track`). Returns cryo's own reference to the userfaultfd, to drop
+/// once the process runs again: the last close undoes the write-protection
+/// of all tracked memory, a walk of its page tables (13 ms per GiB) that
+/// need not stop the process.
+pub fn stop(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite, t: &Tracked) -> Result<Option<std::os::fd::OwnedFd>> {
+    let kept = cryo_tracer::files::take_fd(seized.pid, t.info.fd).ok();
+    let mut b = Batch::new();
+    for fd in [t.info.fd, t.token_fd] {
+        b.call_may_fail(Sysno::Close, &[(fd as u64).into()]);
+    }
+    parasite.run(seized, remote, &b)?;
+    Ok(kept)
 }
 
 /// Where the userfaultfd goes: out of the way of the program's own fds,

@@ -209,6 +209,7 @@ pub fn run(o: &Options) -> Result<Report> {
         // needs its checksums up front).
         pages_in_tree: !o.precopy,
         inherit: false,
+        pre_copy: dump::PreCopy::No,
         jobs: None,
     });
     let mut ssh = ssh.into_inner();
@@ -269,6 +270,7 @@ fn precopy(o: &Options, ssh: &RefCell<Remote>, staging: &Staging, rounds: &mut V
             killed: None,
             pages_in_tree: false,
             inherit: false,
+            pre_copy: dump::PreCopy::No,
             jobs: None,
         })
         .with_context(|| format!("pre-copy round {k}"))?;

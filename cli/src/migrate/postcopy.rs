@@ -232,6 +232,7 @@ pub(super) fn run(o: &Options, ssh: Remote, t0: Instant) -> Result<super::Report
         killed: None,
         pages_in_tree: true,
         inherit: false,
+        pre_copy: dump::PreCopy::No,
         jobs: None,
     });
     let mut ssh = ssh.into_inner();

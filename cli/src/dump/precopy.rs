@@ -1,0 +1,108 @@
+//! `cryo checkpoint --pre-copy`: a checkpoint whose stops do not grow with
+//! the tree's memory.
+//!
+//! A low-freeze checkpoint stops the tree for its snapshot's fork, which
+//! copies the page tables of all its memory (14–30 ms per GiB here). A
+//! pre-copy stops it twice, each time only for its state and a page-table
+//! scan: the first pass starts write tracking (tracking.rs) in the frozen
+//! tree, lets it go, write-protects its memory from outside and copies it
+//! while it runs; the final pass is an incremental checkpoint against the
+//! first, which stores only what the tree wrote meanwhile (from a snapshot
+//! after all when that is much). The first pass's image, whose pages are
+//! of no one moment, moves into the final image as its subdirectory
+//! [`SUBDIR`]: restart reads the unchanged pages from there.
+
+use super::{checkpoint as pass, tracking, Options, PreCopy, Summary};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where the first pass's image lies in the final one.
+pub const SUBDIR: &str = "pre-copy";
+
+pub fn checkpoint(opts: &Options) -> Result<Summary> {
+    if opts.parent.is_some() || opts.pages_in_tree || opts.hold.is_some() {
+        anyhow::bail!("internal error: a pre-copy is a checkpoint of its own, into a directory");
+    }
+    let t0 = Instant::now();
+    let pid = opts.pid;
+    let first_dir = beside(&opts.out)?;
+    // What this checkpoint starts it takes away again, unless asked to
+    // leave tracking for later checkpoints (--track).
+    let tracked_before = tracking::tracked_in_tree(pid);
+    let undo = || {
+        let _ = std::fs::remove_dir_all(&first_dir);
+        for p in tracking::tracked_in_tree(pid).into_iter().filter(|p| !tracked_before.contains(p)) {
+            tracking::remove(p);
+        }
+    };
+    let first = pass(&Options {
+        pid,
+        out: first_dir.clone(),
+        kill: false,
+        tcp_close: opts.tcp_close,
+        hold: None,
+        direct: false,
+        parent: None,
+        track: true,
+        compress: opts.compress,
+        killed: None,
+        pages_in_tree: false,
+        inherit: false,
+        jobs: opts.jobs,
+        pre_copy: PreCopy::First,
+    });
+    let first = match first {
+        Ok(s) => s,
+        Err(e) => {
+            undo();
+            return Err(e.context("the pre-copy's first pass failed; the process runs on as before"));
+        }
+    };
+    tracing::info!("pre-copy: {} MiB copied while the tree ran, stopped {:.1} ms", first.bytes >> 20, first.frozen_us as f64 / 1000.0);
+    let untrack = if opts.track { Vec::new() } else { tracking::tracked_in_tree(pid).into_iter().filter(|p| !tracked_before.contains(p)).collect() };
+    let last = pass(&Options {
+        pid,
+        out: opts.out.clone(),
+        kill: opts.kill,
+        tcp_close: opts.tcp_close,
+        hold: None,
+        direct: opts.direct,
+        parent: Some(first_dir.clone()),
+        track: opts.track,
+        compress: opts.compress,
+        killed: opts.killed,
+        pages_in_tree: false,
+        inherit: opts.inherit,
+        jobs: opts.jobs,
+        pre_copy: PreCopy::Final { untrack },
+    });
+    let last = match last {
+        Ok(s) => s,
+        Err(e) => {
+            undo();
+            return Err(e);
+        }
+    };
+    if last.parent.is_none() {
+        // Nothing was left to the first pass (no tracking held): the image
+        // is whole without it.
+        std::fs::remove_dir_all(&first_dir).with_context(|| format!("removing {}", first_dir.display()))?;
+    }
+    Ok(Summary {
+        frozen_us: first.frozen_us + last.frozen_us,
+        total_us: t0.elapsed().as_micros() as u64,
+        pages: first.pages + last.pages,
+        bytes: first.bytes + last.bytes,
+        parent: None,
+        stops_us: vec![first.frozen_us, last.frozen_us],
+        ..last
+    })
+}
+
+/// The first pass's directory: beside the image (a rename away from its
+/// place inside it), hidden, and removed by a later checkpoint to the same
+/// place if this one is killed.
+fn beside(out: &Path) -> Result<PathBuf> {
+    cryo_image::scratch_beside(out, SUBDIR).with_context(|| format!("{} is not a usable directory name for an image", out.display()))
+}
