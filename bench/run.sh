@@ -7,7 +7,8 @@
 #   - cryo checkpoint --kill (memory written while stopped), its stop
 #   - cryo checkpoint (default: low-freeze, memory written from a snapshot), its stop,
 #     and cryo checkpoint --direct (leave running, memory written while stopped), its
-#     stop: each the median of CRYO_BENCH_RUNS (default 3) runs, as dd's time is
+#     stop, and cryo checkpoint --precopy (memory copied while it runs), its two
+#     stops added up: each the median of CRYO_BENCH_RUNS (default 3) runs, as dd's time is
 #   - incremental checkpoints, each after 1% of the pages were rewritten, chained
 #     (CRYO_BENCH_INC_RUNS, default 5; the median; anonymous memory only)
 #   - cryo restart --lazy --detach: until the tree runs, and until every page is in
@@ -59,7 +60,7 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
     rm -f "$W/dd.out" "$W"/core.*
-    [ -n "${CRYO_BENCH_KEEP:-}" ] || rm -rf "$W"/img-* "$W"/lf-* "$W"/inc-* "$W"/direct-* "$W"/tree-* "$W"/forked-*
+    [ -n "${CRYO_BENCH_KEEP:-}" ] || rm -rf "$W"/img-* "$W"/lf-* "$W"/inc-* "$W"/direct-* "$W"/pc-* "$W"/tree-* "$W"/forked-*
 }
 trap cleanup EXIT
 
@@ -186,6 +187,9 @@ bench_one() {
 
     checkpoint_median lf "lf-$name"
     local lf_t=$T lf_frozen=$F
+    # Both stops of a pre-copy, added up.
+    checkpoint_median pc "pc-$name" --precopy
+    local pc_t=$T pc_frozen=$F
     # The parent of the incremental one; starting write tracking costs a
     # scan of all memory while stopped, once.
     timed track ./cryo checkpoint "$pid" -o "lf-$name" --track --json
@@ -263,6 +267,7 @@ bench_one() {
     row "cryo checkpoint --kill" "$kill_t"
     row "cryo checkpoint (low-freeze, default)" "$lf_t"
     row "cryo checkpoint --track" "$tr_t"
+    row "cryo checkpoint --precopy" "$pc_t"
     row "cryo checkpoint --direct" "$dir_t"
     [ "$inc_t" = - ] || row "incremental checkpoint, 1% rewritten" "$inc_t"
     row "cryo restart --detach" "$rst_t"
@@ -277,13 +282,14 @@ bench_one() {
     row "fork of as much memory (C), later" "$frk"
     row "dd to a file (no sync)" "$ddt"
     [ "$gct" = - ] || row "gdb gcore" "$gct"
-    echo "stopped: --kill $(ms "$kill_frozen") ms, --direct $(ms "$dir_frozen") ms, low-freeze $(ms "$lf_frozen") ms, --track $(ms "$tr_frozen") ms$( [ "$inc_t" = - ] || echo ", incremental $(ms "$inc_frozen") ms")"
+    echo "stopped: --kill $(ms "$kill_frozen") ms, --direct $(ms "$dir_frozen") ms, low-freeze $(ms "$lf_frozen") ms, --precopy (both stops) $(ms "$pc_frozen") ms, --track $(ms "$tr_frozen") ms$( [ "$inc_t" = - ] || echo ", incremental $(ms "$inc_frozen") ms")"
     echo "image: $(mib "$img_bytes") MiB$( [ "$inc_t" = - ] || echo "; incremental image: $(mib "$inc_bytes") MiB"); cryo peak RSS: $(mib $((MAXRSS * 1024))) MiB"
     echo "goals (issue 5):"
     goal "checkpoint --kill / dd" "$(awk -v a="$kill_t" -v b="$ddt" 'BEGIN { print a / b }')" 1.2 x
     [ "$gct" = - ] || goal "checkpoint --kill / gcore" "$(awk -v a="$kill_t" -v b="$gct" 'BEGIN { print a / b }')" 0.6 x
     goal "low-freeze stop per GiB" "$(awk -v f="$lf_frozen" -v g="$gib" 'BEGIN { print f / 1000 / g }')" 20 ms
     echo "  (a fork alone: $(awk -v f="$frk_first" -v g="$gib" 'BEGIN { printf "%.1f", f * 1000 / g }') ms per GiB the first time, $(awk -v f="$frk" -v g="$gib" 'BEGIN { printf "%.1f", f * 1000 / g }') later; the stop, the median of three in a row, is $(ratio "$(ms "$lf_frozen")" "$(awk -v f="$frk" 'BEGIN { print f * 1000 }')") of a later one)"
+    goal "--precopy stops per GiB" "$(awk -v f="$pc_frozen" -v g="$gib" 'BEGIN { print f / 1000 / g }')" 20 ms
     goal "restart / read from cache" "$(awk -v a="$rst_t" -v b="$rd_t" 'BEGIN { print a / b }')" 2 x
     echo "  (restart / reading into fresh memory: $(ratio "$rst_t" "$into_t"))"
     goal "restart on huge pages (2nd) / read" "$(awk -v a="${huge_t[1]}" -v b="$rd_t" 'BEGIN { print a / b }')" 2 x

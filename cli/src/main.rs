@@ -42,7 +42,7 @@ enum Cmd {
         output: Option<PathBuf>,
         /// Ask the `cryo attach` working on DIR for a checkpoint now, and wait
         /// until it is complete.
-        #[arg(long, value_name = "DIR", conflicts_with_all = ["pid", "output", "kill", "parent", "track", "compress", "pre_copy"])]
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["pid", "output", "kill", "parent", "track", "compress", "precopy"])]
         now: Option<PathBuf>,
         /// Kill the process after a successful checkpoint, while still frozen,
         /// so nothing runs between the image and the kill.
@@ -77,9 +77,9 @@ enum Cmd {
         /// only to store what it wrote meanwhile: two short stops that do
         /// not grow with its memory, instead of one for a snapshot's fork
         /// (best for large memory that changes slowly). The copy becomes the
-        /// image's subdirectory pre-copy.
+        /// image's subdirectory `precopy`.
         #[arg(long, conflicts_with_all = ["parent", "direct"])]
-        pre_copy: bool,
+        precopy: bool,
         /// Compress the pages (in parallel; off by default, as writing raw
         /// pages is fastest where the disk keeps up).
         #[arg(long, value_enum, value_name = "CODEC")]
@@ -335,14 +335,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Checkpoint { pid, output, kill, leave_running: _, tcp_close, direct, parent, track, pre_copy, compress, jobs, json, now: None } => {
+        Cmd::Checkpoint { pid, output, kill, leave_running: _, tcp_close, direct, parent, track, precopy, compress, jobs, json, now: None } => {
             let (Some(pid), Some(out)) = (pid, output) else { anyhow::bail!("checkpoint needs a PID and -o DIR") };
             let to_stdout = out.as_os_str() == "-";
             if to_stdout && json {
                 anyhow::bail!("--json and -o - both want stdout: drop --json (the summary goes to stderr)");
             }
-            if to_stdout && (parent.is_some() || track || compress.is_some() || pre_copy) {
-                anyhow::bail!("-o - streams a full, uncompressed image: drop --parent, --track, --pre-copy and --compress");
+            if to_stdout && (parent.is_some() || track || compress.is_some() || precopy) {
+                anyhow::bail!("-o - streams a full, uncompressed image: drop --parent, --track, --precopy and --compress");
             }
             let compress = compress.map(Compress::codec);
             let s = if to_stdout {
@@ -364,7 +364,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     jobs: jobs.map(usize::from),
                     pre_copy: dump::PreCopy::No,
                 };
-                if pre_copy {
+                if precopy {
                     guard::in_worker(|| dump::precopy::checkpoint(&opts))?
                 } else {
                     guard::in_worker(|| dump::checkpoint(&opts))?

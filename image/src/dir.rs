@@ -186,7 +186,7 @@ impl ImageReader {
         Err(ImageError::Invalid {
             path: self.dir.display().to_string(),
             what: format!(
-                "holds memory copied while the tree ran (the first pass of `cryo checkpoint --pre-copy`), not a checkpoint of its own; use {}",
+                "holds memory copied while the tree ran (the first pass of `cryo checkpoint --precopy`), not a checkpoint of its own; use {}",
                 whole.map_or("the image that names it as its parent".to_string(), |d| d.display().to_string())
             ),
         })

@@ -35,7 +35,7 @@ pub use model::*;
 /// 7: socket options, half-closed TCP connections, UDP datagrams, a timerfd's
 ///    time of day, mlockall(MCL_FUTURE).
 /// 8: pages a child shares with its parent since a fork, stored once.
-/// 9: images of pages read while the tree ran (`checkpoint --pre-copy`).
+/// 9: images of pages read while the tree ran (`checkpoint --precopy`).
 pub const FORMAT_VERSION: u32 = 9;
 
 pub const INVENTORY_FILE: &str = "inventory.cryo";

@@ -37,7 +37,7 @@ pub struct Inventory {
     pub cpu_features: u64,
     pub stats: DumpStats,
     /// The pages were read while the tree ran on, not as they were at the
-    /// freeze: the first pass of `checkpoint --pre-copy`. They are right only
+    /// freeze: the first pass of `checkpoint --precopy`. They are right only
     /// where the image naming this one as its parent says they did not change
     /// since, so this image is never restarted or made a core of on its own.
     pub live_pages: bool,

@@ -331,7 +331,7 @@ fn files_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir).unwrap().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
 }
 
-/// `--pre-copy` copies memory while the target runs, then stops it again
+/// `--precopy` copies memory while the target runs, then stops it again
 /// for what it wrote meanwhile: two stops, the copy inside the image (and
 /// refused on its own), no write tracking left unless asked (--track), and
 /// restarts of both images, the second chained further with --parent,
@@ -342,25 +342,25 @@ fn pre_copy_stores_what_was_written_during_the_copy() {
     let (mut p, log, reference) = busy_dirty_running(&h);
     let pid = p.pid();
     let (a, b, c) = (h.path("a"), h.path("b"), h.path("c"));
-    let (out, v) = checkpoint_json(&h, pid, &a, &["--pre-copy"], &[]);
+    let (out, v) = checkpoint_json(&h, pid, &a, &["--precopy"], &[]);
     let stops = v["stops_us"].as_array().unwrap_or_else(|| panic!("{v}"));
     assert_eq!(stops.len(), 2, "two stops: {v}");
     assert_eq!(stops.iter().map(|s| s.as_u64().unwrap()).sum::<u64>(), v["frozen_us"].as_u64().unwrap(), "{v}");
-    let copied = files_bytes(&a.join("pre-copy"));
+    let copied = files_bytes(&a.join("precopy"));
     assert!(copied >= 60 << 20, "the pre-copy holds the buffer ({copied} bytes):\n{}", out.describe());
     let own = files_bytes(&a);
     assert!(own < 32 << 20, "the image itself holds only what was written during the copy ({own} bytes): {v}");
     assert!(!has_userfaultfd(pid), "a pre-copy without --track takes its tracking away again");
     assert_running_untouched(pid, &log, 0, "after a pre-copy");
-    let stray: Vec<_> = std::fs::read_dir(h.path("")).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains("pre-copy")).collect();
+    let stray: Vec<_> = std::fs::read_dir(h.path("")).unwrap().flatten().map(|e| e.file_name()).filter(|n| n.to_string_lossy().contains("precopy")).collect();
     assert!(stray.is_empty(), "nothing of the pre-copy is left beside the image: {stray:?}");
 
-    let out = h.cryo_run(&["restart", a.join("pre-copy").to_str().unwrap(), "--detach"]);
+    let out = h.cryo_run(&["restart", a.join("precopy").to_str().unwrap(), "--detach"]);
     out.assert_clean_failure();
     assert!(out.stderr.contains("while the tree ran") && out.stderr.contains(a.to_str().unwrap()), "says what to restart instead:\n{}", out.describe());
 
-    let (_, v) = checkpoint_json(&h, pid, &b, &["--pre-copy", "--track"], &[]);
-    assert!(has_userfaultfd(pid), "--pre-copy --track leaves the tracking: {v}");
+    let (_, v) = checkpoint_json(&h, pid, &b, &["--precopy", "--track"], &[]);
+    assert!(has_userfaultfd(pid), "--precopy --track leaves the tracking: {v}");
     let (_, v) = checkpoint_json(&h, pid, &c, &["--parent", b.to_str().unwrap(), "--kill"], &[]);
     assert!(v["parent"].is_string(), "incremental against the pre-copied image: {v}");
     assert!(p.wait_timeout(SECS20).is_some(), "--kill left the target running");
@@ -373,13 +373,13 @@ fn pre_copy_stores_what_was_written_during_the_copy() {
 /// copy behind.
 #[test]
 fn failed_pre_copy_leaves_the_target_as_it_was() {
-    for stage in ["pre-copy", "image-write@2", "tracking@2"] {
+    for stage in ["precopy", "image-write@2", "tracking@2"] {
         let h = Harness::with_cryo(&format!("pre-copy-fault-{}", stage.replace('@', "-")));
         let (mut p, log, reference) = busy_dirty_running(&h);
         let pid = p.pid();
         let pid_s = pid.to_string();
         let img = h.path("img");
-        let out = h.cryo_run_env(&["checkpoint", &pid_s, "-o", img.to_str().unwrap(), "--pre-copy"], &[("CRYO_FAULT", stage)]);
+        let out = h.cryo_run_env(&["checkpoint", &pid_s, "-o", img.to_str().unwrap(), "--precopy"], &[("CRYO_FAULT", stage)]);
         out.assert_clean_failure();
         assert!(!has_userfaultfd(pid), "{stage}: a userfaultfd was left in the target");
         assert_running_untouched(pid, &log, 0, stage);

@@ -246,43 +246,42 @@ fn droppable_if_zero(v: &Vma, run: &PageRun) -> bool {
 }
 
 fn copy_unreadable(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, dedupe: bool) -> Result<()> {
-    let mut buf = vec![0u8; MEM_CHUNK.min(run.npages * page_size()) as usize];
-    copy_through_mem(mem, group, run, sink, dedupe, &mut buf, false)
-}
-
-/// Bytes read through /proc/PID/mem at a time.
-const MEM_CHUNK: u64 = 1 << 20;
-
-/// Copy `run` through /proc/PID/mem into `sink`, `buf` at a time. With
-/// `running` (the process runs on), a piece it unmapped meanwhile is left
-/// out rather than failing the copy.
-fn copy_through_mem(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, dedupe: bool, buf: &mut [u8], running: bool) -> Result<()> {
     let len = run.npages * page_size();
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
     let mut done = 0;
     while done < len {
         let n = buf.len().min((len - done) as usize);
-        match mem.read(run.vaddr + done, &mut buf[..n]) {
-            Ok(()) => sink.push(group, run.vaddr + done, &buf[..n], run.origin, dedupe)?,
-            Err(e) if running => tracing::debug!("not copied while the process runs: {e}"),
-            Err(e) => return Err(e.into()),
-        }
+        mem.read(run.vaddr + done, &mut buf[..n])?;
+        sink.push(group, run.vaddr + done, &buf[..n], run.origin, dedupe)?;
         done += n as u64;
     }
     Ok(())
 }
 
-/// Copy `runs` of a process that runs on (a pre-copy's first pass), through
-/// /proc/PID/mem: unlike process_vm_readv it takes no copy-on-write sharing
-/// away (see inherited.rs), and a page the process writes while it is read
-/// is stored again by the final pass, which finds it written. A piece the
-/// process unmapped meanwhile is left out: the final pass stores what lies
-/// there by then.
+/// Copy `runs` of a process that runs on (a pre-copy's first pass) into the
+/// pieces of a threaded `sink`, whose thread writes one while the next is
+/// read. Read through /proc/PID/mem: unlike process_vm_readv it takes no
+/// copy-on-write sharing away (see inherited.rs). A page the process writes
+/// while it is read is stored again by the final pass, which finds it
+/// written; a piece it unmapped meanwhile is left out, and the final pass
+/// stores what lies there by then.
 pub fn copy_running(runs: &[PageRun], vmas: &[Vma], mem: &MemFile, sink: &mut Sink, progress: &ProgressBar) -> Result<()> {
-    let mut buf = vec![0u8; MEM_CHUNK as usize];
     for (group, run) in runs.iter().enumerate().filter(|(_, r)| r.origin.in_pages_file()) {
         let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
-        copy_through_mem(mem, group, run, sink, droppable_if_zero(vma, run), &mut buf, true)?;
-        progress.inc(run.npages * page_size());
+        let dedupe = droppable_if_zero(vma, run);
+        let len = run.npages * page_size();
+        let mut done = 0;
+        while done < len {
+            let mut buf = sink.buffer();
+            let n = buf.len().min((len - done) as usize);
+            let vaddr = run.vaddr + done;
+            match mem.read(vaddr, &mut buf[..n]) {
+                Ok(()) => sink.send(Piece { buf, segs: vec![Seg { group, vaddr, len: n, origin: run.origin, dedupe }] })?,
+                Err(e) => tracing::debug!("not copied while the process runs: {e}"),
+            }
+            done += n as u64;
+        }
+        progress.inc(len);
     }
     Ok(())
 }

@@ -75,7 +75,7 @@ pub struct Options<'a> {
     /// Processes dumped, and snapshots written, at once at most (None: see
     /// `relay::width_for`).
     pub jobs: Option<usize>,
-    /// A pass of `checkpoint --pre-copy` (see precopy.rs).
+    /// A pass of `checkpoint --precopy` (see precopy.rs).
     pub pre_copy: PreCopy,
 }
 
@@ -112,7 +112,7 @@ pub struct Summary {
     /// Pages that children share with their parent since a fork, left to
     /// the parent's pages file.
     pub pages_inherited: u64,
-    /// How long each stop took (two with `--pre-copy`; `frozen_us` is
+    /// How long each stop took (two with `--precopy`; `frozen_us` is
     /// their sum).
     #[serde(default)]
     pub stops_us: Vec<u64>,
@@ -622,7 +622,7 @@ impl Pending {
     /// writes while being copied too.
     fn copy_live(&mut self, progress: &indicatif::ProgressBar) -> Result<()> {
         let (Some(pid), Some(tracked)) = (self.live.take(), &self.tracked) else { return Ok(()) };
-        fault::check("pre-copy")?;
+        fault::check("precopy")?;
         let clock = Clock::start(format!("pre-copy of {pid}"));
         let ranges = &tracked.info.ranges;
         tracking::write_protect(pid, ranges);
@@ -913,7 +913,7 @@ fn pages_while_frozen(
     let mut chosen = each.inherit(pid, vmas, &remote.mem, chosen);
     progress.inc_length(memory::bytes(&chosen));
     let mem = MemFile::open(pid)?;
-    let mut sink = pages_file(pid, each)?;
+    let mut sink = pages_file(pid, each, false)?;
     let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
         memory::stream(runs, vmas, part, &mem, &mut sink, progress, &mut FromTarget { seized, remote, parasite })
     };
@@ -941,10 +941,15 @@ fn pages_while_frozen(
     }
 }
 
-/// The pages file of process `pid` (host pid), written as pages come.
-fn pages_file(pid: i32, each: &Each) -> Result<Sink> {
+/// The pages file of process `pid` (host pid), written as pages come
+/// (`threaded`: see [`Sink::threaded`]).
+fn pages_file(pid: i32, each: &Each, threaded: bool) -> Result<Sink> {
     let file = locked(each.pages_files).create_pages(each.view.pid(pid)?)?;
-    Sink::new(file, each.compress, page_size(), memory::PIECE)
+    if threaded {
+        Sink::threaded(file, each.compress, page_size(), memory::PIECE)
+    } else {
+        Sink::new(file, each.compress, page_size(), memory::PIECE)
+    }
 }
 
 /// Everything done while the process is frozen. On error the parasite has
@@ -994,7 +999,7 @@ fn dump_frozen(seized: &mut Seized, vmas: Vec<Vma>, fds: Vec<FdImage>, each: &Ea
             clock.stage("write tracking");
         }
         let rest = if how.live {
-            pages_file(pid, each).map(|sink| (Vec::new(), None, PagesOut::File(sink)))
+            pages_file(pid, each, true).map(|sink| (Vec::new(), None, PagesOut::File(sink)))
         } else {
             pages_while_frozen(seized, &mut remote, &mut parasite, &vmas, &st, tracked.as_ref(), each, &how, &clock)
         };

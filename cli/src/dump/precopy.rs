@@ -1,4 +1,4 @@
-//! `cryo checkpoint --pre-copy`: a checkpoint whose stops do not grow with
+//! `cryo checkpoint --precopy`: a checkpoint whose stops do not grow with
 //! the tree's memory.
 //!
 //! A low-freeze checkpoint stops the tree for its snapshot's fork, which
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Where the first pass's image lies in the final one.
-pub const SUBDIR: &str = "pre-copy";
+pub const SUBDIR: &str = "precopy";
 
 pub fn checkpoint(opts: &Options) -> Result<Summary> {
     if opts.parent.is_some() || opts.pages_in_tree || opts.hold.is_some() {

@@ -264,10 +264,17 @@ pub struct Threaded {
 impl Sink {
     /// A sink writing `file`; pieces hold up to `piece_bytes`.
     pub fn new(file: File, codec: Option<Codec>, ps: u64, piece_bytes: usize) -> Result<Sink> {
-        let mut core = Core::new(file, codec, ps)?;
         if codec.is_none() {
-            return Ok(Sink::Direct(core));
+            return Ok(Sink::Direct(Core::new(file, codec, ps)?));
         }
+        Sink::threaded(file, codec, ps, piece_bytes)
+    }
+
+    /// A sink whose thread writes the pieces: always so when compressing,
+    /// and for raw pages read into its pieces by cryo itself (a pre-copy),
+    /// so that reading and writing overlap.
+    pub fn threaded(file: File, codec: Option<Codec>, ps: u64, piece_bytes: usize) -> Result<Sink> {
+        let mut core = Core::new(file, codec, ps)?;
         let (tx, rx) = sync_channel::<Piece>(PIECES);
         let (spare_tx, spare) = sync_channel::<Vec<u8>>(PIECES + 2);
         let thread = std::thread::spawn(move || {

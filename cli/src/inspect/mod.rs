@@ -31,6 +31,8 @@ struct Report {
     page_size: u64,
     root_pid: i32,
     parent_image: Option<String>,
+    /// The pages were read while the tree ran (a pre-copy's first pass).
+    live_pages: bool,
     frozen_us: u64,
     total_us: u64,
     tree: Vec<TreeEntry>,
@@ -270,6 +272,7 @@ pub fn run(dir: &Path, as_json: bool) -> Result<()> {
         page_size: inv.page_size,
         root_pid: inv.root_pid,
         parent_image: inv.parent.clone(),
+        live_pages: inv.live_pages,
         frozen_us: inv.stats.frozen_us,
         total_us: inv.stats.total_us,
         tree,
@@ -612,11 +615,12 @@ fn text(dir: &Path, r: &Report) -> String {
     let _ = writeln!(o, "image {} (cryo {}, {} on {}, kernel {})", dir.display(), r.cryo_version, r.arch, r.hostname, r.kernel);
     let _ = writeln!(
         o,
-        "root pid {}, frozen {:.1} ms of {:.1} ms{}",
+        "root pid {}, frozen {:.1} ms of {:.1} ms{}{}",
         r.root_pid,
         r.frozen_us as f64 / 1000.0,
         r.total_us as f64 / 1000.0,
-        r.parent_image.as_ref().map(|p| format!(", incremental on {p}")).unwrap_or_default()
+        r.parent_image.as_ref().map(|p| format!(", incremental on {p}")).unwrap_or_default(),
+        if r.live_pages { "; pages read while the tree ran (the first pass of a --precopy checkpoint): not a checkpoint of one moment" } else { "" }
     );
     let _ = writeln!(o, "\nprocess tree:");
     fn node(o: &mut String, r: &Report, pid: i32, depth: usize) {
