@@ -989,7 +989,11 @@ fn dump_frozen(seized: &mut Seized, vmas: Vec<Vma>, fds: Vec<FdImage>, each: &Ea
                     Some(t)
                 }
                 Err(why) => {
-                    tracing::warn!("{why}; storing all memory of process {pid} (a full checkpoint)");
+                    if how.live {
+                        tracing::warn!("{why}; process {pid} is not pre-copied: the checkpoint stores all its memory while it is stopped");
+                    } else {
+                        tracing::warn!("{why}; storing all memory of process {pid} (a full checkpoint)");
+                    }
                     None
                 }
             },

@@ -60,7 +60,14 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         }
     };
     tracing::info!("pre-copy: {} MiB copied while the tree ran, stopped {:.1} ms", first.bytes >> 20, first.frozen_us as f64 / 1000.0);
-    let untrack = if opts.track { Vec::new() } else { tracking::tracked_in_tree(pid).into_iter().filter(|p| !tracked_before.contains(p)).collect() };
+    let tracked = tracking::tracked_in_tree(pid);
+    // Without tracking anywhere (an older kernel: said per process) the
+    // copy is of no use: the final pass is a checkpoint of its own.
+    let pre_copied = !tracked.is_empty();
+    if !pre_copied {
+        let _ = std::fs::remove_dir_all(&first_dir);
+    }
+    let untrack = if opts.track { Vec::new() } else { tracked.into_iter().filter(|p| !tracked_before.contains(p)).collect() };
     let last = pass(&Options {
         pid,
         out: opts.out.clone(),
@@ -68,14 +75,14 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         tcp_close: opts.tcp_close,
         hold: None,
         direct: opts.direct,
-        parent: Some(first_dir.clone()),
+        parent: pre_copied.then(|| first_dir.clone()),
         track: opts.track,
         compress: opts.compress,
         killed: opts.killed,
         pages_in_tree: false,
         inherit: opts.inherit,
         jobs: opts.jobs,
-        pre_copy: PreCopy::Final { untrack },
+        pre_copy: if pre_copied { PreCopy::Final { untrack } } else { PreCopy::No },
     });
     let last = match last {
         Ok(s) => s,
@@ -84,16 +91,18 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
             return Err(e);
         }
     };
-    if last.parent.is_none() {
-        // Nothing was left to the first pass (no tracking held): the image
-        // is whole without it.
+    let kept = last.parent.is_some();
+    if pre_copied && !kept {
+        // Nothing was left to the copy (the tracking was lost meanwhile: a
+        // process closed it, or exec'd): the image is whole without it.
         std::fs::remove_dir_all(&first_dir).with_context(|| format!("removing {}", first_dir.display()))?;
     }
+    let (first_pages, first_bytes) = if kept { (first.pages, first.bytes) } else { (0, 0) };
     Ok(Summary {
         frozen_us: first.frozen_us + last.frozen_us,
         total_us: t0.elapsed().as_micros() as u64,
-        pages: first.pages + last.pages,
-        bytes: first.bytes + last.bytes,
+        pages: first_pages + last.pages,
+        bytes: first_bytes + last.bytes,
         parent: None,
         stops_us: vec![first.frozen_us, last.frozen_us],
         ..last

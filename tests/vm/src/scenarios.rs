@@ -57,6 +57,7 @@ pub fn run_all() -> usize {
         ("sve", sve),
         ("in-handler", in_handler),
         ("incremental", incremental),
+        ("precopy", precopy),
         ("lazy", lazy),
         ("vdso-redirect", vdso_redirect),
     ];
@@ -465,6 +466,34 @@ fn incremental(rig: &Rig, dir: &Path) -> Outcome {
     }
     let _ = wait_child(&mut child, Duration::from_secs(10));
     res?;
+    heap_restarts(&log, || restart_detached(rig, dir))
+}
+
+/// `checkpoint --precopy --kill`: memory copied while the workload runs,
+/// then what it wrote meanwhile (where the kernel tracks writes, 6.7+; on
+/// older kernels, such as the VMs' 6.1, the final pass stores everything,
+/// said so, and the copy is dropped): the restart carries on as an
+/// uninterrupted run.
+fn precopy(rig: &Rig, dir: &Path) -> Outcome {
+    let log = dir.join("log");
+    let mut child = rig.workload(dir, &["heap", "log", &HEAP_KIB.to_string()])?;
+    wait_log(&log, "3 steps", |t| lines(t).len() >= 3)?;
+    let pid = child.id().to_string();
+    let res = rig.cryo_ok(dir, &["checkpoint", &pid, "-o", "img", "--precopy", "--kill"]);
+    if res.is_err() {
+        let _ = child.kill();
+    }
+    let _ = wait_child(&mut child, Duration::from_secs(10));
+    res?;
+    let leftovers: Vec<String> = fs::read_dir(dir)
+        .map_err(|e| format!("listing {}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("precopy"))
+        .collect();
+    if !leftovers.is_empty() {
+        return Err(format!("the pre-copy left {leftovers:?} beside the image"));
+    }
     heap_restarts(&log, || restart_detached(rig, dir))
 }
 
