@@ -250,6 +250,10 @@ struct ScheduleArgs {
     /// at least 2).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
+    /// Take the full images with a pre-copy (`checkpoint --precopy`): two
+    /// short stops instead of one that grows with the job's memory.
+    #[arg(long)]
+    precopy: bool,
 }
 
 /// `--compress`: lz4 is the fastest, zstd packs tighter.
@@ -277,6 +281,7 @@ impl ScheduleArgs {
             full_every: self.full_every,
             compress: self.compress.map(Compress::codec),
             jobs: self.jobs.map(usize::from),
+            precopy: self.precopy,
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct Schedule {
     pub compress: Option<cryo_image::codec::Codec>,
     /// Processes dumped at once at most (`checkpoint --jobs`).
     pub jobs: Option<usize>,
+    /// Full images are taken with a pre-copy (`checkpoint --precopy`).
+    pub precopy: bool,
 }
 
 /// The chain of images this attach made: the last one and how many images
@@ -201,7 +203,11 @@ fn take(series: &Series, job: &mut Job, s: &Schedule, chain: &mut Chain) {
             pre_copy: dump::PreCopy::No,
             jobs: s.jobs,
         };
-        let sum = crate::guard::in_worker(|| dump::checkpoint(&opts))?;
+        let sum = if s.precopy && opts.parent.is_none() {
+            crate::guard::in_worker(|| dump::precopy::checkpoint(&opts))?
+        } else {
+            crate::guard::in_worker(|| dump::checkpoint(&opts))?
+        };
         series.commit(&out)?;
         chain.since_full = if sum.parent.is_some() { chain.since_full + 1 } else { 0 };
         chain.last = Some(out.clone());

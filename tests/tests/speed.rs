@@ -391,9 +391,10 @@ fn failed_pre_copy_leaves_the_target_as_it_was() {
     }
 }
 
-/// `cryo launch --full-every 3`: the images between full ones are
-/// incremental against the one before, pruning keeps every parent a kept
-/// image needs, and `cryo restart DIR` after a crash goes through the chain.
+/// `cryo launch --full-every 3 --precopy`: the full images are taken with a
+/// pre-copy, the images between them are incremental against the one
+/// before, pruning keeps every parent a kept image needs, and `cryo restart
+/// DIR` after a crash goes through the chain.
 #[test]
 fn periodic_series_chains_incremental_images() {
     let h = Harness::with_cryo("periodic-incremental");
@@ -404,7 +405,7 @@ fn periodic_series_chains_incremental_images() {
     let log_path = h.path("dirty.log");
     let mut launch = h.cryo_spawn(
         &[
-            "launch", "-o", dir.to_str().unwrap(), "--interval", "700ms", "--keep", "2", "--full-every", "3", "--", prog,
+            "launch", "-o", dir.to_str().unwrap(), "--interval", "700ms", "--keep", "2", "--full-every", "3", "--precopy", "--", prog,
             log_path.to_str().unwrap(), "400", "25", DIRTY_MIB, "4",
         ],
         std::process::Stdio::null(),
@@ -426,15 +427,19 @@ fn periodic_series_chains_incremental_images() {
     launch.wait_exit(SECS20);
     let entries = list();
     let kept: Vec<&serde_json::Value> = entries.iter().filter(|e| e["complete"] == true).collect();
-    // img-0001 full, 0002 and 0003 incremental, 0004 full, ...
+    // img-0001 full, 0002 and 0003 incremental, 0004 full, ...; the full
+    // ones taken with a pre-copy, which they hold.
+    let incremental = |e: &serde_json::Value| e["parent"].as_str().is_some_and(|p| p != "precopy");
     for e in &kept {
         let seq: u64 = e["name"].as_str().unwrap()["img-".len()..].parse().unwrap();
-        assert_eq!(e["parent"].is_string(), seq % 3 != 1, "--full-every 3: {e}");
-        if e["parent"].is_string() {
+        assert_eq!(incremental(e), seq % 3 != 1, "--full-every 3: {e}");
+        if incremental(e) {
             assert!(e["bytes"].as_u64().unwrap() < 4 << 20, "incremental images are small: {e}");
+        } else {
+            assert_eq!(e["parent"], "precopy", "--precopy: the full image holds its copy: {e}");
         }
     }
-    assert!(kept.iter().any(|e| e["parent"].is_string()), "an incremental image is kept: {entries:?}");
+    assert!(kept.iter().any(|e| incremental(e)), "an incremental image is kept: {entries:?}");
     // Pruning (--keep 2) left every parent a kept image needs.
     for e in &kept {
         if let Some(p) = e["parent"].as_str() {
