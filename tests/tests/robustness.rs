@@ -165,13 +165,17 @@ fn sigkill_of_cryo_at_each_stage() {
         "seize", "regs", "parasite-load", "parasite-cmd@1", "parasite-cmd@3", "page-pipes", "syscall@2", "syscall@12",
         "pages", "snapshot-fork", "snapshot-fds", "snapshot-pages", "tracking", "image-write", "cure", "detach",
     ];
-    let modes: [&[&str]; 3] = [&[], &["--direct"], &["--track"]];
+    // A pre-copy's stages in its first pass, between the passes, and in its
+    // final pass (@2).
+    let precopy_stages = ["seize", "tracking", "precopy", "seize@2", "tracking@2", "pages", "image-write@2", "cure@2", "detach@2"];
+    let modes: [&[&str]; 4] = [&[], &["--direct"], &["--track"], &["--precopy"]];
     let mut i = 0;
     for (m, mode) in modes.into_iter().enumerate() {
         if m > 0 {
             t.replace(&h, i);
         }
-        for stage in stages {
+        let stages: &[&str] = if mode.contains(&"--precopy") { &precopy_stages } else { &stages };
+        for &stage in stages {
             let context = format!("kill -9 of cryo checkpoint {mode:?} paused at {stage}");
             let pause = format!("{stage}:1500");
             let complete = t.kill_checkpoint(&h, &h.path(&format!("img{i}")), mode, &[("CRYO_PAUSE", &pause)], Duration::from_millis(400), &context);
