@@ -135,13 +135,13 @@ pub(crate) type Input = RefCell<BufReader<File>>;
 /// Receives one image from the stream into a new directory `dir`.
 fn receive_image(input: &Input, dir: &std::path::Path, say: &dyn Fn(String)) -> Result<()> {
     std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let got = cryo_image::stream::receive(&mut *input.borrow_mut(), dir, precheck(dir))?;
+    let got = cryo_image::stream::receive(&mut *input.borrow_mut(), dir, precheck(dir, false))?;
     say(protocol::received(got.bytes));
     Ok(())
 }
 
-fn precheck(dir: &std::path::Path) -> impl FnMut() -> cryo_image::Result<()> + '_ {
-    || cryo_restorer::precheck(dir).map_err(|e| cryo_image::ImageError::Stream(e.to_string()))
+fn precheck(dir: &std::path::Path, rounds_follow: bool) -> impl FnMut() -> cryo_image::Result<()> + '_ {
+    move || cryo_restorer::precheck(dir, rounds_follow).map_err(|e| cryo_image::ImageError::Stream(e.to_string()))
 }
 
 /// The stdin stream, read a piece at a time by whoever holds it then.
@@ -162,9 +162,10 @@ struct IncomingPages<'a> {
 
 impl IncomingPages<'_> {
     /// Receives the image's metadata into a new directory `dir`.
-    fn start<'a>(input: &'a Input, dir: &std::path::Path, finished: &'a dyn Fn(u64) -> Result<()>) -> Result<IncomingPages<'a>> {
+    /// (`rounds_follow`: see [`cryo_restorer::precheck`].)
+    fn start<'a>(input: &'a Input, dir: &std::path::Path, rounds_follow: bool, finished: &'a dyn Fn(u64) -> Result<()>) -> Result<IncomingPages<'a>> {
         std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let rx = cryo_image::stream::receive_metadata(Shared(input), dir, precheck(dir))?;
+        let rx = cryo_image::stream::receive_metadata(Shared(input), dir, precheck(dir, rounds_follow))?;
         Ok(IncomingPages { rx: RefCell::new(rx), finished })
     }
 }
@@ -247,7 +248,7 @@ fn receive_and_restart(
         fetcher = crate::migrate::postcopy::Fetcher::new(input, say, &first)?;
         (None, Some(&fetcher))
     } else {
-        incoming = IncomingPages::start(input, &first, &received)?;
+        incoming = IncomingPages::start(input, &first, rounds && !only, &received)?;
         (Some(&incoming), None)
     };
     if handshake {

@@ -96,6 +96,12 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
         (false, true) => Pages::OnDemand,
         (false, false) => Pages::InFiles,
     };
+    // The first image of a pre-copy's rounds may be one of pages read while
+    // the tree ran: the rounds after it bring every page up to date before
+    // the tree runs.
+    if opts.next_round.is_none() {
+        img.of_one_moment()?;
+    }
     let images = checked_images(&img, opts.allow_changed_files, where_pages)?;
     rebuild::sockets::clear_stale_names(&img.inventory.unix)?;
     let mut pages = HashMap::new();
@@ -182,8 +188,14 @@ fn give_up(sandbox: &mut ns::Sandbox, terminal: Option<terminal::Terminal>, e: R
 /// size, CPU features, that the files the image refers to exist, the
 /// image's own consistency), on an image whose page files need not be there yet:
 /// a receiver of a stream runs them before the pages cross the wire.
-pub fn precheck(dir: &std::path::Path) -> Result<()> {
-    checked_images(&ImageReader::open(dir)?, false, Pages::NotYet).map(drop)
+/// `rounds_follow`: the first of a pre-copy's rounds, which may hold pages
+/// read while the tree ran.
+pub fn precheck(dir: &std::path::Path, rounds_follow: bool) -> Result<()> {
+    let img = ImageReader::open(dir)?;
+    if !rounds_follow {
+        img.of_one_moment()?;
+    }
+    checked_images(&img, false, Pages::NotYet).map(drop)
 }
 
 /// Leaves of the tree that shared memory with their parent since a fork,
@@ -236,7 +248,6 @@ enum Pages {
 }
 
 fn checked_images(img: &ImageReader, allow_changed_files: bool, pages: Pages) -> Result<HashMap<i32, ProcessImage>> {
-    img.of_one_moment()?;
     check::image_fits_this_machine(img)?;
     let mut images = HashMap::new();
     for e in img.inventory.processes.iter().filter(|e| e.state == ProcessState::Live) {
@@ -520,6 +531,7 @@ fn apply_rounds(first: &ImageReader, tree: &mut [Restoree], reg: &mut Registry, 
         };
         let t = std::time::Instant::now();
         let img = ImageReader::open(&dir)?;
+        img.of_one_moment()?;
         let mut images = checked_images(&img, opts.allow_changed_files, Pages::InFiles)?;
         tracing::debug!("restart: round checked in {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
         same_tree(&first.inventory, &img.inventory)?;

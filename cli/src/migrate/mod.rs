@@ -270,7 +270,10 @@ fn precopy(o: &Options, ssh: &RefCell<Remote>, staging: &Staging, rounds: &mut V
             killed: None,
             pages_in_tree: false,
             inherit: false,
-            pre_copy: dump::PreCopy::No,
+            // The first round copies memory while the tree runs, without a
+            // snapshot's fork: B rebuilds the tree from it but runs it only
+            // once the last round brought every page up to date.
+            pre_copy: if k == 0 { dump::PreCopy::First } else { dump::PreCopy::No },
             jobs: None,
         })
         .with_context(|| format!("pre-copy round {k}"))?;
