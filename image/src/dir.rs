@@ -46,11 +46,15 @@ fn remove_stale_partials(dir: &Path, parent: &Path) {
 /// (`what` names it): removed as a stale partial image once this process
 /// is gone, as a partial image is.
 pub fn scratch_beside(dir: &Path, what: &str) -> Option<PathBuf> {
-    let parent = match dir.parent() {
+    Some(parent_of(dir).join(format!("{}{}.{what}", partial_prefix(dir)?, std::process::id())))
+}
+
+/// The directory `dir` lies in ("." for a bare name).
+fn parent_of(dir: &Path) -> &Path {
+    match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    Some(parent.join(format!("{}{}.{what}", partial_prefix(dir)?, std::process::id())))
+    }
 }
 
 impl ImageWriter {
@@ -65,10 +69,7 @@ impl ImageWriter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(dir)(e)),
         }
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let parent = parent_of(dir);
         let prefix = partial_prefix(dir).ok_or_else(|| ImageError::Invalid {
             path: dir.display().to_string(),
             what: "not a usable directory name for an image".into(),

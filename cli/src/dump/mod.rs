@@ -148,7 +148,10 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let tree_pids = tree.pids();
     let parents = if opts.inherit && !opts.pages_in_tree && !first_pass { parents_in(&tree_pids) } else { ParentMaps::new() };
     let zombies: Vec<i32> = tree.zombies.iter().map(|z| z.pid).collect();
-    let mut tree_fds = fds::collect(&tree_pids, &zombies, &view, &mut writer, opts.tcp_close)?;
+    // A pre-copy's first pass is only ever the parent of its final pass,
+    // which reads nothing but memory from it: no fd is looked at (nor a
+    // deleted file's bytes copied) while the tree is stopped for it.
+    let mut tree_fds = if first_pass { fds::TreeFds::default() } else { fds::collect(&tree_pids, &zombies, &view, &mut writer, opts.tcp_close)? };
     clock.stage("fds collected");
     let shared = Mutex::new(memory::SharedSeen::new());
     let progress = crate::progress::bytes("checkpoint");

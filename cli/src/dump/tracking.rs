@@ -171,9 +171,7 @@ pub fn track(
         Ok(out) => out,
         Err(e) => {
             if created {
-                let mut b = Batch::new();
-                b.call_may_fail(Sysno::Close, &[(fd as u64).into()]);
-                let _ = parasite.run_undo(seized, remote, &b);
+                let _ = parasite.run_undo(seized, remote, &closing(&[fd]));
             }
             return Err(e.into());
         }
@@ -196,11 +194,8 @@ pub fn track(
         match scanned {
             Ok(w) => written.extend(w),
             Err(e) => {
-                let mut b = Batch::new();
-                for f in if created { vec![fd, token_fd] } else { vec![token_fd] } {
-                    b.call_may_fail(Sysno::Close, &[(f as u64).into()]);
-                }
-                parasite.run_undo(seized, remote, &b)?;
+                let ours: &[i32] = if created { &[fd, token_fd] } else { &[token_fd] };
+                parasite.run_undo(seized, remote, &closing(ours))?;
                 return Ok(Err(format!("PAGEMAP_SCAN on process {pid} failed ({e}); this kernel cannot track writes (needs Linux 6.7+)")));
             }
         }
@@ -239,12 +234,17 @@ pub fn write_protect(pid: i32, ranges: &[(u64, u64)]) {
 /// need not stop the process.
 pub fn stop(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite, t: &Tracked) -> Result<Option<std::os::fd::OwnedFd>> {
     let kept = cryo_tracer::files::take_fd(seized.pid, t.info.fd).ok();
+    parasite.run(seized, remote, &closing(&[t.info.fd, t.token_fd]))?;
+    Ok(kept)
+}
+
+/// A parasite batch closing `fds` of the process (each may be gone already).
+fn closing(fds: &[i32]) -> Batch {
     let mut b = Batch::new();
-    for fd in [t.info.fd, t.token_fd] {
+    for &fd in fds {
         b.call_may_fail(Sysno::Close, &[(fd as u64).into()]);
     }
-    parasite.run(seized, remote, &b)?;
-    Ok(kept)
+    b
 }
 
 /// Where the userfaultfd goes: out of the way of the program's own fds,
@@ -264,11 +264,7 @@ pub fn undo(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite, t
     if !t.created {
         return;
     }
-    let mut b = Batch::new();
-    for fd in [t.info.fd, t.token_fd] {
-        b.call_may_fail(Sysno::Close, &[(fd as u64).into()]);
-    }
-    if let Err(e) = parasite.run_undo(seized, remote, &b) {
+    if let Err(e) = parasite.run_undo(seized, remote, &closing(&[t.info.fd, t.token_fd])) {
         tracing::warn!("process {}: closing the write tracking fds: {e}", seized.pid);
     }
 }
@@ -393,18 +389,14 @@ fn create(seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite) -> 
     let out = match parasite.run(seized, remote, &b) {
         Ok(out) => out,
         Err(e) => {
-            let mut close = Batch::new();
-            close.call_may_fail(Sysno::Close, &[(raw as u64).into()]);
-            let _ = parasite.run_undo(seized, remote, &close);
+            let _ = parasite.run_undo(seized, remote, &closing(&[raw as i32]));
             return Err(e.into());
         }
     };
     let (api_r, dup_r) = (out.results[api_call], out.results[dup]);
     if api_r != 0 || cryo_parasite::abi::is_error(dup_r) {
         if !cryo_parasite::abi::is_error(dup_r) {
-            let mut close = Batch::new();
-            close.call_may_fail(Sysno::Close, &[(dup_r as u64).into()]);
-            parasite.run_undo(seized, remote, &close)?;
+            parasite.run_undo(seized, remote, &closing(&[dup_r as i32]))?;
         }
         let errno = nix::errno::Errno::from_raw(-(if api_r != 0 { api_r } else { dup_r }) as i32);
         return Ok(Err(format!("this kernel's userfaultfd has no async write-protect mode ({errno}); needs Linux 6.7+")));

@@ -20,6 +20,7 @@ const REOPENABLE_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/d
 
 /// The fd tables of a frozen tree, its pipes and FIFOs with the bytes in
 /// them, and the files that have no path.
+#[derive(Default)]
 pub struct TreeFds {
     pub per_process: HashMap<i32, Vec<FdImage>>,
     pub pipes: Vec<PipeImage>,
