@@ -12,6 +12,7 @@ use cryo_injector::{Arg, Batch, BatchOutput, Parasite, Remote};
 use cryo_tracer::arch::{push_word as put_word, word, Arch, Native, Sysno};
 use cryo_tracer::{proc, ptrace};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -88,6 +89,9 @@ pub struct Restoree<'a> {
     /// Forked from its restored parent ([`forked`]), keeping these areas.
     pub forked: bool,
     pub kept: Vec<(u64, u64)>,
+    /// Another CPU is free while its memory fills: a thread of cryo writes
+    /// part of it meanwhile ([`read_pages`]).
+    pub fill_helper: bool,
 }
 
 impl<'a> Restoree<'a> {
@@ -105,7 +109,7 @@ impl<'a> Restoree<'a> {
             .ok_or_else(|| RestoreError::Rebuild(format!("process {}: no free address range for the restorer", p.pid)))?;
         let parasite = Parasite::load(&mut m.seized, &mut m.remote, Some(area))?;
         let inside = reg.pids.inside(p.pid).expect("every member has a pid");
-        Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new(), lazy: None, huge_pages: None, forked: false, kept: Vec::new() })
+        Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new(), lazy: None, huge_pages: None, forked: false, kept: Vec::new(), fill_helper: false })
     }
 
     /// Its pid in the image.
@@ -655,6 +659,28 @@ pub(crate) struct Read {
     pub bytes: u64,
 }
 
+impl Read {
+    /// This read cut in two at `at` bytes (a multiple of the page size).
+    fn split_at(self, at: u64) -> (Read, Read) {
+        let mut head = Read { file: self.file, file_offset: self.file_offset, iovs: Vec::new(), bytes: at };
+        let mut rest = Read { file: self.file, file_offset: self.file_offset + at, iovs: Vec::new(), bytes: self.bytes - at };
+        let mut done = 0;
+        for (addr, len) in self.iovs {
+            if done + len <= at {
+                head.iovs.push((addr, len));
+            } else if done >= at {
+                rest.iovs.push((addr, len));
+            } else {
+                let k = at - done;
+                head.iovs.push((addr, k));
+                rest.iovs.push((addr + k, len - k));
+            }
+            done += len;
+        }
+        (head, rest)
+    }
+}
+
 pub(crate) fn plan_reads(src: &ResolvedPages, ps: u64) -> Vec<Read> {
     let mut reads: Vec<Read> = Vec::new();
     for r in src.runs.iter().filter(|r| src.files[r.file].compression.is_none()) {
@@ -727,9 +753,114 @@ fn write_through_mem(
 /// MADV_POPULATE_WRITE (Linux 5.14): fault pages in ahead, in one go.
 const MADV_POPULATE_WRITE: u64 = 23;
 
+/// Reads are cut into pieces of this size at most when a helper thread
+/// shares them with the process: the two meet in the middle of the queue,
+/// wherever that lies, a piece apart at most.
+const SHARED_PIECE: u64 = 8 << 20;
+/// Pieces the process takes from the queue at a time (one parasite batch).
+const PIECES_PER_BATCH: usize = 4;
+/// Less than this is not worth a thread: two pieces.
+const HELPER_MIN_BYTES: u64 = 2 * SHARED_PIECE;
+
+/// The pages of `src` read into place by the process itself (preadv in
+/// large batches, after MADV_POPULATE_WRITE). With [`Restoree::fill_helper`]
+/// a thread of cryo writes pages at the same time, through /proc/PID/mem,
+/// which keeps a second CPU busy with the kernel's work on fresh pages (the
+/// fault, the zeroing, the copy): the process takes reads from the front
+/// of a queue, the thread from its back. The thread's way copies twice, the
+/// process's once; measured on 1 GiB here, the memory filled in 0.28–0.33 s
+/// against 0.36–0.50 s by the process alone.
 fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &PageProgress) -> Result<()> {
     write_compressed_pages(b, src, progress)?;
     let reads = plan_reads(src, cryo_tracer::arch::page_size());
+    let total: u64 = reads.iter().map(|r| r.bytes).sum();
+    if !b.fill_helper || total < HELPER_MIN_BYTES {
+        return preadv_in_process(b, src, &reads, fds, progress);
+    }
+    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(pieces(reads, SHARED_PIECE)));
+    let next = |front: bool, n: usize| -> Vec<Read> {
+        let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
+        std::iter::from_fn(|| if front { q.pop_front() } else { q.pop_back() }).take(n).collect()
+    };
+    let mem = proc::MemFile::open(b.m.host)?;
+    let pid = b.p.pid;
+    std::thread::scope(|s| {
+        let helper = s.spawn(|| {
+            let mut files = HashMap::new();
+            let mut written = 0;
+            loop {
+                let piece = next(false, 1);
+                if piece.is_empty() {
+                    tracing::debug!("process {pid}: {} of {} MiB written by a helper thread", written >> 20, total >> 20);
+                    return Ok(());
+                }
+                write_reads(&mem, src, &piece, &mut files, progress)?;
+                written += piece[0].bytes;
+            }
+        });
+        let mine = (|| loop {
+            let batch = next(true, PIECES_PER_BATCH);
+            if batch.is_empty() {
+                return Ok(());
+            }
+            preadv_in_process(b, src, &batch, fds, progress)?;
+        })();
+        if mine.is_err() {
+            // The helper stops at its next piece.
+            queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        let helped = helper.join().unwrap_or_else(|_| Err(RestoreError::Rebuild("the thread writing pages panicked".into())));
+        mine.and(helped)
+    })
+}
+
+/// `reads` cut into pieces of `max` bytes at most (a multiple of the page
+/// size), in the same order.
+fn pieces(reads: Vec<Read>, max: u64) -> Vec<Read> {
+    let mut out = Vec::new();
+    for mut r in reads {
+        while r.bytes > max {
+            let (head, rest) = r.split_at(max);
+            out.push(head);
+            r = rest;
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// [`read_pages`]' helper: `reads` from the pages files (opened once, in
+/// `files`) into the process through /proc/PID/mem.
+fn write_reads(mem: &proc::MemFile, src: &ResolvedPages, reads: &[Read], files: &mut HashMap<usize, std::fs::File>, progress: &PageProgress) -> Result<()> {
+    let mut buf = vec![0u8; (4 << 20).min(reads.iter().map(|r| r.bytes).max().unwrap_or(0)) as usize];
+    for r in reads {
+        let path = &src.files[r.file].path;
+        let file = match files.entry(r.file) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(std::fs::File::open(path).map_err(|e| RestoreError::Io { what: format!("opening {}", path.display()), source: e })?)
+            }
+        };
+        let mut offset = r.file_offset;
+        for &(addr, len) in &r.iovs {
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(buf.len() as u64);
+                let chunk = &mut buf[..n as usize];
+                std::os::unix::fs::FileExt::read_exact_at(&*file, chunk, offset)
+                    .map_err(|e| RestoreError::Io { what: format!("reading {} at {offset}", path.display()), source: e })?;
+                mem.write(addr + done, chunk)?;
+                done += n;
+                offset += n;
+                progress.advance(n);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads run by the process itself, a batch of preadv calls at a time.
+fn preadv_in_process(b: &mut Restoree, src: &ResolvedPages, reads: &[Read], fds: &[u64], progress: &PageProgress) -> Result<()> {
     let mut next = 0;
     while next < reads.len() {
         let mut batch = Batch::new();
@@ -1037,4 +1168,40 @@ fn queue_siginfo(pid: i32, tid: Option<i32>, sig: i32, info: &[u8]) -> bool {
         None => unsafe { libc::syscall(libc::SYS_rt_sigqueueinfo, pid, sig, buf.as_ptr()) },
     };
     r == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(file_offset: u64, iovs: &[(u64, u64)]) -> Read {
+        Read { file: 0, file_offset, iovs: iovs.to_vec(), bytes: iovs.iter().map(|i| i.1).sum() }
+    }
+
+    /// Every byte stays at the same address and file offset, in order,
+    /// and no piece is larger than asked.
+    #[test]
+    fn reads_cut_into_pieces_keep_every_byte_in_place() {
+        let reads = || vec![read(0, &[(0x10000, 0x3000), (0x20000, 0x1000)]), read(0x4000, &[(0x30000, 0x5000)])];
+        let flat = |rs: &[Read]| -> Vec<(u64, u64)> {
+            let mut out = Vec::new();
+            for r in rs {
+                let mut off = r.file_offset;
+                for &(a, l) in &r.iovs {
+                    for p in (0..l).step_by(0x1000) {
+                        out.push((a + p, off + p));
+                    }
+                    off += l;
+                }
+                assert_eq!(r.bytes, r.iovs.iter().map(|i| i.1).sum::<u64>());
+            }
+            out
+        };
+        for max in [0x1000, 0x2000, 0x3000, 0x5000, 0x9000] {
+            let cut = pieces(reads(), max);
+            assert!(cut.iter().all(|r| r.bytes <= max && r.bytes > 0), "pieces of {max:#x}");
+            assert_eq!(flat(&cut), flat(&reads()), "pieces of {max:#x}");
+        }
+        assert_eq!(pieces(reads(), 0x1000).len(), 9);
+    }
 }

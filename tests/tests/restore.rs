@@ -10,7 +10,8 @@ use std::time::Duration;
 
 const SECS20: Duration = Duration::from_secs(20);
 
-/// 64 MiB heap mutated step by step: checkpoint --kill, restart --detach; the log must be
+/// 64 MiB heap mutated step by step: checkpoint --kill, restart --detach (its memory
+/// filled by the process and a helper thread at once); the log must be
 /// byte-for-byte the uninterrupted reference run's (except the pid, which must stay the
 /// original's as seen by the process itself). The log fd is the program's own
 /// O_WRONLY|O_CREAT (no O_APPEND) fd, so a wrong file offset garbles it.
@@ -38,7 +39,15 @@ fn heap_checkpoint_kill_restart_detach() {
         !at_kill.contains("done"),
         "workload finished before the checkpoint"
     );
-    let host = h.restart_detached(&img);
+    // A thread of cryo fills part of the memory beside the process itself
+    // (one process: a CPU is free); every byte must still be in its place.
+    let (host, out) = h.restart_detached_env(&img, &[], &[("CRYO_LOG", "debug")]);
+    let helped: u64 = out
+        .stderr
+        .lines()
+        .find_map(|l| l.split(": ").nth(1)?.strip_suffix(" MiB written by a helper thread")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no helper thread:\n{}", out.describe()));
+    assert!(helped >= 8, "the helper thread wrote {helped} MiB:\n{}", out.describe());
 
     // Its own view of its pid is unchanged; the host's differs (new pid namespace).
     let ns = nspids(host);
