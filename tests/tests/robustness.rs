@@ -105,8 +105,13 @@ impl KillTarget {
         argv.extend_from_slice(args);
         let mut cryo = h.cryo_spawn_env(&argv, env, std::process::Stdio::null());
         std::thread::sleep(delay);
+        // cryo's worker (see cli/src/guard.rs), once it exists, undoes what it
+        // did after its parent is gone, and may freeze the target once more to
+        // take write tracking away: its end is the checkpoint's.
+        let workers = children(cryo.pid());
         send_signal(cryo.pid(), libc::SIGKILL);
         cryo.wait_exit(SECS20);
+        wait_until(SECS20, || workers.iter().all(|&w| !pid_alive(w)), || format!("{context}: cryo's worker {workers:?} still runs"));
         wait_untraced(pid, context);
         assert!(self.p.running(), "{context}: the target died");
         assert!(!matches!(proc_state(pid), Some('t' | 'T')), "{context}: the target was left stopped");
