@@ -298,7 +298,7 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         let mut totals = Totals::default();
         write_from_snapshots(&mut deferred, &progress, opts.jobs, opts.inherit)?;
         if first_pass {
-            copy_live(&mut deferred, &progress, opts.jobs)?;
+            copy_while_running(&mut deferred, &progress, opts.jobs)?;
         }
         for d in deferred {
             totals.add(d.complete(&mut writer)?);
@@ -699,7 +699,7 @@ fn write_from_snapshots(deferred: &mut [Pending], progress: &indicatif::Progress
 }
 
 /// [`Pending::copy_live`] for each process, several at once.
-fn copy_live(deferred: &mut [Pending], progress: &indicatif::ProgressBar, jobs_limit: Option<usize>) -> Result<()> {
+fn copy_while_running(deferred: &mut [Pending], progress: &indicatif::ProgressBar, jobs_limit: Option<usize>) -> Result<()> {
     let jobs: Vec<relay::Job<Result<()>>> =
         deferred.iter_mut().filter(|d| d.live.is_some()).map(|d| Box::new(move || d.copy_live(progress)) as relay::Job<Result<()>>).collect();
     let width = relay::width_for(jobs.len(), jobs_limit, 2);

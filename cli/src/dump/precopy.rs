@@ -29,12 +29,10 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
     let first_dir = beside(&opts.out)?;
     // What this checkpoint starts it takes away again, unless asked to
     // leave tracking for later checkpoints (--track).
-    let tracked_before = tracking::tracked_in_tree(pid);
+    let before = tracking::TrackedBefore::of(pid);
     let undo = || {
         let _ = std::fs::remove_dir_all(&first_dir);
-        for p in tracking::tracked_in_tree(pid).into_iter().filter(|p| !tracked_before.contains(p)) {
-            tracking::remove(p);
-        }
+        before.take_back();
     };
     let first = pass(&Options {
         pid,
@@ -60,14 +58,14 @@ pub fn checkpoint(opts: &Options) -> Result<Summary> {
         }
     };
     tracing::info!("pre-copy: {} MiB copied while the tree ran, stopped {:.1} ms", first.bytes >> 20, first.frozen_us as f64 / 1000.0);
-    let tracked = tracking::tracked_in_tree(pid);
+    let started = before.started();
     // Without tracking anywhere (an older kernel: said per process) the
     // copy is of no use: the final pass is a checkpoint of its own.
-    let pre_copied = !tracked.is_empty();
+    let pre_copied = before.any() || !started.is_empty();
     if !pre_copied {
         let _ = std::fs::remove_dir_all(&first_dir);
     }
-    let untrack = if opts.track { Vec::new() } else { tracked.into_iter().filter(|p| !tracked_before.contains(p)).collect() };
+    let untrack = if opts.track { Vec::new() } else { started };
     let last = pass(&Options {
         pid,
         out: opts.out.clone(),

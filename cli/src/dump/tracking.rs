@@ -308,15 +308,45 @@ impl Started {
 }
 
 /// The processes of the tree of `root` that hold cryo's write tracking.
-pub fn tracked_in_tree(root: i32) -> Vec<i32> {
+fn tracked_in_tree(root: i32) -> Vec<i32> {
     let mut pids = proc::descendants(root);
     pids.retain(|&pid| find(pid).is_ok_and(|(uffd, token)| uffd.is_some() || token.is_some()));
     pids
 }
 
-/// Take cryo's write tracking away from a running process (one that a
-/// failed migration left tracked).
-pub fn remove(pid: i32) {
+/// The processes of a running tree that held cryo's write tracking before
+/// a pre-copy (a checkpoint's or a migration's) started more: what it
+/// started is what it takes away again, the rest stays.
+pub struct TrackedBefore {
+    root: i32,
+    pids: Vec<i32>,
+}
+
+impl TrackedBefore {
+    pub fn of(root: i32) -> TrackedBefore {
+        TrackedBefore { root, pids: tracked_in_tree(root) }
+    }
+
+    /// Whether any process was tracked before.
+    pub fn any(&self) -> bool {
+        !self.pids.is_empty()
+    }
+
+    /// The processes tracked now that were not before.
+    pub fn started(&self) -> Vec<i32> {
+        tracked_in_tree(self.root).into_iter().filter(|p| !self.pids.contains(p)).collect()
+    }
+
+    /// Take the tracking started since away, freezing each process once more.
+    pub fn take_back(&self) {
+        for pid in self.started() {
+            remove(pid);
+        }
+    }
+}
+
+/// Take cryo's write tracking away from a running process.
+fn remove(pid: i32) {
     close_frozen_again(pid, || match find(pid) {
         Ok((uffd, token)) => [uffd, token].into_iter().flatten().map(|(fd, _)| fd).collect(),
         Err(_) => Vec::new(),

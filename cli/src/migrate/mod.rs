@@ -148,12 +148,10 @@ pub fn run(o: &Options) -> Result<Report> {
     let ssh = RefCell::new(ssh);
     let mut rounds = Vec::new();
     // A failed pre-copy takes the write tracking it started away again.
-    let tracked_before = if o.precopy { dump::tracking::tracked_in_tree(o.pid) } else { Vec::new() };
+    let tracked_before = o.precopy.then(|| dump::tracking::TrackedBefore::of(o.pid));
     let untrack = || {
-        if o.precopy {
-            for pid in dump::tracking::tracked_in_tree(o.pid).into_iter().filter(|p| !tracked_before.contains(p)) {
-                dump::tracking::remove(pid);
-            }
+        if let Some(before) = &tracked_before {
+            before.take_back();
         }
     };
     let parent = match o.precopy.then(|| precopy(o, &ssh, &staging, &mut rounds)).transpose() {
