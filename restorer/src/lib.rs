@@ -9,10 +9,12 @@
 //! lets go.
 
 mod check;
+mod file_pages;
 mod foreground;
 mod layout;
 mod lazy;
 mod ns;
+mod ranges;
 mod rebuild;
 mod shape;
 mod shared;

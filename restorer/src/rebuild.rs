@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod copied;
 mod fds;
 pub(crate) mod forked;
 mod huge;
@@ -786,7 +787,16 @@ const HELPER_BUFFER: usize = 4 << 20;
 /// restart took 0.29–0.33 s against 0.39–0.60 s with the process alone.
 fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &PageProgress) -> Result<()> {
     write_compressed_pages(b, src, progress)?;
-    let reads = plan_reads(src, cryo_tracer::arch::page_size());
+    let ps = cryo_tracer::arch::page_size();
+    if let Some(plan) = copied::plan(b, src, ps) {
+        if let Some(uffd) = copied::register(b, &plan)? {
+            let c = copied::Copy { pid: b.p.pid, uffd, mem: proc::MemFile::open(b.m.host)?, src, progress };
+            let threads = if b.fill_helper { 2 } else { 1 };
+            let reads = plan_reads(&plan.rest, ps);
+            return copied::copy(c, &plan.copied, threads, || preadv_in_process(b, src, &reads, fds, progress));
+        }
+    }
+    let reads = plan_reads(src, ps);
     let total: u64 = reads.iter().map(|r| r.bytes).sum();
     if !b.fill_helper || total < HELPER_MIN_BYTES {
         return preadv_in_process(b, src, &reads, fds, progress);
@@ -856,12 +866,7 @@ fn write_reads(
 ) -> Result<()> {
     for r in reads {
         let path = &src.files[r.file].path;
-        let file = match files.entry(r.file) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(std::fs::File::open(path).map_err(|e| RestoreError::Io { what: format!("opening {}", path.display()), source: e })?)
-            }
-        };
+        let file = open_cached(files, src, r.file)?;
         let mut offset = r.file_offset;
         for &(addr, len) in &r.iovs {
             write_into(mem, addr, len, buf, progress, |chunk, at| {
@@ -872,6 +877,17 @@ fn write_reads(
         }
     }
     Ok(())
+}
+
+/// Pages file `i` of `src`, opened once into `files`.
+fn open_cached<'f>(files: &'f mut HashMap<usize, std::fs::File>, src: &ResolvedPages, i: usize) -> Result<&'f std::fs::File> {
+    Ok(match files.entry(i) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let path = &src.files[i].path;
+            e.insert(std::fs::File::open(path).map_err(|e| RestoreError::Io { what: format!("opening {}", path.display()), source: e })?)
+        }
+    })
 }
 
 /// Reads run by the process itself, a batch of preadv calls at a time.

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 const SECS20: Duration = Duration::from_secs(20);
 
-/// 64 MiB heap mutated step by step: checkpoint --kill, restart --detach (its memory
-/// filled by the process and a helper thread at once); the log must be
-/// byte-for-byte the uninterrupted reference run's (except the pid, which must stay the
-/// original's as seen by the process itself). The log fd is the program's own
-/// O_WRONLY|O_CREAT (no O_APPEND) fd, so a wrong file offset garbles it.
+/// 64 MiB heap mutated step by step: checkpoint --kill, restart --detach; the log must
+/// be byte-for-byte the uninterrupted reference run's (except the pid, which must stay
+/// the original's as seen by the process itself). The log fd is the program's own
+/// O_WRONLY|O_CREAT (no O_APPEND) fd, so a wrong file offset garbles it. The image is
+/// restarted twice, once each way memory is filled: copied into place by cryo
+/// (UFFDIO_COPY, by default), and, as where the kernel has no userfaultfd to give,
+/// read by the process with a thread of cryo writing part of it meanwhile.
 #[test]
 fn heap_checkpoint_kill_restart_detach() {
     let h = Harness::with_cryo("heap");
@@ -39,31 +41,48 @@ fn heap_checkpoint_kill_restart_detach() {
         !at_kill.contains("done"),
         "workload finished before the checkpoint"
     );
-    // A thread of cryo fills part of the memory beside the process itself
-    // (one process: a CPU is free); every byte must still be in its place.
-    let (host, out) = h.restart_detached_env(&img, &[], &[("CRYO_LOG", "debug")]);
-    let helped: u64 = out
-        .stderr
-        .lines()
-        .find_map(|l| l.split(": ").nth(1)?.strip_suffix(" MiB written by a helper thread")?.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no helper thread:\n{}", out.describe()));
-    assert!(helped >= 8, "the helper thread wrote {helped} MiB:\n{}", out.describe());
+    let mib = |out: &CmdOut, suffix: &str| -> Option<u64> {
+        out.stderr.lines().find_map(|l| l.split(": ").nth(1)?.strip_suffix(suffix)?.split(' ').next()?.parse().ok())
+    };
+    for copied in [true, false] {
+        // The log as it was at the checkpoint, for the second run.
+        std::fs::write(h.path("heap.log"), &at_kill).unwrap();
+        let env: &[(&str, &str)] = if copied {
+            &[("CRYO_LOG", "debug")]
+        } else {
+            &[("CRYO_LOG", "debug"), ("CRYO_FAULT", "restart-uffd")]
+        };
+        let (host, out) = h.restart_detached_env(&img, &[], env);
+        if copied {
+            // Two threads (one process: a CPU is free), all of the heap.
+            let n = mib(&out, " MiB copied into place by 2 threads of cryo")
+                .unwrap_or_else(|| panic!("no pages copied into place:\n{}", out.describe()));
+            assert!(n >= 60, "{n} MiB copied into place:\n{}", out.describe());
+        } else {
+            // A thread of cryo fills part of the memory beside the process itself.
+            let n = mib(&out, " MiB written by a helper thread").unwrap_or_else(|| panic!("no helper thread:\n{}", out.describe()));
+            assert!(n >= 8, "the helper thread wrote {n} MiB:\n{}", out.describe());
+            assert!(mib(&out, " MiB copied into place by 2 threads of cryo").is_none(), "{}", out.describe());
+        }
 
-    // Its own view of its pid is unchanged; the host's differs (new pid namespace).
-    let ns = nspids(host);
-    assert_eq!(
-        ns.last(),
-        Some(&pid),
-        "restored process must see itself as pid {pid}; NSpid of host pid {host}: {ns:?}"
-    );
-    log.wait_prefix("done pid ", SECS20);
-    let text = log.text();
-    assert!(text.len() > at_kill.len(), "no progress after restart");
-    assert_text_eq(
-        &text,
-        &heap_expected(&reference, pid),
-        "heap log after restart",
-    );
+        // Its own view of its pid is unchanged; the host's differs (new pid namespace).
+        let ns = nspids(host);
+        assert_eq!(
+            ns.last(),
+            Some(&pid),
+            "restored process must see itself as pid {pid}; NSpid of host pid {host}: {ns:?}"
+        );
+        log.wait_prefix("done pid ", SECS20);
+        let text = log.text();
+        assert!(text.len() > at_kill.len(), "no progress after restart");
+        assert_text_eq(
+            &text,
+            &heap_expected(&reference, pid),
+            &format!("heap log after restart (pages copied into place: {copied})"),
+        );
+        // The program ends after its last step; the next run rewrites its log.
+        wait_until(SECS20, || !pid_alive(host), || format!("restored process {host} did not end"));
+    }
 }
 
 /// A program sleeping in nanosleep (1 s per iteration) keeps counting after restart with

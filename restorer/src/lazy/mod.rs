@@ -14,18 +14,18 @@
 mod syscalls;
 
 use crate::check::RestoreError;
+use crate::ranges;
 use crate::rebuild::PagesOnDemand;
 use crate::Result;
 use cryo_image::chain::{ResolvedPages, SourceRun};
 use cryo_image::{ProcessImage, Vma, VmaKind};
 use cryo_tracer::arch::{Arch, Native};
 use cryo_tracer::ptrace::{self, Stop, SyscallInfo};
+use crate::file_pages::FileBytes;
 use cryo_tracer::uffd::{Copied, Uffd};
 use nix::errno::Errno;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Instant;
 use syscalls::Needs;
@@ -59,34 +59,6 @@ fn may_be_lazy(v: &Vma) -> bool {
         && !v.has_flag("lo")
 }
 
-/// Whether `addr` lies in one of the sorted, disjoint `ranges`, and where
-/// that next changes.
-fn locate(ranges: &[(u64, u64)], addr: u64) -> (bool, u64) {
-    let i = ranges.partition_point(|r| r.1 <= addr);
-    match ranges.get(i) {
-        Some(r) if r.0 <= addr => (true, r.1),
-        Some(r) => (false, r.0),
-        None => (false, u64::MAX),
-    }
-}
-
-/// Page-aligned, sorted, merged.
-fn normalized(mut ranges: Vec<(u64, u64)>, ps: u64) -> Vec<(u64, u64)> {
-    for r in &mut ranges {
-        *r = (r.0 & !(ps - 1), r.1.saturating_add(ps - 1) & !(ps - 1));
-    }
-    ranges.retain(|r| r.1 > r.0);
-    ranges.sort();
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for r in ranges {
-        match out.last_mut() {
-            Some(l) if r.0 <= l.1 => l.1 = l.1.max(r.1),
-            _ => out.push(r),
-        }
-    }
-    out
-}
-
 /// Pages the kernel may write for a thread on its own (no syscall to catch).
 fn kernel_touched(p: &ProcessImage) -> Vec<(u64, u64)> {
     let mut r = Vec::new();
@@ -114,30 +86,16 @@ pub fn plan(p: &ProcessImage, src: &ResolvedPages, ps: u64) -> Plan {
 }
 
 fn split(vmas: &[Vma], kernel_touched: Vec<(u64, u64)>, src: &ResolvedPages, ps: u64) -> Plan {
-    let areas = normalized(vmas.iter().filter(|v| may_be_lazy(v)).map(|v| (v.start, v.end)).collect(), ps);
-    let eager_only = normalized(kernel_touched, ps);
-    let mut eager = ResolvedPages { files: src.files.clone(), runs: Vec::new() };
-    let mut lazy = Vec::new();
-    for r in &src.runs {
-        let end = r.vaddr + r.npages * ps;
-        if src.files[r.file].compression.is_some() || r.file_offset % ps != 0 {
-            eager.runs.push(r.clone());
-            continue;
-        }
-        let mut at = r.vaddr;
-        while at < end {
-            let (in_area, area_edge) = locate(&areas, at);
-            let (must, must_edge) = locate(&eager_only, at);
-            let to = end.min(area_edge).min(must_edge);
-            let piece = SourceRun { vaddr: at, npages: (to - at) / ps, file: r.file, file_offset: r.file_offset + (at - r.vaddr) };
-            if in_area && !must {
-                lazy.push(piece);
-            } else {
-                eager.runs.push(piece);
-            }
-            at = to;
-        }
-    }
+    let areas = ranges::normalized(vmas.iter().filter(|v| may_be_lazy(v)).map(|v| (v.start, v.end)).collect(), ps);
+    let eager_only = ranges::normalized(kernel_touched, ps);
+    // Lazy pages are copied from a mapping of their file: page-aligned.
+    let (movable, fixed): (Vec<&SourceRun>, Vec<&SourceRun>) =
+        src.runs.iter().partition(|r| src.files[r.file].compression.is_none() && r.file_offset % ps == 0);
+    let (in_areas, outside) = ranges::cut(movable, &areas, ps);
+    let (must, lazy) = ranges::cut(&in_areas, &eager_only, ps);
+    let mut runs: Vec<SourceRun> = fixed.into_iter().cloned().chain(outside).chain(must).collect();
+    runs.sort_by_key(|r| (r.file, r.file_offset));
+    let eager = ResolvedPages { files: src.files.clone(), runs };
     let heap: Vec<(u64, u64)> = vmas.iter().filter(|v| v.kind == VmaKind::Heap).map(|v| (v.start, v.end)).collect();
     let used = |a: &(u64, u64)| lazy.iter().any(|r| r.vaddr >= a.0 && r.vaddr < a.1);
     let areas = areas.iter().filter(|a| used(a)).map(|&(s, e)| (s, e, heap.iter().any(|h| h.0 < e && s < h.1))).collect();
@@ -219,32 +177,23 @@ impl Process {
         if self.uffd.is_none() {
             return Ok(());
         }
-        let map;
-        let src = match (&self.files[file], remote) {
-            // A 32-bit off_t (glibc on ARMv7) cannot map offsets past 2 GiB:
-            // those pages are read into a buffer instead (one copy more).
-            (Some(f), _) if offset <= libc::off_t::MAX as u64 => {
-                map = FileMap::new(f, offset, len).map_err(|e| self.failed(&format!("mapping its pages file at {offset:#x}"), e))?;
-                map.ptr
-            }
-            (Some(f), _) => {
-                self.fetched.resize(len as usize, 0);
-                f.read_exact_at(&mut self.fetched, offset)
-                    .map_err(|e| self.failed(&format!("reading its pages file at {offset:#x}"), Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
-                self.fetched.as_ptr()
-            }
+        let host = self.host;
+        let failed = |what: String, e: Errno| RestoreError::Rebuild(format!("lazy restart of process {host}: {what}: {e}"));
+        let piece = match (&self.files[file], remote) {
+            (Some(f), _) => FileBytes::of(f, offset, len, &mut self.fetched).map_err(|e| failed(format!("reading its pages file at {offset:#x}"), e))?,
             (None, Some(remote)) => {
                 self.fetched.resize(len as usize, 0);
                 remote.read(&self.paths[file], offset, &mut self.fetched)?;
-                self.fetched.as_ptr()
+                FileBytes::Read(&self.fetched)
             }
             (None, None) => unreachable!("pages on demand come with their source"),
         };
+        let src = piece.ptr();
         let Some(uffd) = &self.uffd else { return Ok(()) };
         let ps = cryo_tracer::arch::page_size();
         let mut done = 0;
         while done < len {
-            match uffd.copy(dst + done, src.wrapping_add(done as usize), len - done).map_err(|e| self.failed("UFFDIO_COPY", e))? {
+            match uffd.copy(dst + done, src.wrapping_add(done as usize), len - done).map_err(|e| failed("UFFDIO_COPY".into(), e))? {
                 Copied::All => break,
                 // A page that came meanwhile: leave it.
                 Copied::Exists(n) => done += n + ps,
@@ -310,34 +259,6 @@ impl Process {
             }
             Needs::CloneArgs(_) => unreachable!("resolved by the caller"),
         })
-    }
-}
-
-/// A read-only mapping of part of a pages file: the source of UFFDIO_COPY,
-/// so that pages go from the page cache into the process in one copy.
-struct FileMap {
-    ptr: *const u8,
-    len: usize,
-}
-
-impl FileMap {
-    fn new(f: &File, offset: u64, len: u64) -> std::result::Result<FileMap, Errno> {
-        // SAFETY: a fresh private read-only mapping of a file cryo holds open;
-        // nothing else refers to this address range, and Drop unmaps it.
-        let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len as usize, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE, f.as_raw_fd(), offset as libc::off_t)
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Errno::last());
-        }
-        Ok(FileMap { ptr: p as *const u8, len: len as usize })
-    }
-}
-
-impl Drop for FileMap {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, no longer used.
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
     }
 }
 
