@@ -9,9 +9,10 @@ use crc32fast::Hasher;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 const CHUNK: usize = 1 << 20;
@@ -22,17 +23,23 @@ const CHUNK: usize = 1 << 20;
 /// it lies in the page cache: copying 1 GiB out with pread took a quarter
 /// of the CPU time of a restart beside which this runs.
 pub fn crc_of(f: &File, len: u64) -> std::io::Result<u32> {
+    crc_of_range(f, 0, len)
+}
+
+/// [`crc_of`] for bytes `from..to`.
+fn crc_of_range(f: &File, from: u64, to: u64) -> std::io::Result<u32> {
+    let len = to - from;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_PARTS) as u64;
     let parts = if len >= PART_MIN * 2 { cpus.min(len / PART_MIN).max(1) } else { 1 };
     let step = len.div_ceil(parts).div_ceil(CHUNK as u64) * CHUNK as u64;
     let crcs = std::thread::scope(|s| {
         let handles: Vec<_> = (0..parts)
-            .map(|i| (i * step).min(len)..((i + 1) * step).min(len))
+            .map(|i| from + (i * step).min(len)..from + ((i + 1) * step).min(len))
             .map(|r| {
                 s.spawn(move || {
                     let mut h = Hasher::new();
-                    mapped_update(f, &mut h, r.start, r.end)?;
-                    Ok((r.start, r.end - r.start, h.finalize()))
+                    mapped_update(f, &mut h, r.start, r.end, CHECK_WINDOW)?;
+                    Ok((r.start - from, r.end - r.start, h.finalize()))
                 })
             })
             .collect();
@@ -60,15 +67,19 @@ fn update_from(f: &File, h: &mut Hasher, from: u64, to: u64, buf: &mut [u8]) -> 
     Ok(())
 }
 
-/// Bytes of a file mapped at a time to be checksummed.
+/// Bytes of a file mapped at a time by [`Follower`].
 const WINDOW: u64 = 16 << 20;
+/// By [`crc_of`], beside a restart: cryo's resident memory counts what it
+/// maps, and when memory runs out the out-of-memory killer must find a
+/// process being restored larger than cryo, so that cryo lives to say so.
+const CHECK_WINDOW: u64 = 2 << 20;
 
 /// Add bytes `from..to` of `f` to `h`, looked at where they lie in the page
 /// cache (mapped, not copied out: a copy would cost as much as the write),
-/// a window at a time.
-fn mapped_update(f: &File, h: &mut Hasher, mut from: u64, to: u64) -> std::io::Result<()> {
+/// `window` bytes at a time.
+fn mapped_update(f: &File, h: &mut Hasher, mut from: u64, to: u64, window: u64) -> std::io::Result<()> {
     while from < to {
-        let end = to.min(from + WINDOW);
+        let end = to.min(from + window);
         mapped_window(f, h, from, end)?;
         from = end;
     }
@@ -119,7 +130,7 @@ impl Follower {
             let mut at = 0;
             for end in rx {
                 if end > at {
-                    mapped_update(&f, &mut h, at, end)?;
+                    mapped_update(&f, &mut h, at, end, WINDOW)?;
                     at = end;
                 }
             }
@@ -175,9 +186,54 @@ pub fn combine(mut pieces: Vec<(u64, u64, u32)>) -> Option<u32> {
 
 /// Check a page file against the checksum its process image records.
 pub fn verify(path: &Path, len: u64, crc: u32) -> Result<()> {
+    verify_with(path, len, crc, Vec::new())
+}
+
+/// The CRC32 of parts of a file, for [`KnownParts`].
+pub use crc32fast::Hasher as Crc;
+
+/// CRCs of parts of files computed by whoever had those bytes in hand (a
+/// restart copying pages into place), so that a check reads only the rest.
+#[derive(Default)]
+pub struct KnownParts(Mutex<HashMap<PathBuf, Vec<(u64, u64, u32)>>>);
+
+impl KnownParts {
+    /// Bytes `offset..offset + len` of `path` have CRC32 `crc`.
+    pub fn add(&self, path: &Path, offset: u64, len: u64, crc: u32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(path.to_path_buf()).or_default().push((offset, len, crc));
+    }
+
+    pub fn take(&self, path: &Path) -> Vec<(u64, u64, u32)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(path).unwrap_or_default()
+    }
+}
+
+/// [`verify`], with the CRCs of the `known` parts taken as they are (they
+/// may overlap and repeat): only the bytes none covers are read.
+pub fn verify_with(path: &Path, len: u64, crc: u32, mut known: Vec<(u64, u64, u32)>) -> Result<()> {
     let err = |source| ImageError::Io { path: path.display().to_string(), source };
     let f = File::open(path).map_err(err)?;
-    if crc_of(&f, len).map_err(err)? != crc {
+    known.retain(|&(off, n, _)| n > 0 && off + n <= len);
+    known.sort_unstable_by_key(|&(off, n, _)| (off, std::cmp::Reverse(n)));
+    let mut parts = Vec::new();
+    let mut at = 0;
+    let gap = |from: u64, to: u64| crc_of_range(&f, from, to).map(|c| (from, to - from, c));
+    for (off, n, c) in known {
+        // A part that begins before `at` overlaps one taken: what it has
+        // beyond is read as a gap.
+        if off < at {
+            continue;
+        }
+        if off > at {
+            parts.push(gap(at, off).map_err(err)?);
+        }
+        parts.push((off, n, c));
+        at = off + n;
+    }
+    if at < len {
+        parts.push(gap(at, len).map_err(err)?);
+    }
+    if combine(parts) != Some(crc) {
         return Err(ImageError::Checksum { path: path.display().to_string() });
     }
     Ok(())
@@ -217,6 +273,30 @@ mod tests {
         let pieces = vec![(1000, b.len() as u64, crc32fast::hash(b)), (0, 1000, crc32fast::hash(a))];
         assert_eq!(combine(pieces.clone()), Some(crc32fast::hash(&data)));
         assert_eq!(combine(pieces[..1].to_vec()), None);
+    }
+
+    /// Parts known, overlapping, repeated and out of order, plus gaps read
+    /// from the file, give the file's CRC; a wrong part or byte does not.
+    #[test]
+    fn known_parts_and_gaps_give_the_crc() {
+        let path = std::env::temp_dir().join(format!("cryo-digest-known-{}", std::process::id()));
+        let data: Vec<u8> = (0..(3u32 << 20) / 4).flat_map(|i| i.wrapping_mul(2246822519).to_le_bytes()).collect();
+        std::fs::write(&path, &data).unwrap();
+        let len = data.len() as u64;
+        let crc = crc32fast::hash(&data);
+        let part = |from: u64, n: u64| (from, n, crc32fast::hash(&data[from as usize..(from + n) as usize]));
+        let known = vec![part(1 << 20, 4096), part(0, 8192), part(4096, 65536), part(1 << 20, 4096), part(2 << 20, 1 << 20)];
+        assert!(verify_with(&path, len, crc, known.clone()).is_ok());
+        assert!(verify_with(&path, len, crc, Vec::new()).is_ok());
+        assert_eq!(crc_of_range(&std::fs::File::open(&path).unwrap(), 4096, 12288).unwrap(), crc32fast::hash(&data[4096..12288]));
+        let mut wrong = known.clone();
+        wrong[1].2 ^= 1;
+        assert!(matches!(verify_with(&path, len, crc, wrong), Err(ImageError::Checksum { .. })));
+        let mut changed = data.clone();
+        changed[(1 << 20) + 8192] ^= 1;
+        std::fs::write(&path, &changed).unwrap();
+        assert!(matches!(verify_with(&path, len, crc, known), Err(ImageError::Checksum { .. })));
+        std::fs::remove_file(&path).unwrap();
     }
 
     fn scratch_file() -> File {

@@ -9,6 +9,7 @@
 //! lets go.
 
 mod check;
+mod digests;
 mod file_pages;
 mod foreground;
 mod layout;
@@ -24,6 +25,7 @@ mod vdso;
 use cryo_image::chain::ResolvedPages;
 use cryo_image::{ImageReader, ProcessImage, ProcessState};
 use cryo_tracer::relay;
+use digests::Digests;
 use rebuild::Restoree;
 use shared::Registry;
 use std::collections::{HashMap, HashSet};
@@ -122,7 +124,11 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     let mut files: Vec<_> = pages.values().flat_map(|src| src.files.iter().skip(usize::from(streamed || on_demand)).cloned()).collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     files.dedup_by(|a, b| a.path == b.path);
-    let digests = spawn_digests(files);
+    // Where cryo will copy the pages into place, it checksums them as they
+    // pass: the files are read afterwards only where no copy went.
+    let huge_pages = rebuild::huge_page_size(opts.huge_pages);
+    let copies = !opts.lazy && !streamed && !on_demand && huge_pages.is_none() && cryo_tracer::uffd::available();
+    let digests = Digests::start(files, copies);
     if opts.lazy && (streamed || opts.next_round.is_some() || !opts.pid_ns) {
         return Err(RestoreError::Rebuild("--lazy restarts an image directory inside the restore namespace: not from a stream, a pre-copy or with --no-pid-ns".into()));
     }
@@ -131,7 +137,7 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     }
     let mut lazy = lazy::Server::new(opts.pages_on_demand);
     let oom_kills = cryo_tracer::proc::oom_kills();
-    let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts, digests, &mut lazy) {
+    let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts, digests, huge_pages, &mut lazy) {
         Ok(h) => h,
         Err(e) => {
             let e = give_up(&mut sandbox, terminal, e);
@@ -328,7 +334,8 @@ fn restore_tree(
     sources: &HashMap<i32, ResolvedPages>,
     sandbox: &mut ns::Sandbox,
     opts: &Options<'_>,
-    digests: Vec<Digest>,
+    mut digests: Digests,
+    huge_pages: Option<u64>,
     lazy: &mut lazy::Server,
 ) -> Result<i32> {
     let in_userns = sandbox.init.is_some();
@@ -353,11 +360,11 @@ fn restore_tree(
         }
     }
     let mut tree = Vec::new();
-    let huge_pages = rebuild::huge_page_size(opts.huge_pages);
     for (m, p) in live {
         stage("restart-load")?;
         let mut r = Restoree::load(m, std::sync::Arc::new(p.clone()), &reg)?;
         r.huge_pages = huge_pages;
+        r.checksums = digests.known();
         tree.push(r);
     }
     logged("loading the restorer");
@@ -377,6 +384,9 @@ fn restore_tree(
         // work on fresh pages (allocating, zeroing, the copy).
         fill_in_parallel(&mut tree, sources, &pages, rounds, opts.lazy, opts.jobs)?;
         let mut forked = fork_leaves(&mut tree, entries, images, sources, &later, sandbox, &mut reg, huge_pages)?;
+        for r in &mut forked {
+            r.checksums = digests.known();
+        }
         fill_in_parallel(&mut forked, sources, &pages, false, false, opts.jobs)?;
         tree.extend(forked);
     } else {
@@ -390,11 +400,11 @@ fn restore_tree(
     }
     pages.finish();
     logged("memory");
-    let mut digests = digests;
+    digests.memory_filled();
     let last = match opts.next_round {
         Some(next) => {
             // The first image's files may go once the next round is asked for.
-            join_digests(std::mem::take(&mut digests))?;
+            digests.join()?;
             let last = apply_rounds(img, &mut tree, &mut reg, next, opts)?;
             for r in &mut tree {
                 r.protect()?;
@@ -421,7 +431,7 @@ fn restore_tree(
         r.finish()?;
     }
     logged("threads and registers");
-    join_digests(digests)?;
+    digests.join()?;
     if let Some(gate) = &opts.before_release {
         gate(root_host).map_err(RestoreError::Cancelled)?;
         logged("the go-ahead");
@@ -488,31 +498,6 @@ fn fork_leaves<'a>(
     Ok(forked)
 }
 
-type Digest = std::thread::JoinHandle<std::result::Result<(), cryo_image::ImageError>>;
-
-/// Checks pages files against their recorded checksums, beside the rebuild.
-fn spawn_digests(files: impl IntoIterator<Item = cryo_image::chain::PagesFile>) -> Vec<Digest> {
-    files
-        .into_iter()
-        .map(|f| {
-            std::thread::spawn(move || match f.crc {
-                Some(crc) => cryo_image::digest::verify(&f.path, f.len, crc),
-                None => Err(cryo_image::ImageError::Invalid {
-                    path: f.path.display().to_string(),
-                    what: "has no checksum: its pages were sent from the process in a stream; restart the image from such a stream (`cryo restart -`)".into(),
-                }),
-            })
-        })
-        .collect()
-}
-
-fn join_digests(digests: Vec<Digest>) -> Result<()> {
-    for d in digests {
-        d.join().map_err(|_| RestoreError::Rebuild("the page checksum thread panicked".into()))??;
-    }
-    Ok(())
-}
-
 /// The same processes, in the same groups, sessions and states: what a
 /// round may not change (the tree was created from the first image).
 fn same_tree(first: &cryo_image::Inventory, now: &cryo_image::Inventory) -> Result<()> {
@@ -544,14 +529,14 @@ fn apply_rounds(first: &ImageReader, tree: &mut [Restoree], reg: &mut Registry, 
         tracing::debug!("restart: round checked in {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
         same_tree(&first.inventory, &img.inventory)?;
         let own: HashMap<i32, ResolvedPages> = images.values().map(|p| (p.pid, own_pages(img.pages_path(p.pid), p))).collect();
-        let digests = spawn_digests(own.values().flat_map(|o| o.files.clone()));
+        let mut digests = Digests::start(own.values().flat_map(|o| o.files.clone()).collect(), false);
         let pages = rebuild::PageProgress::new(opts.progress.clone(), own.values().map(|o| o.bytes(ps)).sum());
         for r in tree.iter_mut() {
             let p = images.remove(&r.pid()).ok_or_else(|| RestoreError::Corrupt(format!("process {} has no image in this round", r.pid())))?;
             r.update(p, &own[&r.pid()], reg, &pages)?;
         }
         pages.finish();
-        join_digests(digests)?;
+        digests.join()?;
         tracing::debug!("restart: round applied in {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
         if !more {
             rebuild::sockets::clear_stale_names(&img.inventory.unix)?;

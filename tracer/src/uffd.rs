@@ -27,6 +27,18 @@ const MSG_SIZE: usize = 32;
 
 pub struct Uffd(pub OwnedFd);
 
+/// Whether this process may make a userfaultfd (user-mode-only, Linux 5.11+).
+pub fn available() -> bool {
+    // SAFETY: userfaultfd takes no memory arguments; the fd is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, (UFFD_USER_MODE_ONLY as libc::c_long) | libc::O_CLOEXEC as libc::c_long) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` was just made here and nothing else holds it.
+    unsafe { libc::close(fd as libc::c_int) };
+    true
+}
+
 /// How far an UFFDIO_COPY got.
 pub enum Copied {
     All,

@@ -21,17 +21,22 @@ use crate::check::RestoreError;
 use crate::file_pages::FileBytes;
 use crate::{ranges, Result};
 use cryo_image::chain::{ResolvedPages, SourceRun};
+use cryo_image::digest::{Crc, KnownParts};
 use cryo_image::{Vma, VmaKind};
 use cryo_tracer::proc;
 use cryo_tracer::uffd::{Copied, Uffd};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Less than this is not worth making a userfaultfd for.
 const MIN_BYTES: u64 = 4 << 20;
 /// Mapped and copied at a time: the threads share the work in pieces of
-/// this size, and cryo's memory grows by this much per thread at most.
-const PIECE: u64 = 8 << 20;
+/// this size, and cryo's resident memory grows by this much per thread (the
+/// mapped file pages count): small, so that when memory runs out the
+/// out-of-memory killer finds the process being filled the larger, and cryo
+/// lives to say so. 1, 2 and 8 MiB copied 1 GiB equally fast.
+const PIECE: u64 = 2 << 20;
 
 /// Private anonymous memory; not a stack, which grows down (a missing page
 /// there must fault as usual the moment the areas are released).
@@ -116,6 +121,8 @@ pub(super) struct Copy<'a> {
     pub mem: proc::MemFile,
     pub src: &'a ResolvedPages,
     pub progress: &'a PageProgress,
+    /// Where to say what each piece's bytes sum to, while they are at hand.
+    pub checksums: Option<Arc<KnownParts>>,
 }
 
 /// `runs` copied into the process by `threads` threads of cryo, while
@@ -164,21 +171,45 @@ fn copy_pieces(c: &Copy<'_>, work: &[Piece], next: &AtomicUsize, stop: &AtomicBo
         let file = open_cached(&mut files, c.src, p.file)?;
         let bytes = FileBytes::of(file, p.offset, p.len, &mut buf)
             .map_err(|e| RestoreError::Io { what: format!("reading {} at {:#x}", path.display(), p.offset), source: e.into() })?;
-        let failed = |what: String| RestoreError::Rebuild(format!("process {}: copying pages to {:#x}: {what}", c.pid, p.vaddr));
+        let mut sum = c.checksums.as_ref().map(|_| Crc::new());
         let mut done = 0;
         while done < p.len {
-            match c.uffd.copy(p.vaddr + done, bytes.ptr().wrapping_add(done as usize), p.len - done).map_err(|e| failed(format!("UFFDIO_COPY: {e}")))? {
-                Copied::All => break,
-                Copied::Exists(n) => {
-                    // Nothing else fills these areas; should a page be there, it is written over.
-                    let at = done + n;
-                    c.mem.write(p.vaddr + at, bytes.bytes(at, ps))?;
-                    done = at + ps;
-                }
-                Copied::Gone | Copied::MmGone => return Err(failed("the memory went away".into())),
+            let end = p.len.min(done + SUMMED);
+            copy_part(c, p, &bytes, done, end, ps)?;
+            if let Some(h) = &mut sum {
+                h.update(bytes.bytes(done, end - done));
             }
+            done = end;
+        }
+        if let (Some(k), Some(h)) = (&c.checksums, sum) {
+            k.add(path, p.offset, p.len, h.finalize());
         }
         c.progress.advance(p.len);
+    }
+    Ok(())
+}
+
+/// Bytes copied before they are summed: the copy has just read them, and
+/// this much stays in the CPU's cache (summing each piece of 2 MiB after its
+/// copy read it from memory again: 1 GiB restarted in 0.23 s against 0.21
+/// s, medians of ten).
+const SUMMED: u64 = 256 << 10;
+
+/// Bytes `from..to` of piece `p` into the process.
+fn copy_part(c: &Copy<'_>, p: &Piece, bytes: &FileBytes<'_>, from: u64, to: u64, ps: u64) -> Result<()> {
+    let failed = |what: String| RestoreError::Rebuild(format!("process {}: copying pages to {:#x}: {what}", c.pid, p.vaddr + from));
+    let mut done = from;
+    while done < to {
+        match c.uffd.copy(p.vaddr + done, bytes.ptr().wrapping_add(done as usize), to - done).map_err(|e| failed(format!("UFFDIO_COPY: {e}")))? {
+            Copied::All => break,
+            Copied::Exists(n) => {
+                // Nothing else fills these areas; should a page be there, it is written over.
+                let at = done + n;
+                c.mem.write(p.vaddr + at, bytes.bytes(at, ps))?;
+                done = at + ps;
+            }
+            Copied::Gone | Copied::MmGone => return Err(failed("the memory went away".into())),
+        }
     }
     Ok(())
 }
