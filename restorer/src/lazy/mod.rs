@@ -14,6 +14,7 @@
 mod syscalls;
 
 use crate::check::RestoreError;
+use crate::file_pages::FileBytes;
 use crate::ranges;
 use crate::rebuild::PagesOnDemand;
 use crate::Result;
@@ -21,7 +22,6 @@ use cryo_image::chain::{ResolvedPages, SourceRun};
 use cryo_image::{ProcessImage, Vma, VmaKind};
 use cryo_tracer::arch::{Arch, Native};
 use cryo_tracer::ptrace::{self, Stop, SyscallInfo};
-use crate::file_pages::FileBytes;
 use cryo_tracer::uffd::{Copied, Uffd};
 use nix::errno::Errno;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -178,9 +178,8 @@ impl Process {
             return Ok(());
         }
         let host = self.host;
-        let failed = |what: String, e: Errno| RestoreError::Rebuild(format!("lazy restart of process {host}: {what}: {e}"));
         let piece = match (&self.files[file], remote) {
-            (Some(f), _) => FileBytes::of(f, offset, len, &mut self.fetched).map_err(|e| failed(format!("reading its pages file at {offset:#x}"), e))?,
+            (Some(f), _) => FileBytes::of(f, offset, len, &mut self.fetched).map_err(|e| failed(host, &format!("reading its pages file at {offset:#x}"), e))?,
             (None, Some(remote)) => {
                 self.fetched.resize(len as usize, 0);
                 remote.read(&self.paths[file], offset, &mut self.fetched)?;
@@ -193,7 +192,7 @@ impl Process {
         let ps = cryo_tracer::arch::page_size();
         let mut done = 0;
         while done < len {
-            match uffd.copy(dst + done, src.wrapping_add(done as usize), len - done).map_err(|e| failed("UFFDIO_COPY".into(), e))? {
+            match uffd.copy(dst + done, src.wrapping_add(done as usize), len - done).map_err(|e| failed(host, "UFFDIO_COPY", e))? {
                 Copied::All => break,
                 // A page that came meanwhile: leave it.
                 Copied::Exists(n) => done += n + ps,
@@ -211,7 +210,7 @@ impl Process {
     }
 
     fn failed(&self, what: &str, e: Errno) -> RestoreError {
-        RestoreError::Rebuild(format!("lazy restart of process {}: {what}: {e}", self.host))
+        failed(self.host, what, e)
     }
 
     /// Once nothing is pending, the userfaultfd goes: its areas fault as any
@@ -260,6 +259,10 @@ impl Process {
             Needs::CloneArgs(_) => unreachable!("resolved by the caller"),
         })
     }
+}
+
+fn failed(host: i32, what: &str, e: Errno) -> RestoreError {
+    RestoreError::Rebuild(format!("lazy restart of process {host}: {what}: {e}"))
 }
 
 struct Thread {
