@@ -170,7 +170,7 @@ impl Drop for Follower {
 /// The CRC32 of a file made of pieces written in any order, from each
 /// piece's (offset, length, CRC32); None unless they cover the file from 0
 /// without gaps or overlaps.
-pub fn combine(mut pieces: Vec<(u64, u64, u32)>) -> Option<u32> {
+pub fn combine(mut pieces: Vec<Part>) -> Option<u32> {
     pieces.sort_unstable_by_key(|p| p.0);
     let mut all = Hasher::new();
     let mut at = 0;
@@ -195,7 +195,10 @@ pub use crc32fast::Hasher as Crc;
 /// CRCs of parts of files computed by whoever had those bytes in hand (a
 /// restart copying pages into place), so that a check reads only the rest.
 #[derive(Default)]
-pub struct KnownParts(Mutex<HashMap<PathBuf, Vec<(u64, u64, u32)>>>);
+pub struct KnownParts(Mutex<HashMap<PathBuf, Vec<Part>>>);
+
+/// A part of a file: its offset, its length and its CRC32.
+pub type Part = (u64, u64, u32);
 
 impl KnownParts {
     /// Bytes `offset..offset + len` of `path` have CRC32 `crc`.
@@ -203,14 +206,14 @@ impl KnownParts {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(path.to_path_buf()).or_default().push((offset, len, crc));
     }
 
-    pub fn take(&self, path: &Path) -> Vec<(u64, u64, u32)> {
+    pub fn take(&self, path: &Path) -> Vec<Part> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(path).unwrap_or_default()
     }
 }
 
 /// [`verify`], with the CRCs of the `known` parts taken as they are (they
 /// may overlap and repeat): only the bytes none covers are read.
-pub fn verify_with(path: &Path, len: u64, crc: u32, mut known: Vec<(u64, u64, u32)>) -> Result<()> {
+pub fn verify_with(path: &Path, len: u64, crc: u32, mut known: Vec<Part>) -> Result<()> {
     let err = |source| ImageError::Io { path: path.display().to_string(), source };
     let f = File::open(path).map_err(err)?;
     known.retain(|&(off, n, _)| n > 0 && off + n <= len);

@@ -9,7 +9,7 @@
 use crate::check::RestoreError;
 use crate::Result;
 use cryo_image::chain::PagesFile;
-use cryo_image::digest::KnownParts;
+use cryo_image::digest::{KnownParts, Part};
 use cryo_image::ImageError;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -57,7 +57,7 @@ impl Digests {
     }
 }
 
-fn spawn(f: PagesFile, known: Vec<(u64, u64, u32)>) -> Check {
+fn spawn(f: PagesFile, known: Vec<Part>) -> Check {
     std::thread::spawn(move || match f.crc {
         Some(crc) => cryo_image::digest::verify_with(&f.path, f.len, crc, known),
         None => Err(ImageError::Invalid {

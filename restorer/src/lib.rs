@@ -124,11 +124,6 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     let mut files: Vec<_> = pages.values().flat_map(|src| src.files.iter().skip(usize::from(streamed || on_demand)).cloned()).collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     files.dedup_by(|a, b| a.path == b.path);
-    // Where cryo will copy the pages into place, it checksums them as they
-    // pass: the files are read afterwards only where no copy went.
-    let huge_pages = rebuild::huge_page_size(opts.huge_pages);
-    let copies = !opts.lazy && !streamed && !on_demand && huge_pages.is_none() && cryo_tracer::uffd::available();
-    let digests = Digests::start(files, copies);
     if opts.lazy && (streamed || opts.next_round.is_some() || !opts.pid_ns) {
         return Err(RestoreError::Rebuild("--lazy restarts an image directory inside the restore namespace: not from a stream, a pre-copy or with --no-pid-ns".into()));
     }
@@ -137,7 +132,7 @@ pub fn restart(opts: &Options<'_>) -> Result<u8> {
     }
     let mut lazy = lazy::Server::new(opts.pages_on_demand);
     let oom_kills = cryo_tracer::proc::oom_kills();
-    let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts, digests, huge_pages, &mut lazy) {
+    let root_host = match restore_tree(&img, &images, &pages, &mut sandbox, opts, files, &mut lazy) {
         Ok(h) => h,
         Err(e) => {
             let e = give_up(&mut sandbox, terminal, e);
@@ -334,10 +329,15 @@ fn restore_tree(
     sources: &HashMap<i32, ResolvedPages>,
     sandbox: &mut ns::Sandbox,
     opts: &Options<'_>,
-    mut digests: Digests,
-    huge_pages: Option<u64>,
+    files: Vec<cryo_image::chain::PagesFile>,
     lazy: &mut lazy::Server,
 ) -> Result<i32> {
+    // Where cryo will copy the pages into place, it checksums them as they
+    // pass: the files are read afterwards only where no copy went.
+    let huge_pages = rebuild::huge_page_size(opts.huge_pages);
+    let in_files = opts.page_stream.is_none() && opts.pages_on_demand.is_none();
+    let copies = !opts.lazy && in_files && huge_pages.is_none() && cryo_tracer::uffd::available();
+    let mut digests = Digests::start(files, copies);
     let in_userns = sandbox.init.is_some();
     let mut reg = Registry::new(images.values());
     let ps = img.inventory.page_size;

@@ -48,3 +48,40 @@ pub(crate) fn cut<'r>(runs: impl IntoIterator<Item = &'r SourceRun>, ranges: &[(
     }
     (inside, outside)
 }
+
+/// Those of `ranges` (normalized) in which one of `runs` starts.
+pub(crate) fn holding(ranges: &[(u64, u64)], runs: &[SourceRun]) -> Vec<(u64, u64)> {
+    let mut used = vec![false; ranges.len()];
+    for r in runs {
+        let i = ranges.partition_point(|a| a.1 <= r.vaddr);
+        if ranges.get(i).is_some_and(|a| a.0 <= r.vaddr) {
+            used[i] = true;
+        }
+    }
+    ranges.iter().zip(used).filter(|(_, u)| *u).map(|(a, _)| *a).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(vaddr: u64, npages: u64, file_offset: u64) -> SourceRun {
+        SourceRun { vaddr, npages, file: 0, file_offset }
+    }
+
+    /// A run across two ranges and the gap between them: cut at each edge,
+    /// its file offsets following its addresses.
+    #[test]
+    fn runs_are_cut_at_the_edges_of_ranges() {
+        let ps = 0x1000;
+        let ranges = normalized(vec![(0x5000, 0x8000), (0x1800, 0x3000)], ps);
+        assert_eq!(ranges, vec![(0x1000, 0x3000), (0x5000, 0x8000)]);
+        let runs = [run(0x2000, 7, 0x10000), run(0x9000, 1, 0)];
+        let (inside, outside) = cut(&runs, &ranges, ps);
+        let view = |v: &[SourceRun]| v.iter().map(|r| (r.vaddr, r.npages, r.file_offset)).collect::<Vec<_>>();
+        assert_eq!(view(&inside), vec![(0x2000, 1, 0x10000), (0x5000, 3, 0x13000)]);
+        assert_eq!(view(&outside), vec![(0x3000, 2, 0x11000), (0x8000, 1, 0x16000), (0x9000, 1, 0)]);
+        assert_eq!(holding(&ranges, &inside[1..]), vec![(0x5000, 0x8000)]);
+        assert_eq!(holding(&ranges, &outside), Vec::<(u64, u64)>::new());
+    }
+}

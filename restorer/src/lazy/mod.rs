@@ -97,8 +97,7 @@ fn split(vmas: &[Vma], kernel_touched: Vec<(u64, u64)>, src: &ResolvedPages, ps:
     runs.sort_by_key(|r| (r.file, r.file_offset));
     let eager = ResolvedPages { files: src.files.clone(), runs };
     let heap: Vec<(u64, u64)> = vmas.iter().filter(|v| v.kind == VmaKind::Heap).map(|v| (v.start, v.end)).collect();
-    let used = |a: &(u64, u64)| lazy.iter().any(|r| r.vaddr >= a.0 && r.vaddr < a.1);
-    let areas = areas.iter().filter(|a| used(a)).map(|&(s, e)| (s, e, heap.iter().any(|h| h.0 < e && s < h.1))).collect();
+    let areas = ranges::holding(&areas, &lazy).into_iter().map(|(s, e)| (s, e, heap.iter().any(|h| h.0 < e && s < h.1))).collect();
     Plan { eager, lazy, areas }
 }
 

@@ -74,7 +74,7 @@ pub(super) fn plan(b: &Restoree, src: &ResolvedPages, ps: u64) -> Option<Plan> {
     let (files, compressed): (Vec<&SourceRun>, Vec<&SourceRun>) = src.runs.iter().partition(|r| src.files[r.file].compression.is_none());
     let (copied, read) = ranges::cut(files, &areas, ps);
     // Only the areas that get pages: registering costs a call each.
-    let areas = areas.into_iter().filter(|a| copied.iter().any(|r| r.vaddr >= a.0 && r.vaddr < a.1)).collect();
+    let areas = ranges::holding(&areas, &copied);
     let rest = ResolvedPages { files: src.files.clone(), runs: compressed.into_iter().cloned().chain(read).collect() };
     let plan = Plan { areas, copied, rest };
     (plan.copied_bytes(ps) >= MIN_BYTES).then_some(plan)
