@@ -156,7 +156,8 @@ pub(super) fn copy(c: Copy<'_>, runs: &[SourceRun], threads: usize, alongside: i
         })
     });
     let copied: u64 = runs.iter().map(|r| r.npages * ps).sum();
-    tracing::debug!("process {}: {} MiB copied into place by {threads} threads of cryo", c.pid, copied >> 20);
+    let by = if threads > 1 { format!("{threads} threads") } else { "a thread".into() };
+    tracing::debug!("process {}: {} MiB copied into place by {by} of cryo", c.pid, copied >> 20);
     result
 }
 
