@@ -64,8 +64,11 @@ impl FileBytes<'_> {
     pub(crate) fn bytes(&self, from: u64, len: u64) -> &[u8] {
         match self {
             FileBytes::Mapped(m) => {
-                // SAFETY: the mapping is `m.len` readable bytes, alive and
-                // unchanged as long as `self`.
+                // SAFETY: the mapping is `m.len` readable bytes, alive as
+                // long as `self`, of an image file no one writes (the user's,
+                // its length checked against its header). Were another
+                // program to truncate it meanwhile, the read would fault
+                // (SIGBUS), as in any program reading a mapped file.
                 let all = unsafe { std::slice::from_raw_parts(m.ptr, m.len) };
                 &all[from as usize..(from + len) as usize]
             }

@@ -448,11 +448,11 @@ fn restore_tree(
 /// Fill the memory of `tree`, several processes at once (`jobs` at most).
 fn fill_in_parallel(tree: &mut [Restoree], sources: &HashMap<i32, ResolvedPages>, pages: &rebuild::PageProgress, rounds: bool, lazy: bool, jobs: Option<usize>) -> Result<()> {
     let width = relay::width_for(tree.len(), jobs, 1);
-    // One at a time (one process, or --jobs 1) leaves CPUs free: a thread of
-    // cryo fills part of each process's memory beside it.
+    // One at a time (one process, or --jobs 1) leaves CPUs free: a second
+    // thread of cryo fills each process's memory ([`Restoree::spare_cpu`]).
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     for r in tree.iter_mut() {
-        r.fill_helper = width == 1 && cpus > 1;
+        r.spare_cpu = width == 1 && cpus > 1;
     }
     let jobs_now: Vec<relay::Job<Result<()>>> = tree
         .iter_mut()

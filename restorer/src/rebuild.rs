@@ -92,7 +92,7 @@ pub struct Restoree<'a> {
     pub kept: Vec<(u64, u64)>,
     /// Another CPU is free while its memory fills: cryo fills it with two
     /// threads, or one beside the process ([`read_pages`]).
-    pub fill_helper: bool,
+    pub spare_cpu: bool,
     /// Where pages copied into place leave their checksums, when the pages
     /// files are checked after the fill ([`crate::digests`]).
     pub checksums: Option<Arc<cryo_image::digest::KnownParts>>,
@@ -113,7 +113,7 @@ impl<'a> Restoree<'a> {
             .ok_or_else(|| RestoreError::Rebuild(format!("process {}: no free address range for the restorer", p.pid)))?;
         let parasite = Parasite::load(&mut m.seized, &mut m.remote, Some(area))?;
         let inside = reg.pids.inside(p.pid).expect("every member has a pid");
-        Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new(), lazy: None, huge_pages: None, forked: false, kept: Vec::new(), fill_helper: false, checksums: None })
+        Ok(Restoree { m, p, inside, parasite, area, blob_size, own_vmas, tmp: None, threads: Vec::new(), lazy: None, huge_pages: None, forked: false, kept: Vec::new(), spare_cpu: false, checksums: None })
     }
 
     /// Its pid in the image.
@@ -781,10 +781,10 @@ const HELPER_MIN_BYTES: u64 = 2 * SHARED_PIECE;
 const HELPER_BUFFER: usize = 4 << 20;
 
 /// The pages of `src` put into place. Private anonymous memory is copied
-/// there by cryo ([`copied`]: one thread, two with [`Restoree::fill_helper`])
+/// there by cryo ([`copied`]: one thread, two with [`Restoree::spare_cpu`])
 /// while the process reads the rest. Where the kernel gives no userfaultfd,
 /// the process reads everything itself (preadv in large batches, after
-/// MADV_POPULATE_WRITE); with [`Restoree::fill_helper`]
+/// MADV_POPULATE_WRITE); with [`Restoree::spare_cpu`]
 /// a thread of cryo writes pages at the same time, through /proc/PID/mem,
 /// which keeps a second CPU busy with the kernel's work on fresh pages (the
 /// fault, the zeroing, the copy): the process takes reads from the front
@@ -797,14 +797,14 @@ fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &Pag
     if let Some(plan) = copied::plan(b, src, ps) {
         if let Some(uffd) = copied::register(b, &plan)? {
             let c = copied::Copy { pid: b.p.pid, uffd, mem: proc::MemFile::open(b.m.host)?, src, progress, checksums: b.checksums.clone() };
-            let threads = if b.fill_helper { 2 } else { 1 };
+            let threads = if b.spare_cpu { 2 } else { 1 };
             let reads = plan_reads(&plan.rest, ps);
             return copied::copy(c, &plan.copied, threads, || preadv_in_process(b, src, &reads, fds, progress));
         }
     }
     let reads = plan_reads(src, ps);
     let total: u64 = reads.iter().map(|r| r.bytes).sum();
-    if !b.fill_helper || total < HELPER_MIN_BYTES {
+    if !b.spare_cpu || total < HELPER_MIN_BYTES {
         return preadv_in_process(b, src, &reads, fds, progress);
     }
     let queue = std::sync::Mutex::new(std::collections::VecDeque::from(pieces(reads, SHARED_PIECE)));
