@@ -178,6 +178,36 @@ fn restart_faults_leave_nothing_running() {
     assert_eq!(assert_consecutive(&lines, "msg ", "messages over pipes"), 450);
 }
 
+/// A restart that fails, or whose cryo is killed, while cryo copies a
+/// process's memory into place (UFFDIO_COPY, two threads at work): nothing
+/// of it runs, and the same image restarts fine afterwards.
+#[test]
+fn restart_stopped_while_copying_memory_leaves_nothing() {
+    let h = Harness::with_cryo("fault-copy");
+    let heap = h.compile("heap");
+    let (mut p, _out) = h.spawn(&[heap.to_str().unwrap(), "heap.log", STEPS, "100", "64"], "heap.out");
+    let log = Log::new(h.path("heap.log"));
+    log.wait_prefix("step 3 ", SECS20);
+    let img = h.path("img");
+    h.checkpoint_kill(&mut p, &img);
+    let img = img.to_str().unwrap();
+    let lines = log.line_count();
+    // The third piece of 2 MiB (of 32): both threads are copying by then.
+    let out = h.cryo_run_env(&["restart", img, "--detach"], &[("CRYO_FAULT", "restart-copy@3")]);
+    out.assert_clean_failure().assert_stderr_mentions(&["restart-copy@3"]);
+    h.assert_no_leftovers(&[], "a restart failed while copying memory");
+    let mut cryo = h.cryo_spawn_env(&["restart", img, "--detach"], &[("CRYO_PAUSE", "restart-copy@3:1500")], std::process::Stdio::null());
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(cryo.running(), "restart ended before the kill: {}", cryo.stderr_text());
+    send_signal(cryo.pid(), libc::SIGKILL);
+    cryo.wait_exit(SECS20);
+    h.assert_no_leftovers(&[], "kill -9 of cryo restart while it copied memory");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(log.line_count(), lines, "the half-restored process ran:\n{}", log.text());
+    h.restart_detached(std::path::Path::new(img));
+    log.wait_prefix("done ", SECS20);
+}
+
 macro_rules! fault_tests {
     ($($name:ident => $stage:literal,)*) => {
         $( #[test] fn $name() { fault_case($stage) } )*

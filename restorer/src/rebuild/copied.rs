@@ -168,6 +168,8 @@ fn copy_pieces(c: &Copy<'_>, work: &[Piece], next: &AtomicUsize, stop: &AtomicBo
     let mut buf = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let Some(p) = work.get(next.fetch_add(1, Ordering::Relaxed)) else { return Ok(()) };
+        // Where a signal to cryo (or a test) stops the restart mid-copy.
+        crate::stage("restart-copy")?;
         let path = &c.src.files[p.file].path;
         let file = open_cached(&mut files, c.src, p.file)?;
         let bytes = FileBytes::of(file, p.offset, p.len, &mut buf)
