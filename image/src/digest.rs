@@ -17,17 +17,12 @@ use std::thread::JoinHandle;
 
 const CHUNK: usize = 1 << 20;
 
-/// CRC32 of the first `len` bytes of `f`. A large file is read in parts by
+/// CRC32 of bytes `from..to` of `f`. A large range is read in parts by
 /// a thread per CPU (up to four), whose CRCs are combined: a lazy restart
 /// waits for this check before the tree runs. Each part is looked at where
 /// it lies in the page cache: copying 1 GiB out with pread took a quarter
 /// of the CPU time of a restart beside which this runs.
-pub fn crc_of(f: &File, len: u64) -> std::io::Result<u32> {
-    crc_of_range(f, 0, len)
-}
-
-/// [`crc_of`] for bytes `from..to`.
-fn crc_of_range(f: &File, from: u64, to: u64) -> std::io::Result<u32> {
+fn crc_of(f: &File, from: u64, to: u64) -> std::io::Result<u32> {
     let len = to - from;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_PARTS) as u64;
     let parts = if len >= PART_MIN * 2 { cpus.min(len / PART_MIN).max(1) } else { 1 };
@@ -220,7 +215,7 @@ pub fn verify_with(path: &Path, len: u64, crc: u32, mut known: Vec<Part>) -> Res
     known.sort_unstable_by_key(|&(off, n, _)| (off, std::cmp::Reverse(n)));
     let mut parts = Vec::new();
     let mut at = 0;
-    let gap = |from: u64, to: u64| crc_of_range(&f, from, to).map(|c| (from, to - from, c));
+    let gap = |from: u64, to: u64| crc_of(&f, from, to).map(|c| (from, to - from, c));
     for (off, n, c) in known {
         // A part that begins before `at` overlaps one taken: what it has
         // beyond is read as a gap.
@@ -259,7 +254,7 @@ mod tests {
         }
         let len = data.len() as u64;
         assert_eq!(follower.finish(len).unwrap(), crc32fast::hash(&data));
-        assert_eq!(crc_of(&f, len - 5).unwrap(), crc32fast::hash(&data[..data.len() - 5]));
+        assert_eq!(crc_of(&f, 0, len - 5).unwrap(), crc32fast::hash(&data[..data.len() - 5]));
     }
 
     #[test]
@@ -269,9 +264,9 @@ mod tests {
         let data: Vec<u8> = (0..((2 * PART_MIN + 12_345) / 4)).flat_map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()).collect();
         f.write_all(&data).unwrap();
         let len = data.len() as u64;
-        assert_eq!(crc_of(&f, len).unwrap(), crc32fast::hash(&data));
-        assert_eq!(crc_of(&f, len - 3).unwrap(), crc32fast::hash(&data[..data.len() - 3]));
-        assert_eq!(crc_of(&f, 0).unwrap(), crc32fast::hash(&[]));
+        assert_eq!(crc_of(&f, 0, len).unwrap(), crc32fast::hash(&data));
+        assert_eq!(crc_of(&f, 0, len - 3).unwrap(), crc32fast::hash(&data[..data.len() - 3]));
+        assert_eq!(crc_of(&f, 0, 0).unwrap(), crc32fast::hash(&[]));
         let (a, b) = data.split_at(1000);
         let pieces = vec![(1000, b.len() as u64, crc32fast::hash(b)), (0, 1000, crc32fast::hash(a))];
         assert_eq!(combine(pieces.clone()), Some(crc32fast::hash(&data)));
@@ -291,7 +286,7 @@ mod tests {
         let known = vec![part(1 << 20, 4096), part(0, 8192), part(4096, 65536), part(1 << 20, 4096), part(2 << 20, 1 << 20)];
         assert!(verify_with(&path, len, crc, known.clone()).is_ok());
         assert!(verify_with(&path, len, crc, Vec::new()).is_ok());
-        assert_eq!(crc_of_range(&std::fs::File::open(&path).unwrap(), 4096, 12288).unwrap(), crc32fast::hash(&data[4096..12288]));
+        assert_eq!(crc_of(&std::fs::File::open(&path).unwrap(), 4096, 12288).unwrap(), crc32fast::hash(&data[4096..12288]));
         let mut wrong = known.clone();
         wrong[1].2 ^= 1;
         assert!(matches!(verify_with(&path, len, crc, wrong), Err(ImageError::Checksum { .. })));

@@ -796,7 +796,7 @@ fn read_pages(b: &mut Restoree, src: &ResolvedPages, fds: &[u64], progress: &Pag
     let ps = cryo_tracer::arch::page_size();
     if let Some(plan) = copied::plan(b, src, ps) {
         if let Some(uffd) = copied::register(b, &plan)? {
-            let c = copied::Copy { pid: b.p.pid, uffd, mem: proc::MemFile::open(b.m.host)?, src, progress, checksums: b.checksums.clone() };
+            let c = copied::Copier { pid: b.p.pid, uffd, mem: proc::MemFile::open(b.m.host)?, src, progress, checksums: b.checksums.clone() };
             let threads = if b.spare_cpu { 2 } else { 1 };
             let reads = plan_reads(&plan.rest, ps);
             return copied::copy(c, &plan.copied, threads, || preadv_in_process(b, src, &reads, fds, progress));

@@ -114,7 +114,7 @@ fn pieces(runs: &[SourceRun], ps: u64) -> Vec<Piece> {
 }
 
 /// What the copying threads share.
-pub(super) struct Copy<'a> {
+pub(super) struct Copier<'a> {
     pub pid: i32,
     pub uffd: Uffd,
     /// For a page that is somehow there already.
@@ -129,7 +129,7 @@ pub(super) struct Copy<'a> {
 /// `alongside` (the process reading the rest) runs on this one. The
 /// userfaultfd goes at the end, whatever happened: the areas are ordinary
 /// memory again.
-pub(super) fn copy(c: Copy<'_>, runs: &[SourceRun], threads: usize, alongside: impl FnOnce() -> Result<()>) -> Result<()> {
+pub(super) fn copy(c: Copier<'_>, runs: &[SourceRun], threads: usize, alongside: impl FnOnce() -> Result<()>) -> Result<()> {
     let ps = cryo_tracer::arch::page_size();
     let work = pieces(runs, ps);
     let next = AtomicUsize::new(0);
@@ -163,7 +163,7 @@ pub(super) fn copy(c: Copy<'_>, runs: &[SourceRun], threads: usize, alongside: i
 
 /// One thread's share: pieces taken from `work` in turn until none is left
 /// or another thread failed.
-fn copy_pieces(c: &Copy<'_>, work: &[Piece], next: &AtomicUsize, stop: &AtomicBool, ps: u64) -> Result<()> {
+fn copy_pieces(c: &Copier<'_>, work: &[Piece], next: &AtomicUsize, stop: &AtomicBool, ps: u64) -> Result<()> {
     let mut files = HashMap::new();
     let mut buf = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -199,7 +199,7 @@ fn copy_pieces(c: &Copy<'_>, work: &[Piece], next: &AtomicUsize, stop: &AtomicBo
 const SUMMED: u64 = 256 << 10;
 
 /// Bytes `from..to` of piece `p` into the process.
-fn copy_part(c: &Copy<'_>, p: &Piece, bytes: &FileBytes<'_>, from: u64, to: u64, ps: u64) -> Result<()> {
+fn copy_part(c: &Copier<'_>, p: &Piece, bytes: &FileBytes<'_>, from: u64, to: u64, ps: u64) -> Result<()> {
     let failed = |what: String| RestoreError::Rebuild(format!("process {}: copying pages to {:#x}: {what}", c.pid, p.vaddr + from));
     let mut done = from;
     while done < to {
