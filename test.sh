@@ -44,8 +44,31 @@ if command -v rustup >/dev/null 2>&1; then
     fi
 fi
 
+# What the runners print is kept in $results too, and added up at the end into one
+# closing line: cargo's own last line is a doc-test binary's "0 passed", which says
+# nothing of the whole run.
+results=$(mktemp)
+keeper=
+trap 'rm -f "$results"; [ -z "$keeper" ] || kill "$keeper" 2>/dev/null' EXIT
+
+# Runs a command with its standard output shown and added to $results. Not through a
+# pipe: a process that a test leaves behind holds a pipe open, and the script would wait
+# for it. The command stays in the foreground, so ^C reaches it.
+shown_and_kept() {
+    local out status=0 tailer
+    out=$(mktemp)
+    sleep 1000000 & keeper=$!
+    tail -n +1 -f --pid="$keeper" "$out" & tailer=$!
+    "$@" > "$out" || status=$?
+    # tail reads to the end of the file once more when the process it watches is gone.
+    kill "$keeper"; wait "$tailer" || true; keeper=
+    cat "$out" >> "$results"
+    rm -f "$out"
+    return "$status"
+}
+
 cargo build -p cryo-cli
-cargo test --workspace "$@"
+shown_and_kept cargo test --workspace "$@"
 
 # Fuzz the image decoder and restart's checks and page-read planner for a bounded time
 # (CRYO_FUZZ_SECS, default 60; 0 skips), from a copy of the seed corpus in fuzz/corpus.
@@ -68,7 +91,7 @@ fi
 # qemu-system-arm and the Rust targets when run as root). CRYO_VM_ARCHES picks the VMs
 # (default: all four; empty: none).
 cargo build -p cryo-vmtest
-CRYO_BIN=target/debug/cryo target/debug/cryo-vmtest
+CRYO_BIN=target/debug/cryo shown_and_kept target/debug/cryo-vmtest
 vm_arches=${CRYO_VM_ARCHES-aarch64 aarch64-a57 arm arm-on-aarch64}
 if [ -n "$vm_arches" ] && [ "$(id -u)" != 0 ] && ! command -v qemu-system-aarch64 >/dev/null 2>&1; then
     echo "test.sh: skipping the ARM VM suites: qemu-system-arm is not installed (apt-get install qemu-system-arm, or run as root)" >&2
@@ -76,5 +99,18 @@ if [ -n "$vm_arches" ] && [ "$(id -u)" != 0 ] && ! command -v qemu-system-aarch6
 fi
 for arch in $vm_arches; do
     echo "test.sh: VM suite $arch"
-    tests/vm/run.sh "$arch"
+    shown_and_kept tests/vm/run.sh "$arch"
 done
+
+# cargo: "test result: ok. 12 passed; 0 failed; 3 ignored; ..."; cryo-vmtest: one
+# "cryo-vmtest: PASS|FAIL|SKIP name" line a scenario.
+awk '
+  /^test result:/ { for (i = 1; i < NF; i++) {
+      if ($(i+1) ~ /^passed;/) passed += $i
+      if ($(i+1) ~ /^failed;/) failed += $i
+      if ($(i+1) ~ /^ignored;/) skipped += $i } }
+  /^cryo-vmtest: PASS / { passed++ }
+  /^cryo-vmtest: FAIL / { failed++ }
+  /^cryo-vmtest: SKIP / { skipped++ }
+  END { printf "test.sh: %d passed, %d failed, %d skipped\n", passed, failed, skipped }
+' "$results"
