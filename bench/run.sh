@@ -8,7 +8,8 @@
 #   - cryo checkpoint (default: low-freeze, memory written from a snapshot), its stop,
 #     and cryo checkpoint --direct (leave running, memory written while stopped), its
 #     stop, and cryo checkpoint --precopy (memory copied while it runs), its two
-#     stops added up: each the median of CRYO_BENCH_RUNS (default 3) runs, as dd's time is
+#     stops added up: each the median of CRYO_BENCH_RUNS (default 3) runs, each run
+#     right after a dd of as many bytes (the goals compare each with its own dds)
 #   - incremental checkpoints, each after 1% of the pages were rewritten, chained
 #     (CRYO_BENCH_INC_RUNS, default 5; the median; anonymous memory only)
 #   - cryo restart --lazy --detach: until the tree runs, and until every page is in
@@ -20,7 +21,8 @@
 #   - fork of a C program with as much memory (bench/forktime.c: the floor of the
 #     low-freeze stop, whose snapshot is a fork): the first, and later ones
 #   - memcpy of the same size, dd of the same size to a file next to the image (page
-#     cache, no sync; the median of three), gdb's gcore of the same process where gdb is installed
+#     cache, no sync; the median of all the runs above, and the run just before
+#     --kill), gdb's gcore of the same process where gdb is installed
 #   - a tree (CRYO_BENCH_TREE, default 4x256: a shell with 4 children of 256 MiB; 0
 #     skips it): low-freeze and --direct checkpoints, and a restart, with its
 #     processes handled one after another (--jobs 1) and several at once (the default)
@@ -95,13 +97,37 @@ timed() {
     fi
     return 0
 }
+# dd_once MIB: dd of MIB MiB to a file next to the images (page cache, no sync),
+# removed and synced after: its time in DDT, and added to ALL_DD.
+ALL_DD=()
+DD_MIB=
+dd_once() {
+    local t0 t1
+    t0=$(now)
+    run_as "$W" dd if=/dev/zero of=dd.out bs=1M count="$1" status=none
+    t1=$(now)
+    DDT=$(elapsed "$t0" "$t1")
+    ALL_DD+=("$DDT")
+    rm -f "$W/dd.out"
+    sync
+}
+
 # checkpoint_median NAME DIR ARGS...: `cryo checkpoint $pid -o DIR ARGS --json` RUNS
-# times (DIR removed and synced after each), as dd is: T the median time, F the
-# median stop (us). One run's time swings with what the machine freed before it.
+# times (DIR removed and synced after each), each right after a dd of as many
+# bytes ($DD_MIB MiB, where set): T the median time, F the median stop (us), D
+# the median of those dd runs. A write's time swings with what the machine freed before it
+# (on this kind of machine a first write after much memory was freed can take
+# several times as long), so each checkpoint is compared with a dd made in the
+# same conditions just before it.
 checkpoint_median() {
-    local name=$1 dir=$2 i times=() stops=()
+    local name=$1 dir=$2 i times=() stops=() dds=(0)
     shift 2
+    [ -z "$DD_MIB" ] || dds=()
     for i in $(seq 1 "$RUNS"); do
+        if [ -n "$DD_MIB" ]; then
+            dd_once "$DD_MIB"
+            dds+=("$DDT")
+        fi
         timed "$name" ./cryo checkpoint "$pid" -o "$dir" "$@" --json
         times+=("$T")
         stops+=("$(json "$name" frozen_us)")
@@ -110,6 +136,7 @@ checkpoint_median() {
     done
     T=$(median "${times[@]}")
     F=$(median "${stops[@]}")
+    D=$(median "${dds[@]}")
 }
 json() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(v if v is not None else "")' "$W/$1.out" "$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }
@@ -160,23 +187,12 @@ bench_one() {
     rss=$(awk '/^VmRSS/ {print $2}' /proc/"$pid"/status)
     size=$(( (rss + 1023) / 1024 ))
 
-    local cpy ddt
+    local cpy
     cpy=$(run_as "$W" ./memcpy "$size")
     local frk frk_first
     read -r frk_first frk < <(run_as "$W" ./forktime "$size")
-    # dd's time swings most on this kind of machine (a first write after
-    # much memory was freed can take ten times as long): the median of three.
-    local t0 t1 dds=() i
-    for i in 1 2 3; do
-        t0=$(now)
-        run_as "$W" dd if=/dev/zero of=dd.out bs=1M count="$size" status=none
-        t1=$(now)
-        dds+=("$(elapsed "$t0" "$t1")")
-        rm -f "$W/dd.out"
-        sync
-    done
-    ddt=$(median "${dds[@]}")
-
+    ALL_DD=()
+    DD_MIB=$size
     local gct=-
     if [ "$have_gcore" = 1 ]; then
         timed gcore gcore -o core "$pid"
@@ -221,8 +237,11 @@ bench_one() {
     sync
 
     checkpoint_median direct "direct-$name" --direct
-    local dir_t=$T dir_frozen=$F
+    local dir_t=$T dir_frozen=$F dir_dd=$D
 
+    dd_once "$size"
+    DD_MIB=
+    local kill_dd=$DDT
     timed kill ./cryo checkpoint "$pid" -o "img-$name" --kill --json
     local kill_t=$T kill_frozen img_bytes
     kill_frozen=$(json kill frozen_us)
@@ -258,8 +277,9 @@ bench_one() {
     into_t=$(run_as "$W" sh -c "./readinto img-$name/pages-*.img")
     rm -rf "$W/img-$name"
 
-    local gib
+    local gib ddt
     gib=$(awk -v k="$rss" 'BEGIN { printf "%.3f", k / 1048576 }')
+    ddt=$(median "${ALL_DD[@]}")
     echo
     echo "== $name: RSS $(mib $((rss * 1024))) MiB =="
     printf '%-40s %9s %10s %8s %9s\n' "what" "seconds" "vs memcpy" "vs dd" "vs gcore"
@@ -280,13 +300,15 @@ bench_one() {
     row "memcpy" "$cpy"
     row "fork of as much memory (C), first" "$frk_first"
     row "fork of as much memory (C), later" "$frk"
-    row "dd to a file (no sync)" "$ddt"
+    row "dd to a file (no sync), median of ${#ALL_DD[@]}" "$ddt"
     [ "$gct" = - ] || row "gdb gcore" "$gct"
     echo "stopped: --kill $(ms "$kill_frozen") ms, --direct $(ms "$dir_frozen") ms, low-freeze $(ms "$lf_frozen") ms, --precopy (both stops) $(ms "$pc_frozen") ms, --track $(ms "$tr_frozen") ms$( [ "$inc_t" = - ] || echo ", incremental $(ms "$inc_frozen") ms")"
     echo "image: $(mib "$img_bytes") MiB$( [ "$inc_t" = - ] || echo "; incremental image: $(mib "$inc_bytes") MiB"); cryo peak RSS: $(mib $((MAXRSS * 1024))) MiB"
     echo "goals (issue 5):"
-    goal "checkpoint --kill / dd" "$(awk -v a="$kill_t" -v b="$ddt" 'BEGIN { print a / b }')" 1.2 x
+    goal "checkpoint --kill / the dd just before" "$(awk -v a="$kill_t" -v b="$kill_dd" 'BEGIN { print a / b }')" 1.2 x
+    goal "checkpoint --direct / dd (medians, paired)" "$(awk -v a="$dir_t" -v b="$dir_dd" 'BEGIN { print a / b }')" 1.2 x
     [ "$gct" = - ] || goal "checkpoint --kill / gcore" "$(awk -v a="$kill_t" -v b="$gct" 'BEGIN { print a / b }')" 0.6 x
+    [ "$gct" = - ] || goal "checkpoint --direct / gcore" "$(awk -v a="$dir_t" -v b="$gct" 'BEGIN { print a / b }')" 0.6 x
     goal "low-freeze stop per GiB" "$(awk -v f="$lf_frozen" -v g="$gib" 'BEGIN { print f / 1000 / g }')" 20 ms
     echo "  (a fork alone: $(awk -v f="$frk_first" -v g="$gib" 'BEGIN { printf "%.1f", f * 1000 / g }') ms per GiB the first time, $(awk -v f="$frk" -v g="$gib" 'BEGIN { printf "%.1f", f * 1000 / g }') later; the stop, the median of three in a row, is $(ratio "$(ms "$lf_frozen")" "$(awk -v f="$frk" 'BEGIN { print f * 1000 }')") of a later one)"
     goal "--precopy stops per GiB" "$(awk -v f="$pc_frozen" -v g="$gib" 'BEGIN { print f / 1000 / g }')" 20 ms

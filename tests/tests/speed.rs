@@ -85,6 +85,8 @@ fn low_freeze_snapshot_restores_the_moment_of_the_freeze() {
 }
 
 /// --direct and --kill keep writing memory while the target is stopped.
+/// cryo reads it with process_vm_readv (no page of the heap is shared with
+/// another process), and the image restores the heap exactly.
 #[test]
 fn direct_checkpoint_uses_no_snapshot() {
     let h = Harness::with_cryo("direct");
@@ -94,8 +96,14 @@ fn direct_checkpoint_uses_no_snapshot() {
     assert_eq!(v["snapshots"], 0, "{v}");
     assert_running_untouched(pid, &log, 0, "after a --direct checkpoint");
     let img = h.path("img");
-    let (_, v) = checkpoint_json(&h, pid, &img, &["--kill"], &[]);
+    let (out, v) = checkpoint_json(&h, pid, &img, &["--kill"], &[("CRYO_LOG", "debug")]);
     assert_eq!(v["snapshots"], 0, "{v}");
+    let pinned: u64 = out
+        .stderr
+        .lines()
+        .find_map(|l| l.split(": ").nth(1)?.strip_suffix(" MiB through /proc/PID/mem")?.split(" MiB read with process_vm_readv").next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no account of how memory was read:\n{}", out.describe()));
+    assert!(pinned >= MIB.parse().unwrap(), "the heap was read with process_vm_readv:\n{}", out.describe());
     assert!(p.wait_timeout(SECS20).is_some(), "--kill left the target running");
     restart_finishes_as_reference(&h, &img, &log, &reference, pid, "heap log after --kill and restart");
 }

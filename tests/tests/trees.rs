@@ -283,7 +283,8 @@ fn restart_of_a_restart_keeps_the_tree() {
 /// forked from their restored parent). Checked with the tree read frozen
 /// (--kill, --direct) and from copy-on-write snapshots (low-freeze), where
 /// the children's pages are compared with their parents' snapshots. A tree
-/// left running still shares its memory: reading it to compare copied none.
+/// left running still shares its memory: reading it to compare, or to
+/// store it, copied none.
 #[test]
 fn pages_shared_since_a_fork_are_stored_once() {
     let h = Harness::with_cryo("tree-forked");
@@ -305,9 +306,9 @@ fn pages_shared_since_a_fork_are_stored_once() {
             out.assert_ok();
             let snapshots = out.stderr.contains("copy-on-write snapshot");
             assert_eq!(snapshots, mode == "low-freeze", "{mode}: written from snapshots or not:\n{}", out.describe());
-            for kid in children(p.pid()) {
-                let shared_kib = smaps_rollup_kib(kid, "Shared_Dirty");
-                assert!(shared_kib >= 15 * 1024, "{mode}: child {kid} shares {shared_kib} KiB with the others after the checkpoint");
+            for pid in tree_of(p.pid()) {
+                let shared_kib = smaps_rollup_kib(pid, "Shared_Dirty");
+                assert!(shared_kib >= 15 * 1024, "{mode}: process {pid} shares {shared_kib} KiB with the others after the checkpoint");
             }
             p.kill();
         }

@@ -215,20 +215,33 @@ pub fn cmdline(pid: i32) -> Result<Vec<String>> {
 
 /// Memory map from /proc/PID/smaps (maps lines plus VmFlags).
 pub fn vmas(pid: i32) -> Result<Vec<Vma>> {
+    Ok(vmas_and_sharing(pid)?.into_iter().map(|(v, _)| v).collect())
+}
+
+/// [`vmas`], each with whether some of its pages are mapped by more than
+/// one process (smaps' Shared_* counts are not all zero): pages shared
+/// copy-on-write since a fork, or a file's or shared memory's pages.
+pub fn vmas_and_sharing(pid: i32) -> Result<Vec<(Vma, bool)>> {
     let path = format!("/proc/{pid}/smaps");
     let text = read(&path)?;
-    let mut out: Vec<Vma> = Vec::new();
+    let mut out: Vec<(Vma, bool)> = Vec::new();
     for line in text.lines() {
         if let Some(flags) = line.strip_prefix("VmFlags:") {
-            if let Some(v) = out.last_mut() {
+            if let Some((v, _)) = out.last_mut() {
                 v.vmflags = flags.split_whitespace().map(str::to_string).collect();
+            }
+            continue;
+        }
+        if let Some(count) = ["Shared_Clean:", "Shared_Dirty:", "Shared_Hugetlb:"].iter().find_map(|k| line.strip_prefix(k)) {
+            if let Some((_, shared)) = out.last_mut() {
+                *shared |= count.split_whitespace().next() != Some("0");
             }
             continue;
         }
         let Some(first) = line.split_whitespace().next() else { continue };
         let Some((a, b)) = first.split_once('-') else { continue };
         let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else { continue };
-        out.push(parse_maps_line(&path, line, start, end)?);
+        out.push((parse_maps_line(&path, line, start, end)?, false));
     }
     Ok(out)
 }

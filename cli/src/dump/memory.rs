@@ -258,6 +258,122 @@ fn copy_unreadable(mem: &MemFile, group: usize, run: &PageRun, sink: &mut Sink, 
     Ok(())
 }
 
+/// Remote iovecs per process_vm_readv (IOV_MAX).
+const READV_IOVS: usize = 1024;
+
+/// Read the runs of `part` of frozen process `pid` into the pieces of a
+/// sink that looks at them and writes them behind ([`Sink::threaded`]):
+/// faster than splicing, where the copy into the file reads the process's
+/// memory and the checksum reads the file again.
+///
+/// The areas in `unshared` (none of their pages mapped by another process
+/// when smaps was read) are read with process_vm_readv. Elsewhere it would
+/// copy pages shared copy-on-write into the process (it pins them, and the
+/// kernel unshares a pinned shared page), so the rest is read through
+/// /proc/PID/mem, which does not. Pieces gather small runs, so a scattered
+/// heap takes few calls.
+#[allow(clippy::too_many_arguments)]
+pub fn read_frozen(runs: &[PageRun], vmas: &[Vma], part: Part, pid: i32, unshared: &[(u64, u64)], mem: &MemFile, sink: &mut Sink, progress: &ProgressBar) -> Result<()> {
+    let ps = page_size();
+    let mut batch = Batch { buf: sink.buffer(), filled: 0, segs: Vec::new(), remote: Vec::new(), pid, mem };
+    let (mut pinned, mut copied) = (0u64, 0u64);
+    // A stage point every STREAM_PIECE, as where pages are spliced.
+    let mut unchecked = 0u64;
+    let mut gate = |n: u64| -> Result<()> {
+        if unchecked == 0 {
+            cryo_tracer::fault::check("pages")?;
+        }
+        unchecked += n;
+        if unchecked >= STREAM_PIECE {
+            unchecked = 0;
+        }
+        Ok(())
+    };
+    for (group, run) in runs.iter().enumerate().filter(|(_, r)| r.origin.in_pages_file()) {
+        let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
+        if !part.holds(vma) {
+            continue;
+        }
+        let len = run.npages * ps;
+        let dedupe = droppable_if_zero(vma, run);
+        if !vmsplice_readable(vma) || unshared.binary_search(&(vma.start, vma.end)).is_err() {
+            gate(len)?;
+            batch.send(sink)?;
+            copy_unreadable(mem, group, run, sink, dedupe)?;
+            copied += len;
+            progress.inc(len);
+            continue;
+        }
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min((batch.buf.len() - batch.filled) as u64);
+            gate(n)?;
+            batch.segs.push(Seg { group, vaddr: run.vaddr + at, len: n as usize, origin: run.origin, dedupe });
+            batch.remote.push(libc::iovec { iov_base: (run.vaddr + at) as usize as *mut libc::c_void, iov_len: n as usize });
+            batch.filled += n as usize;
+            at += n;
+            if batch.filled == batch.buf.len() || batch.remote.len() == READV_IOVS {
+                batch.send(sink)?;
+            }
+        }
+        pinned += len;
+        progress.inc(len);
+    }
+    batch.send(sink)?;
+    tracing::debug!("process {pid}: {} MiB read with process_vm_readv, {} MiB through /proc/PID/mem", pinned >> 20, copied >> 20);
+    Ok(())
+}
+
+/// A piece being gathered by [`read_frozen`]: where its bytes lie in the process.
+struct Batch<'m> {
+    buf: Vec<u8>,
+    filled: usize,
+    segs: Vec<Seg>,
+    remote: Vec<libc::iovec>,
+    pid: i32,
+    mem: &'m MemFile,
+}
+
+impl Batch<'_> {
+    fn send(&mut self, sink: &mut Sink) -> Result<()> {
+        if self.filled == 0 {
+            return Ok(());
+        }
+        let pid = self.pid;
+        match readv(pid, &mut self.buf[..self.filled], &self.remote) {
+            Ok(n) if n == self.filled => {}
+            // A kernel without it (CONFIG_CROSS_MEMORY_ATTACH), or an area
+            // that ends before its mapping: /proc/PID/mem says which.
+            got => {
+                tracing::debug!("process {pid}: process_vm_readv of {} bytes: {got:?}; reading through /proc/PID/mem", self.filled);
+                let mut at = 0;
+                for v in &self.remote {
+                    self.mem.read(v.iov_base as u64, &mut self.buf[at..at + v.iov_len])?;
+                    at += v.iov_len;
+                }
+            }
+        }
+        let buf = std::mem::replace(&mut self.buf, sink.buffer());
+        self.filled = 0;
+        self.remote.clear();
+        sink.send(Piece { buf, segs: std::mem::take(&mut self.segs) })
+    }
+}
+
+/// process_vm_readv of `remote` (addresses in process `pid`) into `local`.
+fn readv(pid: i32, local: &mut [u8], remote: &[libc::iovec]) -> std::io::Result<usize> {
+    let local = libc::iovec { iov_base: local.as_mut_ptr().cast(), iov_len: local.len() };
+    // SAFETY: the kernel writes at most `local.len()` bytes into our own
+    // buffer, which outlives the call; `remote` names the other process's
+    // memory, which the kernel checks.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, remote.as_ptr(), remote.len() as libc::c_ulong, 0) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Copy `runs` of a process that runs on (a pre-copy's first pass) into the
 /// pieces of a threaded `sink`, whose thread writes one while the next is
 /// read. Read through /proc/PID/mem: unlike process_vm_readv it takes no

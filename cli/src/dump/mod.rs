@@ -445,6 +445,9 @@ struct Earlier {
     /// The flags are those of the parent image (the areas are unchanged
     /// since): a whole-area madvise since then is not in them.
     from_parent: bool,
+    /// (start, end) of the areas none of whose pages another process mapped
+    /// when smaps was read (none known when the flags are the parent's).
+    unshared: Vec<(u64, u64)>,
 }
 
 /// The memory maps of the tree (root and descendants), with VmFlags, read
@@ -458,8 +461,12 @@ fn maps_before_the_freeze(root: i32, parent: Option<&parent::Parent>) -> std::co
     for pid in proc::descendants(root) {
         let known = parent.zip(view.as_ref()).and_then(|(p, view)| p.vmas(view.pid(pid).ok()?));
         let earlier = match known {
-            Some(k) if proc::maps(pid).is_ok_and(|now| proc::same_areas(&now, k)) => Ok(Earlier { vmas: k.to_vec(), from_parent: true }),
-            _ => proc::vmas(pid).map(|vmas| Earlier { vmas, from_parent: false }),
+            Some(k) if proc::maps(pid).is_ok_and(|now| proc::same_areas(&now, k)) => Ok(Earlier { vmas: k.to_vec(), from_parent: true, unshared: Vec::new() }),
+            _ => proc::vmas_and_sharing(pid).map(|all| Earlier {
+                unshared: all.iter().filter(|(_, shared)| !shared).map(|(v, _)| (v.start, v.end)).collect(),
+                vmas: all.into_iter().map(|(v, _)| v).collect(),
+                from_parent: false,
+            }),
         };
         if let Ok(e) = earlier {
             out.insert(pid, e);
@@ -778,6 +785,10 @@ impl Each<'_, '_> {
             snapshot,
             tracking: self.track.then_some(left),
             flags_exact: !earlier.is_some_and(|e| e.from_parent && e.vmas == vmas),
+            // A fork since smaps was read would share pages it says are
+            // not: a pin then copies them in the process, which costs it
+            // memory but changes no byte.
+            unshared: earlier.filter(|e| e.vmas == vmas).map_or(&[], |e| e.unshared.as_slice()),
             live: self.live,
             untrack: self.untrack.contains(&seized.pid),
         };
@@ -803,6 +814,8 @@ struct How<'a> {
     tracking: Option<Option<&'a Tracking>>,
     /// The VmFlags were read now, not taken from the parent image.
     flags_exact: bool,
+    /// See [`Earlier::unshared`]: empty where the map changed since.
+    unshared: &'a [(u64, u64)],
     /// See [`Each::live`].
     live: bool,
     /// Close the write tracking once the pages are chosen.
@@ -916,8 +929,15 @@ fn pages_while_frozen(
     let mut chosen = each.inherit(pid, vmas, &remote.mem, chosen);
     progress.inc_length(memory::bytes(&chosen));
     let mem = MemFile::open(pid)?;
-    let mut sink = pages_file(pid, each, false)?;
+    // All of a full image's memory, raw: read by cryo rather than spliced.
+    // Compressed pages pass through cryo's memory anyway, and an
+    // incremental image's scattered pages splice in fewer calls.
+    let read = !use_snapshot && !incremental && each.compress.is_none() && !how.unshared.is_empty();
+    let mut sink = pages_file(pid, each, read)?;
     let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
+        if read {
+            return memory::read_frozen(runs, vmas, part, pid, how.unshared, &mem, &mut sink, progress);
+        }
         memory::stream(runs, vmas, part, &mem, &mut sink, progress, &mut FromTarget { seized, remote, parasite })
     };
     splice(&chosen, first, seized, remote, parasite)?;

@@ -2,11 +2,12 @@
 //! are dropped (they read as zero on restart, like untouched ones), the
 //! others appended to the pages file, raw, or in compressed frames that
 //! worker threads compress while the next pages arrive. A thread of its own
-//! looks at and writes one piece while the next is read from the process,
-//! so reading and writing run on two CPUs. At most a few pieces and frames
-//! are held at a time, whatever the size of the process. The file's CRC32
-//! is made while it is written: each compressed frame's by the worker that
-//! wrote it, a raw file's by a thread reading behind the splicing.
+//! writes one piece while the next is read from the process, so reading and
+//! writing run on two CPUs. At most a few pieces and frames are held at a
+//! time, whatever the size of the process. The file's CRC32 is made while it
+//! is written: each compressed frame's by the worker that wrote it, a raw
+//! file's by the thread that read the pieces, or by a thread reading behind
+//! the splicing.
 
 use anyhow::{anyhow, Context, Result};
 use cryo_image::codec::{self, Codec, Compression, FRAME_RAW};
@@ -16,6 +17,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -56,10 +58,19 @@ pub struct Core {
     frame: Vec<u8>,
     next_frame: usize,
     workers: Option<Workers>,
-    /// Raw mode: the checksum read behind the writes.
-    digest: Option<Follower>,
+    /// Raw mode: the file's checksum.
+    digest: Option<RawDigest>,
     /// Blocks are reserved before pages are spliced (see [`preallocates`]).
     prealloc: bool,
+}
+
+/// How a raw pages file's CRC32 is made: by a thread reading behind the
+/// writes when pages are spliced (they never pass through cryo's memory), or
+/// from the pieces themselves as they are written, while they are still in
+/// the CPU's cache (the file is written in order).
+enum RawDigest {
+    Follower(Follower),
+    Running(digest::Crc),
 }
 
 /// Whether to reserve a raw file's blocks before pages are spliced into it:
@@ -74,6 +85,18 @@ fn preallocates(file: &File) -> bool {
     }
 }
 
+/// `len` bytes are about to be written at `at` into a raw pages file:
+/// reserve their blocks where that makes writing them cheaper
+/// ([`preallocates`]). Only a hint.
+fn reserve(file: &File, prealloc: bool, at: u64, len: u64) {
+    // A 32-bit off_t (glibc on ARMv7) cannot name offsets past 2 GiB.
+    if prealloc && len > 0 && at + len <= libc::off_t::MAX as u64 {
+        // SAFETY: fallocate on an fd we own; a failure (a file system
+        // without it, no space) leaves the write to find out.
+        unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, at as libc::off_t, len as libc::off_t) };
+    }
+}
+
 /// statfs f_type of tmpfs and ramfs (linux/magic.h).
 const TMPFS_MAGIC: u32 = 0x0102_1994;
 const RAMFS_MAGIC: u32 = 0x8584_58f6;
@@ -84,10 +107,13 @@ pub fn is_zero(page: &[u8]) -> bool {
 }
 
 impl Core {
-    fn new(file: File, codec: Option<Codec>, ps: u64) -> Result<Core> {
+    /// `spliced`: raw pages are spliced into the file (with some appended),
+    /// not looked at in pieces ([`Behind`]).
+    fn new(file: File, codec: Option<Codec>, ps: u64, spliced: bool) -> Result<Core> {
         let file = Arc::new(file);
         let (workers, digest) = match codec {
-            None => (None, Some(Follower::new(file.clone()))),
+            None if spliced => (None, Some(RawDigest::Follower(Follower::new(file.clone())))),
+            None => (None, Some(RawDigest::Running(digest::Crc::new()))),
             Some(c) if !c.available() => return Err(anyhow!("this cryo was built without {} support; use --compress lz4", c.name())),
             Some(c) => (Some(Workers::start(c, file.clone())), None),
         };
@@ -99,31 +125,37 @@ impl Core {
     /// chosen run number `group`. With `dedupe`, pages that are all zero are
     /// dropped.
     fn push(&mut self, group: usize, vaddr: u64, data: &[u8], origin: PageOrigin, dedupe: bool) -> Result<()> {
+        for r in self.kept(group, data, dedupe) {
+            self.append(vaddr + r.start as u64, &data[r], origin)?;
+        }
+        Ok(())
+    }
+
+    /// The spans of `data`, a piece of chosen run `group`, to store: all of
+    /// it, or with `dedupe` the pages that are not all zero (the others are
+    /// counted).
+    fn kept(&mut self, group: usize, data: &[u8], dedupe: bool) -> Vec<Range<usize>> {
         if group != self.group {
             self.group = group;
             self.split = true;
         }
         let ps = self.ps as usize;
         debug_assert_eq!(data.len() % ps, 0);
-        let mut span_start: Option<usize> = None;
+        if !dedupe {
+            return vec![0..data.len()];
+        }
+        let mut out: Vec<Range<usize>> = Vec::new();
         for (i, page) in data.chunks(ps).enumerate() {
-            let keep = !dedupe || !is_zero(page);
-            if !keep {
+            if is_zero(page) {
                 self.zero_pages += 1;
+                continue;
             }
-            match (keep, span_start) {
-                (true, None) => span_start = Some(i),
-                (false, Some(s)) => {
-                    self.append(vaddr + (s * ps) as u64, &data[s * ps..i * ps], origin)?;
-                    span_start = None;
-                }
-                _ => {}
+            match out.last_mut() {
+                Some(r) if r.end == i * ps => r.end += ps,
+                _ => out.push(i * ps..(i + 1) * ps),
             }
         }
-        if let Some(s) = span_start {
-            self.append(vaddr + (s * ps) as u64, &data[s * ps..], origin)?;
-        }
-        Ok(())
+        out
     }
 
     /// Note `len` bytes at `vaddr` as the next ones of the raw stream.
@@ -144,15 +176,8 @@ impl Core {
     }
 
     fn append(&mut self, vaddr: u64, bytes: &[u8], origin: PageOrigin) -> Result<()> {
-        let npages = bytes.len() as u64 / self.ps;
-        let split = std::mem::take(&mut self.split);
-        match self.runs.last_mut() {
-            Some(r) if !split && r.origin == origin && r.vaddr + r.npages * self.ps == vaddr && r.file_offset + r.npages * self.ps == self.raw => {
-                r.npages += npages
-            }
-            _ => self.runs.push(PageRun { vaddr, npages, file_offset: self.raw, origin }),
-        }
-        self.raw += bytes.len() as u64;
+        let group = self.group;
+        self.record(group, vaddr, bytes.len() as u64, origin);
         if self.codec.is_none() {
             self.file.write_all_at(bytes, self.raw - bytes.len() as u64).context("writing pages to the image")?;
             self.written_to(self.raw);
@@ -185,9 +210,28 @@ impl Core {
 
     /// Raw mode: the file's first `end` bytes are written.
     fn written_to(&self, end: u64) {
-        if let Some(d) = &self.digest {
+        if let Some(RawDigest::Follower(d)) = &self.digest {
             d.written_to(end);
         }
+    }
+
+    /// Raw mode, pages written behind: note the spans of `piece` to store
+    /// (as the next ones of the file) and add them to the checksum.
+    fn look(&mut self, piece: &Piece) -> Vec<Range<usize>> {
+        let mut out = Vec::new();
+        let mut off = 0;
+        for s in &piece.segs {
+            let data = &piece.buf[off..off + s.len];
+            for r in self.kept(s.group, data, s.dedupe) {
+                self.record(s.group, s.vaddr + r.start as u64, r.len() as u64, s.origin);
+                if let Some(RawDigest::Running(h)) = &mut self.digest {
+                    h.update(&data[r.clone()]);
+                }
+                out.push(off + r.start..off + r.end);
+            }
+            off += s.len;
+        }
+        out
     }
 
     /// The page runs written (sorted by address), how the file is
@@ -207,7 +251,8 @@ impl Core {
         let len = self.file.metadata().context("the pages file")?.len();
         let crc = match (crc, self.digest.take()) {
             (Some(crc), _) => crc,
-            (None, Some(d)) => d.finish(len).context("checksumming the pages file")?,
+            (None, Some(RawDigest::Follower(d))) => d.finish(len).context("checksumming the pages file")?,
+            (None, Some(RawDigest::Running(h))) => h.finalize(),
             (None, None) => unreachable!("raw mode has a digest"),
         };
         let mut runs = std::mem::take(&mut self.runs);
@@ -248,10 +293,92 @@ const PIECES: usize = 4;
 /// Raw pages go straight from the page pipe to the file (splice, no copy
 /// through cryo): the parasite says beforehand which pages are all zero.
 /// Compressed pages pass through cryo's memory, in pieces that a thread of
-/// the sink looks at, compresses and writes.
+/// the sink looks at, compresses and writes. Raw pages that cryo reads
+/// into pieces itself are looked at by the reading thread and written
+/// behind it.
 pub enum Sink {
     Direct(Core),
     Threaded(Threaded),
+    Behind(Behind),
+}
+
+/// Raw pages read into pieces by cryo: the reading thread looks at each
+/// piece (zero pages, runs, checksum) while the piece is in its CPU's
+/// cache, and a thread of its own writes what is kept, so that reading and
+/// writing overlap. Looked at on the writing thread instead, a piece would
+/// come from the other CPU's cache, as slow as from memory.
+pub struct Behind {
+    core: Core,
+    writer: Writer,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    piece_bytes: usize,
+}
+
+/// The thread writing behind, and the way to it.
+struct Writer {
+    tx: Option<SyncSender<Kept>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+/// A piece's spans to write, one after the other, from offset `at` on.
+struct Kept {
+    buf: Vec<u8>,
+    spans: Vec<Range<usize>>,
+    at: u64,
+}
+
+impl Behind {
+    fn start(core: Core, piece_bytes: usize) -> Behind {
+        let (tx, rx) = sync_channel::<Kept>(PIECES);
+        let (spare_tx, spare) = sync_channel::<Vec<u8>>(PIECES + 2);
+        let (file, prealloc) = (core.file.clone(), core.prealloc);
+        let thread = std::thread::spawn(move || {
+            for Kept { buf, spans, mut at } in rx {
+                reserve(&file, prealloc, at, spans.iter().map(|r| r.len() as u64).sum());
+                for r in spans {
+                    file.write_all_at(&buf[r.clone()], at).context("writing pages to the image")?;
+                    at += r.len() as u64;
+                }
+                let _ = spare_tx.try_send(buf);
+            }
+            Ok(())
+        });
+        Behind { core, writer: Writer { tx: Some(tx), thread: Some(thread) }, spare, piece_bytes }
+    }
+
+    fn send(&mut self, piece: Piece) -> Result<()> {
+        let at = self.core.raw;
+        let spans = self.core.look(&piece);
+        let sent = self.writer.tx.as_ref().is_some_and(|tx| tx.send(Kept { buf: piece.buf, spans, at }).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // The thread stopped: its error says why.
+        Err(self.writer.join().err().unwrap_or_else(|| anyhow!("the thread writing pages stopped")))
+    }
+
+    fn finish(self) -> Result<Written> {
+        let Behind { core, mut writer, .. } = self;
+        writer.join()?;
+        core.written()
+    }
+}
+
+impl Writer {
+    fn join(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(anyhow!("the thread writing pages panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.join();
+    }
 }
 
 pub struct Threaded {
@@ -265,16 +392,20 @@ impl Sink {
     /// A sink writing `file`; pieces hold up to `piece_bytes`.
     pub fn new(file: File, codec: Option<Codec>, ps: u64, piece_bytes: usize) -> Result<Sink> {
         if codec.is_none() {
-            return Ok(Sink::Direct(Core::new(file, codec, ps)?));
+            return Ok(Sink::Direct(Core::new(file, codec, ps, true)?));
         }
         Sink::threaded(file, codec, ps, piece_bytes)
     }
 
     /// A sink whose thread writes the pieces: always so when compressing,
-    /// and for raw pages read into its pieces by cryo itself (a pre-copy),
-    /// so that reading and writing overlap.
+    /// and for raw pages read into its pieces by cryo itself (a pre-copy's
+    /// first pass, a frozen process's memory), so that reading and writing
+    /// overlap ([`Behind`]).
     pub fn threaded(file: File, codec: Option<Codec>, ps: u64, piece_bytes: usize) -> Result<Sink> {
-        let mut core = Core::new(file, codec, ps)?;
+        let mut core = Core::new(file, codec, ps, false)?;
+        if codec.is_none() {
+            return Ok(Sink::Behind(Behind::start(core, piece_bytes)));
+        }
         let (tx, rx) = sync_channel::<Piece>(PIECES);
         let (spare_tx, spare) = sync_channel::<Vec<u8>>(PIECES + 2);
         let thread = std::thread::spawn(move || {
@@ -296,7 +427,7 @@ impl Sink {
     pub fn splice_target(&self) -> Option<(Arc<File>, u64)> {
         match self {
             Sink::Direct(core) => Some((core.file.clone(), core.raw)),
-            Sink::Threaded(_) => None,
+            Sink::Threaded(_) | Sink::Behind(_) => None,
         }
     }
 
@@ -304,12 +435,7 @@ impl Sink {
     /// their blocks where that makes writing them cheaper. Only a hint.
     pub fn reserve(&self, at: u64, len: u64) {
         if let Sink::Direct(core) = self {
-            // A 32-bit off_t (glibc on ARMv7) cannot name offsets past 2 GiB.
-            if core.prealloc && len > 0 && at + len <= libc::off_t::MAX as u64 {
-                // SAFETY: fallocate on an fd we own; a failure (a file system
-                // without it, no space) leaves the write to find out.
-                unsafe { libc::fallocate(core.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, at as libc::off_t, len as libc::off_t) };
-            }
+            reserve(&core.file, core.prealloc, at, len);
         }
     }
 
@@ -339,6 +465,7 @@ impl Sink {
     pub fn buffer(&mut self) -> Vec<u8> {
         match self {
             Sink::Threaded(t) => t.spare.try_recv().unwrap_or_else(|_| vec![0u8; t.piece_bytes]),
+            Sink::Behind(b) => b.spare.try_recv().unwrap_or_else(|_| vec![0u8; b.piece_bytes]),
             Sink::Direct(_) => vec![0u8; PIECE_DIRECT],
         }
     }
@@ -346,6 +473,7 @@ impl Sink {
     pub fn send(&mut self, piece: Piece) -> Result<()> {
         let t = match self {
             Sink::Threaded(t) => t,
+            Sink::Behind(b) => return b.send(piece),
             Sink::Direct(core) => {
                 let mut at = 0;
                 for s in &piece.segs {
@@ -372,6 +500,7 @@ impl Sink {
         let piece_bytes = match self {
             Sink::Direct(core) => return core.push(group, vaddr, data, origin, dedupe),
             Sink::Threaded(t) => t.piece_bytes,
+            Sink::Behind(b) => b.piece_bytes,
         };
         for (i, chunk) in data.chunks(piece_bytes).enumerate() {
             let mut buf = self.buffer();
@@ -386,6 +515,7 @@ impl Sink {
     pub fn finish(self) -> Result<Written> {
         match self {
             Sink::Direct(core) => core.written(),
+            Sink::Behind(b) => b.finish(),
             Sink::Threaded(mut t) => {
                 t.tx = None;
                 match t.thread.take().map(|t| t.join()) {
