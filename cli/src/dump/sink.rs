@@ -141,10 +141,11 @@ impl Core {
         }
         let ps = self.ps as usize;
         debug_assert_eq!(data.len() % ps, 0);
-        if !dedupe {
-            return vec![0..data.len()];
-        }
         let mut out: Vec<Range<usize>> = Vec::new();
+        if !dedupe {
+            out.push(0..data.len());
+            return out;
+        }
         for (i, page) in data.chunks(ps).enumerate() {
             if is_zero(page) {
                 self.zero_pages += 1;
@@ -299,7 +300,7 @@ const PIECES: usize = 4;
 pub enum Sink {
     Direct(Core),
     Threaded(Threaded),
-    Behind(Behind),
+    Behind(Box<Behind>),
 }
 
 /// Raw pages read into pieces by cryo: the reading thread looks at each
@@ -404,7 +405,7 @@ impl Sink {
     pub fn threaded(file: File, codec: Option<Codec>, ps: u64, piece_bytes: usize) -> Result<Sink> {
         let mut core = Core::new(file, codec, ps, false)?;
         if codec.is_none() {
-            return Ok(Sink::Behind(Behind::start(core, piece_bytes)));
+            return Ok(Sink::Behind(Box::new(Behind::start(core, piece_bytes))));
         }
         let (tx, rx) = sync_channel::<Piece>(PIECES);
         let (spare_tx, spare) = sync_channel::<Vec<u8>>(PIECES + 2);
@@ -515,7 +516,7 @@ impl Sink {
     pub fn finish(self) -> Result<Written> {
         match self {
             Sink::Direct(core) => core.written(),
-            Sink::Behind(b) => b.finish(),
+            Sink::Behind(b) => (*b).finish(),
             Sink::Threaded(mut t) => {
                 t.tx = None;
                 match t.thread.take().map(|t| t.join()) {
