@@ -623,10 +623,13 @@ mod tests {
     fn zero_pages_are_dropped_and_runs_follow_the_raw_stream() {
         let dir = std::env::temp_dir().join(format!("cryo-sink-{}", std::process::id()));
         let ps = 4096u64;
-        for codec in [None, Some(Codec::Lz4)] {
-            let path = dir.with_extension(codec.map_or("raw", |c| c.name()));
+        // Raw pages spliced (Direct, here appended), raw pages in pieces
+        // written behind, compressed pages.
+        for (codec, behind) in [(None, false), (None, true), (Some(Codec::Lz4), false)] {
+            let path = dir.with_extension(format!("{}{behind}", codec.map_or("raw", |c| c.name())));
             let file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
-            let mut sink = Sink::new(file, codec, ps, 64 << 10).unwrap();
+            let mut sink = if behind { Sink::threaded(file, codec, ps, 64 << 10) } else { Sink::new(file, codec, ps, 64 << 10) }.unwrap();
+            assert_eq!(matches!(sink, Sink::Behind(_)), behind);
             let mut data = vec![0u8; 4 * ps as usize];
             data[0] = 1; // page 0 kept, 1 and 2 zero, 3 kept
             data[3 * ps as usize + 5] = 7;
