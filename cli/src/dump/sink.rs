@@ -219,7 +219,7 @@ impl Core {
     /// Raw mode, pages written behind: note the spans of `piece` to store
     /// (as the next ones of the file) and add them to the checksum.
     fn look(&mut self, piece: &Piece) -> Vec<Range<usize>> {
-        let mut out = Vec::new();
+        let mut out: Vec<Range<usize>> = Vec::new();
         let mut off = 0;
         for s in &piece.segs {
             let data = &piece.buf[off..off + s.len];
@@ -228,7 +228,11 @@ impl Core {
                 if let Some(RawDigest::Running(h)) = &mut self.digest {
                     h.update(&data[r.clone()]);
                 }
-                out.push(off + r.start..off + r.end);
+                // Spans next to each other in the piece are one write.
+                match out.last_mut() {
+                    Some(last) if last.end == off + r.start => last.end = off + r.end,
+                    _ => out.push(off + r.start..off + r.end),
+                }
             }
             off += s.len;
         }
