@@ -14,7 +14,7 @@
 # Debian's arm64/armhf packages), and the Rust targets below; as root, missing pieces are
 # installed. Env: CRYO_VM_CACHE (default ~/.cache/cryo-vm), CRYO_VM_TIMEOUT (s, 900),
 # CRYO_VM_FILTER (run only scenarios whose name contains it), CRYO_VM_VERBOSE=1 (kernel log),
-# CRYO_VM_CPU (aarch64 default: max with pointer authentication; else cortex-a57/a15), CRYO_VM_KERNEL (use this kernel image), RUST_LOG (passed to cryo).
+# CRYO_VM_CPU (aarch64 default: max with pointer authentication; else cortex-a57/a15), CRYO_VM_KERNEL (use this kernel image), CRYO_LOG (passed to cryo).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -138,7 +138,7 @@ PY
 append="console=ttyAMA0 panic=-1"
 [ -n "${CRYO_VM_VERBOSE:-}" ] && append+=" ignore_loglevel" || append+=" quiet"
 [ -n "${CRYO_VM_FILTER:-}" ] && append+=" CRYO_VM_FILTER=$CRYO_VM_FILTER"
-[ -n "${RUST_LOG:-}" ] && append+=" RUST_LOG=$RUST_LOG"
+[ -n "${CRYO_LOG:-}" ] && append+=" CRYO_LOG=$CRYO_LOG"
 echo "tests/vm/run.sh: booting $(basename "$kernel") on $qemu -cpu $cpu ($target)" >&2
 start=$(date +%s)
 set +e

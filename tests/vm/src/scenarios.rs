@@ -154,8 +154,8 @@ impl Rig {
         let mut c = Command::new(prog);
         // Image streams are staged under TMPDIR (the VM has no /var/tmp).
         c.current_dir(dir).env_clear().env("PATH", "/").env("TMPDIR", dir).stdin(Stdio::null());
-        if let Ok(v) = std::env::var("RUST_LOG") {
-            c.env("RUST_LOG", v);
+        if let Ok(v) = std::env::var("CRYO_LOG") {
+            c.env("CRYO_LOG", v);
         }
         let out = File::create(dir.join(format!("{out_name}.out"))).map_err(|e| e.to_string())?;
         let err = File::create(dir.join(format!("{out_name}.err"))).map_err(|e| e.to_string())?;
@@ -206,7 +206,12 @@ impl Rig {
 
     /// Run cryo with `args` and stdin from `stdin` (see [`Rig::cryo_from`]), and require success.
     fn cryo_ok_from(&self, dir: &Path, args: &[&str], stdin: Option<&str>) -> Outcome {
-        let st = self.cryo_from(dir, args, stdin)?;
+        self.cryo_ok_env(dir, args, stdin, &[])
+    }
+
+    /// [`Rig::cryo_ok_from`] with `env` added to cryo's environment.
+    fn cryo_ok_env(&self, dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Outcome {
+        let st = self.cryo_env(dir, args, stdin, env)?;
         if !st.success() {
             return Err(format!("cryo {} failed ({st}){}", args.join(" "), tail(dir, &format!("cryo-{}", args[0]))));
         }
@@ -299,8 +304,13 @@ fn checkpoint_kill(rig: &Rig, dir: &Path, child: &mut Child) -> Outcome {
 
 /// `checkpoint --kill -o OUT` (`-`: the stream goes to `cryo-checkpoint.out`).
 fn checkpoint_kill_to(rig: &Rig, dir: &Path, child: &mut Child, out: &str) -> Outcome {
+    checkpoint_kill_env(rig, dir, child, out, &[])
+}
+
+/// [`checkpoint_kill_to`] with `env` added to cryo's environment.
+fn checkpoint_kill_env(rig: &Rig, dir: &Path, child: &mut Child, out: &str, env: &[(&str, &str)]) -> Outcome {
     let pid = child.id().to_string();
-    let res = rig.cryo_ok(dir, &["checkpoint", &pid, "-o", out, "--kill"]);
+    let res = rig.cryo_ok_env(dir, &["checkpoint", &pid, "-o", out, "--kill"], None, env);
     if res.is_err() {
         let _ = child.kill();
     }
@@ -405,8 +415,22 @@ fn heap(rig: &Rig, dir: &Path) -> Outcome {
     let log = dir.join("log");
     let mut child = rig.workload(dir, &["heap", "log", &HEAP_KIB.to_string()])?;
     wait_log(&log, "3 steps", |t| lines(t).len() >= 3)?;
-    checkpoint_kill(rig, dir, &mut child)?;
+    checkpoint_kill_env(rig, dir, &mut child, "img", &[("CRYO_LOG", "debug")])?;
+    read_with_process_vm_readv(dir, HEAP_KIB >> 10)?;
+    rig.cryo_ok(dir, &["inspect", "img"])?;
     heap_restarts(&log, || restart_detached(rig, dir))
+}
+
+/// The checkpoint's debug log (`cryo-checkpoint.err`) says that at least
+/// `mib` MiB of the frozen process were read with process_vm_readv.
+fn read_with_process_vm_readv(dir: &Path, mib: usize) -> Outcome {
+    let text = fs::read_to_string(dir.join("cryo-checkpoint.err")).map_err(|e| format!("reading cryo's log: {e}"))?;
+    let pinned = text.lines().find_map(|l| l.split(": ").nth(1)?.split(" MiB read with process_vm_readv").next()?.parse::<usize>().ok());
+    match pinned {
+        Some(n) if n >= mib => Ok(()),
+        Some(n) => Err(format!("only {n} MiB of the {mib} MiB heap were read with process_vm_readv")),
+        None => Err(format!("cryo's log does not say how memory was read{}", tail(dir, "cryo-checkpoint"))),
+    }
 }
 
 /// The heap workload through an image stream: `checkpoint --kill -o -` into
