@@ -34,6 +34,21 @@ fn checkpoint_json(h: &Harness, pid: i32, img: &std::path::Path, extra: &[&str],
     (out, v)
 }
 
+/// MiB of memory read with process_vm_readv and through /proc/PID/mem, as a
+/// checkpoint's debug log says (added up over its processes and snapshots).
+fn memory_read(out: &CmdOut) -> (u64, u64) {
+    let counts: Vec<(u64, u64)> = out
+        .stderr
+        .lines()
+        .filter_map(|l| {
+            let (pinned, copied) = l.split(": ").nth(1)?.strip_suffix(" MiB through /proc/PID/mem")?.split_once(" MiB read with process_vm_readv, ")?;
+            Some((pinned.parse().ok()?, copied.parse().ok()?))
+        })
+        .collect();
+    assert!(!counts.is_empty(), "no account of how memory was read:\n{}", out.describe());
+    counts.iter().fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1))
+}
+
 /// The target has no child left by the snapshot (the helper reaped, the
 /// snapshot killed), and nothing of cryo runs in the work dir.
 fn assert_no_snapshot_left(h: &Harness, pid: i32, context: &str) {
@@ -69,15 +84,19 @@ fn restart_finishes_as_reference(h: &Harness, img: &std::path::Path, log: &Log, 
 /// The default (leave-running) checkpoint writes memory from a snapshot:
 /// the target is stopped for less than the whole checkpoint, runs on
 /// untraced with no child left behind, and the image restores the moment of
-/// the freeze exactly, although the target rewrote its heap meanwhile.
+/// the freeze exactly, although the target rewrote its heap meanwhile. The
+/// snapshot, whose every page is shared with the target, is read through
+/// /proc/PID/mem: process_vm_readv would unshare (copy) what it reads.
 #[test]
 fn low_freeze_snapshot_restores_the_moment_of_the_freeze() {
     let h = Harness::with_cryo("low-freeze");
     let (mut p, log, reference) = heap_running(&h);
     let pid = p.pid();
     let img = h.path("img");
-    let (_, v) = checkpoint_json(&h, pid, &img, &["--leave-running"], &[]);
+    let (out, v) = checkpoint_json(&h, pid, &img, &["--leave-running"], &[("CRYO_LOG", "debug")]);
     assert_eq!(v["snapshots"], 1, "memory written from a snapshot: {v}");
+    let (pinned, copied) = memory_read(&out);
+    assert!(pinned == 0 && copied >= MIB.parse().unwrap(), "the snapshot was read through /proc/PID/mem:\n{}", out.describe());
     assert!(v["frozen_us"].as_u64() < v["total_us"].as_u64(), "stopped for less than the checkpoint: {v}");
     assert_no_snapshot_left(&h, pid, "after a low-freeze checkpoint");
     assert_running_untouched(pid, &log, 0, "after a low-freeze checkpoint");
@@ -98,11 +117,7 @@ fn direct_checkpoint_uses_no_snapshot() {
     let img = h.path("img");
     let (out, v) = checkpoint_json(&h, pid, &img, &["--kill"], &[("CRYO_LOG", "debug")]);
     assert_eq!(v["snapshots"], 0, "{v}");
-    let pinned: u64 = out
-        .stderr
-        .lines()
-        .find_map(|l| l.split(": ").nth(1)?.strip_suffix(" MiB through /proc/PID/mem")?.split(" MiB read with process_vm_readv").next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no account of how memory was read:\n{}", out.describe()));
+    let (pinned, _) = memory_read(&out);
     assert!(pinned >= MIB.parse().unwrap(), "the heap was read with process_vm_readv:\n{}", out.describe());
     assert!(p.wait_timeout(SECS20).is_some(), "--kill left the target running");
     restart_finishes_as_reference(&h, &img, &log, &reference, pid, "heap log after --kill and restart");

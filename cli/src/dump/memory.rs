@@ -270,18 +270,19 @@ const READV_IOVS: usize = 1024;
 /// when smaps was read) are read with process_vm_readv. Elsewhere it would
 /// copy pages shared copy-on-write into the process (it pins them, and the
 /// kernel unshares a pinned shared page), so the rest is read through
-/// /proc/PID/mem, which does not. Pieces gather small runs, so a scattered
-/// heap takes few calls.
-#[allow(clippy::too_many_arguments)]
-pub fn read_frozen(runs: &[PageRun], vmas: &[Vma], part: Part, pid: i32, unshared: &[(u64, u64)], mem: &MemFile, sink: &mut Sink, progress: &ProgressBar) -> Result<()> {
+/// /proc/PID/mem, which does not: all of a copy-on-write snapshot's memory
+/// (`unshared` empty). Pieces gather small runs, so a scattered heap takes
+/// few calls.
+pub fn read_frozen(runs: &[PageRun], vmas: &[Vma], part: Part, from: &Stopped, sink: &mut Sink, progress: &ProgressBar) -> Result<()> {
     let ps = page_size();
-    let mut batch = Batch { buf: sink.buffer(), filled: 0, segs: Vec::new(), remote: Vec::new(), pid, mem };
+    let Stopped { pid, mem, unshared, stage } = *from;
+    let mut batch = Batch { buf: sink.buffer(), filled: 0, segs: Vec::new(), remote: Vec::new(), pin: false, pid, mem };
     let (mut pinned, mut copied) = (0u64, 0u64);
     // A stage point every STREAM_PIECE, as where pages are spliced.
     let mut unchecked = 0u64;
     let mut gate = |n: u64| -> Result<()> {
         if unchecked == 0 {
-            cryo_tracer::fault::check("pages")?;
+            cryo_tracer::fault::check(stage)?;
         }
         unchecked += n;
         if unchecked >= STREAM_PIECE {
@@ -296,13 +297,11 @@ pub fn read_frozen(runs: &[PageRun], vmas: &[Vma], part: Part, pid: i32, unshare
         }
         let len = run.npages * ps;
         let dedupe = droppable_if_zero(vma, run);
-        if !vmsplice_readable(vma) || unshared.binary_search(&(vma.start, vma.end)).is_err() {
-            gate(len)?;
+        // /proc/PID/mem also reads what the process cannot (FOLL_FORCE).
+        let pin = vmsplice_readable(vma) && unshared.binary_search(&(vma.start, vma.end)).is_ok();
+        if pin != batch.pin {
             batch.send(sink)?;
-            copy_unreadable(mem, group, run, sink, dedupe)?;
-            copied += len;
-            progress.inc(len);
-            continue;
+            batch.pin = pin;
         }
         let mut at = 0;
         while at < len {
@@ -316,7 +315,7 @@ pub fn read_frozen(runs: &[PageRun], vmas: &[Vma], part: Part, pid: i32, unshare
                 batch.send(sink)?;
             }
         }
-        pinned += len;
+        *(if pin { &mut pinned } else { &mut copied }) += len;
         progress.inc(len);
     }
     batch.send(sink)?;
@@ -324,12 +323,26 @@ pub fn read_frozen(runs: &[PageRun], vmas: &[Vma], part: Part, pid: i32, unshare
     Ok(())
 }
 
-/// A piece being gathered by [`read_frozen`]: where its bytes lie in the process.
+/// A stopped process (or snapshot) whose memory [`read_frozen`] reads.
+#[derive(Clone, Copy)]
+pub struct Stopped<'a> {
+    pub pid: i32,
+    pub mem: &'a MemFile,
+    /// Areas read with process_vm_readv (see [`read_frozen`]).
+    pub unshared: &'a [(u64, u64)],
+    /// The stage point (cryo_tracer::fault) passed every STREAM_PIECE.
+    pub stage: &'static str,
+}
+
+/// A piece being gathered by [`read_frozen`]: where its bytes lie in the
+/// process, and whether to read them with process_vm_readv (`pin`) or
+/// through /proc/PID/mem.
 struct Batch<'m> {
     buf: Vec<u8>,
     filled: usize,
     segs: Vec<Seg>,
     remote: Vec<libc::iovec>,
+    pin: bool,
     pid: i32,
     mem: &'m MemFile,
 }
@@ -340,17 +353,20 @@ impl Batch<'_> {
             return Ok(());
         }
         let pid = self.pid;
-        match readv(pid, &mut self.buf[..self.filled], &self.remote) {
-            Ok(n) if n == self.filled => {}
+        let whole = self.pin && match readv(pid, &mut self.buf[..self.filled], &self.remote) {
+            Ok(n) if n == self.filled => true,
             // A kernel without it (CONFIG_CROSS_MEMORY_ATTACH), or an area
             // that ends before its mapping: /proc/PID/mem says which.
             got => {
                 tracing::debug!("process {pid}: process_vm_readv of {} bytes: {got:?}; reading through /proc/PID/mem", self.filled);
-                let mut at = 0;
-                for v in &self.remote {
-                    self.mem.read(v.iov_base as u64, &mut self.buf[at..at + v.iov_len])?;
-                    at += v.iov_len;
-                }
+                false
+            }
+        };
+        if !whole {
+            let mut at = 0;
+            for v in &self.remote {
+                self.mem.read(v.iov_base as u64, &mut self.buf[at..at + v.iov_len])?;
+                at += v.iov_len;
             }
         }
         let buf = std::mem::replace(&mut self.buf, sink.buffer());

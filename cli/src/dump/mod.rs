@@ -614,7 +614,13 @@ impl Pending {
         progress.inc_length(memory::bytes(&private));
         let mut src = FromSnapshot { parasite: &mut parasite, snapshot: &mut snapshot };
         let PagesOut::File(sink) = &mut self.pages else { anyhow::bail!("internal error: a snapshot's pages stay in the tree") };
-        memory::stream(&private, vmas, part, &mem, sink, progress, &mut src).context("writing memory from the snapshot")?;
+        if sink.writes_behind() {
+            // Every page of the snapshot is shared with its process.
+            let from = memory::Stopped { pid: snapshot.pid, mem: &mem, unshared: &[], stage: "snapshot-pages" };
+            memory::read_frozen(&private, vmas, part, &from, sink, progress).context("writing memory from the snapshot")?;
+        } else {
+            memory::stream(&private, vmas, part, &mem, sink, progress, &mut src).context("writing memory from the snapshot")?;
+        }
         clock.stage("pages written");
         if keep {
             self.snapshot = Some((parasite, snapshot));
@@ -929,14 +935,15 @@ fn pages_while_frozen(
     let mut chosen = each.inherit(pid, vmas, &remote.mem, chosen);
     progress.inc_length(memory::bytes(&chosen));
     let mem = MemFile::open(pid)?;
-    // All of a full image's memory, raw: read by cryo rather than spliced.
+    // All of a full image's memory, raw, is read by cryo rather than
+    // spliced (see memory::read_frozen), and so is a snapshot's later.
     // Compressed pages pass through cryo's memory anyway, and an
     // incremental image's scattered pages splice in fewer calls.
-    let read = !use_snapshot && !incremental && each.compress.is_none() && !how.unshared.is_empty();
+    let read = !incremental && each.compress.is_none() && (use_snapshot || !how.unshared.is_empty());
     let mut sink = pages_file(pid, each, read)?;
     let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
         if read {
-            return memory::read_frozen(runs, vmas, part, pid, how.unshared, &mem, &mut sink, progress);
+            return memory::read_frozen(runs, vmas, part, &memory::Stopped { pid, mem: &mem, unshared: how.unshared, stage: "pages" }, &mut sink, progress);
         }
         memory::stream(runs, vmas, part, &mem, &mut sink, progress, &mut FromTarget { seized, remote, parasite })
     };

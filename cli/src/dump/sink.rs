@@ -436,6 +436,11 @@ impl Sink {
         }
     }
 
+    /// Pieces are looked at by the caller's thread and written behind it.
+    pub fn writes_behind(&self) -> bool {
+        matches!(self, Sink::Behind(_))
+    }
+
     /// `len` bytes are about to be spliced at `at` (Direct mode): reserve
     /// their blocks where that makes writing them cheaper. Only a hint.
     pub fn reserve(&self, at: u64, len: u64) {
