@@ -60,6 +60,15 @@ impl Part {
     }
 }
 
+/// The runs that take room in the pages file and lie in areas of `part`,
+/// each with its number (the chosen run, see [`Seg::group`]) and its area.
+fn stored<'a>(runs: &'a [PageRun], vmas: &'a [Vma], part: Part) -> impl Iterator<Item = (usize, &'a PageRun, &'a Vma)> {
+    runs.iter().enumerate().filter(|(_, r)| r.origin.in_pages_file()).filter_map(move |(group, run)| {
+        let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
+        part.holds(vma).then_some((group, run, vma))
+    })
+}
+
 /// Bytes the runs take in the pages file.
 pub fn bytes(runs: &[PageRun]) -> u64 {
     runs.iter().filter(|r| r.origin.in_pages_file()).map(|r| r.npages * page_size()).sum()
@@ -108,11 +117,7 @@ pub fn stream(
         origins.clear();
         Ok(())
     };
-    for (group, run) in runs.iter().enumerate().filter(|(_, r)| r.origin.in_pages_file()) {
-        let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
-        if !part.holds(vma) {
-            continue;
-        }
+    for (group, run, vma) in stored(runs, vmas, part) {
         let len = run.npages * ps;
         let dedupe = droppable_if_zero(vma, run);
         if !vmsplice_readable(vma) {
@@ -290,11 +295,7 @@ pub fn read_frozen(runs: &[PageRun], vmas: &[Vma], part: Part, from: &Stopped, s
         }
         Ok(())
     };
-    for (group, run) in runs.iter().enumerate().filter(|(_, r)| r.origin.in_pages_file()) {
-        let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
-        if !part.holds(vma) {
-            continue;
-        }
+    for (group, run, vma) in stored(runs, vmas, part) {
         let len = run.npages * ps;
         let dedupe = droppable_if_zero(vma, run);
         // /proc/PID/mem also reads what the process cannot (FOLL_FORCE).
@@ -398,8 +399,7 @@ fn readv(pid: i32, local: &mut [u8], remote: &[libc::iovec]) -> std::io::Result<
 /// written; a piece it unmapped meanwhile is left out, and the final pass
 /// stores what lies there by then.
 pub fn copy_running(runs: &[PageRun], vmas: &[Vma], mem: &MemFile, sink: &mut Sink, progress: &ProgressBar) -> Result<()> {
-    for (group, run) in runs.iter().enumerate().filter(|(_, r)| r.origin.in_pages_file()) {
-        let vma = vmas.iter().find(|v| v.start <= run.vaddr && run.vaddr < v.end).expect("run lies in a vma");
+    for (group, run, vma) in stored(runs, vmas, Part::All) {
         let dedupe = droppable_if_zero(vma, run);
         let len = run.npages * page_size();
         let mut done = 0;
