@@ -120,9 +120,8 @@ dd_once() {
 # several times as long), so each checkpoint is compared with a dd made in the
 # same conditions just before it.
 checkpoint_median() {
-    local name=$1 dir=$2 i times=() stops=() dds=(0)
+    local name=$1 dir=$2 i times=() stops=() dds=()
     shift 2
-    [ -z "$DD_MIB" ] || dds=()
     for i in $(seq 1 "$RUNS"); do
         if [ -n "$DD_MIB" ]; then
             dd_once "$DD_MIB"
@@ -136,7 +135,7 @@ checkpoint_median() {
     done
     T=$(median "${times[@]}")
     F=$(median "${stops[@]}")
-    D=$(median "${dds[@]}")
+    D=$(median "${dds[@]+"${dds[@]}"}")
 }
 json() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print(v if v is not None else "")' "$W/$1.out" "$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }'; }

@@ -941,13 +941,13 @@ fn pages_while_frozen(
     // incremental image's scattered pages splice in fewer calls.
     let read = !incremental && each.compress.is_none() && (use_snapshot || !how.unshared.is_empty());
     let mut sink = pages_file(pid, each, read)?;
-    let mut splice = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
+    let mut write_pages = |runs: &[PageRun], part, seized: &mut Seized, remote: &mut Remote, parasite: &mut Parasite| {
         if read {
             return memory::read_frozen(runs, vmas, part, &memory::Stopped { pid, mem: &mem, unshared: how.unshared, stage: "pages" }, &mut sink, progress);
         }
         memory::stream(runs, vmas, part, &mem, &mut sink, progress, &mut FromTarget { seized, remote, parasite })
     };
-    splice(&chosen, first, seized, remote, parasite)?;
+    write_pages(&chosen, first, seized, remote, parasite)?;
     if !use_snapshot {
         clock.stage("pages written");
         return Ok((chosen, None, PagesOut::File(sink)));
@@ -963,7 +963,7 @@ fn pages_while_frozen(
             let private = memory::select(pid, vmas, memory::Part::Private, &remote.mem, &mut locked(shared), tracked)?;
             let private = each.inherit(pid, vmas, &remote.mem, private);
             progress.inc_length(memory::bytes(&private));
-            splice(&private, memory::Part::Private, seized, remote, parasite)?;
+            write_pages(&private, memory::Part::Private, seized, remote, parasite)?;
             chosen.extend(private);
             chosen.sort_by_key(|r| r.vaddr);
             Ok((chosen, None, PagesOut::File(sink)))

@@ -295,6 +295,26 @@ pub struct Written {
 /// Pieces in flight between the reader and the sink's thread.
 const PIECES: usize = 4;
 
+/// Piece buffers the sink's thread is done with, handed back for the next
+/// pieces so that they are not allocated again; the bounded channels bound
+/// how many live.
+struct Spares {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    piece_bytes: usize,
+}
+
+impl Spares {
+    /// The end the sink's thread hands buffers back through, and this one.
+    fn new(piece_bytes: usize) -> (SyncSender<Vec<u8>>, Spares) {
+        let (tx, rx) = sync_channel::<Vec<u8>>(PIECES + 2);
+        (tx, Spares { rx, piece_bytes })
+    }
+
+    fn buffer(&self) -> Vec<u8> {
+        self.rx.try_recv().unwrap_or_else(|_| vec![0u8; self.piece_bytes])
+    }
+}
+
 /// Raw pages go straight from the page pipe to the file (splice, no copy
 /// through cryo): the parasite says beforehand which pages are all zero.
 /// Compressed pages pass through cryo's memory, in pieces that a thread of
@@ -315,8 +335,7 @@ pub enum Sink {
 pub struct Behind {
     core: Core,
     writer: Writer,
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
-    piece_bytes: usize,
+    spares: Spares,
 }
 
 /// The thread writing behind, and the way to it.
@@ -335,7 +354,7 @@ struct Kept {
 impl Behind {
     fn start(core: Core, piece_bytes: usize) -> Behind {
         let (tx, rx) = sync_channel::<Kept>(PIECES);
-        let (spare_tx, spare) = sync_channel::<Vec<u8>>(PIECES + 2);
+        let (spare_tx, spares) = Spares::new(piece_bytes);
         let (file, prealloc) = (core.file.clone(), core.prealloc);
         let thread = std::thread::spawn(move || {
             for Kept { buf, spans, mut at } in rx {
@@ -348,7 +367,7 @@ impl Behind {
             }
             Ok(())
         });
-        Behind { core, writer: Writer { tx: Some(tx), thread: Some(thread) }, spare, piece_bytes }
+        Behind { core, writer: Writer { tx: Some(tx), thread: Some(thread) }, spares }
     }
 
     fn send(&mut self, piece: Piece) -> Result<()> {
@@ -388,9 +407,8 @@ impl Drop for Writer {
 
 pub struct Threaded {
     tx: Option<SyncSender<Piece>>,
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    spares: Spares,
     thread: Option<JoinHandle<Result<Written>>>,
-    piece_bytes: usize,
 }
 
 impl Sink {
@@ -412,7 +430,7 @@ impl Sink {
             return Ok(Sink::Behind(Box::new(Behind::start(core, piece_bytes))));
         }
         let (tx, rx) = sync_channel::<Piece>(PIECES);
-        let (spare_tx, spare) = sync_channel::<Vec<u8>>(PIECES + 2);
+        let (spare_tx, spares) = Spares::new(piece_bytes);
         let thread = std::thread::spawn(move || {
             for piece in rx {
                 let mut at = 0;
@@ -424,7 +442,7 @@ impl Sink {
             }
             core.written()
         });
-        Ok(Sink::Threaded(Threaded { tx: Some(tx), spare, thread: Some(thread), piece_bytes }))
+        Ok(Sink::Threaded(Threaded { tx: Some(tx), spares, thread: Some(thread) }))
     }
 
     /// Where spliced pages go: the file and the offset of the next raw byte
@@ -474,8 +492,8 @@ impl Sink {
     /// is done with, or a new one (the bounded channel bounds how many live).
     pub fn buffer(&mut self) -> Vec<u8> {
         match self {
-            Sink::Threaded(t) => t.spare.try_recv().unwrap_or_else(|_| vec![0u8; t.piece_bytes]),
-            Sink::Behind(b) => b.spare.try_recv().unwrap_or_else(|_| vec![0u8; b.piece_bytes]),
+            Sink::Threaded(t) => t.spares.buffer(),
+            Sink::Behind(b) => b.spares.buffer(),
             Sink::Direct(_) => vec![0u8; PIECE_DIRECT],
         }
     }
@@ -509,8 +527,8 @@ impl Sink {
     pub fn push(&mut self, group: usize, vaddr: u64, data: &[u8], origin: PageOrigin, dedupe: bool) -> Result<()> {
         let piece_bytes = match self {
             Sink::Direct(core) => return core.push(group, vaddr, data, origin, dedupe),
-            Sink::Threaded(t) => t.piece_bytes,
-            Sink::Behind(b) => b.piece_bytes,
+            Sink::Threaded(t) => t.spares.piece_bytes,
+            Sink::Behind(b) => b.spares.piece_bytes,
         };
         for (i, chunk) in data.chunks(piece_bytes).enumerate() {
             let mut buf = self.buffer();

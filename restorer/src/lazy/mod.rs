@@ -208,10 +208,6 @@ impl Process {
         Ok(())
     }
 
-    fn failed(&self, what: &str, e: Errno) -> RestoreError {
-        failed(self.host, what, e)
-    }
-
     /// Once nothing is pending, the userfaultfd goes: its areas fault as any
     /// memory again (the pages no image holds are zeros).
     fn close_if_complete(&mut self) {
@@ -233,7 +229,7 @@ impl Process {
         let area_end = self.areas.iter().find(|a| a.0 <= page && page < a.1).map_or(page + ps, |a| a.1);
         let next = self.pending.range(page..).next().map_or(u64::MAX, |(&s, _)| s);
         let end = area_end.min(next).min((page & !(FAULT_CHUNK - 1)) + FAULT_CHUNK).max(page + ps);
-        uffd.zeropage(page, end - page).map_err(|e| self.failed("UFFDIO_ZEROPAGE", e))?;
+        uffd.zeropage(page, end - page).map_err(|e| failed(self.host, "UFFDIO_ZEROPAGE", e))?;
         Ok(0)
     }
 
@@ -364,7 +360,7 @@ impl<'a> Server<'a> {
             for p in self.processes.iter_mut().filter(|p| !p.done()) {
                 faults.clear();
                 if let Some(u) = &p.uffd {
-                    u.faults(&mut faults).map_err(|e| p.failed("reading its userfaultfd", e))?;
+                    u.faults(&mut faults).map_err(|e| failed(p.host, "reading its userfaultfd", e))?;
                 }
                 for &a in &faults {
                     busy = true;
