@@ -19,6 +19,7 @@ pub mod digest;
 pub mod meta;
 pub mod model;
 pub mod chain;
+pub mod ranges;
 pub mod codec;
 mod dir;
 pub mod series;

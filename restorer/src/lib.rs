@@ -15,7 +15,6 @@ mod foreground;
 mod layout;
 mod lazy;
 mod ns;
-mod ranges;
 mod rebuild;
 mod shape;
 mod shared;

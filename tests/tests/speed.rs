@@ -264,6 +264,35 @@ fn incremental_chain_stores_written_pages_and_restarts() {
     restart_finishes_as_reference(&h, &i2, &log, &reference, pid, "dirty log after restarting the incremental chain");
 }
 
+/// Memory the program drops between checkpoints (MADV_DONTNEED of whole
+/// page tables) restarts as zero, not as what the parent image held there:
+/// an incremental checkpoint learns of dropped anonymous pages from its
+/// write tracking alone, without looking at every page.
+#[test]
+fn incremental_chain_does_not_bring_back_dropped_memory() {
+    let h = Harness::with_cryo("incremental-dropped");
+    let prog = h.compile("dirty");
+    let prog = prog.to_str().unwrap();
+    // Every third step drops 4 MiB.
+    let reference = h.reference_log(prog, &["150", "0", DIRTY_MIB, "4", "3"], SECS20);
+    let (mut p, _) = h.spawn(&[prog, "dirty.log", "150", "40", DIRTY_MIB, "4", "3"], "dirty.out");
+    let log = Log::new(h.path("dirty.log"));
+    log.wait_prefix("step 3 ", SECS20);
+    let pid = p.pid();
+    // A few drops after each image (the log's first line is "start").
+    let steps_on = |n: usize| log.wait_prefix(&format!("step {} ", log.line_count() - 1 + n), SECS20);
+    let (i0, i1, i2) = (h.path("i0"), h.path("i1"), h.path("i2"));
+    checkpoint_json(&h, pid, &i0, &["--track"], &[]);
+    steps_on(7);
+    let (_, v1) = checkpoint_json(&h, pid, &i1, &["--parent", i0.to_str().unwrap()], &[]);
+    assert!(v1["parent"].is_string() && v1["bytes"].as_u64().unwrap() < 4 << 20, "a small incremental image: {v1}");
+    steps_on(7);
+    let (_, v2) = checkpoint_json(&h, pid, &i2, &["--parent", i1.to_str().unwrap(), "--kill"], &[]);
+    assert!(v2["parent"].is_string(), "{v2}");
+    assert!(p.wait_timeout(SECS20).is_some(), "--kill left the target running");
+    restart_finishes_as_reference(&h, &i2, &log, &reference, pid, "dirty log after restarting a chain across dropped memory");
+}
+
 /// A parent without tracking, or one whose tracking another checkpoint has
 /// used since, gives a full image (said so), never one that misses writes;
 /// a parent of another process is refused and the target left as it was.

@@ -537,8 +537,21 @@ pub mod scan {
 
     /// The ranges of pages in [start, end) that match `q`.
     pub fn ranges_where(pagemap: &super::Pagemap, start: u64, end: u64, q: Query, flags: u64) -> std::io::Result<Vec<(u64, u64)>> {
-        use std::os::fd::AsRawFd;
         let mut out: Vec<(u64, u64)> = Vec::new();
+        for (a, b, _) in regions(pagemap, start, end, q, q.all | q.any, flags)? {
+            match out.last_mut() {
+                Some(last) if last.1 == a => last.1 = b,
+                _ => out.push((a, b)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pages in [start, end) that match `q`, as (start, end, categories)
+    /// with the categories of `returned` that each has.
+    pub fn regions(pagemap: &super::Pagemap, start: u64, end: u64, q: Query, returned: u64, flags: u64) -> std::io::Result<Vec<(u64, u64, u64)>> {
+        use std::os::fd::AsRawFd;
+        let mut out: Vec<(u64, u64, u64)> = Vec::new();
         let mut regions = [PageRegion::default(); REGIONS];
         let mut at = start;
         while at < end {
@@ -552,7 +565,7 @@ pub mod scan {
                 category_mask: q.all,
                 category_inverted: q.inverted,
                 category_anyof_mask: q.any,
-                return_mask: q.all | q.any,
+                return_mask: returned,
                 ..Default::default()
             };
             // SAFETY: `arg` and the `regions` it points to live across the
@@ -564,8 +577,8 @@ pub mod scan {
             }
             for r in &regions[..n as usize] {
                 match out.last_mut() {
-                    Some(last) if last.1 == r.start => last.1 = r.end,
-                    _ => out.push((r.start, r.end)),
+                    Some(last) if last.1 == r.start && last.2 == r.categories => last.1 = r.end,
+                    _ => out.push((r.start, r.end, r.categories)),
                 }
             }
             if arg.walk_end <= at {

@@ -297,6 +297,10 @@ fn read_regsets(tid: i32) -> Result<Vec<(u32, Vec<u8>)>> {
 /// stop, if `abortable`). Returns false if it exited.
 fn wait_for_stop(t: &mut Thread, abortable: bool) -> Result<bool> {
     let deadline = Instant::now() + STOP_TIMEOUT;
+    // A thread that runs or sleeps stops within microseconds of the
+    // interrupt: look again soon, then less often (a whole millisecond
+    // at first would be most of a small checkpoint's stop).
+    let mut pause = Duration::from_micros(10);
     loop {
         let stop = match ptrace::wait_flags(t.tid, libc::WNOHANG)? {
             Some(s) => s,
@@ -307,7 +311,8 @@ fn wait_for_stop(t: &mut Thread, abortable: bool) -> Result<bool> {
                 if let Some(sig) = fault::aborted().filter(|_| abortable) {
                     return Err(TracerError::Interrupted { sig });
                 }
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(1));
                 continue;
             }
         };

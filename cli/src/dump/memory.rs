@@ -553,20 +553,30 @@ pub fn select(pid: i32, vmas: &[Vma], part: Part, mem: &MemFile, shared: &mut Sh
             continue;
         }
         let first_run = runs.len();
-        for (start, end) in stored_ranges(&pm, v, &mut ents)? {
-            // In pieces that are unchanged since the parent image or not.
-            let mut at = start;
-            while at < end {
-                let (unchanged, until) = tracked.map_or((false, u64::MAX), |t| t.unchanged_until(at));
-                let stop = until.min(end);
-                let origin = if unchanged { PageOrigin::Parent } else { PageOrigin::Here };
-                let npages = (stop - at) / ps;
-                let in_this_vma = runs.len() > first_run;
-                match runs.last_mut() {
-                    Some(r) if in_this_vma && r.origin == origin && r.vaddr + r.npages * ps == at => r.npages += npages,
-                    _ => runs.push(PageRun { vaddr: at, npages, file_offset: 0, origin }),
+        let pieces = match tracked.and_then(|t| t.pages_in(v)) {
+            Some(known) => known,
+            None => {
+                // The pages that hold data, in pieces that are unchanged
+                // since the parent image or not.
+                let mut pieces = Vec::new();
+                for (start, end) in stored_ranges(&pm, v, &mut ents)? {
+                    let mut at = start;
+                    while at < end {
+                        let (unchanged, until) = tracked.map_or((false, u64::MAX), |t| t.unchanged_until(at));
+                        let stop = until.min(end);
+                        pieces.push((at, stop, if unchanged { PageOrigin::Parent } else { PageOrigin::Here }));
+                        at = stop;
+                    }
                 }
-                at = stop;
+                pieces
+            }
+        };
+        for (at, stop, origin) in pieces {
+            let npages = (stop - at) / ps;
+            let in_this_vma = runs.len() > first_run;
+            match runs.last_mut() {
+                Some(r) if in_this_vma && r.origin == origin && r.vaddr + r.npages * ps == at => r.npages += npages,
+                _ => runs.push(PageRun { vaddr: at, npages, file_offset: 0, origin }),
             }
         }
         // Keep an ELF mapping's first page for build-ids (cores, inspect).

@@ -17,7 +17,7 @@ mod state;
 pub(crate) mod tracking;
 
 use anyhow::{Context, Result};
-use cryo_image::{DumpStats, FdImage, ImageWriter, Inventory, PageOrigin, PageRun, Tracking, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage, Vma};
+use cryo_image::{DumpStats, FdImage, ImageWriter, Inventory, PageOrigin, PageRun, ProcessEntry, ProcessImage, ProcessState, RegSet, ThreadImage, Vma};
 use cryo_injector::{Parasite, Remote, Snapshot};
 use cryo_tracer::proc::MemFile;
 use cryo_image::codec::Codec;
@@ -754,7 +754,7 @@ struct Each<'a, 'w> {
     /// See [`Options::pages_in_tree`].
     in_tree: bool,
     view: &'a pids::PidView,
-    prev: Option<&'a std::collections::HashMap<i32, Tracking>>,
+    prev: Option<&'a std::collections::HashMap<i32, parent::Tracked>>,
     maps_before: &'a std::collections::HashMap<i32, Earlier>,
     clock: &'a Clock,
     pages_files: &'a Mutex<&'w mut ImageWriter>,
@@ -817,7 +817,7 @@ struct How<'a> {
     /// Leave private memory to a copy-on-write snapshot where possible.
     snapshot: bool,
     /// Track writes (see tracking.rs), with what the parent image left.
-    tracking: Option<Option<&'a Tracking>>,
+    tracking: Option<Option<&'a parent::Tracked>>,
     /// The VmFlags were read now, not taken from the parent image.
     flags_exact: bool,
     /// See [`Earlier::unshared`]: empty where the map changed since.

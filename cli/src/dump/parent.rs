@@ -1,12 +1,12 @@
 //! What an incremental checkpoint takes from its parent image: the write
-//! tracking each process left there, and each process's memory map with its
-//! flags. Where a process's areas are still those of the parent image, the
+//! tracking each process left there, the pages it holds for each, and each
+//! process's memory map with its flags. Where a process's areas are still those of the parent image, the
 //! flags need not be read again from /proc/PID/smaps, which walks every page
 //! table (about 20 ms per GiB) — the largest cost of a small incremental
 //! checkpoint otherwise.
 
 use anyhow::{Context, Result};
-use cryo_image::{ImageReader, ProcessState, Tracking, Vma};
+use cryo_image::{ranges, ImageReader, PageOrigin, PageRun, ProcessState, Tracking, Vma};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -20,7 +20,19 @@ pub struct Parent {
 /// What one process left in the parent image.
 struct Left {
     tracking: Option<Tracking>,
+    held: Vec<(u64, u64)>,
     vmas: Vec<Vma>,
+}
+
+/// The write tracking a process left in the parent image, and the pages
+/// the image holds for it.
+#[derive(Clone)]
+pub struct Tracked {
+    pub tracking: Tracking,
+    /// Sorted address ranges of the pages that the image holds for the
+    /// process, in its own pages file or up its chain. Pages outside them
+    /// were absent or all zero when it was taken.
+    pub held: Vec<(u64, u64)>,
 }
 
 impl Parent {
@@ -35,14 +47,15 @@ impl Parent {
             if let Some(t) = &p.tracking {
                 mark_tracked(&mut vmas, &t.ranges);
             }
-            processes.insert(e.pid, Left { tracking: p.tracking, vmas });
+            let held = held(&p.pages, img.inventory.page_size);
+            processes.insert(e.pid, Left { tracking: p.tracking, held, vmas });
         }
         Ok(Parent { dir: dir.to_path_buf(), root: img.inventory.root_pid, processes })
     }
 
     /// The write tracking each process left, by pid as the tree sees it. The
     /// parent must be an image of the same tree (`root`).
-    pub fn tracking(&self, root: i32) -> Result<HashMap<i32, Tracking>> {
+    pub fn tracking(&self, root: i32) -> Result<HashMap<i32, Tracked>> {
         if self.root != root {
             anyhow::bail!(
                 "{} is an image of process {}, not of this tree (root {root}); name an image of the same tree as --parent",
@@ -50,8 +63,11 @@ impl Parent {
                 self.root
             );
         }
-        let out: HashMap<i32, Tracking> =
-            self.processes.iter().filter_map(|(pid, l)| Some((*pid, l.tracking.clone()?))).collect();
+        let out: HashMap<i32, Tracked> = self
+            .processes
+            .iter()
+            .filter_map(|(pid, l)| Some((*pid, Tracked { tracking: l.tracking.clone()?, held: l.held.clone() })))
+            .collect();
         if out.is_empty() {
             tracing::warn!(
                 "{} was taken without write tracking; this checkpoint is a full one (take the parent with --track)",
@@ -66,6 +82,14 @@ impl Parent {
     pub fn vmas(&self, pid: i32) -> Option<&[Vma]> {
         self.processes.get(&pid).map(|l| l.vmas.as_slice())
     }
+}
+
+/// The pages that `runs` give bytes for: stored in the image, up its chain,
+/// or in the parent process's pages (a Reference page is only a copy of
+/// its file's).
+fn held(runs: &[PageRun], ps: u64) -> Vec<(u64, u64)> {
+    let held = runs.iter().filter(|r| r.origin != PageOrigin::Reference).map(|r| (r.vaddr, r.vaddr + r.npages * ps)).collect();
+    ranges::normalized(held, ps)
 }
 
 /// The flags were read before the parent's checkpoint registered its

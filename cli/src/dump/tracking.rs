@@ -26,10 +26,11 @@
 //! registration is not inherited).
 
 use anyhow::Result;
-use cryo_image::{Tracking, Vma, VmaKind};
+use cryo_image::{ranges, PageOrigin, Tracking, Vma, VmaKind};
 use cryo_injector::{Arg, Batch, Parasite, Remote};
 use cryo_tracer::arch::Sysno;
-use cryo_tracer::proc::{scan, Pagemap};
+use cryo_tracer::proc::scan::{self, Query};
+use cryo_tracer::proc::Pagemap;
 use cryo_tracer::{fault, proc, Seized};
 use std::os::unix::fs::MetadataExt;
 
@@ -47,6 +48,14 @@ pub struct Tracked {
     /// Pages written since the parent image (or since registration) in
     /// tracked areas, as sorted address ranges.
     pub written: Vec<(u64, u64)>,
+    /// Areas of `since_parent` whose pages to store are known without a
+    /// look at every page (see [`Tracked::pages_in`]).
+    known: Vec<(u64, u64)>,
+    /// Those of `written` in `known` areas that hold data now (present but
+    /// for the shared zero page, or swapped).
+    written_data: Vec<(u64, u64)>,
+    /// The pages the parent image holds for the process.
+    held: Vec<(u64, u64)>,
     /// Why some or all memory is stored whole although a parent was given.
     pub lost: Option<String>,
     /// The userfaultfd was made by this checkpoint.
@@ -59,19 +68,41 @@ impl Tracked {
     /// Whether the page at `addr` is unchanged since the parent image, and
     /// the address up to which every page is the same in that respect.
     pub fn unchanged_until(&self, addr: u64) -> (bool, u64) {
-        // (inside, where that ends) for a sorted list of ranges.
-        let at = |ranges: &[(u64, u64)]| {
-            let i = ranges.partition_point(|r| r.1 <= addr);
-            match ranges.get(i) {
-                Some(r) if r.0 <= addr => (true, r.1),
-                Some(r) => (false, r.0),
-                None => (false, u64::MAX),
-            }
-        };
-        let (tracked, t_end) = at(&self.since_parent);
-        let (written, w_end) = at(&self.written);
+        let (tracked, t_end) = ranges::locate(&self.since_parent, addr);
+        let (written, w_end) = ranges::locate(&self.written, addr);
         (tracked && !written, t_end.min(w_end))
     }
+
+    /// The pages of area `v` to store, in address order, when its scan
+    /// said enough: written pages that hold data are new, and every page not
+    /// written since the parent image holds what it held then, so the
+    /// parent's pages stand for those. In anonymous memory a page the
+    /// program dropped (MADV_DONTNEED, a page table freed with it) shows as
+    /// written; this spares looking at each of its pages (2 ms per GiB).
+    pub fn pages_in(&self, v: &Vma) -> Option<Vec<(u64, u64, PageOrigin)>> {
+        if !self.known.contains(&(v.start, v.end)) {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut at = v.start;
+        while at < v.end {
+            let (written, w_end) = ranges::locate(&self.written, at);
+            let (here, edge) = if written { ranges::locate(&self.written_data, at) } else { ranges::locate(&self.held, at) };
+            let to = v.end.min(w_end).min(edge);
+            if here {
+                out.push((at, to, if written { PageOrigin::Here } else { PageOrigin::Parent }));
+            }
+            at = to;
+        }
+        Some(out)
+    }
+}
+
+/// Memory whose dropped pages show as written (see [`Tracked::pages_in`]):
+/// in a file mapping a dropped page leaves a write-protect marker instead,
+/// and shows the file again.
+fn anonymous(v: &Vma) -> bool {
+    matches!(v.kind, VmaKind::Anon | VmaKind::Heap | VmaKind::Stack) && !v.has_flag("ht")
 }
 
 /// Is fd `fd` of `pid` (with /proc link `link`) cryo's tracking: its
@@ -126,10 +157,11 @@ pub fn track(
     remote: &mut Remote,
     parasite: &mut Parasite,
     vmas: &[Vma],
-    prev: Option<&Tracking>,
+    prev: Option<&super::parent::Tracked>,
     scan: bool,
 ) -> Result<std::result::Result<Tracked, String>> {
     let pid = seized.pid;
+    let (held, prev) = (prev.map_or(&[][..], |p| p.held.as_slice()), prev.map(|p| &p.tracking));
     fault::check("tracking")?;
     let (uffd, token) = find(pid)?;
     let continuous = |t: &Tracking| uffd.is_some_and(|(_, ino)| ino == t.inode) && token.is_some_and(|(_, g)| g == t.generation);
@@ -184,29 +216,46 @@ pub fn track(
     }
 
     let pagemap = Pagemap::open(pid)?;
-    let mut ranges = Vec::new();
+    let mut areas = Vec::new();
     let mut since_parent = Vec::new();
     let mut written = Vec::new();
+    let (mut known, mut written_data) = (Vec::new(), Vec::new());
     // Tracked now: registered before (and not just replaced by a new fd) or just now.
     let tracked_now = |v: &&Vma| trackable(v) && ((v.has_flag("uw") && !created) || newly.contains(&v.start));
+    let data = |c: u64| c & scan::PAGE_IS_SWAPPED != 0 || c & (scan::PAGE_IS_PRESENT | scan::PAGE_IS_PFNZERO) == scan::PAGE_IS_PRESENT;
     for v in vmas.iter().filter(tracked_now) {
-        let scanned = if scan { scan::ranges(&pagemap, v.start, v.end, scan::PAGE_IS_WRITTEN, scan::WP_MATCHING | scan::CHECK_WPASYNC) } else { Ok(Vec::new()) };
+        let was_tracked = prev.is_some_and(|t| continuous(t) && t.ranges.iter().any(|r| r.0 <= v.start && v.end <= r.1));
+        let since = was_tracked && !newly.contains(&v.start);
+        // Asking for more than the written category takes the kernel's
+        // slower walk (2 ns more a page): only where it spares a scan.
+        let knowable = scan && since && anonymous(v);
+        let returned = if knowable { scan::PAGE_IS_WRITTEN | scan::PAGE_IS_PRESENT | scan::PAGE_IS_SWAPPED | scan::PAGE_IS_PFNZERO } else { scan::PAGE_IS_WRITTEN };
+        let query = Query { all: scan::PAGE_IS_WRITTEN, ..Default::default() };
+        let scanned = if scan { scan::regions(&pagemap, v.start, v.end, query, returned, scan::WP_MATCHING | scan::CHECK_WPASYNC) } else { Ok(Vec::new()) };
         match scanned {
-            Ok(w) => written.extend(w),
+            Ok(w) => {
+                written.extend(w.iter().map(|r| (r.0, r.1)));
+                if knowable {
+                    written_data.extend(w.iter().filter(|r| data(r.2)).map(|r| (r.0, r.1)));
+                    known.push((v.start, v.end));
+                }
+            }
             Err(e) => {
                 let ours: &[i32] = if created { &[fd, token_fd] } else { &[token_fd] };
                 parasite.run_undo(seized, remote, &closing(ours))?;
                 return Ok(Err(format!("PAGEMAP_SCAN on process {pid} failed ({e}); this kernel cannot track writes (needs Linux 6.7+)")));
             }
         }
-        ranges.push((v.start, v.end));
-        let was_tracked = prev.is_some_and(|t| continuous(t) && t.ranges.iter().any(|r| r.0 <= v.start && v.end <= r.1));
-        if was_tracked && !newly.contains(&v.start) {
+        areas.push((v.start, v.end));
+        if since {
             since_parent.push((v.start, v.end));
         }
     }
-    written.sort();
-    Ok(Ok(Tracked { info: Tracking { fd, inode, generation, ranges }, since_parent, written, lost, created, token_fd }))
+    let ps = cryo_tracer::arch::page_size();
+    let (written, written_data) = (ranges::normalized(written, ps), ranges::normalized(written_data, ps));
+    let held = if known.is_empty() { Vec::new() } else { held.to_vec() };
+    let info = Tracking { fd, inode, generation, ranges: areas };
+    Ok(Ok(Tracked { info, since_parent, written, known, written_data, held, lost, created, token_fd }))
 }
 
 /// Write-protect the pages of the tracked `ranges` of a running process, so
@@ -444,6 +493,9 @@ mod tests {
             info: Tracking { fd: 0, inode: 0, generation: 0, ranges: Vec::new() },
             since_parent: vec![(0x1000, 0x9000), (0x20000, 0x30000)],
             written: vec![(0x3000, 0x5000), (0x22000, 0x23000)],
+            known: Vec::new(),
+            written_data: Vec::new(),
+            held: Vec::new(),
             lost: None,
             created: false,
             token_fd: 0,
@@ -455,5 +507,34 @@ mod tests {
         assert_eq!(t.unchanged_until(0x9000), (false, 0x20000), "untracked gap");
         assert_eq!(t.unchanged_until(0x22000), (false, 0x23000));
         assert_eq!(t.unchanged_until(0x30000), (false, u64::MAX));
+    }
+
+    /// In an area known from its scan: written pages with data are new,
+    /// written ones without (dropped) are left out, the others are the
+    /// parent's where it holds them.
+    #[test]
+    fn pages_of_a_known_area() {
+        let area = |start, end| Vma { start, end, prot: 3, shared: false, kind: VmaKind::Anon, offset: 0, dev: 0, inode: 0, name: String::new(), vmflags: Vec::new() };
+        let t = Tracked {
+            info: Tracking { fd: 0, inode: 0, generation: 0, ranges: Vec::new() },
+            since_parent: vec![(0x10000, 0x20000), (0x30000, 0x40000)],
+            written: vec![(0x12000, 0x16000), (0x1f000, 0x21000)],
+            known: vec![(0x10000, 0x20000)],
+            written_data: vec![(0x13000, 0x14000), (0x15000, 0x16000)],
+            held: vec![(0x8000, 0x11000), (0x14000, 0x18000), (0x1c000, 0x30000)],
+            lost: None,
+            created: false,
+            token_fd: 0,
+        };
+        let got = t.pages_in(&area(0x10000, 0x20000)).expect("known");
+        let want = vec![
+            (0x10000, 0x11000, PageOrigin::Parent),
+            (0x13000, 0x14000, PageOrigin::Here),
+            (0x15000, 0x16000, PageOrigin::Here),
+            (0x16000, 0x18000, PageOrigin::Parent),
+            (0x1c000, 0x1f000, PageOrigin::Parent),
+        ];
+        assert_eq!(got, want);
+        assert!(t.pages_in(&area(0x30000, 0x40000)).is_none(), "tracked, but not known from the scan");
     }
 }

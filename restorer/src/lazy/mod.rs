@@ -15,10 +15,10 @@ mod syscalls;
 
 use crate::check::RestoreError;
 use crate::file_pages::FileBytes;
-use crate::ranges;
 use crate::rebuild::PagesOnDemand;
 use crate::Result;
 use cryo_image::chain::{ResolvedPages, SourceRun};
+use cryo_image::ranges;
 use cryo_image::{ProcessImage, Vma, VmaKind};
 use cryo_tracer::arch::{Arch, Native};
 use cryo_tracer::ptrace::{self, Stop, SyscallInfo};

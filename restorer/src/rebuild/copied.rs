@@ -19,9 +19,10 @@
 use super::{open_cached, PageProgress, Restoree};
 use crate::check::RestoreError;
 use crate::file_pages::FileBytes;
-use crate::{ranges, Result};
+use crate::Result;
 use cryo_image::chain::{ResolvedPages, SourceRun};
 use cryo_image::digest::{Crc, KnownParts};
+use cryo_image::ranges;
 use cryo_image::{Vma, VmaKind};
 use cryo_tracer::proc;
 use cryo_tracer::uffd::{Copied, Uffd};

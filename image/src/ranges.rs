@@ -1,11 +1,12 @@
 //! Sorted, disjoint address ranges, and runs of pages cut along them: which
-//! pages a lazy restart leaves for later, which ones cryo copies into place.
+//! pages a lazy restart leaves for later, which ones cryo copies into place,
+//! which pages an incremental checkpoint finds unchanged.
 
-use cryo_image::chain::SourceRun;
+use crate::chain::SourceRun;
 
 /// Whether `addr` lies in one of the sorted, disjoint `ranges`, and where
 /// that next changes.
-pub(crate) fn locate(ranges: &[(u64, u64)], addr: u64) -> (bool, u64) {
+pub fn locate(ranges: &[(u64, u64)], addr: u64) -> (bool, u64) {
     let i = ranges.partition_point(|r| r.1 <= addr);
     match ranges.get(i) {
         Some(r) if r.0 <= addr => (true, r.1),
@@ -15,7 +16,7 @@ pub(crate) fn locate(ranges: &[(u64, u64)], addr: u64) -> (bool, u64) {
 }
 
 /// Page-aligned, sorted, merged.
-pub(crate) fn normalized(mut ranges: Vec<(u64, u64)>, ps: u64) -> Vec<(u64, u64)> {
+pub fn normalized(mut ranges: Vec<(u64, u64)>, ps: u64) -> Vec<(u64, u64)> {
     for r in &mut ranges {
         *r = (r.0 & !(ps - 1), r.1.saturating_add(ps - 1) & !(ps - 1));
     }
@@ -33,7 +34,7 @@ pub(crate) fn normalized(mut ranges: Vec<(u64, u64)>, ps: u64) -> Vec<(u64, u64)
 
 /// `runs` cut where `ranges` (normalized) begin and end: the pieces inside
 /// them, and those outside, each in the order of `runs`.
-pub(crate) fn cut<'r>(runs: impl IntoIterator<Item = &'r SourceRun>, ranges: &[(u64, u64)], ps: u64) -> (Vec<SourceRun>, Vec<SourceRun>) {
+pub fn cut<'r>(runs: impl IntoIterator<Item = &'r SourceRun>, ranges: &[(u64, u64)], ps: u64) -> (Vec<SourceRun>, Vec<SourceRun>) {
     let (mut inside, mut outside) = (Vec::new(), Vec::new());
     for r in runs {
         let end = r.vaddr + r.npages * ps;
@@ -50,7 +51,7 @@ pub(crate) fn cut<'r>(runs: impl IntoIterator<Item = &'r SourceRun>, ranges: &[(
 }
 
 /// Those of `ranges` (normalized) in which one of `runs` starts.
-pub(crate) fn holding(ranges: &[(u64, u64)], runs: &[SourceRun]) -> Vec<(u64, u64)> {
+pub fn holding(ranges: &[(u64, u64)], runs: &[SourceRun]) -> Vec<(u64, u64)> {
     let mut used = vec![false; ranges.len()];
     for r in runs {
         let i = ranges.partition_point(|a| a.1 <= r.vaddr);
