@@ -60,7 +60,7 @@ run_as() {
     local dir=$1
     shift
     local envv=(env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$dir" LANG=C)
-    [ -n "${RUST_LOG:-}" ] && envv+=(RUST_LOG="$RUST_LOG")
+    [ -n "${CRYO_LOG:-}" ] && envv+=(CRYO_LOG="$CRYO_LOG")
     if [ "$(id -u)" = 0 ]; then
         (cd "$dir" && setpriv --reuid="$RUN_UID" --regid="$RUN_GID" --clear-groups -- "${envv[@]}" "$@")
     else

@@ -19,7 +19,7 @@
 //!   or exe lies inside the work dir (restored trees, leaked helpers).
 //!
 //! Environment knobs: `CRYO_BIN` (path of the cryo binary to test instead of
-//! target/<profile>/cryo), `CRYO_TESTS_KEEP=1`; `RUST_LOG` is passed on to cryo (and then
+//! target/<profile>/cryo), `CRYO_TESTS_KEEP=1`; `CRYO_LOG` is passed on to cryo (and then
 //! the "exactly one line on stderr" check is relaxed).
 
 use std::cell::{Cell, RefCell};
@@ -673,7 +673,7 @@ impl CmdOut {
         self
     }
     /// Assert it failed the way the contract says: non-zero exit (not a crash),
-    /// one clear line on stderr (checked unless RUST_LOG is set), no panic.
+    /// one clear line on stderr (checked unless CRYO_LOG is set), no panic.
     pub fn assert_clean_failure(&self) -> &Self {
         assert!(
             !self.success(),
@@ -700,7 +700,7 @@ impl CmdOut {
             "cryo failed without saying why on stderr:\n{}",
             self.describe()
         );
-        if std::env::var_os("RUST_LOG").is_none() {
+        if std::env::var_os("CRYO_LOG").is_none() {
             assert_eq!(
                 lines.len(),
                 1,
@@ -1026,10 +1026,10 @@ impl Harness {
             .env("TMPDIR", &self.dir)
             .env("LANG", "C")
             .current_dir(&self.dir);
-        // RUST_LOG is passed on for debugging (and relaxes the one-line stderr check);
+        // CRYO_LOG is passed on for debugging (and relaxes the one-line stderr check);
         // RUST_BACKTRACE deliberately is not, so error output stays as users see it.
-        if let Some(v) = std::env::var_os("RUST_LOG") {
-            cmd.env("RUST_LOG", v);
+        if let Some(v) = std::env::var_os("CRYO_LOG") {
+            cmd.env("CRYO_LOG", v);
         }
         if is_root() {
             let id = self.ident(who);
