@@ -754,7 +754,7 @@ struct Each<'a, 'w> {
     /// See [`Options::pages_in_tree`].
     in_tree: bool,
     view: &'a pids::PidView,
-    prev: Option<&'a std::collections::HashMap<i32, parent::Tracked>>,
+    prev: Option<&'a std::collections::HashMap<i32, parent::ParentTracking>>,
     maps_before: &'a std::collections::HashMap<i32, Earlier>,
     clock: &'a Clock,
     pages_files: &'a Mutex<&'w mut ImageWriter>,
@@ -817,7 +817,7 @@ struct How<'a> {
     /// Leave private memory to a copy-on-write snapshot where possible.
     snapshot: bool,
     /// Track writes (see tracking.rs), with what the parent image left.
-    tracking: Option<Option<&'a parent::Tracked>>,
+    tracking: Option<Option<&'a parent::ParentTracking>>,
     /// The VmFlags were read now, not taken from the parent image.
     flags_exact: bool,
     /// See [`Earlier::unshared`]: empty where the map changed since.

@@ -1,9 +1,9 @@
 //! What an incremental checkpoint takes from its parent image: the write
 //! tracking each process left there, the pages it holds for each, and each
-//! process's memory map with its flags. Where a process's areas are still those of the parent image, the
-//! flags need not be read again from /proc/PID/smaps, which walks every page
-//! table (about 20 ms per GiB) — the largest cost of a small incremental
-//! checkpoint otherwise.
+//! process's memory map with its flags. Where a process's areas are still
+//! those of the parent image, the flags need not be read again from
+//! /proc/PID/smaps, which walks every page table (about 20 ms per GiB) —
+//! the largest cost of a small incremental checkpoint otherwise.
 
 use anyhow::{Context, Result};
 use cryo_image::{ranges, ImageReader, PageOrigin, PageRun, ProcessState, Tracking, Vma};
@@ -27,7 +27,7 @@ struct Left {
 /// The write tracking a process left in the parent image, and the pages
 /// the image holds for it.
 #[derive(Clone)]
-pub struct Tracked {
+pub struct ParentTracking {
     pub tracking: Tracking,
     /// Sorted address ranges of the pages that the image holds for the
     /// process, in its own pages file or up its chain. Pages outside them
@@ -55,7 +55,7 @@ impl Parent {
 
     /// The write tracking each process left, by pid as the tree sees it. The
     /// parent must be an image of the same tree (`root`).
-    pub fn tracking(&self, root: i32) -> Result<HashMap<i32, Tracked>> {
+    pub fn tracking(&self, root: i32) -> Result<HashMap<i32, ParentTracking>> {
         if self.root != root {
             anyhow::bail!(
                 "{} is an image of process {}, not of this tree (root {root}); name an image of the same tree as --parent",
@@ -63,10 +63,10 @@ impl Parent {
                 self.root
             );
         }
-        let out: HashMap<i32, Tracked> = self
+        let out: HashMap<i32, ParentTracking> = self
             .processes
             .iter()
-            .filter_map(|(pid, l)| Some((*pid, Tracked { tracking: l.tracking.clone()?, held: l.held.clone() })))
+            .filter_map(|(pid, l)| Some((*pid, ParentTracking { tracking: l.tracking.clone()?, held: l.held.clone() })))
             .collect();
         if out.is_empty() {
             tracing::warn!(

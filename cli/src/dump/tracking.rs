@@ -49,7 +49,7 @@ pub struct Tracked {
     /// tracked areas, as sorted address ranges.
     pub written: Vec<(u64, u64)>,
     /// Areas of `since_parent` whose pages to store are known without a
-    /// look at every page (see [`Tracked::pages_in`]).
+    /// look at every page (see [`Tracked::pages_in`]), in address order.
     known: Vec<(u64, u64)>,
     /// Those of `written` in `known` areas that hold data now (present but
     /// for the shared zero page, or swapped).
@@ -80,7 +80,7 @@ impl Tracked {
     /// program dropped (MADV_DONTNEED, a page table freed with it) shows as
     /// written; this spares looking at each of its pages (2 ms per GiB).
     pub fn pages_in(&self, v: &Vma) -> Option<Vec<(u64, u64, PageOrigin)>> {
-        if !self.known.contains(&(v.start, v.end)) {
+        if self.known.binary_search(&(v.start, v.end)).is_err() {
             return None;
         }
         let mut out = Vec::new();
@@ -181,7 +181,7 @@ pub fn track(
     remote: &mut Remote,
     parasite: &mut Parasite,
     vmas: &[Vma],
-    prev: Option<&super::parent::Tracked>,
+    prev: Option<&super::parent::ParentTracking>,
     scan: bool,
 ) -> Result<std::result::Result<Tracked, String>> {
     let pid = seized.pid;
