@@ -52,7 +52,7 @@ int main(int argc, char **argv)
     size_t words = ((size_t)mib << 20) / 8, page_words = 4096 / 8, pages = words / page_words;
     const size_t window = 4 << 20;
     char *area = mmap(NULL, words * 8 + window, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (area == MAP_FAILED || mib < 8)
+    if (area == MAP_FAILED || (drop_every > 0 && mib < 4))
         return 1;
     uint64_t *b = (uint64_t *)(((uintptr_t)area + window - 1) & ~(uintptr_t)(window - 1));
     for (size_t i = 0; i < words; i++)

@@ -505,6 +505,12 @@ fn wait_dead(pidfds: &[Pidfd], mut threads: Vec<i32>) {
     let mut left: Vec<&Pidfd> = pidfds.iter().collect();
     while !left.is_empty() && Instant::now() < deadline {
         ptrace::reap_exited(&mut threads);
+        if !threads.is_empty() {
+            // A pidfd polls readable only once its traced threads are
+            // reaped here: look for their exits again soon.
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            continue;
+        }
         let step = (Instant::now() + std::time::Duration::from_millis(5)).min(deadline);
         left.retain(|p| !p.wait_exit(step));
     }
