@@ -214,10 +214,15 @@ const DIRTY_MIB: &str = "64";
 /// The dirty workload (64 MiB, 4 pages rewritten per step), its reference
 /// log, and a running copy.
 fn dirty_running(h: &Harness, steps: &str, sleep_ms: &str) -> (Proc, Log, String) {
+    dirty_running_with(h, steps, sleep_ms, &[])
+}
+
+/// [`dirty_running`] with more arguments (DROP_EVERY).
+fn dirty_running_with(h: &Harness, steps: &str, sleep_ms: &str, extra: &[&str]) -> (Proc, Log, String) {
     let prog = h.compile("dirty");
     let prog = prog.to_str().unwrap();
-    let reference = h.reference_log(prog, &[steps, "0", DIRTY_MIB, "4"], SECS20);
-    let (p, _) = h.spawn(&[prog, "dirty.log", steps, sleep_ms, DIRTY_MIB, "4"], "dirty.out");
+    let reference = h.reference_log(prog, &[&[steps, "0", DIRTY_MIB, "4"], extra].concat(), SECS20);
+    let (p, _) = h.spawn(&[&[prog, "dirty.log", steps, sleep_ms, DIRTY_MIB, "4"], extra].concat(), "dirty.out");
     let log = Log::new(h.path("dirty.log"));
     log.wait_prefix("step 3 ", SECS20);
     (p, log, reference)
@@ -271,13 +276,8 @@ fn incremental_chain_stores_written_pages_and_restarts() {
 #[test]
 fn incremental_chain_does_not_bring_back_dropped_memory() {
     let h = Harness::with_cryo("incremental-dropped");
-    let prog = h.compile("dirty");
-    let prog = prog.to_str().unwrap();
     // Every third step drops 4 MiB.
-    let reference = h.reference_log(prog, &["150", "0", DIRTY_MIB, "4", "3"], SECS20);
-    let (mut p, _) = h.spawn(&[prog, "dirty.log", "150", "40", DIRTY_MIB, "4", "3"], "dirty.out");
-    let log = Log::new(h.path("dirty.log"));
-    log.wait_prefix("step 3 ", SECS20);
+    let (mut p, log, reference) = dirty_running_with(&h, "150", "40", &["3"]);
     let pid = p.pid();
     // A few drops after each image (the log's first line is "start").
     let steps_on = |n: usize| log.wait_prefix(&format!("step {} ", log.line_count() - 1 + n), SECS20);
